@@ -1,0 +1,72 @@
+"""What every verb shares: error → exit-code mapping, `--json` output, the stderr console.
+
+Example:
+    >>> @app.command()
+    ... def verb(json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION):
+    ...     with handle_errors(debug):
+    ...         emit(result_dict, json_out, render=lambda: console.print(table))
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+
+from compress.errors import CompressError
+
+console = Console(stderr=True)  # progress and tables go to stderr when --json owns stdout
+stdout_console = Console()
+
+JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
+DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
+
+
+@contextlib.contextmanager
+def handle_errors(debug: bool = False) -> Iterator[None]:
+    """Turn CompressError into one red line and its exit code; anything else is exit 3 with the cause."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CompressError as exc:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]: nothing half-written was left behind")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # an internal failure: name it, exit 3
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(3) from None
+
+
+def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
+    """With --json print one JSON document on stdout; otherwise render tables for people."""
+    if json_out:
+        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+    else:
+        render()
+
+
+def parse_kwargs(pairs: list[str] | None) -> dict:
+    """``["width=0.5", "classes=10"]`` → ``{"width": 0.5, "classes": 10}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    from compress.errors import UsageError
+
+    result = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad key=value {pair!r}; write it like width=0.5")
+        result[key.strip()] = yaml.safe_load(value)
+    return result

@@ -1,0 +1,128 @@
+"""`compress zoo list|train|eval`: the seed models, trained on real offline data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+
+zoo_app = typer.Typer(help="The seed model zoo: list, train and evaluate the reference networks.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(zoo_app, name="zoo")
+
+
+def _metric_text(task: dict | None) -> str:
+    if not task:
+        return "-"
+    heads = task.get("heads")
+    if heads:
+        return ", ".join(f"{name} {m['name']} {m['value']:.3f}" for name, m in heads.items())
+    return f"{task['name']} {task['value']:.3f}"
+
+
+@zoo_app.command("list")
+def list_models(json_out: bool = JSON_OPTION) -> None:
+    """List the zoo: name, source article, parameters, input shape, dataset, reference metric.
+
+    Example: compress zoo list --json
+    """
+    from compress.zoo import ZOO
+
+    rows = []
+    for entry in ZOO.values():
+        params = sum(p.numel() for p in entry.build().parameters())
+        rows.append({
+            "name": entry.name,
+            "article": entry.article,
+            "architecture": entry.architecture,
+            "parameters": params,
+            "inputs": [t.to_dict() for t in entry.inputs],
+            "dataset": entry.dataset,
+            "default_epochs": entry.epochs,
+            "reference_metric": entry.expected or None,
+        })
+
+    def render() -> None:
+        table = Table(title="compress model zoo (trained on real offline data)")
+        for column in ("name", "article", "parameters", "input", "dataset", "reference (seed 0)"):
+            table.add_column(column, justify="right" if column == "parameters" else "left")
+        for row in rows:
+            shape = "; ".join(f"{t['name']} {'x'.join('N' if d < 0 else str(d) for d in t['shape'])} {t['dtype']}" for t in row["inputs"])
+            table.add_row(row["name"], row["article"], f"{row['parameters']:,}", shape, row["dataset"], _metric_text(row["reference_metric"]))
+        console.print(table)
+
+    emit({"models": rows}, json_out, render)
+
+
+@zoo_app.command("train")
+def train(
+    name: str = typer.Argument(..., help="Zoo model name (see `compress zoo list`)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Also write the checkpoint here (it is always cached)."),
+    epochs: int = typer.Option(None, "--epochs", help="Training epochs (default: the model's own)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for init, shuffling and the data split."),
+    width: float = typer.Option(1.0, "--width", help="Width multiplier (e.g. 0.25 for a distillation student)."),
+    force: bool = typer.Option(False, "--force", help="Retrain even if a cached checkpoint exists."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Train a zoo model on its dataset (or reuse the cached checkpoint) and save it.
+
+    Example: compress zoo train mnist_cnn --out mnist_cnn.pt
+    """
+    from compress.zoo import train_zoo_model, zoo_entry
+
+    with handle_errors(debug):
+        entry = zoo_entry(name)
+        if epochs is not None and epochs < 1:
+            from compress.errors import UsageError
+
+            raise UsageError("--epochs must be at least 1")
+        total = epochs or entry.epochs
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
+                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=json_out) as progress:
+            task = progress.add_task(f"training {name}", total=total, loss="-")
+            result = train_zoo_model(
+                name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,
+                on_epoch=lambda epoch, loss: progress.update(task, completed=epoch + 1, loss=f"{loss:.4f}"),
+            )
+            progress.update(task, completed=total)
+        document = {
+            "name": name,
+            "path": str(result.path),
+            "cached": result.cached,
+            "train_seconds": round(result.seconds, 2),
+            "metrics": result.metrics,
+            "parameters": sum(p.numel() for p in result.model.parameters()),
+        }
+        emit(document, json_out, lambda: console.print(
+            f"[green]{name}[/]: {_metric_text(result.metrics.get('task'))} on the test split "
+            f"({'reused cached checkpoint' if result.cached else f'trained in {result.seconds:.1f}s'}) → {result.path}"
+        ))
+
+
+@zoo_app.command("eval")
+def evaluate(
+    path: Path = typer.Argument(..., help="A zoo checkpoint (.pt)."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Evaluate a zoo checkpoint on the test split of the dataset it was trained on.
+
+    Example: compress zoo eval mnist_cnn.pt --json
+    """
+    from compress.errors import UsageError
+    from compress.model import load_model
+    from compress.zoo.train import evaluate_module
+
+    with handle_errors(debug):
+        handle = load_model(path)
+        if handle.source_format != "zoo":
+            raise UsageError(f"{path} is a {handle.source_format} model, not a zoo checkpoint; use `compress quantize --data ...` to evaluate it")
+        metrics = evaluate_module(handle.module, handle.dataset["name"], handle.dataset["split_seed"])
+        document = {"path": str(path), "arch": handle.arch, "dataset": handle.dataset, "metrics": metrics}
+        emit(document, json_out, lambda: console.print(f"{handle.arch['name']}: {_metric_text(metrics['task'])} on {metrics['samples']} test samples"))

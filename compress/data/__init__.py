@@ -1,0 +1,13 @@
+"""Datasets: built-in real data that ships offline, plus a user's .npz, image folder or Python callable.
+
+Example:
+    >>> from compress.data import load_dataset
+    >>> ds = load_dataset("digits28")
+    >>> splits = ds.split(seed=0)
+    >>> splits.test.x[0].shape
+    (360, 1, 28, 28)
+"""
+from compress.data.dataset import Dataset, Head, Splits
+from compress.data.registry import BUILTIN_DATASETS, load_dataset, resolve_data
+
+__all__ = ["Dataset", "Head", "Splits", "BUILTIN_DATASETS", "load_dataset", "resolve_data"]

@@ -1,0 +1,162 @@
+"""Find a dataset by name, file or callable.
+
+Accepted forms of ``--data``:
+  * a built-in name (``digits28``, ``diabetes``, ...; ``compress zoo list`` shows which model uses which);
+  * ``path/to/file.npz`` with an ``x`` array (and ``x1``, ``x2`` ... for more inputs) and optional ``y``;
+  * ``path/to/folder`` of images in class sub-folders;
+  * ``package.module:function`` returning an iterable of input batches or (inputs, labels) pairs.
+
+Example:
+    >>> resolve_data("digits8").name
+    'digits8'
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from compress.data import builtin
+from compress.data.dataset import Dataset, Head
+from compress.errors import UsageError
+
+BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
+    "digits8": builtin.digits8,
+    "digits28": builtin.digits28,
+    "digits64rgb": builtin.digits64rgb,
+    "digits_seq": builtin.digits_seq,
+    "digits_tokens": builtin.digits_tokens,
+    "digits_multitask": builtin.digits_multitask,
+    "diabetes": builtin.diabetes,
+}
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def load_dataset(name: str) -> Dataset:
+    """A built-in dataset by name."""
+    if name not in BUILTIN_DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; built-in datasets: {', '.join(BUILTIN_DATASETS)}")
+    return BUILTIN_DATASETS[name]()
+
+
+def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> Dataset:
+    """Turn a ``--data`` value into a Dataset (see the module docstring for the forms)."""
+    if spec in BUILTIN_DATASETS:
+        return load_dataset(spec)
+    path = Path(spec)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.is_dir():
+        return load_image_folder(path, image_shape)
+    if ":" in spec and not path.exists():
+        return load_callable(spec)
+    if not path.exists():
+        raise UsageError(
+            f"data {spec!r} not found: give a built-in name ({', '.join(BUILTIN_DATASETS)}), "
+            "an existing .npz, an image folder or package.module:function"
+        )
+    raise UsageError(f"data {spec!r}: unsupported kind of file; use a .npz with an 'x' array or an image folder")
+
+
+def load_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"data file {path} not found; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile/ValueError/OSError: the file is not a readable npz
+        raise UsageError(f"{path} is not a readable .npz ({type(exc).__name__}); save it with numpy.savez") from None
+    if "x" not in arrays:
+        raise UsageError(f"{path} has no 'x' array (found: {', '.join(arrays) or 'nothing'}); save inputs as x=..., labels as y=...")
+    extra = sorted((k for k in arrays if k[0] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
+    x = tuple(_as_input(arrays[k]) for k in ["x", *extra])
+    y = None
+    heads: tuple[Head, ...] = ()
+    if "y" in arrays:
+        labels = arrays["y"]
+        if np.issubdtype(labels.dtype, np.integer):
+            heads = (Head("y", "classification", int(labels.max()) + 1),)
+            labels = labels.astype(np.int64)
+        else:
+            heads = (Head("y", "regression"),)
+            labels = labels.astype(np.float32)
+        y = (labels,)
+    try:
+        return Dataset(path.stem, x, y, heads, meta={"path": str(path)})
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def _as_input(array: np.ndarray) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    return array.astype(np.int64)
+
+
+def load_image_folder(root: Path, image_shape: tuple[int, int, int] | None = None) -> Dataset:
+    """Images in ``root/<class>/*.png``; resized to ``image_shape`` (C, H, W) when given."""
+    from PIL import Image
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise UsageError(f"{root} has no class sub-folders; put images in {root}/<class-name>/*.png")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            with Image.open(file) as image:
+                channels = image_shape[0] if image_shape else (1 if image.mode in ("L", "1") else 3)
+                image = image.convert("L" if channels == 1 else "RGB")
+                if image_shape:
+                    image = image.resize((image_shape[2], image_shape[1]))
+                array = np.asarray(image, dtype=np.float32) / 255.0
+            images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise UsageError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len({im.shape for im in images}) > 1:
+        raise UsageError(f"images in {root} differ in size; pass an input shape so they can be resized")
+    return Dataset(
+        root.name,
+        (np.stack(images),),
+        (np.asarray(labels, dtype=np.int64),),
+        (Head("class", "classification", len(classes)),),
+        meta={"path": str(root), "classes": classes},
+    )
+
+
+def load_callable(spec: str) -> Dataset:
+    """``package.module:function`` returning batches.
+
+    Each batch is an array (one input), a tuple of arrays (several inputs), or a dict
+    ``{"x": array-or-tuple, "y": array-or-tuple}`` when labels come along.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot import data function {spec!r}: {exc}") from None
+    xs: list[tuple[np.ndarray, ...]] = []
+    ys: list[tuple[np.ndarray, ...]] = []
+    for batch in function():
+        inputs, labels = (batch.get("x"), batch.get("y")) if isinstance(batch, dict) else (batch, None)
+        xs.append(tuple(_as_input(np.asarray(a)) for a in _as_tuple(inputs)))
+        if labels is not None:
+            ys.append(tuple(np.asarray(a) for a in _as_tuple(labels)))
+    if not xs:
+        raise UsageError(f"data function {spec!r} yielded no batches")
+    x = tuple(np.concatenate(parts) for parts in zip(*xs))
+    y = tuple(np.concatenate(parts) for parts in zip(*ys)) if ys and len(ys) == len(xs) else None
+    heads = tuple(
+        Head(f"y{i}", "classification", int(a.max()) + 1) if np.issubdtype(a.dtype, np.integer) else Head(f"y{i}", "regression")
+        for i, a in enumerate(y or ())
+    )
+    return Dataset(spec, x, y, heads, meta={"callable": spec})
+
+
+def _as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)

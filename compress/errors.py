@@ -1,0 +1,29 @@
+"""Errors that map to the CLI's exit codes (see ARCHITECTURE: 1 gate, 2 usage, 3 environment).
+
+Example:
+    >>> raise UsageError("no such file: model.pt (check the path)")
+"""
+
+
+class CompressError(Exception):
+    """Base class; ``exit_code`` is what the CLI returns."""
+
+    exit_code = 3
+
+
+class UsageError(CompressError):
+    """Bad input or usage: a clear one-line message that says what to do. Exit 2."""
+
+    exit_code = 2
+
+
+class EnvironmentFailure(CompressError):
+    """A missing runtime, a failed export, an unreachable target. Exit 3."""
+
+    exit_code = 3
+
+
+class GateFailed(CompressError):
+    """A quality gate failed; the artifacts are still written. Exit 1."""
+
+    exit_code = 1

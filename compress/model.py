@@ -1,0 +1,216 @@
+"""ModelHandle, and loading every source format safely.
+
+Formats: a zoo checkpoint (``.pt``), a TorchScript archive (``torch.jit.save``), a ``torch.export``
+program (``.pt2``), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
+``.onnx`` file (no torch module: ONNX paths only), and, only with ``trust_pickle=True``, a fully
+pickled ``nn.Module`` (pickles execute code when loaded).
+
+Example:
+    >>> handle = load_model("mnist_cnn.pt")
+    >>> handle.source_format, handle.input_spec.names
+    ('zoo', ['image'])
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.data import Head
+from compress.errors import UsageError
+from compress.io import sha256_file
+from compress.spec import InputSpec
+from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
+from compress.zoo.registry import ZOO
+
+SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")
+
+
+@dataclass
+class ModelHandle:
+    """A model on its way through the passes: the module plus what is known about it."""
+
+    module: nn.Module | None
+    input_spec: InputSpec
+    source_path: str
+    source_format: str
+    source_sha256: str
+    heads: tuple[Head, ...] = ()
+    dataset: dict | None = None          # {"name", "split_seed"} for zoo checkpoints
+    arch: dict | None = None             # {"name", "config"} when the architecture is known
+    onnx_path: str | None = None         # set for .onnx sources
+    techniques: list[str] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def with_module(self, module: nn.Module, technique: str) -> "ModelHandle":
+        """The handle of a transformed model: same provenance, one more technique."""
+        return replace(self, module=module, techniques=[*self.techniques, technique])
+
+    def source_dict(self) -> dict:
+        return {"path": self.source_path, "format": self.source_format, "sha256": self.source_sha256}
+
+
+def _head_from_name(name: str) -> tuple[Head, ...]:
+    from compress.data import load_dataset
+
+    return load_dataset(name).heads
+
+
+def load_model(
+    path: str | Path,
+    arch: str | None = None,
+    arch_kwargs: dict | None = None,
+    input_shapes: list[str] | None = None,
+    trust_pickle: bool = False,
+) -> ModelHandle:
+    """Load ``path`` into a ModelHandle; bad input raises UsageError with a one-line fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
+    digest = sha256_file(path)
+    override = InputSpec.parse(input_shapes) if input_shapes else None
+    if path.suffix == ".onnx":
+        return _load_onnx(path, digest, override)
+    if zipfile.is_zipfile(path):
+        names = zipfile.ZipFile(path).namelist()
+        if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
+            return _load_torchscript(path, digest, override)
+        if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+            return _load_exported_program(path, digest, override)
+    payload = _safe_torch_load(path, trust_pickle)
+    if isinstance(payload, nn.Module):
+        spec = override or _require_spec(path)
+        return ModelHandle(payload.eval(), spec, str(path), "pickle", digest)
+    if is_zoo_checkpoint(payload):
+        module = build_from_checkpoint(payload, str(path))
+        dataset = payload.get("dataset")
+        return ModelHandle(
+            module,
+            override or InputSpec.from_list(payload["input_spec"]),
+            str(path),
+            "zoo",
+            digest,
+            heads=_head_from_name(dataset["name"]) if dataset else (),
+            dataset=dataset,
+            arch={"name": payload["arch"], "config": payload["config"]},
+            metrics=payload.get("metrics", {}),
+        )
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        return _load_state_dict(path, digest, payload, arch, arch_kwargs or {}, override)
+    raise UsageError(f"{path}: not a model compress can read (zoo checkpoint, TorchScript, .pt2, state_dict with --arch, .onnx)")
+
+
+def _safe_torch_load(path: Path, trust_pickle: bool):
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
+            raise UsageError(f"{path} is corrupt or truncated ({str(exc).splitlines()[0]}); re-save or re-download it") from None
+        if not trust_pickle:
+            raise UsageError(
+                f"{path} is a pickled Python object: loading it would execute code inside the file. "
+                "Save a state_dict (pass --arch) or TorchScript/torch.export instead, or pass --trust-pickle if you trust its author"
+            ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); re-save it") from None
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # a trusted pickle may still fail to import its classes
+        raise UsageError(f"{path}: unpickling failed ({type(exc).__name__}: {exc}); is its defining module importable?") from None
+
+
+def _require_spec(path: Path) -> InputSpec:
+    raise UsageError(f"{path} carries no input spec; pass --input-shape, e.g. --input-shape 1x3x64x64")
+
+
+def _load_torchscript(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise UsageError(f"{path} is a corrupt TorchScript archive ({str(exc).splitlines()[0][:160]})") from None
+    spec = override or _spec_from_extra_files(path) or _require_spec(path)
+    return ModelHandle(module.eval(), spec, str(path), "torchscript", digest)
+
+
+def _spec_from_extra_files(path: Path) -> InputSpec | None:
+    """TorchScript archives may carry ``compress_input_spec.json`` via ``_extra_files``."""
+    extra = {"compress_input_spec.json": ""}
+    try:
+        torch.jit.load(str(path), _extra_files=extra)
+    except RuntimeError:
+        return None
+    return InputSpec.from_list(json.loads(extra["compress_input_spec.json"])) if extra["compress_input_spec.json"] else None
+
+
+def _load_exported_program(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+    from compress.spec import TensorSpec
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if override is None:
+        tensors = []
+        for node in program.graph.nodes:
+            if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
+                value = node.meta.get("val")
+                shape = [int(d) if isinstance(d, int) else -1 for d in value.shape]
+                shape[0] = -1
+                tensors.append(TensorSpec(node.name, tuple(shape), str(value.dtype).replace("torch.", ""), 0, 2))
+        override = InputSpec(tuple(tensors))
+    return ModelHandle(program.module(), override, str(path), "exported_program", digest)
+
+
+def _load_onnx(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+    import onnx
+
+    from compress.spec import TensorSpec
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise UsageError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if override is None:
+        initializers = {i.name for i in model.graph.initializer}
+        tensors = []
+        for value in model.graph.input:
+            if value.name in initializers:
+                continue
+            kind = value.type.tensor_type
+            dims = [d.dim_value if d.dim_value > 0 else -1 for d in kind.shape.dim]
+            dims[0] = -1
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type).name
+            tensors.append(TensorSpec(value.name, tuple(dims), dtype, 0, 2))
+        override = InputSpec(tuple(tensors))
+    return ModelHandle(None, override, str(path), "onnx", digest, onnx_path=str(path))
+
+
+def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwargs: dict, override: InputSpec | None) -> ModelHandle:
+    if not arch:
+        raise UsageError(f"{path} is a state_dict: say which class it belongs to with --arch package.module:Class or a zoo name")
+    if arch in ZOO:
+        entry = ZOO[arch]
+        module = entry.build(**({} if entry.widthless else kwargs))
+        spec, heads = entry.input_spec, _head_from_name(entry.dataset)
+        arch_info = {"name": arch, "config": kwargs}
+    else:
+        module_name, _, class_name = arch.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise UsageError(f"cannot import --arch {arch!r} ({exc}); write it as package.module:Class") from None
+        module = cls(**kwargs)
+        spec, heads, arch_info = None, (), {"name": arch, "config": kwargs}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UsageError(f"{path} does not fit --arch {arch} ({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); check --arch-kwargs") from None
+    spec = override or spec or _require_spec(path)
+    return ModelHandle(module.eval(), spec, str(path), "state_dict", digest, heads=heads, arch=arch_info)
