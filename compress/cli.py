@@ -42,3 +42,5 @@ for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name
 
 def main() -> None:
     app()
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,4 @@
+"""``python -m compress`` runs the CLI."""
+from compress.cli import main
+
+main()

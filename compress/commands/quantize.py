@@ -1,0 +1,76 @@
+"""`compress quantize`: one command from a trained model to small, fast, verified artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, parse_kwargs
+from compress.commands._render import artifact_table, step_progress
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize_command)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+
+
+def quantize_command(
+    model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
+    data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
+    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
+    precisions: list[str] = typer.Option(None, "--precision", "-p", help="int8 (default), int8-dynamic, fp16, int8-weight, int4-weight; comma-separated."),
+    calibration: str = typer.Option("minmax", "--calibration", help="minmax, percentile or entropy."),
+    calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (0.005 = 0.5 pt); exit 1 if missed."),
+    auto_fallback: bool = typer.Option(False, "--auto-fallback", help="Keep the most sensitive layers in float until --max-degradation holds."),
+    analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
+    arch: str = typer.Option(None, "--arch", help="For a state_dict: package.module:Class or a zoo name."),
+    arch_kwargs: list[str] = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable)."),
+    input_shape: list[str] = typer.Option(None, "--input-shape", help="Input shape like 1x3x64x64, 1x16:int64 or name=1x8 (repeatable)."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module (executes code from the file)."),
+    no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement."),
+    runs: int = typer.Option(100, "--runs", help="Timed runs per artifact."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Quantize a model to int8 ONNX and TFLite, verified in onnxruntime and LiteRT on real data.
+
+    Example: compress quantize mnist_cnn.pt --format onnx,tflite --max-degradation 0.005 --out runs/mnist
+    """
+    from pydantic import ValidationError
+
+    from compress.errors import GateFailed, UsageError
+    from compress.model import load_model
+    from compress.quantize import QuantizeConfig, quantize
+
+    with handle_errors(debug):
+        try:
+            config = QuantizeConfig(
+                formats=_split(formats) or ["onnx", "tflite"], precisions=_split(precisions) or ["int8"],
+                calibration=calibration, calib_samples=calib_samples, per_channel=not per_tensor, exclude=_split(exclude),
+                max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not no_bench,
+                bench_runs=runs, threads=threads, seed=seed,
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            raise UsageError(f"--{'-'.join(str(p) for p in error['loc'])}: {error['msg']}") from None
+        if auto_fallback and max_degradation is None:
+            raise UsageError("--auto-fallback needs --max-degradation (the gate it falls back to meet)")
+        handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
+        run_dir = out or Path("runs") / model.stem
+        with step_progress(transient=json_out) as step:
+            result = quantize(handle, config, data, run_dir, step=step)
+        report = result.report
+        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir)))
+        if not report["passed"]:
+            failed = [g for g in report["gates"] if not g["passed"]]
+            raise GateFailed(f"gate {failed[0]['name']} failed for {failed[0]['artifact']}: {failed[0]['value']} > {failed[0]['limit']} "
+                             f"(artifacts are still in {run_dir})")

@@ -1,0 +1,54 @@
+"""Which samples calibrate and which evaluate: calibration from train+val, evaluation on test, never the same.
+
+Example:
+    >>> plan = plan_data(handle, "digits28", calib_samples=256, seed=0)
+    >>> plan.calibration.split_name, plan.test.split_name
+    ('train+val[256]', 'test')
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compress.data import Dataset, resolve_data
+from compress.errors import UsageError
+from compress.model import ModelHandle
+
+
+@dataclass
+class DataPlan:
+    calibration: Dataset
+    test: Dataset | None          # None: no real data, so no accuracy claim
+    name: str | None
+    split_seed: int
+    synthetic: bool = False
+
+    def report_dataset(self) -> dict | None:
+        if self.test is None:
+            return None
+        return {"name": self.name, "split": "test", "samples": self.test.size, "split_seed": self.split_seed,
+                "calibration_samples": self.calibration.size, "calibration_split": self.calibration.split_name,
+                "fingerprint": self.test.fingerprint()}
+
+
+def _image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
+    first = handle.input_spec.tensors[0]
+    return tuple(first.shape[1:]) if len(first.shape) == 4 else None
+
+
+def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: int = 256, seed: int = 0) -> DataPlan:
+    """Resolve ``--data`` (default: the zoo checkpoint's own dataset and split seed) into calibration and test sets."""
+    split_seed = seed
+    if data is None and handle.dataset:
+        data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
+    if data is None:
+        rng = np.random.default_rng(seed)
+        arrays = tuple(t.random(calib_samples, rng) for t in handle.input_spec.tensors)
+        return DataPlan(Dataset("random", arrays, split_name="random"), None, None, seed, synthetic=True)
+    dataset = data if isinstance(data, Dataset) else resolve_data(data, _image_shape(handle))
+    handle.input_spec.check(dataset.x, f"data {dataset.name!r}")
+    if dataset.size < 10:
+        raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
+    splits = dataset.split(split_seed)
+    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed)

@@ -1,0 +1,147 @@
+"""Verify exported artifacts in their real runtimes and assemble the run directory's report.
+
+Every verb that produces models (quantize, prune, distill, qat, run) ends here: each artifact file is
+loaded by its runtime, run on the real test split, compared with the reference, timed on the local CPU,
+and written into report.json (shared/report-contract.md) and report.md.
+
+Example:
+    >>> reference = measure_reference(handle, plan)
+    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", ["ptq:int8-static:minmax"], plan, reference, heads)
+    >>> finish_report(run_dir, handle, plan, reference, [entry], gates=[])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.data import Head
+from compress.dataplan import DataPlan
+from compress.evaluate import degradation, fidelity, task_metrics
+from compress.io import sha256_file
+from compress.model import ModelHandle
+from compress.report import new_report, write_report
+from compress.runtimes import open_runner, run_dataset
+
+FORMAT_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "pt2", ".pt": "torchscript"}
+
+
+@dataclass
+class Reference:
+    """The uncompressed model measured the same way as every artifact."""
+
+    outputs: list[np.ndarray] | None
+    metrics: dict | None
+    size_bytes: int
+    runtime: str
+
+    def report_dict(self) -> dict:
+        return {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
+
+
+def heads_for(handle: ModelHandle, plan: DataPlan) -> tuple[Head, ...]:
+    if plan.test is not None and plan.test.heads:
+        return plan.test.heads
+    return handle.heads
+
+
+def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | None = None) -> Reference:
+    """Eager PyTorch outputs on the test split (ONNX sources: onnxruntime on the source file)."""
+    if plan.test is None:
+        return Reference(None, None, size_bytes or Path(handle.source_path).stat().st_size, "torch")
+    if handle.module is None:
+        runner = open_runner(handle.onnx_path)
+    else:
+        from compress.runtimes.torch_eager import TorchRunner
+
+        runner = TorchRunner.from_module(handle.module, handle.input_spec.names)
+    outputs = run_dataset(runner, plan.test)
+    heads = heads_for(handle, plan)
+    metrics = task_metrics(heads, outputs, plan.test.y)
+    return Reference(outputs, metrics, size_bytes or Path(handle.source_path).stat().st_size, runner.name)
+
+
+def combined_fidelity(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
+    """Fidelity of the first output; the others (several heads) under ``outputs``."""
+    per_output = [fidelity(r, c) for r, c in zip(reference, candidate)]
+    result = dict(per_output[0])
+    if len(per_output) > 1:
+        result["outputs"] = per_output
+        result["sqnr_db"] = min(f["sqnr_db"] for f in per_output)
+        result["max_abs_error"] = max(f["max_abs_error"] for f in per_output)
+    return result
+
+
+def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -> tuple[dict, str]:
+    """Run ``path`` in its runtime on the test split: task metric, degradation and fidelity."""
+    runner = open_runner(path)
+    if plan.test is None:  # no real data: prove it loads and runs, claim nothing about accuracy
+        runner.run(tuple(a[:1] for a in plan.calibration.x))
+        return {"task": None, "degradation": None, "fidelity": None}, runner.name
+    outputs = run_dataset(runner, plan.test)
+    task = task_metrics(heads, outputs, plan.test.y)
+    return {
+        "task": task,
+        "degradation": degradation(reference.metrics, task),
+        "fidelity": combined_fidelity(reference.outputs, outputs),
+    }, runner.name
+
+
+def verify_artifact(
+    run_dir: Path,
+    filename: str,
+    precision: str,
+    techniques: list[str],
+    plan: DataPlan,
+    reference: Reference,
+    heads,
+    name: str | None = None,
+    bench: dict | None = None,
+    notes: list[str] | None = None,
+    float_ops: list[dict] | None = None,
+) -> dict:
+    """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None."""
+    path = Path(run_dir) / filename
+    fmt = FORMAT_BY_SUFFIX[path.suffix]
+    metrics, runtime = evaluate_artifact(path, plan, reference, heads)
+    latency = []
+    if bench is not None:
+        from compress.benchmark import benchmark_artifact
+
+        latency.append(benchmark_artifact(path, **bench))
+    return {
+        "name": name or f"{precision}-{fmt}",
+        "path": filename,
+        "format": fmt,
+        "precision": precision,
+        "techniques": list(techniques),
+        "size_bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "verified_in": [runtime],
+        "metrics": metrics,
+        "latency": latency,
+        "float_ops": float_ops or [],
+        "notes": notes or [],
+    }
+
+
+def degradation_gate(artifact: dict, limit: float) -> dict:
+    value = artifact["metrics"]["degradation"]
+    return {"name": "max_degradation", "artifact": artifact["name"], "limit": limit, "value": value,
+            "passed": value is not None and value <= limit + 1e-12}
+
+
+def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
+                  gates: list[dict], extra: dict | None = None) -> dict:
+    """Assemble, validate and write report.json and report.md; return the report."""
+    from compress.report.markdown import write_markdown
+
+    report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
+    report["artifacts"] = artifacts
+    report["gates"] = gates
+    report["passed"] = all(g["passed"] for g in gates)
+    report.update(extra or {})
+    write_report(run_dir, report)
+    write_markdown(run_dir, report)
+    return report

@@ -1,0 +1,235 @@
+"""`compress quantize`: post-training quantization to ONNX and TFLite, verified in the real runtimes.
+
+One config object serves the CLI, the Python API and recipes.
+
+Example:
+    >>> from compress.model import load_model
+    >>> result = quantize(load_model("mnist_cnn.pt"), QuantizeConfig(formats=["onnx"]), out_dir="runs/mnist")
+    >>> result.report["artifacts"][1]["verified_in"]
+    ['onnxruntime']
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from compress.dataplan import DataPlan, plan_data
+from compress.errors import UsageError
+from compress.model import ModelHandle
+from compress.pipeline import Reference, degradation_gate, finish_report, heads_for, measure_reference, verify_artifact
+
+PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
+Format = Literal["onnx", "tflite"]
+
+
+class QuantizeConfig(BaseModel):
+    """Post-training quantization settings (the same object for CLI, API and recipe stages)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], description="Artifact formats to produce.")
+    precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.")
+    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    calib_samples: int = Field(256, ge=1, description="Calibration samples drawn from train+val.")
+    per_channel: bool = True
+    exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
+    max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
+    auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
+    max_fallback_layers: int = Field(4, ge=1)
+    analyze: bool = Field(False, description="Rank layers by how much quantizing each alone hurts fidelity.")
+    include_fp32: bool = Field(True, description="Also export and verify fp32 baselines (used for the speed comparison).")
+    bench: bool = True
+    bench_runs: int = Field(100, ge=1)
+    bench_warmup: int = Field(10, ge=0)
+    threads: int | None = None
+    seed: int = 0
+
+    @field_validator("precisions")
+    @classmethod
+    def _known_precisions(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        if not value:
+            raise ValueError("give at least one precision")
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _some_format(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one format (onnx, tflite)")
+        return list(dict.fromkeys(value))
+
+
+@dataclass
+class QuantizeResult:
+    run_dir: Path
+    report: dict
+    preflight: list[dict] = field(default_factory=list)
+
+
+Step = Callable[[str], None]
+
+
+def _filename(precision: str, fmt: str) -> str:
+    return f"model.{precision}.{fmt}"
+
+
+def _finding_dict(finding) -> dict:
+    return {k: getattr(finding, k) for k in ("format", "op", "node", "layer", "severity", "message", "suggestion")}
+
+
+def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32_onnx: Path | None) -> list[dict]:
+    """Ops each path cannot quantize or run, found before calibrating. Errors stop the run (exit 2)."""
+    findings = []
+    for precision in config.precisions:
+        if fp32_onnx is not None:
+            from compress.export.onnx_preflight import onnx_preflight
+
+            findings += [_finding_dict(f) for f in onnx_preflight(fp32_onnx, precision)]
+        if "tflite" in config.formats and handle.module is not None:
+            from compress.export.tflite_preflight import tflite_preflight
+
+            findings += [_finding_dict(f) for f in tflite_preflight(handle, precision)]
+    errors = [f for f in findings if f["severity"] == "error"]
+    if errors:
+        first = errors[0]
+        raise UsageError(f"{first['format']}: {first['message']} ({first['suggestion']})")
+    return findings
+
+
+def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, plan: DataPlan, config: QuantizeConfig, exclude: list[str]):
+    out = run_dir / _filename(precision, fmt)
+    if fmt == "onnx":
+        from compress.export.onnx_quantize import quantize_onnx
+
+        return quantize_onnx(run_dir / _filename("fp32", "onnx"), out, precision, plan.calibration, method=config.calibration,
+                             per_channel=config.per_channel, exclude=exclude, seed=config.seed)
+    from compress.export.tflite import export_tflite
+
+    return export_tflite(handle, out, precision, plan.calibration, method=config.calibration,
+                         per_channel=config.per_channel, exclude=exclude, seed=config.seed)
+
+
+def quantize(
+    handle: ModelHandle,
+    config: QuantizeConfig | None = None,
+    data=None,
+    out_dir: str | Path = "runs/quantize",
+    step: Step | None = None,
+) -> QuantizeResult:
+    """Quantize ``handle`` into every format × precision, verify each file in its runtime, write the run directory."""
+    config = config or QuantizeConfig()
+    step = step or (lambda message: None)
+    run_dir = Path(out_dir)
+    if handle.module is None and "tflite" in config.formats:
+        if config.formats == ["tflite"]:
+            raise UsageError(f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)")
+        config = config.model_copy(update={"formats": [f for f in config.formats if f != "tflite"]})
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    step("loading data")
+    plan = plan_data(handle, data, config.calib_samples, config.seed)
+    heads = heads_for(handle, plan)
+    notes: list[str] = []
+    if plan.synthetic:
+        notes.append("NO DATA: calibrated on random inputs; no accuracy claim is made. Pass --data for real numbers.")
+
+    fp32_onnx = None
+    if "onnx" in config.formats:
+        step("exporting fp32 ONNX")
+        fp32_onnx = run_dir / _filename("fp32", "onnx")
+        if handle.module is None:
+            shutil.copyfile(handle.onnx_path, fp32_onnx)
+        else:
+            from compress.export.onnx import export_onnx
+
+            export_onnx(handle, fp32_onnx)
+    step("pre-flight")
+    preflight = run_preflight(handle, config, fp32_onnx)
+
+    step("measuring the reference")
+    reference = measure_reference(handle, plan, size_bytes=fp32_onnx.stat().st_size if fp32_onnx else None)
+    bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
+
+    artifacts: list[dict] = []
+    sensitivity = None
+    if config.analyze or config.auto_fallback:
+        step("sensitivity analysis")
+        sensitivity = analyze(handle, plan, config, run_dir)
+
+    for fmt in config.formats:
+        if config.include_fp32:
+            step(f"fp32 {fmt}: export and verify")
+            if fmt == "tflite":
+                from compress.export.tflite import export_tflite
+
+                export_tflite(handle, run_dir / _filename("fp32", "tflite"), "fp32", None)
+            artifacts.append(verify_artifact(run_dir, _filename("fp32", fmt), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
+        for precision in config.precisions:
+            step(f"{precision} {fmt}: quantize, verify, time")
+            artifacts.append(_quantize_verified(handle, fmt, precision, run_dir, plan, reference, heads, config, bench, sensitivity, step))
+
+    gates = []
+    if config.max_degradation is not None and plan.test is not None:
+        gates = [degradation_gate(a, config.max_degradation) for a in artifacts if a["precision"] != "fp32"]
+    from compress.advice import explain_speed, recommend
+
+    explain_speed(artifacts)
+    extra = {
+        "command": "quantize",
+        "config": config.model_dump(),
+        "preflight": preflight,
+        "notes": notes,
+        "recommended": recommend(artifacts, config.max_degradation),
+        "sensitivity": sensitivity,
+    }
+    report = finish_report(run_dir, handle, plan, reference, artifacts, gates, extra)
+    return QuantizeResult(run_dir, report, preflight)
+
+
+def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, sensitivity, step) -> dict:
+    """Quantize, verify; with auto_fallback keep the most sensitive layers in float until the gate holds."""
+    exclude = list(config.exclude)
+    ranked = [row["layer"] for row in (sensitivity or []) if row["layer"] not in exclude]
+    while True:
+        result = _quantize_one(handle, fmt, precision, run_dir, plan, config, exclude)
+        techniques = list(result.techniques) + [f"keep-float:{layer}" for layer in exclude]
+        entry = verify_artifact(run_dir, result.path.name, result.precision if not exclude else "mixed", techniques, plan,
+                                reference, heads, bench=None, notes=list(result.notes), float_ops=list(result.float_ops))
+        loss = entry["metrics"]["degradation"]
+        needs_fallback = (config.auto_fallback and config.max_degradation is not None and loss is not None
+                          and loss > config.max_degradation and ranked and len(exclude) - len(config.exclude) < config.max_fallback_layers)
+        if not needs_fallback:
+            break
+        exclude.append(ranked.pop(0))
+        step(f"{precision} {fmt}: degradation {loss:.4f} > {config.max_degradation}; keeping {exclude[-1]} in float")
+    if exclude != list(config.exclude):
+        entry["notes"].append(f"auto-fallback kept in float: {', '.join(exclude[len(config.exclude):])}")
+    entry["name"] = f"{precision}-{fmt}"
+    if bench is not None:
+        from compress.benchmark import benchmark_artifact
+
+        entry["latency"].append(benchmark_artifact(run_dir / entry["path"], **bench))
+    return entry
+
+
+def analyze(handle: ModelHandle, plan: DataPlan, config: QuantizeConfig, run_dir: Path) -> list[dict]:
+    """Per-layer sensitivity on the ONNX graph (exported to a temporary fp32 file when needed)."""
+    from compress.export.onnx_quantize import analyze_sensitivity
+
+    fp32 = run_dir / _filename("fp32", "onnx")
+    if not fp32.exists():
+        if handle.module is None:
+            shutil.copyfile(handle.onnx_path, fp32)
+        else:
+            from compress.export.onnx import export_onnx
+
+            export_onnx(handle, fp32)
+    eval_data = plan.test if plan.test is not None else plan.calibration
+    return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration, config.per_channel, None)

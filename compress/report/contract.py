@@ -1,0 +1,61 @@
+"""Build, validate and write report.json per shared/report-contract.md.
+
+Example:
+    >>> report = new_report(handle.source_dict(), dataset=None, reference={"metrics": {"task": None}, "size_bytes": 0})
+    >>> validate_report(report)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from importlib import resources
+from pathlib import Path
+
+from compress import __version__
+from compress.io import write_json_atomic
+
+SCHEMA_VERSION = 1
+
+
+class ReportInvalid(ValueError):
+    """A report that breaks the contract (a bug in compress, never the user's fault)."""
+
+
+def load_schema() -> dict:
+    return json.loads(resources.files("compress.report").joinpath("schema.json").read_text(encoding="utf-8"))
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_report(source: dict, dataset: dict | None, reference: dict) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "compress", "version": __version__},
+        "created": utc_now(),
+        "source": source,
+        "dataset": dataset,
+        "reference": reference,
+        "artifacts": [],
+        "gates": [],
+        "passed": True,
+    }
+
+
+def validate_report(report: dict) -> None:
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(load_schema()).iter_errors(report), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.path) or "(root)"
+        raise ReportInvalid(f"report.json breaks the contract at {where}: {first.message}")
+
+
+def write_report(run_dir: str | Path, report: dict) -> Path:
+    """Validate, then write ``run_dir/report.json`` atomically."""
+    validate_report(report)
+    path = Path(run_dir) / "report.json"
+    write_json_atomic(path, report)
+    return path

@@ -1,0 +1,65 @@
+"""The one small protocol every runtime implements, and the factory that picks one.
+
+Example:
+    >>> runner = open_runner("m.tflite", threads=2)
+    >>> runner.name
+    'litert'
+    >>> [o.shape for o in runner.run((np.zeros((4, 1, 28, 28), np.float32),))]
+    [(4, 10)]
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from compress.data import Dataset
+from compress.errors import UsageError
+
+RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert", ".pt2": "torch", ".pt": "torch"}
+RUNTIME_MODULES = {
+    "onnxruntime": "compress.runtimes.onnxruntime:OrtRunner",
+    "litert": "compress.runtimes.litert:LiteRTRunner",
+    "torch": "compress.runtimes.torch_eager:TorchRunner",
+}
+
+
+class Runner(Protocol):
+    """Runs one artifact: ``run`` takes one array per model input (batch first) and returns one per output."""
+
+    name: str          # "onnxruntime" | "litert" | "torch"
+    path: Path
+    input_names: list[str]
+
+    def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]: ...
+
+
+def runtime_for(path: str | Path, runtime: str = "auto") -> str:
+    if runtime != "auto":
+        if runtime not in RUNTIME_MODULES:
+            raise UsageError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIME_MODULES)}")
+        return runtime
+    suffix = Path(path).suffix
+    if suffix not in RUNTIME_BY_SUFFIX:
+        raise UsageError(f"{path}: no runtime for {suffix or 'a file without suffix'}; artifacts are .onnx, .tflite or .pt2")
+    return RUNTIME_BY_SUFFIX[suffix]
+
+
+def open_runner(path: str | Path, runtime: str = "auto", threads: int | None = None, **options) -> Runner:
+    """Load ``path`` in its runtime (chosen by suffix when ``runtime='auto'``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"artifact {path} not found; check the path")
+    module_name, _, class_name = RUNTIME_MODULES[runtime_for(path, runtime)].partition(":")
+    runner_class = getattr(importlib.import_module(module_name), class_name)
+    return runner_class(path, threads=threads, **options)
+
+
+def run_dataset(runner: Runner, dataset: Dataset, batch_size: int = 64) -> list[np.ndarray]:
+    """Run every sample of ``dataset`` through ``runner``; outputs concatenated per model output."""
+    chunks: list[list[np.ndarray]] = []
+    for inputs, _ in dataset.batches(batch_size):
+        chunks.append([np.asarray(o) for o in runner.run(inputs)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]

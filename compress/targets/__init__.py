@@ -1,0 +1,1 @@
+"""Where a runner runs: local CPU, CUDA, ssh, adb, qemu-arm64; plus the self-contained device runner."""
