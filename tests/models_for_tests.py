@@ -1,0 +1,45 @@
+"""Small non-zoo models the quantize tests export as TorchScript and torch.export programs."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenClassifier(nn.Module):
+    """Two int64 inputs: token ids and an attention mask."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, classes: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.proj(self.embed(ids)))
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+class StatefulGRU(nn.Module):
+    """A recurrent step with state in and out: (x, h) -> (y, h')."""
+
+    def __init__(self, features: int = 8, hidden: int = 32):
+        super().__init__()
+        self.cell = nn.GRUCell(features, hidden)
+        self.out = nn.Linear(hidden, 5)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        h_next = self.cell(x, h)
+        return self.out(h_next), h_next
+
+
+class Embedder(nn.Module):
+    """A non-classification output: a 16-d embedding of 8x8 images."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
