@@ -126,12 +126,6 @@ def verify_artifact(
     }
 
 
-def degradation_gate(artifact: dict, limit: float) -> dict:
-    value = artifact["metrics"]["degradation"]
-    return {"name": "max_degradation", "artifact": artifact["name"], "limit": limit, "value": value,
-            "passed": value is not None and value <= limit + 1e-12}
-
-
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
                   gates: list[dict], extra: dict | None = None) -> dict:
     """Assemble, validate and write report.json and report.md; return the report."""

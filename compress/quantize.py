@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
-from compress.pipeline import Reference, degradation_gate, finish_report, heads_for, measure_reference, verify_artifact
+from compress.gates import degradation_gate
+from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
 Format = Literal["onnx", "tflite"]
@@ -64,6 +65,15 @@ class QuantizeConfig(BaseModel):
         if not value:
             raise ValueError("give at least one format (onnx, tflite)")
         return list(dict.fromkeys(value))
+
+
+class ExportConfig(BaseModel):
+    """Plain export (no quantization): fp32 and optionally fp16 files, verified like every artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"])
+    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""`compress recipe validate|schema|init` and `compress run`: reproducible YAML pipelines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+
+recipe_app = typer.Typer(help="Recipes: validate a pipeline file, print its JSON Schema, start a new one.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(recipe_app, name="recipe")
+    app.command("run")(run)
+
+
+@recipe_app.command("validate")
+def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION) -> None:
+    """Check a recipe without running it; errors point at file:line:column.
+
+    Example: compress recipe validate recipes/mnist_cnn.yaml
+    """
+    from compress.recipe import load_recipe
+
+    with handle_errors(debug):
+        recipe = load_recipe(file)
+        emit({"valid": True, "recipe": recipe.resolved()}, json_out,
+             lambda: console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})"))
+
+
+@recipe_app.command("schema")
+def schema() -> None:
+    """Print the recipe JSON Schema (for editor completion).
+
+    Example: compress recipe schema > recipe.schema.json
+    """
+    from compress.recipe import recipe_json_schema
+
+    typer.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@recipe_app.command("init")
+def init(model: str = typer.Option("mnist_cnn", "--model", "-m", help="Zoo name or model path."), debug: bool = DEBUG_OPTION) -> None:
+    """Print a commented starter recipe.
+
+    Example: compress recipe init --model mnist_cnn > mnist.yaml
+    """
+    from compress.recipe.starter import starter_recipe
+
+    with handle_errors(debug):
+        typer.echo(starter_recipe(model), nl=False)
+
+
+def run(
+    file: Path = typer.Argument(..., help="Recipe YAML."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: the recipe's output.dir)."),
+    force: bool = typer.Option(False, "--force", help="Redo every stage instead of reusing unchanged ones."),
+    overrides: list[str] = typer.Option(None, "--set", help="Override a value: stages.1.quantize.calibration=entropy (repeatable)."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Run a recipe: stages in order (cached, resumable), gates on the real artifacts, report + manifest.
+
+    Example: compress run recipes/mnist_cnn.yaml --set stages.0.quantize.calibration=entropy
+    """
+    from compress.commands._render import artifact_table, step_progress
+    from compress.errors import GateFailed
+    from compress.recipe import load_recipe
+    from compress.recipe.run import run_recipe
+
+    with handle_errors(debug):
+        recipe = load_recipe(file, overrides)
+        with step_progress(transient=json_out) as step:
+            result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file))
+        emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
+        if not result.report["passed"]:
+            failed = next(g for g in result.report["gates"] if not g["passed"])
+            raise GateFailed(f"gate {failed['name']} failed for {failed['artifact']}: value {failed['value']} vs limit {failed['limit']} "
+                             f"(artifacts are still in {result.run_dir})")

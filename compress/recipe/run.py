@@ -1,0 +1,188 @@
+"""Execute a recipe: stages in order, cached and resumable, gates on the real artifacts, manifest + report.
+
+Example:
+    >>> result = run_recipe(load_recipe("recipes/mnist_cnn.yaml"), out_dir="runs/mnist")
+    >>> result.report["passed"], sorted(result.manifest["outputs"])[:1]
+    (True, ['model.fp32.onnx'])
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from compress.dataplan import plan_data
+from compress.gates import evaluate_gates
+from compress.io import sha256_file, write_json_atomic
+from compress.model import ModelHandle, load_model
+from compress.pipeline import finish_report, measure_reference
+from compress.recipe.cache import StageCache
+from compress.recipe.schema import RecipeBase
+from compress.zoo.checkpoint import library_versions
+
+MODEL_STAGES = ("prune", "distill", "qat")
+
+
+@dataclass
+class RecipeResult:
+    run_dir: Path
+    report: dict
+    manifest: dict
+    reused: list[str]
+
+
+def resolve_model(recipe: RecipeBase) -> ModelHandle:
+    """``zoo:NAME`` trains (or reuses) the zoo checkpoint with the recipe's seed; anything else is a path."""
+    source = recipe.model.source
+    if source.startswith("zoo:"):
+        from compress.zoo import train_zoo_model
+
+        source = str(train_zoo_model(source[4:], epochs=recipe.model.epochs, seed=recipe.seed).path)
+    return load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
+                      input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle)
+
+
+def _save_module(handle: ModelHandle, path: Path) -> None:
+    """Intermediate models are stored as torch.export programs: reloading executes no pickled code."""
+    from compress.io import atomic_path
+
+    example = handle.input_spec.example_inputs(batch=2)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(handle.module.eval(), example, dynamic_shapes=tuple({0: batch} for _ in example))
+    with atomic_path(path) as tmp:
+        torch.export.save(program, str(tmp))
+
+
+def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle:
+    return handle.with_module(torch.export.load(str(path)).module(), technique)
+
+
+def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) -> ModelHandle:
+    import importlib
+
+    from compress.data import resolve_data
+
+    pass_module = importlib.import_module(f"compress.passes.{kind}")
+    name = data or (handle.dataset or {}).get("name")
+    splits = resolve_data(name).split((handle.dataset or {}).get("split_seed", seed)) if name else None
+    return pass_module.apply(handle, config, splits)
+
+
+def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
+               step: Callable[[str], None] | None = None, recipe_path: str | None = None) -> RecipeResult:
+    step = step or (lambda message: None)
+    run_dir = Path(out_dir or recipe.output.dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = StageCache(run_dir / ".stages")
+    if force:
+        cache.clear()
+    versions = library_versions()
+    step("loading the model")
+    handle = resolve_model(recipe)
+    original = handle
+    plan = plan_data(handle, recipe.data.name, recipe.data.calib_samples, recipe.seed)
+    fingerprint = plan.test.fingerprint() if plan.test is not None else "no-data"
+    previous, artifacts, reused, stage_log = handle.source_sha256, [], [], []
+
+    for index, (kind, config) in enumerate(recipe.stage_list):
+        if kind == "benchmark":  # a measurement, never cached: times every artifact so far on every target
+            step(f"stage {index} benchmark on {', '.join(recipe.targets)}")
+            benchmark_artifacts(artifacts, run_dir, recipe.targets, config)
+            stage_log.append({"index": index, "kind": kind, "targets": recipe.targets, "batch": config.batch})
+            continue
+        key = cache.key(previous, kind, config.model_dump(mode="json"), fingerprint, versions)
+        folder = cache.folder(index, kind, key)
+        record = cache.done(folder)
+        if record is not None:
+            step(f"stage {index} {kind}: unchanged, reused")
+            reused.append(f"{index}:{kind}")
+        else:
+            step(f"stage {index} {kind}")
+            cache.start(folder)
+            record = _run_stage(kind, config, handle, recipe, plan, folder)
+            cache.finish(folder, record)
+        if kind in MODEL_STAGES:
+            handle = _load_module(handle, folder / "model.pt2", record["technique"])
+        for entry in record.get("artifacts", []):
+            shutil.copyfile(folder / entry["path"], run_dir / entry["path"])
+            artifacts = [a for a in artifacts if a["name"] != entry["name"]] + [entry]
+        stage_log.append({"index": index, "kind": kind, "key": key, "reused": f"{index}:{kind}" in reused,
+                          **{k: v for k, v in record.items() if k != "artifacts"}})
+        previous = key
+
+    step("gates")
+    gates = evaluate_gates(artifacts, recipe.gates.max_degradation, recipe.gates.min_fidelity,
+                           recipe.gates.max_size_bytes, recipe.gates.max_latency_ms)
+    reference = measure_reference(original, plan)
+    from compress.advice import explain_speed, recommend
+
+    explain_speed(artifacts)
+    extra = {"command": "run", "stages": stage_log, "recommended": recommend(artifacts, recipe.gates.max_degradation),
+             "recipe": recipe.resolved()}
+    report = finish_report(run_dir, original, plan, reference, artifacts, gates, extra)
+    manifest = build_manifest(recipe, recipe_path, original, plan, run_dir, artifacts, versions)
+    write_json_atomic(run_dir / "manifest.json", manifest)
+    return RecipeResult(run_dir, report, manifest, reused)
+
+
+def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan, folder: Path) -> dict:
+    """Run one stage into ``folder``; return what the marker records (artifact entries, technique, metrics)."""
+    if kind in MODEL_STAGES:
+        new = _apply_model_stage(kind, handle, config, recipe.data.name, recipe.seed)
+        _save_module(new, folder / "model.pt2")
+        return {"technique": new.techniques[-1], "metrics": new.metrics.get(kind, {})}
+    if kind in ("quantize", "export"):
+        from compress.quantize import QuantizeConfig, quantize
+
+        if kind == "export":
+            qconfig = QuantizeConfig(formats=config.formats, precisions=[p for p in config.precisions if p != "fp32"] or ["fp16"],
+                                     seed=recipe.seed, include_fp32="fp32" in config.precisions)
+            if "fp16" not in config.precisions:
+                qconfig = qconfig.model_copy(update={"precisions": []})
+        else:
+            qconfig = config.model_copy(update={"seed": recipe.seed})
+        result = quantize(handle, qconfig, recipe.data.name, folder)
+        for entry in result.report["artifacts"]:
+            entry["techniques"] = [*handle.techniques, *entry["techniques"]]
+        return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", [])}
+    if kind == "evaluate":
+        from compress.evaluate import task_metrics
+        from compress.training import predict
+
+        data = plan.test if config.split == "test" else None
+        metrics = task_metrics(data.heads, predict(handle.module, data), data.y) if data is not None and handle.module is not None else None
+        return {"metrics": metrics, "techniques": handle.techniques}
+    raise AssertionError(kind)
+
+
+def benchmark_artifacts(artifacts: list[dict], run_dir: Path, targets: list[str], config) -> None:
+    """Add (or replace) one latency entry per artifact × target × batch."""
+    from compress.benchmark import benchmark_artifact
+
+    for artifact in artifacts:
+        for target in targets:
+            for batch in config.batch:
+                entry = benchmark_artifact(run_dir / artifact["path"], target=target, batch=batch, runs=config.runs,
+                                           warmup=config.warmup, threads=config.threads)
+                artifact["latency"] = [e for e in artifact["latency"] if (e["target"], e["batch"]) != (entry["target"], batch)] + [entry]
+
+
+def build_manifest(recipe: RecipeBase, recipe_path: str | None, handle: ModelHandle, plan, run_dir: Path,
+                   artifacts: list[dict], versions: dict) -> dict:
+    from compress.export.cpu_features import cpu_int8_features
+
+    return {
+        "recipe": recipe.resolved(),
+        "recipe_file": {"path": recipe_path, "sha256": sha256_file(recipe_path)} if recipe_path else None,
+        "inputs": {"model": handle.source_dict(), "data": {"name": plan.name, "test_fingerprint": plan.test.fingerprint() if plan.test is not None else None,
+                                                          "calibration_fingerprint": plan.calibration.fingerprint()}},
+        "outputs": {a["path"]: a["sha256"] for a in artifacts},
+        "versions": versions,
+        "seed": recipe.seed,
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+                    "cpu_features": cpu_int8_features()},
+    }

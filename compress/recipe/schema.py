@@ -1,0 +1,125 @@
+"""The typed recipe schema. Each stage's config is the very object the CLI verb and Python API use.
+
+Example:
+    >>> recipe_model().model_validate({"model": {"source": "zoo:mnist_cnn"}, "stages": [{"quantize": {}}]}).stage_list[0][0]
+    'quantize'
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
+
+# stage name -> "module:ConfigClass"; one definition, three faces (CLI, API, recipe)
+STAGE_CONFIGS: dict[str, str] = {
+    "prune": "compress.passes.prune:PruneConfig",
+    "distill": "compress.passes.distill:DistillConfig",
+    "qat": "compress.passes.qat:QatConfig",
+    "quantize": "compress.quantize:QuantizeConfig",
+    "export": "compress.quantize:ExportConfig",
+    "evaluate": "compress.recipe.schema:EvaluateConfig",
+    "benchmark": "compress.recipe.schema:BenchmarkConfig",
+}
+
+
+def stage_config_class(kind: str) -> type[BaseModel]:
+    module, _, name = STAGE_CONFIGS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EvaluateConfig(Strict):
+    """Evaluate the current model in eager PyTorch on the test split (a checkpoint between stages)."""
+
+    split: str = Field("test", pattern="^(test|val)$")
+
+
+class BenchmarkConfig(Strict):
+    """Time every artifact so far on the recipe's targets."""
+
+    batch: list[int] = Field(default_factory=lambda: [1])
+    runs: int = Field(100, ge=1)
+    warmup: int = Field(10, ge=0)
+    threads: int | None = None
+
+
+class ModelSection(Strict):
+    source: str = Field(..., description="zoo:NAME (trained or reused), or a path to a model file.")
+    arch: str | None = Field(None, description="For a state_dict: package.module:Class or a zoo name.")
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    input_shapes: list[str] = Field(default_factory=list, description="Like 1x3x64x64 or name=1x12:int64.")
+    trust_pickle: bool = False
+    epochs: int | None = Field(None, ge=1, description="zoo: training epochs (default: the model's own).")
+
+
+class DataSection(Strict):
+    name: str | None = Field(None, description="Dataset name, .npz, image folder or package.module:function.")
+    calib_samples: int = Field(256, ge=1)
+
+
+class Gates(Strict):
+    max_degradation: float | None = Field(None, ge=0, description="Largest metric loss allowed (fraction).")
+    min_fidelity: dict[str, float] = Field(default_factory=dict, description="e.g. {top1_agreement: 0.99, sqnr_db: 25}.")
+    max_size_bytes: int | None = Field(None, ge=1)
+    max_latency_ms: dict[str, float] = Field(default_factory=dict, description="target -> p50 limit, e.g. {local: 2.0}.")
+
+    @model_validator(mode="after")
+    def _known_fidelity(self) -> "Gates":
+        unknown = set(self.min_fidelity) - {"top1_agreement", "sqnr_db", "cosine"}
+        if unknown:
+            raise ValueError(f"unknown fidelity measure {sorted(unknown)[0]!r}; use top1_agreement, sqnr_db or cosine")
+        return self
+
+
+class Output(Strict):
+    dir: str = "runs/recipe"
+
+
+class RecipeBase(Strict):
+    """A compression pipeline kept in git (``stages`` is typed per kind by :func:`recipe_model`)."""
+
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    targets: list[str] = Field(default_factory=lambda: ["local"])
+    gates: Gates = Field(default_factory=Gates)
+    output: Output = Field(default_factory=Output)
+    seed: int = 0
+
+    @property
+    def stage_list(self) -> list[tuple[str, BaseModel]]:
+        """``[(kind, config), ...]`` in order."""
+        return [(kind, getattr(stage, kind)) for stage in self.stages for kind in type(stage).model_fields]
+
+    def resolved(self) -> dict:
+        """The recipe with every default filled in (what the manifest records)."""
+        return self.model_dump(mode="json")
+
+
+def _stage_kind(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def recipe_model() -> type[RecipeBase]:
+    """Build the Recipe class: ``stages`` is a list of one-key mappings, each typed by its kind."""
+    variants = []
+    for kind in STAGE_CONFIGS:
+        stage = create_model(f"{kind.title()}Stage", __config__=ConfigDict(extra="forbid"), **{kind: (stage_config_class(kind), ...)})
+        variants.append(Annotated[stage, Tag(kind)])
+    union = Annotated[Union[tuple(variants)], Discriminator(_stage_kind, custom_error_type="unknown_stage",
+                      custom_error_message=f"a stage is one mapping like '- quantize: {{...}}' with one of: {', '.join(STAGE_CONFIGS)}")]
+    return create_model("Recipe", __base__=RecipeBase, stages=(list[union], Field(..., min_length=1)))
+
+
+def recipe_json_schema() -> dict:
+    """JSON Schema for editors and `compress recipe schema`."""
+    return recipe_model().model_json_schema()

@@ -1,0 +1,52 @@
+"""`compress recipe init`: a commented starter recipe for a zoo model or a model file.
+
+Example:
+    >>> print(starter_recipe("mnist_cnn"))
+"""
+from __future__ import annotations
+
+TEMPLATE = """\
+# compress recipe: run with `compress run {filename}`; validate with `compress recipe validate {filename}`.
+# Every stage's keys are the options of the CLI verb of the same name (see `compress recipe schema`).
+seed: 0                      # same seed + same inputs -> same artifacts (sha256), where the libraries allow
+
+model:
+  source: {source}           # zoo:NAME trains or reuses the zoo checkpoint; or a path (.pt, .pt2, .onnx)
+  # arch: package.module:Class   # for a state_dict
+  # input_shapes: [1x3x64x64]    # when the file carries no input spec
+
+data:
+  name: {data}               # dataset name, .npz, image folder or package.module:function
+  calib_samples: 256         # calibration comes from train+val; evaluation uses the test split
+
+stages:
+  # - prune: {{method: l1-structured, sparsity: 0.5, finetune_epochs: 3}}
+  - quantize:
+      formats: [onnx, tflite]
+      precisions: [int8]
+      calibration: minmax    # minmax | percentile | entropy
+  - benchmark:
+      batch: [1]
+      runs: 100
+
+targets: [local]             # local, cuda, ssh://user@host, adb, qemu-arm64
+
+gates:                       # a failed gate: exit 1, artifacts still written, the report names it
+  max_degradation: 0.005     # 0.5 pt of accuracy
+  # min_fidelity: {{top1_agreement: 0.99}}
+  # max_size_bytes: 200000
+  # max_latency_ms: {{local: 2.0}}
+
+output:
+  dir: runs/{name}
+"""
+
+
+def starter_recipe(model: str) -> str:
+    from compress.zoo.registry import ZOO
+
+    if model in ZOO:
+        return TEMPLATE.format(filename=f"{model}.yaml", source=f"zoo:{model}", data=ZOO[model].dataset, name=model)
+    from pathlib import Path
+
+    return TEMPLATE.format(filename="recipe.yaml", source=model, data="digits28  # change to your data", name=Path(model).stem)
