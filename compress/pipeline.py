@@ -2,7 +2,7 @@
 
 Every verb that produces models (quantize, prune, distill, qat, run) ends here: each artifact file is
 loaded by its runtime, run on the real test split, compared with the reference, timed on the local CPU,
-and written into report.json (shared/report-contract.md) and report.md.
+and written into report.json (shared/report-contract.md), report.md and report.html.
 
 Example:
     >>> reference = measure_reference(handle, plan)
@@ -129,13 +129,17 @@ def verify_artifact(
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
                   gates: list[dict], extra: dict | None = None) -> dict:
     """Assemble, validate and write report.json and report.md; return the report."""
+    from compress.report.html import write_html
     from compress.report.markdown import write_markdown
+    from compress.zoo.checkpoint import library_versions
 
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     report["artifacts"] = artifacts
     report["gates"] = gates
     report["passed"] = all(g["passed"] for g in gates)
+    report["environment"] = library_versions()
     report.update(extra or {})
     write_report(run_dir, report)
     write_markdown(run_dir, report)
+    write_html(run_dir, report)
     return report

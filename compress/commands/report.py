@@ -1,4 +1,4 @@
-"""`compress report schema|validate`: the public report.json contract."""
+"""`compress report schema|validate|compare`: the public report.json contract and side-by-side runs."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, console, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
 
-report_app = typer.Typer(help="The report.json contract: print its JSON Schema, validate a report.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports: print the report.json JSON Schema, validate a report, compare runs.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,3 +46,37 @@ def validate(path: Path = typer.Argument(..., help="A report.json or a run direc
         except ReportInvalid as exc:
             raise UsageError(str(exc)) from None
         console.print(f"{file}: valid (schema_version 1)")
+
+
+@report_app.command("compare")
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run directories."),
+    html_out: Path = typer.Option(None, "--html", help="Also write a self-contained HTML page with plots."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Put runs side by side: every artifact's size, metric, degradation and latency, plus trade-off plots.
+
+    Example: compress report compare runs/ptq runs/prune-int8 --html compare.html
+    """
+    from rich.table import Table
+
+    from compress.io import write_text_atomic
+    from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs
+
+    with handle_errors(debug):
+        runs, page = compare_runs(run_dirs)
+        if html_out:
+            write_text_atomic(html_out, page)
+
+        def render() -> None:
+            table = Table(title=f"{len(runs)} runs")
+            for column in COMPARE_COLUMNS:
+                table.add_column(column)
+            for row in compare_rows(runs):
+                table.add_row(*row)
+            console.print(table)
+            if html_out:
+                console.print(f"HTML: {html_out}")
+
+        emit({"runs": {name: report for name, report in runs.items()}}, json_out, render)

@@ -1,0 +1,1 @@
+"""The benchmark suite: every seed model through the tools users would otherwise pick, and through compress."""

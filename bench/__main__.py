@@ -1,0 +1,75 @@
+"""`python -m bench` (or `make bench`): every seed model vs the tools users would otherwise pick.
+
+Prints one table per model, writes bench/results/latest.json and bench/results/latest.md.
+Options: --models a,b  --runs N (timed runs per variant and batch, interleaved)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.suite import BATCHES, bench_model
+from compress.export.cpu_features import cpu_int8_features
+from compress.zoo import ZOO
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = ["variant", "runtime", "metric", "degr.", "bytes", "x limit", *[f"p50 b{b} ms" for b in BATCHES], *[f"vs fp32 b{b}" for b in BATCHES]]
+
+
+def _cells(row: dict) -> list[str]:
+    return [row["variant"], row["runtime"], f"{row['metric']:.4f}", f"{row['degradation']:+.4f}", f"{row['size_bytes']:,}",
+            f"{row['size_vs_limit']:.2f}", *[f"{row[f'p50_ms_b{b}']:.3f}" for b in BATCHES], *[f"{row[f'vs_best_fp32_b{b}']:.2f}x" for b in BATCHES]]
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Measured {results['date']} on {results['machine']['description']} (`python -m bench --runs {results['runs']}`). "
+             "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
+             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run.", ""]
+    for model in results["models"]:
+        lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
+                  "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(_cells(row)) + " |" for row in model["rows"]]
+        lines += [f"- {f['variant']} failed: {f['error']}" for f in model["failures"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo names")
+    parser.add_argument("--runs", type=int, default=100)
+    args = parser.parse_args()
+    console = Console()
+    features = cpu_int8_features()
+    results = {"date": datetime.date.today().isoformat(), "runs": args.runs,
+               "machine": {"description": f"{platform.machine()}, {features.get('model_name', 'CPU')}, "
+                                          f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
+                           "cpu_features": features}, "models": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.models.split(","):
+            console.rule(name)
+            model = bench_model(name, args.runs, Path(workdir))
+            results["models"].append(model)
+            table = Table(title=f"{name}: {model['parameters']:,} parameters")
+            for column in COLUMNS:
+                table.add_column(column, justify="left" if column in ("variant", "runtime") else "right")
+            for row in model["rows"]:
+                table.add_row(*_cells(row))
+            console.print(table)
+            for failure in model["failures"]:
+                console.print(f"[yellow]{failure['variant']} failed:[/] {failure['error']}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "latest.md").write_text(markdown(results))
+    console.print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""report.html: one self-contained page (plots embedded as data URIs) with the summary, tables and environment.
+
+Example:
+    >>> write_html("runs/mnist", report)
+"""
+from __future__ import annotations
+
+import base64
+import html
+import platform
+from pathlib import Path
+
+from compress.io import write_text_atomic
+from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
+from compress.report.plots import Point, latency_plot, sensitivity_plot, tradeoff_plot
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
+table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.bad{color:#b00020;font-weight:bold}.good{color:#0a7d32}
+.note{color:#7a5a00}img{max-width:100%;border:1px solid #eee;margin:.5rem 0}
+"""
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def html_table(columns: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def trade_points(report: dict, cost: str, run_label: str = "") -> list[Point]:
+    points = []
+    for a in report["artifacts"]:
+        task = a["metrics"].get("task")
+        if not task:
+            continue
+        if cost == "size":
+            x = a["size_bytes"] / 1024
+        else:
+            timed = [l for l in a["latency"] if l.get("batch") == 1 and "p50_ms" in l]
+            if not timed:
+                continue
+            x = timed[0]["p50_ms"]
+        points.append(Point(f"{run_label}{a['name']}", x, task["value"], a["format"]))
+    return points
+
+
+def plots_html(report: dict) -> str:
+    parts = []
+    for cost, label in (("size", "file size (KB)"), ("latency", "p50 latency at batch 1 (ms, local CPU)")):
+        points = trade_points(report, cost)
+        if len(points) >= 2:
+            parts.append(img_tag(tradeoff_plot(points, label, title=f"task metric vs {cost}"), f"accuracy vs {cost}"))
+    if report.get("sensitivity"):
+        parts.append(img_tag(sensitivity_plot(report["sensitivity"]), "per-layer sensitivity"))
+    timed = {a["name"]: next(l for l in a["latency"] if l.get("batch") == 1 and "p50_ms" in l)
+             for a in report["artifacts"] if any(l.get("batch") == 1 and "p50_ms" in l for l in a["latency"])}
+    if timed:
+        parts.append(img_tag(latency_plot(timed), "latency distributions"))
+    return "\n".join(parts)
+
+
+def render_html(report: dict) -> str:
+    source, dataset, ref = report["source"], report["dataset"], report["reference"]
+    task = ref["metrics"].get("task")
+    recommended = report.get("recommended") or {}
+    summary = []
+    if recommended.get("local-cpu"):
+        pick = recommended["local-cpu"]
+        summary.append(f"<p><b>Recommended for the local CPU: {html.escape(pick['artifact'])}</b> — {html.escape(pick['why'])}</p>")
+    for fmt, pick in (recommended.get("by_format") or {}).items():
+        if pick:
+            summary.append(f"<p>Best {html.escape(fmt)} artifact: {html.escape(pick['artifact'])}</p>")
+    gates = ""
+    if report["gates"]:
+        rows = [[g["name"], g.get("artifact"), g["limit"], g["value"], "passed" if g["passed"] else "FAILED"] for g in report["gates"]]
+        gates = "<h2>Gates</h2>" + html_table(["gate", "artifact", "limit", "value", "result"], rows)
+    notes = "".join(f'<li class="note">{html.escape(a["name"])}: {html.escape(n)}</li>' for a in report["artifacts"] for n in a.get("notes", []))
+    notes += "".join(f'<li class="bad">{html.escape(n)}</li>' for n in report.get("notes", []))
+    versions = (report.get("environment") or {})
+    environment = {"python": platform.python_version(), "machine": platform.machine(), **versions}
+    status = '<span class="good">passed</span>' if report["passed"] else '<span class="bad">FAILED</span>'
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(source['path'])}</title>
+<style>{STYLE}</style></head><body>
+<h1>compress report ({html.escape(report.get('command', 'run'))}) — {status}</h1>
+<p>Source <code>{html.escape(source['path'])}</code> ({html.escape(source['format'])}), sha256 <code>{source['sha256'][:16]}…</code>.
+{'Data: ' + html.escape(str(dataset['name'])) + f" {dataset['split']} split, {dataset['samples']} samples." if dataset else '<span class="bad">No data: no accuracy claim.</span>'}
+Reference: {html.escape(f"{task['name']} {task['value']:.4f}") if task else '-'}, {ref['size_bytes']:,} bytes.</p>
+<h2>Summary</h2>{''.join(summary) or '<p>No artifact was timed.</p>'}
+<h2>Artifacts</h2>{html_table(ARTIFACT_COLUMNS, artifact_rows(report))}
+{gates}
+<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>
+<h2>Plots</h2>{plots_html(report)}
+<h2>Environment</h2>{html_table(["what", "value"], [[k, v] for k, v in environment.items()])}
+<p>Created {html.escape(report['created'])} by compress {html.escape(report['tool']['version'])}.</p>
+</body></html>
+"""
+
+
+def write_html(run_dir: str | Path, report: dict) -> Path:
+    path = Path(run_dir) / "report.html"
+    write_text_atomic(path, render_html(report))
+    return path

@@ -1,0 +1,82 @@
+"""Report plots as PNG bytes (matplotlib, headless): trade-offs with the Pareto front, sensitivity, latency.
+
+Example:
+    >>> png = tradeoff_plot(points, x_label="size (KB)")     # bytes of a PNG image
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+@dataclass(frozen=True)
+class Point:
+    label: str
+    x: float      # cost: size or latency (lower is better)
+    y: float      # quality: the task metric (higher is better)
+    group: str = ""
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats on both cost (lower) and quality (higher), sorted by cost."""
+    front = []
+    for p in sorted(points, key=lambda p: (p.x, -p.y)):
+        if not front or p.y > front[-1].y:
+            front.append(p)
+    return front
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def tradeoff_plot(points: list[Point], x_label: str, y_label: str = "task metric", title: str = "") -> bytes:
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    groups = sorted({p.group for p in points})
+    for group in groups:
+        members = [p for p in points if p.group == group]
+        axes.scatter([p.x for p in members], [p.y for p in members], label=group or None, s=36)
+    for p in points:
+        axes.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = pareto_front(points)
+    axes.plot([p.x for p in front], [p.y for p in front], "k--", linewidth=1, label="Pareto front")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def sensitivity_plot(rows: list[dict]) -> bytes:
+    """Horizontal bars: SQNR (dB) when only that layer is quantized; the shortest bars hurt most."""
+    rows = rows[:20]
+    figure, axes = plt.subplots(figsize=(6.4, 0.3 * len(rows) + 1.2))
+    axes.barh([r["layer"] for r in rows][::-1], [r.get("sqnr_db") or 0.0 for r in rows][::-1], color="tab:orange")
+    axes.set_xlabel("SQNR of the model output with only this layer quantized (dB, lower = more sensitive)")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+def latency_plot(series: dict[str, dict]) -> bytes:
+    """Per artifact: the distribution of timed runs when samples exist, else p50 with a whisker up to p99."""
+    names = list(series)
+    figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
+    samples = [series[n].get("samples_ms") for n in names]
+    if all(samples):
+        axes.boxplot(samples, vert=False, labels=names, showfliers=False)
+    else:
+        p50 = [series[n]["p50_ms"] for n in names]
+        spread = [[0.0] * len(names), [series[n]["p99_ms"] - series[n]["p50_ms"] for n in names]]  # whisker up to p99
+        axes.barh(names, p50, xerr=spread, color="tab:blue", alpha=0.7, capsize=3)
+    axes.set_xlabel("latency per inference (ms), batch 1")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
