@@ -1,0 +1,29 @@
+"""Rank layers once per study (most sensitive first), so trials can keep the worst ones in float.
+
+Example:
+    >>> rank_layers(handle, None, Path("runs/tune"), config)[:2]
+    ['classifier.3', 'features.0']
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compress.io import write_json_atomic
+from compress.model import ModelHandle
+
+
+def rank_layers(handle: ModelHandle, data: str | None, out_dir: Path, config) -> list[str]:
+    cached = out_dir / "sensitivity.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())["ranked"]
+    from compress.dataplan import plan_data
+    from compress.quantize import QuantizeConfig, analyze
+
+    plan = plan_data(handle, data, 256, config.seed)
+    workdir = out_dir / "sensitivity"
+    workdir.mkdir(exist_ok=True)
+    rows = analyze(handle, plan, QuantizeConfig(formats=["onnx"], seed=config.seed), workdir)
+    ranked = [row["layer"] for row in rows]
+    write_json_atomic(cached, {"ranked": ranked, "rows": rows})
+    return ranked
