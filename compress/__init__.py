@@ -17,6 +17,9 @@ _API = {
     "load_dataset": "compress.data",
     "resolve_data": "compress.data",
     "train_zoo_model": "compress.zoo",
+    "benchmark_artifact": "compress.benchmark",
+    "verify_on_targets": "compress.targets.parity",
+    "estimate_artifact": "compress.targets.estimate",
 }
 
 

@@ -13,7 +13,8 @@ TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
 
 
 def _p50(artifact: dict) -> float | None:
-    local = [entry for entry in artifact.get("latency", []) if not entry.get("emulated") and entry.get("batch", 1) == 1]
+    local = [entry for entry in artifact.get("latency", []) if not entry.get("emulated") and entry.get("batch", 1) == 1
+             and entry.get("p50_ms") is not None]
     return local[0]["p50_ms"] if local else None
 
 

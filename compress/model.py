@@ -29,6 +29,9 @@ from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
 
+# Optional JSON inside a .pt2 (torch.export.save extra_files): {"input_spec", "dataset", "techniques"}, written by
+# compress when it saves an intermediate model (e.g. `compress prune`), so a chained command needs no --data.
+PROGRAM_METADATA = "compress_handle.json"
 SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")
 
 
@@ -151,10 +154,14 @@ def _spec_from_extra_files(path: Path) -> InputSpec | None:
 def _load_exported_program(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
     from compress.spec import TensorSpec
 
+    extra = {PROGRAM_METADATA: ""}
     try:
-        program = torch.export.load(str(path))
+        program = torch.export.load(str(path), extra_files=extra)
     except Exception as exc:
         raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    meta = json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
+    if override is None and meta.get("input_spec"):
+        override = InputSpec.from_list(meta["input_spec"])
     if override is None:
         tensors = []
         for node in program.graph.nodes:
@@ -164,7 +171,9 @@ def _load_exported_program(path: Path, digest: str, override: InputSpec | None) 
                 shape[0] = -1
                 tensors.append(TensorSpec(node.name, tuple(shape), str(value.dtype).replace("torch.", ""), 0, 2))
         override = InputSpec(tuple(tensors))
-    return ModelHandle(program.module(), override, str(path), "exported_program", digest)
+    dataset = meta.get("dataset")
+    return ModelHandle(program.module(), override, str(path), "exported_program", digest,
+                       heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset, techniques=list(meta.get("techniques", [])))
 
 
 def _load_onnx(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:

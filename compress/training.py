@@ -32,6 +32,31 @@ def supervised_loss(heads: tuple[Head, ...]) -> LossFn:
     return loss
 
 
+def set_mode(model: nn.Module, training: bool) -> None:
+    """``model.train(training)``; graphs from torch.export (which refuse it) switch their dropout/batch-norm ops instead."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        set_graph_training(model, dropout=training, batch_norm=training)
+
+
+def set_graph_training(graph: torch.fx.GraphModule, dropout: bool, batch_norm: bool) -> None:
+    """In a torch.export graph ``aten.dropout`` and ``aten.batch_norm`` carry their mode as an argument: set it."""
+    positions = {torch.ops.aten.dropout.default: (2, "train", dropout), torch.ops.aten.batch_norm.default: (5, "training", batch_norm)}
+    changed = False
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or node.target not in positions:
+            continue
+        index, name, value = positions[node.target]
+        if name in node.kwargs:
+            node.kwargs = {**node.kwargs, name: value}
+        else:
+            node.args = (*node.args[:index], value, *node.args[index + 1:])
+        changed = True
+    if changed:
+        graph.recompile()
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -53,7 +78,7 @@ def fit(
     rng = np.random.default_rng(seed)
     xs = tuple(torch.from_numpy(a) for a in data.x)
     ys = tuple(torch.from_numpy(a) for a in data.y)
-    model.train()
+    set_mode(model, True)
     for epoch in range(epochs):
         order = torch.from_numpy(rng.permutation(data.size))
         running = 0.0
@@ -70,14 +95,14 @@ def fit(
             running += loss.item() * len(index)
         if on_epoch:
             on_epoch(epoch, running / data.size)
-    model.eval()
+    set_mode(model, False)
     return model
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset, batch_size: int = 256) -> list[np.ndarray]:
     """Eager PyTorch outputs, one array per output head."""
-    model.eval()
+    set_mode(model, False)
     chunks: list[list[np.ndarray]] = []
     for inputs, _ in data.batches(batch_size):
         outputs = as_tuple(model(*(torch.from_numpy(a) for a in inputs)))

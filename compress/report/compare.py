@@ -34,7 +34,7 @@ def compare_rows(runs: dict[str, dict]) -> list[list[str]]:
     for label, report in runs.items():
         for a in report["artifacts"]:
             task = a["metrics"]["task"]
-            timed = [l for l in a["latency"] if l.get("batch") == 1 and "p50_ms" in l]
+            timed = [l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")]
             rows.append([label, a["name"], a["precision"], f"{a['size_bytes']:,}", "-" if not task else f"{task['name']} {task['value']:.4f}",
                          "-" if a["metrics"]["degradation"] is None else f"{a['metrics']['degradation']:.4f}",
                          f"{timed[0]['p50_ms']:.3f}" if timed else "-", ", ".join(a["verified_in"])])

@@ -41,7 +41,7 @@ def trade_points(report: dict, cost: str, run_label: str = "") -> list[Point]:
         if cost == "size":
             x = a["size_bytes"] / 1024
         else:
-            timed = [l for l in a["latency"] if l.get("batch") == 1 and "p50_ms" in l]
+            timed = [l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")]
             if not timed:
                 continue
             x = timed[0]["p50_ms"]
@@ -57,8 +57,8 @@ def plots_html(report: dict) -> str:
             parts.append(img_tag(tradeoff_plot(points, label, title=f"task metric vs {cost}"), f"accuracy vs {cost}"))
     if report.get("sensitivity"):
         parts.append(img_tag(sensitivity_plot(report["sensitivity"]), "per-layer sensitivity"))
-    timed = {a["name"]: next(l for l in a["latency"] if l.get("batch") == 1 and "p50_ms" in l)
-             for a in report["artifacts"] if any(l.get("batch") == 1 and "p50_ms" in l for l in a["latency"])}
+    timed = {a["name"]: next(l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated"))
+             for a in report["artifacts"] if any(l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated") for l in a["latency"])}
     if timed:
         parts.append(img_tag(latency_plot(timed), "latency distributions"))
     return "\n".join(parts)

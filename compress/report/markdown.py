@@ -22,7 +22,7 @@ def artifact_rows(report: dict) -> list[list[str]]:
     rows = []
     for a in report["artifacts"]:
         fid = a["metrics"].get("fidelity") or {}
-        lat = next((l for l in a["latency"] if l.get("batch") == 1), None)
+        lat = next((l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)
         rows.append([
             a["name"], a["format"], a["precision"], f"{a['size_bytes']:,}", _metric(a["metrics"]["task"]),
             _num(a["metrics"]["degradation"]), _num(fid.get("top1_agreement")), _num(fid.get("sqnr_db"), "{:.1f}"),

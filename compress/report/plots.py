@@ -72,7 +72,10 @@ def latency_plot(series: dict[str, dict]) -> bytes:
     figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
     samples = [series[n].get("samples_ms") for n in names]
     if all(samples):
-        axes.boxplot(samples, vert=False, labels=names, showfliers=False)
+        try:  # matplotlib >= 3.9 names it tick_labels (labels was removed in 3.11)
+            axes.boxplot(samples, vert=False, tick_labels=names, showfliers=False)
+        except TypeError:
+            axes.boxplot(samples, vert=False, labels=names, showfliers=False)
     else:
         p50 = [series[n]["p50_ms"] for n in names]
         spread = [[0.0] * len(names), [series[n]["p99_ms"] - series[n]["p50_ms"] for n in names]]  # whisker up to p99

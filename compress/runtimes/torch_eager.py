@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.training import as_tuple
+from compress.training import as_tuple, set_mode
 
 
 class TorchRunner:
@@ -26,7 +26,8 @@ class TorchRunner:
 
             handle = load_model(path)
             module, input_names = handle.module, handle.input_spec.names
-        self.module = module.eval()
+        set_mode(module, False)  # modules unlifted from torch.export refuse .eval()
+        self.module = module
         self.input_names = list(input_names or [])
 
     @classmethod

@@ -61,7 +61,7 @@ def run_trial(spec: TrialSpec) -> dict:
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     report = quantize(handle, config, spec.data, out).report
     artifact = report["artifacts"][-1]
-    latency = next((l["p50_ms"] for l in artifact["latency"] if l.get("batch") == 1), None)
+    latency = next((l["p50_ms"] for l in artifact["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)
     return {"number": spec.number, "params": spec.params, "degradation": artifact["metrics"]["degradation"],
             "size_bytes": artifact["size_bytes"], "p50_ms": latency, "artifact": str(out / artifact["path"]),
             "report": str(out / "report.json"), "techniques": artifact["techniques"], "sha256": artifact["sha256"]}

@@ -49,14 +49,18 @@ class LSTMClassifier(nn.Module):
 class AttentionClassifier(nn.Module):
     """Article 1: additive attention pooling, score = V·tanh(W·h), softmax over time, context = Σ weights·h.
 
-    Each time step is first encoded (Dense + learned position) so pooling keeps where a row was.
+    Each time step is first encoded (Dense + learned position, ReLU) so pooling keeps where a row was.
+    The learned position starts large (N(0, 3²), against a Dense output of about ±0.5), so each hidden unit
+    is switched on for only some rows and is linear in those rows' pixels: the pooled context then carries
+    row-specific linear features, the way a linear classifier on the flat image does (~0.98 on digits).
+    With a zero start every row shared one encoding and the model topped out near 0.93.
     """
 
     def __init__(self, width: float = 1.0, features: int = 8, steps: int = 8, classes: int = 10):
         super().__init__()
-        hidden, units = scaled(64, width), scaled(32, width)
+        hidden, units = scaled(128, width), scaled(32, width)
         self.encode = nn.Linear(features, hidden)
-        self.position = nn.Parameter(torch.zeros(steps, hidden))
+        self.position = nn.Parameter(torch.randn(steps, hidden) * 3.0)
         self.W = nn.Linear(hidden, units)
         self.V = nn.Linear(units, 1, bias=False)
         self.head = nn.Linear(hidden, classes)

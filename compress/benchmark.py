@@ -1,0 +1,267 @@
+"""Latency of an artifact on a target, as one report.json ``latency[]`` entry, with honest statistics.
+
+The device runner (compress/targets/device_runner.py) does the timing on every target; this module turns its raw
+samples into p50/p90/p99, mean, stdev, a distribution-free 95 % confidence interval of the median, load time, first
+inference, peak memory and throughput, and warns when the spread says the machine was busy.
+
+Example:
+    >>> entry = benchmark_artifact("runs/mnist/model.int8.onnx", target="local", threads=1, runs=200)
+    >>> entry["p50_ms"], entry["median_ci95_ms"], entry["warnings"]
+    (0.21, [0.209, 0.212], [])
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import UsageError
+
+DEFAULT_RUNS = 100
+DEFAULT_WARMUP = 10
+STORED_SAMPLES = 2000          # at most this many raw samples go into report.json
+BUSY_P90_OVER_P50 = 1.5        # p90 this far above p50: runs were disturbed
+BUSY_CI_HALF_WIDTH = 0.05      # median known no better than ±5 %
+MEASURED_BY = "compress device_runner (set inputs + run + read outputs, per timed run)"
+
+
+# --- statistics -----------------------------------------------------------------------------------------------------
+
+
+def median_ci(samples: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics (binomial(n, 1/2) ranks).
+
+    With fewer than 6 samples no interval reaches 95 %; the full range is returned.
+    """
+    ordered = np.sort(np.asarray(samples, dtype=np.float64))
+    n = len(ordered)
+    if n < 6:
+        return float(ordered[0]), float(ordered[-1])
+    alpha = 1.0 - confidence
+    if n <= 1000:
+        cdf, k = 0.0, 0
+        while True:  # largest k with P(B <= k-1) <= alpha/2: the interval is [x_(k), x_(n-k+1)] (1-based)
+            step = math.comb(n, k) / 2.0**n
+            if cdf + step > alpha / 2:
+                break
+            cdf += step
+            k += 1
+        low = max(k, 1)
+    else:
+        z = 1.959963984540054 if abs(confidence - 0.95) < 1e-9 else _normal_quantile(1 - alpha / 2)
+        low = max(int(math.floor(n / 2 - z * math.sqrt(n) / 2)), 1)
+    high = n - low + 1
+    return float(ordered[low - 1]), float(ordered[high - 1])
+
+
+def _normal_quantile(p: float) -> float:
+    """Inverse normal CDF by bisection on erf (only for confidence levels other than 95 %)."""
+    low, high = -10.0, 10.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def summarize(samples_ms: list[float], batch: int = 1) -> dict:
+    """p50/p90/p99, mean, stdev, min, max, the median's 95 % CI and throughput (samples per second) of timed runs."""
+    if not samples_ms:
+        raise ValueError("no timed runs")
+    values = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = (float(v) for v in np.percentile(values, [50, 90, 99]))
+    mean = float(values.mean())
+    low, high = median_ci(values)
+    return {
+        "p50_ms": _round(p50), "p90_ms": _round(p90), "p99_ms": _round(p99), "mean_ms": _round(mean),
+        "stdev_ms": _round(float(values.std(ddof=1)) if len(values) > 1 else 0.0),
+        "min_ms": _round(float(values.min())), "max_ms": _round(float(values.max())),
+        "median_ci95_ms": [_round(low), _round(high)],
+        "throughput_per_s": round(batch * 1000.0 / p50, 2) if p50 > 0 else None,
+    }
+
+
+def busy_warnings(stats: dict, runs: int, environment: dict | None = None) -> list[str]:
+    """Plain warnings when the numbers cannot be trusted as they stand (busy machine, too few runs)."""
+    reasons = []
+    p50 = stats.get("p50_ms") or 0.0
+    if p50 > 0 and stats.get("p90_ms") and stats["p90_ms"] > BUSY_P90_OVER_P50 * p50:
+        reasons.append(f"p90 is {stats['p90_ms'] / p50:.1f}x p50")
+    low, high = stats.get("median_ci95_ms") or (None, None)
+    if p50 > 0 and low is not None and (high - low) / 2 > BUSY_CI_HALF_WIDTH * p50:
+        reasons.append(f"the median is only known to ±{(high - low) / 2 / p50:.0%}")
+    environment = environment or {}
+    load, cpus = environment.get("loadavg_1m"), environment.get("cpus")
+    if load is not None and cpus and load > cpus:
+        reasons.append(f"load average {load:.1f} on {cpus} cpus")
+    warnings = []
+    if reasons:
+        warnings.append("the machine looked busy (" + "; ".join(reasons) + "): rerun on an idle machine, "
+                        "or with more --runs, before trusting small differences")
+    if runs < 10:
+        warnings.append(f"only {runs} timed runs: the percentiles are rough")
+    return warnings
+
+
+def _round(value: float) -> float:
+    """Four significant digits, never rounding a sub-microsecond figure to zero."""
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    digits = max(4 - int(math.floor(math.log10(abs(value)))) - 1, 0)
+    return round(value, digits)
+
+
+# --- the API --------------------------------------------------------------------------------------------------------
+
+
+def benchmark_artifact(
+    path: str | Path,
+    target: str = "local",
+    runtime: str = "auto",
+    threads: int | None = None,
+    batch: int = 1,
+    runs: int | None = None,
+    seconds: float | None = None,
+    warmup: int | None = None,
+    inputs: tuple[np.ndarray, ...] | None = None,
+    **target_options,
+) -> dict:
+    """Time ``path`` on ``target``; return one report.json latency entry (plus ``warnings``).
+
+    ``runs`` (default 100) or ``seconds`` bound the timed runs; ``warmup`` (default 10) untimed runs come first.
+    ``inputs``: arrays to time on (batch first; the first ``batch`` rows are used); default random inputs that match
+    the model. A target that cannot run here (cuda without a GPU) gives an entry with ``skipped`` and no timings.
+    """
+    from compress.runtimes.base import runtime_for
+    from compress.targets.base import RunRequest, TargetSkipped, open_target
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"artifact {path} not found; check the path")
+    if runs is not None and seconds is not None:
+        raise UsageError("give --runs or --seconds, not both")
+    if batch < 1 or (runs is not None and runs < 1) or (seconds is not None and seconds <= 0) or (warmup is not None and warmup < 0):
+        raise UsageError("--batch and --runs must be at least 1, --seconds above 0 and --warmup at least 0")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1 (leave it out for the runtime's default)")
+    if target.startswith("estimate"):
+        raise UsageError("an estimate is not a measurement: use compress.targets.estimate.estimate_artifact (or `compress bench --target estimate`)")
+    runtime = runtime_for(path, runtime)
+    warmup = DEFAULT_WARMUP if warmup is None else warmup
+    device = open_target(target, **target_options)
+    if inputs is None and runtime == "torch":
+        inputs = _torch_inputs(path, batch)
+    request = RunRequest(path, runtime=runtime, threads=threads, batch=batch, runs=runs or DEFAULT_RUNS, seconds=seconds,
+                         warmup=warmup, inputs=inputs)
+    base = {"target": device.name, "runtime": runtime, "batch": batch, "threads": threads, "emulated": device.emulated}
+    try:
+        result = device.run(request)
+    except TargetSkipped as skipped:
+        return {**base, "device": "none", "runs": 0, "warmup": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None,
+                "mean_ms": None, "skipped": str(skipped), "warnings": [str(skipped)]}
+    return latency_entry(base, device.describe(result.report), result.report, warmup, getattr(device, "notes", []))
+
+
+def latency_entry(base: dict, device: str, report: dict, warmup: int, notes: list[str]) -> dict:
+    """Assemble the latency entry from the runner's (or benchmark_model's) report."""
+    environment = report.get("environment", {})
+    entry = {**base, "device": device}
+    if "samples_ms" in report:
+        samples = report["samples_ms"]
+        stats = summarize(samples, base["batch"])
+        entry.update(runs=len(samples), warmup=report.get("warmup", warmup), **stats)
+        warnings = busy_warnings(stats, len(samples), environment)
+        entry["samples_ms"] = _stored(samples)
+        entry["measured_by"] = MEASURED_BY
+    else:  # TFLite benchmark_model: mean/std/min/max only (it reports no percentiles)
+        summary = report["summary"]
+        entry.update(runs=summary["count"], warmup=summary.get("warmup_count", warmup), p50_ms=None, p90_ms=None, p99_ms=None,
+                     mean_ms=_round(summary["mean_ms"]), stdev_ms=_round(summary["stdev_ms"]), min_ms=_round(summary["min_ms"]),
+                     max_ms=_round(summary["max_ms"]), median_ci95_ms=None,
+                     throughput_per_s=round(base["batch"] * 1000.0 / summary["mean_ms"], 2) if summary["mean_ms"] else None,
+                     percentiles="not reported by benchmark_model (it prints mean, std, min and max only)")
+        warnings = []
+        entry["measured_by"] = "TFLite benchmark_model"
+    peak, before = report.get("peak_rss_bytes"), report.get("rss_before_load_bytes")
+    entry.update(
+        load_ms=_maybe_round(report.get("load_ms")),
+        first_inference_ms=_maybe_round(report.get("first_inference_ms")),
+        peak_memory_bytes=peak,
+        model_memory_bytes=(peak - before) if peak is not None and before is not None else report.get("model_memory_bytes"),
+        runtime_version=environment.get("runtime_version"),
+        delegate=environment.get("delegate"),
+    )
+    if report.get("fixed_batch") and report["fixed_batch"] != base["batch"]:
+        warnings.append(f"the file has a fixed batch of {report['fixed_batch']}: a batch of {base['batch']} ran as "
+                        f"{math.ceil(base['batch'] / report['fixed_batch'])} invocations per timed run")
+    if base["emulated"]:
+        warnings.append("emulated: this is not a device latency (instruction-set emulation is many times slower)")
+    entry["warnings"] = [*notes, *warnings]
+    return entry
+
+
+def _maybe_round(value):
+    return None if value is None else _round(float(value))
+
+
+def _stored(samples: list[float]) -> list[float]:
+    if len(samples) <= STORED_SAMPLES:
+        return list(samples)
+    index = np.linspace(0, len(samples) - 1, STORED_SAMPLES).round().astype(int)
+    return [samples[i] for i in index]
+
+
+def _torch_inputs(path: Path, batch: int) -> tuple[np.ndarray, ...]:
+    """Random inputs from the model's own input spec (torch files carry no input description the runner can read)."""
+    from compress.model import load_model
+
+    spec = load_model(path).input_spec
+    rng = np.random.default_rng(0)
+    return tuple(t.random(batch, rng) for t in spec.tensors)
+
+
+# --- report.json ----------------------------------------------------------------------------------------------------
+
+
+def record_in_report(artifact: str | Path, key: str, entry: dict, same: tuple[str, ...]) -> Path | None:
+    """Put ``entry`` into ``artifact``'s ``key`` list (``latency`` or ``parity``) in the report.json next to it,
+    replacing an entry that agrees on the ``same`` fields; rewrite report.json/.md/.html. None when no report lists it."""
+    from compress.report import write_report
+
+    artifact = Path(artifact)
+    report_path = artifact.parent / "report.json"
+    if not report_path.is_file():
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    listed = [a for a in report.get("artifacts", []) if Path(a.get("path", "")).name == artifact.name]
+    if not listed:
+        return None
+    entries = listed[0].setdefault(key, [])
+    entries[:] = [e for e in entries if any(e.get(f) != entry.get(f) for f in same)] + [entry]
+    write_report(artifact.parent, report)
+    _rerender(artifact.parent, report)
+    return report_path
+
+
+def _rerender(run_dir: Path, report: dict) -> None:
+    from compress.report.html import write_html
+    from compress.report.markdown import write_markdown
+
+    write_markdown(run_dir, report)
+    write_html(run_dir, report)
+
+
+def record_latency(artifact: str | Path, entry: dict) -> Path | None:
+    """Add (or replace: same target, runtime, batch, threads) a latency entry in the report.json next to ``artifact``."""
+    return record_in_report(artifact, "latency", entry, ("target", "runtime", "batch", "threads"))
+
+
+__all__ = ["benchmark_artifact", "summarize", "median_ci", "busy_warnings", "record_latency", "record_in_report",
+           "DEFAULT_RUNS", "DEFAULT_WARMUP"]

@@ -1,0 +1,158 @@
+"""`compress bench`: latency of artifacts on a target, measured by the same device runner everywhere."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench_command)
+
+
+def split_targets(values: list[str] | None, default: str = "local") -> list[str]:
+    items = [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+    return items or [default]
+
+
+def target_options(insecure: bool, identity: Path | None, known_hosts: Path | None, remote_python: str | None,
+                   benchmark_model: str | None, qemu_cpu: str | None, timeout: float | None) -> dict:
+    """Only the options the user set (each target takes the ones that apply to it)."""
+    options = {"insecure": insecure or None, "identity": identity, "known_hosts": known_hosts, "python": remote_python,
+               "benchmark_model": benchmark_model, "cpu": qemu_cpu, "timeout_s": timeout}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+# Options shared with `compress verify`.
+INSECURE = typer.Option(False, "--insecure", help="ssh: skip host key checking (the report says so).")
+IDENTITY = typer.Option(None, "--identity", help="ssh: private key file (key authentication only).")
+KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh: known_hosts file to check the host key against.")
+REMOTE_PYTHON = typer.Option(None, "--remote-python", help="ssh/adb: the device's Python (default python3).")
+BENCHMARK_MODEL = typer.Option(None, "--benchmark-model", help="adb: path of TFLite's benchmark_model on the device "
+                               "(default /data/local/tmp/benchmark_model).")
+QEMU_CPU = typer.Option(None, "--qemu-cpu", help="qemu-arm64: the emulated core (default cortex-a76).")
+TIMEOUT = typer.Option(None, "--timeout", help="Seconds one runner call may take on the target (default 600; qemu 1800).")
+
+
+def bench_command(
+    artifacts: list[Path] = typer.Argument(..., help="Artifact files: .onnx, .tflite, or .pt/.pt2 with --runtime torch."),
+    targets: list[str] = typer.Option(None, "--target", "-t", help="local (default), cuda, ssh://user@host[:port], adb[:serial], "
+                                      "qemu-arm64, estimate[:core] (analytic); repeatable or comma-separated."),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (by suffix), onnxruntime, litert or torch."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
+    batch: int = typer.Option(1, "--batch", help="Samples per inference."),
+    runs: int = typer.Option(None, "--runs", help="Timed runs (default 100)."),
+    seconds: float = typer.Option(None, "--seconds", help="Time for this many seconds instead of a number of runs."),
+    warmup: int = typer.Option(None, "--warmup", help="Untimed runs before timing (default 10)."),
+    insecure: bool = INSECURE,
+    identity: Path = IDENTITY,
+    known_hosts: Path = KNOWN_HOSTS,
+    remote_python: str = REMOTE_PYTHON,
+    benchmark_model: str = BENCHMARK_MODEL,
+    qemu_cpu: str = QEMU_CPU,
+    timeout: float = TIMEOUT,
+    peak_gops: float = typer.Option(None, "--peak-gops", help="estimate: the core's peak (GOP/s) instead of the named core's."),
+    bandwidth_gbs: float = typer.Option(None, "--bandwidth-gbs", help="estimate: memory bandwidth (GB/s) instead of the named core's."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not add the results to the report.json next to the artifact."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Time artifacts on a target: p50/p90/p99, mean ± stdev, the median's 95 % CI, load time, first inference, peak memory.
+
+    Results are added to the artifact's report.json (latency[]) when one lists it. Emulated (qemu) figures are marked
+    and never device latencies; estimates are analytic, not measurements.
+
+    Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
+    """
+    from compress.benchmark import benchmark_artifact, record_latency
+    from compress.errors import UsageError
+
+    with handle_errors(debug):
+        if runs is not None and seconds is not None:
+            raise UsageError("give --runs or --seconds, not both")
+        options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)
+        results, estimates, saved = [], [], []
+        for artifact in artifacts:
+            for target in split_targets(targets):
+                if target.startswith("estimate"):
+                    from compress.targets.estimate import estimate_artifact
+
+                    estimates.append({"artifact": str(artifact), **estimate_artifact(artifact, core=target.partition(":")[2] or None,
+                                                                                      batch=batch, peak_gops=peak_gops, bandwidth_gbs=bandwidth_gbs)})
+                    continue
+                from compress.targets.base import open_target
+
+                open_target(target, strict=False)  # a bad target name is a usage error before any work
+                entry = benchmark_artifact(artifact, target=target, runtime=runtime, threads=threads, batch=batch, runs=runs,
+                                           seconds=seconds, warmup=warmup, **_applicable(target, options))
+                results.append({"artifact": str(artifact), **entry})
+                if not no_report and record_latency(artifact, entry):
+                    saved.append(str(artifact.parent / "report.json"))
+        document = {"results": results, "estimates": estimates, "reports_updated": sorted(set(saved))}
+        emit(document, json_out, lambda: _render(document))
+
+
+def _applicable(target: str, options: dict) -> dict:
+    from compress.targets.base import target_class
+
+    cls, _ = target_class(target)
+    return {k: v for k, v in options.items() if k in cls.OPTIONS}
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _short(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _render(document: dict) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if document["results"]:
+        table = Table(title="latency per inference (ms)", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("artifact", "target", "p50", "p90", "p99", "mean", "peak MB"):
+            table.add_column(column, justify="left" if column in ("artifact", "target") else "right", no_wrap=True)
+        for row in document["results"]:
+            name = Path(row["artifact"]).name
+            if row.get("skipped"):
+                table.add_row(name, row["target"], "[yellow]skipped[/]", *[""] * 4)
+                continue
+            peak = row.get("peak_memory_bytes")
+            p50 = f"[magenta]{_short(row['p50_ms'])}*[/]" if row["emulated"] else _short(row["p50_ms"])
+            table.add_row(name, f"{row['target']}{'*' if row['emulated'] else ''}", p50, _short(row["p90_ms"]), _short(row["p99_ms"]),
+                          _short(row["mean_ms"]), "-" if peak is None else f"{peak / 2**20:.0f}")
+        console.print(table)
+        for row in document["results"]:
+            where = f"  {Path(row['artifact']).name} on {row['target']}"
+            if row.get("skipped"):
+                console.print(f"{where}: [yellow]{row['skipped']}[/]", highlight=False, soft_wrap=True)
+                continue
+            label = " [magenta](EMULATED: not a device latency)[/]" if row["emulated"] else ""
+            ci = row.get("median_ci95_ms")
+            console.print(f"{where}{label}: {row['runtime']} {row.get('runtime_version') or ''}, batch {row['batch']}, "
+                          f"threads {row['threads'] or 'default'}, {row['runs']} runs after {row['warmup']} warm-up; stdev "
+                          f"{_ms(row.get('stdev_ms'))} ms, load {_ms(row.get('load_ms'))} ms, p50 95% CI {_ms(ci[0]) if ci else '-'}–{_ms(ci[1]) if ci else '-'} ms, first inference "
+                          f"{_ms(row.get('first_inference_ms'))} ms, {row.get('throughput_per_s') or 0:,.0f} samples/s; {row.get('device', '')}",
+                          highlight=False, soft_wrap=True)
+            for warning in row.get("warnings", []):
+                if warning != row.get("skipped"):
+                    console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        if any(r["emulated"] for r in document["results"]):
+            console.print("[magenta]*[/] emulated under qemu: shows that the file runs on ARM64; these are NOT device latencies", soft_wrap=True)
+    if document["estimates"]:
+        table = Table(title="estimate (analytic roofline, not a measurement)", title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("artifact", "core", "MACs", "bytes", "compute", "memory", "estimate ms", "bound"):
+            table.add_column(column, justify="left" if column in ("artifact", "core", "bound") else "right", no_wrap=True)
+        for row in document["estimates"]:
+            table.add_row(Path(row["artifact"]).name, row["core"], f"{row['macs']:.3g}", f"{row['bytes_moved']:.3g}", _short(row["compute_ms"]),
+                          _short(row["memory_ms"]), _short(row["estimate_ms"]), row["bound"])
+        console.print(table)
+        for note in dict.fromkeys(note for row in document["estimates"] for note in row.get("assumptions", [])):
+            console.print(f"  {note}", highlight=False, soft_wrap=True)
+    for path in document["reports_updated"]:
+        console.print(f"latency added to {path}", soft_wrap=True)

@@ -1,0 +1,95 @@
+"""`compress verify`: does the artifact give the same answers on every target as the PyTorch reference?"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands.bench import (
+    BENCHMARK_MODEL, IDENTITY, INSECURE, KNOWN_HOSTS, QEMU_CPU, REMOTE_PYTHON, TIMEOUT, split_targets, target_options,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("verify")(verify_command)
+
+
+def verify_command(
+    artifact: Path = typer.Argument(..., help="An .onnx or .tflite artifact."),
+    targets: list[str] = typer.Option(None, "--targets", "-t", help="Comma-separated: local, cuda, ssh://user@host[:port], adb[:serial], "
+                                      "qemu-arm64 (default local)."),
+    reference: Path = typer.Option(None, "--reference", help="The uncompressed model (default: source.path of the report.json next to the artifact)."),
+    data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the report's dataset, or the zoo model's own); its test split is used."),
+    samples: int = typer.Option(256, "--samples", help="Test samples to run (a deterministic subset)."),
+    threads: int = typer.Option(None, "--threads", help="Runtime threads on each target."),
+    min_top1: float = typer.Option(0.95, "--min-top1", help="Tolerance: top-1 agreement with the reference at least this."),
+    min_sqnr: float = typer.Option(10.0, "--min-sqnr", help="Tolerance: output SQNR against the reference at least this (dB)."),
+    max_abs_error: float = typer.Option(None, "--max-abs-error", help="Tolerance: largest output difference from the reference."),
+    min_agreement: float = typer.Option(0.99, "--min-agreement", help="Tolerance: top-1 agreement with the first target's outputs."),
+    insecure: bool = INSECURE,
+    identity: Path = IDENTITY,
+    known_hosts: Path = KNOWN_HOSTS,
+    remote_python: str = REMOTE_PYTHON,
+    benchmark_model: str = BENCHMARK_MODEL,
+    qemu_cpu: str = QEMU_CPU,
+    timeout: float = TIMEOUT,
+    no_report: bool = typer.Option(False, "--no-report", help="Do not add the results to the report.json next to the artifact."),
+    json_out: bool = JSON_OPTION,
+    debug: bool = DEBUG_OPTION,
+) -> None:
+    """Run the same real test inputs through ARTIFACT on each target; compare with the PyTorch reference and the first target.
+
+    Exit 1 names the target whose outputs miss a tolerance; exit 3 names a target that could not run.
+
+    Example: compress verify runs/mnist/model.int8.tflite --targets local,qemu-arm64,ssh://pi@raspberrypi.local
+    """
+    from compress.errors import GateFailed
+    from compress.targets.parity import Tolerance, record_parity, verify_on_targets
+
+    with handle_errors(debug):
+        options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)
+        tolerance = Tolerance(min_top1, min_sqnr, max_abs_error, min_agreement)
+        result = verify_on_targets(artifact, split_targets(targets), reference=reference, data=data, samples=samples,
+                                   threads=threads, tolerance=tolerance, **options)
+        result["report_updated"] = None if no_report else (str(p) if (p := record_parity(artifact, result)) else None)
+        emit(result, json_out, lambda: _render(result))
+        failed = [row for row in result["targets"] if not row["passed"]]
+        if failed:
+            raise GateFailed("; ".join(f"{row['target']}: {', '.join(row['failures'])}" for row in failed))
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _render(result: dict) -> None:
+    from rich import box
+    from rich.table import Table
+
+    data = result["data"]
+    table = Table(title=f"{Path(result['artifact']).name} vs {Path(result['reference']['path']).name} "
+                        f"({result['reference']['runtime']}) on {data['samples']} {data['name']} {data['split']} samples",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("target", "top-1", "SQNR dB", "max err", "1st: top-1", "1st: diff", "result"):
+        table.add_column(column, no_wrap=column != "result")
+    for row in result["targets"]:
+        fidelity, agreement = row["fidelity"], row["agreement_with_first"]
+        table.add_row(
+            f"{row['target']}{'*' if row['emulated'] else ''}", _num(fidelity.get("top1_agreement"), "{:.4f}"),
+            _num(fidelity.get("sqnr_db"), "{:.1f}"), _num(fidelity.get("max_abs_error"), "{:.3g}"),
+            "-" if agreement is None else _num(agreement["top1_agreement"], "{:.4f}"),
+            "-" if agreement is None else f"{agreement['max_abs_diff']:.3g}",
+            "[green]ok[/]" if row["passed"] else "[red]MISMATCH[/]",
+        )
+    console.print(table)
+    for row in result["targets"]:
+        console.print(f"  {row['target']}: {row['runtime']} {row['runtime_version'] or ''} on {row['device']}", highlight=False, soft_wrap=True)
+        if row["failures"]:
+            console.print(f"    [red]mismatch:[/] {'; '.join(row['failures'])}", highlight=False, soft_wrap=True)
+        for warning in row["warnings"]:
+            console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if any(row["emulated"] for row in result["targets"]):
+        console.print("* emulated under qemu (the outputs are real ARM64 runtime outputs; only timing would be unrepresentative)", soft_wrap=True)
+    if result.get("report_updated"):
+        console.print(f"parity added to {result['report_updated']}", soft_wrap=True)

@@ -1,0 +1,515 @@
+"""Quantize an fp32 ONNX file with onnxruntime.quantization, and rank layers by how much quantizing each hurts.
+
+Precisions:
+  int8          static QDQ: uint8 activations (calibrated), int8 weights (per-channel by default). ORT's static path
+                has no LSTM kernel, so LSTMs are then quantized dynamically (DynamicQuantizeLSTM): precision "mixed".
+  int8-dynamic  int8 weights, activation ranges measured on every call (MatMulInteger, ConvInteger, DynamicQuantizeLSTM).
+  fp16          every float tensor in half precision; inputs/outputs stay float32.
+  int4-weight   4-bit block-wise weights of MatMul/Gemm (MatMulNBits, block 32); other ops stay float.
+  int8-weight   8-bit block-wise weights of MatMul/Gemm (MatMulNBits with bits=8).
+
+``exclude`` takes torch layer names (``classifier.1``, or a parent like ``classifier``) and/or ONNX node names; a layer
+name matches the nodes whose ``pkg.torch.onnx.name_scopes`` metadata (written by the dynamo exporter) puts them inside
+that module, see ``compress.export.onnx.node_layer``.
+
+Example:
+    >>> result = quantize_onnx("model.fp32.onnx", "model.int8.onnx", "int8", splits.calibration(256))
+    >>> result.precision, result.techniques
+    ('int8', ['ptq:int8-static:minmax:per-channel'])
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from compress.data import Dataset
+from compress.errors import CompressError, EnvironmentFailure, UsageError
+from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
+from compress.export.onnx import node_layer
+from compress.io import atomic_path
+from compress.runtimes.onnxruntime import check_loads_in_child
+
+PRECISIONS = ("int8", "int8-dynamic", "fp16", "int4-weight", "int8-weight")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention", "Gather")
+INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulNBits",
+               "QLinearConv", "QLinearMatMul", "GatherBlockQuantized")
+# Static QDQ covers the weighted ops and the ops that let int8 flow between them; leaving out Add/Mul/Slice/Squeeze/
+# Concat (ORT's default includes them) gives fewer Q/DQ pairs: an unrolled RNN comes out 38 % smaller with higher SQNR.
+STATIC_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "MaxPool", "AveragePool", "Relu", "Clip",
+                   "Reshape", "Flatten", "Transpose", "Resize", "Pad")
+STATIC_RECURRENT_FALLBACK = ("LSTM",)  # no QDQ kernel; ORT's dynamic path quantizes it
+COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS stays float)
+    "int8": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM"),   # LSTM through the dynamic second pass
+    "int8-dynamic": ("Conv", "Gemm", "MatMul", "LSTM", "Attention"),
+    "fp16": WEIGHTED_OPS,
+    "int4-weight": ("Gemm", "MatMul"),
+    "int8-weight": ("Gemm", "MatMul"),
+}
+CALIBRATOR_OPTIONS = {
+    "minmax": {},
+    "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": False},
+    "entropy": {"num_bins": 2048, "num_quantized_bins": 128, "symmetric": False},
+}
+# onnxruntime 1.32 segfaults creating a CPU session for fp16 Transpose -> MatMul (its NCHWc layout pass, at the
+# default optimization level); keeping Transpose in fp32 (Cast -> Transpose -> Cast) avoids it.
+FP16_KEEP_FLOAT_OPS = ("Transpose",)
+WEIGHT_ONLY_BLOCK = 32
+RANDOM_CALIBRATION_SAMPLES = 32
+CALIBRATION_BATCH = 32
+
+
+@dataclass
+class OnnxQuantResult:
+    path: Path
+    precision: str                      # int8 | int8-dynamic | fp16 | int4-weight | int8-weight | mixed
+    techniques: list[str]
+    float_ops: list[dict] = field(default_factory=list)   # {"op", "node", "layer", "reason"}: weighted ops left in float
+    notes: list[str] = field(default_factory=list)
+
+
+def quantize_onnx(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    precision: str,
+    calibration: Dataset | None = None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: tuple[str, ...] | list[str] = (),
+    reduce_range: bool | None = None,
+    seed: int = 0,
+) -> OnnxQuantResult:
+    """Write ``out_path``: ``fp32_path`` quantized to ``precision``; layers in ``exclude`` stay float.
+
+    ``reduce_range=None`` picks 7-bit weights only on x86 CPUs without VNNI (see cpu_features); ``seed`` draws the
+    random calibration inputs used when ``calibration`` is None (with a loud note).
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if method not in CALIBRATION_METHODS:
+        raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    model = onnx.load(str(fp32_path))
+    excluded = resolve_exclude(model, exclude)
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="compress-ort-") as work, atomic_path(out_path) as tmp, _quiet_ort_logs():
+        work = Path(work)
+        if precision in ("int8", "int8-dynamic") and reduce_range is None:
+            reduce_range = needs_reduce_range(cpu_int8_features())
+            notes.append(f"reduce_range {'on (7-bit weights)' if reduce_range else 'off'}: chosen for this CPU "
+                         f"({_cpu_summary()}); onnxruntime's u8s8 int8 kernels can saturate on x86 without VNNI")
+        if precision == "int8":
+            if calibration is None:
+                calibration = random_calibration(fp32_path, seed)
+                notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
+                             "accuracy will suffer and is not measured against real data. Pass --data.")
+            techniques = _static_int8(fp32_path, model, tmp, work, calibration, method, per_channel, reduce_range, excluded)
+        elif precision == "int8-dynamic":
+            techniques = _dynamic_int8(model, tmp, work, per_channel, reduce_range, excluded)
+        elif precision == "fp16":
+            techniques = _fp16(model, tmp, excluded)
+        else:
+            techniques = _weight_only(model, tmp, 4 if precision == "int4-weight" else 8, excluded)
+        quantized = onnx.load(str(tmp))
+        float_ops = float_weighted_ops(quantized, precision, set(excluded))
+        _strip_graph_annotations(quantized)
+        _check(quantized, precision)
+        onnx.save(quantized, str(tmp))
+        check_loads_in_child(tmp)
+    final = "mixed" if len(techniques) > 1 else precision
+    if precision != "fp16" and not any(n.op_type in INTEGER_OPS or n.op_type == "DequantizeLinear" for n in quantized.graph.node):
+        notes.append(f"nothing was quantized: the model has no op that the {precision} path covers")
+    return OnnxQuantResult(out_path, final, techniques, float_ops, notes)
+
+
+def resolve_exclude(model: onnx.ModelProto, exclude) -> list[str]:
+    """ONNX node names for torch layer names and/or node names; an unknown name is a UsageError listing the layers."""
+    layers = node_layers(model)
+    nodes: list[str] = []
+    for item in exclude:
+        hits = [name for name, layer in layers.items()
+                if name == item or (layer is not None and (layer == item or layer.startswith(item + ".")))]
+        if not hits:
+            known = sorted(quantizable_layers(model)) or sorted({layer for layer in layers.values() if layer})
+            raise UsageError(f"--exclude {item!r} matches no layer or node of the model; its quantizable layers: {', '.join(known) or 'none'}")
+        nodes += [h for h in hits if h not in nodes]
+    return nodes
+
+
+def node_layers(model: onnx.ModelProto) -> dict[str, str | None]:
+    """``{node name: torch layer or None}`` for every node of the main graph."""
+    initializers = {i.name for i in model.graph.initializer}
+    return {node.name: node_layer(node, initializers) for node in model.graph.node}
+
+
+def random_calibration(fp32_path: Path, seed: int, samples: int = RANDOM_CALIBRATION_SAMPLES) -> Dataset:
+    """Random inputs drawn from the model's input spec (only when no data was given: a last resort)."""
+    from compress.model import load_model
+
+    spec = load_model(fp32_path).input_spec
+    rng = np.random.default_rng(seed)
+    return Dataset("random", tuple(t.random(samples, rng) for t in spec.tensors), split_name="random")
+
+
+def analyze_sensitivity(
+    fp32_path: str | Path,
+    calibration: Dataset | None,
+    eval_inputs: Dataset,
+    method: str = "minmax",
+    per_channel: bool = True,
+    reduce_range: bool | None = None,
+) -> list[dict]:
+    """Quantize one layer at a time (static int8; LSTMs dynamically) and measure fidelity against fp32 on ``eval_inputs``.
+
+    Returns one row per layer, most harmful first: ``{"layer", "nodes", "ops", "sqnr_db", "top1_agreement",
+    "max_abs_error", "cosine"}`` (worst value over the model's outputs). Ranges are calibrated once and reused.
+    """
+    from compress.runtimes.base import run_dataset
+    from compress.runtimes.onnxruntime import OrtRunner
+
+    fp32_path = Path(fp32_path)
+    model = onnx.load(str(fp32_path))
+    calibration = calibration if calibration is not None else random_calibration(fp32_path, 0)
+    reduce_range = needs_reduce_range(cpu_int8_features()) if reduce_range is None else reduce_range
+    reference = run_dataset(OrtRunner(fp32_path, threads=1), eval_inputs)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="compress-sensitivity-") as work, _quiet_ort_logs():
+        work = Path(work)
+        for layer, nodes in quantizable_layers(model).items():
+            single = work / "layer.onnx"
+            _static_int8(fp32_path, model, single, work, calibration, method, per_channel, reduce_range, (), only=nodes)
+            outputs = run_dataset(OrtRunner(single, threads=1), eval_inputs)
+            ops = sorted({n.op_type for n in model.graph.node if n.name in nodes})
+            rows.append({"layer": layer, "nodes": nodes, "ops": ops, **_worst_fidelity(reference, outputs)})
+    return sorted(rows, key=lambda r: (r["sqnr_db"], r["top1_agreement"] if r["top1_agreement"] is not None else 1.0))
+
+
+def quantizable_layers(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """``{torch layer (or node name when unknown): [node names]}`` for the weighted ops the int8 path quantizes."""
+    initializers = {i.name for i in model.graph.initializer}
+    groups: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if node.op_type not in COVERED_OPS["int8"] or not any(i in initializers for i in node.input):
+            continue
+        if node.op_type == "Gather" and node.input[0] not in initializers:
+            continue
+        groups.setdefault(node_layer(node, initializers) or node.name, []).append(node.name)
+    return groups
+
+
+def _worst_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
+    from compress.evaluate import fidelity
+
+    per_output = [fidelity(r, o) for r, o in zip(reference, outputs)]
+    agreements = [f["top1_agreement"] for f in per_output if f["top1_agreement"] is not None]
+    return {
+        "sqnr_db": min(f["sqnr_db"] for f in per_output),
+        "top1_agreement": min(agreements) if agreements else None,
+        "max_abs_error": max(f["max_abs_error"] for f in per_output),
+        "cosine": min(f["cosine"] for f in per_output),
+    }
+
+
+# --- the precisions -------------------------------------------------------------------------------------------
+
+
+def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, reduce_range, excluded, only=None) -> list[str]:
+    """Static QDQ for the covered ops. LSTMs (no static kernel) are first quantized dynamically (DynamicQuantizeLSTM).
+
+    That pass comes first because ORT's dynamic quantizer rewrites every Gemm, also already-quantized QDQ ones; the
+    Gemms are rewritten beforehand as MatMul + Add under their own names, so ``exclude`` and the ranges still apply.
+    """
+    lstms = [n.name for n in model.graph.node if n.op_type in STATIC_RECURRENT_FALLBACK]
+    base = Path(fp32_path)
+    if lstms:
+        base = work / "matmul.onnx"
+        if not base.exists():
+            onnx.save(gemm_to_matmul(model), str(base))
+    ranges = calibrate(base, calibration, method, work)
+    recurrent = [name for name in lstms if name not in excluded and (only is None or name in only)]
+    static_only = None if only is None else [name for name in only if name not in lstms]
+    techniques, source = [], base
+    if recurrent:
+        source = work / "recurrent.onnx"
+        _quantize_dynamic(base, source, per_channel, reduce_range, excluded, op_types=list(STATIC_RECURRENT_FALLBACK), only=recurrent)
+        techniques.append(f"ptq:int8-dynamic:{'+'.join(STATIC_RECURRENT_FALLBACK)}")
+    if static_only == []:
+        shutil.copyfile(source, out)
+        return techniques
+    _quantize_static(source, out, method, per_channel, reduce_range, excluded, ranges, only=static_only)
+    return [*techniques, f"ptq:int8-static:{method}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+
+
+def calibrate(model_path: Path, calibration: Dataset, method: str, work: Path) -> Path:
+    """Activation ranges of the tensors static int8 quantizes, saved as an ORT calibration cache (JSON) in ``work``.
+
+    Calibrating here rather than inside ``quantize_static`` lets the histogram methods use 2048 bins: through
+    ``quantize_static`` ORT's entropy calibrator gets 128 bins for 128 quantized bins and returns the min/max range.
+    """
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    cache = work / f"ranges.{method}.{Path(model_path).stem}.json"
+    if cache.exists():  # calibrated earlier in this work folder (sensitivity analysis quantizes many times)
+        return cache
+    try:
+        calibrator = create_calibrator(Path(model_path), list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
+                                       calibrate_method=_method(method), extra_options=CALIBRATOR_OPTIONS[method])
+        with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress; stdout belongs to --json
+            calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calibration))
+            save_tensors_data(calibrator.compute_data(), cache)
+    except CompressError:
+        raise
+    except Exception as exc:
+        raise EnvironmentFailure(f"onnxruntime calibration ({method}) failed: {_first_line(exc)}") from None
+    return cache
+
+
+def _quantize_static(source, out, method, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
+    """ORT static QDQ from calibrated ``ranges``: uint8 activations, int8 weights; ``only`` limits it to those nodes."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    try:
+        quantize_static(str(source), str(out), None, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(STATIC_OP_TYPES), per_channel=per_channel,
+                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_quantize=list(only or []), nodes_to_exclude=list(excluded),
+                        calibrate_method=_method(method), calibration_cache_path=str(ranges))
+    except Exception as exc:
+        raise EnvironmentFailure(f"onnxruntime static quantization failed: {_first_line(exc)}") from None
+
+
+def _dynamic_int8(model, out, work, per_channel, reduce_range, excluded) -> list[str]:
+    prepared = work / "matmul.onnx"
+    onnx.save(gemm_to_matmul(model), str(prepared))
+    _quantize_dynamic(prepared, out, per_channel, reduce_range, excluded, op_types=None)
+    return [f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+
+
+def _quantize_dynamic(source, out, per_channel, reduce_range, excluded, op_types, only=None) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(str(source), str(out), op_types_to_quantize=op_types, per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_quantize=list(only or []),
+                         nodes_to_exclude=list(excluded))
+    except Exception as exc:
+        raise EnvironmentFailure(f"onnxruntime dynamic quantization failed: {_first_line(exc)}") from None
+
+
+def _fp16(model, out, excluded) -> list[str]:
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded),
+                                         op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FLOAT_OPS])
+    _topological_sort(converted.graph)  # the converter appends the input Casts at the end of the node list
+    onnx.save(converted, str(out))
+    return ["cast:fp16"]
+
+
+def _weight_only(model, out, bits, excluded) -> list[str]:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(gemm_to_matmul(model), bits=bits, block_size=WEIGHT_ONLY_BLOCK, is_symmetric=False,
+                                     nodes_to_exclude=list(excluded), op_types_to_quantize=("MatMul",))
+    try:
+        quantizer.process()
+    except Exception as exc:
+        raise EnvironmentFailure(f"onnxruntime {bits}-bit weight quantization failed: {_first_line(exc)}") from None
+    quantizer.model.save_model_to_file(str(out), False)
+    return [f"wq:int{bits}-weight:block{WEIGHT_ONLY_BLOCK}:asymmetric"]
+
+
+# --- graph helpers --------------------------------------------------------------------------------------------
+
+
+def _topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
+    ready = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise EnvironmentFailure(f"the converted graph has a cycle or a missing input at node {waiting[0].name!r}")
+        pending = waiting
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite Gemm(A, W, b) with constant W as MatMul + Add, the form ORT's dynamic and weight-only paths cover.
+
+    The MatMul keeps the Gemm's name and metadata (so ``exclude`` and layer names still apply); the Add is ``<name>_bias``.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    weights = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in weights:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            array = onnx.numpy_helper.to_array(weights[weight]).T
+            weight = f"{weight}_transposed"
+            if weight not in weights:
+                weights[weight] = onnx.numpy_helper.from_array(np.ascontiguousarray(array), weight)
+                graph.initializer.append(weights[weight])
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        matmul = onnx.helper.make_node("MatMul", [node.input[0], weight], [product], name=node.name)
+        matmul.metadata_props.extend(node.metadata_props)
+        nodes.append(matmul)
+        if has_bias:
+            add = onnx.helper.make_node("Add", [product, node.input[2]], [node.output[0]], name=f"{node.name}_bias")
+            add.metadata_props.extend(node.metadata_props)
+            nodes.append(add)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return result
+
+
+def _check(model: onnx.ModelProto, precision: str) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise EnvironmentFailure(f"the {precision} ONNX model is invalid ({_first_line(exc)})") from None
+
+
+def _strip_graph_annotations(model: onnx.ModelProto) -> None:
+    """Deployables need neither per-node torch metadata nor inferred shapes: drop both (the fp32 file keeps the mapping)."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    del model.graph.value_info[:]
+
+
+def float_weighted_ops(model: onnx.ModelProto, precision: str, excluded: set[str]) -> list[dict]:
+    """Ops carrying weights (or int8 matmuls) that still compute in float after quantization, with why."""
+    initializers = {i.name for i in model.graph.initializer}
+    float32 = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    rows = []
+    for node in model.graph.node:
+        sources = _through_casts(node, producers)
+        if node.op_type not in WEIGHTED_OPS or _is_quantized(node, sources, producers, float32, precision):
+            continue
+        if node.op_type == "Gather" and sources[0] not in initializers:
+            continue  # indexing an activation, not an embedding table
+        if node.op_type in ("MatMul", "Gemm") and not set(sources) & initializers and precision != "int8":
+            continue  # activation x activation matmul: no weight to quantize in this path
+        base_name = node.name.removesuffix("_quant")
+        reason = "kept in float by --exclude" if base_name in excluded else _float_reason(node.op_type, precision)
+        rows.append({"op": node.op_type, "node": node.name, "layer": node_layer(node, initializers), "reason": reason})
+    return rows
+
+
+def _through_casts(node: onnx.NodeProto, producers: dict) -> list[str]:
+    """The node's inputs, each traced back through a Cast (fp16 conversion wraps kept-float weights in Casts)."""
+    return [producers[name].input[0] if name in producers and producers[name].op_type == "Cast" else name for name in node.input]
+
+
+def _is_quantized(node, sources, producers, float32_initializers, precision) -> bool:
+    """fp16: no float32 weight left. Otherwise: the weight (Gather: the table) comes out of a DequantizeLinear."""
+    if precision == "fp16":
+        return not any(name in float32_initializers for name in sources)
+    weight = node.input[0 if node.op_type == "Gather" else 1] if len(node.input) > 1 else ""
+    return weight in producers and producers[weight].op_type == "DequantizeLinear"
+
+
+def _float_reason(op: str, precision: str) -> str:
+    if precision in ("int4-weight", "int8-weight"):
+        return "weight-only quantization covers MatMul/Gemm weights only"
+    if op in ("GRU", "RNN"):
+        return f"onnxruntime has no int8 kernel for {op} (static or dynamic)"
+    if op == "Gather":
+        return f"embedding lookups are not quantized by the {precision} path"
+    return f"onnxruntime's {precision} quantizer left it in float"
+
+
+# --- calibration ----------------------------------------------------------------------------------------------
+
+
+class _DataReader:
+    """Feeds calibration batches to onnxruntime (the model's fixed batch size where it has one)."""
+
+    def __init__(self, model: onnx.ModelProto, data: Dataset):
+        initializers = {i.name for i in model.graph.initializer}
+        inputs = [v for v in model.graph.input if v.name not in initializers]
+        if len(inputs) != len(data.x):
+            raise UsageError(f"the calibration data has {len(data.x)} input(s) but the model takes {len(inputs)} "
+                             f"({', '.join(v.name for v in inputs)})")
+        dims = inputs[0].type.tensor_type.shape.dim
+        batch = dims[0].dim_value if dims and dims[0].dim_value > 0 else CALIBRATION_BATCH
+        types = [onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in inputs]
+        self._feeds = []
+        for start in range(0, data.size - (data.size % batch if dims and dims[0].dim_value > 0 else 0), batch):
+            arrays = [np.ascontiguousarray(a[start : start + batch], dtype=t) for a, t in zip(data.x, types)]
+            self._feeds.append(dict(zip((v.name for v in inputs), arrays)))
+        if not self._feeds:
+            raise UsageError(f"calibration needs at least {batch} samples (the model's fixed batch); got {data.size}")
+        self._index = 0
+
+    def get_next(self):
+        if self._index >= len(self._feeds):
+            return None
+        self._index += 1
+        return self._feeds[self._index - 1]
+
+    def rewind(self):
+        self._index = 0
+
+    def __len__(self):
+        return len(self._feeds)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[name]
+
+
+# --- small utilities ------------------------------------------------------------------------------------------
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _cpu_summary() -> str:
+    features = cpu_int8_features()
+    vnni = [k for k in ("avx512_vnni", "avx_vnni", "amx_int8", "dotprod", "i8mm") if features.get(k)]
+    return f"{features['arch']}, {'+'.join(vnni) if vnni else 'no int8 dot-product instructions'}"
+
+
+@contextlib.contextmanager
+def _quiet_ort_logs():
+    """onnxruntime.quantization logs 'please pre-process' warnings on every call: keep them off the user's stderr."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

@@ -1,0 +1,136 @@
+"""LiteRT (TFLite) as a runner: the interpreter of ai-edge-litert, fed float data whatever the file's I/O types.
+
+Inputs and outputs follow the file's subgraph order, which litert-torch writes in the torch model's argument and
+output order; names come from the signature (``args_0``, ``output_0``, ...). Integer-quantized inputs are
+quantized with the tensor's scale and zero-point, quantized outputs dequantized, so callers always pass and get
+what the torch model takes and gives (int64 token ids are cast to the file's int32). A file exported with a fixed
+batch (litert-torch exports batch 1) is fed in chunks of that batch, the last chunk padded and the padding dropped;
+a file with a dynamic batch axis is resized to the batch given.
+
+Example:
+    >>> runner = LiteRTRunner("model.int8.tflite", threads=2)
+    >>> runner.name, runner.input_names
+    ('litert', ['args_0'])
+    >>> [o.shape for o in runner.run((np.zeros((32, 1, 28, 28), np.float32),))]
+    [(32, 10)]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import EnvironmentFailure, UsageError
+
+
+def load_interpreter_class():
+    """``Interpreter`` from ai-edge-litert, else from tflite-runtime; EnvironmentFailure when neither is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise EnvironmentFailure("no TFLite runtime is installed: pip install ai-edge-litert") from None
+    return Interpreter
+
+
+class LiteRTRunner:
+    """Load ``path`` in the LiteRT interpreter; ``run`` takes one float/int array per input (batch first)."""
+
+    name = "litert"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        interpreter_class = load_interpreter_class()
+        self.path = Path(path)
+        self.threads = threads
+        if not self.path.is_file():
+            raise UsageError(f"TFLite file {self.path} not found; check the path")
+        try:
+            self.interpreter = interpreter_class(model_path=str(self.path), num_threads=int(threads) if threads else None)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"{self.path} is not a loadable TFLite model ({_first_line(exc)})") from None
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+        input_names, output_names = _signature_names(self.interpreter)
+        self.input_names = [input_names.get(d["index"], d["name"]) for d in self.inputs]
+        self.output_names = [output_names.get(d["index"], d["name"]) for d in self.outputs]
+        first = self.inputs[0]["shape_signature"] if self.inputs else [1]
+        self.fixed_batch = int(first[0]) if len(first) and first[0] > 0 else None
+
+    def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        if len(inputs) != len(self.inputs):
+            raise UsageError(f"{self.path.name} takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}) but got {len(inputs)}")
+        arrays = [_to_input(np.asarray(a), detail) for a, detail in zip(inputs, self.inputs)]
+        total = len(arrays[0])
+        if self.fixed_batch is None:
+            self._resize(total)
+            return self._invoke(arrays)
+        size, parts = self.fixed_batch, []
+        for start in range(0, total, size):
+            chunk = [a[start : start + size] for a in arrays]
+            short = size - len(chunk[0])
+            if short:
+                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
+            parts.append([o[: size - short] for o in self._invoke(chunk)])
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+    def _resize(self, batch: int) -> None:
+        if all(d["shape"][0] == batch for d in self.inputs):
+            return
+        for detail in self.inputs:
+            self.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+        self.interpreter.allocate_tensors()
+        self.inputs = self.interpreter.get_input_details()
+        self.outputs = self.interpreter.get_output_details()
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        interpreter = self.interpreter
+        try:
+            for array, detail in zip(arrays, self.inputs):
+                interpreter.set_tensor(detail["index"], np.ascontiguousarray(array))
+            interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+        return [_from_output(interpreter.get_tensor(d["index"]), d) for d in self.outputs]
+
+
+def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index → signature name for inputs and outputs (empty when the file has no single signature)."""
+    signatures = interpreter._get_full_signature_list() if hasattr(interpreter, "_get_full_signature_list") else {}
+    if len(signatures) != 1:
+        return {}, {}
+    signature = next(iter(signatures.values()))
+    return ({index: name for name, index in signature["inputs"].items()},
+            {index: name for name, index in signature["outputs"].items()})
+
+
+def _to_input(array: np.ndarray, detail: dict) -> np.ndarray:
+    """``array`` in the tensor's type: quantized with its scale/zero-point when the tensor is quantized."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    expected = tuple(detail["shape_signature"][1:])
+    if tuple(array.shape[1:]) != tuple(int(d) for d in expected) and -1 not in expected:
+        raise UsageError(f"input {detail['name']!r} expects shape (batch, {', '.join(map(str, expected))}) but got {tuple(array.shape)}")
+    if scale and np.issubdtype(dtype, np.integer):
+        limits = np.iinfo(dtype)
+        quantized = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
+        return np.clip(quantized, limits.min, limits.max).astype(dtype)
+    if np.issubdtype(dtype, np.integer) and array.size and np.issubdtype(array.dtype, np.integer):
+        limits = np.iinfo(dtype)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise UsageError(f"input {detail['name']!r} is {dtype} in the file; values {array.min()}..{array.max()} do not fit")
+    return array.astype(dtype, copy=False)
+
+
+def _from_output(array: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if scale and np.issubdtype(array.dtype, np.integer):
+        return ((array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+    return array
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -1,0 +1,147 @@
+"""ONNX Runtime as a runner: one InferenceSession with deterministic, explicit settings.
+
+Sessions run sequentially (one inter-op thread) with ``use_deterministic_compute`` on, so the same
+file, inputs and thread count give the same outputs. Models exported with a fixed batch axis are fed
+in chunks of that size (the last chunk padded, the padding dropped from the outputs).
+
+Example:
+    >>> runner = OrtRunner("model.int8.onnx", threads=2)
+    >>> runner.name, runner.input_names
+    ('onnxruntime', ['image'])
+    >>> [o.shape for o in runner.run((np.zeros((4, 1, 28, 28), np.float32),))]
+    [(4, 10)]
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import EnvironmentFailure, UsageError
+
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+class MissingKernel(UsageError):
+    """onnxruntime has no kernel for ``op`` (node ``node``) on the chosen providers."""
+
+    def __init__(self, message: str, op: str, node: str):
+        super().__init__(message)
+        self.op, self.node = op, node
+
+
+def session_options(threads: int | None = None):
+    """Deterministic session settings: sequential execution, deterministic kernels, quiet logs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.use_deterministic_compute = True
+    options.log_severity_level = 3
+    return options
+
+
+class OrtRunner:
+    """Load ``path`` in onnxruntime; ``run`` takes one array per input (batch first), returns one per output."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EnvironmentFailure("onnxruntime is not installed: pip install onnxruntime") from None
+        self.path = Path(path)
+        self.threads = threads
+        available = ort.get_available_providers()
+        self.providers = list(providers or ["CPUExecutionProvider"])
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise UsageError(f"onnxruntime provider {missing[0]} is not available here; choose from {', '.join(available)}")
+        self.session = _open_session(self.path, session_options(threads), self.providers)
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_dtypes = [ORT_DTYPES.get(i.type, np.float32) for i in inputs]
+        first = inputs[0].shape[0] if inputs and inputs[0].shape else None
+        self.fixed_batch = first if isinstance(first, int) and first > 0 else None
+
+    def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        if len(inputs) != len(self.input_names):
+            raise UsageError(f"{self.path.name} takes {len(self.input_names)} input(s) ({', '.join(self.input_names)}) but got {len(inputs)}")
+        arrays = [np.ascontiguousarray(a, dtype=dtype) for a, dtype in zip(inputs, self.input_dtypes)]
+        if self.fixed_batch is None or len(arrays[0]) == self.fixed_batch:
+            return self._run(arrays)
+        return self._run_in_chunks(arrays, self.fixed_batch)
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self.session.run(None, dict(zip(self.input_names, arrays)))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument classes
+            raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+
+    def _run_in_chunks(self, arrays: list[np.ndarray], size: int) -> list[np.ndarray]:
+        total, parts = len(arrays[0]), []
+        for start in range(0, total, size):
+            chunk = [a[start : start + size] for a in arrays]
+            short = size - len(chunk[0])
+            if short:
+                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
+            parts.append([o[: size - short] for o in self._run(chunk)])
+        return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+
+def check_loads_in_child(path: str | Path, providers: list[str] | None = None, timeout_s: float = 300.0) -> None:
+    """Open ``path`` in onnxruntime in a child process first: an onnxruntime crash (it has segfaulted on valid fp16
+    graphs) then becomes an EnvironmentFailure instead of killing this process."""
+    import subprocess
+    import sys
+
+    code = ("import sys, onnxruntime as ort\n"
+            "ort.set_default_logger_severity(3)\n"
+            "ort.InferenceSession(sys.argv[1], providers=sys.argv[2].split(','))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path), ",".join(providers or ["CPUExecutionProvider"])],
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentFailure(f"onnxruntime did not finish loading {Path(path).name} within {timeout_s:.0f} s") from None
+    if done.returncode < 0:
+        raise EnvironmentFailure(
+            f"onnxruntime crashed (signal {-done.returncode}) while loading {Path(path).name}: a bug in this onnxruntime "
+            "build for this graph; choose another --precision or upgrade onnxruntime"
+        )
+
+
+def _open_session(path: Path, options, providers: list[str]):
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise UsageError(f"ONNX file {path} not found; check the path")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:
+        text = str(exc)
+        missing = re.search(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'", text)
+        if missing:
+            op, version, node = missing.groups()
+            raise MissingKernel(
+                f"onnxruntime ({', '.join(providers)}) has no kernel for {op} (opset {version}, node {node!r}) in {path.name}; "
+                "choose another --precision or keep that layer in float with --exclude",
+                op, node,
+            ) from None
+        if "INVALID_PROTOBUF" in text or "INVALID_GRAPH" in text or "Load model" in text:
+            raise UsageError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
+        raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -1,0 +1,161 @@
+"""Parity: the same real inputs through one artifact on several targets, each compared with the PyTorch reference.
+
+Each target runs the artifact with the device runner on the test split (or a deterministic subset of it) and returns
+the outputs; they are compared with the reference model's outputs (top-1 agreement, SQNR, max abs error) and with the
+first target's outputs (does the file behave on ARM as it did on the workstation?). A target fails when it misses a
+tolerance; the result names it.
+
+Example:
+    >>> result = verify_on_targets("runs/mnist/model.int8.tflite", ["local", "qemu-arm64"])
+    >>> [(t["target"], t["fidelity"]["top1_agreement"], t["passed"]) for t in result["targets"]]
+    [('local-cpu', 0.994, True), ('qemu-arm64', 0.994, True)]
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import UsageError
+
+
+@dataclass
+class Tolerance:
+    """What a target must reach. ``None`` switches a check off."""
+
+    min_top1: float | None = 0.95             # agreement of the arg-max with the reference
+    min_sqnr_db: float | None = 10.0          # output SQNR against the reference
+    max_abs_error: float | None = None        # largest output difference from the reference
+    min_agreement: float | None = 0.99        # top-1 agreement with the first target's outputs
+
+
+def defaults_from_report(artifact: Path) -> tuple[str | None, str | None, int | None]:
+    """(reference model path, dataset name, split seed) from the report.json next to ``artifact``, when there is one."""
+    path = artifact.parent / "report.json"
+    if not path.is_file():
+        return None, None, None
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None, None, None
+    source, dataset = report.get("source") or {}, report.get("dataset") or {}
+    reference = source.get("path")
+    if reference and not Path(reference).is_file() and (artifact.parent / reference).is_file():
+        reference = str(artifact.parent / reference)
+    return reference, dataset.get("name"), dataset.get("split_seed")
+
+
+def reference_outputs(reference: str, data, samples: int, seed: int = 0):
+    """The reference model's outputs on (a deterministic subset of) the real test split, and that subset."""
+    from compress.dataplan import plan_data
+    from compress.model import load_model
+    from compress.runtimes import open_runner, run_dataset
+
+    handle = load_model(reference)
+    plan = plan_data(handle, data, seed=seed)
+    if plan.test is None:
+        raise UsageError(f"verify needs real inputs: pass --data (the reference {reference} names no dataset)")
+    subset = plan.test.take(samples, seed)
+    if handle.module is None:
+        runner = open_runner(handle.onnx_path)
+    else:
+        from compress.runtimes.torch_eager import TorchRunner
+
+        runner = TorchRunner.from_module(handle.module, handle.input_spec.names)
+    return run_dataset(runner, subset), subset, runner.name
+
+
+def _top1(a: np.ndarray, b: np.ndarray) -> float | None:
+    if a.ndim != 2 or a.shape[1] < 2:
+        return None
+    return round(float(np.mean(a.argmax(1) == b.argmax(1))), 6)
+
+
+def judge(fidelity: dict, agreement: dict | None, tolerance: Tolerance) -> list[str]:
+    """The tolerances a target missed, as plain phrases (empty: it passed)."""
+    failures = []
+    top1, sqnr, error = fidelity.get("top1_agreement"), fidelity.get("sqnr_db"), fidelity.get("max_abs_error")
+    if tolerance.min_top1 is not None and top1 is not None and top1 < tolerance.min_top1:
+        failures.append(f"top-1 agreement with the reference {top1:.4f} < {tolerance.min_top1}")
+    if tolerance.min_sqnr_db is not None and sqnr is not None and sqnr < tolerance.min_sqnr_db:
+        failures.append(f"SQNR {sqnr:.1f} dB < {tolerance.min_sqnr_db} dB")
+    if tolerance.max_abs_error is not None and error is not None and error > tolerance.max_abs_error:
+        failures.append(f"max abs error {error:.4g} > {tolerance.max_abs_error}")
+    if agreement and tolerance.min_agreement is not None and agreement["top1_agreement"] is not None \
+            and agreement["top1_agreement"] < tolerance.min_agreement:
+        failures.append(f"top-1 agreement with {agreement['target']} {agreement['top1_agreement']:.4f} < {tolerance.min_agreement}")
+    return failures
+
+
+def verify_on_targets(
+    artifact: str | Path,
+    targets: list[str],
+    reference: str | Path | None = None,
+    data=None,
+    samples: int = 256,
+    threads: int | None = None,
+    tolerance: Tolerance | None = None,
+    **target_options,
+) -> dict:
+    """Run ``artifact`` on every target with the same real inputs; compare each with the reference and the first target.
+
+    ``reference``/``data`` default to the report.json next to the artifact (``source.path``, ``dataset.name``).
+    Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "passed"}``; never raises on a mismatch.
+    """
+    from compress.pipeline import combined_fidelity
+    from compress.runtimes.base import runtime_for
+    from compress.targets.base import RunRequest, open_target
+
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UsageError(f"artifact {artifact} not found; check the path")
+    if not targets:
+        raise UsageError("give at least one target, e.g. --targets local,qemu-arm64")
+    if samples < 1:
+        raise UsageError("--samples must be at least 1")
+    runtime = runtime_for(artifact)
+    default_reference, default_data, split_seed = defaults_from_report(artifact)
+    reference = reference or default_reference
+    if reference is None:
+        raise UsageError(f"no reference model: pass --reference (no report.json next to {artifact.name} names its source)")
+    if not Path(reference).is_file():
+        raise UsageError(f"reference model {reference} not found; pass --reference")
+    data = data or default_data
+    tolerance = tolerance or Tolerance()
+    opened = [open_target(t, strict=False, **target_options) for t in targets]  # bad names fail before any work
+    expected, subset, reference_runtime = reference_outputs(str(reference), data, samples, seed=split_seed or 0)
+    rows, first = [], None
+    for target in opened:
+        result = target.run(RunRequest(artifact, runtime=runtime, threads=threads, inputs=subset.x, want_outputs=True))
+        outputs = [np.asarray(o) for o in result.outputs]
+        fidelity = combined_fidelity(expected, outputs)
+        agreement = None
+        if first is not None:
+            agreement = {"target": first[0], "top1_agreement": _top1(first[1][0], outputs[0]),
+                         "max_abs_diff": round(float(max(np.max(np.abs(a.astype(np.float64) - b)) for a, b in zip(first[1], outputs))), 6)}
+        else:
+            first = (target.name, outputs)
+        failures = judge(fidelity, agreement, tolerance)
+        environment = result.report.get("environment", {})
+        rows.append({"target": target.name, "device": target.describe(result.report), "emulated": target.emulated,
+                     "runtime": runtime, "runtime_version": environment.get("runtime_version"), "fidelity": fidelity,
+                     "agreement_with_first": agreement, "passed": not failures, "failures": failures,
+                     "warnings": list(getattr(target, "notes", []))})
+    return {
+        "artifact": str(artifact), "runtime": runtime, "reference": {"path": str(reference), "runtime": reference_runtime},
+        "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint()},
+        "tolerance": asdict(tolerance), "targets": rows, "passed": all(r["passed"] for r in rows),
+    }
+
+
+def record_parity(artifact: str | Path, result: dict) -> Path | None:
+    """Add each target's parity row to ``artifact``'s ``parity`` list in the report.json next to it (same target replaced)."""
+    from compress.benchmark import record_in_report
+
+    saved = None
+    for row in result["targets"]:
+        entry = {**row, "data": result["data"], "reference": result["reference"]["path"]}
+        saved = record_in_report(artifact, "parity", entry, ("target",)) or saved
+    return saved

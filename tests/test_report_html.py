@@ -1,0 +1,55 @@
+"""report.html is a real, readable page: checked in headless Chromium, numbers from report.json in its text."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.browser import render
+
+
+@pytest.fixture(scope="module")
+def onnx_run(zoo_checkpoint, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+
+    run_dir = tmp_path_factory.mktemp("html-run")
+    result = CliRunner().invoke(app, ["quantize", str(zoo_checkpoint("mnist_cnn", epochs=2)), "--format", "onnx",
+                                      "--precision", "int8,fp16", "--analyze", "--runs", "20", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_report_html_renders_in_chromium_with_the_reports_numbers(onnx_run, tmp_path):
+    from PIL import Image
+
+    report = json.loads((onnx_run / "report.json").read_text())
+    page = onnx_run / "report.html"
+    assert page.is_file() and "<img" in page.read_text()  # plots embedded, self-contained
+    text = render(page, tmp_path / "shot.png", tmp_path / "profile")
+    for artifact in report["artifacts"]:
+        assert artifact["name"] in text
+        assert f"{artifact['size_bytes']:,}" in text
+        assert f"{artifact['metrics']['task']['value']:.4f}" in text
+    assert report["recommended"]["local-cpu"]["artifact"] in text
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
+    assert pixels.std() > 10, "the screenshot is blank"
+
+
+def test_report_compare_two_runs(onnx_run, zoo_checkpoint, cli, tmp_path):
+    other = tmp_path / "other"
+    assert cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx", "--precision", "int8-dynamic",
+               "--no-bench", "--out", other).exit_code == 0
+    result = cli("report", "compare", onnx_run, other, "--html", tmp_path / "compare.html", "--json")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert set(runs) == {onnx_run.name, "other"}
+    page = (tmp_path / "compare.html").read_text()
+    assert "int8-dynamic-onnx" in page and "int8-onnx" in page and "<img" in page
+
+
+def test_report_compare_rejects_non_run_dirs(cli, tmp_path):
+    result = cli("report", "compare", tmp_path, tmp_path)
+    assert result.exit_code == 2 and "not a run directory" in result.stderr
