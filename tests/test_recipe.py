@@ -42,7 +42,7 @@ def test_typo_points_at_line_and_column_and_suggests(tmp_path, cli):
     path.write_text(QUICK.format(source="zoo:mnist_cnn", limit=0.01, out="x").replace("calib_samples: 64", "calibraton: entropy"))
     result = cli("recipe", "validate", path)
     assert result.exit_code == 2
-    assert result.stderr.strip().endswith(f"{path}:7:7: unknown key 'calibraton' in stages[0].quantize; did you mean 'calibration'?")
+    assert result.stderr.strip().endswith(f"{path}:8:7: unknown key 'calibraton' in stages[0].quantize; did you mean 'calibration'?")
 
 
 @pytest.mark.parametrize("text, message", [

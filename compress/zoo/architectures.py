@@ -114,7 +114,7 @@ class TransformerClassifier(nn.Module):
         super().__init__()
         d_model = heads * scaled(64, width)
         self.embed = nn.Embedding(vocab, d_model)
-        self.position = nn.Parameter(torch.randn(steps, d_model) * 0.02)
+        self.position = nn.Parameter(torch.randn(steps, d_model))
         self.attention = MultiHeadSelfAttention(d_model, heads)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.feed_forward = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(), nn.Linear(2 * d_model, d_model))

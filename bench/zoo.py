@@ -1,0 +1,62 @@
+"""`python -m bench.zoo`: train every zoo model with its defaults and seed, and record what it reaches.
+
+The README's zoo table comes from bench/results/zoo.json. Training time is wall clock on this machine (noisy);
+the metric is deterministic for a seed on one machine and torch build.
+Options: --models a,b  --seed S
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _metric_cells(task: dict) -> str:
+    heads = task.get("heads") or {"": task}
+    return ", ".join(f"{head + ' ' if head else ''}{m['name']} {m['value']:.4f}" for head, m in heads.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    from compress.zoo import ZOO, train_zoo_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(ZOO))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("COMPRESS_CACHE", tempfile.mkdtemp(prefix="bench-zoo-"))  # always train fresh
+    rows = []
+    for name in args.models.split(","):
+        result = train_zoo_model(name, seed=args.seed, reuse=False)
+        entry = ZOO[name]
+        parameters = sum(p.numel() for p in result.model.parameters())
+        rows.append({"model": name, "dataset": entry.dataset, "epochs": entry.epochs, "seed": args.seed, "parameters": parameters,
+                     "task": result.metrics["task"], "test_samples": result.metrics["samples"], "train_seconds": round(result.seconds, 1)})
+        Console().print(f"{name}: {_metric_cells(result.metrics['task'])} in {result.seconds:.0f} s")
+    table = Table(title=f"zoo, seed {args.seed}")
+    for column in ("model", "dataset", "parameters", "epochs", "test metric", "train s"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["model"], row["dataset"], f"{row['parameters']:,}", str(row["epochs"]), _metric_cells(row["task"]), f"{row['train_seconds']:.0f}")
+    Console().print(table)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "zoo.json"
+    document = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "rows": rows}
+    if out.exists() and args.models != ",".join(ZOO):
+        kept = [r for r in json.loads(out.read_text())["rows"] if r["model"] not in {row["model"] for row in rows}]
+        document["rows"] = sorted(kept + rows, key=lambda r: list(ZOO).index(r["model"]))
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    Console().print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
