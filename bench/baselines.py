@@ -30,7 +30,7 @@ class Variant:
     notes: list[str] = field(default_factory=list)
 
 
-def _file_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
+def file_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
     from compress.runtimes import open_runner
 
     runner = open_runner(path)
@@ -59,14 +59,14 @@ def fp32_onnx(module: torch.nn.Module, example: tuple, names: list[str], path: P
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(module, example, str(path), input_names=names, dynamic_shapes=tuple({0: batch} for _ in example),
                       external_data=False, verbose=False)
-    return _file_variant("fp32-ort", path, 32)
+    return file_variant("fp32-ort", path, 32)
 
 
 def fp32_litert(module: torch.nn.Module, example: tuple, path: Path) -> Variant:
     import litert_torch
 
     litert_torch.convert(module, example).export(str(path))
-    return _file_variant("fp32-litert", path, 32)
+    return file_variant("fp32-litert", path, 32)
 
 
 class _Reader:
@@ -84,14 +84,14 @@ def ort_static_default(fp32_path: Path, calibration: Dataset, names: list[str], 
     from onnxruntime.quantization import quantize_static
 
     quantize_static(str(fp32_path), str(path), _Reader(calibration, names))
-    return _file_variant("ort-static-default", path, 8)
+    return file_variant("ort-static-default", path, 8)
 
 
 def ort_dynamic_default(fp32_path: Path, path: Path) -> Variant:
     from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(fp32_path), str(path))
-    return _file_variant("ort-dynamic-default", path, 8)
+    return file_variant("ort-dynamic-default", path, 8)
 
 
 def litert_pt2e_default(module: torch.nn.Module, example: tuple, calibration: Dataset, path: Path) -> Variant:
@@ -107,7 +107,7 @@ def litert_pt2e_default(module: torch.nn.Module, example: tuple, calibration: Da
         prepared(*(torch.from_numpy(a) for a in inputs))
     converted = convert_pt2e(prepared, fold_quantize=False)
     litert_torch.convert(converted, example, quant_config=QuantConfig(pt2e_quantizer=quantizer)).export(str(path))
-    return _file_variant("litert-pt2e-default", path, 8)
+    return file_variant("litert-pt2e-default", path, 8)
 
 
 def torchao_variant(module: torch.nn.Module, kind: str) -> Variant:

@@ -84,7 +84,7 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
     for fmt, pick in recommended.items():
         if pick:
             artifact = next(a for a in report["artifacts"] if a["name"] == pick["artifact"])
-            variant = _build(f"compress-{fmt}", lambda a=artifact: baselines._file_variant(
+            variant = _build(f"compress-{fmt}", lambda a=artifact: baselines.file_variant(
                 f"compress-{a['name']}", folder / "compress" / a["path"], 8 if a["precision"] != "fp32" else 32), failures)
             if variant:
                 variants.append(variant)

@@ -35,37 +35,14 @@ def median_ci(samples: list[float] | np.ndarray, confidence: float = 0.95) -> tu
 
     With fewer than 6 samples no interval reaches 95 %; the full range is returned.
     """
+    from scipy.stats import binom
+
     ordered = np.sort(np.asarray(samples, dtype=np.float64))
     n = len(ordered)
     if n < 6:
         return float(ordered[0]), float(ordered[-1])
-    alpha = 1.0 - confidence
-    if n <= 1000:
-        cdf, k = 0.0, 0
-        while True:  # largest k with P(B <= k-1) <= alpha/2: the interval is [x_(k), x_(n-k+1)] (1-based)
-            step = math.comb(n, k) / 2.0**n
-            if cdf + step > alpha / 2:
-                break
-            cdf += step
-            k += 1
-        low = max(k, 1)
-    else:
-        z = 1.959963984540054 if abs(confidence - 0.95) < 1e-9 else _normal_quantile(1 - alpha / 2)
-        low = max(int(math.floor(n / 2 - z * math.sqrt(n) / 2)), 1)
-    high = n - low + 1
-    return float(ordered[low - 1]), float(ordered[high - 1])
-
-
-def _normal_quantile(p: float) -> float:
-    """Inverse normal CDF by bisection on erf (only for confidence levels other than 95 %)."""
-    low, high = -10.0, 10.0
-    for _ in range(100):
-        mid = (low + high) / 2
-        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
+    low = max(int(binom.ppf((1.0 - confidence) / 2, n, 0.5)), 1)  # 1-based rank; the upper one mirrors it
+    return float(ordered[low - 1]), float(ordered[n - low])
 
 
 def summarize(samples_ms: list[float], batch: int = 1) -> dict:

@@ -32,7 +32,8 @@ class DataPlan:
                 "fingerprint": self.test.fingerprint()}
 
 
-def _image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
+def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of the first input when it is an image batch (what image-folder data is resized to), else None."""
     first = handle.input_spec.tensors[0]
     return tuple(first.shape[1:]) if len(first.shape) == 4 else None
 
@@ -46,7 +47,7 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
         rng = np.random.default_rng(seed)
         arrays = tuple(t.random(calib_samples, rng) for t in handle.input_spec.tensors)
         return DataPlan(Dataset("random", arrays, split_name="random"), None, None, seed, synthetic=True)
-    dataset = data if isinstance(data, Dataset) else resolve_data(data, _image_shape(handle))
+    dataset = data if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
     handle.input_spec.check(dataset.x, f"data {dataset.name!r}")
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")

@@ -132,8 +132,13 @@ def quantize(
     data=None,
     out_dir: str | Path = "runs/quantize",
     step: Step | None = None,
+    reference: Reference | None = None,
 ) -> QuantizeResult:
-    """Quantize ``handle`` into every format × precision, verify each file in its runtime, write the run directory."""
+    """Quantize ``handle`` into every format × precision, verify each file in its runtime, write the run directory.
+
+    ``reference``: what degradation and fidelity are measured against (default: ``handle`` itself; a recipe passes
+    its input model, so a pruned or distilled model's loss counts too).
+    """
     config = config or QuantizeConfig()
     step = step or (lambda message: None)
     run_dir = Path(out_dir)
@@ -163,8 +168,9 @@ def quantize(
     step("pre-flight")
     preflight = run_preflight(handle, config, fp32_onnx)
 
-    step("measuring the reference")
-    reference = measure_reference(handle, plan, size_bytes=fp32_onnx.stat().st_size if fp32_onnx else None)
+    if reference is None:
+        step("measuring the reference")
+        reference = measure_reference(handle, plan, size_bytes=fp32_onnx.stat().st_size if fp32_onnx else None)
     bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
 
     artifacts: list[dict] = []

@@ -67,6 +67,18 @@ def test_report_shows_teacher_student_and_the_same_student_without_kd(distill_ru
     assert names["fp32-onnx"]["techniques"][0] == "distill:kd:T=4:alpha=0.7:student=mnist_cnn:width=0.45"
 
 
+def test_report_md_and_html_show_teacher_student_and_no_kd_student(distill_run):
+    run_dir, report = distill_run
+    summary = report["distill"]
+    markdown, page = (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text()
+    for name, part in (("teacher", summary["teacher"]), ("student with KD", summary["student"]), ("same student, no KD", summary["baseline"])):
+        row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+        assert f"| {part['params']:,} |" in row and row.endswith(f"| accuracy {part['test']['value']:.4f} |")
+        assert f"<td>{part['params']:,}</td>" in page and f"accuracy {part['test']['value']:.4f}" in page
+    assert f"- {summary['verdict']}" in markdown and f"Student parameters: {summary['param_ratio']:.3f}x the teacher." in markdown
+    assert "<h2>Distillation</h2>" in page and summary["verdict"] in page
+
+
 def test_student_checkpoint_chains(distill_run):
     run_dir, report = distill_run
     handle = load_model(run_dir / "student.pt")

@@ -72,6 +72,44 @@ def test_structured_pruning_removes_channels_and_shrinks_the_onnx_file(structure
     assert summary["finetune"][0]["sparsity"] < 0.5  # the cubic ramp
 
 
+def test_degradation_is_against_the_original_model_not_the_pruned_one(structured_run, mnist):
+    from compress.dataplan import plan_data
+    from compress.evaluate import task_metrics
+    from compress.training import predict
+
+    run_dir, report = structured_run
+    original = load_model(mnist)
+    test = plan_data(original, None).test
+    accuracy = {name: task_metrics(test.heads, predict(handle.module, test), test.y)["value"]
+                for name, handle in (("original", original), ("pruned", load_model(run_dir / "model.pt2")))}
+    assert report["reference"]["metrics"]["task"]["value"] == pytest.approx(accuracy["original"], abs=1e-6)
+    assert abs(accuracy["original"] - accuracy["pruned"]) > 0.001  # otherwise the check below could not tell them apart
+    for name in ("fp32-onnx", "int8-onnx"):
+        metrics = _artifact(report, name)["metrics"]
+        assert metrics["degradation"] == pytest.approx(accuracy["original"] - metrics["task"]["value"], abs=1e-6)
+    assert _artifact(report, "fp32-onnx")["metrics"]["degradation"] == pytest.approx(accuracy["original"] - accuracy["pruned"], abs=0.003)
+    assert f"against the original (unpruned) model: accuracy {accuracy['original']:.4f}" in (run_dir / "report.md").read_text()
+
+
+def test_report_md_and_html_show_per_layer_sparsity_and_files_vs_dense(structured_run):
+    run_dir, report = structured_run
+    summary = report["prune"]
+    markdown, page = (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text()
+    assert "## Pruning" in markdown and "<h2>Pruning</h2>" in page
+    for row in summary["layers"]:
+        assert (f"| {row['layer']} | {row['type']} | {'yes' if row['pruned'] else 'kept'} | {row['params_before']:,} | "
+                f"{row['params_after']:,} | {row['nonzero_after']:,} | {row['sparsity']:.3f} |") in markdown
+        assert f"<td>{row['layer']}</td><td>{row['type']}</td>" in page and f"<td>{row['sparsity']:.3f}</td>" in page
+    total = f"{summary['params_before']:,} | {summary['params_after']:,} | {summary['nonzero_after']:,}"
+    assert f"| total |  |  | {total} |" in markdown
+    for artifact in report["artifacts"]:
+        size = artifact["size_bytes"] / _artifact(report, "dense-fp32-onnx")["size_bytes"]
+        assert (f"| {artifact['name']} | {artifact['size_bytes']:,} | {artifact['compressed_size_bytes']:,} | {size:.3f}x | "
+                f"accuracy {artifact['metrics']['task']['value']:.4f} | {artifact['metrics']['degradation']:.4f} |") in markdown
+    for epoch in summary["finetune"]:
+        assert f"| {epoch['epoch']} | {epoch['sparsity']:.3f} | {epoch['loss']:.4f} |" in markdown
+
+
 def test_pruned_model_pt2_chains_without_data(structured_run):
     run_dir, report = structured_run
     handle = load_model(run_dir / "model.pt2")
@@ -154,6 +192,7 @@ def test_two_four_masks_verified_on_every_pruned_layer(zoo_checkpoint, cli, tmp_
     assert set(summary["n_m_check"]) == set(summary["pruned_layers"]) == {"features.3", "classifier.1", "classifier.3"}
     assert "features.0" in summary["notes"][0]  # 1 input channel x 3x3 = 9 weights per filter: not a multiple of 4
     assert _artifact(report, "fp32-tflite")["verified_in"] == ["litert"]
+    assert "2:4 pattern verified on 3 of 3 pruned layers." in (tmp_path / "report.md").read_text()
     reloaded = load_model(tmp_path / "model.pt2").module  # the exported model still holds the pattern
     assert all(check_n_m(reloaded, 2, 4, summary["pruned_layers"]).values())
 

@@ -68,6 +68,19 @@ def test_qat_int8_onnx_and_tflite_lose_no_more_than_ptq(qat_run):
         assert comparison[fmt]["qat_degradation"] == names[f"qat-int8-{fmt}"]["metrics"]["degradation"]
 
 
+def test_report_md_and_html_compare_qat_with_ptq(qat_run):
+    run_dir, report = qat_run
+    markdown, page = (run_dir / "report.md").read_text(), (run_dir / "report.html").read_text()
+    assert "## QAT vs PTQ" in markdown and "<h2>QAT vs PTQ</h2>" in page
+    for c in report["comparison"]:
+        assert (f"| {c['format']} | {c['ptq']} | {c['ptq_degradation']:+.4f} | {c['qat']} | {c['qat_degradation']:+.4f} | "
+                f"{c['verdict']} |") in markdown
+        assert f"<td>{c['ptq_degradation']:+.4f}</td><td>{c['qat']}</td><td>{c['qat_degradation']:+.4f}</td>" in page
+    history = report["qat"]["history"][0]
+    assert f"| 1 | {history['loss']:.4f} | {history['val']:.4f} | no | no |" in markdown
+    assert f"- Scheme {report['qat']['scheme']}; epochs 1 at lr " in markdown
+
+
 def test_qat_onnx_is_really_qdq_with_int8_weights(qat_run):
     run_dir, report = qat_run
     model = onnx.load(str(run_dir / "model.qat-int8.onnx"))

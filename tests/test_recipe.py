@@ -136,3 +136,102 @@ def test_interrupted_run_resumes(quick_recipe, tmp_path, monkeypatch):
 def test_set_override_errors_are_one_line(quick_recipe, cli):
     result = cli("run", quick_recipe, "--set", "stages.7.quantize.calibration=entropy")
     assert result.exit_code == 2 and "has no 'stages.7.quantize.calibration'" in result.stderr
+
+
+# --- the templates, end to end on a quickly trained checkpoint ---------------------------------------------------
+
+RUNTIMES = {"onnx": "onnxruntime", "tflite": "litert"}
+
+
+@pytest.fixture(scope="module")
+def small_teacher(zoo_checkpoint):
+    return zoo_checkpoint("mnist_cnn", epochs=4, width=0.5)
+
+
+def _run_template(cli, name: str, out: Path, source: Path, *overrides: str) -> tuple[dict, object]:
+    """``compress run recipes/templates/<name>.yaml`` on ``source`` with tiny epochs; the report and the CLI result."""
+    sets = [item for value in (f"model.source={source}", *overrides) for item in ("--set", value)]
+    result = cli("run", f"recipes/templates/{name}.yaml", "--out", out, *sets)
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads((out / "report.json").read_text())
+    validate_report(report)
+    assert result.exit_code == (0 if report["passed"] else 1)
+    return report, result
+
+
+def _accuracy(artifact: dict) -> float:
+    return artifact["metrics"]["task"]["value"]
+
+
+def _check_verified(artifact: dict, run_dir: Path, reference: float) -> None:
+    """On disk, run in its runtime on the test split, timed, and measured against the recipe's input model."""
+    assert (run_dir / artifact["path"]).is_file() and artifact["verified_in"] == [RUNTIMES[artifact["format"]]]
+    assert artifact["metrics"]["fidelity"]["top1_agreement"] is not None and artifact["latency"]
+    assert artifact["metrics"]["degradation"] == pytest.approx(reference - _accuracy(artifact), abs=2e-6)
+
+
+def _check_gates(report: dict, names: set[str], candidates: set[str]) -> None:
+    """Every gate on every compressed artifact, evaluated on the measured value."""
+    artifacts = {a["name"]: a for a in report["artifacts"]}
+    assert {(g["name"], g["artifact"]) for g in report["gates"]} == {(n, a) for n in names for a in candidates}
+    for gate in report["gates"]:
+        metrics = artifacts[gate["artifact"]]["metrics"]
+        assert gate["value"] == (metrics["degradation"] if gate["name"] == "max_degradation" else metrics["fidelity"]["top1_agreement"])
+
+
+def test_prune_int8_template(cli, small_teacher, tmp_path):
+    report, _ = _run_template(cli, "prune-int8", tmp_path, small_teacher, "stages.0.prune.finetune_epochs=1", "stages.2.benchmark.runs=5")
+    reference = report["reference"]["metrics"]["task"]["value"]
+    prune = report["stages"][0]
+    assert prune["kind"] == "prune" and prune["metrics"]["params_after"] < prune["metrics"]["params_before"]
+    int8 = {a["name"]: a for a in report["artifacts"] if a["precision"] == "int8"}
+    assert set(int8) == {"int8-onnx", "int8-tflite"}
+    for artifact in int8.values():
+        _check_verified(artifact, tmp_path, reference)
+        assert artifact["techniques"][0] == "prune:l1-structured:0.3:layer:finetune=1" and artifact["techniques"][1].startswith("ptq:int8-static")
+        assert _accuracy(artifact) > 0.5
+    _check_gates(report, {"max_degradation", "min_fidelity:top1_agreement"}, set(int8))
+
+
+@pytest.fixture(scope="module")
+def distill_qat(small_teacher, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+
+    def cli(*args):
+        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    run_dir = tmp_path_factory.mktemp("distill-qat")
+    report, _ = _run_template(cli, "distill-qat", run_dir, small_teacher, "stages.0.distill.epochs=3",
+                              "stages.2.qat.epochs=1", "stages.4.benchmark.runs=5")
+    return run_dir, report
+
+
+def test_distill_qat_template_exports_the_qat_graph_without_requantizing(distill_qat):
+    run_dir, report = distill_qat
+    reference = report["reference"]["metrics"]["task"]["value"]
+    assert [s["kind"] for s in report["stages"]] == ["distill", "export", "qat", "quantize", "benchmark"]
+    artifacts = {a["name"]: a for a in report["artifacts"]}
+    assert set(artifacts) == {"fp32-onnx", "fp32-tflite", "qat-int8-onnx", "qat-int8-tflite"}
+    for fmt in ("onnx", "tflite"):
+        student, qat = artifacts[f"fp32-{fmt}"], artifacts[f"qat-int8-{fmt}"]
+        _check_verified(qat, run_dir, reference)
+        assert qat["path"] == f"model.qat-int8.{fmt}" and qat["precision"] == "int8"
+        assert qat["techniques"] == [report["stages"][0]["technique"], "qat:int8:per-channel:epochs=1",
+                                     "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"]
+        # a second PTQ over the Q/DQ graph had dropped the TFLite file to chance level (0.1)
+        assert _accuracy(qat) > max(0.5, _accuracy(student) - 0.05)
+    assert _accuracy(artifacts["qat-int8-onnx"]) == pytest.approx(_accuracy(artifacts["qat-int8-tflite"]), abs=0.02)
+    _check_gates(report, {"max_degradation"}, {"qat-int8-onnx", "qat-int8-tflite"})
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.3.quantize.precisions=[fp16]", "stage quantize: the model is already int8 after qat; set precisions to int8 only (got fp16)"),
+    ("stages.3={export: {}}", "stage export: the model is already int8 after qat; put the export stage (fp32 files) before qat"),
+])
+def test_stages_after_qat_that_would_requantize_are_one_line_errors(distill_qat, cli, small_teacher, override, message):
+    run_dir, _ = distill_qat  # the stages before reuse the fixture's run
+    result = cli("run", "recipes/templates/distill-qat.yaml", "--out", run_dir, "--set", f"model.source={small_teacher}",
+                 "--set", "stages.0.distill.epochs=3", "--set", "stages.2.qat.epochs=1", "--set", override)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"error: {message}"

@@ -38,6 +38,23 @@ def test_report_html_renders_in_chromium_with_the_reports_numbers(onnx_run, tmp_
     assert pixels.std() > 10, "the screenshot is blank"
 
 
+def test_prune_report_html_shows_per_layer_sparsity_in_chromium(zoo_checkpoint, cli, tmp_path):
+    run_dir = tmp_path / "pruned"
+    result = cli("prune", zoo_checkpoint("mnist_cnn", epochs=2), "--method", "magnitude", "--sparsity", "0.6", "--format", "onnx",
+                 "--no-bench", "--json", "--out", run_dir)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    text = render(run_dir / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    assert "Pruning" in text and "Per layer" in text and "per-layer parameters before and after pruning" in text
+    for row in report["prune"]["layers"]:
+        assert f"<td>{row['layer']}</td>" in text and f"<td>{row['nonzero_after']:,}</td>" in text and f"<td>{row['sparsity']:.3f}</td>" in text
+    reference = report["reference"]["metrics"]["task"]["value"]
+    assert f"against the original (unpruned) model: accuracy {reference:.4f}" in text
+    for artifact in report["artifacts"]:  # the dense file does not shrink: the compressed size is what shows it
+        assert f"<td>{artifact['compressed_size_bytes']:,}</td>" in text
+        assert f"<td>{artifact['metrics']['degradation']:.4f}</td>" in text
+
+
 def test_report_compare_two_runs(onnx_run, zoo_checkpoint, cli, tmp_path):
     other = tmp_path / "other"
     assert cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx", "--precision", "int8-dynamic",

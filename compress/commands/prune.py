@@ -66,13 +66,13 @@ def resolve_splits(handle, data, seed: int = 0, calib_samples: int = 256):
     ``data`` None means the model's own dataset and split seed (zoo checkpoints, compress-made .pt2 files).
     """
     from compress.data import Dataset, resolve_data
-    from compress.dataplan import _image_shape, plan_data
+    from compress.dataplan import image_shape, plan_data
     from compress.errors import UsageError
 
     if data is None and not handle.dataset:
         raise UsageError(f"{handle.source_path} carries no dataset: pass --data (a dataset name, .npz, image folder or package.module:function)")
     own = data is None
-    dataset = resolve_data(handle.dataset["name"] if own else data, _image_shape(handle)) if not isinstance(data, Dataset) else data
+    dataset = resolve_data(handle.dataset["name"] if own else data, image_shape(handle)) if not isinstance(data, Dataset) else data
     if not dataset.labeled:
         raise UsageError(f"data {dataset.name!r} has no labels: training and evaluation need labeled data")
     plan = plan_data(handle, None if own else dataset, calib_samples, seed)

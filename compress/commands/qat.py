@@ -50,7 +50,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         _export_fp32(handle, fp32, fmt)
         if reference is None:
             reference = measure_reference(handle, plan, size_bytes=fp32.stat().st_size)
-        verify = _verifier(run_dir, plan, reference, heads, bench)
+        verify = verifier(run_dir, plan, reference, heads, bench)
         artifacts.append(verify(fp32.name, "fp32", [*handle.techniques, "export:fp32"], f"fp32-{fmt}"))
         step(f"PTQ {fmt}: quantize and verify")
         if default_scheme:
@@ -62,15 +62,29 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
                                _scheme_notes(config), float_ops=_float_ops(path, handle))
         artifacts.append(ptq_entry)
         step(f"QAT {fmt}: export and verify")
-        path = run_dir / f"model.qat-{_tag(config)}.{fmt}"
-        (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
-        floats = _float_ops(path, handle)
-        qat_entry = verify(path.name, "mixed" if _float_weights(floats) else "int8", [*trained.techniques, _export_technique(fmt)],
-                           f"qat-{_tag(config)}-{fmt}", _scheme_notes(config), float_ops=floats)
+        qat_entry = export_qat(trained, config, fmt, run_dir, verify, handle)
         artifacts.append(qat_entry)
         comparison.append(_compare(fmt, ptq_entry, qat_entry))
     extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison}
     return finish_report(run_dir, handle, plan, reference, artifacts, gates_for(artifacts, max_degradation, plan), extra)
+
+
+def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
+    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX or full-integer TFLite) and
+    return ``verify``'s report entry for it (see :func:`verifier`). ``float_handle`` (the model before QAT) names
+    the layers of ops left in float.
+
+    Example:
+        >>> export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))["name"]
+        'qat-int8-onnx'
+    """
+    from compress.passes import qat
+
+    path = Path(run_dir) / f"model.qat-{_tag(config)}.{fmt}"
+    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
+    floats = _float_ops(path, float_handle or trained)
+    return verify(path.name, "mixed" if _float_weights(floats) else "int8", [*trained.techniques, _export_technique(fmt)],
+                  f"qat-{_tag(config)}-{fmt}", _scheme_notes(config), float_ops=floats)
 
 
 def _tag(config) -> str:
@@ -90,7 +104,9 @@ def _scheme_notes(config) -> list[str]:
             "(ONNX and TFLite have no int4 convolutions): this measures accuracy at 4 bits, not 4-bit size"]
 
 
-def _verifier(run_dir, plan, reference, heads, bench):
+def verifier(run_dir, plan, reference, heads, bench):
+    """``verify(filename, precision, techniques, name, notes=(), float_ops=())`` -> a report entry measured in the
+    file's runtime against ``reference``, with ``compressed_size_bytes``."""
     from compress.passes.prune import compressed_size
     from compress.pipeline import verify_artifact
 

@@ -12,18 +12,45 @@ def register(app: typer.Typer) -> None:
     app.command("tune")(tune_command)
 
 
+def _describe(result: dict) -> str:
+    if "error" in result:
+        return f"trial {result['number']} failed: {result['error']} — {result['params']}"
+    return (f"trial {result['number']}: {result['size_bytes']:,} bytes, p50 {result['p50_ms'] or 0:.3f} ms, "
+            f"degradation {result['degradation']:.4f} — {result['params']}")
+
+
+def _search_block(path: Path | None) -> dict:
+    """The ``search:`` mapping of a YAML file (a recipe or a file of its own); {} without --search."""
+    import yaml
+
+    from compress.errors import UsageError
+
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise UsageError(f"--search {path}: no such file")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UsageError(f"--search {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("search"), dict):
+        raise UsageError(f"--search {path}: needs a 'search:' mapping (e.g. search: {{prune_methods: [l1-structured]}})")
+    return document["search"]
+
+
 def tune_command(
     model: Path = typer.Argument(..., help="Model to compress (zoo checkpoint, .pt2, TorchScript, ...)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (zoo default: its own)."),
     max_degradation: float = typer.Option(..., "--max-degradation", help="Metric loss allowed, as a fraction (0.005 = 0.5 pt)."),
-    objective: str = typer.Option("size", "--objective", help="size, latency or both (Pareto)."),
+    objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; the winner is the smallest no slower than int8 PTQ)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
-    target: str = typer.Option("local", "--target", help="Where latency is measured."),
+    target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
     budget: str = typer.Option(None, "--budget", help="Wall-clock budget: 90s, 10m, 1h."),
-    trials: int = typer.Option(None, "--trials", help="Number of trials (default 20 when no --budget)."),
+    trials: int = typer.Option(None, "--trials", help="Completed trials wanted in the study (default 20 when no --budget)."),
     workers: int = typer.Option(1, "--workers", help="Trials in parallel."),
     executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (auto: a running cluster)."),
+    search: Path = typer.Option(None, "--search", help="YAML file whose `search:` block narrows or widens the search space."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study directory (resumes when it exists)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: bool = JSON_OPTION,
@@ -42,15 +69,20 @@ def tune_command(
     with handle_errors(debug):
         try:
             config = TuneConfig(max_degradation=max_degradation, objective=objective, format=fmt, target=target, budget=budget,
-                                trials=trials, workers=workers, executor=executor, address=address, seed=seed)
+                                trials=trials, workers=workers, executor=executor, address=address, seed=seed,
+                                search=_search_block(search))
         except ValidationError as exc:
             error = exc.errors()[0]
-            raise UsageError(f"--{'-'.join(str(p) for p in error['loc']) or 'options'}: {error['msg'].removeprefix('Value error, ')}") from None
+            loc = [str(p) for p in error["loc"]]
+            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else f"--{'-'.join(loc).replace('_', '-') or 'options'}"
+            raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
         handle = load_model(model)
-        result = tune(handle, config, data, out, on_trial=lambda r: console.print(
-            f"trial {r['number']}: {r['size_bytes']:,} bytes, p50 {r['p50_ms'] or 0:.3f} ms, degradation {r['degradation']:.4f} — {r['params']}"))
+        result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
                     "out": str(out), "trials": len(result.trials)}
-        emit(document, json_out, lambda: console.print((out / "pareto.md").read_text()))
+        emit(document, json_out, lambda: console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
+        if result.best is None and result.closest is None:
+            raise GateFailed(f"no trial finished (see the errors above); the study in {out} resumes on the next run")
         if result.best is None:
-            raise GateFailed(f"no trial met --max-degradation {max_degradation}; the closest is kept in {out} (see pareto.md)")
+            raise GateFailed(f"no trial met --max-degradation {max_degradation}; the closest (trial #{result.closest['number']}, "
+                             f"degradation {result.closest['degradation']:.4f}) is kept in {out / 'closest'}")

@@ -119,10 +119,10 @@ def export_tflite(
 def build_tflite(module: nn.Module, example: tuple, precision: str, calibration: Dataset | None, method: str,
                  per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str]]:
     """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``)."""
-    with _quiet():
+    with quiet():
         if precision == "int8":
             return _static_int8(module, example, calibration, method, per_channel, excluded, notes)
-        content = _convert(module, example)
+        content = convert(module, example)
         if precision == "fp32":
             return content, ["export:fp32"]
         return _aeq_precision(content, module, precision, per_channel, excluded, notes)
@@ -164,7 +164,7 @@ def eval_mode(module: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """litert-torch's progress lines and ai-edge-quantizer's reports go to stderr, never onto stdout (--json)."""
     previous = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
@@ -178,7 +178,8 @@ def _quiet():
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = previous
 
 
-def _convert(module: nn.Module, example: tuple, quant_config=None) -> bytes:
+def convert(module: nn.Module, example: tuple, quant_config=None) -> bytes:
+    """The TFLite bytes litert-torch makes of ``module``; its failures become one EnvironmentFailure line."""
     try:
         import litert_torch
     except ImportError:
@@ -205,8 +206,8 @@ def _static_int8(module, example, calibration: Dataset, method, per_channel, exc
         for index in range(calibration.size):  # the exported graph has a fixed batch of 1
             prepared(*(torch.from_numpy(np.ascontiguousarray(a[index : index + 1])) for a in calibration.x))
     converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
-    with _strict_qdq():
-        content = _convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
+    with strict_qdq():
+        content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
     granularity = "per-channel" if per_channel else "per-tensor"
     techniques = [f"ptq:int8-static:{method}:{granularity}"]
     notes.append(f"calibration {method}: activation observer {OBSERVERS[method]}; {calibration.size} samples from {calibration.split_name}")
@@ -223,7 +224,7 @@ def _static_int8(module, example, calibration: Dataset, method, per_channel, exc
 
 
 @contextlib.contextmanager
-def _strict_qdq():
+def strict_qdq():
     """Convert in strict QDQ mode: only ops PT2E annotated become int8, so excluded layers really stay float
     (otherwise the converter quantizes a float op that sits between a DEQUANTIZE and a QUANTIZE, weights included).
     The file keeps float inputs and outputs (QUANTIZE/DEQUANTIZE at the edges), like the TFLite converter's default.

@@ -190,7 +190,7 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
     """A full-integer TFLite file from the converted graph, converted by litert-torch in STATIC QDQ mode."""
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from compress.export.tflite import _convert, _quiet, _strict_qdq
+    from compress.export.tflite import convert, quiet, strict_qdq
     from compress.io import atomic_path
 
     _require_quantized(handle)
@@ -199,8 +199,8 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
         part.training = False
     example = handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0)
     static = quantizer(QatConfig(), qat=False)  # litert-torch reads only "static" from it: the graph carries the scales
-    with _quiet(), _strict_qdq():
-        content = _convert(module, example, QuantConfig(pt2e_quantizer=static))
+    with quiet(), strict_qdq():
+        content = convert(module, example, QuantConfig(pt2e_quantizer=static))
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_bytes(content)

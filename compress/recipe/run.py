@@ -17,9 +17,11 @@ import torch
 
 from compress.dataplan import plan_data
 from compress.gates import evaluate_gates
+from compress.errors import UsageError
 from compress.io import sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
-from compress.pipeline import finish_report, measure_reference
+from compress.passes.qat import is_quantized
+from compress.pipeline import Reference, finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
 from compress.zoo.checkpoint import library_versions
@@ -48,16 +50,16 @@ def resolve_model(recipe: RecipeBase) -> ModelHandle:
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
     """Intermediate models are stored as torch.export programs: reloading executes no pickled code."""
-    from compress.io import atomic_path
+    from compress.commands.prune import save_program
+    from compress.training import set_mode
 
-    example = handle.input_spec.example_inputs(batch=2)
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.export.export(handle.module.eval(), example, dynamic_shapes=tuple({0: batch} for _ in example))
-    with atomic_path(path) as tmp:
-        torch.export.save(program, str(tmp))
+    set_mode(handle.module, False)
+    save_program(handle, path)
 
 
 def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle:
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
+
     return handle.with_module(torch.export.load(str(path)).module(), technique)
 
 
@@ -86,6 +88,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     original = handle
     plan = plan_data(handle, recipe.data.name, recipe.data.calib_samples, recipe.seed)
     fingerprint = plan.test.fingerprint() if plan.test is not None else "no-data"
+    reference = measure_reference(original, plan)  # every artifact is measured against the recipe's input model
     previous, artifacts, reused, stage_log = handle.source_sha256, [], [], []
 
     for index, (kind, config) in enumerate(recipe.stage_list):
@@ -103,7 +106,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         else:
             step(f"stage {index} {kind}")
             cache.start(folder)
-            record = _run_stage(kind, config, handle, recipe, plan, folder)
+            record = _run_stage(kind, config, handle, recipe, plan, reference, folder)
             cache.finish(folder, record)
         if kind in MODEL_STAGES:
             handle = _load_module(handle, folder / "model.pt2", record["technique"])
@@ -117,7 +120,6 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     step("gates")
     gates = evaluate_gates(artifacts, recipe.gates.max_degradation, recipe.gates.min_fidelity,
                            recipe.gates.max_size_bytes, recipe.gates.max_latency_ms)
-    reference = measure_reference(original, plan)
     from compress.advice import explain_speed, recommend
 
     explain_speed(artifacts)
@@ -129,12 +131,18 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     return RecipeResult(run_dir, report, manifest, reused)
 
 
-def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan, folder: Path) -> dict:
-    """Run one stage into ``folder``; return what the marker records (artifact entries, technique, metrics)."""
+def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan, reference: Reference, folder: Path) -> dict:
+    """Run one stage into ``folder``; return what the marker records (artifact entries, technique, metrics).
+
+    Artifacts are measured against ``reference`` (the recipe's input model), so a gate sees what pruning or
+    distillation lost as well as what quantization lost.
+    """
     if kind in MODEL_STAGES:
         new = _apply_model_stage(kind, handle, config, recipe.data.name, recipe.seed)
         _save_module(new, folder / "model.pt2")
         return {"technique": new.techniques[-1], "metrics": new.metrics.get(kind, {})}
+    if kind in ("quantize", "export") and is_quantized(handle.module):
+        return _export_quantized(kind, handle, config, recipe, plan, reference, folder)
     if kind in ("quantize", "export"):
         from compress.quantize import QuantizeConfig, quantize
 
@@ -145,7 +153,7 @@ def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan,
                 qconfig = qconfig.model_copy(update={"precisions": []})
         else:
             qconfig = config.model_copy(update={"seed": recipe.seed})
-        result = quantize(handle, qconfig, recipe.data.name, folder)
+        result = quantize(handle, qconfig, recipe.data.name, folder, reference=reference)
         for entry in result.report["artifacts"]:
             entry["techniques"] = [*handle.techniques, *entry["techniques"]]
         return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", [])}
@@ -157,6 +165,28 @@ def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan,
         metrics = task_metrics(data.heads, predict(handle.module, data), data.y) if data is not None and handle.module is not None else None
         return {"metrics": metrics, "techniques": handle.techniques}
     raise AssertionError(kind)
+
+
+def _export_quantized(kind: str, handle: ModelHandle, config, recipe: RecipeBase, plan, reference: Reference, folder: Path) -> dict:
+    """``quantize`` after ``qat``: the model already holds its int8 scales, so export it as is (no second PTQ).
+
+    Writes ``model.qat-int8.{onnx,tflite}`` (the files `compress qat` makes), each verified in its runtime.
+    fp32 baselines come from an ``export`` stage placed before ``qat``.
+
+    Example (recipe stages): ``[{qat: {epochs: 3}}, {quantize: {formats: [onnx, tflite]}}]``
+    """
+    from compress.commands.qat import export_qat, verifier
+    from compress.passes.qat import QatConfig
+    from compress.pipeline import heads_for
+
+    if kind == "export":
+        raise UsageError("stage export: the model is already int8 after qat; put the export stage (fp32 files) before qat")
+    if config.precisions != ["int8"]:
+        raise UsageError(f"stage quantize: the model is already int8 after qat; set precisions to int8 only (got {', '.join(config.precisions)})")
+    qat_config = next((c for kind, c in recipe.stage_list if kind == "qat"), QatConfig())
+    bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
+    verify = verifier(folder, plan, reference, heads_for(handle, plan), bench)
+    return {"artifacts": [export_qat(handle, qat_config, fmt, folder, verify) for fmt in config.formats]}
 
 
 def benchmark_artifacts(artifacts: list[dict], run_dir: Path, targets: list[str], config) -> None:

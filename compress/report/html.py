@@ -11,8 +11,8 @@ import platform
 from pathlib import Path
 
 from compress.io import write_text_atomic
-from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
-from compress.report.plots import Point, latency_plot, sensitivity_plot, tradeoff_plot
+from compress.report.markdown import ARTIFACT_COLUMNS, Section, artifact_rows, technique_sections
+from compress.report.plots import Point, latency_plot, layer_sparsity_plot, sensitivity_plot, tradeoff_plot
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:72rem;color:#222}
@@ -49,6 +49,12 @@ def trade_points(report: dict, cost: str, run_label: str = "") -> list[Point]:
     return points
 
 
+def section_html(section: Section) -> str:
+    lines = "".join(f"<p>{html.escape(line)}</p>" for line in section.lines)
+    tables = "".join(f"<h3>{html.escape(caption)}</h3>{html_table(columns, rows)}" for caption, columns, rows in section.tables)
+    return f"<h2>{html.escape(section.title)}</h2>{lines}{tables}"
+
+
 def plots_html(report: dict) -> str:
     parts = []
     for cost, label in (("size", "file size (KB)"), ("latency", "p50 latency at batch 1 (ms, local CPU)")):
@@ -57,6 +63,8 @@ def plots_html(report: dict) -> str:
             parts.append(img_tag(tradeoff_plot(points, label, title=f"task metric vs {cost}"), f"accuracy vs {cost}"))
     if report.get("sensitivity"):
         parts.append(img_tag(sensitivity_plot(report["sensitivity"]), "per-layer sensitivity"))
+    if report.get("prune"):
+        parts.append(img_tag(layer_sparsity_plot(report["prune"]["layers"]), "per-layer parameters before and after pruning"))
     timed = {a["name"]: next(l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated"))
              for a in report["artifacts"] if any(l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated") for l in a["latency"])}
     if timed:
@@ -92,6 +100,7 @@ def render_html(report: dict) -> str:
 Reference: {html.escape(f"{task['name']} {task['value']:.4f}") if task else '-'}, {ref['size_bytes']:,} bytes.</p>
 <h2>Summary</h2>{''.join(summary) or '<p>No artifact was timed.</p>'}
 <h2>Artifacts</h2>{html_table(ARTIFACT_COLUMNS, artifact_rows(report))}
+{''.join(section_html(section) for section in technique_sections(report))}
 {gates}
 <h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>
 <h2>Plots</h2>{plots_html(report)}

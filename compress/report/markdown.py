@@ -1,10 +1,14 @@
 """report.md: the same facts as report.json, as tables for people.
 
+The technique sections (prune, distill, qat) are built once as :class:`Section` objects and rendered here and in
+report.html, so both show the same numbers.
+
 Example:
     >>> write_markdown("runs/mnist", report)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.io import write_text_atomic
@@ -41,6 +45,107 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Section:
+    """One technique's results: a title, plain-text lines and captioned tables ``(caption, columns, rows)``."""
+
+    title: str
+    lines: list[str]
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+
+
+def technique_sections(report: dict) -> list[Section]:
+    """The sections for what the pass commands put into report.json (``prune``, ``distill``, ``qat``)."""
+    builders = {"prune": prune_section, "distill": distill_section, "qat": qat_section}
+    return [build(report) for key, build in builders.items() if report.get(key)]
+
+
+def _chain_line(report: dict) -> list[str]:
+    chain = report.get("chain")
+    return [f"For chaining: {chain['model']} (techniques: {', '.join(chain['techniques'])})."] if chain else []
+
+
+def prune_section(report: dict) -> Section:
+    """Parameters before/after, per-layer sparsity, the files vs the dense model, and the fine-tuning ramp."""
+    s = report["prune"]
+    lines = [f"{s['method']}, target sparsity {s['target_sparsity']:g} ({s['scope']}): parameters {s['params_before']:,} -> "
+             f"{s['params_after']:,} ({s['params_after'] / s['params_before']:.3f}x), non-zero {s['nonzero_after']:,}.",
+             f"Degradation is measured against the original (unpruned) model: {_metric(report['reference']['metrics'].get('task'))}."]
+    if s.get("n_m_check"):
+        failed = [layer for layer, ok in s["n_m_check"].items() if not ok]
+        lines.append(f"{s['method']} pattern verified on {len(s['n_m_check']) - len(failed)} of {len(s['n_m_check'])} pruned layers"
+                     + (f"; FAILED on {', '.join(failed)}" if failed else "") + ".")
+    lines += s.get("notes", []) + _chain_line(report)
+    tables = [("Per layer", ["layer", "type", "pruned", "params before", "params after", "non-zero after", "sparsity"], layer_rows(s)),
+              ("Files vs the dense model", ["artifact", "bytes", "compressed bytes", "size vs dense", "metric",
+                                            "degradation vs original", "speed vs dense"], pruned_file_rows(report))]
+    if s.get("finetune"):
+        tables.append(("Fine-tuning", ["epoch", "sparsity", "loss", "val"],
+                       [[str(r["epoch"]), f"{r['sparsity']:.3f}", f"{r['loss']:.4f}", _num(r.get("val"))] for r in s["finetune"]]))
+    return Section("Pruning", lines, tables)
+
+
+def layer_rows(summary: dict) -> list[list[str]]:
+    """One row per layer and a total: parameters before/after, non-zeros, sparsity (1 - non-zeros / before)."""
+    rows = [[r["layer"], r["type"], "yes" if r["pruned"] else "kept", f"{r['params_before']:,}", f"{r['params_after']:,}",
+             f"{r['nonzero_after']:,}", f"{r['sparsity']:.3f}"] for r in summary["layers"]]
+    total = 1 - summary["nonzero_after"] / summary["params_before"]
+    return rows + [["total", "", "", f"{summary['params_before']:,}", f"{summary['params_after']:,}", f"{summary['nonzero_after']:,}", f"{total:.3f}"]]
+
+
+def pruned_file_rows(report: dict) -> list[list[str]]:
+    """Every file next to the dense fp32 file of its format: size, compressed (deflate) size, metric, speed."""
+    dense = {a["format"]: a for a in report["artifacts"] if a["name"].startswith("dense-")}
+    rows = []
+    for a in report["artifacts"]:
+        base = dense.get(a["format"])
+        ratio = a["size_bytes"] / base["size_bytes"] if base else None
+        rows.append([a["name"], f"{a['size_bytes']:,}", _num(a.get("compressed_size_bytes"), "{:,}"), _num(ratio, "{:.3f}x"),
+                     _metric(a["metrics"]["task"]), _num(a["metrics"]["degradation"]), _num(a.get("speedup_vs_baseline"), "{:.2f}x")])
+    return rows
+
+
+def distill_section(report: dict) -> Section:
+    """Teacher, distilled student and the same student without KD (eager PyTorch), then the verdict."""
+    s = report["distill"]
+    features = ", ".join(f"{k}={v}" for k, v in (s.get("features") or {}).items())
+    lines = [f"Temperature {s['temperature']:g}, alpha {s['alpha']:g}, {s['epochs']} epochs"
+             + (f", feature pairs {features}" if features else "") + ".",
+             f"Student parameters: {s['param_ratio']:.3f}x the teacher." if s.get("param_ratio") else "",
+             s["verdict"], s.get("runtime_check") or ""]
+    parts = [("teacher", "-", s["teacher"]), ("student with KD", s["student"]["spec"], s["student"])]
+    if s.get("baseline"):
+        parts.append(("same student, no KD", s["baseline"]["spec"], s["baseline"]))
+    rows = [[name, spec, _num(p.get("params"), "{:,}"), _metric(p.get("val")), _metric(p.get("test"))] for name, spec, p in parts]
+    table = ("Teacher vs student (eager PyTorch)", ["model", "architecture", "params", "val", "test"], rows)
+    return Section("Distillation", [line for line in lines if line] + _chain_line(report), [table])
+
+
+def qat_section(report: dict) -> Section:
+    """QAT vs PTQ degradation per format, the training schedule and its history."""
+    s = report["qat"]
+    epochs = s["epochs"]
+    batch_norm = (f"batch norm frozen after {s['bn_frozen_after_epoch']} of {epochs} epochs, then folded into the convolutions"
+                  if s.get("batch_norm_folded_into_conv") else "no batch norm to fold")
+    lines = [f"Scheme {s['scheme']}; epochs {epochs} at lr {s['lr']:g}; {batch_norm}; "
+             f"observers frozen after {s['observers_frozen_after_epoch']} of {epochs} epochs.",
+             "Degradation is measured in each file's runtime against the fp32 reference.", *s.get("notes", [])]
+    comparison = [[c["format"], c["ptq"], _num(c["ptq_degradation"], "{:+.4f}"), c["qat"], _num(c["qat_degradation"], "{:+.4f}"),
+                   c["verdict"] or "no labeled data: not compared"] for c in report.get("comparison", [])]
+    history = [[str(r["epoch"]), f"{r['loss']:.4f}", _num(r.get("val")), "yes" if r["bn_frozen"] else "no",
+                "yes" if r["observers_frozen"] else "no"] for r in s.get("history", [])]
+    return Section("QAT vs PTQ", lines, [
+        ("Degradation per format", ["format", "PTQ artifact", "PTQ degradation", "QAT artifact", "QAT degradation", "verdict"], comparison),
+        ("Training (fake-quantized validation)", ["epoch", "loss", "val", "BN frozen", "observers frozen"], history)])
+
+
+def section_markdown(section: Section) -> list[str]:
+    parts = ["", f"## {section.title}", *(f"- {line}" for line in section.lines)]
+    for caption, columns, rows in section.tables:
+        parts += ["", f"**{caption}**", "", _table(columns, rows)]
+    return parts
+
+
 def render_markdown(report: dict) -> str:
     source, dataset, ref = report["source"], report["dataset"], report["reference"]
     parts = [
@@ -53,6 +158,8 @@ def render_markdown(report: dict) -> str:
         "## Artifacts",
         _table(ARTIFACT_COLUMNS, artifact_rows(report)),
     ]
+    for section in technique_sections(report):
+        parts += section_markdown(section)
     recommended = report.get("recommended") or {}
     if recommended.get("local-cpu"):
         parts += ["", "## Recommended for this CPU", f"**{recommended['local-cpu']['artifact']}**: {recommended['local-cpu']['why']}"]

@@ -66,14 +66,26 @@ def sensitivity_plot(rows: list[dict]) -> bytes:
     return _png(figure)
 
 
+def layer_sparsity_plot(rows: list[dict]) -> bytes:
+    """Per layer (a prune summary's ``layers``): parameters before pruning and non-zero parameters after."""
+    names = [r["layer"] for r in rows][::-1]
+    figure, axes = plt.subplots(figsize=(6.4, 0.3 * len(rows) + 1.2))
+    axes.barh(names, [r["params_before"] for r in rows][::-1], color="tab:gray", alpha=0.4, label="before")
+    axes.barh(names, [r["nonzero_after"] for r in rows][::-1], color="tab:green", label="non-zero after")
+    axes.set_xlabel("parameters")
+    axes.grid(axis="x", alpha=0.3)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
 def latency_plot(series: dict[str, dict]) -> bytes:
     """Per artifact: the distribution of timed runs when samples exist, else p50 with a whisker up to p99."""
     names = list(series)
     figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
     samples = [series[n].get("samples_ms") for n in names]
     if all(samples):
-        try:  # matplotlib >= 3.9 names it tick_labels (labels was removed in 3.11)
-            axes.boxplot(samples, vert=False, tick_labels=names, showfliers=False)
+        try:  # matplotlib >= 3.10; older ones know only vert= and labels= (deprecated in 3.11 and 3.9)
+            axes.boxplot(samples, orientation="horizontal", tick_labels=names, showfliers=False)
         except TypeError:
             axes.boxplot(samples, vert=False, labels=names, showfliers=False)
     else:

@@ -1,4 +1,4 @@
-"""The tune settings and the search space (extensible from a recipe's `search:` block).
+"""The tune settings and the search space (narrowed or widened by a YAML `search:` block, `compress tune --search`).
 
 Example:
     >>> TuneConfig(max_degradation=0.005, budget="10m").budget_seconds
@@ -9,29 +9,36 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 
 class SearchSpace(BaseModel):
-    """Choices each trial draws from. Empty lists switch a dimension off."""
+    """Choices each trial draws from. An empty ``prune_methods`` switches pruning off."""
 
     model_config = ConfigDict(extra="forbid")
 
-    precisions: list[Literal["int8", "int8-dynamic"]] = Field(default_factory=lambda: ["int8", "int8-dynamic"])
-    calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(default_factory=lambda: ["minmax", "percentile", "entropy"])
-    calib_samples: list[int] = Field(default_factory=lambda: [128, 256, 512])
-    per_channel: list[bool] = Field(default_factory=lambda: [True, False])
+    precisions: list[Literal["int8", "int8-dynamic"]] = Field(default_factory=lambda: ["int8", "int8-dynamic"], min_length=1)
+    calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
+    calib_samples: list[PositiveInt] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
+    per_channel: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     keep_float_max: int = Field(2, ge=0, description="Up to this many of the most sensitive layers stay in float.")
     prune_methods: list[Literal["none", "l1-structured", "magnitude"]] = Field(default_factory=lambda: ["none", "l1-structured"])
     prune_sparsity: tuple[float, float] = (0.2, 0.6)
-    finetune_epochs: list[int] = Field(default_factory=lambda: [2, 4])
+    finetune_epochs: list[NonNegativeInt] = Field(default_factory=lambda: [2, 4], min_length=1)
+
+    @field_validator("prune_sparsity")
+    @classmethod
+    def _sparsity_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1] < 1:
+            raise ValueError(f"prune_sparsity {list(value)}: give [low, high] with 0 <= low <= high < 1")
+        return value
 
 
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_degradation: float = Field(..., ge=0, description="Metric loss allowed, as a fraction (0.005 = 0.5 pt).")
-    objective: Literal["size", "latency", "both"] = "size"
+    objective: Literal["size", "latency", "both"] = Field("both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
     format: Literal["onnx", "tflite"] = "onnx"
     target: str = "local"
     budget: str | None = Field(None, description="Wall-clock budget like 10m, 90s, 1h.")
@@ -47,6 +54,18 @@ class TuneConfig(BaseModel):
     def _budget_format(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"\d+(\.\d+)?[smh]", value):
             raise ValueError(f"budget {value!r}: write it like 90s, 10m or 1h")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        from compress.errors import UsageError
+        from compress.targets.base import target_class
+
+        try:
+            target_class(value)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @model_validator(mode="after")

@@ -27,26 +27,32 @@ class LocalPool:
 
 
 class RayPool:
-    """Each trial is a Ray task; ``ray.wait``/``ray.get`` are wrapped into concurrent futures."""
+    """Each trial is a Ray task; ``ObjectRef.future()`` turns it into a concurrent future.
+
+    Paths in a trial must be visible to the workers (local Ray, or a shared filesystem on a cluster).
+    """
 
     def __init__(self, workers: int, address: str | None):
         try:
             import ray
         except ImportError:
-            raise EnvironmentFailure("--executor ray needs Ray: pip install 'ray>=2.9'") from None
+            raise EnvironmentFailure("--executor ray needs Ray: pip install 'compress[ray]'") from None
         self.ray = ray
-        if not ray.is_initialized():
-            if address:
+        self.owned = not ray.is_initialized()  # shut down only the Ray this pool started
+        if self.owned and address:
+            try:
                 ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            except ConnectionError as exc:
+                raise EnvironmentFailure(f"--address {address}: {exc}") from None
+        elif self.owned:  # trials exchange small dicts: a small object store is plenty
+            ray.init(num_cpus=workers, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False)
 
     def submit(self, function: Callable, *args) -> cf.Future:
-        remote = self.ray.remote(num_cpus=1)(function)
-        return remote.remote(*args).future()
+        return self.ray.remote(num_cpus=1, max_retries=0)(function).remote(*args).future()
 
     def close(self) -> None:
-        self.ray.shutdown()
+        if self.owned:
+            self.ray.shutdown()
 
 
 @contextlib.contextmanager

@@ -13,26 +13,35 @@ from compress.io import write_text_atomic
 from compress.model import ModelHandle
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _row(record: dict) -> str:
-    params = record.get("params", {})
-    described = ", ".join(f"{k}={v}" for k, v in params.items())
-    latency = "-" if record.get("p50_ms") is None else f"{record['p50_ms']:.3f}"
-    return f"| {record['number']} | {record['size_bytes']:,} | {latency} | {record['degradation']:.4f} | {described} |"
+    described = ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items())
+    metric = "-" if record.get("metric") is None else f"{record['metric']:.4f}"
+    return f"| {record['number']} | {record['size_bytes']:,} | {_ms(record.get('p50_ms'))} | {metric} | {record['degradation']:.4f} | {described} |"
+
+
+def _summary(label: str, record: dict) -> str:
+    return (f"{label} trial #{record['number']}: {record['size_bytes']:,} bytes, p50 {_ms(record.get('p50_ms'))} ms, "
+            f"degradation {record['degradation']:.4f}.")
 
 
 def pareto_markdown(result, config) -> str:
     lines = [f"# compress tune: max degradation {config.max_degradation}, objective {config.objective}", ""]
     if result.best:
-        lines.append(f"Best valid trial: #{result.best['number']} ({result.best['size_bytes']:,} bytes, degradation {result.best['degradation']:.4f}).")
+        lines.append(_summary("Winner (recipe.yaml, best/):", result.best))
+    elif result.closest:
+        lines.append(f"**No trial met the constraint.** {_summary('Closest (recipe.yaml, closest/):', result.closest)}")
     else:
-        lines.append(f"**No trial met the constraint.** Closest: #{result.closest['number']} with degradation {result.closest['degradation']:.4f}." if result.closest else "**No trial finished.**")
+        lines.append("**No trial finished.**")
     if result.baseline:
-        lines.append(f"Plain int8 PTQ (trial #{result.baseline['number']}): {result.baseline['size_bytes']:,} bytes, "
-                     f"p50 {result.baseline['p50_ms']:.3f} ms, degradation {result.baseline['degradation']:.4f}.")
-    lines += ["", "## Pareto front (valid trials)", "", "| trial | bytes | p50 ms | degradation | configuration |", "|---|---|---|---|---|"]
-    lines += [_row(r) for r in result.pareto]
-    lines += ["", f"## All {len(result.trials)} completed trials", "", "| trial | bytes | p50 ms | degradation | configuration |", "|---|---|---|---|---|"]
-    lines += [_row(r) for r in result.trials if "size_bytes" in r]
+        lines.append("")
+        lines.append(_summary("Plain int8 PTQ:", result.baseline))
+    header = ["| trial | bytes | p50 ms | metric | degradation | configuration |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Pareto front (valid trials)", "", *header, *(_row(r) for r in result.pareto)]
+    lines += ["", f"## All {len(result.trials)} completed trials", "", *header, *(_row(r) for r in result.trials if "size_bytes" in r)]
     return "\n".join(lines) + "\n"
 
 
@@ -43,14 +52,14 @@ def winning_recipe(record: dict, config, handle: ModelHandle, data: str | None) 
     ranked = [t.split(":", 1)[1] for t in record.get("techniques", []) if t.startswith("keep-float:")]
     params = {**record["params"], "keep_float": len(ranked)}
     stages = []
-    prune = prune_config_for(params)
+    prune = prune_config_for(params, config.seed)
     if prune is not None:
         stages.append({"prune": prune.model_dump(mode="json")})
     quantize = quantize_config_for(params, ranked, config.format, config.seed, 50).model_dump(mode="json")
     stages += [{"quantize": quantize}]
     return {
         "seed": config.seed,
-        "model": {"source": handle.source_path},
+        "model": {"source": str(Path(handle.source_path).resolve())},
         "data": {"name": data},
         "stages": stages,
         "targets": [config.target],

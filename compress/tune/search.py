@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import shutil
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,21 +60,27 @@ def _sample(trial: optuna.Trial, config: TuneConfig, ranked: list[str]) -> dict:
 
 
 def _study(config: TuneConfig, out_dir: Path) -> optuna.Study:
-    def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return trial.user_attrs.get("constraint", [1.0])
-
-    if config.objective == "both":
-        sampler = optuna.samplers.NSGAIISampler(seed=config.seed, constraints_func=constraints)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=config.seed, constraints_func=constraints, n_startup_trials=4)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{out_dir / 'study.db'}", load_if_exists=True,
-                                directions=["minimize"] * (2 if config.objective == "both" else 1), sampler=sampler)
-    for stale in study.get_trials(deep=False, states=(optuna.trial.TrialState.RUNNING,)):
+                                directions=["minimize"] * len(_objectives(config, {"size_bytes": 0, "p50_ms": 0})),
+                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4))
+    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # interrupted last time
-    if not study.trials:
+    measured = any(_is_baseline(t.system_attrs.get("fixed_params", t.params)) for t in study.trials if t.state != optuna.trial.TrialState.FAIL)
+    if not measured and _baseline_fits(config):
         study.enqueue_trial(BASELINE)
     return study
+
+
+def _is_baseline(params: dict) -> bool:
+    return {k: params.get(k) for k in BASELINE} == BASELINE
+
+
+def _baseline_fits(config: TuneConfig) -> bool:
+    """Plain int8 PTQ can only be measured as a trial when the search space contains it."""
+    space = config.search
+    return ("int8" in space.precisions and "minmax" in space.calibrations and 256 in space.calib_samples
+            and True in space.per_channel and ("none" in space.prune_methods or not space.prune_methods))
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> dict:
@@ -84,19 +91,55 @@ def _feasible(records: list[dict], limit: float) -> list[dict]:
     return [r for r in records if r.get("degradation") is not None and r["degradation"] <= limit]
 
 
-def _keep_best(out_dir: Path, best: dict) -> None:
-    """Copy the best valid artifact and its report to ``best/`` (written aside, then swapped in)."""
-    staging = out_dir / ".best-new"
+def _winner(config: TuneConfig, valid: list[dict], baseline: dict | None) -> dict | None:
+    """size: the smallest; latency: the fastest; both: the smallest no slower than plain int8 PTQ (else the smallest)."""
+    if config.objective == "latency":
+        return min(valid, key=lambda r: (r["p50_ms"] or 1e9, r["size_bytes"]), default=None)
+    if config.objective == "both" and baseline and baseline.get("p50_ms"):
+        valid = [r for r in pareto_records(valid) if r["p50_ms"] is not None and r["p50_ms"] <= baseline["p50_ms"]] or valid
+    return min(valid, key=lambda r: (r["size_bytes"], r["p50_ms"] or 1e9), default=None)
+
+
+def _completed(study: optuna.Study) -> list[dict]:
+    return [_record(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+
+
+def _choose(study: optuna.Study, config: TuneConfig) -> tuple[list[dict], list[dict], dict | None, dict | None]:
+    """``(records, valid, baseline, best)`` from the completed trials."""
+    records = _completed(study)
+    valid = _feasible(records, config.max_degradation)
+    baseline = next((r for r in records if _is_baseline(r.get("params", {}))), None)
+    return records, valid, baseline, _winner(config, valid, baseline)
+
+
+def _keep(out_dir: Path, record: dict, name: str) -> None:
+    """Copy a trial's artifact and report to ``<out>/<name>/`` (written aside, then swapped in); no-op when already there."""
+    final = out_dir / name
+    kept = final / "trial.json"
+    if kept.is_file() and json.loads(kept.read_text())["number"] == record["number"]:
+        return
+    staging = out_dir / f".{name}-new"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    shutil.copy2(best["artifact"], staging / Path(best["artifact"]).name)
-    shutil.copy2(best["report"], staging / "report.json")
-    write_json_atomic(staging / "trial.json", best)
-    final = out_dir / "best"
+    shutil.copy2(record["artifact"], staging / Path(record["artifact"]).name)
+    shutil.copy2(record["report"], staging / "report.json")
+    write_json_atomic(staging / "trial.json", record)
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
+
+
+def _reference_metrics(handle: ModelHandle, data: str | None, seed: int) -> dict:
+    """The original model's task metric on the test split: every trial's degradation is measured against it."""
+    from compress.dataplan import plan_data
+    from compress.errors import UsageError
+    from compress.pipeline import measure_reference
+
+    metrics = measure_reference(handle, plan_data(handle, data, 1, seed)).metrics
+    if not metrics:
+        raise UsageError(f"{handle.source_path}: tune needs labeled data to measure degradation; pass --data")
+    return metrics
 
 
 def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_dir: str | Path = "runs/tune",
@@ -104,12 +147,12 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
     """Search until the budget ends; always keep the best valid model so far on disk."""
     from compress.tune.analysis import rank_layers
 
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # trials may run in other processes or on Ray workers
     out_dir.mkdir(parents=True, exist_ok=True)
+    reference = _reference_metrics(handle, data, config.seed)
     study = _study(config, out_dir)
     ranked = rank_layers(handle, data, out_dir, config)
-    done = len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE])
-    remaining = None if config.trials is None else max(0, config.trials - done)
+    remaining = None if config.trials is None else max(0, config.trials - len(_completed(study)))
     deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds
 
     def in_budget(submitted: int) -> bool:
@@ -121,51 +164,77 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
         while running or in_budget(submitted):
             while len(running) < config.workers and in_budget(submitted):
                 trial = study.ask()
-                params = _sample(trial, config, ranked)
-                spec = TrialSpec(trial.number, handle.source_path, data, params, ranked, config.format, str(out_dir / "trials"),
-                                 config.seed, load_kwargs or {})
+                spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, _sample(trial, config, ranked), ranked,
+                                 config.format, str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference,
+                                 target=config.target)
                 running[pool.submit(run_trial, spec)] = trial
                 submitted += 1
-            finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED,
-                                  timeout=None if deadline is None else max(1.0, deadline - time.monotonic() + 600))
+            finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in finished:
-                trial = running.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # a failed candidate is a finding for the study, not the end of the search
-                    trial.set_user_attr("result", {"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    continue
-                degradation = result["degradation"] if result["degradation"] is not None else 1.0
-                trial.set_user_attr("result", result)
-                trial.set_user_attr("constraint", [degradation - config.max_degradation])
-                study.tell(trial, _objectives(config, result))
-                records = [_record(t) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-                valid = _feasible(records, config.max_degradation)
-                if valid:
-                    best = min(valid, key=lambda r: _objectives(config, r))
-                    if best["number"] == result["number"]:
-                        _keep_best(out_dir, best)
+                result = _tell(study, running.pop(future), future, config)
+                _, _, _, best = _choose(study, config)
+                if best is not None:
+                    _keep(out_dir, best, "best")
                 if on_trial:
                     on_trial(result)
     return summarize(study, config, handle, data, out_dir)
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: TuneConfig) -> dict:
+    """Record a finished trial in the study; return its result (``error`` set when it failed)."""
+    try:
+        result = future.result()
+    except Exception as exc:  # a failed candidate is a finding for the study, not the end of the search
+        result = {"number": trial.number, "params": trial.params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        trial.set_user_attr("result", result)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return result
+    degradation = result["degradation"] if result["degradation"] is not None else 1.0
+    trial.set_user_attr("result", result)
+    trial.set_constraint("degradation", degradation - config.max_degradation)
+    study.tell(trial, _objectives(config, result))
+    return result
+
+
 def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data: str | None, out_dir: Path) -> TuneResult:
-    """Pareto front table + plot, the winning configuration as a recipe, and the closest miss when none is valid."""
+    """Pareto front table + plot, the winning configuration as a recipe, and the closest miss (kept in ``closest/``) when none is valid.
+
+    With ``objective="both"`` the front and plain int8 PTQ are timed again side by side first: "no slower than PTQ"
+    is then not decided by whatever else loaded the machine while each trial ran.
+    """
     from compress.tune.outputs import write_outputs
 
-    records = [_record(t) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    valid = _feasible(records, config.max_degradation)
-    best = min(valid, key=lambda r: _objectives(config, r)) if valid else None
-    closest = None if valid else min(records, key=lambda r: r.get("degradation") if r.get("degradation") is not None else 9.0, default=None)
-    baseline = next((r for r in records if {k: r.get("params", {}).get(k) for k in BASELINE} == BASELINE), None)
+    records, valid, baseline, _ = _choose(study, config)
+    if config.objective == "both" and baseline is not None:
+        retime([*pareto_records(valid), baseline], config.target)
+    best = _winner(config, valid, baseline)
+    closest = None if valid else min(records, key=lambda r: r["degradation"] if r.get("degradation") is not None else 9.0, default=None)
+    if best is not None:
+        _keep(out_dir, best, "best")
+        shutil.rmtree(out_dir / "closest", ignore_errors=True)
+    elif closest is not None:
+        _keep(out_dir, closest, "closest")
     pareto = pareto_records(valid)
     result = TuneResult(out_dir, best, closest, baseline, pareto, records)
     write_outputs(result, config, handle, data)
     write_json_atomic(out_dir / "tune.json", {"best": best, "closest": closest, "baseline": baseline, "pareto": pareto,
                                                "trials": records, "config": json.loads(config.model_dump_json())})
     return result
+
+
+def retime(records: list[dict], target: str, rounds: int = 3, runs: int = 100) -> None:
+    """Replace each record's ``p50_ms`` by the median of ``rounds`` interleaved timings (the trial's own is kept as ``trial_p50_ms``)."""
+    from compress.benchmark import benchmark_artifact
+
+    unique = list({r["number"]: r for r in records}.values())
+    timings: dict[int, list[float]] = {r["number"]: [] for r in unique}
+    for _ in range(rounds):
+        for record in unique:
+            p50 = benchmark_artifact(record["artifact"], target=target, runs=runs).get("p50_ms")
+            timings[record["number"]] += [p50] if p50 is not None else []
+    for record in (r for r in unique if timings[r["number"]]):
+        record.setdefault("trial_p50_ms", record["p50_ms"])
+        record["p50_ms"] = statistics.median(timings[record["number"]])
 
 
 def pareto_records(records: list[dict]) -> list[dict]:

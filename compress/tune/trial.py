@@ -24,6 +24,8 @@ class TrialSpec:
     seed: int = 0
     load_kwargs: dict = field(default_factory=dict)
     bench_runs: int = 50
+    reference: dict | None = None   # the original model's task metric: degradation is measured against it
+    target: str = "local"
 
 
 def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: int, bench_runs: int):
@@ -34,34 +36,48 @@ def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: 
                           exclude=ranked_layers[: params["keep_float"]], include_fp32=False, bench_runs=bench_runs, seed=seed)
 
 
-def prune_config_for(params: dict):
+def prune_config_for(params: dict, seed: int):
     if params.get("prune", "none") == "none":
         return None
     from compress.passes.prune import PruneConfig
 
-    return PruneConfig(method=params["prune"], sparsity=params["sparsity"], finetune_epochs=params["finetune_epochs"])
+    return PruneConfig(method=params["prune"], sparsity=params["sparsity"], finetune_epochs=params["finetune_epochs"], seed=seed)
 
 
 def run_trial(spec: TrialSpec) -> dict:
     import torch
 
+    from compress.evaluate import degradation
     from compress.model import load_model
     from compress.quantize import quantize
 
     torch.set_num_threads(1)
     handle = load_model(spec.source, **spec.load_kwargs)
-    prune = prune_config_for(spec.params)
+    prune = prune_config_for(spec.params, spec.seed)
     if prune is not None:
         from compress.data import resolve_data
         from compress.passes.prune import apply as prune_apply
 
-        name = spec.data or handle.dataset["name"]
-        handle = prune_apply(handle, prune, resolve_data(name).split((handle.dataset or {}).get("split_seed", spec.seed)))
+        name = spec.data or (handle.dataset or {}).get("name")
+        handle = prune_apply(handle, prune, resolve_data(name).split((handle.dataset or {}).get("split_seed", spec.seed)) if name else None)
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     report = quantize(handle, config, spec.data, out).report
     artifact = report["artifacts"][-1]
-    latency = next((l["p50_ms"] for l in artifact["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)
-    return {"number": spec.number, "params": spec.params, "degradation": artifact["metrics"]["degradation"],
-            "size_bytes": artifact["size_bytes"], "p50_ms": latency, "artifact": str(out / artifact["path"]),
-            "report": str(out / "report.json"), "techniques": artifact["techniques"], "sha256": artifact["sha256"]}
+    task = artifact["metrics"]["task"]
+    return {"number": spec.number, "params": spec.params, "degradation": degradation(spec.reference, task),
+            "metric": task["value"] if task else None, "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
+            "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
+            "techniques": [*handle.techniques, *artifact["techniques"]], "sha256": artifact["sha256"]}
+
+
+def _p50(artifact: dict, out: Path, spec: TrialSpec) -> float | None:
+    """Batch-1 p50 on the tune target: the local timing quantize made, or a run on the remote target."""
+    from compress.targets.base import target_class
+    from compress.targets.local import LocalTarget
+
+    if target_class(spec.target)[0] is not LocalTarget:
+        from compress.benchmark import benchmark_artifact
+
+        return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs).get("p50_ms")
+    return next((l["p50_ms"] for l in artifact["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)

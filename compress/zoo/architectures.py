@@ -108,7 +108,11 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Article 2: an encoder block (8-head self-attention, d_model 512, feed-forward, norms) + classifier."""
+    """Article 2: an encoder block (8-head self-attention, d_model 512, feed-forward, norms) + classifier.
+
+    The classifier reads every position (flatten → Dense), not the mean over tokens: with 64 pixel tokens the mean
+    pool reached 0.88 on digits (it must squeeze where a pixel is into the pooled features), the flat head 0.967.
+    """
 
     def __init__(self, width: float = 1.0, vocab: int = 17, steps: int = 64, heads: int = 8, classes: int = 10):
         super().__init__()
@@ -118,13 +122,13 @@ class TransformerClassifier(nn.Module):
         self.attention = MultiHeadSelfAttention(d_model, heads)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.feed_forward = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.ReLU(), nn.Linear(2 * d_model, d_model))
-        self.head = nn.Linear(d_model, classes)
+        self.head = nn.Linear(steps * d_model, classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens) + self.position
         x = self.norm1(x + self.attention(x))
         x = self.norm2(x + self.feed_forward(x))
-        return self.head(x.mean(dim=1))
+        return self.head(x.flatten(1))
 
 
 class CNNSame(nn.Module):

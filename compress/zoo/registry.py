@@ -51,7 +51,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("lstm", "1: RNN", "LSTM(50)-Dense(10)", arch.LSTMClassifier, "digits_seq", SEQUENCE, epochs=30, lr=1e-2),
         ZooEntry("attention", "1: AttentionLayer", "Dense(128)+pos-additive attention pool-Dense(10)", arch.AttentionClassifier, "digits_seq", SEQUENCE, epochs=140, lr=1e-2),
         ZooEntry("multitask", "1: multi-task", "Dense(128)-[Dense(10), Dense(5)]", arch.MultiTask, "digits_multitask", (TensorSpec("features", (-1, 64)),), epochs=30, lr=3e-3),
-        ZooEntry("transformer", "2: MultiHeadAttention", "Embedding-MHA(8 heads, d512)-FFN-norms-Dense(10)", arch.TransformerClassifier, "digits_tokens", (TensorSpec("tokens", (-1, 64), "int64", 0, 17),), epochs=8, lr=3e-4, batch_size=32),
+        ZooEntry("transformer", "2: MultiHeadAttention", "Embedding-MHA(8 heads, d512)-FFN-norms-Flatten-Dense(10)", arch.TransformerClassifier, "digits_tokens", (TensorSpec("tokens", (-1, 64), "int64", 0, 17),), epochs=6, lr=5e-4, batch_size=32),
         ZooEntry("cnn_same", "3: CNN", "Conv(32,SAME)-Pool-Conv(64,SAME)-Pool-Dense(128)-Dense(10)", arch.CNNSame, "digits28", _image(1, 28), epochs=15),
         ZooEntry("rnn", "3: RNN", "Elman RNN(64)-Dense(10)", arch.ElmanRNN, "digits_seq", SEQUENCE, epochs=50, lr=1e-2),
         ZooEntry("mnist_cnn", "4: CNN", "Conv(32)-Pool-Conv(64)-Pool-Conv(64)-Dense(64)-Dense(10)", arch.MnistCNN, "digits28", _image(1, 28), epochs=20),

@@ -1,0 +1,136 @@
+"""`compress tune`: a real Optuna study on a small digits CNN, trials verified in onnxruntime, local and Ray workers."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import optuna
+import pytest
+import yaml
+
+# A narrow space keeps each trial to a few seconds; 256 calibration samples keep plain int8 PTQ in it (the baseline).
+SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "keep_float_max": 1,
+          "prune_methods": ["none", "l1-structured"], "prune_sparsity": [0.3, 0.4], "finetune_epochs": [1]}
+# Channels cut by 90 % and no fine-tuning: no trial can hold the accuracy.
+HOPELESS = {**SEARCH, "prune_methods": ["l1-structured"], "prune_sparsity": [0.9, 0.95], "finetune_epochs": [0]}
+
+
+def _search_file(folder, space: dict):
+    path = folder / "search.yaml"
+    path.write_text(yaml.safe_dump({"search": space}))
+    return path
+
+
+def _one_line(result) -> str:
+    text = result.stderr.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def mnist(zoo_checkpoint):
+    return zoo_checkpoint("mnist_cnn", epochs=2, width=0.5)
+
+
+@pytest.fixture(scope="module")
+def tuned(mnist, tmp_path_factory):
+    """Two trials (plain int8 PTQ first, then a sampled one) on local worker processes."""
+    from typer.testing import CliRunner
+
+    from compress.cli import app
+
+    folder = tmp_path_factory.mktemp("tune")
+    out = folder / "study"
+    args = ["tune", str(mnist), "--max-degradation", "0.1", "--objective", "size", "--trials", "2", "--search",
+            str(_search_file(folder, SEARCH)), "--out", str(out), "--json"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def test_tune_writes_pareto_best_model_and_recipe(tuned, cli):
+    out, document = tuned
+    assert document["trials"] == 2 and document["baseline"]["number"] == 0
+    best = document["best"]
+    assert best["degradation"] <= 0.1 and best["size_bytes"] <= document["baseline"]["size_bytes"]
+    assert best["number"] in [r["number"] for r in document["pareto"]]
+    kept = json.loads((out / "best" / "trial.json").read_text())
+    assert kept["number"] == best["number"] and (out / "best" / best["artifact"].rsplit("/", 1)[1]).is_file()
+    table = (out / "pareto.md").read_text()
+    assert "## Pareto front" in table and "Plain int8 PTQ" in table and f"| {best['number']} | {best['size_bytes']:,} |" in table
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli("recipe", "validate", out / "recipe.yaml").exit_code == 0
+
+
+def test_recipe_reproduces_the_winner(tuned, cli, tmp_path):
+    out, document = tuned
+    best = document["best"]
+    result = cli("run", out / "recipe.yaml", "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    artifact = json.loads((tmp_path / "report.json").read_text())["artifacts"][-1]
+    assert artifact["techniques"] == best["techniques"]
+    same_file = artifact["sha256"] == best["sha256"]
+    within_noise = abs(artifact["size_bytes"] - best["size_bytes"]) <= 0.01 * best["size_bytes"] and \
+        abs(artifact["metrics"]["task"]["value"] - best["metric"]) <= 0.01
+    assert same_file or within_noise, (artifact, best)
+
+
+def test_interrupted_study_resumes_without_redoing_trials(tuned, mnist, cli, tmp_path):
+    out = tmp_path / "study"
+    shutil.copytree(tuned[0], out)
+    done = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("trial-*/report.json")}
+    study = optuna.load_study(study_name="compress-tune", storage=f"sqlite:///{out / 'study.db'}")
+    study.ask()  # what a killed run leaves behind: a trial still marked RUNNING
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--objective", "size", "--trials", "3",
+                 "--search", _search_file(tmp_path, SEARCH), "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    trials = json.loads((out / "tune.json").read_text())["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 3]  # trial 2 was the interrupted one
+    assert "trial 0:" not in result.stderr and "trial 1:" not in result.stderr and "trial 3:" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("trial-000[01]/report.json")} == done
+    states = [t.state for t in optuna.load_study(study_name="compress-tune", storage=f"sqlite:///{out / 'study.db'}").trials]
+    assert states[2] == optuna.trial.TrialState.FAIL
+
+
+def test_impossible_limit_exits_1_and_keeps_the_closest(mnist, cli, tmp_path):
+    out = tmp_path / "study"
+    result = cli("tune", mnist, "--max-degradation", "0", "--objective", "size", "--trials", "1",
+                 "--search", _search_file(tmp_path, HOPELESS), "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "no trial met --max-degradation 0" in result.stderr and "closest" in result.stderr
+    assert "No trial met the constraint" in (out / "pareto.md").read_text()
+    assert "did NOT meet the limit" in (out / "recipe.yaml").read_text()
+    assert list((out / "closest").glob("*.onnx")) and not (out / "best").exists()
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_executor_runs_trials_as_ray_tasks(mnist, cli, tmp_path, local_ray):
+    out = tmp_path / "study"
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--trials", "2", "--executor", "ray", "--workers", "2",
+                 "--search", _search_file(tmp_path, SEARCH), "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["trials"] == 2
+    assert local_ray.is_initialized()  # tune leaves a Ray it did not start running
+    tasks = [e for e in local_ray.timeline() if e.get("name", "").endswith("run_trial") and e.get("ph") == "X"]
+    assert len(tasks) == 2, [e.get("name") for e in local_ray.timeline()]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-model.pt", "--max-degradation", "0.005"], "no-such-model.pt"),
+    (["{model}", "--max-degradation", "0.005", "--budget", "10 minutes"], "--budget: budget '10 minutes': write it like 90s, 10m or 1h"),
+    (["{model}", "--max-degradation", "0.005", "--objective", "speed"], "--objective"),
+    (["{model}", "--max-degradation", "0.005", "--search", "{search}"], "--search"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, mnist, cli, tmp_path):
+    search = _search_file(tmp_path, {"prune_method": ["magnitude"]})
+    result = cli("tune", *[a.format(model=mnist, search=search) for a in args], "--out", tmp_path / "study")
+    assert result.exit_code == 2, result.output
+    assert message in _one_line(result)
+    assert not (tmp_path / "study").exists()
