@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import pickle
 import zipfile
@@ -24,7 +25,7 @@ from torch import nn
 
 from compress.data import Head
 from compress.errors import UsageError
-from compress.io import sha256_file
+from compress.io import atomic_path, sha256_file
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
@@ -223,3 +224,19 @@ def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwa
         raise UsageError(f"{path} does not fit --arch {arch} ({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); check --arch-kwargs") from None
     spec = override or spec or _require_spec(path)
     return ModelHandle(module.eval(), spec, str(path), "state_dict", digest, heads=heads, arch=arch_info)
+
+
+def save_program(handle, path: Path) -> Path:
+    """The model as a torch.export ``.pt2`` (dynamic batch) that carries its input spec, dataset and techniques.
+
+    ``load_model`` on the file restores all three, so a chained command needs no --data or --input-shape.
+    """
+    example = handle.input_spec.example_inputs(batch=2)
+    dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
+    program = torch.export.export(handle.module, example, dynamic_shapes=dims, strict=False)
+    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques}
+    buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
+    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: json.dumps(meta)})
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path

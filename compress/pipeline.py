@@ -143,3 +143,17 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     write_markdown(run_dir, report)
     write_html(run_dir, report)
     return report
+
+
+def verifier(run_dir, plan, reference, heads, bench):
+    """``verify(filename, precision, techniques, name, notes=(), float_ops=())`` -> a report entry measured in the
+    file's runtime against ``reference``, with ``compressed_size_bytes``."""
+    from compress.passes.prune import compressed_size
+
+    def verify(filename, precision, techniques, name, notes=(), float_ops=()):
+        entry = verify_artifact(run_dir, filename, precision, techniques, plan, reference, heads, name=name, bench=bench,
+                                notes=list(notes), float_ops=list(float_ops))
+        entry["compressed_size_bytes"] = compressed_size(Path(run_dir) / filename)
+        return entry
+
+    return verify

@@ -135,7 +135,7 @@ def test_three_bit_weights_qat_beats_ptq_with_the_same_scheme(mnist, splits, tmp
 
 
 def test_pruned_pt2_chains_into_qat_from_the_cli(mnist, splits, cli, tmp_path):
-    from compress.commands.prune import save_program
+    from compress.model import save_program
     from compress.passes.prune import PruneConfig, apply
 
     pruned = apply(load_model(mnist), PruneConfig(method="l1-structured", sparsity=0.5), splits)

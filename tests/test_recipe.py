@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from compress.recipe import RecipeError, load_recipe, parse_recipe
 from compress.report import validate_report
@@ -148,15 +147,15 @@ def small_teacher(zoo_checkpoint):
     return zoo_checkpoint("mnist_cnn", epochs=4, width=0.5)
 
 
-def _run_template(cli, name: str, out: Path, source: Path, *overrides: str) -> tuple[dict, object]:
-    """``compress run recipes/templates/<name>.yaml`` on ``source`` with tiny epochs; the report and the CLI result."""
+def _run_template(cli, name: str, out: Path, source: Path, *overrides: str) -> dict:
+    """``compress run recipes/templates/<name>.yaml --out OUT --set model.source=SOURCE --set ...``; its report."""
     sets = [item for value in (f"model.source={source}", *overrides) for item in ("--set", value)]
     result = cli("run", f"recipes/templates/{name}.yaml", "--out", out, *sets)
     assert result.exit_code in (0, 1), result.output
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
     assert result.exit_code == (0 if report["passed"] else 1)
-    return report, result
+    return report
 
 
 def _accuracy(artifact: dict) -> float:
@@ -180,7 +179,7 @@ def _check_gates(report: dict, names: set[str], candidates: set[str]) -> None:
 
 
 def test_prune_int8_template(cli, small_teacher, tmp_path):
-    report, _ = _run_template(cli, "prune-int8", tmp_path, small_teacher, "stages.0.prune.finetune_epochs=1", "stages.2.benchmark.runs=5")
+    report = _run_template(cli, "prune-int8", tmp_path, small_teacher, "stages.0.prune.finetune_epochs=1", "stages.2.benchmark.runs=5")
     reference = report["reference"]["metrics"]["task"]["value"]
     prune = report["stages"][0]
     assert prune["kind"] == "prune" and prune["metrics"]["params_after"] < prune["metrics"]["params_before"]
@@ -188,7 +187,8 @@ def test_prune_int8_template(cli, small_teacher, tmp_path):
     assert set(int8) == {"int8-onnx", "int8-tflite"}
     for artifact in int8.values():
         _check_verified(artifact, tmp_path, reference)
-        assert artifact["techniques"][0] == "prune:l1-structured:0.3:layer:finetune=1" and artifact["techniques"][1].startswith("ptq:int8-static")
+        prune_technique, ptq_technique = artifact["techniques"]
+        assert prune_technique == "prune:l1-structured:0.3:layer:finetune=1" and ptq_technique.startswith("ptq:int8-static")
         assert _accuracy(artifact) > 0.5
     _check_gates(report, {"max_degradation", "min_fidelity:top1_agreement"}, set(int8))
 
@@ -203,8 +203,8 @@ def distill_qat(small_teacher, tmp_path_factory):
         return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     run_dir = tmp_path_factory.mktemp("distill-qat")
-    report, _ = _run_template(cli, "distill-qat", run_dir, small_teacher, "stages.0.distill.epochs=3",
-                              "stages.2.qat.epochs=1", "stages.4.benchmark.runs=5")
+    report = _run_template(cli, "distill-qat", run_dir, small_teacher, "stages.0.distill.epochs=3",
+                            "stages.2.qat.epochs=1", "stages.4.benchmark.runs=5")
     return run_dir, report
 
 
@@ -212,12 +212,13 @@ def test_distill_qat_template_exports_the_qat_graph_without_requantizing(distill
     run_dir, report = distill_qat
     reference = report["reference"]["metrics"]["task"]["value"]
     assert [s["kind"] for s in report["stages"]] == ["distill", "export", "qat", "quantize", "benchmark"]
+    assert report["stages"][2]["technique"] == "qat:int8:per-channel:epochs=1"
     artifacts = {a["name"]: a for a in report["artifacts"]}
     assert set(artifacts) == {"fp32-onnx", "fp32-tflite", "qat-int8-onnx", "qat-int8-tflite"}
     for fmt in ("onnx", "tflite"):
         student, qat = artifacts[f"fp32-{fmt}"], artifacts[f"qat-int8-{fmt}"]
         _check_verified(qat, run_dir, reference)
-        assert qat["path"] == f"model.qat-int8.{fmt}" and qat["precision"] == "int8"
+        assert qat["path"] == f"model.qat-int8.{fmt}" and qat["precision"] == "int8" and qat["size_bytes"] < student["size_bytes"] / 2
         assert qat["techniques"] == [report["stages"][0]["technique"], "qat:int8:per-channel:epochs=1",
                                      "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"]
         # a second PTQ over the Q/DQ graph had dropped the TFLite file to chance level (0.1)

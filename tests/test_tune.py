@@ -11,6 +11,7 @@ import yaml
 # A narrow space keeps each trial to a few seconds; 256 calibration samples keep plain int8 PTQ in it (the baseline).
 SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "keep_float_max": 1,
           "prune_methods": ["none", "l1-structured"], "prune_sparsity": [0.3, 0.4], "finetune_epochs": [1]}
+SEED = "2"  # with it the sampled trial prunes, so the recipe's prune stage is exercised too
 # Channels cut by 90 % and no fine-tuning: no trial can hold the accuracy.
 HOPELESS = {**SEARCH, "prune_methods": ["l1-structured"], "prune_sparsity": [0.9, 0.95], "finetune_epochs": [0]}
 
@@ -41,7 +42,7 @@ def tuned(mnist, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tune")
     out = folder / "study"
-    args = ["tune", str(mnist), "--max-degradation", "0.1", "--objective", "size", "--trials", "2", "--search",
+    args = ["tune", str(mnist), "--max-degradation", "0.1", "--objective", "size", "--trials", "2", "--seed", SEED, "--search",
             str(_search_file(folder, SEARCH)), "--out", str(out), "--json"]
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -68,7 +69,7 @@ def test_recipe_reproduces_the_winner(tuned, cli, tmp_path):
     result = cli("run", out / "recipe.yaml", "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     artifact = json.loads((tmp_path / "report.json").read_text())["artifacts"][-1]
-    assert artifact["techniques"] == best["techniques"]
+    assert artifact["techniques"] == best["techniques"] and best["techniques"][0].startswith("prune:l1-structured")
     same_file = artifact["sha256"] == best["sha256"]
     within_noise = abs(artifact["size_bytes"] - best["size_bytes"]) <= 0.01 * best["size_bytes"] and \
         abs(artifact["metrics"]["task"]["value"] - best["metric"]) <= 0.01
@@ -81,12 +82,12 @@ def test_interrupted_study_resumes_without_redoing_trials(tuned, mnist, cli, tmp
     done = {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("trial-*/report.json")}
     study = optuna.load_study(study_name="compress-tune", storage=f"sqlite:///{out / 'study.db'}")
     study.ask()  # what a killed run leaves behind: a trial still marked RUNNING
-    result = cli("tune", mnist, "--max-degradation", "0.1", "--objective", "size", "--trials", "3",
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--objective", "size", "--trials", "3", "--seed", SEED,
                  "--search", _search_file(tmp_path, SEARCH), "--out", out, "--json")
     assert result.exit_code == 0, result.output
-    trials = json.loads((out / "tune.json").read_text())["trials"]
-    assert [t["number"] for t in trials] == [0, 1, 3]  # trial 2 was the interrupted one
-    assert "trial 0:" not in result.stderr and "trial 1:" not in result.stderr and "trial 3:" in result.stderr
+    numbers = [t["number"] for t in json.loads((out / "tune.json").read_text())["trials"]]
+    assert numbers[:2] == [0, 1] and len(numbers) == 3 and 2 not in numbers  # trial 2 was the interrupted one
+    assert "trial 0:" not in result.stderr and "trial 1:" not in result.stderr and f"trial {numbers[2]}:" in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (out / "trials").glob("trial-000[01]/report.json")} == done
     states = [t.state for t in optuna.load_study(study_name="compress-tune", storage=f"sqlite:///{out / 'study.db'}").trials]
     assert states[2] == optuna.trial.TrialState.FAIL
@@ -101,6 +102,18 @@ def test_impossible_limit_exits_1_and_keeps_the_closest(mnist, cli, tmp_path):
     assert "No trial met the constraint" in (out / "pareto.md").read_text()
     assert "did NOT meet the limit" in (out / "recipe.yaml").read_text()
     assert list((out / "closest").glob("*.onnx")) and not (out / "best").exists()
+
+
+def test_repeated_configuration_is_not_rerun_and_a_converged_search_stops(mnist, cli, tmp_path):
+    from compress.tune.search import MAX_REPEATS
+
+    single = {**SEARCH, "prune_methods": ["none"], "keep_float_max": 0}  # one configuration: plain int8 PTQ
+    out = tmp_path / "study"
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--trials", "5", "--search", _search_file(tmp_path, single), "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("same configuration as trial 0, not run again") == MAX_REPEATS
+    assert [p.name for p in (out / "trials").iterdir()] == ["trial-0000"]
+    assert "## All 1 completed trials" in (out / "pareto.md").read_text()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import typer
 
 from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
 from compress.commands.prune import (FORMATS, bench_options, check_formats, compare_latency, config_or_usage, export_verified,
-                                     gates_for, load_for_pass, raise_failed_gates, resolve_splits, save_program, split_list,
+                                     gates_for, load_for_pass, raise_failed_gates, resolve_splits, split_list,
                                      training_progress)
 
 
@@ -77,6 +77,7 @@ def _teacher_size(teacher, run_dir: Path) -> int:
 
 def _save_student(student, run_dir: Path, split_seed: int, seed: int) -> Path:
     """A zoo checkpoint for zoo students (loadable with its dataset, prunable by channels), else a .pt2."""
+    from compress.model import save_program
     from compress.zoo.checkpoint import save_checkpoint
     from compress.zoo.registry import ZOO
 

@@ -10,8 +10,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -113,24 +111,6 @@ def training_progress(title: str, epochs: int, transient: bool = False) -> Itera
             progress.update(current["task"], completed=1, total=1)
 
 
-def save_program(handle, path: Path) -> Path:
-    """The model as a torch.export ``.pt2`` (dynamic batch) that carries its input spec, dataset and techniques."""
-    import torch
-
-    from compress.io import atomic_path
-    from compress.model import PROGRAM_METADATA
-
-    example = handle.input_spec.example_inputs(batch=2)
-    dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
-    program = torch.export.export(handle.module, example, dynamic_shapes=dims, strict=False)
-    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques}
-    buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
-    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: json.dumps(meta)})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
-    return path
-
-
 def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: bool, plan, reference, heads,
                     bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[dict]:
     """Export ``handle`` to fp32 (and PTQ int8) ONNX/TFLite as ``{stem}.{precision}.{fmt}``, verify each file in its
@@ -206,6 +186,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     (the pruned model, int8 by the same PTQ as `compress quantize`), plus ``model.pt2`` for chaining. Returns the report.
     """
     from compress.advice import recommend
+    from compress.model import save_program
     from compress.passes.prune import apply, check_prunable, compressed_size
     from compress.pipeline import finish_report, heads_for, measure_reference, verify_artifact
 

@@ -14,9 +14,6 @@ from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, 
 from compress.commands.prune import (FORMATS, bench_options, check_formats, config_or_usage, gates_for, load_for_pass,
                                      raise_failed_gates, resolve_splits, split_list, training_progress)
 
-WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
-
-
 def register(app: typer.Typer) -> None:
     app.command("qat")(qat_command)
 
@@ -30,7 +27,8 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     ``report["comparison"]`` lists PTQ vs QAT degradation per format. Returns the report.
     """
     from compress.passes import qat
-    from compress.pipeline import finish_report, heads_for, measure_reference
+    from compress.passes.qat_export import export_qat, export_technique, float_ops_in, scheme_notes, scheme_tag
+    from compress.pipeline import finish_report, heads_for, measure_reference, verifier
 
     step = step or (lambda message: None)
     qat.check_quantizable(handle)
@@ -56,10 +54,10 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         if default_scheme:
             ptq_entry = _project_ptq(handle, fmt, run_dir, plan, config.seed, verify)
         else:
-            path = run_dir / f"model.ptq-{_tag(config)}.{fmt}"
+            path = run_dir / f"model.ptq-{scheme_tag(config)}.{fmt}"
             (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(twin, path)
-            ptq_entry = verify(path.name, "int8", [*twin.techniques, _export_technique(fmt)], f"ptq-{_tag(config)}-{fmt}",
-                               _scheme_notes(config), float_ops=_float_ops(path, handle))
+            ptq_entry = verify(path.name, "int8", [*twin.techniques, export_technique(fmt)], f"ptq-{scheme_tag(config)}-{fmt}",
+                               scheme_notes(config), float_ops=float_ops_in(path, handle))
         artifacts.append(ptq_entry)
         step(f"QAT {fmt}: export and verify")
         qat_entry = export_qat(trained, config, fmt, run_dir, verify, handle)
@@ -67,56 +65,6 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         comparison.append(_compare(fmt, ptq_entry, qat_entry))
     extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison}
     return finish_report(run_dir, handle, plan, reference, artifacts, gates_for(artifacts, max_degradation, plan), extra)
-
-
-def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
-    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX or full-integer TFLite) and
-    return ``verify``'s report entry for it (see :func:`verifier`). ``float_handle`` (the model before QAT) names
-    the layers of ops left in float.
-
-    Example:
-        >>> export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))["name"]
-        'qat-int8-onnx'
-    """
-    from compress.passes import qat
-
-    path = Path(run_dir) / f"model.qat-{_tag(config)}.{fmt}"
-    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
-    floats = _float_ops(path, float_handle or trained)
-    return verify(path.name, "mixed" if _float_weights(floats) else "int8", [*trained.techniques, _export_technique(fmt)],
-                  f"qat-{_tag(config)}-{fmt}", _scheme_notes(config), float_ops=floats)
-
-
-def _tag(config) -> str:
-    """``int8`` for the default scheme, else e.g. ``w4a8-per-tensor``."""
-    return "int8" if config.weight_bits == 8 and config.per_channel else config.scheme().replace(":", "-")
-
-
-def _export_technique(fmt: str) -> str:
-    return "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"
-
-
-def _scheme_notes(config) -> list[str]:
-    if config.weight_bits == 8:
-        return []
-    limit = 2 ** (config.weight_bits - 1) - 1
-    return [f"weights restricted to the {config.weight_bits}-bit range [-{limit}, {limit}] and stored in int8 "
-            "(ONNX and TFLite have no int4 convolutions): this measures accuracy at 4 bits, not 4-bit size"]
-
-
-def verifier(run_dir, plan, reference, heads, bench):
-    """``verify(filename, precision, techniques, name, notes=(), float_ops=())`` -> a report entry measured in the
-    file's runtime against ``reference``, with ``compressed_size_bytes``."""
-    from compress.passes.prune import compressed_size
-    from compress.pipeline import verify_artifact
-
-    def verify(filename, precision, techniques, name, notes=(), float_ops=()):
-        entry = verify_artifact(run_dir, filename, precision, techniques, plan, reference, heads, name=name, bench=bench,
-                                notes=list(notes), float_ops=list(float_ops))
-        entry["compressed_size_bytes"] = compressed_size(Path(run_dir) / filename)
-        return entry
-
-    return verify
 
 
 def _export_fp32(handle, path: Path, fmt: str) -> None:
@@ -138,30 +86,6 @@ def _project_ptq(handle, fmt, run_dir: Path, plan, seed: int, verify) -> dict:
     result = (quantize_onnx(run_dir / "model.fp32.onnx", out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
               else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
     return verify(out.name, result.precision, [*handle.techniques, *result.techniques], f"ptq-int8-{fmt}", result.notes, result.float_ops)
-
-
-def _float_ops(path: Path, handle) -> list[dict]:
-    """Weighted ops whose weights are still float in the file (PT2E leaves e.g. recurrent layers unannotated)."""
-    if path.suffix == ".tflite":
-        from compress.export.tflite import TfliteGraph
-
-        return TfliteGraph(path.read_bytes(), handle.module).float_ops("int8", [])
-    import onnx
-
-    model = onnx.load(str(path))
-    initializers = {i.name: i.data_type for i in model.graph.initializer}
-    rows = []
-    for node in model.graph.node:
-        if node.op_type in WEIGHTED_ONNX_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT:
-            rows.append({"op": node.op_type, "node": node.name, "layer": None, "reason": "PT2E did not annotate this op: its weights stay float"})
-    return rows
-
-
-def _float_weights(float_ops: list[dict]) -> bool:
-    """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
-    from compress.export.tflite import WEIGHT_OPERANDS
-
-    return any(op["op"] in WEIGHTED_ONNX_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)
 
 
 def _compare(fmt: str, ptq: dict, qat: dict) -> dict:

@@ -15,6 +15,8 @@ def register(app: typer.Typer) -> None:
 def _describe(result: dict) -> str:
     if "error" in result:
         return f"trial {result['number']} failed: {result['error']} — {result['params']}"
+    if "repeat_of" in result:
+        return f"trial {result['number']}: same configuration as trial {result['repeat_of']}, not run again"
     return (f"trial {result['number']}: {result['size_bytes']:,} bytes, p50 {result['p50_ms'] or 0:.3f} ms, "
             f"degradation {result['degradation']:.4f} — {result['params']}")
 

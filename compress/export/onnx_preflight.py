@@ -6,26 +6,14 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from compress.errors import CompressError, UsageError
+from compress.export.findings import Finding
 from compress.export.onnx import node_layer
 from compress.export.onnx_quantize import COVERED_OPS, PRECISIONS, WEIGHTED_OPS
-
-@dataclass(frozen=True)
-class Finding:
-    """One pre-flight fact about an op: what happens to it, and what to do."""
-
-    format: str            # "onnx" | "tflite"
-    op: str
-    node: str | None
-    layer: str | None
-    severity: str          # "info" | "warning" | "error"
-    message: str
-    suggestion: str
 
 
 def onnx_preflight(fp32_path: str | Path, precision: str) -> list[Finding]:

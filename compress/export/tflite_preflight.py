@@ -11,30 +11,17 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from compress.errors import CompressError, UsageError
+from compress.export.findings import Finding
 from compress.export.tflite import (EXPORT_BATCH, PRECISIONS, TfliteGraph, build_tflite, eval_mode, format_counts,
                                     random_calibration, static_gap)
 from compress.model import ModelHandle
 
 DRY_RUN_SAMPLES = 4
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One pre-flight fact about an op: what happens to it, and what to do."""
-
-    format: str            # "onnx" | "tflite"
-    op: str
-    node: str | None
-    layer: str | None
-    severity: str          # "info" | "warning" | "error"
-    message: str
-    suggestion: str
 
 
 def tflite_preflight(handle: ModelHandle, precision: str) -> list[Finding]:

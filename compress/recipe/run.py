@@ -16,11 +16,11 @@ from typing import Callable
 import torch
 
 from compress.dataplan import plan_data
-from compress.gates import evaluate_gates
 from compress.errors import UsageError
+from compress.gates import evaluate_gates
 from compress.io import sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
-from compress.passes.qat import is_quantized
+from compress.passes.qat import QatConfig, is_quantized
 from compress.pipeline import Reference, finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
@@ -50,7 +50,7 @@ def resolve_model(recipe: RecipeBase) -> ModelHandle:
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
     """Intermediate models are stored as torch.export programs: reloading executes no pickled code."""
-    from compress.commands.prune import save_program
+    from compress.model import save_program
     from compress.training import set_mode
 
     set_mode(handle.module, False)
@@ -170,20 +170,21 @@ def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan,
 def _export_quantized(kind: str, handle: ModelHandle, config, recipe: RecipeBase, plan, reference: Reference, folder: Path) -> dict:
     """``quantize`` after ``qat``: the model already holds its int8 scales, so export it as is (no second PTQ).
 
-    Writes ``model.qat-int8.{onnx,tflite}`` (the files `compress qat` makes), each verified in its runtime.
+    Writes ``model.qat-<scheme>.<fmt>`` (the files `compress qat` makes, e.g. ``model.qat-int8.onnx``), each verified
+    in its runtime.
     fp32 baselines come from an ``export`` stage placed before ``qat``.
 
     Example (recipe stages): ``[{qat: {epochs: 3}}, {quantize: {formats: [onnx, tflite]}}]``
     """
-    from compress.commands.qat import export_qat, verifier
-    from compress.passes.qat import QatConfig
-    from compress.pipeline import heads_for
+    from compress.passes.qat_export import export_qat
+    from compress.pipeline import heads_for, verifier
 
     if kind == "export":
         raise UsageError("stage export: the model is already int8 after qat; put the export stage (fp32 files) before qat")
     if config.precisions != ["int8"]:
-        raise UsageError(f"stage quantize: the model is already int8 after qat; set precisions to int8 only (got {', '.join(config.precisions)})")
-    qat_config = next((c for kind, c in recipe.stage_list if kind == "qat"), QatConfig())
+        raise UsageError("stage quantize: the model is already int8 after qat; "
+                         f"set precisions to int8 only (got {', '.join(config.precisions)})")
+    qat_config = next((c for k, c in recipe.stage_list if k == "qat"), QatConfig())  # names the files, notes the bits
     bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
     verify = verifier(folder, plan, reference, heads_for(handle, plan), bench)
     return {"artifacts": [export_qat(handle, qat_config, fmt, folder, verify) for fmt in config.formats]}

@@ -25,6 +25,7 @@ from compress.tune.executors import open_executor
 from compress.tune.trial import TrialSpec, run_trial
 
 STUDY_NAME = "compress-tune"
+MAX_REPEATS = 20  # consecutive proposals of already measured configurations: the search has converged, stop
 BASELINE = {"precision": "int8", "calibration": "minmax", "calib_samples": 256, "per_channel": True, "keep_float": 0, "prune": "none"}
 
 
@@ -63,7 +64,7 @@ def _study(config: TuneConfig, out_dir: Path) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{out_dir / 'study.db'}", load_if_exists=True,
                                 directions=["minimize"] * len(_objectives(config, {"size_bytes": 0, "p50_ms": 0})),
-                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4))
+                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4, constant_liar=config.workers > 1))
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # interrupted last time
     measured = any(_is_baseline(t.system_attrs.get("fixed_params", t.params)) for t in study.trials if t.state != optuna.trial.TrialState.FAIL)
@@ -101,7 +102,9 @@ def _winner(config: TuneConfig, valid: list[dict], baseline: dict | None) -> dic
 
 
 def _completed(study: optuna.Study) -> list[dict]:
-    return [_record(t) for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    """Records of the completed trials, repeats of an earlier configuration left out."""
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [_record(t) for t in trials if "repeat_of" not in t.user_attrs.get("result", {})]
 
 
 def _choose(study: optuna.Study, config: TuneConfig) -> tuple[list[dict], list[dict], dict | None, dict | None]:
@@ -155,29 +158,44 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
     remaining = None if config.trials is None else max(0, config.trials - len(_completed(study)))
     deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds
 
-    def in_budget(submitted: int) -> bool:
-        return (remaining is None or submitted < remaining) and (deadline is None or time.monotonic() < deadline)
+    submitted = repeats = 0
 
-    submitted = 0
+    def in_budget() -> bool:
+        return (repeats < MAX_REPEATS and (remaining is None or submitted < remaining)
+                and (deadline is None or time.monotonic() < deadline))
+
+    def finished(result: dict) -> None:
+        _, _, _, best = _choose(study, config)
+        if best is not None:
+            _keep(out_dir, best, "best")
+        if on_trial:
+            on_trial(result)
+
     with open_executor(config.executor, config.workers, config.address) as pool:
         running: dict[cf.Future, optuna.Trial] = {}
-        while running or in_budget(submitted):
-            while len(running) < config.workers and in_budget(submitted):
+        while running or in_budget():
+            while len(running) < config.workers and in_budget():
                 trial = study.ask()
-                spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, _sample(trial, config, ranked), ranked,
-                                 config.format, str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference,
-                                 target=config.target)
+                params = _sample(trial, config, ranked)
+                earlier = _measured(study, params)
+                if earlier is not None:  # the sampler proposed a configuration already measured: reuse, do not rerun
+                    repeats += 1
+                    repeat = {k: v for k, v in earlier.items() if k != "state"}
+                    finished(_told(study, trial, {**repeat, "number": trial.number, "repeat_of": earlier["number"]}, config))
+                    continue
+                spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, params, ranked, config.format,
+                                 str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference, target=config.target)
                 running[pool.submit(run_trial, spec)] = trial
-                submitted += 1
-            finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                result = _tell(study, running.pop(future), future, config)
-                _, _, _, best = _choose(study, config)
-                if best is not None:
-                    _keep(out_dir, best, "best")
-                if on_trial:
-                    on_trial(result)
+                submitted, repeats = submitted + 1, 0
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                finished(_tell(study, running.pop(future), future, config))
     return summarize(study, config, handle, data, out_dir)
+
+
+def _measured(study: optuna.Study, params: dict) -> dict | None:
+    """The result of an earlier completed (not repeated) trial with exactly these parameters."""
+    return next((r for r in _completed(study) if r.get("params") == params), None)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: TuneConfig) -> dict:
@@ -189,6 +207,10 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: T
         trial.set_user_attr("result", result)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return result
+    return _told(study, trial, result, config)
+
+
+def _told(study: optuna.Study, trial: optuna.Trial, result: dict, config: TuneConfig) -> dict:
     degradation = result["degradation"] if result["degradation"] is not None else 1.0
     trial.set_user_attr("result", result)
     trial.set_constraint("degradation", degradation - config.max_degradation)

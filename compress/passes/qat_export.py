@@ -1,0 +1,71 @@
+"""Write a converted QAT graph (or its PT2E PTQ twin) to int8 ONNX / TFLite and verify the file like any artifact.
+
+Example:
+    >>> entry = export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))
+    >>> entry["name"], entry["precision"]
+    ('qat-int8-onnx', 'int8')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
+
+
+def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
+    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX or full-integer TFLite) and
+    return ``verify``'s report entry for it (see :func:`compress.pipeline.verifier`). ``float_handle`` (the model before QAT) names
+    the layers of ops left in float.
+
+    Example:
+        >>> export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))["name"]
+        'qat-int8-onnx'
+    """
+    from compress.passes import qat
+
+    path = Path(run_dir) / f"model.qat-{scheme_tag(config)}.{fmt}"
+    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
+    floats = float_ops_in(path, float_handle or trained)
+    return verify(path.name, "mixed" if has_float_weights(floats) else "int8", [*trained.techniques, export_technique(fmt)],
+                  f"qat-{scheme_tag(config)}-{fmt}", scheme_notes(config), float_ops=floats)
+
+
+def scheme_tag(config) -> str:
+    """``int8`` for the default scheme, else e.g. ``w4a8-per-tensor``."""
+    return "int8" if config.weight_bits == 8 and config.per_channel else config.scheme().replace(":", "-")
+
+
+def export_technique(fmt: str) -> str:
+    return "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"
+
+
+def scheme_notes(config) -> list[str]:
+    if config.weight_bits == 8:
+        return []
+    limit = 2 ** (config.weight_bits - 1) - 1
+    return [f"weights restricted to the {config.weight_bits}-bit range [-{limit}, {limit}] and stored in int8 "
+            "(ONNX and TFLite have no int4 convolutions): this measures accuracy at 4 bits, not 4-bit size"]
+
+
+def float_ops_in(path: Path, handle) -> list[dict]:
+    """Weighted ops whose weights are still float in the file (PT2E leaves e.g. recurrent layers unannotated)."""
+    if path.suffix == ".tflite":
+        from compress.export.tflite import TfliteGraph
+
+        return TfliteGraph(path.read_bytes(), handle.module).float_ops("int8", [])
+    import onnx
+
+    model = onnx.load(str(path))
+    initializers = {i.name: i.data_type for i in model.graph.initializer}
+    rows = []
+    for node in model.graph.node:
+        if node.op_type in WEIGHTED_ONNX_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT:
+            rows.append({"op": node.op_type, "node": node.name, "layer": None, "reason": "PT2E did not annotate this op: its weights stay float"})
+    return rows
+
+
+def has_float_weights(float_ops: list[dict]) -> bool:
+    """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
+    from compress.export.tflite import WEIGHT_OPERANDS
+
+    return any(op["op"] in WEIGHTED_ONNX_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)
