@@ -31,12 +31,13 @@ def _cells(row: dict) -> list[str]:
 def markdown(results: dict) -> str:
     lines = [f"Measured {results['date']} on {results['machine']['description']} (`python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
-             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run.", ""]
+             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", ""]
     for model in results["models"]:
         lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(_cells(row)) + " |" for row in model["rows"]]
         lines += [f"- {f['variant']} failed: {f['error']}" for f in model["failures"]]
+        lines += [f"- {note}" for note in model.get("notes", [])]
         lines.append("")
     return "\n".join(lines)
 
@@ -65,6 +66,8 @@ def main() -> None:
             console.print(table)
             for failure in model["failures"]:
                 console.print(f"[yellow]{failure['variant']} failed:[/] {failure['error']}")
+            for note in model["notes"]:
+                console.print(note)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "latest.md").write_text(markdown(results))

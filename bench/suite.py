@@ -16,6 +16,7 @@ from compress.data import load_dataset
 from compress.evaluate import degradation, task_metrics
 
 BATCHES = (1, 32)
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def _outputs(variant, data, batch_size: int = 64) -> list[np.ndarray]:
@@ -53,7 +54,7 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
     import torch
 
     from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import quantize
     from compress.zoo import train_zoo_model
 
     trained = train_zoo_model(name)
@@ -79,15 +80,17 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
         ("torchao-int8-weight", lambda: baselines.torchao_variant(module, "weight")),
     ]
     variants = [v for n, b in builders if (v := _build(n, b, failures)) is not None]
-    report = quantize(handle, QuantizeConfig(bench=True, bench_runs=30), out_dir=folder / "compress").report
-    recommended = report["recommended"]["by_format"]
-    for fmt, pick in recommended.items():
-        if pick:
-            artifact = next(a for a in report["artifacts"] if a["name"] == pick["artifact"])
-            variant = _build(f"compress-{fmt}", lambda a=artifact: baselines.file_variant(
-                f"compress-{a['name']}", folder / "compress" / a["path"], 8 if a["precision"] != "fp32" else 32), failures)
-            if variant:
-                variants.append(variant)
+    report = quantize(handle, recipe_quantize_config(name), out_dir=folder / "compress").report
+    chosen = {pick["artifact"] for pick in report["recommended"]["by_format"].values() if pick}
+    notes = [f"compress recommends {pick['artifact']} for {fmt}: {pick['why']}"
+             for fmt, pick in report["recommended"]["by_format"].items() if pick and pick["artifact"].startswith("fp32")]
+    for artifact in report["artifacts"]:
+        if artifact["precision"] == "fp32":
+            continue
+        label = f"compress-{artifact['name']}{'*' if artifact['name'] in chosen else ''}"
+        variant = _build(label, lambda a=artifact, n=label: baselines.file_variant(n, folder / "compress" / a["path"], 8), failures)
+        if variant:
+            variants.append(variant)
 
     reference = task_metrics(test.heads, _outputs(variants[0], test), test.y)
     rows = []
@@ -104,4 +107,13 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
             row[f"p50_ms_b{b}"] = round(p50[row["variant"]][b], 4)
             row[f"vs_best_fp32_b{b}"] = round(p50[row["variant"]][b] / fp32_best[b], 3)
     return {"model": name, "parameters": params, "dataset": handle.dataset["name"], "test_samples": test.size,
-            "rows": rows, "failures": failures, "runs": runs}
+            "rows": rows, "failures": failures, "notes": notes, "runs": runs}
+
+
+def recipe_quantize_config(name: str):
+    """The quantize stage of the model's shipped recipe (recipes/<name>.yaml), timed briefly for the recommendation."""
+    from compress.recipe import load_recipe
+
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    config = next(config for kind, config in recipe.stage_list if kind == "quantize")
+    return config.model_copy(update={"bench": True, "bench_runs": 30})

@@ -44,7 +44,7 @@ def tune_command(
     model: Path = typer.Argument(..., help="Model to compress (zoo checkpoint, .pt2, TorchScript, ...)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (zoo default: its own)."),
     max_degradation: float = typer.Option(..., "--max-degradation", help="Metric loss allowed, as a fraction (0.005 = 0.5 pt)."),
-    objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; the winner is the smallest no slower than int8 PTQ)."),
+    objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
     budget: str = typer.Option(None, "--budget", help="Wall-clock budget: 90s, 10m, 1h."),
@@ -76,7 +76,8 @@ def tune_command(
         except ValidationError as exc:
             error = exc.errors()[0]
             loc = [str(p) for p in error["loc"]]
-            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else f"--{'-'.join(loc).replace('_', '-') or 'options'}"
+            option = f"--{'-'.join(loc).replace('_', '-') or 'options'}"
+            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else option
             raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
         handle = load_model(model)
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))

@@ -18,7 +18,8 @@ class SearchSpace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     precisions: list[Literal["int8", "int8-dynamic"]] = Field(default_factory=lambda: ["int8", "int8-dynamic"], min_length=1)
-    calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
+    calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(
+        default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
     calib_samples: list[PositiveInt] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
     per_channel: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     keep_float_max: int = Field(2, ge=0, description="Up to this many of the most sensitive layers stay in float.")
@@ -38,7 +39,8 @@ class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_degradation: float = Field(..., ge=0, description="Metric loss allowed, as a fraction (0.005 = 0.5 pt).")
-    objective: Literal["size", "latency", "both"] = Field("both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
+    objective: Literal["size", "latency", "both"] = Field(
+        "both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
     format: Literal["onnx", "tflite"] = "onnx"
     target: str = "local"
     budget: str | None = Field(None, description="Wall-clock budget like 10m, 90s, 1h.")

@@ -20,7 +20,8 @@ def _ms(value: float | None) -> str:
 def _row(record: dict) -> str:
     described = ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items())
     metric = "-" if record.get("metric") is None else f"{record['metric']:.4f}"
-    return f"| {record['number']} | {record['size_bytes']:,} | {_ms(record.get('p50_ms'))} | {metric} | {record['degradation']:.4f} | {described} |"
+    cells = [record["number"], f"{record['size_bytes']:,}", _ms(record.get("p50_ms")), metric, f"{record['degradation']:.4f}", described]
+    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _summary(label: str, record: dict) -> str:
@@ -73,7 +74,8 @@ def write_outputs(result, config, handle: ModelHandle, data: str | None) -> None
 
     out: Path = result.out_dir
     write_text_atomic(out / "pareto.md", pareto_markdown(result, config))
-    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["degradation"], "valid" if r["degradation"] <= config.max_degradation else "over limit")
+    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["degradation"],
+                    "valid" if r["degradation"] <= config.max_degradation else "over limit")
               for r in result.trials if r.get("size_bytes") and r.get("degradation") is not None]
     if len(points) >= 2:
         (out / "pareto.png").write_bytes(tradeoff_plot(points, "file size (KB)", "-degradation (higher is better)", "tune trials"))

@@ -20,6 +20,7 @@ import optuna
 
 from compress.io import write_json_atomic
 from compress.model import ModelHandle
+from compress.pipeline import Reference
 from compress.tune.config import TuneConfig
 from compress.tune.executors import open_executor
 from compress.tune.trial import TrialSpec, run_trial
@@ -62,13 +63,13 @@ def _sample(trial: optuna.Trial, config: TuneConfig, ranked: list[str]) -> dict:
 
 def _study(config: TuneConfig, out_dir: Path) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4, constant_liar=config.workers > 1)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{out_dir / 'study.db'}", load_if_exists=True,
-                                directions=["minimize"] * len(_objectives(config, {"size_bytes": 0, "p50_ms": 0})),
-                                sampler=optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=4, constant_liar=config.workers > 1))
+                                directions=["minimize"] * (2 if config.objective == "both" else 1), sampler=sampler)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # interrupted last time
-    measured = any(_is_baseline(t.system_attrs.get("fixed_params", t.params)) for t in study.trials if t.state != optuna.trial.TrialState.FAIL)
-    if not measured and _baseline_fits(config):
+    alive = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    if not any(_is_baseline(t.system_attrs.get("fixed_params", t.params)) for t in alive) and _baseline_fits(config):
         study.enqueue_trial(BASELINE)
     return study
 
@@ -133,16 +134,16 @@ def _keep(out_dir: Path, record: dict, name: str) -> None:
     staging.rename(final)
 
 
-def _reference_metrics(handle: ModelHandle, data: str | None, seed: int) -> dict:
-    """The original model's task metric on the test split: every trial's degradation is measured against it."""
+def _reference(handle: ModelHandle, data: str | None, seed: int) -> Reference:
+    """The original model on the test split: every trial's degradation and fidelity are measured against it."""
     from compress.dataplan import plan_data
     from compress.errors import UsageError
     from compress.pipeline import measure_reference
 
-    metrics = measure_reference(handle, plan_data(handle, data, 1, seed)).metrics
-    if not metrics:
+    reference = measure_reference(handle, plan_data(handle, data, 1, seed))
+    if not reference.metrics:
         raise UsageError(f"{handle.source_path}: tune needs labeled data to measure degradation; pass --data")
-    return metrics
+    return reference
 
 
 def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_dir: str | Path = "runs/tune",
@@ -152,7 +153,7 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
 
     out_dir = Path(out_dir).resolve()  # trials may run in other processes or on Ray workers
     out_dir.mkdir(parents=True, exist_ok=True)
-    reference = _reference_metrics(handle, data, config.seed)
+    reference = _reference(handle, data, config.seed)
     study = _study(config, out_dir)
     ranked = rank_layers(handle, data, out_dir, config)
     remaining = None if config.trials is None else max(0, config.trials - len(_completed(study)))

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compress.pipeline import Reference
+
 
 @dataclass
 class TrialSpec:
@@ -24,7 +26,7 @@ class TrialSpec:
     seed: int = 0
     load_kwargs: dict = field(default_factory=dict)
     bench_runs: int = 50
-    reference: dict | None = None   # the original model's task metric: degradation is measured against it
+    reference: Reference | None = None  # the original model, measured once: degradation and fidelity are against it
     target: str = "local"
 
 
@@ -47,7 +49,6 @@ def prune_config_for(params: dict, seed: int):
 def run_trial(spec: TrialSpec) -> dict:
     import torch
 
-    from compress.evaluate import degradation
     from compress.model import load_model
     from compress.quantize import quantize
 
@@ -62,11 +63,10 @@ def run_trial(spec: TrialSpec) -> dict:
         handle = prune_apply(handle, prune, resolve_data(name).split((handle.dataset or {}).get("split_seed", spec.seed)) if name else None)
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
-    report = quantize(handle, config, spec.data, out).report
-    artifact = report["artifacts"][-1]
-    task = artifact["metrics"]["task"]
-    return {"number": spec.number, "params": spec.params, "degradation": degradation(spec.reference, task),
-            "metric": task["value"] if task else None, "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
+    artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
+    metrics = artifact["metrics"]
+    return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
+            "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
             "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
             "techniques": [*handle.techniques, *artifact["techniques"]], "sha256": artifact["sha256"]}
 
@@ -80,4 +80,5 @@ def _p50(artifact: dict, out: Path, spec: TrialSpec) -> float | None:
         from compress.benchmark import benchmark_artifact
 
         return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs).get("p50_ms")
-    return next((l["p50_ms"] for l in artifact["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)
+    timed = (e for e in artifact["latency"] if e.get("batch") == 1 and e.get("p50_ms") is not None and not e.get("emulated"))
+    return next((e["p50_ms"] for e in timed), None)
