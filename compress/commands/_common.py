@@ -23,6 +23,15 @@ stdout_console = Console()
 
 JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
+# How a model is loaded and its artifacts timed: the same options on every verb that takes a model.
+ARCH_OPTION = typer.Option(None, "--arch", help="For a state_dict: package.module:Class or a zoo name.")
+ARCH_KWARGS_OPTION = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable).")
+INPUT_SHAPE_OPTION = typer.Option(None, "--input-shape", help="Input shape like 1x3x64x64, 1x16:int64 or name=1x8 (repeatable).")
+TRUST_PICKLE_OPTION = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module (executes code from the file).")
+NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measurement.")
+RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact.")
+THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")
+SEED_OPTION = typer.Option(0, "--seed", help="Seed for data splits, calibration subsets and training.")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
+                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
+                                     console, emit, handle_errors, parse_kwargs)
 from compress.commands.prune import (FORMATS, bench_options, check_formats, compare_latency, config_or_usage, export_verified,
                                      gates_for, load_for_pass, raise_failed_gates, resolve_splits, split_list,
                                      training_progress)
@@ -116,14 +118,14 @@ def distill_command(
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction); exit 1 if missed."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<teacher>-distilled)."),
-    arch: str = typer.Option(None, "--arch", help="For a state_dict teacher: package.module:Class or a zoo name."),
-    arch_kwargs: list[str] = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable)."),
-    input_shape: list[str] = typer.Option(None, "--input-shape", help="Teacher input shape like 1x3x64x64 (repeatable)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module."),
-    no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement."),
-    runs: int = typer.Option(100, "--runs", help="Timed runs per artifact."),
-    threads: int = typer.Option(None, "--threads", help="Runtime threads."),
-    seed: int = typer.Option(0, "--seed"),
+    arch: str = ARCH_OPTION,
+    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
+    input_shape: list[str] = INPUT_SHAPE_OPTION,
+    trust_pickle: bool = TRUST_PICKLE_OPTION,
+    no_bench: bool = NO_BENCH_OPTION,
+    runs: int = RUNS_OPTION,
+    threads: int = THREADS_OPTION,
+    seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -132,7 +134,6 @@ def distill_command(
     Example: compress distill --teacher mnist_cnn.pt --student mnist_cnn:width=0.45 --epochs 30
     """
     from compress.commands._render import artifact_table
-    from compress.commands._common import parse_kwargs
     from compress.passes.distill import DistillConfig
 
     with handle_errors(debug):

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, parse_kwargs
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
+                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
+                                     console, emit, handle_errors, parse_kwargs)
 from compress.commands._render import artifact_table, step_progress
 
 
@@ -30,14 +32,14 @@ def quantize_command(
     auto_fallback: bool = typer.Option(False, "--auto-fallback", help="Keep the most sensitive layers in float until --max-degradation holds."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
-    arch: str = typer.Option(None, "--arch", help="For a state_dict: package.module:Class or a zoo name."),
-    arch_kwargs: list[str] = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable)."),
-    input_shape: list[str] = typer.Option(None, "--input-shape", help="Input shape like 1x3x64x64, 1x16:int64 or name=1x8 (repeatable)."),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module (executes code from the file)."),
-    no_bench: bool = typer.Option(False, "--no-bench", help="Skip latency measurement."),
-    runs: int = typer.Option(100, "--runs", help="Timed runs per artifact."),
-    threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
-    seed: int = typer.Option(0, "--seed"),
+    arch: str = ARCH_OPTION,
+    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
+    input_shape: list[str] = INPUT_SHAPE_OPTION,
+    trust_pickle: bool = TRUST_PICKLE_OPTION,
+    no_bench: bool = NO_BENCH_OPTION,
+    runs: int = RUNS_OPTION,
+    threads: int = THREADS_OPTION,
+    seed: int = SEED_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
