@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -20,6 +21,9 @@ from compress.export.cpu_features import cpu_int8_features
 from compress.zoo import ZOO
 
 RESULTS = Path(__file__).parent / "results"
+WIN_KEYS = (("degradation", "metric loss", ".4f"), ("size_bytes", "bytes", ",d"),
+            *((f"p50_ms_b{b}", f"p50 at batch {b} ms", ".3f") for b in BATCHES))
+MARGIN = 0.05  # differences under 5 % are noise on this machine
 COLUMNS = ["variant", "runtime", "metric", "degr.", "bytes", "x limit", *[f"p50 b{b} ms" for b in BATCHES], *[f"vs fp32 b{b}" for b in BATCHES]]
 
 
@@ -28,8 +32,20 @@ def _cells(row: dict) -> list[str]:
             f"{row['size_vs_limit']:.2f}", *[f"{row[f'p50_ms_b{b}']:.3f}" for b in BATCHES], *[f"{row[f'vs_best_fp32_b{b}']:.2f}x" for b in BATCHES]]
 
 
+def where_not_beaten(rows: list[dict]) -> list[str]:
+    """Where a baseline int8 variant does better than compress's recommended file for the same runtime."""
+    lines = []
+    for ours in (r for r in rows if r["variant"].startswith("compress-") and r["variant"].endswith("*")):
+        for other in (r for r in rows if r["runtime"] == ours["runtime"] and not r["variant"].startswith(("compress-", "fp32-"))):
+            better = [f"{label} ({other[key]:{fmt}} vs {ours[key]:{fmt}})" for key, label, fmt in WIN_KEYS if other[key] < ours[key] * (1 - MARGIN)]
+            if better:
+                lines.append(f"{other['variant']} beats {ours['variant'].rstrip('*')} on " + ", ".join(better))
+    return lines
+
+
 def markdown(results: dict) -> str:
-    lines = [f"Measured {results['date']} on {results['machine']['description']} (`python -m bench --runs {results['runs']}`). "
+    load = f"load average {results['machine'].get('loadavg_1m_at_start', '?')} → {results['machine'].get('loadavg_1m_at_end', '?')}"
+    lines = [f"Measured {results['date']} on {results['machine']['description']} ({load}; `python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
              "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", ""]
     for model in results["models"]:
@@ -38,6 +54,7 @@ def markdown(results: dict) -> str:
         lines += ["| " + " | ".join(_cells(row)) + " |" for row in model["rows"]]
         lines += [f"- {f['variant']} failed: {f['error']}" for f in model["failures"]]
         lines += [f"- {note}" for note in model.get("notes", [])]
+        lines += [f"- not beaten: {line}" for line in where_not_beaten(model["rows"])]
         lines.append("")
     return "\n".join(lines)
 
@@ -50,9 +67,9 @@ def main() -> None:
     console = Console()
     features = cpu_int8_features()
     results = {"date": datetime.date.today().isoformat(), "runs": args.runs,
-               "machine": {"description": f"{platform.machine()}, {features.get('model_name', 'CPU')}, "
+               "machine": {"description": f"{platform.machine()}, {features.get('model', 'CPU')}, "
                                           f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
-                           "cpu_features": features}, "models": []}
+                           "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "models": []}
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             console.rule(name)
@@ -69,6 +86,7 @@ def main() -> None:
             for note in model["notes"]:
                 console.print(note)
     RESULTS.mkdir(exist_ok=True)
+    results["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "latest.md").write_text(markdown(results))
     console.print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")

@@ -5,6 +5,7 @@ Example:
 """
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from pathlib import Path
@@ -24,8 +25,10 @@ def _outputs(variant, data, batch_size: int = 64) -> list[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def interleaved_p50(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = 5) -> dict[str, dict[int, float]]:
-    """Round-robin timing: every run visits every variant, so machine noise hits all of them alike."""
+def interleaved_p50(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = 5, seed: int = 0) -> dict[str, dict[int, float]]:
+    """Round-robin timing: every run visits every variant, in a fresh shuffled order, so machine noise and what ran
+    just before (a runtime's threads still spinning) hit all of them alike."""
+    rng = random.Random(seed)
     result: dict[str, dict[int, float]] = {v.name: {} for v in variants}
     for batch, inputs in inputs_by_batch.items():
         samples: dict[str, list[float]] = {v.name: [] for v in variants}
@@ -33,7 +36,7 @@ def interleaved_p50(variants: list, inputs_by_batch: dict[int, tuple], runs: int
             for _ in range(warmup):
                 v.run(inputs)
         for _ in range(runs):
-            for v in variants:
+            for v in rng.sample(variants, len(variants)):
                 start = time.perf_counter()
                 v.run(inputs)
                 samples[v.name].append((time.perf_counter() - start) * 1000)

@@ -82,7 +82,7 @@ def tune_command(
         handle = load_model(model)
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
-                    "out": str(out), "trials": len(result.trials)}
+                    "out": str(out), "trials": len(result.trials), "converged": result.converged}
         emit(document, json_out, lambda: console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
         if result.best is None and result.closest is None:
             raise GateFailed(f"no trial finished (see the errors above); the study in {out} resumes on the next run")

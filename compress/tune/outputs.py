@@ -40,6 +40,10 @@ def pareto_markdown(result, config) -> str:
     if result.baseline:
         lines.append("")
         lines.append(_summary("Plain int8 PTQ:", result.baseline))
+    if result.converged:
+        lines += ["", "The search converged: the sampler kept proposing configurations already measured, so it stopped early."]
+    if any("trial_p50_ms" in r for r in result.pareto):
+        lines += ["", "p50 on the front and for plain int8 PTQ: median of interleaved timings taken side by side after the search."]
     header = ["| trial | bytes | p50 ms | metric | degradation | configuration |", "|---|---|---|---|---|---|"]
     lines += ["", "## Pareto front (valid trials)", "", *header, *(_row(r) for r in result.pareto)]
     lines += ["", f"## All {len(result.trials)} completed trials", "", *header, *(_row(r) for r in result.trials if "size_bytes" in r)]

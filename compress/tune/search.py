@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import optuna
+import torch
 
 from compress.io import write_json_atomic
 from compress.model import ModelHandle
@@ -38,6 +39,7 @@ class TuneResult:
     baseline: dict | None      # plain int8 PTQ, measured in the same study
     pareto: list[dict]
     trials: list[dict]
+    converged: bool = False    # stopped early: the sampler kept proposing configurations already measured
 
 
 def _objectives(config: TuneConfig, result: dict) -> list[float]:
@@ -185,13 +187,14 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
                     finished(_told(study, trial, {**repeat, "number": trial.number, "repeat_of": earlier["number"]}, config))
                     continue
                 spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, params, ranked, config.format,
-                                 str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference, target=config.target)
+                                 str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference, target=config.target,
+                                 threads=torch.get_num_threads())
                 running[pool.submit(run_trial, spec)] = trial
                 submitted, repeats = submitted + 1, 0
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
                 finished(_tell(study, running.pop(future), future, config))
-    return summarize(study, config, handle, data, out_dir)
+    return summarize(study, config, handle, data, out_dir, converged=repeats >= MAX_REPEATS)
 
 
 def _measured(study: optuna.Study, params: dict) -> dict | None:
@@ -219,7 +222,8 @@ def _told(study: optuna.Study, trial: optuna.Trial, result: dict, config: TuneCo
     return result
 
 
-def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data: str | None, out_dir: Path) -> TuneResult:
+def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data: str | None, out_dir: Path,
+              converged: bool = False) -> TuneResult:
     """Pareto front table + plot, the winning configuration as a recipe, and the closest miss (kept in ``closest/``) when none is valid.
 
     With ``objective="both"`` the front and plain int8 PTQ are timed again side by side first: "no slower than PTQ"
@@ -238,7 +242,7 @@ def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data
     elif closest is not None:
         _keep(out_dir, closest, "closest")
     pareto = pareto_records(valid)
-    result = TuneResult(out_dir, best, closest, baseline, pareto, records)
+    result = TuneResult(out_dir, best, closest, baseline, pareto, records, converged)
     write_outputs(result, config, handle, data)
     write_json_atomic(out_dir / "tune.json", {"best": best, "closest": closest, "baseline": baseline, "pareto": pareto,
                                                "trials": records, "config": json.loads(config.model_dump_json())})

@@ -28,6 +28,7 @@ class TrialSpec:
     bench_runs: int = 50
     reference: Reference | None = None  # the original model, measured once: degradation and fidelity are against it
     target: str = "local"
+    threads: int | None = None  # torch threads: fine-tuning results depend on them, so trials use what `compress run` gets
 
 
 def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: int, bench_runs: int):
@@ -52,7 +53,8 @@ def run_trial(spec: TrialSpec) -> dict:
     from compress.model import load_model
     from compress.quantize import quantize
 
-    torch.set_num_threads(1)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
     handle = load_model(spec.source, **spec.load_kwargs)
     prune = prune_config_for(spec.params, spec.seed)
     if prune is not None:
