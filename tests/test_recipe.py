@@ -236,3 +236,12 @@ def test_stages_after_qat_that_would_requantize_are_one_line_errors(distill_qat,
     result = cli("run", "recipes/templates/distill-qat.yaml", "--out", run_dir, "--set", f"model.source={small_teacher}",
                  "--set", "stages.0.distill.epochs=3", "--set", "stages.2.qat.epochs=1", "--set", override)
     assert result.exit_code == 2 and result.stderr.strip().splitlines()[-1] == f"error: {message}"
+
+
+def test_a_search_block_validates_and_its_typos_point_at_the_line(tmp_path, cli):
+    path = tmp_path / "search.yaml"
+    path.write_text("model:\n  source: zoo:mnist_cnn\nstages:\n  - quantize: {}\nsearch:\n  prune_methods: [l1-structured]\n  calibratons: [minmax]\n")
+    result = cli("recipe", "validate", path)
+    assert result.exit_code == 2 and f"{path}:7:3: unknown key 'calibratons' in search" in result.stderr
+    path.write_text(path.read_text().replace("calibratons", "calibrations"))
+    assert cli("recipe", "validate", path).exit_code == 0

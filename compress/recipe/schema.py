@@ -12,6 +12,8 @@ from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
+from compress.tune.config import SearchSpace
+
 # stage name -> "module:ConfigClass"; one definition, three faces (CLI, API, recipe)
 STAGE_CONFIGS: dict[str, str] = {
     "prune": "compress.passes.prune:PruneConfig",
@@ -89,6 +91,7 @@ class RecipeBase(Strict):
     gates: Gates = Field(default_factory=Gates)
     output: Output = Field(default_factory=Output)
     seed: int = 0
+    search: SearchSpace | None = Field(None, description="Search space for `compress tune --search THIS_FILE`; `compress run` ignores it.")
 
     @property
     def stage_list(self) -> list[tuple[str, BaseModel]]:

@@ -44,7 +44,7 @@ class RayPool:
                 ray.init(address=address, log_to_driver=False)
             except ConnectionError as exc:
                 raise EnvironmentFailure(f"--address {address}: {exc}") from None
-        elif self.owned:  # trials exchange small dicts: a small object store is plenty
+        elif self.owned:  # trial specs and results are small: so is the object store
             ray.init(num_cpus=workers, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False)
 
     def submit(self, function: Callable, *args) -> cf.Future:

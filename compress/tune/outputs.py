@@ -78,11 +78,12 @@ def write_outputs(result, config, handle: ModelHandle, data: str | None) -> None
 
     out: Path = result.out_dir
     write_text_atomic(out / "pareto.md", pareto_markdown(result, config))
-    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["degradation"],
-                    "valid" if r["degradation"] <= config.max_degradation else "over limit")
-              for r in result.trials if r.get("size_bytes") and r.get("degradation") is not None]
+    valid = [r for r in result.trials if r.get("p50_ms") and r["degradation"] <= config.max_degradation]
+    group = {id(result.best): "winner", id(result.baseline): "plain int8 PTQ"}
+    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["p50_ms"], group.get(id(r), "valid")) for r in valid]
     if len(points) >= 2:
-        (out / "pareto.png").write_bytes(tradeoff_plot(points, "file size (KB)", "-degradation (higher is better)", "tune trials"))
+        title = f"valid trials (degradation <= {config.max_degradation})"
+        (out / "pareto.png").write_bytes(tradeoff_plot(points, "file size (KB)", "-p50 latency, ms (higher is faster)", title))
     chosen = result.best or result.closest
     if chosen and "params" in chosen:
         header = (f"# written by `compress tune` from trial #{chosen['number']}: {chosen['size_bytes']:,} bytes, "
