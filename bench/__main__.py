@@ -59,6 +59,14 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _merged_with_earlier(models: list[dict]) -> list[dict]:
+    """A run of some models (--models) keeps the other models' rows from the last full run."""
+    latest = RESULTS / "latest.json"
+    fresh = {m["model"] for m in models}
+    kept = [m for m in json.loads(latest.read_text())["models"] if m["model"] not in fresh] if latest.exists() else []
+    return sorted(kept + models, key=lambda m: list(ZOO).index(m["model"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo names")
@@ -87,6 +95,7 @@ def main() -> None:
                 console.print(note)
     RESULTS.mkdir(exist_ok=True)
     results["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    results["models"] = _merged_with_earlier(results["models"])
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "latest.md").write_text(markdown(results))
     console.print(f"wrote {RESULTS / 'latest.json'} and {RESULTS / 'latest.md'}")

@@ -57,7 +57,8 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
     import torch
 
     from compress.model import load_model
-    from compress.quantize import quantize
+    from compress.recipe import load_recipe
+    from compress.recipe.run import run_recipe
     from compress.zoo import train_zoo_model
 
     trained = train_zoo_model(name)
@@ -83,7 +84,7 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
         ("torchao-int8-weight", lambda: baselines.torchao_variant(module, "weight")),
     ]
     variants = [v for n, b in builders if (v := _build(n, b, failures)) is not None]
-    report = quantize(handle, recipe_quantize_config(name), out_dir=folder / "compress").report
+    report = run_recipe(load_recipe(RECIPES / f"{name}.yaml"), out_dir=folder / "compress").report
     chosen = {pick["artifact"] for pick in report["recommended"]["by_format"].values() if pick}
     notes = [f"compress recommends {pick['artifact']} for {fmt}: {pick['why']}"
              for fmt, pick in report["recommended"]["by_format"].items() if pick and pick["artifact"].startswith("fp32")]
@@ -111,12 +112,3 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
             row[f"vs_best_fp32_b{b}"] = round(p50[row["variant"]][b] / fp32_best[b], 3)
     return {"model": name, "parameters": params, "dataset": handle.dataset["name"], "test_samples": test.size,
             "rows": rows, "failures": failures, "notes": notes, "runs": runs}
-
-
-def recipe_quantize_config(name: str):
-    """The quantize stage of the model's shipped recipe (recipes/<name>.yaml), timed briefly for the recommendation."""
-    from compress.recipe import load_recipe
-
-    recipe = load_recipe(RECIPES / f"{name}.yaml")
-    config = next(config for kind, config in recipe.stage_list if kind == "quantize")
-    return config.model_copy(update={"bench": True, "bench_runs": 30})
