@@ -24,7 +24,16 @@ from compress.gates import degradation_gate
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
+DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the same as compress.export.onnx_quantize.DYNAMIC_OP_TYPES
 Format = Literal["onnx", "tflite"]
+
+
+def check_dynamic_op_types(value: list[str]) -> list[str]:
+    """The op types an int8 run may quantize dynamically, deduplicated; anything else is a ValueError."""
+    unknown = [op for op in value if op not in DYNAMIC_OP_TYPES]
+    if unknown:
+        raise ValueError(f"op type {unknown[0]!r} cannot be quantized dynamically; choose from {', '.join(DYNAMIC_OP_TYPES)}")
+    return list(dict.fromkeys(value))
 
 
 class QuantizeConfig(BaseModel):
@@ -38,6 +47,8 @@ class QuantizeConfig(BaseModel):
     calib_samples: int = Field(256, ge=1, description="Calibration samples drawn from train+val.")
     per_channel: bool = True
     exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
+    dynamic_op_types: list[str] = Field(default_factory=list, description=(
+        f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
     auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
     max_fallback_layers: int = Field(4, ge=1)
@@ -58,6 +69,11 @@ class QuantizeConfig(BaseModel):
         if not value:
             raise ValueError("give at least one precision")
         return value
+
+    @field_validator("dynamic_op_types")
+    @classmethod
+    def _dynamic_op_types(cls, value: list[str]) -> list[str]:
+        return check_dynamic_op_types(value)
 
     @field_validator("formats")
     @classmethod
@@ -119,11 +135,16 @@ def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, 
         from compress.export.onnx_quantize import quantize_onnx
 
         return quantize_onnx(run_dir / _filename("fp32", "onnx"), out, precision, plan.calibration, method=config.calibration,
-                             per_channel=config.per_channel, exclude=exclude, seed=config.seed)
+                             per_channel=config.per_channel, exclude=exclude, seed=config.seed,
+                             dynamic_op_types=config.dynamic_op_types if precision == "int8" else ())
     from compress.export.tflite import export_tflite
 
-    return export_tflite(handle, out, precision, plan.calibration, method=config.calibration,
-                         per_channel=config.per_channel, exclude=exclude, seed=config.seed)
+    result = export_tflite(handle, out, precision, plan.calibration, method=config.calibration,
+                           per_channel=config.per_channel, exclude=exclude, seed=config.seed)
+    if config.dynamic_op_types and precision == "int8":
+        result.notes.append(f"dynamic_op_types ({', '.join(config.dynamic_op_types)}) applies to ONNX only: "
+                            "this file is static int8 throughout")
+    return result
 
 
 def quantize(

@@ -5,6 +5,7 @@ Accuracy is measured on the test split; calibration samples come from train+val 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,26 @@ def test_lstm_int8_really_quantizes_the_lstm_and_shrinks_the_file(lstm):
     assert result.path.stat().st_size < 0.5 * lstm["fp32"].stat().st_size
     fp32_accuracy = _accuracy(lstm["fp32"], splits.test)
     assert fp32_accuracy > 0.9 and fp32_accuracy - _accuracy(result.path, splits.test) <= 0.01
+
+
+def test_int8_with_dynamic_linear_layers_keeps_convs_static(zoo_checkpoint, cli, tmp_path):
+    model = zoo_checkpoint("mnist_cnn", epochs=2, width=0.5)
+    result = cli("quantize", model, "--format", "onnx", "--dynamic-ops", "MatMul,Gemm", "--no-bench", "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    artifact = json.loads((tmp_path / "report.json").read_text())["artifacts"][-1]
+    assert artifact["precision"] == "mixed" and artifact["verified_in"] == ["onnxruntime"]
+    assert artifact["techniques"][0] == "ptq:int8-dynamic:Gemm" and artifact["techniques"][1].startswith("ptq:int8-static:minmax")
+    assert artifact["metrics"]["degradation"] <= 0.01 and artifact["float_ops"] == []
+    quantized = onnx.load(str(tmp_path / artifact["path"]))
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulInteger") == 2 and "DynamicQuantizeLinear" in ops and not {"MatMul", "Gemm"} & set(ops)
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3 and all(_weight_fed_by_dequantize(quantized, n) for n in convs)
+    bad = cli("quantize", model, "--format", "onnx", "--dynamic-ops", "Relu", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and bad.stderr.strip() == \
+        "error: --dynamic-ops: op type 'Relu' cannot be quantized dynamically; choose from Conv, Gemm, MatMul"
+    with pytest.raises(UsageError, match="'LSTM' cannot be quantized dynamically"):
+        quantize_onnx(tmp_path / "model.fp32.onnx", tmp_path / "x.onnx", "int8", dynamic_op_types=["LSTM"])
 
 
 def test_preflight_flags_the_lstm_under_static_int8(lstm):

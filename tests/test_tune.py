@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 # A narrow space keeps each trial to a few seconds; 256 calibration samples keep plain int8 PTQ in it (the baseline).
-SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "keep_float_max": 1,
-          "prune_methods": ["none", "l1-structured"], "prune_sparsity": [0.3, 0.4], "finetune_epochs": [1]}
+SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "dynamic_op_types": [[]],
+          "keep_float_max": 1, "prune_methods": ["none", "l1-structured"], "prune_sparsity": [0.3, 0.4], "finetune_epochs": [1]}
 SEED = "2"  # with it the sampled trial prunes, so the recipe's prune stage is exercised too
 # Channels cut by 90 % and no fine-tuning: no trial can hold the accuracy.
 HOPELESS = {**SEARCH, "prune_methods": ["l1-structured"], "prune_sparsity": [0.9, 0.95], "finetune_epochs": [0]}
@@ -115,6 +115,19 @@ def test_repeated_configuration_is_not_rerun_and_a_converged_search_stops(mnist,
     assert [p.name for p in (out / "trials").iterdir()] == ["trial-0000"]
     table = (out / "pareto.md").read_text()
     assert "## All 1 completed trials" in table and "The search converged" in table
+
+
+def test_dynamic_linear_layers_are_searched_and_kept_in_the_recipe(mnist, cli, tmp_path):
+    space = {**SEARCH, "prune_methods": ["none"], "dynamic_op_types": [["MatMul", "Gemm"]]}  # no plain int8 PTQ baseline
+    out = tmp_path / "study"
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--objective", "size", "--trials", "2",
+                 "--search", _search_file(tmp_path, space), "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    trials = json.loads((out / "tune.json").read_text())["trials"]
+    assert len(trials) == 2 and all(t["params"]["dynamic_ops"] == "MatMul+Gemm" for t in trials)
+    assert all("ptq:int8-dynamic:Gemm" in t["techniques"] for t in trials)
+    stages = yaml.safe_load((out / "recipe.yaml").read_text())["stages"]
+    assert stages[-1]["quantize"]["dynamic_op_types"] == ["MatMul", "Gemm"]
 
 
 @pytest.fixture

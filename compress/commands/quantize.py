@@ -28,6 +28,7 @@ def quantize_command(
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
+    dynamic_ops: list[str] = typer.Option(None, "--dynamic-ops", help="With int8 on ONNX: quantize these op types (Conv, Gemm, MatMul) dynamically, the rest static; comma-separated."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (0.005 = 0.5 pt); exit 1 if missed."),
     auto_fallback: bool = typer.Option(False, "--auto-fallback", help="Keep the most sensitive layers in float until --max-degradation holds."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
@@ -58,12 +59,14 @@ def quantize_command(
             config = QuantizeConfig(
                 formats=_split(formats) or ["onnx", "tflite"], precisions=_split(precisions) or ["int8"],
                 calibration=calibration, calib_samples=calib_samples, per_channel=not per_tensor, exclude=_split(exclude),
+                dynamic_op_types=_split(dynamic_ops),
                 max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not no_bench,
                 bench_runs=runs, threads=threads, seed=seed,
             )
         except ValidationError as exc:
             error = exc.errors()[0]
-            raise UsageError(f"--{'-'.join(str(p) for p in error['loc'])}: {error['msg']}") from None
+            option = {"dynamic_op_types": "dynamic-ops"}.get(str(error["loc"][0]), "-".join(str(p) for p in error["loc"]))
+            raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
         if auto_fallback and max_degradation is None:
             raise UsageError("--auto-fallback needs --max-degradation (the gate it falls back to meet)")
         handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)

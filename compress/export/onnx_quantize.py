@@ -3,6 +3,8 @@
 Precisions:
   int8          static QDQ: uint8 activations (calibrated), int8 weights (per-channel by default). ORT's static path
                 has no LSTM kernel, so LSTMs are then quantized dynamically (DynamicQuantizeLSTM): precision "mixed".
+                ``dynamic_op_types`` (Conv, Gemm, MatMul) are quantized dynamically the same way, e.g. Linear layers
+                as MatMulInteger next to static QDQ convs.
   int8-dynamic  int8 weights, activation ranges measured on every call (MatMulInteger, ConvInteger, DynamicQuantizeLSTM).
   fp16          every float tensor in half precision; inputs/outputs stay float32.
   int4-weight   4-bit block-wise weights of MatMul/Gemm (MatMulNBits, block 32); other ops stay float.
@@ -47,6 +49,7 @@ INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQu
 STATIC_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "MaxPool", "AveragePool", "Relu", "Clip",
                    "Reshape", "Flatten", "Transpose", "Resize", "Pad")
 STATIC_RECURRENT_FALLBACK = ("LSTM",)  # no QDQ kernel; ORT's dynamic path quantizes it
+DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) run may quantize dynamically instead
 COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS stays float)
     "int8": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM"),   # LSTM through the dynamic second pass
     "int8-dynamic": ("Conv", "Gemm", "MatMul", "LSTM", "Attention"),
@@ -86,14 +89,19 @@ def quantize_onnx(
     exclude: tuple[str, ...] | list[str] = (),
     reduce_range: bool | None = None,
     seed: int = 0,
+    dynamic_op_types: tuple[str, ...] | list[str] = (),
 ) -> OnnxQuantResult:
     """Write ``out_path``: ``fp32_path`` quantized to ``precision``; layers in ``exclude`` stay float.
 
     ``reduce_range=None`` picks 7-bit weights only on x86 CPUs without VNNI (see cpu_features); ``seed`` draws the
-    random calibration inputs used when ``calibration`` is None (with a loud note).
+    random calibration inputs used when ``calibration`` is None (with a loud note). ``dynamic_op_types``: with
+    ``int8``, these op types (of DYNAMIC_OP_TYPES) are quantized dynamically and the rest static.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    unknown = [op for op in dynamic_op_types if op not in DYNAMIC_OP_TYPES]
+    if unknown:
+        raise UsageError(f"op type {unknown[0]!r} cannot be quantized dynamically; choose from {', '.join(DYNAMIC_OP_TYPES)}")
     if method not in CALIBRATION_METHODS:
         raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
@@ -111,7 +119,8 @@ def quantize_onnx(
                 calibration = random_calibration(fp32_path, seed)
                 notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
                              "accuracy will suffer and is not measured against real data. Pass --data.")
-            techniques = _static_int8(fp32_path, model, tmp, work, calibration, method, per_channel, reduce_range, excluded)
+            techniques = _static_int8(fp32_path, model, tmp, work, calibration, method, per_channel, reduce_range, excluded,
+                                      dynamic_op_types=tuple(dynamic_op_types))
         elif precision == "int8-dynamic":
             techniques = _dynamic_int8(model, tmp, work, per_channel, reduce_range, excluded)
         elif precision == "fp16":
@@ -221,31 +230,45 @@ def _worst_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> d
 # --- the precisions -------------------------------------------------------------------------------------------
 
 
-def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, reduce_range, excluded, only=None) -> list[str]:
-    """Static QDQ for the covered ops. LSTMs (no static kernel) are first quantized dynamically (DynamicQuantizeLSTM).
+def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, reduce_range, excluded, only=None,
+                 dynamic_op_types: tuple[str, ...] = ()) -> list[str]:
+    """Static QDQ for the covered ops. LSTMs (no static kernel) and ``dynamic_op_types`` are first quantized dynamically.
 
     That pass comes first because ORT's dynamic quantizer rewrites every Gemm, also already-quantized QDQ ones; the
     Gemms are rewritten beforehand as MatMul + Add under their own names, so ``exclude`` and the ranges still apply.
     """
-    lstms = [n.name for n in model.graph.node if n.op_type in STATIC_RECURRENT_FALLBACK]
+    kinds = (*STATIC_RECURRENT_FALLBACK, *dynamic_op_types)
+    dynamic_nodes = {n.name: n.op_type for n in model.graph.node if n.op_type in kinds}
     base = Path(fp32_path)
-    if lstms:
+    if dynamic_nodes:
         base = work / "matmul.onnx"
         if not base.exists():
             onnx.save(gemm_to_matmul(model), str(base))
     ranges = calibrate(base, calibration, method, work)
-    recurrent = [name for name in lstms if name not in excluded and (only is None or name in only)]
-    static_only = None if only is None else [name for name in only if name not in lstms]
+    chosen = {name: op for name, op in dynamic_nodes.items() if name not in excluded and (only is None or name in only)}
+    static_only = None if only is None else [name for name in only if name not in dynamic_nodes]
     techniques, source = [], base
-    if recurrent:
-        source = work / "recurrent.onnx"
-        _quantize_dynamic(base, source, per_channel, reduce_range, excluded, op_types=list(STATIC_RECURRENT_FALLBACK), only=recurrent)
-        techniques.append(f"ptq:int8-dynamic:{'+'.join(STATIC_RECURRENT_FALLBACK)}")
+    if chosen:
+        source = work / "dynamic.onnx"
+        op_types = sorted({"MatMul" if op == "Gemm" else op for op in chosen.values()})  # Gemms are MatMuls by now
+        _quantize_dynamic(base, source, per_channel, reduce_range, excluded, op_types=op_types, only=list(chosen))
+        _rename_dynamic_quantizers(source)
+        techniques.append(f"ptq:int8-dynamic:{'+'.join(k for k in kinds if k in chosen.values())}")
     if static_only == []:
         shutil.copyfile(source, out)
         return techniques
     _quantize_static(source, out, method, per_channel, reduce_range, excluded, ranges, only=static_only)
     return [*techniques, f"ptq:int8-static:{method}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+
+
+def _rename_dynamic_quantizers(path: Path) -> None:
+    """ORT names a DynamicQuantizeLinear ``<tensor>_QuantizeLinear``, as the static pass names its QuantizeLinear of
+    the same tensor (two nodes of one name: an invalid model); suffix the dynamic ones with ``_dynamic``."""
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.op_type == "DynamicQuantizeLinear":
+            node.name = f"{node.name}_dynamic"
+    onnx.save(model, str(path))
 
 
 def calibrate(model_path: Path, calibration: Dataset, method: str, work: Path) -> Path:

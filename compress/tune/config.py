@@ -22,6 +22,8 @@ class SearchSpace(BaseModel):
         default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
     calib_samples: list[PositiveInt] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
     per_channel: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
+    dynamic_op_types: list[list[str]] = Field(default_factory=lambda: [[], ["MatMul", "Gemm"]], min_length=1, description=(
+        "With int8: op types quantized dynamically, the rest static ([]: all static)."))
     keep_float_max: int = Field(2, ge=0, description="Up to this many of the most sensitive layers stay in float.")
     prune_methods: list[Literal["none", "l1-structured", "magnitude"]] = Field(default_factory=lambda: ["none", "l1-structured"])
     prune_sparsity: tuple[float, float] = (0.2, 0.6)
@@ -33,6 +35,22 @@ class SearchSpace(BaseModel):
         if not 0 <= value[0] <= value[1] < 1:
             raise ValueError(f"prune_sparsity {list(value)}: give [low, high] with 0 <= low <= high < 1")
         return value
+
+    @field_validator("dynamic_op_types")
+    @classmethod
+    def _dynamic_op_types(cls, value: list[list[str]]) -> list[list[str]]:
+        from compress.quantize import check_dynamic_op_types
+
+        return [check_dynamic_op_types(ops) for ops in value]
+
+
+def encode_dynamic_ops(ops: list[str]) -> str:
+    """A hashable Optuna choice for a list of op types: ``"none"`` or ``"MatMul+Gemm"``."""
+    return "+".join(ops) or "none"
+
+
+def decode_dynamic_ops(choice: str) -> list[str]:
+    return [] if choice == "none" else choice.split("+")
 
 
 class TuneConfig(BaseModel):

@@ -22,13 +22,14 @@ import torch
 from compress.io import write_json_atomic
 from compress.model import ModelHandle
 from compress.pipeline import Reference
-from compress.tune.config import TuneConfig
+from compress.tune.config import TuneConfig, encode_dynamic_ops
 from compress.tune.executors import open_executor
 from compress.tune.trial import TrialSpec, run_trial
 
 STUDY_NAME = "compress-tune"
 MAX_REPEATS = 20  # consecutive proposals of already measured configurations: the search has converged, stop
-BASELINE = {"precision": "int8", "calibration": "minmax", "calib_samples": 256, "per_channel": True, "keep_float": 0, "prune": "none"}
+BASELINE = {"precision": "int8", "calibration": "minmax", "calib_samples": 256, "per_channel": True, "keep_float": 0, "prune": "none",
+            "dynamic_ops": "none"}
 
 
 @dataclass
@@ -60,6 +61,8 @@ def _sample(trial: optuna.Trial, config: TuneConfig, ranked: list[str]) -> dict:
     if params["prune"] != "none":
         params["sparsity"] = round(trial.suggest_float("sparsity", *space.prune_sparsity, step=0.05), 2)
         params["finetune_epochs"] = trial.suggest_categorical("finetune_epochs", space.finetune_epochs)
+    if params["precision"] == "int8" and config.format == "onnx":  # ONNX only; drawn last, the earlier draws are as before
+        params["dynamic_ops"] = trial.suggest_categorical("dynamic_ops", [encode_dynamic_ops(ops) for ops in space.dynamic_op_types])
     return params
 
 
@@ -84,7 +87,8 @@ def _baseline_fits(config: TuneConfig) -> bool:
     """Plain int8 PTQ can only be measured as a trial when the search space contains it."""
     space = config.search
     return ("int8" in space.precisions and "minmax" in space.calibrations and 256 in space.calib_samples
-            and True in space.per_channel and ("none" in space.prune_methods or not space.prune_methods))
+            and True in space.per_channel and ([] in space.dynamic_op_types or config.format != "onnx")
+            and ("none" in space.prune_methods or not space.prune_methods))
 
 
 def _record(trial: optuna.trial.FrozenTrial) -> dict:

@@ -33,9 +33,11 @@ class TrialSpec:
 
 def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: int, bench_runs: int):
     from compress.quantize import QuantizeConfig
+    from compress.tune.config import decode_dynamic_ops
 
     return QuantizeConfig(formats=[fmt], precisions=[params["precision"]], calibration=params["calibration"],
                           calib_samples=params["calib_samples"], per_channel=params["per_channel"],
+                          dynamic_op_types=decode_dynamic_ops(params.get("dynamic_ops", "none")),
                           exclude=ranked_layers[: params["keep_float"]], include_fp32=False, bench_runs=bench_runs, seed=seed)
 
 
