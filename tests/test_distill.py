@@ -13,13 +13,9 @@ from compress.model import load_model
 from compress.passes.distill import DistillConfig, apply, build_student, kd_loss, parse_student
 from compress.report import validate_report
 
+from tests.cli_checks import one_line
+
 TEACHER_EPOCHS = 3
-
-
-def _one_line(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -138,4 +134,4 @@ def test_student_parsing():
 def test_bad_input_is_one_line_and_exit_2(teacher, cli, tmp_path, args, message):
     result = cli("distill", "--teacher", teacher, *args, "--epochs", "1", "--format", "onnx", "--no-bench", "--out", tmp_path)
     assert result.exit_code == 2
-    assert message in _one_line(result)
+    assert message in one_line(result)

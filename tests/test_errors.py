@@ -5,18 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-
-def _one_line_error(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in text
-    assert len(text.splitlines()) == 1, text
-    return text
+from tests.cli_checks import one_line
 
 
 def test_missing_file(cli, tmp_path):
     result = cli("zoo", "eval", tmp_path / "nope.pt")
     assert result.exit_code == 2
-    assert "not found" in _one_line_error(result)
+    assert "not found" in one_line(result)
 
 
 def test_corrupt_checkpoint(cli, tmp_path, zoo_checkpoint):
@@ -25,7 +20,7 @@ def test_corrupt_checkpoint(cli, tmp_path, zoo_checkpoint):
     bad.write_bytes(good[: len(good) // 2])
     result = cli("zoo", "eval", bad)
     assert result.exit_code == 2
-    assert "corrupt or truncated" in _one_line_error(result)
+    assert "corrupt or truncated" in one_line(result)
 
 
 def test_garbage_file(cli, tmp_path):
@@ -33,13 +28,13 @@ def test_garbage_file(cli, tmp_path):
     bad.write_bytes(b"\x00not a model at all" * 10)
     result = cli("zoo", "eval", bad)
     assert result.exit_code == 2
-    _one_line_error(result)
+    one_line(result)
 
 
 def test_unknown_zoo_name(cli):
     result = cli("zoo", "train", "resnet9000")
     assert result.exit_code == 2
-    assert "unknown zoo model 'resnet9000'" in _one_line_error(result)
+    assert "unknown zoo model 'resnet9000'" in one_line(result)
 
 
 def test_npz_without_x(tmp_path):

@@ -16,13 +16,9 @@ from compress.passes.schedule import polynomial_schedule, ramp_epochs
 from compress.report import validate_report
 from compress.spec import InputSpec, TensorSpec
 
+from tests.cli_checks import one_line
+
 EPOCHS = 3  # the zoo model's training epochs: enough for a real (~90 %) digits classifier, fast on 2 cores
-
-
-def _one_line(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -225,14 +221,14 @@ def test_cubic_schedule():
 def test_bad_input_is_one_line_and_exit_2(mnist, cli, tmp_path, args, message):
     result = cli("prune", mnist, *args, "--format", "onnx", "--no-bench", "--out", tmp_path)
     assert result.exit_code == 2
-    assert message in _one_line(result)
+    assert message in one_line(result)
 
 
 def test_structured_pruning_of_a_graph_is_refused(cli, tmp_path, structured_run):
     run_dir, _ = structured_run
     result = cli("prune", run_dir / "model.pt2", "--method", "l1-structured", "--out", tmp_path)
     assert result.exit_code == 2
-    assert "needs the model's Python class" in _one_line(result)
+    assert "needs the model's Python class" in one_line(result)
 
 
 def test_finetuning_needs_labels(mnist, splits):

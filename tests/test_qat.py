@@ -16,13 +16,9 @@ from compress.runtimes import open_runner, run_dataset
 from compress.spec import InputSpec, TensorSpec
 from compress.training import fit
 
+from tests.cli_checks import one_line
+
 EPOCHS = 3
-
-
-def _one_line(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
 
 
 def _accuracy(path, data) -> float:
@@ -157,11 +153,11 @@ def test_pruned_pt2_chains_into_qat_from_the_cli(mnist, splits, cli, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(mnist, cli, tmp_path, args, message):
     result = cli("qat", mnist, *args, "--no-bench", "--out", tmp_path)
     assert result.exit_code == 2
-    assert message in _one_line(result)
+    assert message in one_line(result)
 
 
 def test_onnx_model_is_refused(cli, tmp_path, qat_run):
     run_dir, _ = qat_run
     result = cli("qat", run_dir / "model.fp32.onnx", "--out", tmp_path)
     assert result.exit_code == 2
-    assert "QAT needs the torch model" in _one_line(result)
+    assert "QAT needs the torch model" in one_line(result)

@@ -8,6 +8,8 @@ import optuna
 import pytest
 import yaml
 
+from tests.cli_checks import one_line
+
 # A narrow space keeps each trial to a few seconds; 256 calibration samples keep plain int8 PTQ in it (the baseline).
 SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "dynamic_op_types": [[]],
           "keep_float_max": 1, "prune_methods": ["none", "l1-structured"], "prune_sparsity": [0.3, 0.4], "finetune_epochs": [1]}
@@ -20,12 +22,6 @@ def _search_file(folder, space: dict):
     path = folder / "search.yaml"
     path.write_text(yaml.safe_dump({"search": space}))
     return path
-
-
-def _one_line(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in text and len(text.splitlines()) == 1, text
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -159,5 +155,5 @@ def test_bad_input_exits_2_with_one_line(args, message, mnist, cli, tmp_path):
     search = _search_file(tmp_path, {"prune_method": ["magnitude"]})
     result = cli("tune", *[a.format(model=mnist, search=search) for a in args], "--out", tmp_path / "study")
     assert result.exit_code == 2, result.output
-    assert message in _one_line(result)
+    assert message in one_line(result)
     assert not (tmp_path / "study").exists()
