@@ -51,6 +51,7 @@ class ModelHandle:
     onnx_path: str | None = None         # set for .onnx sources
     techniques: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    original: dict | None = None         # {"source", "sha256", "dataset", "metrics"} of the model before the first pass
 
     def with_module(self, module: nn.Module, technique: str) -> "ModelHandle":
         """The handle of a transformed model: same provenance, one more technique."""
@@ -174,7 +175,8 @@ def _load_exported_program(path: Path, digest: str, override: InputSpec | None) 
         override = InputSpec(tuple(tensors))
     dataset = meta.get("dataset")
     return ModelHandle(program.module(), override, str(path), "exported_program", digest,
-                       heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset, techniques=list(meta.get("techniques", [])))
+                       heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset,
+                       techniques=list(meta.get("techniques", [])), original=meta.get("original"))
 
 
 def _load_onnx(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
@@ -226,15 +228,18 @@ def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwa
     return ModelHandle(module.eval(), spec, str(path), "state_dict", digest, heads=heads, arch=arch_info)
 
 
-def save_program(handle, path: Path) -> Path:
+def save_program(handle, path: Path, original: dict | None = None) -> Path:
     """The model as a torch.export ``.pt2`` (dynamic batch) that carries its input spec, dataset and techniques.
 
     ``load_model`` on the file restores all three, so a chained command needs no --data or --input-shape.
+    ``original`` (else the handle's own) records the model before the first pass and its test metric, so a chained
+    command measures degradation against it, not against the already pruned or distilled model.
     """
     example = handle.input_spec.example_inputs(batch=2)
     dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
     program = torch.export.export(handle.module, example, dynamic_shapes=dims, strict=False)
-    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques}
+    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques,
+            "original": original or handle.original}
     buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
     torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: json.dumps(meta)})
     with atomic_path(path) as tmp:

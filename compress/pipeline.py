@@ -35,9 +35,13 @@ class Reference:
     metrics: dict | None
     size_bytes: int
     runtime: str
+    original: dict | None = None   # set when ``metrics`` are the original model's (see ``measure_reference``)
 
     def report_dict(self) -> dict:
-        return {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
+        entry = {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
+        if self.original:
+            entry["original"] = self.original
+        return entry
 
 
 def heads_for(handle: ModelHandle, plan: DataPlan) -> tuple[Head, ...]:
@@ -47,7 +51,11 @@ def heads_for(handle: ModelHandle, plan: DataPlan) -> tuple[Head, ...]:
 
 
 def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | None = None) -> Reference:
-    """Eager PyTorch outputs on the test split (ONNX sources: onnxruntime on the source file)."""
+    """Eager PyTorch outputs on the test split (ONNX sources: onnxruntime on the source file).
+
+    Fidelity is always against these outputs; the task metric that degradation subtracts from is the original
+    model's when the handle carries one measured on the same split (a ``.pt2`` written by `compress prune`).
+    """
     if plan.test is None:
         return Reference(None, None, size_bytes or Path(handle.source_path).stat().st_size, "torch")
     if handle.module is None:
@@ -59,7 +67,24 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
     outputs = run_dataset(runner, plan.test)
     heads = heads_for(handle, plan)
     metrics = task_metrics(heads, outputs, plan.test.y)
-    return Reference(outputs, metrics, size_bytes or Path(handle.source_path).stat().st_size, runner.name)
+    size = size_bytes or Path(handle.source_path).stat().st_size
+    if _same_test_split(handle.original, plan):  # a chained .pt2: degradation against the model before the passes
+        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original)
+    return Reference(outputs, metrics, size, runner.name)
+
+
+def original_record(handle: ModelHandle, plan: DataPlan, reference: Reference) -> dict | None:
+    """What a saved intermediate model remembers of the model before the first pass (see ``save_program``)."""
+    if handle.original or reference.metrics is None or plan.name is None:
+        return handle.original
+    return {"source": handle.source_path, "sha256": handle.source_sha256, "metrics": reference.metrics,
+            "dataset": {"name": plan.name, "split_seed": plan.split_seed}}
+
+
+def _same_test_split(original: dict | None, plan: DataPlan) -> bool:
+    """Whether ``original``'s recorded metric was measured on this run's test split (same dataset and split seed)."""
+    return bool(original and original.get("metrics") and original.get("dataset") and plan.test is not None
+                and original["dataset"].get("name") == plan.name and original["dataset"].get("split_seed") == plan.split_seed)
 
 
 def combined_fidelity(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:

@@ -144,6 +144,22 @@ def test_pruned_pt2_chains_into_qat_from_the_cli(mnist, splits, cli, tmp_path):
     assert report["dataset"]["name"] == "digits28"  # the .pt2 carried its dataset: no --data needed
 
 
+def test_qat_of_a_pruned_file_measures_degradation_against_the_unpruned_model(mnist, cli, tmp_path):
+    pruned = cli("prune", mnist, "--method", "l1-structured", "--sparsity", "0.7", "--format", "onnx", "--no-int8", "--no-bench",
+                 "--json", "--out", tmp_path / "pruned")
+    assert pruned.exit_code == 0, pruned.output
+    original = json.loads(pruned.stdout)["reference"]["metrics"]["task"]["value"]
+    result = cli("qat", tmp_path / "pruned" / "model.pt2", "--epochs", "1", "--format", "onnx", "--no-bench", "--json",
+                 "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["reference"]["metrics"]["task"]["value"] == original
+    assert report["reference"]["original"]["source"] == str(mnist)
+    for artifact in report["artifacts"]:
+        assert artifact["metrics"]["degradation"] == pytest.approx(original - artifact["metrics"]["task"]["value"], abs=1e-6)
+    assert "the original model" in (tmp_path / "run" / "report.md").read_text()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--weight-bits", "9"], "--weight-bits"),
     (["--epochs", "2", "--freeze-bn-after", "5"], "past the last epoch"),

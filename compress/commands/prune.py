@@ -190,7 +190,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     from compress.advice import recommend
     from compress.model import save_program
     from compress.passes.prune import apply, check_prunable, compressed_size
-    from compress.pipeline import finish_report, heads_for, measure_reference, verify_artifact
+    from compress.pipeline import finish_report, heads_for, measure_reference, original_record, verify_artifact
 
     step = step or (lambda message: None)
     check_prunable(handle)
@@ -199,13 +199,13 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     pruned = apply(handle, config, splits, on_epoch)
-    step("saving model.pt2 (for chaining)")
-    save_program(pruned, run_dir / "model.pt2")
     artifacts: list[dict] = []
     for fmt in formats:  # the dense fp32 file is the reference's size and the latency baseline
         step(f"dense fp32 {fmt}: export")
         _export_fp32(handle, run_dir / f"dense.fp32.{fmt}", fmt)
     reference = measure_reference(handle, plan, size_bytes=(run_dir / f"dense.fp32.{formats[0]}").stat().st_size)
+    step("saving model.pt2 (for chaining)")
+    save_program(pruned, run_dir / "model.pt2", original=original_record(handle, plan, reference))
     for fmt in formats:
         entry = verify_artifact(run_dir, f"dense.fp32.{fmt}", "fp32", ["export:fp32"], plan, reference, heads,
                                 name=f"dense-fp32-{fmt}", bench=bench, notes=["the unpruned model, for comparison"])

@@ -146,13 +146,21 @@ def section_markdown(section: Section) -> list[str]:
     return parts
 
 
+def _original_note(reference: dict) -> str:
+    original = reference.get("original")
+    if not original:
+        return ""
+    return (f" (the original model `{original['source']}`, recorded in the chained file: degradation is against it; "
+            "fidelity is against the loaded model)")
+
+
 def render_markdown(report: dict) -> str:
     source, dataset, ref = report["source"], report["dataset"], report["reference"]
     parts = [
         f"# compress report ({report.get('command', 'run')})",
         f"- source: `{source['path']}` ({source['format']}, sha256 `{source['sha256'][:12]}…`)",
         f"- data: {dataset['name']} {dataset['split']} split, {dataset['samples']} samples" if dataset else "- data: **none** (random calibration; no accuracy claim)",
-        f"- reference: {_metric(ref['metrics'].get('task'))}, {ref['size_bytes']:,} bytes",
+        f"- reference: {_metric(ref['metrics'].get('task'))}, {ref['size_bytes']:,} bytes" + _original_note(ref),
         f"- created {report['created']} by compress {report['tool']['version']}; passed: **{report['passed']}**",
         "",
         "## Artifacts",
