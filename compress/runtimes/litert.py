@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.targets.device_runner import run_in_chunks
 
 
 def load_interpreter_class():
@@ -63,18 +64,10 @@ class LiteRTRunner:
         if len(inputs) != len(self.inputs):
             raise UsageError(f"{self.path.name} takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}) but got {len(inputs)}")
         arrays = [_to_input(np.asarray(a), detail) for a, detail in zip(inputs, self.inputs)]
-        total = len(arrays[0])
         if self.fixed_batch is None:
-            self._resize(total)
+            self._resize(len(arrays[0]))
             return self._invoke(arrays)
-        size, parts = self.fixed_batch, []
-        for start in range(0, total, size):
-            chunk = [a[start : start + size] for a in arrays]
-            short = size - len(chunk[0])
-            if short:
-                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-            parts.append([o[: size - short] for o in self._invoke(chunk)])
-        return [np.concatenate(outputs) for outputs in zip(*parts)]
+        return run_in_chunks(self._invoke, arrays, self.fixed_batch)
 
     def _resize(self, batch: int) -> None:
         if all(d["shape"][0] == batch for d in self.inputs):

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.targets.device_runner import ort_session_options, run_in_chunks
 
 ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -33,20 +34,6 @@ class MissingKernel(UsageError):
     def __init__(self, message: str, op: str, node: str):
         super().__init__(message)
         self.op, self.node = op, node
-
-
-def session_options(threads: int | None = None):
-    """Deterministic session settings: sequential execution, deterministic kernels, quiet logs."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    options.use_deterministic_compute = True
-    options.log_severity_level = 3
-    return options
 
 
 class OrtRunner:
@@ -66,7 +53,7 @@ class OrtRunner:
         missing = [p for p in self.providers if p not in available]
         if missing:
             raise UsageError(f"onnxruntime provider {missing[0]} is not available here; choose from {', '.join(available)}")
-        self.session = _open_session(self.path, session_options(threads), self.providers)
+        self.session = _open_session(self.path, ort_session_options(ort, threads), self.providers)
         inputs = self.session.get_inputs()
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -80,23 +67,13 @@ class OrtRunner:
         arrays = [np.ascontiguousarray(a, dtype=dtype) for a, dtype in zip(inputs, self.input_dtypes)]
         if self.fixed_batch is None or len(arrays[0]) == self.fixed_batch:
             return self._run(arrays)
-        return self._run_in_chunks(arrays, self.fixed_batch)
+        return run_in_chunks(self._run, arrays, self.fixed_batch)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
             return self.session.run(None, dict(zip(self.input_names, arrays)))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument classes
             raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
-
-    def _run_in_chunks(self, arrays: list[np.ndarray], size: int) -> list[np.ndarray]:
-        total, parts = len(arrays[0]), []
-        for start in range(0, total, size):
-            chunk = [a[start : start + size] for a in arrays]
-            short = size - len(chunk[0])
-            if short:
-                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-            parts.append([o[: size - short] for o in self._run(chunk)])
-        return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
 def check_loads_in_child(path: str | Path, providers: list[str] | None = None, timeout_s: float = 300.0) -> None:

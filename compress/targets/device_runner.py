@@ -71,15 +71,8 @@ class OrtSession:
         missing = [p for p in wanted if p not in available]
         if missing:
             raise RunnerError("provider_unavailable", "onnxruntime %s has no %s (available: %s)" % (self.version, missing[0], ", ".join(available)))
-        options = ort.SessionOptions()
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        options.use_deterministic_compute = True
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(path, sess_options=options, providers=wanted)
+            self.session = ort.InferenceSession(path, sess_options=ort_session_options(ort, threads), providers=wanted)
         except Exception as exc:
             raise RunnerError("load_failed", "onnxruntime %s could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)))
         used = self.session.get_providers()
@@ -301,19 +294,37 @@ def prepare(session, arrays):
 
 def run_batch(session, arrays):
     """Run ``arrays`` (any batch); a model with a fixed batch is fed in chunks of it, the padding dropped."""
-    np = _import_numpy()
     size = session.fixed_batch
-    total = len(arrays[0])
-    if size is None or total == size:
+    if size is None or len(arrays[0]) == size:
         return session.run(arrays)
+    return run_in_chunks(session.run, arrays, size)
+
+
+def run_in_chunks(run, arrays, size):
+    """``run`` over ``arrays`` in chunks of a model's fixed batch ``size``: the last chunk is padded with copies of
+    its last sample and the padding's outputs are dropped. compress's own runners use it too."""
+    np = _import_numpy()
     parts = []
-    for start in range(0, total, size):
+    for start in range(0, len(arrays[0]), size):
         chunk = [a[start:start + size] for a in arrays]
         short = size - len(chunk[0])
         if short:
             chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-        parts.append([o[:size - short] for o in session.run(chunk)])
+        parts.append([o[:size - short] for o in run(chunk)])
     return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+
+def ort_session_options(ort, threads=None):
+    """The onnxruntime session settings of every session compress opens, here and in compress.runtimes: sequential
+    execution, one inter-op thread, deterministic kernels, quiet logs; ``threads`` sets the intra-op pool."""
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.use_deterministic_compute = True
+    options.log_severity_level = 3
+    return options
 
 
 # --- measurement ----------------------------------------------------------------------------------------------------
