@@ -39,7 +39,7 @@ def zoo_checkpoint(private_cache, tmp_path_factory):
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli():
     """Invoke the CLI in-process: ``result = cli("zoo", "list", "--json")``."""
     from typer.testing import CliRunner
@@ -52,3 +52,11 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def splits():
+    """The digits28 train/val/test splits the mnist_cnn checkpoints are trained and tested on (seed 0)."""
+    from compress.data import load_dataset
+
+    return load_dataset("digits28").split(0)

@@ -1,19 +1,16 @@
 """Knowledge distillation on real digits data: the student, its no-KD twin, and the teacher, measured side by side."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch.nn import functional as F
 
-from compress.data import load_dataset
 from compress.data.dataset import Head
 from compress.model import load_model
 from compress.passes.distill import DistillConfig, apply, build_student, kd_loss, parse_student
 from compress.report import validate_report
 
-from tests.cli_checks import one_line
+from tests.cli_checks import json_output, one_line
 
 TEACHER_EPOCHS = 3
 
@@ -24,22 +21,10 @@ def teacher(zoo_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return load_dataset("digits28").split(0)
-
-
-@pytest.fixture(scope="module")
-def distill_run(teacher, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
+def distill_run(teacher, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("student")
-    args = ["distill", "--teacher", str(teacher), "--student", "mnist_cnn:width=0.45", "--epochs", "3",
-            "--format", "onnx", "--no-int8", "--no-bench", "--json", "--out", str(run_dir)]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return run_dir, json.loads(result.stdout)
+    return run_dir, json_output(cli("distill", "--teacher", teacher, "--student", "mnist_cnn:width=0.45", "--epochs", "3",
+                                    "--format", "onnx", "--no-int8", "--no-bench", "--json", "--out", run_dir))
 
 
 def test_report_shows_teacher_student_and_the_same_student_without_kd(distill_run):

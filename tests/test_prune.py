@@ -16,7 +16,7 @@ from compress.passes.schedule import polynomial_schedule, ramp_epochs
 from compress.report import validate_report
 from compress.spec import InputSpec, TensorSpec
 
-from tests.cli_checks import one_line
+from tests.cli_checks import json_output, one_line
 
 EPOCHS = 3  # the zoo model's training epochs: enough for a real (~90 %) digits classifier, fast on 2 cores
 
@@ -27,22 +27,10 @@ def mnist(zoo_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return load_dataset("digits28").split(0)
-
-
-@pytest.fixture(scope="module")
-def structured_run(mnist, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
+def structured_run(mnist, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pruned")
-    args = ["prune", str(mnist), "--method", "l1-structured", "--sparsity", "0.5", "--finetune-epochs", "2",
-            "--format", "onnx", "--no-bench", "--json", "--out", str(run_dir)]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return run_dir, json.loads(result.stdout)
+    return run_dir, json_output(cli("prune", mnist, "--method", "l1-structured", "--sparsity", "0.5", "--finetune-epochs", "2",
+                                    "--format", "onnx", "--no-bench", "--json", "--out", run_dir))
 
 
 def _artifact(report, name):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-from compress.data import load_dataset
 from compress.model import ModelHandle, load_model
 from compress.passes import qat
 from compress.report import validate_report
@@ -16,7 +15,7 @@ from compress.runtimes import open_runner, run_dataset
 from compress.spec import InputSpec, TensorSpec
 from compress.training import fit
 
-from tests.cli_checks import one_line
+from tests.cli_checks import json_output, one_line
 
 EPOCHS = 3
 
@@ -31,21 +30,9 @@ def mnist(zoo_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def splits():
-    return load_dataset("digits28").split(0)
-
-
-@pytest.fixture(scope="module")
-def qat_run(mnist, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
+def qat_run(mnist, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("qat")
-    args = ["qat", str(mnist), "--epochs", "1", "--no-bench", "--json", "--out", str(run_dir)]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return run_dir, json.loads(result.stdout)
+    return run_dir, json_output(cli("qat", mnist, "--epochs", "1", "--no-bench", "--json", "--out", run_dir))
 
 
 def test_qat_int8_onnx_and_tflite_lose_no_more_than_ptq(qat_run):

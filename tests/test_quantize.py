@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from compress.report import validate_report
+from tests.cli_checks import json_output
 from tests.models_for_tests import Embedder, StatefulGRU, TokenClassifier
 
 
@@ -22,15 +23,9 @@ def _artifact(report, name):
 
 
 @pytest.fixture(scope="module")
-def mnist_run(zoo_checkpoint, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
+def mnist_run(zoo_checkpoint, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("mnist-run")
-    result = CliRunner().invoke(app, ["quantize", str(zoo_checkpoint("mnist_cnn")), "--out", str(run_dir), "--json", "--runs", "30"])
-    assert result.exit_code == 0, result.output
-    return run_dir, json.loads(result.stdout)
+    return run_dir, json_output(cli("quantize", zoo_checkpoint("mnist_cnn"), "--out", run_dir, "--json", "--runs", "30"))
 
 
 def test_mnist_cnn_int8_onnx_and_tflite_verified_on_real_data(mnist_run):

@@ -194,14 +194,7 @@ def test_prune_int8_template(cli, small_teacher, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def distill_qat(small_teacher, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
-    def cli(*args):
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
+def distill_qat(small_teacher, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("distill-qat")
     report = _run_template(cli, "distill-qat", run_dir, small_teacher, "stages.0.distill.epochs=3",
                             "stages.2.qat.epochs=1", "stages.4.benchmark.runs=5")

@@ -10,14 +10,10 @@ from tests.browser import render
 
 
 @pytest.fixture(scope="module")
-def onnx_run(zoo_checkpoint, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
+def onnx_run(zoo_checkpoint, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("html-run")
-    result = CliRunner().invoke(app, ["quantize", str(zoo_checkpoint("mnist_cnn", epochs=2)), "--format", "onnx",
-                                      "--precision", "int8,fp16", "--analyze", "--runs", "20", "--out", str(run_dir)])
+    result = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx", "--precision", "int8,fp16", "--analyze",
+                 "--runs", "20", "--out", run_dir)
     assert result.exit_code == 0, result.output
     return run_dir
 

@@ -8,7 +8,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.cli_checks import one_line
+from tests.cli_checks import json_output, one_line
 
 # A narrow space keeps each trial to a few seconds; 256 calibration samples keep plain int8 PTQ in it (the baseline).
 SEARCH = {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256], "per_channel": [True], "dynamic_op_types": [[]],
@@ -30,19 +30,12 @@ def mnist(zoo_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def tuned(mnist, tmp_path_factory):
+def tuned(mnist, cli, tmp_path_factory):
     """Two trials (plain int8 PTQ first, then a sampled one) on local worker processes."""
-    from typer.testing import CliRunner
-
-    from compress.cli import app
-
     folder = tmp_path_factory.mktemp("tune")
     out = folder / "study"
-    args = ["tune", str(mnist), "--max-degradation", "0.1", "--objective", "size", "--trials", "2", "--seed", SEED, "--search",
-            str(_search_file(folder, SEARCH)), "--out", str(out), "--json"]
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out, json.loads(result.stdout)
+    return out, json_output(cli("tune", mnist, "--max-degradation", "0.1", "--objective", "size", "--trials", "2", "--seed", SEED,
+                                "--search", _search_file(folder, SEARCH), "--out", out, "--json"))
 
 
 def test_tune_writes_pareto_best_model_and_recipe(tuned, cli):
