@@ -128,7 +128,7 @@ def _output_names(handle: ModelHandle, module: torch.nn.Module, example: tuple) 
 
 
 def _export_dynamo(module, example, names, outputs, opset, dynamic_batch) -> tuple[onnx.ModelProto, list[str]]:
-    with warnings.catch_warnings(), _quiet_logger("torch.onnx"), _quiet_logger("torch.export"):
+    with warnings.catch_warnings(), quiet_logger("torch.onnx"), quiet_logger("torch.export"):
         warnings.simplefilter("ignore")
         program, fixed = _capture(module, example, dynamic_batch)
         try:
@@ -237,8 +237,9 @@ def _export_torchscript(module, example, names, outputs, opset, dynamic_batch) -
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str):
-    """The exporter logs warnings that concern no user (e.g. 'torchvision is not installed')."""
+def quiet_logger(name: str = ""):
+    """Only errors from logger ``name`` (the root logger by default) inside the block: the exporter and
+    onnxruntime.quantization log warnings that concern no user ('torchvision is not installed', 'please pre-process')."""
     logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)

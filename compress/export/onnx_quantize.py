@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ import onnx
 from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, UsageError
 from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
-from compress.export.onnx import node_layer
+from compress.export.onnx import node_layer, quiet_logger
 from compress.io import atomic_path
 from compress.runtimes.onnxruntime import check_loads_in_child
 
@@ -108,7 +107,7 @@ def quantize_onnx(
     model = onnx.load(str(fp32_path))
     excluded = resolve_exclude(model, exclude)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="compress-ort-") as work, atomic_path(out_path) as tmp, _quiet_ort_logs():
+    with tempfile.TemporaryDirectory(prefix="compress-ort-") as work, atomic_path(out_path) as tmp, quiet_logger():
         work = Path(work)
         if precision in ("int8", "int8-dynamic") and reduce_range is None:
             reduce_range = needs_reduce_range(cpu_int8_features())
@@ -190,7 +189,7 @@ def analyze_sensitivity(
     reduce_range = needs_reduce_range(cpu_int8_features()) if reduce_range is None else reduce_range
     reference = run_dataset(OrtRunner(fp32_path, threads=1), eval_inputs)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="compress-sensitivity-") as work, _quiet_ort_logs():
+    with tempfile.TemporaryDirectory(prefix="compress-sensitivity-") as work, quiet_logger():
         work = Path(work)
         for layer, nodes in quantizable_layers(model).items():
             single = work / "layer.onnx"
@@ -524,15 +523,3 @@ def _cpu_summary() -> str:
     features = cpu_int8_features()
     vnni = [k for k in ("avx512_vnni", "avx_vnni", "amx_int8", "dotprod", "i8mm") if features.get(k)]
     return f"{features['arch']}, {'+'.join(vnni) if vnni else 'no int8 dot-product instructions'}"
-
-
-@contextlib.contextmanager
-def _quiet_ort_logs():
-    """onnxruntime.quantization logs 'please pre-process' warnings on every call: keep them off the user's stderr."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
