@@ -20,12 +20,8 @@ from rich.table import Table
 RESULTS = Path(__file__).parent / "results"
 
 
-def _metric_cells(task: dict) -> str:
-    heads = task.get("heads") or {"": task}
-    return ", ".join(f"{head + ' ' if head else ''}{m['name']} {m['value']:.4f}" for head, m in heads.items())
-
-
 def main(argv: list[str] | None = None) -> None:
+    from compress.evaluate import metric_text
     from compress.zoo import ZOO, train_zoo_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -40,12 +36,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"model": name, "dataset": entry.dataset, "epochs": entry.epochs, "seed": args.seed, "parameters": parameters,
                      "task": result.metrics["task"], "test_samples": result.metrics["samples"], "train_seconds": round(result.seconds, 1),
                      "loadavg_1m": round(os.getloadavg()[0], 2)})
-        Console().print(f"{name}: {_metric_cells(result.metrics['task'])} in {result.seconds:.0f} s")
+        Console().print(f"{name}: {metric_text(result.metrics['task'], digits=4)} in {result.seconds:.0f} s")
     table = Table(title=f"zoo, seed {args.seed}")
     for column in ("model", "dataset", "parameters", "epochs", "test metric", "train s"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["model"], row["dataset"], f"{row['parameters']:,}", str(row["epochs"]), _metric_cells(row["task"]), f"{row['train_seconds']:.0f}")
+        table.add_row(row["model"], row["dataset"], f"{row['parameters']:,}", str(row["epochs"]), metric_text(row["task"], digits=4), f"{row['train_seconds']:.0f}")
     Console().print(table)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "zoo.json"

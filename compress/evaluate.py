@@ -23,6 +23,14 @@ def task_metric(head: Head, outputs: np.ndarray, labels: np.ndarray) -> dict:
     return {"name": head.metric_name, "value": round(value, 6), "higher_is_better": True}
 
 
+def metric_text(task: dict | None, digits: int = 3) -> str:
+    """``task_metrics`` output as text: ``"accuracy 0.986"``, or every head: ``"digit accuracy 0.986, digit_pair ..."``."""
+    if not task:
+        return "-"
+    heads = task.get("heads") or {"": task}
+    return ", ".join(f"{head + ' ' if head else ''}{m['name']} {m['value']:.{digits}f}" for head, m in heads.items())
+
+
 def task_metrics(heads, outputs: list[np.ndarray], labels) -> dict | None:
     """The first head's metric as ``task``; every head's under ``heads`` when there are several."""
     if labels is None or not heads:

@@ -8,21 +8,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.evaluate import metric_text
 
 zoo_app = typer.Typer(help="The seed model zoo: list, train and evaluate the reference networks.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(zoo_app, name="zoo")
-
-
-def _metric_text(task: dict | None) -> str:
-    if not task:
-        return "-"
-    heads = task.get("heads")
-    if heads:
-        return ", ".join(f"{name} {m['name']} {m['value']:.3f}" for name, m in heads.items())
-    return f"{task['name']} {task['value']:.3f}"
 
 
 @zoo_app.command("list")
@@ -53,7 +45,7 @@ def list_models(json_out: bool = JSON_OPTION) -> None:
             table.add_column(column, justify="right" if column == "parameters" else "left")
         for row in rows:
             shape = "; ".join(f"{t['name']} {'x'.join('N' if d < 0 else str(d) for d in t['shape'])} {t['dtype']}" for t in row["inputs"])
-            table.add_row(row["name"], row["article"], f"{row['parameters']:,}", shape, row["dataset"], _metric_text(row["reference_metric"]))
+            table.add_row(row["name"], row["article"], f"{row['parameters']:,}", shape, row["dataset"], metric_text(row["reference_metric"]))
         console.print(table)
 
     emit({"models": rows}, json_out, render)
@@ -100,7 +92,7 @@ def train(
             "parameters": sum(p.numel() for p in result.model.parameters()),
         }
         emit(document, json_out, lambda: console.print(
-            f"[green]{name}[/]: {_metric_text(result.metrics.get('task'))} on the test split "
+            f"[green]{name}[/]: {metric_text(result.metrics.get('task'))} on the test split "
             f"({'reused cached checkpoint' if result.cached else f'trained in {result.seconds:.1f}s'}) → {result.path}"
         ))
 
@@ -125,4 +117,4 @@ def evaluate(
             raise UsageError(f"{path} is a {handle.source_format} model, not a zoo checkpoint; use `compress quantize --data ...` to evaluate it")
         metrics = evaluate_module(handle.module, handle.dataset["name"], handle.dataset["split_seed"])
         document = {"path": str(path), "arch": handle.arch, "dataset": handle.dataset, "metrics": metrics}
-        emit(document, json_out, lambda: console.print(f"{handle.arch['name']}: {_metric_text(metrics['task'])} on {metrics['samples']} test samples"))
+        emit(document, json_out, lambda: console.print(f"{handle.arch['name']}: {metric_text(metrics['task'])} on {metrics['samples']} test samples"))
