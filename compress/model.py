@@ -111,7 +111,13 @@ def load_model(
     raise UsageError(f"{path}: not a model compress can read (zoo checkpoint, TorchScript, .pt2, state_dict with --arch, .onnx)")
 
 
+PICKLE_START = b"\x80"  # the protocol opcode torch.save's legacy (non-zip) format and pickle protocol >= 2 begin with
+
+
 def _safe_torch_load(path: Path, trust_pickle: bool):
+    if not zipfile.is_zipfile(path) and _first_byte(path) != PICKLE_START:
+        # torch.load reports any such file as an unsafe pickle ("Weights only load failed"), which it is not
+        raise UsageError(f"{path} is corrupt or truncated (neither a PyTorch archive nor a pickle); re-save it")
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
@@ -128,6 +134,11 @@ def _safe_torch_load(path: Path, trust_pickle: bool):
         return torch.load(path, weights_only=False, map_location="cpu")
     except Exception as exc:  # a trusted pickle may still fail to import its classes
         raise UsageError(f"{path}: unpickling failed ({type(exc).__name__}: {exc}); is its defining module importable?") from None
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(1)
 
 
 def _require_spec(path: Path) -> InputSpec:

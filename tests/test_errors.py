@@ -57,3 +57,12 @@ def test_pickled_module_refused_without_trust(tmp_path):
         load_model(path)
     handle = load_model(path, trust_pickle=True, input_shapes=["1x2"])
     assert handle.source_format == "pickle"
+
+
+def test_a_file_that_is_no_model_at_all_is_called_corrupt_not_a_pickle(cli, tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("these are not weights\n")
+    result = cli("quantize", bad, "--no-bench", "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    message = one_line(result)
+    assert "corrupt or truncated" in message and "pickled" not in message
