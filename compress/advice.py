@@ -2,12 +2,11 @@
 
 Example:
     >>> explain_speed(artifacts)          # adds speedup_vs_fp32 and a plain note when int8 is not faster
-    >>> recommend(artifacts, 0.005)["local-cpu"]["artifact"]
+    >>> recommend(artifacts, evaluate_gates(artifacts))["local-cpu"]["artifact"]
     'int8-onnx'
 """
 from __future__ import annotations
 
-DEFAULT_DEGRADATION_LIMIT = 0.005   # 0.5 pt: what "recommended" tolerates when no gate is set
 NEAR_FASTEST = 1.10                 # within 10 % of the fastest counts as equally fast
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
 
@@ -54,27 +53,41 @@ def explain_speed(artifacts: list[dict]) -> None:
             artifact["notes"].append(f"{speedup:.2f}x faster than fp32 on this CPU at batch 1")
 
 
-def _pick(candidates: list[dict], limit: float) -> dict | None:
+def evidence(artifact: dict) -> str:
+    """What the artifact was judged on, in words: its measured loss, else its weakest output's fidelity."""
+    metrics = artifact["metrics"]
+    if metrics["degradation"] is not None:
+        return f"losing {metrics['degradation']:.4f} of {metrics['task']['name']}"
+    worst = metrics["fidelity"]["worst"]
+    return f"no labels: weakest output {worst['output']} ({worst['kind']}) {worst['measure']} {worst['value']}"
+
+
+def _pick(candidates: list[dict]) -> dict | None:
     timed = [a for a in candidates if _p50(a) is not None]
     if not timed:
         return None
     fastest = min(_p50(a) for a in timed)
     near = [a for a in timed if _p50(a) <= fastest * NEAR_FASTEST]
     choice = min(near, key=lambda a: (a["size_bytes"], _p50(a)))
-    loss = choice["metrics"]["degradation"]
     return {
         "artifact": choice["name"],
-        "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts within 10 % of the fastest "
-                f"(p50 {_p50(choice):.3f} ms vs best {fastest:.3f} ms), losing "
-                f"{'an unmeasured amount' if loss is None else f'{loss:.4f}'} (limit {limit})"),
+        "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates within 10 % of the fastest "
+                f"(p50 {_p50(choice):.3f} ms vs best {fastest:.3f} ms), {evidence(choice)}"),
     }
 
 
-def recommend(artifacts: list[dict], max_degradation: float | None) -> dict:
-    """The artifact to ship for this CPU, overall and per format, by measured speed and size under the gate."""
-    limit = DEFAULT_DEGRADATION_LIMIT if max_degradation is None else max_degradation
-    within = [a for a in artifacts if a["metrics"]["degradation"] is None or a["metrics"]["degradation"] <= limit]
-    result = {"degradation_limit": limit, "local-cpu": _pick(within, limit), "by_format": {}}
+def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
+    """The artifact to ship for this CPU, overall and per format, by measured speed and size among those with evidence
+    (measured on data) that failed no gate in ``judged``; the others are listed under ``excluded`` with the reason."""
+    failed: dict[str, list[str]] = {}
+    for gate in judged:
+        if not gate["passed"]:
+            failed.setdefault(gate["artifact"], []).append(f"{gate['name']}: {gate['reason']}")
+    excluded = [{"artifact": a["name"], "why": "; ".join(failed[a["name"]]) if a["name"] in failed else "not measured on data"}
+                for a in artifacts if a["name"] in failed or not a["metrics"].get("fidelity")]
+    names = {e["artifact"] for e in excluded}
+    eligible = [a for a in artifacts if a["name"] not in names]
+    result = {"local-cpu": _pick(eligible), "by_format": {}, "excluded": excluded}
     for fmt in sorted({a["format"] for a in artifacts}):
-        result["by_format"][fmt] = _pick([a for a in within if a["format"] == fmt], limit)
+        result["by_format"][fmt] = _pick([a for a in eligible if a["format"] == fmt])
     return result

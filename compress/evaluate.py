@@ -31,11 +31,28 @@ def metric_text(task: dict | None, digits: int = 3) -> str:
     return ", ".join(f"{head + ' ' if head else ''}{m['name']} {m['value']:.{digits}f}" for head, m in heads.items())
 
 
+REGRESSION_MAX_WIDTH = 4     # up to 4 values per sample (a score, a point, a box) is read as regression
+
+
+def head_fits(head: Head, output: np.ndarray) -> bool:
+    """Whether ``head``'s labels can judge ``output``: as many classes as the output's width, or a narrow regression.
+
+    A head that does not fit (a 16-d embedding beside 10-class labels) is no evidence: no accuracy is computed on it.
+    """
+    width = int(np.prod(np.shape(output)[1:], dtype=np.int64))
+    return (head.kind == "classification" and head.classes == width) or (head.kind != "classification" and width <= REGRESSION_MAX_WIDTH)
+
+
 def task_metrics(heads, outputs: list[np.ndarray], labels) -> dict | None:
-    """The first head's metric as ``task``; every head's under ``heads`` when there are several."""
+    """The first head's metric as ``task``; every head's under ``heads`` when there are several.
+
+    Only heads that fit their output (``head_fits``) are measured; None when none does.
+    """
     if labels is None or not heads:
         return None
-    per_head = {h.name: task_metric(h, out, y) for h, out, y in zip(heads, outputs, labels)}
+    per_head = {h.name: task_metric(h, out, y) for h, out, y in zip(heads, outputs, labels) if head_fits(h, out)}
+    if not per_head:
+        return None
     first = next(iter(per_head.values()))
     return {**first, "heads": per_head} if len(per_head) > 1 else first
 

@@ -1,41 +1,172 @@
-"""Quality gates evaluated on the real artifacts: degradation, fidelity, size, latency.
+"""The one gate evaluator: every verb (quantize, prune, distill, qat, run, tune) judges artifacts here.
+
+Gates are on by default. With labels, an artifact may lose at most ``max_degradation`` of the task metric
+(default ``DEFAULT_MAX_DEGRADATION``); outputs no label judges (all of them without labels) must keep the fidelity
+floor of their kind (``compress.outputs.FIDELITY_FLOORS``). A degradation limit without labels is never compared
+with a missing number: the verdict says the artifact was judged by fidelity instead.
 
 Example:
-    >>> gates = evaluate_gates(artifacts, max_degradation=0.005, max_size_bytes=200_000)
-    >>> all(g["passed"] for g in gates)
-    True
+    >>> gates = evaluate_gates(artifacts, GatePolicy(max_size_bytes=200_000))
+    >>> [g["judged_by"] for g in gates]
+    ['fidelity', 'size']
+    >>> fidelity_floor_check(artifacts[1]["metrics"]["fidelity"])   # [] when every output keeps its floor
+    []
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
 
-def _gate(name: str, artifact: dict, limit: float, value: float | None, passed: bool, **extra) -> dict:
-    return {"name": name, "artifact": artifact["name"], "limit": limit, "value": value, "passed": bool(passed), **extra}
+from compress.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
+
+# 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models loses 0.000-0.006 (bench/results/fidelity_floors.md),
+# so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
+DEFAULT_MAX_DEGRADATION = 0.01
+BASELINE_PREFIXES = ("dense-", "teacher-", "no-kd-")  # reference points written beside the candidates, never judged
 
 
-def degradation_gate(artifact: dict, limit: float) -> dict:
-    value = artifact["metrics"]["degradation"]
-    return _gate("max_degradation", artifact, limit, value, value is not None and value <= limit + 1e-12)
+@dataclass
+class GatePolicy:
+    """What the artifacts are judged by. ``enabled=False`` (``--no-gate``): nothing is judged, the report says so."""
+
+    enabled: bool = True
+    max_degradation: float | None = None           # None: DEFAULT_MAX_DEGRADATION when labels exist
+    min_fidelity: dict[str, float] = field(default_factory=dict)   # extra floors on any output that has the measure
+    max_size_bytes: int | None = None
+    max_latency_ms: dict[str, float] = field(default_factory=dict)
+    floors: dict[str, dict[str, float]] = field(default_factory=lambda: FIDELITY_FLOORS)
+
+    @property
+    def degradation_limit(self) -> float:
+        return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
 
 
-def evaluate_gates(
-    artifacts: list[dict],
-    max_degradation: float | None = None,
-    min_fidelity: dict[str, float] | None = None,
-    max_size_bytes: int | None = None,
-    max_latency_ms: dict[str, float] | None = None,
-) -> list[dict]:
-    """One gate entry per (gate, compressed artifact); fp32 baselines are reference points, not candidates."""
+def is_candidate(artifact: dict) -> bool:
+    """A compressed artifact to judge (not an fp32 export of the reference, nor a baseline written beside it)."""
+    return not artifact["name"].startswith(BASELINE_PREFIXES)
+
+
+def fidelity_floor_check(fidelity: dict | None, floors: dict | None = None, unlabelled_only: bool = False) -> list[dict]:
+    """Every floor an artifact's outputs miss: ``[{"output", "kind", "measure", "value", "floor"}]`` (empty: all kept).
+
+    ``unlabelled_only``: skip outputs that labels judge (a labelled classifier beside an embedding head).
+    """
+    if not fidelity:
+        return []
+    return [{"output": o["name"], "kind": o["kind"], **miss}
+            for o in fidelity.get("outputs", []) if not (unlabelled_only and o.get("labelled"))
+            for miss in floor_shortfalls(o, floors)]
+
+
+def _gate(name: str, artifact: dict, limit, value, passed: bool, judged_by: str, reason: str, **extra) -> dict:
+    return {"name": name, "artifact": artifact["name"], "limit": limit, "value": value, "passed": bool(passed),
+            "judged_by": judged_by, "reason": reason, **extra}
+
+
+def degradation_gate(artifact: dict, policy: GatePolicy) -> dict:
+    value, limit = artifact["metrics"]["degradation"], policy.degradation_limit
+    default = " (default limit)" if policy.max_degradation is None else ""
+    passed = value <= limit + 1e-12
+    return _gate("max_degradation", artifact, limit, value, passed, "labels",
+                 f"metric loss {value:.4f} {'<=' if passed else '>'} {limit}{default}")
+
+
+def floor_gate(artifact: dict, policy: GatePolicy, labelled: bool) -> dict | None:
+    """The fidelity floor gate over the outputs labels do not judge, named by the weakest; None when there are none."""
+    fidelity = artifact["metrics"].get("fidelity")
+    judged = [o for o in (fidelity or {}).get("outputs", []) if not (labelled and o.get("labelled")) and o["kind"] in policy.floors]
+    if not judged:
+        return None
+    (_, measure), output = min(((floor_margin(o, policy.floors), o) for o in judged), key=lambda pair: pair[0][0])
+    value, limit = output["measures"].get(measure), policy.floors[output["kind"]].get(measure)
+    misses = fidelity_floor_check(fidelity, policy.floors, unlabelled_only=labelled)
+    reason = ("; ".join(f"{m['kind']} {m['output']} {m['measure']} {m['value']:.4g} < {m['floor']}" for m in misses) if misses
+              else f"weakest: {output['kind']} {output['name']} {measure} {value:.4g} >= {limit}")
+    return _gate("fidelity_floor", artifact, limit, value, not misses, "fidelity", reason,
+                 output=output["name"], kind=output["kind"], measure=measure)
+
+
+def _measure_gate(artifact: dict, measure: str, limit: float) -> dict:
+    values = [(o["measures"][measure], o["name"]) for o in (artifact["metrics"].get("fidelity") or {}).get("outputs", [])
+              if o["measures"].get(measure) is not None]
+    value, output = min(values) if values else (None, None)
+    passed = value is not None and value >= limit
+    reason = f"{measure} of {output} {value:.4g} {'>=' if passed else '<'} {limit}" if value is not None else f"no output has {measure}"
+    return _gate(f"min_fidelity:{measure}", artifact, limit, value, passed, "fidelity", reason, output=output)
+
+
+def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
+                   candidate: Callable[[dict], bool] = is_candidate) -> list[dict]:
+    """One gate entry per (gate, candidate artifact); each says what it judged by and why it passed or failed."""
+    policy = policy or GatePolicy()
+    if not policy.enabled:
+        return []
     gates = []
-    for artifact in (a for a in artifacts if a["precision"] != "fp32"):
-        if max_degradation is not None:
-            gates.append(degradation_gate(artifact, max_degradation))
-        for measure, limit in (min_fidelity or {}).items():
-            value = (artifact["metrics"].get("fidelity") or {}).get(measure)
-            gates.append(_gate(f"min_fidelity:{measure}", artifact, limit, value, value is not None and value >= limit))
-        if max_size_bytes is not None:
-            gates.append(_gate("max_size_bytes", artifact, max_size_bytes, artifact["size_bytes"], artifact["size_bytes"] <= max_size_bytes))
-        for target, limit in (max_latency_ms or {}).items():
+    for artifact in filter(candidate, artifacts):
+        labelled = artifact["metrics"]["degradation"] is not None
+        if labelled:
+            gates.append(degradation_gate(artifact, policy))
+        floor = floor_gate(artifact, policy, labelled)
+        if floor is not None:
+            gates.append(floor)
+        gates += [_measure_gate(artifact, m, limit) for m, limit in policy.min_fidelity.items()]
+        if policy.max_size_bytes is not None:
+            size, limit = artifact["size_bytes"], policy.max_size_bytes
+            gates.append(_gate("max_size_bytes", artifact, limit, size, size <= limit, "size", f"{size:,} bytes vs limit {limit:,}"))
+        for target, limit in policy.max_latency_ms.items():
             entries = [e for e in artifact["latency"] if e["target"].startswith(target) and e["batch"] == 1 and not e.get("skipped")]
             value = entries[0]["p50_ms"] if entries else None
-            gates.append(_gate("max_latency_ms", artifact, limit, value, value is not None and value <= limit, target=target, batch=1))
+            passed = value is not None and value <= limit
+            gates.append(_gate("max_latency_ms", artifact, limit, value, passed, "latency",
+                               f"p50 {value} ms vs limit {limit} ms on {target}", target=target, batch=1))
     return gates
+
+
+def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> dict:
+    """What was judged and why, for report.json's ``verdict``: gates on/off, labels or fidelity, the failures in words."""
+    judged = [a for a in artifacts if candidate(a)]
+    measured = [a for a in judged if a["metrics"].get("fidelity")]
+    labelled = any(a["metrics"]["degradation"] is not None for a in measured)
+    notes = []
+    if not policy.enabled:
+        return {"gates": "off", "judged_by": [], "summary": "gates off (--no-gate): nothing was judged", "notes": notes}
+    if not measured:
+        return {"gates": "on", "judged_by": [], "summary": "no data: nothing could be judged (pass --data)", "notes": notes}
+    judged_by = sorted({g["judged_by"] for g in gates})
+    floors = "; ".join(f"{kind} " + ", ".join(f"{m} >= {v}" for m, v in policy.floors[kind].items())
+                       for kind in sorted({o["kind"] for a in measured for o in a["metrics"]["fidelity"]["outputs"]
+                                           if not (labelled and o.get("labelled"))}))
+    if labelled:
+        head = f"labels: judged by max_degradation {policy.degradation_limit}" + (" (default)" if policy.max_degradation is None else "")
+        head += f"; outputs without labels by fidelity floor {floors}" if floors else ""
+    else:
+        head = f"no labels: judged by fidelity floor {floors}"
+        if policy.max_degradation is not None:
+            notes.append(f"no labels: max_degradation {policy.max_degradation} cannot be measured; judged by fidelity instead")
+    failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
+    summary = head + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed")
+    return {"gates": "on", "judged_by": judged_by, "summary": summary, "notes": notes}
+
+
+def failure_message(report: dict, run_dir) -> str | None:
+    """The one line a failed run ends with (None when every gate passed)."""
+    failed = [g for g in report["gates"] if not g["passed"]]
+    if not failed:
+        return None
+    first = failed[0]
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"gate {first['name']} failed for {first['artifact']}: {first['reason']}{more} (artifacts are still in {run_dir})"
+
+
+def judge(artifacts: list[dict], policy: GatePolicy, pool: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:
+    """The report's ``gates``, and its ``verdict`` and ``recommended`` entries (call after latency is measured).
+
+    With gates off the recommendation still judges by ``policy``'s floors: a broken file is never recommended.
+    """
+    from dataclasses import replace
+
+    from compress.advice import recommend
+
+    gates = evaluate_gates(artifacts, policy)
+    judged = gates if policy.enabled else evaluate_gates(artifacts, replace(policy, enabled=True))
+    return gates, {"verdict": verdict(artifacts, gates, policy), "recommended": recommend([a for a in artifacts if pool(a)], judged)}

@@ -52,6 +52,7 @@ class ModelHandle:
     techniques: list[str] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     original: dict | None = None         # {"source", "sha256", "dataset", "metrics"} of the model before the first pass
+    output_kinds: dict[str, str] = field(default_factory=dict)  # declared kinds by output name (--output-kind)
 
     def with_module(self, module: nn.Module, technique: str) -> "ModelHandle":
         """The handle of a transformed model: same provenance, one more technique."""

@@ -7,7 +7,7 @@ and written into report.json (shared/report-contract.md), report.md and report.h
 Example:
     >>> reference = measure_reference(handle, plan)
     >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", ["ptq:int8-static:minmax"], plan, reference, heads)
-    >>> finish_report(run_dir, handle, plan, reference, [entry], gates=[])
+    >>> finish_report(run_dir, handle, plan, reference, [entry], GatePolicy())
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import numpy as np
 from compress.data import Head
 from compress.dataplan import DataPlan
 from compress.evaluate import degradation, fidelity, task_metrics
+from compress.gates import GatePolicy
+from compress.outputs import OutputKind, infer_kinds, output_fidelity, output_names
 from compress.io import sha256_file
 from compress.model import ModelHandle
 from compress.report import new_report, write_report
@@ -36,9 +38,12 @@ class Reference:
     size_bytes: int
     runtime: str
     original: dict | None = None   # set when ``metrics`` are the original model's (see ``measure_reference``)
+    kinds: list[OutputKind] | None = None   # each output's kind (compress.outputs), decided on the reference outputs
 
     def report_dict(self) -> dict:
         entry = {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
+        if self.kinds:
+            entry["outputs"] = [k.as_dict() for k in self.kinds]
         if self.original:
             entry["original"] = self.original
         return entry
@@ -68,9 +73,22 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
     heads = heads_for(handle, plan)
     metrics = task_metrics(heads, outputs, plan.test.y)
     size = size_bytes or Path(handle.source_path).stat().st_size
+    kinds = output_kinds(handle, heads, outputs, getattr(runner, "output_names", None), plan.test.labeled)
     if _same_test_split(handle.original, plan):  # a chained .pt2: degradation against the model before the passes
-        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original)
-    return Reference(outputs, metrics, size, runner.name)
+        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original, kinds=kinds)
+    return Reference(outputs, metrics, size, runner.name, kinds=kinds)
+
+
+def output_kinds(handle: ModelHandle, heads, outputs: list[np.ndarray], names: list[str] | None, labelled: bool) -> list[OutputKind]:
+    """Each reference output's kind: ``handle.output_kinds`` (declared) first, then inferred (compress.outputs)."""
+    from compress.errors import UsageError
+
+    names = names or output_names(handle.heads, handle.input_spec.names, len(outputs))  # the exported files' names
+    states = [tuple(t.shape[1:]) for t in handle.input_spec.tensors if t.dtype.startswith("float")]
+    try:
+        return infer_kinds(outputs, heads, handle.output_kinds, names, labelled, states)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def original_record(handle: ModelHandle, plan: DataPlan, reference: Reference) -> dict | None:
@@ -88,7 +106,7 @@ def _same_test_split(original: dict | None, plan: DataPlan) -> bool:
 
 
 def combined_fidelity(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
-    """Fidelity of the first output; the others (several heads) under ``outputs``."""
+    """Kind-blind fidelity (target parity): the first output's; the others (several heads) under ``outputs``."""
     per_output = [fidelity(r, c) for r, c in zip(reference, candidate)]
     result = dict(per_output[0])
     if len(per_output) > 1:
@@ -109,7 +127,7 @@ def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -
     return {
         "task": task,
         "degradation": degradation(reference.metrics, task),
-        "fidelity": combined_fidelity(reference.outputs, outputs),
+        "fidelity": output_fidelity(reference.kinds, reference.outputs, outputs),
     }, runner.name
 
 
@@ -152,18 +170,22 @@ def verify_artifact(
 
 
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
-                  gates: list[dict], extra: dict | None = None) -> dict:
-    """Assemble, validate and write report.json and report.md; return the report."""
+                  policy: GatePolicy | None, extra: dict | None = None) -> dict:
+    """Judge the artifacts by ``policy`` (compress.gates: gates, verdict, recommendation), then assemble, validate and
+    write report.json, report.md and report.html; return the report."""
+    from compress.gates import judge
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
 
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     report["artifacts"] = artifacts
+    gates, judgement = judge(artifacts, policy or GatePolicy())
     report["gates"] = gates
     report["passed"] = all(g["passed"] for g in gates)
     report["environment"] = library_versions()
     report.update(extra or {})
+    report.update(judgement)
     write_report(run_dir, report)
     write_markdown(run_dir, report)
     write_html(run_dir, report)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
-from compress.gates import degradation_gate
+from compress.gates import GatePolicy
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
@@ -154,11 +154,13 @@ def quantize(
     out_dir: str | Path = "runs/quantize",
     step: Step | None = None,
     reference: Reference | None = None,
+    policy: GatePolicy | None = None,
 ) -> QuantizeResult:
     """Quantize ``handle`` into every format × precision, verify each file in its runtime, write the run directory.
 
     ``reference``: what degradation and fidelity are measured against (default: ``handle`` itself; a recipe passes
-    its input model, so a pruned or distilled model's loss counts too).
+    its input model, so a pruned or distilled model's loss counts too). ``policy``: the gates (default: on, with
+    ``config.max_degradation``; see compress.gates).
     """
     config = config or QuantizeConfig()
     step = step or (lambda message: None)
@@ -212,10 +214,7 @@ def quantize(
             step(f"{precision} {fmt}: quantize, verify, time")
             artifacts.append(_quantize_verified(handle, fmt, precision, run_dir, plan, reference, heads, config, bench, sensitivity, step))
 
-    gates = []
-    if config.max_degradation is not None and plan.test is not None:
-        gates = [degradation_gate(a, config.max_degradation) for a in artifacts if a["precision"] != "fp32"]
-    from compress.advice import explain_speed, recommend
+    from compress.advice import explain_speed
 
     explain_speed(artifacts)
     extra = {
@@ -223,10 +222,10 @@ def quantize(
         "config": config.model_dump(),
         "preflight": preflight,
         "notes": notes,
-        "recommended": recommend(artifacts, config.max_degradation),
         "sensitivity": sensitivity,
     }
-    report = finish_report(run_dir, handle, plan, reference, artifacts, gates, extra)
+    policy = policy or GatePolicy(max_degradation=config.max_degradation)
+    report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
     return QuantizeResult(run_dir, report, preflight)
 
 

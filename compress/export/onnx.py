@@ -119,12 +119,11 @@ def _inference_mode(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _output_names(handle: ModelHandle, module: torch.nn.Module, example: tuple) -> list[str]:
+    from compress.outputs import output_names
+
     with torch.no_grad():
         count = len(torch.utils._pytree.tree_leaves(module(*example)))
-    heads = [head.name for head in handle.heads]
-    if len(heads) == count and not set(heads) & set(handle.input_spec.names):
-        return heads
-    return [f"output_{i}" for i in range(count)]
+    return output_names(handle.heads, handle.input_spec.names, count)
 
 
 def _export_dynamo(module, example, names, outputs, opset, dynamic_batch) -> tuple[onnx.ModelProto, list[str]]:

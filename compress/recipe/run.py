@@ -17,7 +17,6 @@ import torch
 
 from compress.dataplan import plan_data
 from compress.errors import UsageError
-from compress.gates import evaluate_gates
 from compress.io import sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.qat import QatConfig, is_quantized
@@ -44,8 +43,10 @@ def resolve_model(recipe: RecipeBase) -> ModelHandle:
         from compress.zoo import train_zoo_model
 
         source = str(train_zoo_model(source[4:], epochs=recipe.model.epochs, seed=recipe.seed).path)
-    return load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
-                      input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle)
+    handle = load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
+                        input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle)
+    handle.output_kinds = dict(recipe.model.output_kinds)
+    return handle
 
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
@@ -118,14 +119,11 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         previous = key
 
     step("gates")
-    gates = evaluate_gates(artifacts, recipe.gates.max_degradation, recipe.gates.min_fidelity,
-                           recipe.gates.max_size_bytes, recipe.gates.max_latency_ms)
-    from compress.advice import explain_speed, recommend
+    from compress.advice import explain_speed
 
     explain_speed(artifacts)
-    extra = {"command": "run", "stages": stage_log, "recommended": recommend(artifacts, recipe.gates.max_degradation),
-             "recipe": recipe.resolved()}
-    report = finish_report(run_dir, original, plan, reference, artifacts, gates, extra)
+    extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved()}
+    report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra)
     manifest = build_manifest(recipe, recipe_path, original, plan, run_dir, artifacts, versions)
     write_json_atomic(run_dir / "manifest.json", manifest)
     return RecipeResult(run_dir, report, manifest, reused)

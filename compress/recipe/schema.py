@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
@@ -57,6 +57,8 @@ class ModelSection(Strict):
     input_shapes: list[str] = Field(default_factory=list, description="Like 1x3x64x64 or name=1x12:int64.")
     trust_pickle: bool = False
     epochs: int | None = Field(None, ge=1, description="zoo: training epochs (default: the model's own).")
+    output_kinds: dict[str, Literal["classes", "probabilities", "embedding", "regression", "state"]] = Field(
+        default_factory=dict, description="Declared kind per output name (default: inferred), e.g. {emb: embedding}.")
 
 
 class DataSection(Strict):
@@ -65,17 +67,28 @@ class DataSection(Strict):
 
 
 class Gates(Strict):
-    max_degradation: float | None = Field(None, ge=0, description="Largest metric loss allowed (fraction).")
-    min_fidelity: dict[str, float] = Field(default_factory=dict, description="e.g. {top1_agreement: 0.99, sqnr_db: 25}.")
+    enabled: bool = Field(True, description="false: judge nothing (like --no-gate); the report says gates were off.")
+    max_degradation: float | None = Field(None, ge=0, description="Largest metric loss allowed (fraction; default 0.01 with labels).")
+    min_fidelity: dict[str, float] = Field(default_factory=dict, description=(
+        "Extra floors on every output that has the measure, e.g. {top1_agreement: 0.99, sqnr_db: 25, cosine: 0.99}."))
     max_size_bytes: int | None = Field(None, ge=1)
     max_latency_ms: dict[str, float] = Field(default_factory=dict, description="target -> p50 limit, e.g. {local: 2.0}.")
 
     @model_validator(mode="after")
     def _known_fidelity(self) -> "Gates":
-        unknown = set(self.min_fidelity) - {"top1_agreement", "sqnr_db", "cosine"}
+        from compress.outputs import FLOOR_MEASURES
+
+        unknown = set(self.min_fidelity) - set(FLOOR_MEASURES)
         if unknown:
-            raise ValueError(f"unknown fidelity measure {sorted(unknown)[0]!r}; use top1_agreement, sqnr_db or cosine")
+            raise ValueError(f"unknown fidelity measure {sorted(unknown)[0]!r}; use {', '.join(FLOOR_MEASURES)}")
         return self
+
+    def policy(self):
+        """The compress.gates.GatePolicy these settings mean."""
+        from compress.gates import GatePolicy
+
+        return GatePolicy(enabled=self.enabled, max_degradation=self.max_degradation, min_fidelity=dict(self.min_fidelity),
+                          max_size_bytes=self.max_size_bytes, max_latency_ms=dict(self.max_latency_ms))
 
 
 class Output(Strict):

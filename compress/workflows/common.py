@@ -1,4 +1,4 @@
-"""What the prune, distill and qat workflows share: data splits, verified exports, gates, latency comparisons.
+"""What the prune, distill and qat workflows share: data splits, verified exports, latency comparisons.
 
 Example:
     >>> splits, plan = resolve_splits(handle, None)            # the model's own dataset and split seed
@@ -64,14 +64,6 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
                       else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
             verify(out.name, result.precision, result.techniques, f"{prefix}int8-{fmt}", result.notes, result.float_ops)
     return entries
-
-
-def gates_for(artifacts: list[dict], max_degradation: float | None, plan) -> list[dict]:
-    from compress.gates import degradation_gate
-
-    if max_degradation is None or plan.test is None:
-        return []
-    return [degradation_gate(a, max_degradation) for a in artifacts if not a["name"].startswith(("dense-", "teacher-", "no-kd-"))]
 
 
 def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:

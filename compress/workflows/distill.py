@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.workflows.common import FORMATS, compare_latency, export_verified, gates_for, resolve_splits
+from compress.workflows.common import FORMATS, compare_latency, export_verified, resolve_splits
 
 
 def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill", formats: tuple[str, ...] = FORMATS,
-                int8: bool = True, bench: dict | None = None, max_degradation: float | None = None,
+                int8: bool = True, bench: dict | None = None, policy=None,
                 on_epoch=None, step=None) -> dict:
     """Distill (compress.passes.distill), export and verify the student, its no-KD twin and the teacher; write the run.
 
@@ -58,7 +58,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     summary["runtime_check"] = _runtime_verdict(artifacts)
     extra = {"command": "distill", "config": config.model_dump(mode="json"), "distill": summary,
              "chain": {"model": student_file.name, "techniques": student.techniques}}
-    return finish_report(run_dir, teacher, plan, reference, artifacts, gates_for(artifacts, max_degradation, plan), extra)
+    return finish_report(run_dir, teacher, plan, reference, artifacts, policy, extra)
 
 
 def _teacher_size(teacher, run_dir: Path) -> int:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.workflows.common import FORMATS, compare_latency, export_fp32, export_verified, gates_for, resolve_splits
+from compress.workflows.common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
 
 
 def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", formats: tuple[str, ...] = FORMATS,
-              int8: bool = True, bench: dict | None = None, max_degradation: float | None = None,
+              int8: bool = True, bench: dict | None = None, policy=None,
               on_epoch=None, step=None) -> dict:
     """Prune ``handle`` (compress.passes.prune), export dense and pruned files, verify them, write the run directory.
 
     Artifacts: ``dense-fp32-*`` (the unpruned model, for size and latency side by side), ``fp32-*`` and ``int8-*``
-    (the pruned model, int8 by the same PTQ as `compress quantize`), plus ``model.pt2`` for chaining. Returns the report.
+    (the pruned model, int8 by the same PTQ as `compress quantize`), plus ``model.pt2`` for chaining. ``policy``: the
+    compress.gates.GatePolicy judging them (default gates when None). Returns the report.
     """
-    from compress.advice import recommend
     from compress.model import save_program
     from compress.passes.prune import apply, check_prunable, compressed_size
     from compress.pipeline import finish_report, heads_for, measure_reference, original_record, verify_artifact
@@ -48,11 +48,9 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     summary = pruned.metrics["prune"]
     _size_notes(artifacts, config)
     compare_latency(artifacts, "dense-")
-    gates = gates_for(artifacts, max_degradation, plan)
     extra = {"command": "prune", "config": config.model_dump(mode="json"), "prune": summary,
-             "recommended": recommend([a for a in artifacts if not a["name"].startswith("dense-")], max_degradation),
              "chain": {"model": "model.pt2", "techniques": pruned.techniques}}
-    return finish_report(run_dir, handle, plan, reference, artifacts, gates, extra)
+    return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 
 def _size_notes(artifacts: list[dict], config) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.workflows.common import FORMATS, export_fp32, gates_for, resolve_splits
+from compress.workflows.common import FORMATS, export_fp32, resolve_splits
 
 
 def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats: tuple[str, ...] = FORMATS,
-            bench: dict | None = None, max_degradation: float | None = None, on_epoch=None, step=None) -> dict:
+            bench: dict | None = None, policy=None, on_epoch=None, step=None) -> dict:
     """QAT (compress.passes.qat), then fp32, PTQ and QAT files per format, each verified in its runtime; write the run.
 
     The PTQ baseline is what `compress quantize` makes (int8 per-channel scheme) or, for another scheme (per-tensor,
@@ -57,7 +57,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         artifacts.append(qat_entry)
         comparison.append(_compare(fmt, ptq_entry, qat_entry))
     extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison}
-    return finish_report(run_dir, handle, plan, reference, artifacts, gates_for(artifacts, max_degradation, plan), extra)
+    return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 
 def _project_ptq(handle, fmt, run_dir: Path, plan, seed: int, verify) -> dict:
