@@ -32,6 +32,29 @@ NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measureme
 RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact.")
 THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for data splits, calibration subsets and training.")
+# How artifacts are judged (compress.gates): the same options on every verb that judges artifacts.
+OUTPUT_KIND_OPTION = typer.Option(None, "--output-kind", help=(
+    "Declare an output's kind, NAME=classes|probabilities|embedding|regression|state (repeatable; default: inferred)."))
+NO_GATE_OPTION = typer.Option(False, "--no-gate", help="Judge nothing: exit 0 whatever the artifacts lost (the report says gates were off).")
+
+
+def gate_policy(max_degradation: float | None, no_gate: bool):
+    """The compress.gates.GatePolicy of ``--max-degradation`` / ``--no-gate`` (default gates on)."""
+    from compress.gates import GatePolicy
+
+    return GatePolicy(enabled=not no_gate, max_degradation=max_degradation)
+
+
+def declare_output_kinds(handle, pairs: list[str] | None):
+    """Set ``--output-kind NAME=KIND`` values on ``handle`` (a bad kind is exit 2); return the handle."""
+    from compress.errors import UsageError
+    from compress.outputs import parse_output_kinds
+
+    try:
+        handle.output_kinds = parse_output_kinds([item for value in pairs or [] for item in value.split(",") if item.strip()])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return handle
 
 
 @contextlib.contextmanager

@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
-                                     console, emit, handle_errors, parse_kwargs)
+                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
+                                     THREADS_OPTION, TRUST_PICKLE_OPTION, console, emit, gate_policy, handle_errors, parse_kwargs)
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates, split_list,
                                      training_progress)
 from compress.workflows.distill import run_distill
@@ -35,7 +35,9 @@ def distill_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the teacher's own)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction); exit 1 if missed."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction, default 0.01); exit 1 if missed."),
+    output_kind: list[str] = OUTPUT_KIND_OPTION,
+    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<teacher>-distilled)."),
     arch: str = ARCH_OPTION,
     arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
@@ -60,12 +62,12 @@ def distill_command(
         config = config_or_usage(DistillConfig, student=student, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                  features=pairs, feature_weight=feature_weight, baseline=not no_baseline, seed=seed)
         fmts = check_formats(split_list(formats))
-        handle = load_for_pass(teacher, arch, arch_kwargs, input_shape, trust_pickle)
+        handle = load_for_pass(teacher, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
         run_dir = out or Path("runs") / f"{teacher.stem}-distilled"
         total = config.epochs * (2 if config.baseline else 1)
         with training_progress(f"distilling into {config.student}", total, transient=json_out) as (on_epoch, step):
             report = run_distill(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
-                                 max_degradation, on_epoch, step)
+                                 gate_policy(max_degradation, no_gate), on_epoch, step)
         emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), distill_lines(report["distill"])))
         raise_failed_gates(report, run_dir)
 

@@ -16,8 +16,9 @@ from typing import Callable, Iterator
 import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
-                                     console, emit, handle_errors, parse_kwargs)
+                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
+                                     TRUST_PICKLE_OPTION, console, declare_output_kinds, emit, gate_policy, handle_errors,
+                                     parse_kwargs)
 from compress.workflows.common import FORMATS
 from compress.workflows.prune import run_prune
 
@@ -101,17 +102,18 @@ def bench_options(no_bench: bool, runs: int, threads: int | None) -> dict | None
 
 def raise_failed_gates(report: dict, run_dir: Path) -> None:
     from compress.errors import GateFailed
+    from compress.gates import failure_message
 
-    failed = [g for g in report["gates"] if not g["passed"]]
-    if failed:
-        raise GateFailed(f"gate {failed[0]['name']} failed for {failed[0]['artifact']}: {failed[0]['value']} > {failed[0]['limit']} "
-                         f"(artifacts are still in {run_dir})")
+    message = failure_message(report, run_dir)
+    if message:
+        raise GateFailed(message)
 
 
-def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle):
+def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle, output_kind: list[str] | None = None):
     from compress.model import load_model
 
-    return load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
+    handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
+    return declare_output_kinds(handle, output_kind)
 
 
 # --- prune ------------------------------------------------------------------------------------------------------
@@ -130,7 +132,9 @@ def prune_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the pruned model in fp32 only (default: also int8, as `compress quantize`)."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction; exit 1 if missed."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
+    output_kind: list[str] = OUTPUT_KIND_OPTION,
+    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-pruned)."),
     arch: str = ARCH_OPTION,
     arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
@@ -160,11 +164,11 @@ def prune_command(
         config = config_or_usage(PruneConfig, method=method, sparsity=sparsity, scope=scope, layer_sparsity=ratios,
                                  skip=split_list(skip), finetune_epochs=finetune_epochs, schedule=schedule, lr=lr, seed=seed)
         fmts = check_formats(split_list(formats))
-        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle)
+        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
         run_dir = out or Path("runs") / f"{model.stem}-pruned"
         with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=json_out) as (on_epoch, step):
             report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
-                               max_degradation, on_epoch, step)
+                               gate_policy(max_degradation, no_gate), on_epoch, step)
         emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
         raise_failed_gates(report, run_dir)
 

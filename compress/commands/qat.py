@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
-                                     console, emit, handle_errors)
+                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
+                                     THREADS_OPTION, TRUST_PICKLE_OPTION, console, emit, gate_policy, handle_errors)
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates, split_list,
                                      training_progress)
 from compress.workflows.qat import run_qat
@@ -31,7 +31,9 @@ def qat_command(
     freeze_observers_after: int = typer.Option(None, "--freeze-observers-after", help="Epochs before quantization ranges freeze (default: all but the last)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the model's own)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction; exit 1 if missed."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
+    output_kind: list[str] = OUTPUT_KIND_OPTION,
+    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-qat)."),
     arch: str = ARCH_OPTION,
     arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
@@ -55,10 +57,11 @@ def qat_command(
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
                                  freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=seed)
         fmts = check_formats(split_list(formats))
-        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle)
+        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
         run_dir = out or Path("runs") / f"{model.stem}-qat"
         with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=json_out) as (on_epoch, step):
-            report = run_qat(handle, config, data, run_dir, fmts, bench_options(no_bench, runs, threads), max_degradation, on_epoch, step)
+            report = run_qat(handle, config, data, run_dir, fmts, bench_options(no_bench, runs, threads), gate_policy(max_degradation, no_gate),
+                            on_epoch, step)
         emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), comparison_lines(report["comparison"])))
         raise_failed_gates(report, run_dir)
 

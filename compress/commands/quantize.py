@@ -6,8 +6,9 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION,
-                                     console, emit, handle_errors, parse_kwargs)
+                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
+                                     TRUST_PICKLE_OPTION, console, declare_output_kinds, emit, gate_policy, handle_errors,
+                                     parse_kwargs)
 from compress.commands._render import artifact_table, step_progress
 
 
@@ -29,9 +30,11 @@ def quantize_command(
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
     dynamic_ops: list[str] = typer.Option(None, "--dynamic-ops", help="With int8 on ONNX: quantize these op types (Conv, Gemm, MatMul) dynamically, the rest static; comma-separated."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (0.005 = 0.5 pt); exit 1 if missed."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01 with labels); exit 1 if missed."),
     auto_fallback: bool = typer.Option(False, "--auto-fallback", help="Keep the most sensitive layers in float until --max-degradation holds."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
+    output_kind: list[str] = OUTPUT_KIND_OPTION,
+    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
     arch: str = ARCH_OPTION,
     arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
@@ -51,6 +54,7 @@ def quantize_command(
     from pydantic import ValidationError
 
     from compress.errors import GateFailed, UsageError
+    from compress.gates import failure_message
     from compress.model import load_model
     from compress.quantize import QuantizeConfig, quantize
 
@@ -70,12 +74,11 @@ def quantize_command(
         if auto_fallback and max_degradation is None:
             raise UsageError("--auto-fallback needs --max-degradation (the gate it falls back to meet)")
         handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
+        declare_output_kinds(handle, output_kind)
         run_dir = out or Path("runs") / model.stem
         with step_progress(transient=json_out) as step:
-            result = quantize(handle, config, data, run_dir, step=step)
+            result = quantize(handle, config, data, run_dir, step=step, policy=gate_policy(max_degradation, no_gate))
         report = result.report
         emit(report, json_out, lambda: console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
-            failed = [g for g in report["gates"] if not g["passed"]]
-            raise GateFailed(f"gate {failed[0]['name']} failed for {failed[0]['artifact']}: {failed[0]['value']} > {failed[0]['limit']} "
-                             f"(artifacts are still in {run_dir})")
+            raise GateFailed(failure_message(report, run_dir))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +55,7 @@ def tune_command(
     search: Path = typer.Option(None, "--search", help="YAML file whose `search:` block narrows or widens the search space."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study directory (resumes when it exists)."),
     seed: int = typer.Option(0, "--seed"),
+    output_kind: list[str] = OUTPUT_KIND_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
@@ -79,7 +80,7 @@ def tune_command(
             option = f"--{'-'.join(loc).replace('_', '-') or 'options'}"
             where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else option
             raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
-        handle = load_model(model)
+        handle = declare_output_kinds(load_model(model), output_kind)
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
                     "out": str(out), "trials": len(result.trials), "converged": result.converged}

@@ -96,7 +96,8 @@ def _record(trial: optuna.trial.FrozenTrial) -> dict:
 
 
 def _feasible(records: list[dict], limit: float) -> list[dict]:
-    return [r for r in records if r.get("degradation") is not None and r["degradation"] <= limit]
+    """Trials within the degradation limit whose unlabelled outputs keep their fidelity floor (compress.gates)."""
+    return [r for r in records if r.get("degradation") is not None and r["degradation"] <= limit and not r.get("floor_failures")]
 
 
 def _winner(config: TuneConfig, valid: list[dict], baseline: dict | None) -> dict | None:

@@ -69,7 +69,10 @@ def run_trial(spec: TrialSpec) -> dict:
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
     metrics = artifact["metrics"]
+    from compress.gates import fidelity_floor_check
+
     return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
+            "floor_failures": fidelity_floor_check(metrics["fidelity"], unlabelled_only=True),
             "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
             "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
             "techniques": [*handle.techniques, *artifact["techniques"]], "sha256": artifact["sha256"]}
