@@ -57,8 +57,11 @@ def artifact_table(report: dict, run_dir: Path) -> Group:
             lines.append(Text(f"• {artifact['name']}: {note}", style="yellow" if "not faster" in note else ""))
     for note in report.get("notes", []):
         lines.append(Text(f"! {note}", style="bold red"))
+    summary = (report.get("verdict") or {}).get("summary")
+    if summary:
+        lines.append(Text(f"verdict: {summary}", style="bold" if report["passed"] else "bold red"))
     for gate in report["gates"]:
         if not gate["passed"]:
-            lines.append(Text(f"gate {gate['name']} FAILED for {gate['artifact']}: {gate['value']} > {gate['limit']}", style="bold red"))
+            lines.append(Text(f"gate {gate['name']} FAILED for {gate['artifact']}: {gate['reason']}", style="bold red"))
     lines.append(Text(f"run directory: {run_dir} (report.json, report.md)"))
     return Group(*lines)

@@ -40,12 +40,12 @@ def validate(path: Path = typer.Argument(..., help="A report.json or a run direc
         if not file.is_file():
             raise UsageError(f"{file} not found; give a run directory or its report.json")
         try:
-            validate_report(json.loads(file.read_text()))
+            version = validate_report(json.loads(file.read_text()))
         except json.JSONDecodeError as exc:
             raise UsageError(f"{file} is not JSON ({exc})") from None
         except ReportInvalid as exc:
             raise UsageError(str(exc)) from None
-        console.print(f"{file}: valid (schema_version 1)")
+        console.print(f"{file}: valid (schema_version {version})")
 
 
 @report_app.command("compare")

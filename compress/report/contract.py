@@ -14,15 +14,17 @@ from pathlib import Path
 from compress import __version__
 from compress.io import write_json_atomic
 
-SCHEMA_VERSION = 1
+from compress.report.model import SCHEMA_VERSION
+
+SCHEMA_FILES = {1: "schema_v1.json", 2: "schema.json"}   # readers accept both; writers write SCHEMA_VERSION
 
 
 class ReportInvalid(ValueError):
     """A report that breaks the contract (a bug in compress, never the user's fault)."""
 
 
-def load_schema() -> dict:
-    return json.loads(resources.files("compress.report").joinpath("schema.json").read_text(encoding="utf-8"))
+def load_schema(version: int = SCHEMA_VERSION) -> dict:
+    return json.loads(resources.files("compress.report").joinpath(SCHEMA_FILES[version]).read_text(encoding="utf-8"))
 
 
 def utc_now() -> str:
@@ -40,17 +42,23 @@ def new_report(source: dict, dataset: dict | None, reference: dict) -> dict:
         "artifacts": [],
         "gates": [],
         "passed": True,
+        "verdict": {"gates": "on", "judged_by": [], "summary": "nothing judged yet", "notes": []},
     }
 
 
-def validate_report(report: dict) -> None:
+def validate_report(report: dict) -> int:
+    """Check ``report`` against the schema of its ``schema_version`` (1 or 2); return that version."""
     import jsonschema
 
-    errors = sorted(jsonschema.Draft202012Validator(load_schema()).iter_errors(report), key=lambda e: list(e.path))
+    version = report.get("schema_version") if isinstance(report, dict) else None
+    if version not in SCHEMA_FILES:
+        raise ReportInvalid(f"report.json breaks the contract at schema_version: {version!r} is not one of {sorted(SCHEMA_FILES)}")
+    errors = sorted(jsonschema.Draft202012Validator(load_schema(version)).iter_errors(report), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(root)"
         raise ReportInvalid(f"report.json breaks the contract at {where}: {first.message}")
+    return version
 
 
 def write_report(run_dir: str | Path, report: dict) -> Path:

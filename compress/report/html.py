@@ -85,8 +85,11 @@ def render_html(report: dict) -> str:
             summary.append(f"<p>Best {html.escape(fmt)} artifact: {html.escape(pick['artifact'])}</p>")
     gates = ""
     if report["gates"]:
-        rows = [[g["name"], g.get("artifact"), g["limit"], g["value"], "passed" if g["passed"] else "FAILED"] for g in report["gates"]]
-        gates = "<h2>Gates</h2>" + html_table(["gate", "artifact", "limit", "value", "result"], rows)
+        rows = [[g["name"], g.get("artifact"), g.get("judged_by", "-"), g["limit"], g["value"], "passed" if g["passed"] else "FAILED",
+                 g.get("reason", "")] for g in report["gates"]]
+        gates = "<h2>Gates</h2>" + html_table(["gate", "artifact", "judged by", "limit", "value", "result", "why"], rows)
+    summary = (report.get("verdict") or {}).get("summary")
+    gates = (f"<p><b>Verdict:</b> {html.escape(summary)}</p>" if summary else "") + gates
     notes = "".join(f'<li class="note">{html.escape(a["name"])}: {html.escape(n)}</li>' for a in report["artifacts"] for n in a.get("notes", []))
     notes += "".join(f'<li class="bad">{html.escape(n)}</li>' for n in report.get("notes", []))
     versions = (report.get("environment") or {})

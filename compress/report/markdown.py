@@ -39,6 +39,25 @@ ARTIFACT_COLUMNS = ["artifact", "format", "precision", "bytes", "metric", "degra
                     "p50 ms (b=1)", "vs fp32", "verified in"]
 
 
+def output_rows(report: dict) -> list[list[str]]:
+    """One row per (artifact, output): its kind and the measures that mean something for that kind."""
+    rows = []
+    for a in report["artifacts"]:
+        for o in (a["metrics"].get("fidelity") or {}).get("outputs", []):
+            measures = ", ".join(f"{m} {_num(v, '{:.4g}')}" for m, v in o["measures"].items())
+            rows.append([a["name"], o["name"], o["kind"] + (" (labelled)" if o.get("labelled") else ""), measures])
+    return rows
+
+
+def verdict_lines(report: dict) -> list[str]:
+    """What was judged and why, and what was never recommended."""
+    verdict = report.get("verdict") or {}
+    lines = [f"- {verdict['summary']}"] if verdict.get("summary") else []
+    lines += [f"- {note}" for note in verdict.get("notes", [])]
+    lines += [f"- never recommended: {e['artifact']} ({e['why']})" for e in (report.get("recommended") or {}).get("excluded", [])]
+    return lines
+
+
 def _table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -163,9 +182,15 @@ def render_markdown(report: dict) -> str:
         f"- reference: {_metric(ref['metrics'].get('task'))}, {ref['size_bytes']:,} bytes" + _original_note(ref),
         f"- created {report['created']} by compress {report['tool']['version']}; passed: **{report['passed']}**",
         "",
+        "## Verdict",
+        *verdict_lines(report),
+        "",
         "## Artifacts",
         _table(ARTIFACT_COLUMNS, artifact_rows(report)),
     ]
+    if output_rows(report):
+        parts += ["", "## Fidelity per output (the weakest is the headline: top-1 agree / SQNR above)",
+                  _table(["artifact", "output", "kind", "measures"], output_rows(report))]
     for section in technique_sections(report):
         parts += section_markdown(section)
     recommended = report.get("recommended") or {}
@@ -175,8 +200,9 @@ def render_markdown(report: dict) -> str:
             if pick:
                 parts.append(f"- {fmt}: {pick['artifact']}")
     if report["gates"]:
-        parts += ["", "## Gates", _table(["gate", "artifact", "limit", "value", "passed"],
-                  [[g["name"], str(g.get("artifact")), str(g["limit"]), _num(g["value"]), "yes" if g["passed"] else "**NO**"] for g in report["gates"]])]
+        parts += ["", "## Gates", _table(["gate", "artifact", "judged by", "limit", "value", "passed", "why"],
+                  [[g["name"], str(g.get("artifact")), g.get("judged_by", "-"), str(g["limit"]), _num(g["value"]),
+                    "yes" if g["passed"] else "**NO**", g.get("reason", "")] for g in report["gates"]])]
     notes = [(a["name"], n) for a in report["artifacts"] for n in a.get("notes", [])] + [("run", n) for n in report.get("notes", [])]
     if notes:
         parts += ["", "## Notes"] + [f"- {name}: {note}" for name, note in notes]

@@ -1,0 +1,195 @@
+"""report.json v2 as typed models; compress/report/schema.json is generated from them (never edited by hand).
+
+v2 keeps every v1 field (shared/report-contract.md) and adds: per-output fidelity by kind (``fidelity.outputs``,
+``fidelity.worst``; the flat ``top1_agreement``/``sqnr_db``/``max_abs_error`` describe the worst output), gates that
+say what they judged by (``judged_by``, ``reason``), the run's ``verdict`` and the ``recommended`` artifact with reasons.
+Every object allows more fields: a verb's own sections (``prune``, ``stages``...) ride along.
+
+Example:
+    $ python -m compress.report.model          # regenerate compress/report/schema.json after changing a model
+    >>> report_json_schema()["properties"]["schema_version"]
+    {'const': 2, 'type': 'integer'}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 2
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+OutputKindName = Literal["classes", "probabilities", "embedding", "regression", "state"]
+
+
+class Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Tool(Open):
+    name: Literal["compress"]
+    version: str
+
+
+class Source(Open):
+    path: str
+    format: Literal["zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx"]
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+
+
+class DatasetInfo(Open):
+    name: str
+    split: str
+    samples: int = Field(ge=0)
+
+
+class Task(Open):
+    """A task metric; accuracy-like values are fractions in [0, 1]."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "if": {"properties": {"name": {"enum": ["accuracy", "top1_agreement"]}}},
+        "then": {"properties": {"value": {"minimum": 0, "maximum": 1}}}})
+    name: str
+    value: float
+    higher_is_better: bool
+
+
+class OutputInfo(Open):
+    """One model output: its kind and how it was decided (declared, head, shape, values, state-input)."""
+
+    name: str
+    kind: OutputKindName
+    kind_from: str
+    labelled: bool
+
+
+class OutputFidelity(OutputInfo):
+    measures: dict[str, float | None] = Field(description="Only the measures that mean something for the kind.")
+
+
+class Worst(Open):
+    output: str
+    kind: OutputKindName
+    measure: str
+    value: float | None
+
+
+class Fidelity(Open):
+    """The headline (flat keys, the worst output) plus every output measured by its kind."""
+
+    top1_agreement: float | None = Field(ge=0, le=1)
+    sqnr_db: float
+    max_abs_error: float = Field(ge=0)
+    cosine: float | None = None
+    worst: Worst | None = None
+    outputs: list[OutputFidelity] = Field(default_factory=list)
+
+
+class ReferenceMetrics(Open):
+    task: Task | None = None
+
+
+class Reference(Open):
+    metrics: ReferenceMetrics
+    size_bytes: int = Field(ge=0)
+    outputs: list[OutputInfo] | None = None
+
+
+class ArtifactMetrics(Open):
+    task: Task | None
+    degradation: float | None
+    fidelity: Fidelity | None
+
+
+class Latency(Open):
+    target: str
+    runtime: str
+    device: str
+    batch: int = Field(ge=1)
+    threads: int | None
+    runs: int = Field(ge=0, description="0 only for a skipped entry")
+    warmup: int = Field(ge=0)
+    p50_ms: float | None = Field(ge=0, description="null when skipped, or when the timing tool reports no percentiles")
+    p90_ms: float | None = Field(ge=0)
+    p99_ms: float | None = Field(ge=0)
+    mean_ms: float | None = Field(ge=0, description="null only for a skipped entry")
+    emulated: bool = Field(description="true: measured under emulation (qemu); never a device latency")
+    skipped: str | None = Field(None, description="why the target could not run here")
+
+
+class Artifact(Open):
+    name: str
+    path: str
+    format: Literal["onnx", "tflite", "pt2", "torchscript", "pte"]
+    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight", "mixed"]
+    techniques: list[str]
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    verified_in: list[Literal["onnxruntime", "litert", "tflite_runtime", "torch"]]
+    metrics: ArtifactMetrics
+    latency: list[Latency]
+
+
+class Gate(Open):
+    name: str
+    artifact: str | None
+    limit: float
+    value: float | None
+    passed: bool
+    judged_by: Literal["labels", "fidelity", "size", "latency"]
+    reason: str
+
+
+class Verdict(Open):
+    """What was judged and why: gates on/off, by labels and/or fidelity, the failures in words."""
+
+    gates: Literal["on", "off"]
+    judged_by: list[str]
+    summary: str
+    notes: list[str] = Field(default_factory=list)
+
+
+class Recommendation(Open):
+    artifact: str
+    why: str
+
+
+class Excluded(Open):
+    artifact: str
+    why: str
+
+
+class Recommended(Open):
+    local_cpu: Recommendation | None = Field(alias="local-cpu")
+    by_format: dict[str, Recommendation | None]
+    excluded: list[Excluded] = Field(default_factory=list, description="Artifacts never recommended, with the reason.")
+
+
+class Report(Open):
+    """The run directory's report.json (schema_version 2)."""
+
+    schema_version: Literal[2]
+    tool: Tool
+    created: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
+    source: Source
+    dataset: DatasetInfo | None
+    reference: Reference
+    artifacts: list[Artifact]
+    gates: list[Gate]
+    passed: bool
+    verdict: Verdict
+    recommended: Recommended | None = None
+
+
+def report_json_schema() -> dict:
+    """The JSON Schema of report.json v2, as shipped in compress/report/schema.json."""
+    schema = Report.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://github.com/compress/compress/report.schema.json",
+            **schema, "title": "compress report.json",
+            "description": "The run directory's report (schema_version 2; v1 fields kept). Generated from compress/report/model.py."}
+
+
+if __name__ == "__main__":
+    SCHEMA_PATH.write_text(json.dumps(report_json_schema(), indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {SCHEMA_PATH}")
