@@ -43,3 +43,52 @@ class Embedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class MultiHead(nn.Module):
+    """Four outputs of four kinds: class logits (10), an embedding (32), a box (4) and one score per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU())
+        self.classes, self.embed, self.box, self.score = nn.Linear(64, 10), nn.Linear(64, 32), nn.Linear(64, 4), nn.Linear(64, 1)
+
+    def forward(self, x: torch.Tensor):
+        h = self.body(x)
+        return self.classes(h), self.embed(h), self.box(h), self.score(h)
+
+
+class TinyEncoder(nn.Module):
+    """BERT-like: int64 token ids + attention mask -> a mean-pooled 32-d sentence embedding (one attention layer)."""
+
+    def __init__(self, vocab: int = 60, dim: int = 32):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 64), nn.GELU(), nn.Linear(64, dim))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = q @ k.transpose(1, 2) / q.shape[-1] ** 0.5 + (1 - mask.unsqueeze(1).to(x.dtype)) * -1e4
+        hidden = self.norm(x + self.ffn(torch.softmax(scores, dim=-1) @ v))
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class WideRangeLSTM(nn.Module):
+    """A 3-layer LSTM encoder whose input feature 0 is ~1000x the others (and down-weighted to match): per-tensor
+    static int8 of that input rounds every other feature to zero, so int8 ruins the embedding."""
+
+    def __init__(self, features: int = 8, hidden: int = 32, layers: int = 3):
+        super().__init__()
+        self.proj = nn.Linear(features, hidden)
+        with torch.no_grad():
+            self.proj.weight[:, 0] /= 1000.0
+        self.lstm = nn.LSTM(hidden, hidden, num_layers=layers, batch_first=True)
+        self.out = nn.Linear(hidden, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sequence, _ = self.lstm(self.proj(x))
+        return self.out(sequence[:, -1])
