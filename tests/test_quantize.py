@@ -116,7 +116,9 @@ def test_embedding_model_state_dict_with_arch(cli, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     report = _report(tmp_path / "run")
     fidelity = _artifact(report, "fp16-onnx")["metrics"]["fidelity"]
-    assert fidelity["cosine"] > 0.999 and fidelity["top1_agreement"] is not None
+    # digits8's 10-class labels do not fit a 16-d output: it is an embedding, judged by cosine, never by top-1
+    assert fidelity["cosine"] > 0.999 and fidelity["top1_agreement"] is None
+    assert fidelity["outputs"][0]["kind"] == "embedding" and report["reference"]["metrics"]["task"] is None
 
 
 def test_no_data_warns_and_claims_nothing(cli, tmp_path):

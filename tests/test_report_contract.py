@@ -24,7 +24,7 @@ def test_minimal_report_is_valid():
 
 @pytest.mark.parametrize("breakage", [
     lambda r: r.pop("passed"),
-    lambda r: r.update(schema_version=2),
+    lambda r: r.update(schema_version=3),
     lambda r: r["source"].update(format="keras"),
     lambda r: r["reference"]["metrics"].update(task={"name": "accuracy", "value": 98.3, "higher_is_better": True}),
 ])
