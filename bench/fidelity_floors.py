@@ -1,0 +1,120 @@
+"""`python -m bench.fidelity_floors`: the int8 fidelity every zoo model and test model keeps, per output kind.
+
+What the default fidelity floors (compress.outputs.FIDELITY_FLOORS) and the default degradation limit
+(compress.gates.DEFAULT_MAX_DEGRADATION) are set from. Each zoo model is trained for --epochs (default 2: short
+training is enough to measure what int8 does to it; record says so), quantized to static int8 ONNX (minmax, per
+channel, as `compress quantize` does by default) and measured twice on its test split: with its labels (kinds from
+the dataset heads) and with the labels dropped (kinds inferred from shape: classifier logits become embeddings).
+The test models of tests/models_for_tests.py are measured on random unlabelled data. Writes
+bench/results/fidelity_floors.json and .md. Options: --models a,b  --epochs N
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _rows(model: str, labels: str, report: dict) -> list[dict]:
+    """One row per output of the int8 ONNX artifact: kind and measures; plus degradation when labelled."""
+    int8 = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
+    return [{"model": model, "labels": labels, "output": o["name"], "kind": o["kind"], "degradation": int8["metrics"]["degradation"],
+             **o["measures"]} for o in int8["metrics"]["fidelity"]["outputs"]]
+
+
+def _quantize(handle, data, folder: Path) -> dict:
+    from compress.gates import GatePolicy
+    from compress.quantize import QuantizeConfig, quantize
+
+    config = QuantizeConfig(formats=["onnx"], bench=False)
+    return quantize(handle, config, data, folder, policy=GatePolicy(enabled=False)).report
+
+
+def zoo_rows(name: str, epochs: int, folder: Path) -> list[dict]:
+    from compress.data import Dataset, resolve_data
+    from compress.model import load_model
+    from compress.zoo import train_zoo_model
+
+    handle = load_model(train_zoo_model(name, epochs=epochs, seed=0).path)
+    rows = _rows(name, "yes", _quantize(handle, None, folder / f"{name}-labelled"))
+    dataset = resolve_data(handle.dataset["name"])
+    unlabelled = Dataset(dataset.name, dataset.x, None, (), meta=dict(dataset.meta))
+    handle.heads = ()
+    return rows + _rows(name, "no", _quantize(handle, unlabelled, folder / f"{name}-unlabelled"))
+
+
+def test_model_rows(folder: Path) -> list[dict]:
+    from compress.data import Dataset
+    from compress.model import load_model
+    from tests.models_for_tests import Embedder, MultiHead, StatefulGRU, TinyEncoder, WideRangeLSTM
+
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((400, 6, 8)).astype(np.float32)
+    wide[:, :, 0] *= 1000.0
+    cases = {
+        "Embedder": (Embedder(), ("1x1x8x8",), (rng.standard_normal((400, 1, 8, 8)).astype(np.float32),)),
+        "MultiHead": (MultiHead(), ("1x1x8x8",), (rng.standard_normal((400, 1, 8, 8)).astype(np.float32),)),
+        "StatefulGRU": (StatefulGRU(), ("1x8", "1x32"), (rng.standard_normal((400, 8)).astype(np.float32),
+                                                          np.tanh(rng.standard_normal((400, 32))).astype(np.float32))),
+        "TinyEncoder": (TinyEncoder(), ("ids=1x12:int64:0-60", "mask=1x12:int64:0-2"),
+                        (rng.integers(0, 60, (400, 12)), (rng.random((400, 12)) > 0.2).astype(np.int64))),
+        "WideRangeLSTM (broken on purpose)": (WideRangeLSTM(), ("1x6x8",), (wide,)),
+    }
+    rows = []
+    for name, (module, shapes, x) in cases.items():
+        torch.manual_seed(0)
+        path = folder / f"{name.split()[0]}.pt"
+        examples = tuple(torch.from_numpy(a[:1]) for a in x)
+        torch.jit.save(torch.jit.trace(module.eval(), examples), str(path))
+        handle = load_model(path, input_shapes=list(shapes))
+        rows += _rows(name, "no", _quantize(handle, Dataset(name.split()[0], x), folder / name.split()[0]))
+    return rows
+
+
+COLUMNS = ["model", "labels", "output", "kind", "degradation", "top1_agreement", "kl_divergence", "cosine", "cosine_min",
+           "neighbour_agreement", "sqnr_db"]
+
+
+def markdown(record: dict) -> str:
+    lines = [f"# int8 fidelity per output kind ({record['created']})", "", record["method"], "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in record["rows"]:
+        cells = [row.get(c) for c in COLUMNS]
+        lines.append("| " + " | ".join("-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from compress.zoo import ZOO
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(ZOO))
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            rows += zoo_rows(name, args.epochs, Path(tmp))
+        rows += test_model_rows(Path(tmp))
+    record = {"created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "machine": f"{platform.machine()}, {platform.python_version()}, torch {torch.__version__}",
+              "method": (f"Zoo models trained {args.epochs} epoch(s) (seed 0) for measurement only, static int8 ONNX (minmax, "
+                         "per-channel), measured on the test split with labels (kinds from heads) and without (kinds inferred); "
+                         "test models (tests/models_for_tests.py, untrained) on 400 random unlabelled samples."),
+              "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fidelity_floors.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / "fidelity_floors.md").write_text(markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
