@@ -42,8 +42,13 @@ class GatePolicy:
 
 
 def is_candidate(artifact: dict) -> bool:
-    """A compressed artifact to judge (not an fp32 export of the reference, nor a baseline written beside it)."""
+    """An artifact to judge and maybe recommend: anything but a baseline written beside the candidates."""
     return not artifact["name"].startswith(BASELINE_PREFIXES)
+
+
+def is_compressed(artifact: dict) -> bool:
+    """A candidate below fp32 (quantize and recipes gate these; their fp32 files are the speed baseline)."""
+    return is_candidate(artifact) and artifact["precision"] != "fp32"
 
 
 def fidelity_floor_check(fidelity: dict | None, floors: dict | None = None, unlabelled_only: bool = False) -> list[dict]:
@@ -158,15 +163,17 @@ def failure_message(report: dict, run_dir) -> str | None:
     return f"gate {first['name']} failed for {first['artifact']}: {first['reason']}{more} (artifacts are still in {run_dir})"
 
 
-def judge(artifacts: list[dict], policy: GatePolicy, pool: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:
-    """The report's ``gates``, and its ``verdict`` and ``recommended`` entries (call after latency is measured).
+def judge(artifacts: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:
+    """The report's ``gates`` (on the ``candidate`` artifacts), and its ``verdict`` and ``recommended`` entries.
 
-    With gates off the recommendation still judges by ``policy``'s floors: a broken file is never recommended.
+    Every artifact that may be recommended is judged by ``policy`` (even with gates off, even an fp32 export the gates
+    skip): a file below its floors is never recommended. Call after latency is measured.
     """
     from dataclasses import replace
 
     from compress.advice import recommend
 
-    gates = evaluate_gates(artifacts, policy)
-    judged = gates if policy.enabled else evaluate_gates(artifacts, replace(policy, enabled=True))
-    return gates, {"verdict": verdict(artifacts, gates, policy), "recommended": recommend([a for a in artifacts if pool(a)], judged)}
+    pool = [a for a in artifacts if is_candidate(a)]
+    gates = evaluate_gates(artifacts, policy, candidate)
+    judged = evaluate_gates(pool, replace(policy, enabled=True), lambda a: True)
+    return gates, {"verdict": verdict(artifacts, gates, policy, candidate), "recommended": recommend(pool, judged)}

@@ -170,17 +170,18 @@ def verify_artifact(
 
 
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
-                  policy: GatePolicy | None, extra: dict | None = None) -> dict:
+                  policy: GatePolicy | None, extra: dict | None = None, candidate=None) -> dict:
     """Judge the artifacts by ``policy`` (compress.gates: gates, verdict, recommendation), then assemble, validate and
-    write report.json, report.md and report.html; return the report."""
-    from compress.gates import judge
+    write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
+    (default compress.gates.is_candidate)."""
+    from compress.gates import is_candidate, judge
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
 
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     report["artifacts"] = artifacts
-    gates, judgement = judge(artifacts, policy or GatePolicy())
+    gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
     report["gates"] = gates
     report["passed"] = all(g["passed"] for g in gates)
     report["environment"] = library_versions()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
-from compress.gates import GatePolicy
+from compress.gates import GatePolicy, is_compressed
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
@@ -225,7 +225,7 @@ def quantize(
         "sensitivity": sensitivity,
     }
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
-    report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
+    report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed)
     return QuantizeResult(run_dir, report, preflight)
 
 

@@ -123,7 +123,9 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
 
     explain_speed(artifacts)
     extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved()}
-    report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra)
+    from compress.gates import is_compressed
+
+    report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra, candidate=is_compressed)
     manifest = build_manifest(recipe, recipe_path, original, plan, run_dir, artifacts, versions)
     write_json_atomic(run_dir / "manifest.json", manifest)
     return RecipeResult(run_dir, report, manifest, reused)
