@@ -19,7 +19,7 @@ from typing import Callable
 
 from compress.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
 
-# 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models loses 0.000-0.006 (bench/results/fidelity_floors.md),
+# 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models moves the metric by -0.006..+0.003 (bench/results/fidelity_floors.md),
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
 DEFAULT_MAX_DEGRADATION = 0.01
 BASELINE_PREFIXES = ("dense-", "teacher-", "no-kd-")  # reference points written beside the candidates, never judged
