@@ -63,7 +63,7 @@ def run(
 ) -> None:
     """Run a recipe: stages in order (cached, resumable), gates on the real artifacts, report + manifest.
 
-    Example: compress run recipes/mnist_cnn.yaml --set stages.0.quantize.calibration=entropy
+    Example: compress run recipes/mnist_cnn.yaml --set stages.1.quantize.calibration=entropy
     """
     from compress.commands._render import artifact_table, step_progress
     from compress.errors import GateFailed
