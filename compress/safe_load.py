@@ -23,6 +23,7 @@ import json
 import math
 import operator
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -101,7 +102,9 @@ def _torch_artifact_problem(payload: bytes) -> str | None:
     try:
         torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        return f"is a pickle a weights-only load refuses ({str(exc).splitlines()[-1].strip()[:120]}), so torch would unpickle it"
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = f" (it calls {found.group(1)})" if found else ""
+        return f"is a pickle that a weights-only load refuses{detail}, so torch would unpickle it"
     except Exception as exc:  # not a torch.save payload at all: torch's fallback would still hand it to pickle
         return f"is not a weights-only torch payload ({type(exc).__name__}), so torch would unpickle it"
     return None
