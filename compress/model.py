@@ -165,11 +165,11 @@ def _spec_from_extra_files(path: Path) -> InputSpec | None:
     return InputSpec.from_list(json.loads(extra["compress_input_spec.json"])) if extra["compress_input_spec.json"] else None
 
 
-def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | None = None):
+def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | None = None, remedy: str | None = None):
     """``torch.export.load``, after :func:`compress.safe_load.check_program_archive` found nothing that runs code."""
-    from compress.safe_load import check_program_archive
+    from compress.safe_load import TRUST_HINT, check_program_archive
 
-    check_program_archive(path, trust_pickle)
+    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
     import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
 
     try:

@@ -46,8 +46,14 @@ EXPRESSION_NODES = (ast.Expression, ast.Call, ast.Name, ast.Constant, ast.keywor
                     ast.BoolOp, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.Load)
 
 
-def check_program_archive(path: Path, trust_pickle: bool) -> None:
-    """Raise UsageError naming the first entry of ``path`` that would execute code on load (unless ``trust_pickle``)."""
+TRUST_HINT = "Re-save the program with torch.export.save from plain tensors, or pass --trust-pickle if you trust its author"
+
+
+def check_program_archive(path: Path, trust_pickle: bool, remedy: str = TRUST_HINT) -> None:
+    """Raise UsageError naming the first entry of ``path`` that would execute code on load (unless ``trust_pickle``).
+
+    ``remedy`` ends the message (what the user can do about it).
+    """
     if trust_pickle:
         return
     try:
@@ -57,8 +63,7 @@ def check_program_archive(path: Path, trust_pickle: bool) -> None:
         raise UsageError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); re-save it") from None
     if found:
         entry, why = found
-        raise UsageError(f"{path}: entry {entry} {why}: loading it would execute code from the file. "
-                         "Re-save the program with torch.export.save from plain tensors, or pass --trust-pickle if you trust its author")
+        raise UsageError(f"{path}: entry {entry} {why}: loading it would execute code from the file. {remedy}")
 
 
 def unsafe_entries(archive: zipfile.ZipFile) -> Iterator[tuple[str, str]]:

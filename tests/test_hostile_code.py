@@ -242,13 +242,13 @@ def _poison(path: Path, sentinel: Path) -> None:
 
 def test_a_stage_model_changed_since_it_was_written_is_refused(staged_run, tmp_path, cli):
     recipe, copy, sentinel = poisoned_copy(staged_run, tmp_path, record_digest=False)
-    line = assert_refused(cli("run", recipe, "--out", copy), None, sentinel, "model.pt2", "sha256", "--force")
+    line = assert_refused(cli("run", recipe, "--out", copy, "--json"), None, sentinel, "model.pt2", "sha256", "--force")
     assert "prune" in line and not (copy / "report.json").exists()
 
 
 def test_a_poisoned_stage_model_with_a_forged_digest_is_still_refused(staged_run, tmp_path, cli):
     recipe, copy, sentinel = poisoned_copy(staged_run, tmp_path, record_digest=True)
-    assert_refused(cli("run", recipe, "--out", copy), None, sentinel, "model.pt2", "as a pickle")
+    assert_refused(cli("run", recipe, "--out", copy, "--json"), None, sentinel, "model.pt2", "as a pickle", "--force")
     assert not (copy / "report.json").exists()
 
 

@@ -63,7 +63,8 @@ def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle
     """A stage's own model.pt2 (its sha256 already checked); never trusted with pickles: compress writes none."""
     from compress.model import load_program
 
-    return handle.with_module(load_program(path).module(), technique)
+    remedy = "compress writes no such entries: the run directory was tampered with; rerun with --force to recompute every stage"
+    return handle.with_module(load_program(path, remedy=remedy).module(), technique)
 
 
 def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) -> ModelHandle:
