@@ -1,7 +1,8 @@
 """ModelHandle, and loading every source format safely.
 
 Formats: a zoo checkpoint (``.pt``), a TorchScript archive (``torch.jit.save``), a ``torch.export``
-program (``.pt2``), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
+program (``.pt2``; one with pickled entries, compiled code or Python in its graph only with ``trust_pickle=True``,
+see compress/safe_load.py), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
 ``.onnx`` file (no torch module: ONNX paths only), and, only with ``trust_pickle=True``, a fully
 pickled ``nn.Module`` (pickles execute code when loaded).
 
@@ -87,7 +88,7 @@ def load_model(
         if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
             return _load_torchscript(path, digest, override)
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
-            return _load_exported_program(path, digest, override)
+            return _load_exported_program(path, digest, override, trust_pickle)
     payload = _safe_torch_load(path, trust_pickle)
     if isinstance(payload, nn.Module):
         spec = override or _require_spec(path)
@@ -164,14 +165,24 @@ def _spec_from_extra_files(path: Path) -> InputSpec | None:
     return InputSpec.from_list(json.loads(extra["compress_input_spec.json"])) if extra["compress_input_spec.json"] else None
 
 
-def _load_exported_program(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | None = None, remedy: str | None = None):
+    """``torch.export.load``, after :func:`compress.safe_load.check_program_archive` found nothing that runs code."""
+    from compress.safe_load import TRUST_HINT, check_program_archive
+
+    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
+
+    try:
+        return torch.export.load(str(path), extra_files=extra_files)
+    except Exception as exc:
+        raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+
+
+def _load_exported_program(path: Path, digest: str, override: InputSpec | None, trust_pickle: bool) -> ModelHandle:
     from compress.spec import TensorSpec
 
     extra = {PROGRAM_METADATA: ""}
-    try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except Exception as exc:
-        raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    program = load_program(path, trust_pickle, extra)
     meta = json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
     if override is None and meta.get("input_spec"):
         override = InputSpec.from_list(meta["input_spec"])

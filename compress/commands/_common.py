@@ -27,7 +27,11 @@ DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 ARCH_OPTION = typer.Option(None, "--arch", help="For a state_dict: package.module:Class or a zoo name.")
 ARCH_KWARGS_OPTION = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable).")
 INPUT_SHAPE_OPTION = typer.Option(None, "--input-shape", help="Input shape like 1x3x64x64, 1x16:int64 or name=1x8 (repeatable).")
-TRUST_PICKLE_OPTION = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module (executes code from the file).")
+TRUST_PICKLE_OPTION = typer.Option(False, "--trust-pickle", help="Allow loading a pickled nn.Module, or a .pt2 with pickled entries or code (executes code from the file).")
+TRUST_CODE_OPTION = typer.Option(False, "--trust-code", help="Allow the recipe's package.module:Name entries (model.arch, data.name, "
+                                  "a distill student) to be imported and run.")
+TRUST_CODE_FROM_OPTION = typer.Option(None, "--trust-code-from", metavar="PKG",
+                                      help="Allow only names under this import root, e.g. mypkg (repeatable).")
 NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measurement.")
 RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact.")
 THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")
