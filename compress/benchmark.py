@@ -198,7 +198,7 @@ def _torch_inputs(path: Path, batch: int) -> tuple[np.ndarray, ...]:
 
     spec = load_model(path).input_spec
     rng = np.random.default_rng(0)
-    return tuple(t.random(batch, rng) for t in spec.tensors)
+    return spec.to_model([t.random(spec.fixed_batch or batch, rng) for t in spec.tensors])
 
 
 # --- report.json ----------------------------------------------------------------------------------------------------

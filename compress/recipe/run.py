@@ -45,7 +45,8 @@ def resolve_model(recipe: RecipeBase) -> ModelHandle:
 
         source = str(train_zoo_model(source[4:], epochs=recipe.model.epochs, seed=recipe.seed).path)
     return load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
-                      input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle)
+                      input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle,
+                      batch_axes=recipe.model.batch_axes, state=recipe.model.state)
 
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
