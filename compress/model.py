@@ -98,19 +98,18 @@ def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes:
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
     digest = sha256_file(path)
     override = InputSpec.parse(input_shapes, batch_axes) if input_shapes else None
-    if override is None and data:
-        override = _spec_from_data(data, batch_axes)
+    from_data = (lambda: _spec_from_data(data, batch_axes)) if data else None  # only for files without a spec
     if path.suffix == ".onnx":
         return _load_onnx(path, digest, override, batch_axes)
     if zipfile.is_zipfile(path):
         names = zipfile.ZipFile(path).namelist()
         if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
-            return _load_torchscript(path, digest, override)
+            return _load_torchscript(path, digest, override, from_data)
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
             return _load_exported_program(path, digest, override, batch_axes)
     payload = _safe_torch_load(path, trust_pickle)
     if isinstance(payload, nn.Module):
-        spec = override or _require_spec(path, payload)
+        spec = override or _require_spec(path, payload, from_data)
         return ModelHandle(payload.eval(), spec, str(path), "pickle", digest)
     if is_zoo_checkpoint(payload):
         module = build_from_checkpoint(payload, str(path))
@@ -127,7 +126,7 @@ def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes:
             metrics=payload.get("metrics", {}),
         )
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        return _load_state_dict(path, digest, payload, arch, arch_kwargs or {}, override)
+        return _load_state_dict(path, digest, payload, arch, arch_kwargs or {}, override, from_data)
     raise UsageError(f"{path}: not a model compress can read (zoo checkpoint, TorchScript, .pt2, state_dict with --arch, .onnx)")
 
 
@@ -177,7 +176,10 @@ def _cwd_importable():
             sys.path.remove(cwd)
 
 
-def _require_spec(path: Path, module: nn.Module | None = None) -> InputSpec:
+def _require_spec(path: Path, module: nn.Module | None = None, from_data=None) -> InputSpec:
+    """The spec --data's arrays give (``from_data``), else a UsageError whose example comes from the model."""
+    if from_data is not None:
+        return from_data()
     raise UsageError(f"{path} carries no input spec; pass --data with a .npz of real inputs, or --input-shape, "
                      f"e.g. --input-shape {_example_shape(module)}")
 
@@ -212,12 +214,12 @@ def _spec_from_data(data: str, batch_axes: dict[str, int]) -> InputSpec:
     return InputSpec(tuple(tensors)).with_batch_axes(batch_axes) if batch_axes else InputSpec(tuple(tensors))
 
 
-def _load_torchscript(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+def _load_torchscript(path: Path, digest: str, override: InputSpec | None, from_data=None) -> ModelHandle:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
         raise UsageError(f"{path} is a corrupt TorchScript archive ({str(exc).splitlines()[0][:160]})") from None
-    spec = override or _spec_from_extra_files(path) or _require_spec(path, module)
+    spec = override or _spec_from_extra_files(path) or _require_spec(path, module, from_data)
     return ModelHandle(module.eval(), spec, str(path), "torchscript", digest)
 
 
@@ -281,7 +283,8 @@ def _load_onnx(path: Path, digest: str, override: InputSpec | None, batch_axes: 
     return ModelHandle(None, override, str(path), "onnx", digest, onnx_path=str(path))
 
 
-def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwargs: dict, override: InputSpec | None) -> ModelHandle:
+def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwargs: dict, override: InputSpec | None,
+                     from_data=None) -> ModelHandle:
     if not arch:
         raise UsageError(f"{path} is a state_dict: say which class it belongs to with --arch package.module:Class or a zoo name")
     if arch in ZOO:
@@ -296,7 +299,7 @@ def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwa
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise UsageError(f"{path} does not fit --arch {arch} ({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); check --arch-kwargs") from None
-    spec = override or spec or _require_spec(path, module)
+    spec = override or spec or _require_spec(path, module, from_data)
     return ModelHandle(module.eval(), spec, str(path), "state_dict", digest, heads=heads, arch=arch_info)
 
 
