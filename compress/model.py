@@ -185,18 +185,18 @@ def _require_spec(path: Path, module: nn.Module | None = None, from_data=None) -
 
 
 def _example_shape(module: nn.Module | None) -> str:
-    """An --input-shape guess from the model's first layer (Conv2d: 1xCx32x32, Linear: 1xF, ...), else 1xN."""
+    """An --input-shape guess from the model's first weighted layer (Conv2d: 1xCx32x32, Linear: 1xF, ...), TorchScript
+    too; else a placeholder that says what to write."""
     for layer in (module.modules() if module is not None else ()):
-        if isinstance(layer, nn.Conv2d):
-            return f"1x{layer.in_channels}x32x32"
-        if isinstance(layer, nn.Conv1d):
-            return f"1x{layer.in_channels}x100"
-        if isinstance(layer, (nn.Linear, nn.LazyLinear)) and getattr(layer, "in_features", 0):
-            return f"1x{layer.in_features}"
-        if isinstance(layer, (nn.GRU, nn.LSTM, nn.RNN)):
-            return f"1x10x{layer.input_size}"
-        if isinstance(layer, nn.Embedding):
-            return "1x16:int64:0-" + str(layer.num_embeddings)
+        kind = getattr(layer, "original_name", type(layer).__name__)
+        weight = getattr(layer, "weight", None) if kind not in ("GRU", "LSTM", "RNN") else getattr(layer, "weight_ih_l0", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            continue
+        shapes = {"Linear": f"1x{weight.shape[1]}", "Conv2d": f"1x{weight.shape[1]}x32x32", "Conv1d": f"1x{weight.shape[1]}x100",
+                  "GRU": f"1x10x{weight.shape[1]}", "LSTM": f"1x10x{weight.shape[1]}", "RNN": f"1x10x{weight.shape[1]}",
+                  "Embedding": f"1x16:int64:0-{weight.shape[0]}"}
+        if kind in shapes:
+            return shapes[kind]
     return "1xN (the shape of one input batch)"
 
 
