@@ -106,3 +106,18 @@ def _check_speed_notes(report: dict) -> None:
 
 def _artifact(report: dict, name: str) -> dict:
     return next(a for a in report["artifacts"] if a["name"] == name)
+
+
+def test_trusted_pickle_whose_class_lives_in_the_current_directory(own, cli, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(own))
+    net = importlib.import_module("mynet").Net()
+    torch.save(net, own / "net_pickled.pt")
+    sys.modules.pop("mynet")
+    sys.path.remove(str(own))  # only the current directory can make the class importable now
+    monkeypatch.chdir(own)
+    report = json_output(cli("quantize", "net_pickled.pt", "--trust-pickle", "--data", "data.npz", "--format", "onnx",
+                             "--no-bench", "--out", tmp_path / "run", "--json"))
+    assert report["source"]["format"] == "pickle"
