@@ -47,7 +47,8 @@ def resolve_model(recipe: RecipeBase, trust: Trust) -> ModelHandle:
 
         source = str(train_zoo_model(source[4:], epochs=recipe.model.epochs, seed=recipe.seed).path)
     return load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
-                      input_shapes=recipe.model.input_shapes or None, trust_pickle=trust.pickle)
+                      input_shapes=recipe.model.input_shapes or None, trust_pickle=trust.pickle,
+                      batch_axes=recipe.model.batch_axes, state=recipe.model.state)
 
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
