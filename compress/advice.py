@@ -1,5 +1,9 @@
 """Speed honesty and recommendations, from measured numbers only.
 
+"Faster" and "not faster" are said only when the two latencies' 95 % confidence intervals of the median separate;
+otherwise the two run at the same speed and, when choosing, the smaller file wins. ``explain_speed`` replaces any
+speed note it wrote before, so running it again (a recipe, `compress bench` rewriting a latency) never stacks notes.
+
 Example:
     >>> explain_speed(artifacts)          # adds speedup_vs_fp32 and a plain note when int8 is not faster
     >>> recommend(artifacts, evaluate_gates(artifacts))["local-cpu"]["artifact"]
@@ -7,14 +11,34 @@ Example:
 """
 from __future__ import annotations
 
-NEAR_FASTEST = 1.10                 # within 10 % of the fastest counts as equally fast
+import re
+
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
+SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32)")
+
+
+def _local(artifact: dict) -> dict | None:
+    local = [entry for entry in artifact.get("latency", []) if not entry.get("emulated") and entry.get("batch", 1) == 1
+             and entry.get("p50_ms") is not None]
+    return local[0] if local else None
 
 
 def _p50(artifact: dict) -> float | None:
-    local = [entry for entry in artifact.get("latency", []) if not entry.get("emulated") and entry.get("batch", 1) == 1
-             and entry.get("p50_ms") is not None]
-    return local[0]["p50_ms"] if local else None
+    entry = _local(artifact)
+    return entry["p50_ms"] if entry else None
+
+
+def speed_verdict(candidate: dict, baseline: dict) -> str:
+    """``"faster"``, ``"slower"`` or ``"same"``: faster/slower only when the medians' 95 % CIs do not overlap."""
+    own, base = _local(candidate), _local(baseline)
+    if not own or not base or not own.get("median_ci95_ms") or not base.get("median_ci95_ms"):
+        return "same"
+    (low, high), (base_low, base_high) = own["median_ci95_ms"], base["median_ci95_ms"]
+    if high < base_low:
+        return "faster"
+    if low > base_high:
+        return "slower"
+    return "same"
 
 
 def _reasons(artifact: dict, fp32_ms: float) -> list[str]:
@@ -38,19 +62,27 @@ def _reasons(artifact: dict, fp32_ms: float) -> list[str]:
 
 
 def explain_speed(artifacts: list[dict]) -> None:
-    """Set ``speedup_vs_fp32`` on each compressed artifact and explain, in ``notes``, when it is not faster."""
-    fp32 = {a["format"]: _p50(a) for a in artifacts if a["precision"] == "fp32"}
+    """Set ``speedup_vs_fp32`` on each compressed artifact and one speed note (replacing an earlier one): faster,
+    not faster (with why), or the same speed when the confidence intervals overlap."""
+    fp32 = {a["format"]: a for a in artifacts if a["precision"] == "fp32" and _p50(a) is not None}
     for artifact in artifacts:
-        base, own = fp32.get(artifact["format"]), _p50(artifact)
-        if artifact["precision"] == "fp32" or base is None or own is None or own == 0:
+        artifact["notes"] = [n for n in artifact.get("notes", []) if not SPEED_NOTE.match(n)]
+        base_entry, own = fp32.get(artifact["format"]), _p50(artifact)
+        if artifact["precision"] == "fp32" or base_entry is None or own is None or own == 0:
+            artifact.pop("speedup_vs_fp32", None)
             continue
-        speedup = round(base / own, 3)
-        artifact["speedup_vs_fp32"] = speedup
-        if speedup < 1.0 / 0.95:
-            why = "; ".join(_reasons(artifact, base)) or "no single cause found"
-            artifact["notes"].append(f"not faster than fp32 on this CPU ({own:.3f} ms vs {base:.3f} ms at batch 1): {why}")
+        base = _p50(base_entry)
+        artifact["speedup_vs_fp32"] = round(base / own, 3)
+        verdict = speed_verdict(artifact, base_entry)
+        figures = f"{own:.3f} ms vs {base:.3f} ms at batch 1"
+        if verdict == "faster":
+            artifact["notes"].append(f"{base / own:.2f}x faster than fp32 on this CPU ({figures}; the 95 % intervals do not overlap)")
+        elif verdict == "same":
+            artifact["notes"].append(f"same speed as fp32 on this CPU ({figures}; the 95 % intervals overlap, so no difference "
+                                     "is shown): the smaller file wins")
         else:
-            artifact["notes"].append(f"{speedup:.2f}x faster than fp32 on this CPU at batch 1")
+            why = "; ".join(_reasons(artifact, base)) or "no single cause found"
+            artifact["notes"].append(f"not faster than fp32 on this CPU ({figures}; slower beyond the 95 % intervals): {why}")
 
 
 def evidence(artifact: dict) -> str:
@@ -58,7 +90,9 @@ def evidence(artifact: dict) -> str:
     metrics = artifact["metrics"]
     if metrics["degradation"] is not None:
         return f"losing {metrics['degradation']:.4f} of {metrics['task']['name']}"
-    worst = metrics["fidelity"]["worst"]
+    worst = (metrics.get("fidelity") or {}).get("worst")
+    if not worst:
+        return "no labels: no per-output fidelity recorded"
     return f"no labels: weakest output {worst['output']} ({worst['kind']}) {worst['measure']} {worst['value']}"
 
 
@@ -66,13 +100,13 @@ def _pick(candidates: list[dict]) -> dict | None:
     timed = [a for a in candidates if _p50(a) is not None]
     if not timed:
         return None
-    fastest = min(_p50(a) for a in timed)
-    near = [a for a in timed if _p50(a) <= fastest * NEAR_FASTEST]
-    choice = min(near, key=lambda a: (a["size_bytes"], _p50(a)))
+    fastest = min(timed, key=_p50)
+    same = [a for a in timed if speed_verdict(a, fastest) != "slower"]
+    choice = min(same, key=lambda a: (a["size_bytes"], _p50(a)))
     return {
         "artifact": choice["name"],
-        "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates within 10 % of the fastest "
-                f"(p50 {_p50(choice):.3f} ms vs best {fastest:.3f} ms), {evidence(choice)}"),
+        "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates and are not slower than "
+                f"the fastest beyond the 95 % intervals (p50 {_p50(choice):.3f} ms vs best {_p50(fastest):.3f} ms), {evidence(choice)}"),
     }
 
 

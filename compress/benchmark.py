@@ -198,7 +198,7 @@ def _torch_inputs(path: Path, batch: int) -> tuple[np.ndarray, ...]:
 
     spec = load_model(path).input_spec
     rng = np.random.default_rng(0)
-    return tuple(t.random(batch, rng) for t in spec.tensors)
+    return spec.to_model([t.random(spec.fixed_batch or batch, rng) for t in spec.tensors])
 
 
 # --- report.json ----------------------------------------------------------------------------------------------------
@@ -222,6 +222,13 @@ def record_in_report(artifact: str | Path, key: str, entry: dict, same: tuple[st
         return None
     entries = listed[0].setdefault(key, [])
     entries[:] = [e for e in entries if any(e.get(f) != entry.get(f) for f in same)] + [entry]
+    if key == "latency":  # every figure derived from a latency follows it: speedups, speed notes, recommendation
+        from compress.advice import explain_speed
+        from compress.gates import policy_of, recommend_judged
+
+        explain_speed(report["artifacts"])
+        if report.get("recommended"):
+            report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
     write_report(artifact.parent, report)
     _rerender(artifact.parent, report)
     return report_path

@@ -7,13 +7,12 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
+from dataclasses import dataclass, replace
 
 from compress.data import Dataset, resolve_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
+from compress.spec import InputSpec
 
 
 @dataclass
@@ -23,6 +22,7 @@ class DataPlan:
     name: str | None
     split_seed: int
     synthetic: bool = False
+    spec: InputSpec | None = None  # the model's inputs and batch axes, for runners fed this data
 
     def report_dataset(self) -> dict | None:
         if self.test is None:
@@ -35,7 +35,7 @@ class DataPlan:
 def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
     """``(C, H, W)`` of the first input when it is an image batch (what image-folder data is resized to), else None."""
     first = handle.input_spec.tensors[0]
-    return tuple(first.shape[1:]) if len(first.shape) == 4 else None
+    return first.sample_shape if len(first.shape) == 4 else None
 
 
 def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: int = 256, seed: int = 0) -> DataPlan:
@@ -43,13 +43,12 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
     split_seed = seed
     if data is None and handle.dataset:
         data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
+    spec = handle.input_spec
     if data is None:
-        rng = np.random.default_rng(seed)
-        arrays = tuple(t.random(calib_samples, rng) for t in handle.input_spec.tensors)
-        return DataPlan(Dataset("random", arrays, split_name="random"), None, None, seed, synthetic=True)
+        return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec)
     dataset = data if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
-    handle.input_spec.check(dataset.x, f"data {dataset.name!r}")
+    dataset = replace(dataset, x=spec.samples_first(dataset.x, f"data {dataset.name!r}"), axes=spec.input_axes)
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)
-    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed)
+    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec)

@@ -14,7 +14,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from compress.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
@@ -169,11 +169,20 @@ def judge(artifacts: list[dict], policy: GatePolicy, candidate: Callable[[dict],
     Every artifact that may be recommended is judged by ``policy`` (even with gates off, even an fp32 export the gates
     skip): a file below its floors is never recommended. Call after latency is measured.
     """
-    from dataclasses import replace
+    gates = evaluate_gates(artifacts, policy, candidate)
+    judgement = verdict(artifacts, gates, policy, candidate)
+    judgement["policy"] = asdict(policy)
+    return gates, {"verdict": judgement, "recommended": recommend_judged(artifacts, policy)}
 
+
+def recommend_judged(artifacts: list[dict], policy: GatePolicy) -> dict:
+    """compress.advice.recommend among the candidates, each judged by ``policy`` (gates on) first."""
     from compress.advice import recommend
 
     pool = [a for a in artifacts if is_candidate(a)]
-    gates = evaluate_gates(artifacts, policy, candidate)
-    judged = evaluate_gates(pool, replace(policy, enabled=True), lambda a: True)
-    return gates, {"verdict": verdict(artifacts, gates, policy, candidate), "recommended": recommend(pool, judged)}
+    return recommend(pool, evaluate_gates(pool, replace(policy, enabled=True), lambda a: True))
+
+
+def policy_of(report: dict) -> GatePolicy:
+    """The GatePolicy a report was judged by (recorded in ``verdict.policy``; default gates for older reports)."""
+    return GatePolicy(**((report.get("verdict") or {}).get("policy") or {}))

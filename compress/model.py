@@ -1,7 +1,8 @@
 """ModelHandle, and loading every source format safely.
 
 Formats: a zoo checkpoint (``.pt``), a TorchScript archive (``torch.jit.save``), a ``torch.export``
-program (``.pt2``), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
+program (``.pt2``; one with pickled entries, compiled code or Python in its graph only with ``trust_pickle=True``,
+see compress/safe_load.py), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
 ``.onnx`` file (no torch module: ONNX paths only), and, only with ``trust_pickle=True``, a fully
 pickled ``nn.Module`` (pickles execute code when loaded).
 
@@ -12,10 +13,13 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import io
 import json
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -74,24 +78,40 @@ def load_model(
     arch_kwargs: dict | None = None,
     input_shapes: list[str] | None = None,
     trust_pickle: bool = False,
+    batch_axes: dict[str, int] | None = None,
+    state: dict[str, str] | None = None,
+    data: str | None = None,
 ) -> ModelHandle:
-    """Load ``path`` into a ModelHandle; bad input raises UsageError with a one-line fix."""
-    path = Path(path)
+    """Load ``path`` into a ModelHandle; bad input raises UsageError with a one-line fix.
+
+    ``batch_axes`` (``--batch-axis state=1``): inputs whose batch is not on axis 0 (else inferred from the export's
+    dynamic dims). ``state`` (``--state h_in=output_1``): inputs fed back from outputs (else inferred, conservatively).
+    ``data``: where a file carries no input spec, a .npz whose arrays give names, shapes and dtypes.
+    """
+    handle = _load(Path(path), arch, arch_kwargs, input_shapes, trust_pickle, batch_axes or {}, data)
+    from compress.streams import describe_io
+
+    handle.input_spec = describe_io(handle, batch_axes or {}, state or {})
+    return handle
+
+
+def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes: dict[str, int], data) -> ModelHandle:
     if not path.is_file():
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
     digest = sha256_file(path)
-    override = InputSpec.parse(input_shapes) if input_shapes else None
+    override = InputSpec.parse(input_shapes, batch_axes) if input_shapes else None
+    from_data = (lambda: _spec_from_data(data, batch_axes)) if data else None  # only for files without a spec
     if path.suffix == ".onnx":
-        return _load_onnx(path, digest, override)
+        return _load_onnx(path, digest, override, batch_axes)
     if zipfile.is_zipfile(path):
         names = zipfile.ZipFile(path).namelist()
         if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
-            return _load_torchscript(path, digest, override)
+            return _load_torchscript(path, digest, override, from_data)
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
-            return _load_exported_program(path, digest, override)
+            return _load_exported_program(path, digest, override, trust_pickle, batch_axes)
     payload = _safe_torch_load(path, trust_pickle)
     if isinstance(payload, nn.Module):
-        spec = override or _require_spec(path)
+        spec = override or _require_spec(path, payload, from_data)
         return ModelHandle(payload.eval(), spec, str(path), "pickle", digest)
     if is_zoo_checkpoint(payload):
         module = build_from_checkpoint(payload, str(path))
@@ -108,7 +128,7 @@ def load_model(
             metrics=payload.get("metrics", {}),
         )
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        return _load_state_dict(path, digest, payload, arch, arch_kwargs or {}, override)
+        return _load_state_dict(path, digest, payload, arch, arch_kwargs or {}, override, from_data)
     raise UsageError(f"{path}: not a model compress can read (zoo checkpoint, TorchScript, .pt2, state_dict with --arch, .onnx)")
 
 
@@ -132,7 +152,8 @@ def _safe_torch_load(path: Path, trust_pickle: bool):
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UsageError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); re-save it") from None
     try:
-        return torch.load(path, weights_only=False, map_location="cpu")
+        with _cwd_importable():
+            return torch.load(path, weights_only=False, map_location="cpu")
     except Exception as exc:  # a trusted pickle may still fail to import its classes
         raise UsageError(f"{path}: unpickling failed ({type(exc).__name__}: {exc}); is its defining module importable?") from None
 
@@ -142,16 +163,65 @@ def _first_byte(path: Path) -> bytes:
         return handle.read(1)
 
 
-def _require_spec(path: Path) -> InputSpec:
-    raise UsageError(f"{path} carries no input spec; pass --input-shape, e.g. --input-shape 1x3x64x64")
+@contextlib.contextmanager
+def _cwd_importable():
+    """The current directory importable while the block runs: `--arch mymodel:Net` and a trusted pickle whose class
+    lives in ./mymodel.py are explicit requests to run that code."""
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
-def _load_torchscript(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
+def _require_spec(path: Path, module: nn.Module | None = None, from_data=None) -> InputSpec:
+    """The spec --data's arrays give (``from_data``), else a UsageError whose example comes from the model."""
+    if from_data is not None:
+        return from_data()
+    raise UsageError(f"{path} carries no input spec; pass --data with a .npz of real inputs, or --input-shape, "
+                     f"e.g. --input-shape {_example_shape(module)}")
+
+
+def _example_shape(module: nn.Module | None) -> str:
+    """An --input-shape guess from the model's first weighted layer (Conv2d: 1xCx32x32, Linear: 1xF, ...), TorchScript
+    too; else a placeholder that says what to write."""
+    for layer in (module.modules() if module is not None else ()):
+        kind = getattr(layer, "original_name", type(layer).__name__)
+        weight = getattr(layer, "weight", None) if kind not in ("GRU", "LSTM", "RNN") else getattr(layer, "weight_ih_l0", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            continue
+        shapes = {"Linear": f"1x{weight.shape[1]}", "Conv2d": f"1x{weight.shape[1]}x32x32", "Conv1d": f"1x{weight.shape[1]}x100",
+                  "GRU": f"1x10x{weight.shape[1]}", "LSTM": f"1x10x{weight.shape[1]}", "RNN": f"1x10x{weight.shape[1]}",
+                  "Embedding": f"1x16:int64:0-{weight.shape[0]}"}
+        if kind in shapes:
+            return shapes[kind]
+    return "1xN (the shape of one input batch)"
+
+
+def _spec_from_data(data: str, batch_axes: dict[str, int]) -> InputSpec:
+    """Input names, shapes and dtypes from a .npz's arrays (``x``, ``x1``, ...), sample axis first."""
+    from compress.data import resolve_data
+    from compress.spec import TensorSpec
+
+    dataset = resolve_data(data)
+    tensors = []
+    for index, array in enumerate(dataset.x):
+        name = "x" if index == 0 else f"x{index}"
+        dtype = str(array.dtype)
+        tensors.append(TensorSpec(name, (-1, *array.shape[1:]), dtype, 0, int(array.max()) + 1 if dtype.startswith("int") else 2))
+    return InputSpec(tuple(tensors)).with_batch_axes(batch_axes) if batch_axes else InputSpec(tuple(tensors))
+
+
+def _load_torchscript(path: Path, digest: str, override: InputSpec | None, from_data=None) -> ModelHandle:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as exc:
         raise UsageError(f"{path} is a corrupt TorchScript archive ({str(exc).splitlines()[0][:160]})") from None
-    spec = override or _spec_from_extra_files(path) or _require_spec(path)
+    spec = override or _spec_from_extra_files(path) or _require_spec(path, module, from_data)
     return ModelHandle(module.eval(), spec, str(path), "torchscript", digest)
 
 
@@ -165,36 +235,52 @@ def _spec_from_extra_files(path: Path) -> InputSpec | None:
     return InputSpec.from_list(json.loads(extra["compress_input_spec.json"])) if extra["compress_input_spec.json"] else None
 
 
-def _load_exported_program(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
-    from compress.spec import TensorSpec
+def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | None = None, remedy: str | None = None):
+    """``torch.export.load``, after :func:`compress.safe_load.check_program_archive` found nothing that runs code."""
+    from compress.safe_load import TRUST_HINT, check_program_archive
 
-    extra = {PROGRAM_METADATA: ""}
+    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
+
     try:
-        program = torch.export.load(str(path), extra_files=extra)
+        return torch.export.load(str(path), extra_files=extra_files)
     except Exception as exc:
         raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+
+
+def _load_exported_program(path: Path, digest: str, override: InputSpec | None, trust_pickle: bool,
+                           batch_axes: dict[str, int]) -> ModelHandle:
+    extra = {PROGRAM_METADATA: ""}
+    program = load_program(path, trust_pickle, extra)
     meta = json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
     if override is None and meta.get("input_spec"):
         override = InputSpec.from_list(meta["input_spec"])
     if override is None:
-        tensors = []
-        for node in program.graph.nodes:
-            if node.op == "placeholder" and node.name in program.graph_signature.user_inputs:
-                value = node.meta.get("val")
-                shape = [int(d) if isinstance(d, int) else -1 for d in value.shape]
-                shape[0] = -1
-                tensors.append(TensorSpec(node.name, tuple(shape), str(value.dtype).replace("torch.", ""), 0, 2))
-        override = InputSpec(tuple(tensors))
+        values = [(node.name, node.meta.get("val")) for node in program.graph.nodes
+                  if node.op == "placeholder" and node.name in program.graph_signature.user_inputs]
+        override = _spec_from_dims([(name, [int(d) if isinstance(d, int) else None for d in value.shape],
+                                     str(value.dtype).replace("torch.", "")) for name, value in values], batch_axes)
     dataset = meta.get("dataset")
     return ModelHandle(program.module(), override, str(path), "exported_program", digest,
                        heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset,
                        techniques=list(meta.get("techniques", [])), original=meta.get("original"))
 
 
-def _load_onnx(path: Path, digest: str, override: InputSpec | None) -> ModelHandle:
-    import onnx
+def _spec_from_dims(inputs: list[tuple[str, list[int | None], str]], batch_axes: dict[str, int]) -> InputSpec:
+    """The spec of an export whose dims are ints or None (dynamic): each input's batch axis is the declared one,
+    else its one dynamic dim, else 0; a program with no dynamic dim runs at one fixed batch."""
+    from compress.spec import tensor_from_dims
 
-    from compress.spec import TensorSpec
+    unknown = [name for name in batch_axes if name not in [n for n, _, _ in inputs]]
+    if unknown:
+        raise UsageError(f"--batch-axis names input {unknown[0]!r}, but the model's inputs are {', '.join(n for n, _, _ in inputs)}")
+    built = [tensor_from_dims(name, dims, dtype, batch_axes.get(name)) for name, dims, dtype in inputs]
+    fixed = built[0][1] if built and all(f is not None for _, f in built) else None
+    return InputSpec(tuple(t for t, _ in built), fixed_batch=fixed)
+
+
+def _load_onnx(path: Path, digest: str, override: InputSpec | None, batch_axes: dict[str, int]) -> ModelHandle:
+    import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -203,20 +289,15 @@ def _load_onnx(path: Path, digest: str, override: InputSpec | None) -> ModelHand
         raise UsageError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     if override is None:
         initializers = {i.name for i in model.graph.initializer}
-        tensors = []
-        for value in model.graph.input:
-            if value.name in initializers:
-                continue
-            kind = value.type.tensor_type
-            dims = [d.dim_value if d.dim_value > 0 else -1 for d in kind.shape.dim]
-            dims[0] = -1
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(kind.elem_type).name
-            tensors.append(TensorSpec(value.name, tuple(dims), dtype, 0, 2))
-        override = InputSpec(tuple(tensors))
+        override = _spec_from_dims([
+            (value.name, [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim],
+             onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name)
+            for value in model.graph.input if value.name not in initializers], batch_axes)
     return ModelHandle(None, override, str(path), "onnx", digest, onnx_path=str(path))
 
 
-def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwargs: dict, override: InputSpec | None) -> ModelHandle:
+def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwargs: dict, override: InputSpec | None,
+                     from_data=None) -> ModelHandle:
     if not arch:
         raise UsageError(f"{path} is a state_dict: say which class it belongs to with --arch package.module:Class or a zoo name")
     if arch in ZOO:
@@ -225,19 +306,35 @@ def _load_state_dict(path: Path, digest: str, state: dict, arch: str | None, kwa
         spec, heads = entry.input_spec, _head_from_name(entry.dataset)
         arch_info = {"name": arch, "config": kwargs}
     else:
-        module_name, _, class_name = arch.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise UsageError(f"cannot import --arch {arch!r} ({exc}); write it as package.module:Class") from None
-        module = cls(**kwargs)
+        module = _import_arch(arch)(**kwargs)
         spec, heads, arch_info = None, (), {"name": arch, "config": kwargs}
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise UsageError(f"{path} does not fit --arch {arch} ({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc}); check --arch-kwargs") from None
-    spec = override or spec or _require_spec(path)
+    spec = override or spec or _require_spec(path, module, from_data)
     return ModelHandle(module.eval(), spec, str(path), "state_dict", digest, heads=heads, arch=arch_info)
+
+
+def _import_arch(arch: str) -> type:
+    """The class ``--arch`` names: ``package.module:Class`` (the current directory importable too) or
+    ``path/to/file.py:Class``."""
+    module_name, _, class_name = arch.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            file = Path(module_name)
+            if not file.is_file():
+                raise ImportError(f"{file} not found")
+            loader_spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[file.stem] = module  # so a trusted pickle or torch.export can find the class again
+            loader_spec.loader.exec_module(module)
+        else:
+            with _cwd_importable():
+                module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError, ValueError, SyntaxError) as exc:
+        raise UsageError(f"cannot import --arch {arch!r} ({exc}); write it as package.module:Class or path/to/file.py:Class") from None
 
 
 def save_program(handle, path: Path, original: dict | None = None) -> Path:
@@ -247,8 +344,9 @@ def save_program(handle, path: Path, original: dict | None = None) -> Path:
     ``original`` (else the handle's own) records the model before the first pass and its test metric, so a chained
     command measures degradation against it, not against the already pruned or distilled model.
     """
-    example = handle.input_spec.example_inputs(batch=2)
-    dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
+    example = handle.input_spec.example_inputs(batch=3)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dims = tuple({axis: batch} for axis in handle.input_spec.input_axes)
     program = torch.export.export(handle.module, example, dynamic_shapes=dims, strict=False)
     meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques,
             "original": original or handle.original}

@@ -77,10 +77,11 @@ def _looks_like_probabilities(rows: np.ndarray) -> bool:
 
 
 def infer_kinds(outputs: list[np.ndarray], heads=(), declared: dict[str, str] | None = None, names: list[str] | None = None,
-                labelled: bool = False, state_shapes: list[tuple] = ()) -> list[OutputKind]:
-    """Each output's kind: declared > the dataset head (when it fits the output) > a state input's shape > shape and values.
+                labelled: bool = False, state_shapes: list[tuple] = (), state_outputs: set[int] = frozenset()) -> list[OutputKind]:
+    """Each output's kind: declared > the dataset head (when it fits the output) > state > shape and values.
 
-    ``state_shapes``: per-sample shapes of float inputs; an output of the same shape is the state fed back.
+    ``state_outputs``: indices of outputs fed back as inputs (``--state``, compress.streams); ``state_shapes``: per-sample
+    shapes of float inputs, an output of the same shape is read as the state fed back too.
     """
     declared = declared or {}
     names = names or [f"output_{i}" for i in range(len(outputs))]
@@ -97,6 +98,8 @@ def infer_kinds(outputs: list[np.ndarray], heads=(), declared: dict[str, str] | 
         elif head is not None:
             kind = "regression" if head.kind == "regression" else ("probabilities" if _looks_like_probabilities(rows) else "classes")
             kinds.append(OutputKind(name, kind, "head", labelled))
+        elif index in state_outputs:
+            kinds.append(OutputKind(name, "state", "state-pair"))
         elif tuple(output.shape[1:]) in state_shapes and width > 1:
             kinds.append(OutputKind(name, "state", "state-input"))
         elif width <= REGRESSION_MAX_WIDTH:

@@ -64,11 +64,11 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
     if plan.test is None:
         return Reference(None, None, size_bytes or Path(handle.source_path).stat().st_size, "torch")
     if handle.module is None:
-        runner = open_runner(handle.onnx_path)
+        runner = open_runner(handle.onnx_path, spec=handle.input_spec)
     else:
         from compress.runtimes.torch_eager import TorchRunner
 
-        runner = TorchRunner.from_module(handle.module, handle.input_spec.names)
+        runner = TorchRunner.from_module(handle.module, handle.input_spec)
     outputs = run_dataset(runner, plan.test)
     heads = heads_for(handle, plan)
     metrics = task_metrics(heads, outputs, plan.test.y)
@@ -84,9 +84,10 @@ def output_kinds(handle: ModelHandle, heads, outputs: list[np.ndarray], names: l
     from compress.errors import UsageError
 
     names = names or output_names(handle.heads, handle.input_spec.names, len(outputs))  # the exported files' names
-    states = [tuple(t.shape[1:]) for t in handle.input_spec.tensors if t.dtype.startswith("float")]
+    spec = handle.input_spec
+    states = [tuple(t.sample_shape) for t in spec.tensors if t.dtype.startswith("float")]
     try:
-        return infer_kinds(outputs, heads, handle.output_kinds, names, labelled, states)
+        return infer_kinds(outputs, heads, handle.output_kinds, names, labelled, states, {index for _, index in spec.state})
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -118,9 +119,9 @@ def combined_fidelity(reference: list[np.ndarray], candidate: list[np.ndarray]) 
 
 def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -> tuple[dict, str]:
     """Run ``path`` in its runtime on the test split: task metric, degradation and fidelity."""
-    runner = open_runner(path)
+    runner = open_runner(path, spec=plan.spec)
     if plan.test is None:  # no real data: prove it loads and runs, claim nothing about accuracy
-        runner.run(tuple(a[:1] for a in plan.calibration.x))
+        runner.run(next(plan.calibration.batches(1))[0])
         return {"task": None, "degradation": None, "fidelity": None}, runner.name
     outputs = run_dataset(runner, plan.test)
     task = task_metrics(heads, outputs, plan.test.y)

@@ -129,6 +129,39 @@ def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32_onnx: Path |
     return findings
 
 
+TFLITE_NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
+                       "torch.export.save, or use --format onnx")
+
+
+def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[QuantizeConfig, list[dict]]:
+    """Formats the source cannot reach, found before any work: refused (exit 2) when nothing else is asked for,
+    else dropped with an error finding while the other formats go on."""
+    if handle.module is None:
+        reason = f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)"
+    elif handle.source_format == "torchscript":
+        reason = TFLITE_NEEDS_EXPORT
+    else:
+        return config, []
+    if "tflite" not in config.formats:
+        return config, []
+    if config.formats == ["tflite"]:
+        raise UsageError(reason)
+    finding = {"format": "tflite", "op": None, "node": None, "layer": None, "severity": "error",
+               "message": f"not produced: {reason}", "suggestion": "the other formats go on"}
+    return config.model_copy(update={"formats": [f for f in config.formats if f != "tflite"]}), [finding]
+
+
+def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0) -> dict | None:
+    """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models)."""
+    from compress.runtimes import open_runner
+    from compress.streams import evaluate_stream
+
+    if not handle.input_spec.state:
+        return None
+    runners = {a["name"]: open_runner(Path(run_dir) / a["path"], spec=plan.spec) for a in artifacts}
+    return evaluate_stream(handle, plan, runners, seed=seed)
+
+
 def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, plan: DataPlan, config: QuantizeConfig, exclude: list[str]):
     out = run_dir / _filename(precision, fmt)
     if fmt == "onnx":
@@ -165,10 +198,7 @@ def quantize(
     config = config or QuantizeConfig()
     step = step or (lambda message: None)
     run_dir = Path(out_dir)
-    if handle.module is None and "tflite" in config.formats:
-        if config.formats == ["tflite"]:
-            raise UsageError(f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)")
-        config = config.model_copy(update={"formats": [f for f in config.formats if f != "tflite"]})
+    config, refused = refuse_unconvertible(handle, config)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     step("loading data")
@@ -189,7 +219,7 @@ def quantize(
 
             export_onnx(handle, fp32_onnx)
     step("pre-flight")
-    preflight = run_preflight(handle, config, fp32_onnx)
+    preflight = refused + run_preflight(handle, config, fp32_onnx)
 
     if reference is None:
         step("measuring the reference")
@@ -217,7 +247,9 @@ def quantize(
     from compress.advice import explain_speed
 
     explain_speed(artifacts)
+    step("stream evaluation")
     extra = {
+        "streams": stream_report(handle, plan, run_dir, artifacts, config.seed),
         "command": "quantize",
         "config": config.model_dump(),
         "preflight": preflight,

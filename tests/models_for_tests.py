@@ -92,3 +92,22 @@ class WideRangeLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sequence, _ = self.lstm(self.proj(x))
         return self.out(sequence[:, -1])
+
+
+class TinyVad(nn.Module):
+    """GRU-like streaming model: chunk (B, 8) and state (2, B, 16), batch on the state's axis 1 ->
+    speech probability (B, 1) and the next state (2, B, 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.rec = nn.ModuleList([nn.Linear(16, 16) for _ in range(2)])
+        self.out = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor):
+        h = torch.relu(self.inp(x))
+        layers = []
+        for i, rec in enumerate(self.rec):
+            h = torch.tanh(rec(h) + state[i])
+            layers.append(h)
+        return torch.sigmoid(self.out(h)), torch.stack(layers)

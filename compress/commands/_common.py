@@ -24,10 +24,16 @@ stdout_console = Console()
 JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 # How a model is loaded and its artifacts timed: the same options on every verb that takes a model.
-ARCH_OPTION = typer.Option(None, "--arch", help="For a state_dict: package.module:Class or a zoo name.")
+ARCH_OPTION = typer.Option(None, "--arch", help="For a state_dict: package.module:Class, path/to/file.py:Class or a zoo name.")
 ARCH_KWARGS_OPTION = typer.Option(None, "--arch-kwargs", help="key=value for --arch's constructor (repeatable).")
 INPUT_SHAPE_OPTION = typer.Option(None, "--input-shape", help="Input shape like 1x3x64x64, 1x16:int64 or name=1x8 (repeatable).")
-TRUST_PICKLE_OPTION = typer.Option(False, "--trust-pickle", help="Allow loading a fully pickled nn.Module (executes code from the file).")
+BATCH_AXIS_OPTION = typer.Option(None, "--batch-axis", help="An input whose batch is not on axis 0, like state=1 for a (layers, batch, H) state (repeatable; default: from the export's dynamic dims).")
+STATE_OPTION = typer.Option(None, "--state", help="An input fed back from an output, like state=output_1: the model is also evaluated over a stream (repeatable; default: inferred from same shape and a state-like name).")
+TRUST_PICKLE_OPTION = typer.Option(False, "--trust-pickle", help="Allow loading a pickled nn.Module, or a .pt2 with pickled entries or code (executes code from the file).")
+TRUST_CODE_OPTION = typer.Option(False, "--trust-code", help="Allow the recipe's package.module:Name entries (model.arch, data.name, "
+                                  "a distill student) to be imported and run.")
+TRUST_CODE_FROM_OPTION = typer.Option(None, "--trust-code-from", metavar="PKG",
+                                      help="Allow only names under this import root, e.g. mypkg (repeatable).")
 NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measurement.")
 RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact.")
 THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")

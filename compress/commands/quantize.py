@@ -5,10 +5,10 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
-                                     TRUST_PICKLE_OPTION, console, declare_output_kinds, emit, gate_policy, handle_errors,
-                                     parse_kwargs)
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION,
+                                     JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
+                                     STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
+                                     gate_policy, handle_errors, parse_kwargs)
 from compress.commands._render import artifact_table, step_progress
 
 
@@ -39,6 +39,8 @@ def quantize_command(
     arch: str = ARCH_OPTION,
     arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
     input_shape: list[str] = INPUT_SHAPE_OPTION,
+    batch_axis: list[str] = BATCH_AXIS_OPTION,
+    state: list[str] = STATE_OPTION,
     trust_pickle: bool = TRUST_PICKLE_OPTION,
     no_bench: bool = NO_BENCH_OPTION,
     runs: int = RUNS_OPTION,
@@ -73,7 +75,11 @@ def quantize_command(
             raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
         if auto_fallback and max_degradation is None:
             raise UsageError("--auto-fallback needs --max-degradation (the gate it falls back to meet)")
-        handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
+        from compress.streams import parse_batch_axes, parse_pairs
+
+        handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle,
+                            batch_axes=parse_batch_axes(batch_axis), state=parse_pairs(state, "--state"),
+                            data=data if data and data.endswith(".npz") else None)
         declare_output_kinds(handle, output_kind)
         run_dir = out or Path("runs") / model.stem
         with step_progress(transient=json_out) as step:

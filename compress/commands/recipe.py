@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import (
+    DEBUG_OPTION, JSON_OPTION, TRUST_CODE_FROM_OPTION, TRUST_CODE_OPTION, TRUST_PICKLE_OPTION, console, emit, handle_errors,
+)
 
 recipe_app = typer.Typer(help="Recipes: validate a pipeline file, print its JSON Schema, start a new one.", no_args_is_help=True)
 
@@ -18,16 +20,35 @@ def register(app: typer.Typer) -> None:
 
 @recipe_app.command("validate")
 def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION) -> None:
-    """Check a recipe without running it; errors point at file:line:column.
+    """Check a recipe without running it; errors point at file:line:column. Lists the code it would import
+    (``compress run`` needs --trust-code or --trust-code-from for it).
 
     Example: compress recipe validate recipes/mnist_cnn.yaml
     """
     from compress.recipe import load_recipe
+    from compress.recipe.trust import code_imports
 
     with handle_errors(debug):
         recipe = load_recipe(file)
-        emit({"valid": True, "recipe": recipe.resolved()}, json_out,
-             lambda: console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})"))
+        imports = code_imports(recipe)
+        document = {"valid": True, "imports": [{"field": i.field, "name": i.name} for i in imports],
+                    "trust_pickle": recipe.model.trust_pickle, "recipe": recipe.resolved()}
+        emit(document, json_out, lambda: _print_validation(file, recipe, imports))
+
+
+def _print_validation(file: Path, recipe, imports) -> None:
+    from rich.table import Table
+
+    console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})")
+    if imports:
+        table = Table(title="code this recipe imports and runs (compress run needs --trust-code or --trust-code-from)")
+        table.add_column("field")
+        table.add_column("imports")
+        for item in imports:
+            table.add_row(item.field, item.name)
+        console.print(table)
+    if recipe.model.trust_pickle:
+        console.print("model.trust_pickle: the model is a pickle; compress run needs --trust-pickle")
 
 
 @recipe_app.command("schema")
@@ -58,22 +79,30 @@ def run(
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: the recipe's output.dir)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage instead of reusing unchanged ones."),
     overrides: list[str] = typer.Option(None, "--set", help="Override a value: stages.1.quantize.calibration=entropy (repeatable)."),
+    trust_code: bool = TRUST_CODE_OPTION,
+    trust_code_from: list[str] = TRUST_CODE_FROM_OPTION,
+    trust_pickle: bool = TRUST_PICKLE_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
 ) -> None:
     """Run a recipe: stages in order (cached, resumable), gates on the real artifacts, report + manifest.
 
-    Example: compress run recipes/mnist_cnn.yaml --set stages.0.quantize.calibration=entropy
+    A recipe is data: package.module:Name entries (model.arch, data.name, a distill student) run only with
+    --trust-code or --trust-code-from PKG, and a pickled model only with --trust-pickle.
+
+    Example: compress run recipes/mnist_cnn.yaml --set stages.1.quantize.calibration=entropy
     """
     from compress.commands._render import artifact_table, step_progress
     from compress.errors import GateFailed
     from compress.recipe import load_recipe
     from compress.recipe.run import run_recipe
+    from compress.recipe.trust import Trust
 
     with handle_errors(debug):
         recipe = load_recipe(file, overrides)
+        trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         with step_progress(transient=json_out) as step:
-            result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file))
+            result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
         emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
             failed = next(g for g in result.report["gates"] if not g["passed"])

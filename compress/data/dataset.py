@@ -31,7 +31,11 @@ class Head:
 
 @dataclass
 class Dataset:
-    """Arrays with the sample axis first. ``y`` is None for unlabeled data."""
+    """Arrays with the sample axis first. ``y`` is None for unlabeled data.
+
+    ``axes``: each input's batch axis in the model's layout (empty: all 0). Splitting and subsets work sample-first;
+    ``batches`` yields arrays in the model's layout (a state ``(layers, B, H)`` with its batch on axis 1).
+    """
 
     name: str
     x: tuple[np.ndarray, ...]
@@ -39,6 +43,7 @@ class Dataset:
     heads: tuple[Head, ...] = ()
     split_name: str = "all"
     meta: dict = field(default_factory=dict)
+    axes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = {len(a) for a in self.x} | {len(a) for a in (self.y or ())}
@@ -61,6 +66,7 @@ class Dataset:
             self.heads,
             split_name,
             dict(self.meta),
+            self.axes,
         )
 
     def split(self, seed: int = 0) -> "Splits":
@@ -81,13 +87,21 @@ class Dataset:
         index = np.sort(np.random.default_rng(seed).choice(self.size, size=n, replace=False))
         return self.subset(index, f"{self.split_name}[{n}]")
 
-    def batches(self, batch_size: int):
-        """Yield (inputs tuple, labels tuple or None) in order."""
+    def batches(self, batch_size: int, pad: bool = False):
+        """Yield (inputs tuple in the model's layout, labels tuple or None) in order.
+
+        ``pad``: the last batch is filled up to ``batch_size`` with copies of its last sample (for a model that runs
+        at one fixed batch; the caller drops the padding's outputs).
+        """
+        axes = self.axes or (0,) * len(self.x)
         for start in range(0, self.size, batch_size):
             stop = start + batch_size
-            xs = tuple(a[start:stop] for a in self.x)
+            xs = [a[start:stop] for a in self.x]
+            short = batch_size - len(xs[0])
+            if pad and short:
+                xs = [np.concatenate([a, np.repeat(a[-1:], short, axis=0)]) for a in xs]
             ys = None if self.y is None else tuple(a[start:stop] for a in self.y)
-            yield xs, ys
+            yield tuple(np.moveaxis(a, 0, axis) if axis else a for a, axis in zip(xs, axes)), ys
 
     def fingerprint(self) -> str:
         """sha256 over every array: identifies the exact samples used."""
@@ -114,5 +128,6 @@ class Splits:
             pool.heads,
             "train+val",
             pool.meta,
+            pool.axes,
         )
         return pool.take(n, seed)

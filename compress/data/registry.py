@@ -51,7 +51,7 @@ def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> 
         return load_npz(path)
     if path.is_dir():
         return load_image_folder(path, image_shape)
-    if ":" in spec and not path.exists():
+    if names_callable(spec):
         return load_callable(spec)
     if not path.exists():
         raise UsageError(
@@ -59,6 +59,12 @@ def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> 
             "an existing .npz, an image folder or package.module:function"
         )
     raise UsageError(f"data {spec!r}: unsupported kind of file; use a .npz with an 'x' array or an image folder")
+
+
+def names_callable(spec: str) -> bool:
+    """True when ``spec`` is ``package.module:function`` (code to import), not a built-in name, .npz or existing path."""
+    path = Path(spec)
+    return spec not in BUILTIN_DATASETS and path.suffix != ".npz" and ":" in spec and not path.exists()
 
 
 def load_npz(path: Path) -> Dataset:

@@ -55,19 +55,21 @@ def export_onnx(handle: ModelHandle, path: str | Path, opset: int = 18, dynamic_
         raise UsageError(f"{handle.source_path} is already an ONNX model: use it as is (there is no torch module to export)")
     module = _inference_mode(handle.module)
     names = handle.input_spec.names
-    example = handle.input_spec.example_inputs(batch=_static_batch(module) or (2 if dynamic_batch else 1), seed=0)
+    spec = handle.input_spec
+    example = spec.example_inputs(batch=spec.fixed_batch or _static_batch(module) or (3 if dynamic_batch else 1), seed=0)
+    axes = _io_axes(spec, len(_output_names(handle, module, example)))
     outputs = _output_names(handle, module, example)
     if isinstance(module, torch.jit.ScriptModule):
-        model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch)
+        model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch, axes)
         notes = [f"exporter: TorchScript-based (dynamo=False), opset {opset}: torch.export cannot trace TorchScript modules"]
     else:
         try:
-            model, notes = _export_dynamo(module, example, names, outputs, opset, dynamic_batch)
+            model, notes = _export_dynamo(module, example, names, outputs, opset, dynamic_batch, axes)
         except _UnsupportedOp as unsupported:
-            model, notes = _export_legacy_or_refuse(module, example, names, outputs, opset, dynamic_batch, unsupported)
+            model, notes = _export_legacy_or_refuse(module, example, names, outputs, opset, dynamic_batch, unsupported, axes)
         except _CaptureFailed as failed:
             try:
-                model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch)
+                model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch, axes)
             except Exception as exc:
                 raise EnvironmentFailure(
                     f"ONNX export failed: torch.export could not capture the model ({failed.reason}) and the "
@@ -126,10 +128,10 @@ def _output_names(handle: ModelHandle, module: torch.nn.Module, example: tuple) 
     return output_names(handle.heads, handle.input_spec.names, count)
 
 
-def _export_dynamo(module, example, names, outputs, opset, dynamic_batch) -> tuple[onnx.ModelProto, list[str]]:
+def _export_dynamo(module, example, names, outputs, opset, dynamic_batch, axes) -> tuple[onnx.ModelProto, list[str]]:
     with warnings.catch_warnings(), quiet_logger("torch.onnx"), quiet_logger("torch.export"):
         warnings.simplefilter("ignore")
-        program, fixed = _capture(module, example, dynamic_batch)
+        program, fixed = _capture(module, example, dynamic_batch, axes[0])
         try:
             onnx_program = torch.onnx.export(program, (), dynamo=True, input_names=names, output_names=outputs,
                                              opset_version=opset, optimize=True, external_data=False, verbose=False)
@@ -141,19 +143,20 @@ def _export_dynamo(module, example, names, outputs, opset, dynamic_batch) -> tup
             where = f" (layer {layer!r})" if layer else ""
             raise EnvironmentFailure(f"ONNX export failed while translating the model{where}: {_conversion_cause(exc)}") from None
     model = onnx_program.model_proto
-    _rename_batch_axis(model)
+    _rename_batch_axis(model, axes[0])
     notes = [f"exporter: torch.export (dynamo), opset {opset}" + (", dynamic batch axis" if dynamic_batch and not fixed else "")]
     if fixed:
-        notes.append(f"the batch axis is fixed at {len(example[0])}: {fixed}")
+        notes.append(f"the batch axis is fixed at {example[0].shape[axes[0][0]]}: {fixed}")
     return model, notes
 
 
-def _capture(module, example, dynamic_batch) -> tuple[torch.export.ExportedProgram, str | None]:
-    """``torch.export`` with a dynamic batch axis; a fixed one (and why) where the model's code specializes it."""
+def _capture(module, example, dynamic_batch, in_axes) -> tuple[torch.export.ExportedProgram, str | None]:
+    """``torch.export`` with a dynamic batch axis (each input's own); a fixed one (and why) where the model's code
+    specializes it."""
     if dynamic_batch:
         batch = torch.export.Dim.DYNAMIC
         try:
-            return torch.export.export(module, example, dynamic_shapes=tuple({0: batch} for _ in example), strict=False), None
+            return torch.export.export(module, example, dynamic_shapes=tuple({axis: batch} for axis in in_axes), strict=False), None
         except Exception as exc:
             if "Constraints violated" not in str(exc):
                 raise _CaptureFailed(_first_line(exc)) from None
@@ -213,10 +216,10 @@ def _chain(exc: BaseException):
         seen = seen.__cause__ or seen.__context__
 
 
-def _export_legacy_or_refuse(module, example, names, outputs, opset, dynamic_batch, unsupported: _UnsupportedOp):
+def _export_legacy_or_refuse(module, example, names, outputs, opset, dynamic_batch, unsupported: _UnsupportedOp, axes):
     where = f" (layer {unsupported.layer!r})" if unsupported.layer else ""
     try:
-        model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch)
+        model = _export_torchscript(module, example, names, outputs, opset, dynamic_batch, axes)
     except Exception:
         raise UsageError(
             f"ONNX cannot express op {unsupported.op}{where}: neither exporter has a translation for it; "
@@ -225,8 +228,15 @@ def _export_legacy_or_refuse(module, example, names, outputs, opset, dynamic_bat
     return model, [f"exporter: TorchScript-based (dynamo=False), opset {opset}: the dynamo exporter has no translation for {unsupported.op}{where}"]
 
 
-def _export_torchscript(module, example, names, outputs, opset, dynamic_batch) -> onnx.ModelProto:
-    axes = {name: {0: BATCH_AXIS} for name in (*names, *outputs)} if dynamic_batch else None
+def _io_axes(spec, outputs: int) -> tuple[list[int], list[int]]:
+    """Each input's and output's batch axis (a state (layers, B, H) has it on 1)."""
+    return list(spec.input_axes), list(spec.output_axes or [0] * outputs)
+
+
+def _export_torchscript(module, example, names, outputs, opset, dynamic_batch, axes) -> onnx.ModelProto:
+    in_axes, out_axes = axes
+    axes = ({name: {axis: BATCH_AXIS} for name, axis in (*zip(names, in_axes), *zip(outputs, out_axes))}
+            if dynamic_batch else None)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), _quiet_native_output():
         warnings.simplefilter("ignore")
@@ -263,10 +273,10 @@ def _quiet_native_output():
                 os.close(copy)
 
 
-def _rename_batch_axis(model: onnx.ModelProto) -> None:
-    """Call the symbolic first axis of the inputs 'batch' everywhere it appears (dynamo names it s0, s77, ...)."""
-    first = {v.type.tensor_type.shape.dim[0].dim_param for v in model.graph.input
-             if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param}
+def _rename_batch_axis(model: onnx.ModelProto, in_axes: list[int]) -> None:
+    """Call the symbolic batch axis of the inputs 'batch' everywhere it appears (dynamo names it s0, s77, ...)."""
+    first = {v.type.tensor_type.shape.dim[axis].dim_param for v, axis in zip(model.graph.input, in_axes)
+             if len(v.type.tensor_type.shape.dim) > axis and v.type.tensor_type.shape.dim[axis].dim_param}
     if len(first) != 1:
         return
     symbol = first.pop()

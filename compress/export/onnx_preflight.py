@@ -85,9 +85,9 @@ def _runnable(path: Path) -> list[Finding]:
 
 
 def _fixed_batch(model: onnx.ModelProto) -> int | None:
+    """The first input's batch when the file fixes it: no input has a symbolic dim (a state ``(2, batch, H)`` does)."""
     initializers = {i.name for i in model.graph.initializer}
-    for value in model.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if value.name not in initializers and dims and dims[0].dim_value > 0:
-            return dims[0].dim_value
-    return None
+    inputs = [v.type.tensor_type.shape.dim for v in model.graph.input if v.name not in initializers]
+    if not inputs or any(d.dim_param for dims in inputs for d in dims):
+        return None
+    return inputs[0][0].dim_value if inputs[0] and inputs[0][0].dim_value > 0 else None

@@ -162,9 +162,7 @@ def random_calibration(fp32_path: Path, seed: int, samples: int = RANDOM_CALIBRA
     """Random inputs drawn from the model's input spec (only when no data was given: a last resort)."""
     from compress.model import load_model
 
-    spec = load_model(fp32_path).input_spec
-    rng = np.random.default_rng(seed)
-    return Dataset("random", tuple(t.random(samples, rng) for t in spec.tensors), split_name="random")
+    return load_model(fp32_path).input_spec.random_dataset(samples, seed)
 
 
 def analyze_sensitivity(
@@ -482,12 +480,13 @@ class _DataReader:
             raise UsageError(f"the calibration data has {len(data.x)} input(s) but the model takes {len(inputs)} "
                              f"({', '.join(v.name for v in inputs)})")
         dims = inputs[0].type.tensor_type.shape.dim
-        batch = dims[0].dim_value if dims and dims[0].dim_value > 0 else CALIBRATION_BATCH
+        axis = data.axes[0] if data.axes else 0
+        fixed = len(dims) > axis and dims[axis].dim_value > 0
+        batch = dims[axis].dim_value if fixed else CALIBRATION_BATCH
         types = [onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in inputs]
-        self._feeds = []
-        for start in range(0, data.size - (data.size % batch if dims and dims[0].dim_value > 0 else 0), batch):
-            arrays = [np.ascontiguousarray(a[start : start + batch], dtype=t) for a, t in zip(data.x, types)]
-            self._feeds.append(dict(zip((v.name for v in inputs), arrays)))
+        whole = data.subset(np.arange(data.size - (data.size % batch if fixed else 0)), data.split_name)
+        self._feeds = [dict(zip((v.name for v in inputs), (np.ascontiguousarray(a, dtype=t) for a, t in zip(arrays, types))))
+                       for arrays, _ in whole.batches(batch)]
         if not self._feeds:
             raise UsageError(f"calibration needs at least {batch} samples (the model's fixed batch); got {data.size}")
         self._index = 0

@@ -98,7 +98,8 @@ def export_tflite(
         calibration = random_calibration(handle, seed)
         notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
                      "accuracy will suffer and is not measured against real data. Pass --data.")
-    example = handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0)
+    batch = export_batch(handle)
+    example = handle.input_spec.example_inputs(batch=batch, seed=0)
     content, techniques = build_tflite(module, example, precision, calibration, method, per_channel, excluded, notes)
     graph = TfliteGraph(content, module)
     float_ops = graph.float_ops(precision, excluded, module)
@@ -107,7 +108,7 @@ def export_tflite(
         notes.append(graph.io_note())
     if any(t.dtype == torch.int64 for t in example):
         notes.append("int64 inputs are int32 in the file (litert-torch downcasts 64-bit types): token ids must be < 2**31")
-    notes.append(f"exported with a fixed batch of {EXPORT_BATCH}: batches are fed {EXPORT_BATCH} sample at a time")
+    notes.append(f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time")
     kept_float = any(op["reason"] == KEPT_BY_EXCLUDE for op in float_ops)
     final = "mixed" if kept_float or len([t for t in techniques if t.startswith(("ptq:", "cast:"))]) > 1 else precision
     out_path = Path(out_path)
@@ -203,8 +204,9 @@ def _static_int8(module, example, calibration: Dataset, method, per_channel, exc
     graph = _capture(module, example, notes)
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad(), _one_thread():
-        for index in range(calibration.size):  # the exported graph has a fixed batch of 1
-            prepared(*(torch.from_numpy(np.ascontiguousarray(a[index : index + 1])) for a in calibration.x))
+        batch = _batch_of(example, calibration)  # the exported graph has a fixed batch (1, or the program's own)
+        for inputs, _ in calibration.batches(batch, pad=True):
+            prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     with strict_qdq():
         content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
@@ -353,10 +355,19 @@ def _observer(method: str):
     return PercentileObserver
 
 
+def _batch_of(example: tuple, data: Dataset) -> int:
+    """The batch ``example`` (model layout) was built at, read on the first input's batch axis."""
+    axis = data.axes[0] if data.axes else 0
+    return int(example[0].shape[axis])
+
+
+def export_batch(handle: ModelHandle) -> int:
+    """The batch a TFLite file is exported at: the program's own fixed batch, else 1."""
+    return handle.input_spec.fixed_batch or EXPORT_BATCH
+
+
 def random_calibration(handle: ModelHandle, seed: int, samples: int = RANDOM_CALIBRATION_SAMPLES) -> Dataset:
-    rng = np.random.default_rng(seed)
-    arrays = tuple(t.random(samples, rng) for t in handle.input_spec.tensors)
-    return Dataset("random", arrays, split_name="random")
+    return handle.input_spec.random_dataset(samples, seed)
 
 
 # --- ai-edge-quantizer: fp16, dynamic-range, weight-only -----------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
-from compress.export.tflite import (EXPORT_BATCH, PRECISIONS, TfliteGraph, build_tflite, eval_mode, format_counts,
+from compress.export.tflite import (EXPORT_BATCH, PRECISIONS, TfliteGraph, build_tflite, eval_mode, export_batch, format_counts,
                                     random_calibration, static_gap)
 from compress.model import ModelHandle
 
@@ -37,7 +37,7 @@ def tflite_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
     module = eval_mode(module)
     notes: list[str] = []
     calibration = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES) if precision == "int8" else None
-    example = handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0)
+    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     try:
         content, _ = build_tflite(module, example, precision, calibration, "minmax", True, [], notes)
     except UsageError as exc:

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from compress.dataplan import plan_data
 from compress.errors import UsageError
 from compress.io import sha256_file, write_json_atomic
@@ -23,6 +21,7 @@ from compress.passes.qat import QatConfig, is_quantized
 from compress.pipeline import Reference, finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
+from compress.recipe.trust import Trust, check_trust
 from compress.zoo.checkpoint import library_versions
 
 MODEL_STAGES = ("prune", "distill", "qat")
@@ -36,21 +35,25 @@ class RecipeResult:
     reused: list[str]
 
 
-def resolve_model(recipe: RecipeBase) -> ModelHandle:
-    """``zoo:NAME`` trains (or reuses) the zoo checkpoint with the recipe's seed; anything else is a path."""
+def resolve_model(recipe: RecipeBase, trust: Trust) -> ModelHandle:
+    """``zoo:NAME`` trains (or reuses) the zoo checkpoint with the recipe's seed; anything else is a path.
+
+    A pickled model loads only when the command line said --trust-pickle (``trust.pickle``), whatever the file says.
+    """
     source = recipe.model.source
     if source.startswith("zoo:"):
         from compress.zoo import train_zoo_model
 
         source = str(train_zoo_model(source[4:], epochs=recipe.model.epochs, seed=recipe.seed).path)
     handle = load_model(source, arch=recipe.model.arch, arch_kwargs=recipe.model.arch_kwargs,
-                        input_shapes=recipe.model.input_shapes or None, trust_pickle=recipe.model.trust_pickle)
+                        input_shapes=recipe.model.input_shapes or None, trust_pickle=trust.pickle,
+                        batch_axes=recipe.model.batch_axes, state=recipe.model.state)
     handle.output_kinds = dict(recipe.model.output_kinds)
     return handle
 
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
-    """Intermediate models are stored as torch.export programs: reloading executes no pickled code."""
+    """Intermediate models are stored as torch.export programs (reloaded through the .pt2 check, never with pickles)."""
     from compress.model import save_program
     from compress.training import set_mode
 
@@ -59,9 +62,11 @@ def _save_module(handle: ModelHandle, path: Path) -> None:
 
 
 def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle:
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
+    """A stage's own model.pt2 (its sha256 already checked); never trusted with pickles: compress writes none."""
+    from compress.model import load_program
 
-    return handle.with_module(torch.export.load(str(path)).module(), technique)
+    remedy = "compress writes no such entries: the run directory was tampered with; rerun with --force to recompute every stage"
+    return handle.with_module(load_program(path, remedy=remedy).module(), technique)
 
 
 def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) -> ModelHandle:
@@ -76,7 +81,9 @@ def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) 
 
 
 def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
-               step: Callable[[str], None] | None = None, recipe_path: str | None = None) -> RecipeResult:
+               step: Callable[[str], None] | None = None, recipe_path: str | None = None, trust: Trust = Trust()) -> RecipeResult:
+    """Run every stage; code the recipe names (``module:Name``) runs only as far as ``trust`` (the command line) allows."""
+    check_trust(recipe, trust, recipe_path or "recipe")
     step = step or (lambda message: None)
     run_dir = Path(out_dir or recipe.output.dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +92,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         cache.clear()
     versions = library_versions()
     step("loading the model")
-    handle = resolve_model(recipe)
+    handle = resolve_model(recipe, trust)
     original = handle
     plan = plan_data(handle, recipe.data.name, recipe.data.calib_samples, recipe.seed)
     fingerprint = plan.test.fingerprint() if plan.test is not None else "no-data"
@@ -101,21 +108,23 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         key = cache.key(previous, kind, config.model_dump(mode="json"), fingerprint, versions)
         folder = cache.folder(index, kind, key)
         record = cache.done(folder)
-        if record is not None:
+        if record is not None and "files" in record:  # a marker without sha256s (an older compress) is recomputed
+            record = cache.verified(folder, record)
             step(f"stage {index} {kind}: unchanged, reused")
             reused.append(f"{index}:{kind}")
         else:
             step(f"stage {index} {kind}")
             cache.start(folder)
             record = _run_stage(kind, config, handle, recipe, plan, reference, folder)
-            cache.finish(folder, record)
+            files = (["model.pt2"] if kind in MODEL_STAGES else []) + [a["path"] for a in record.get("artifacts", [])]
+            record = cache.finish(folder, record, files)
         if kind in MODEL_STAGES:
             handle = _load_module(handle, folder / "model.pt2", record["technique"])
         for entry in record.get("artifacts", []):
             shutil.copyfile(folder / entry["path"], run_dir / entry["path"])
             artifacts = [a for a in artifacts if a["name"] != entry["name"]] + [entry]
         stage_log.append({"index": index, "kind": kind, "key": key, "reused": f"{index}:{kind}" in reused,
-                          **{k: v for k, v in record.items() if k != "artifacts"}})
+                          **{k: v for k, v in record.items() if k not in ("artifacts", "files")}})
         previous = key
 
     step("gates")

@@ -52,17 +52,19 @@ class BenchmarkConfig(Strict):
 
 class ModelSection(Strict):
     source: str = Field(..., description="zoo:NAME (trained or reused), or a path to a model file.")
-    arch: str | None = Field(None, description="For a state_dict: package.module:Class or a zoo name.")
+    arch: str | None = Field(None, description="For a state_dict: a zoo name, or package.module:Class (imported only with --trust-code).")
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
     input_shapes: list[str] = Field(default_factory=list, description="Like 1x3x64x64 or name=1x12:int64.")
-    trust_pickle: bool = False
+    batch_axes: dict[str, int] = Field(default_factory=dict, description="Inputs whose batch is not on axis 0, like {state: 1}.")
+    state: dict[str, str] = Field(default_factory=dict, description="Inputs fed back from outputs, like {state: output_1}.")
+    trust_pickle: bool = Field(False, description="The model is a pickle; loading it still needs --trust-pickle on the command line.")
     epochs: int | None = Field(None, ge=1, description="zoo: training epochs (default: the model's own).")
     output_kinds: dict[str, Literal["classes", "probabilities", "embedding", "regression", "state"]] = Field(
         default_factory=dict, description="Declared kind per output name (default: inferred), e.g. {emb: embedding}.")
 
 
 class DataSection(Strict):
-    name: str | None = Field(None, description="Dataset name, .npz, image folder or package.module:function.")
+    name: str | None = Field(None, description="Dataset name, .npz, image folder or package.module:function (imported only with --trust-code).")
     calib_samples: int = Field(256, ge=1)
 
 

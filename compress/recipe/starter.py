@@ -12,11 +12,11 @@ seed: 0                      # same seed + same inputs -> same artifacts (sha256
 
 model:
   source: {source}           # zoo:NAME trains or reuses the zoo checkpoint; or a path (.pt, .pt2, .onnx)
-  # arch: package.module:Class   # for a state_dict
+  # arch: package.module:Class   # for a state_dict (imported only with `compress run --trust-code`)
   # input_shapes: [1x3x64x64]    # when the file carries no input spec
 
 data:
-  name: {data}               # dataset name, .npz, image folder or package.module:function
+  name: {data}               # dataset name, .npz, image folder or package.module:function (needs --trust-code)
   calib_samples: 256         # calibration comes from train+val; evaluation uses the test split
 
 stages:

@@ -75,7 +75,7 @@ class Section:
 
 def technique_sections(report: dict) -> list[Section]:
     """The sections for what the pass commands put into report.json (``prune``, ``distill``, ``qat``)."""
-    builders = {"prune": prune_section, "distill": distill_section, "qat": qat_section}
+    builders = {"prune": prune_section, "distill": distill_section, "qat": qat_section, "streams": stream_section}
     return [build(report) for key, build in builders.items() if report.get(key)]
 
 
@@ -156,6 +156,25 @@ def qat_section(report: dict) -> Section:
     return Section("QAT vs PTQ", lines, [
         ("Degradation per format", ["format", "PTQ artifact", "PTQ degradation", "QAT artifact", "QAT degradation", "verdict"], comparison),
         ("Training (fake-quantized validation)", ["epoch", "loss", "val", "BN frozen", "observers frozen"], history)])
+
+
+def stream_section(report: dict) -> Section:
+    """``streams``: each artifact over one stream of chunks with its own state fed back, against eager PyTorch."""
+    s = report["streams"]
+    lines = [f"{s['steps']} consecutive chunks at batch {s['batch']} ({'from the data, in order' if s['chunks'] == 'data' else 'RANDOM chunks: no data was given'}), "
+             "state fed back: " + ", ".join(f"{p['input']} <- {p['output']}" for p in s["state"]), *s.get("inferred", [])]
+    rows = []
+    for name, result in s["artifacts"].items():
+        if "error" in result:
+            rows.append([name, result["runtime"], "failed: " + result["error"], "-", "-", "-"])
+            continue
+        agree = result["decision_agreement"]
+        drift = "; ".join(f"{o['output']} {o['drift_sqnr_db']['first']:.1f} -> {o['drift_sqnr_db']['last']:.1f}" for o in result["outputs"])
+        rows.append([name, result["runtime"], "-" if agree is None else f"{agree:.3f}", f"{result['min_sqnr_db']:.1f}",
+                     f"{result['last_sqnr_db']:.1f}", drift])
+    return Section("Streams (state fed back)", lines,
+                   [("per artifact", ["artifact", "runtime", "decision agreement", "min SQNR dB", "last-quarter SQNR dB",
+                                      "drift SQNR dB (first -> last quarter)"], rows)])
 
 
 def section_markdown(section: Section) -> list[str]:

@@ -32,6 +32,8 @@ class Runner(Protocol):
     name: str          # "onnxruntime" | "litert" | "torch"
     path: Path
     input_names: list[str]
+    input_axes: list[int]    # each input's batch axis (a state (layers, B, H) has it on 1)
+    output_axes: list[int]   # each output's batch axis
 
     def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]: ...
 
@@ -57,9 +59,28 @@ def open_runner(path: str | Path, runtime: str = "auto", threads: int | None = N
     return runner_class(path, threads=threads, **options)
 
 
+def io_layout(inputs: list[list], outputs: list[list], spec=None) -> tuple[list[int], list[int], int | None]:
+    """``(input axes, output axes, fixed batch)`` of a file whose dims are ints or None (dynamic).
+
+    ``spec`` (the model's InputSpec) names the axes; without it each tensor's one dynamic dim is its batch axis,
+    else 0. The fixed batch is the first input's dim on its batch axis when the file fixes it.
+    """
+    from compress.targets.device_runner import batch_axis
+
+    if spec is not None:
+        in_axes, out_axes = list(spec.input_axes), list(spec.output_axes or [0] * len(outputs))
+    else:
+        in_axes, out_axes = [batch_axis(s) for s in inputs], [batch_axis(s) for s in outputs]
+    first = inputs[0] if inputs else []
+    fixed = first[in_axes[0]] if len(first) > in_axes[0] and first[in_axes[0]] else None
+    return in_axes, out_axes, fixed
+
+
 def run_dataset(runner: Runner, dataset: Dataset, batch_size: int = 64) -> list[np.ndarray]:
-    """Run every sample of ``dataset`` through ``runner``; outputs concatenated per model output."""
+    """Run every sample of ``dataset`` through ``runner``; outputs sample-first, concatenated per model output."""
     chunks: list[list[np.ndarray]] = []
     for inputs, _ in dataset.batches(batch_size):
-        chunks.append([np.asarray(o) for o in runner.run(inputs)])
+        outputs = runner.run(inputs)
+        axes = getattr(runner, "output_axes", None) or [0] * len(outputs)
+        chunks.append([np.moveaxis(np.asarray(o), axis, 0) for o, axis in zip(outputs, axes)])
     return [np.concatenate(parts) for parts in zip(*chunks)]

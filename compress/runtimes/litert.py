@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.runtimes.base import io_layout
 from compress.targets.device_runner import run_in_chunks
 
 
@@ -41,7 +42,7 @@ class LiteRTRunner:
 
     name = "litert"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, spec=None):
         interpreter_class = load_interpreter_class()
         self.path = Path(path)
         self.threads = threads
@@ -57,23 +58,26 @@ class LiteRTRunner:
         input_names, output_names = _signature_names(self.interpreter)
         self.input_names = [input_names.get(d["index"], d["name"]) for d in self.inputs]
         self.output_names = [output_names.get(d["index"], d["name"]) for d in self.outputs]
-        first = self.inputs[0]["shape_signature"] if self.inputs else [1]
-        self.fixed_batch = int(first[0]) if len(first) and first[0] > 0 else None
+        dims = [[[int(d) if d > 0 else None for d in detail["shape_signature"]] for detail in details]
+                for details in (self.inputs, self.outputs)]
+        self.input_axes, self.output_axes, self.fixed_batch = io_layout(*dims, spec)
 
     def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         if len(inputs) != len(self.inputs):
             raise UsageError(f"{self.path.name} takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}) but got {len(inputs)}")
-        arrays = [_to_input(np.asarray(a), detail) for a, detail in zip(inputs, self.inputs)]
+        arrays = [_to_input(np.asarray(a), detail, axis) for a, detail, axis in zip(inputs, self.inputs, self.input_axes)]
         if self.fixed_batch is None:
-            self._resize(len(arrays[0]))
+            self._resize(arrays[0].shape[self.input_axes[0]])
             return self._invoke(arrays)
-        return run_in_chunks(self._invoke, arrays, self.fixed_batch)
+        return run_in_chunks(self._invoke, arrays, self.fixed_batch, self.input_axes, self.output_axes)
 
     def _resize(self, batch: int) -> None:
-        if all(d["shape"][0] == batch for d in self.inputs):
+        if all(d["shape"][axis] == batch for d, axis in zip(self.inputs, self.input_axes)):
             return
-        for detail in self.inputs:
-            self.interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]])
+        for detail, axis in zip(self.inputs, self.input_axes):
+            shape = list(detail["shape"])
+            shape[axis] = batch
+            self.interpreter.resize_tensor_input(detail["index"], shape)
         self.interpreter.allocate_tensors()
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
@@ -99,13 +103,15 @@ def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
             {index: name for name, index in signature["outputs"].items()})
 
 
-def _to_input(array: np.ndarray, detail: dict) -> np.ndarray:
+def _to_input(array: np.ndarray, detail: dict, axis: int = 0) -> np.ndarray:
     """``array`` in the tensor's type: quantized with its scale/zero-point when the tensor is quantized."""
     dtype = np.dtype(detail["dtype"])
     scale, zero_point = detail["quantization"]
-    expected = tuple(detail["shape_signature"][1:])
-    if tuple(array.shape[1:]) != tuple(int(d) for d in expected) and -1 not in expected:
-        raise UsageError(f"input {detail['name']!r} expects shape (batch, {', '.join(map(str, expected))}) but got {tuple(array.shape)}")
+    expected = [int(d) for d in detail["shape_signature"]]
+    given = list(array.shape)
+    if len(given) != len(expected) or any(e > 0 and g != e for i, (g, e) in enumerate(zip(given, expected)) if i != axis):
+        expected[axis] = -1
+        raise UsageError(f"input {detail['name']!r} expects shape {tuple(expected)} (-1: the batch) but got {tuple(array.shape)}")
     if scale and np.issubdtype(dtype, np.integer):
         limits = np.iinfo(dtype)
         quantized = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.runtimes.base import io_layout
 from compress.targets.device_runner import ort_session_options, run_in_chunks
 
 ORT_DTYPES = {
@@ -41,7 +42,7 @@ class OrtRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None, spec=None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -58,16 +59,15 @@ class OrtRunner:
         self.input_names = [i.name for i in inputs]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.input_dtypes = [ORT_DTYPES.get(i.type, np.float32) for i in inputs]
-        first = inputs[0].shape[0] if inputs and inputs[0].shape else None
-        self.fixed_batch = first if isinstance(first, int) and first > 0 else None
+        self.input_axes, self.output_axes, self.fixed_batch = io_layout(_dims(inputs), _dims(self.session.get_outputs()), spec)
 
     def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         if len(inputs) != len(self.input_names):
             raise UsageError(f"{self.path.name} takes {len(self.input_names)} input(s) ({', '.join(self.input_names)}) but got {len(inputs)}")
         arrays = [np.ascontiguousarray(a, dtype=dtype) for a, dtype in zip(inputs, self.input_dtypes)]
-        if self.fixed_batch is None or len(arrays[0]) == self.fixed_batch:
+        if self.fixed_batch is None or arrays[0].shape[self.input_axes[0]] == self.fixed_batch:
             return self._run(arrays)
-        return run_in_chunks(self._run, arrays, self.fixed_batch)
+        return run_in_chunks(self._run, arrays, self.fixed_batch, self.input_axes, self.output_axes)
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
@@ -117,6 +117,11 @@ def _open_session(path: Path, options, providers: list[str]):
         if "INVALID_PROTOBUF" in text or "INVALID_GRAPH" in text or "Load model" in text:
             raise UsageError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
         raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {_first_line(exc)}") from None
+
+
+def _dims(values) -> list[list[int | None]]:
+    """Each value's shape with symbolic dims as None."""
+    return [[d if isinstance(d, int) and d > 0 else None for d in (v.shape or [])] for v in values]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -47,6 +47,12 @@ class RunRequest:
     want_outputs: bool = False
     providers: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if Path(self.artifact).suffix == ".pt2":  # refused here, before any target's torch.export.load runs its code
+            from compress.safe_load import check_program_archive
+
+            check_program_archive(Path(self.artifact), trust_pickle=False)
+
     def runner_args(self, model: str, inputs: str | None, outputs: str | None) -> list[str]:
         """The runner's command-line arguments, with the model/inputs/outputs paths as the target sees them."""
         args = [model, "--runtime", self.runtime, "--batch", str(self.batch), "--warmup", str(self.warmup), "--runs", str(self.runs)]

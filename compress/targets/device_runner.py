@@ -88,7 +88,7 @@ class OrtSession:
             self.inputs.append({"name": item.name, "shape": shape, "dtype": types.get(item.type, np.float32), "quantization": None})
         self.output_names = [o.name for o in self.session.get_outputs()]
         first = self.inputs[0]["shape"] if self.inputs else []
-        self.fixed_batch = first[0] if first and first[0] else None
+        self.fixed_batch = first[batch_axis(first)] if first and first[batch_axis(first)] else None
         self.delegate = self.providers[0]
 
     def run(self, arrays):
@@ -256,10 +256,12 @@ def random_inputs(session, batch, seed=0):
     rng = np.random.RandomState(seed)
     arrays = []
     for spec in session.inputs:
-        dims = spec["shape"][1:]
-        if any(d is None for d in dims):
+        shape = list(spec["shape"])
+        axis = batch_axis(shape)
+        if shape and (shape[axis] is None or batch != 1):  # a fully static file at batch 1 runs at its own shape
+            shape[axis] = batch
+        if any(d is None for d in shape):
             raise RunnerError("bad_arguments", "input %r has a dynamic dimension besides the batch: pass --inputs with real arrays" % spec["name"], code=2)
-        shape = [batch] + dims
         dtype = np.dtype(spec["dtype"])
         if dtype.kind == "f" or spec["quantization"]:
             arrays.append(rng.standard_normal(shape).astype(np.float32))
@@ -268,6 +270,12 @@ def random_inputs(session, batch, seed=0):
         else:
             arrays.append(rng.randint(0, 2, shape).astype(dtype))
     return arrays
+
+
+def batch_axis(shape):
+    """The batch axis of an input: its one dynamic dimension (a state ``(layers, batch, H)`` has it on 1), else 0."""
+    dynamic = [i for i, d in enumerate(shape) if d is None]
+    return dynamic[0] if len(dynamic) == 1 else 0
 
 
 def prepare(session, arrays):
@@ -295,23 +303,33 @@ def prepare(session, arrays):
 def run_batch(session, arrays):
     """Run ``arrays`` (any batch); a model with a fixed batch is fed in chunks of it, the padding dropped."""
     size = session.fixed_batch
-    if size is None or len(arrays[0]) == size:
+    axes = [batch_axis(spec["shape"]) for spec in session.inputs] or [0] * len(arrays)
+    if size is None or arrays[0].shape[axes[0]] == size:
         return session.run(arrays)
-    return run_in_chunks(session.run, arrays, size)
+    return run_in_chunks(session.run, arrays, size, axes)
 
 
-def run_in_chunks(run, arrays, size):
+def run_in_chunks(run, arrays, size, in_axes=None, out_axes=None):
     """``run`` over ``arrays`` in chunks of a model's fixed batch ``size``: the last chunk is padded with copies of
-    its last sample and the padding's outputs are dropped. compress's own runners use it too."""
+    its last sample and the padding's outputs are dropped. Each input's batch is on its ``in_axes`` entry and each
+    output's on its ``out_axes`` entry (default 0: a state ``(layers, B, H)`` has it on 1). compress's own runners
+    use it too."""
     np = _import_numpy()
+    in_axes = list(in_axes or [0] * len(arrays))
+    total = arrays[0].shape[in_axes[0]]
     parts = []
-    for start in range(0, len(arrays[0]), size):
-        chunk = [a[start:start + size] for a in arrays]
-        short = size - len(chunk[0])
+    for start in range(0, total, size):
+        index = np.arange(start, min(start + size, total))
+        chunk = [np.take(a, index, axis=axis) for a, axis in zip(arrays, in_axes)]
+        short = size - len(index)
         if short:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-        parts.append([o[:size - short] for o in run(chunk)])
-    return [np.concatenate(outputs) for outputs in zip(*parts)]
+            chunk = [np.concatenate([c, np.repeat(np.take(c, [-1], axis=axis), short, axis=axis)], axis=axis)
+                     for c, axis in zip(chunk, in_axes)]
+        outputs = run(chunk)
+        axes = list(out_axes or [0] * len(outputs))
+        parts.append([np.take(o, np.arange(size - short), axis=axis) for o, axis in zip(outputs, axes)])
+    axes = list(out_axes or [0] * len(parts[0]))
+    return [np.concatenate(outputs, axis=axis) for outputs, axis in zip(zip(*parts), axes)]
 
 
 def ort_session_options(ort, threads=None):

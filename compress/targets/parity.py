@@ -63,7 +63,7 @@ def reference_outputs(reference: str, data, samples: int, seed: int = 0):
     else:
         from compress.runtimes.torch_eager import TorchRunner
 
-        runner = TorchRunner.from_module(handle.module, handle.input_spec.names)
+        runner = TorchRunner.from_module(handle.module, handle.input_spec)
     return run_dataset(runner, subset), subset, runner.name
 
 

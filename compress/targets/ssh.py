@@ -3,7 +3,8 @@
 Each run makes a private temporary folder on the device (``mktemp -d``), copies the device runner, the model and any
 inputs there with scp, runs the runner with the device's Python, collects its JSON (and outputs), and removes the
 folder. Key authentication only (``BatchMode``: never a password prompt), ``ConnectTimeout`` and keep-alives so a dead
-host cannot hang the run, and host key checking on unless ``insecure=True`` (which the latency entry states).
+host cannot hang the run, and host key checking on unless ``insecure=True`` (which the latency entry states). User and
+host are checked (no leading ``-``) and every ssh/scp command line ends its options with ``--``.
 
 Example:
     >>> target = SshTarget("ssh://pi@192.0.2.7:22", identity="~/.ssh/id_ed25519", python="python3")
@@ -29,16 +30,29 @@ UNREACHABLE = ("Connection refused", "Connection timed out", "No route to host",
                "Network is unreachable", "Connection closed", "Connection reset", "timed out")
 
 
+# a user or host that starts with '-' would be read by ssh/scp as an option (-oProxyCommand=... runs a command)
+SAFE_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+SAFE_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # a name, IPv4, or IPv6
+
+
 def parse_ssh_url(url: str) -> tuple[str | None, str, int]:
-    """``ssh://user@host:port`` → (user, host, port); UsageError with the expected form otherwise."""
+    """``ssh://user@host:port`` → (user, host, port); UsageError with the expected form otherwise.
+
+    User and host are letters, digits and ``._-`` (never a leading ``-``), or an IPv6 address in brackets.
+    """
     parts = urlsplit(url)
     try:
         port = parts.port or 22
     except ValueError:
         raise UsageError(f"bad port in {url!r}; write ssh://user@host:2222") from None
-    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+    if parts.scheme != "ssh" or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise UsageError(f"bad ssh target {url!r}; write ssh://user@host or ssh://user@host:port")
-    return (unquote(parts.username) if parts.username else None), parts.hostname, port
+    user = unquote(parts.username) if parts.username else None
+    if parts.password is not None or (user is not None and not SAFE_USER.fullmatch(user)):
+        raise UsageError(f"bad user in ssh target {url!r}: use letters, digits, '.', '_' and '-' (not first); write ssh://user@host")
+    if not SAFE_HOST.fullmatch(parts.hostname):
+        raise UsageError(f"bad host in ssh target {url!r}: use a host name or IP address (letters, digits, '.', '-', not first)")
+    return user, parts.hostname, port
 
 
 class SshTarget:
@@ -81,14 +95,14 @@ class SshTarget:
         return f"{self.user}@{self.host}" if self.user else self.host
 
     def _ssh(self, remote_command: str, timeout_s: float, what: str):
-        command = ["ssh", *self._options(), "-p", str(self.port), self._destination, remote_command]
+        command = ["ssh", *self._options(), "-p", str(self.port), "--", self._destination, remote_command]
         done = run_command(command, self.name, timeout_s, what=what)
         if done.returncode == 255:  # ssh's own failure (connection, authentication, host key)
             raise EnvironmentFailure(f"{self.name}: {self._ssh_failure(done.stderr)}")
         return done
 
     def _scp(self, sources: list[str], destination: str, what: str) -> None:
-        command = ["scp", "-q", *self._options(), "-P", str(self.port), *sources, destination]
+        command = ["scp", "-q", *self._options(), "-P", str(self.port), "--", *sources, destination]
         done = run_command(command, self.name, self.timeout_s, what=what)
         if done.returncode != 0:
             raise EnvironmentFailure(f"{self.name}: copying {what} failed: {self._ssh_failure(done.stderr)}")

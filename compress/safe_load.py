@@ -1,0 +1,223 @@
+"""What loading a ``.pt2`` would execute, found by reading the zip before torch opens it.
+
+``torch.export.load`` runs code from the file in six places: a weight or constant its config marks ``use_pickle``
+(``torch.load(weights_only=False)``), an opaque or custom object constant (``pickle.loads``), a sample-inputs or
+legacy ``.pt`` entry that a weights-only load refuses (it falls back to ``weights_only=False``), compiled
+AOTInductor code (a shared library), every symbolic-shape expression (``sympy.sympify``, i.e. ``eval``) and the
+program's ``guards_code`` (``exec`` when ``.module()`` is called); and a graph node calls whatever its target names.
+:func:`check_program_archive` refuses each of those unless the caller trusts the file (``--trust-pickle``).
+
+TorchScript needs no such check: its C++ unpickler rebuilds only tensors and TorchScript classes (a ``data.pkl``
+whose ``__reduce__`` names ``os.system`` fails to load, nothing runs) and its code runs in the TorchScript interpreter.
+
+Example:
+    >>> check_program_archive(Path("evil.pt2"), trust_pickle=False)
+    UsageError: evil.pt2: entry data/weights/weight_0 holds weight 'l.weight' as a pickle (use_pickle: true): ...
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import json
+import math
+import operator
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+from compress.errors import UsageError
+
+# torch.export.pt2_archive.constants, spelled out so that checking a file imports no torch internals
+FORMAT_PATH = "archive_format"
+AOTINDUCTOR_DIR = "data/aotinductor/"
+PAYLOAD_CONFIGS = {"data/weights/": ("_weights_config.json", "weight"), "data/constants/": ("_constants_config.json", "constant")}
+OBJECT_PREFIXES = ("custom_obj_", "opaque_obj_")
+PROGRAM_JSONS = ("models/", "serialized_exported_program.json")  # current layout / the torch 2.7 layout
+
+# symbolic-shape expressions: sympy names of these kinds, plus free names (which sympify turns into symbols)
+STRING_ARGUMENT_CALLS = {"Symbol", "Dummy", "Float", "Integer"}
+# guards_code: a boolean expression over L['input'].size()[i] and friends
+GUARD_NAMES = {"L", "math", "inf", "IsNonOverlappingAndDenseIndicator", "cast_symbool_to_symint_guardless"}
+GUARD_METHODS = {"size", "stride", "storage_offset", "dim", "numel"}
+EXPRESSION_NODES = (ast.Expression, ast.Call, ast.Name, ast.Constant, ast.keyword, ast.BinOp, ast.UnaryOp, ast.Compare,
+                    ast.BoolOp, ast.operator, ast.unaryop, ast.cmpop, ast.boolop, ast.Load)
+
+
+TRUST_HINT = "Re-save the program with torch.export.save from plain tensors, or pass --trust-pickle if you trust its author"
+
+
+def check_program_archive(path: Path, trust_pickle: bool, remedy: str = TRUST_HINT) -> None:
+    """Raise UsageError naming the first entry of ``path`` that would execute code on load (unless ``trust_pickle``).
+
+    ``remedy`` ends the message (what the user can do about it).
+    """
+    if trust_pickle:
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            found = next(unsafe_entries(archive), None)
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+        raise UsageError(f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); re-save it") from None
+    if found:
+        entry, why = found
+        raise UsageError(f"{path}: entry {entry} {why}: loading it would execute code from the file. {remedy}")
+
+
+def unsafe_entries(archive: zipfile.ZipFile) -> Iterator[tuple[str, str]]:
+    """``(entry name, what it carries)`` for every entry that torch.export.load would execute."""
+    names = archive.namelist()
+    prefix = next((n[: -len(FORMAT_PATH)] for n in names if n.endswith(FORMAT_PATH)), "")
+    for name in names:
+        relative = name[len(prefix):] if name.startswith(prefix) else name
+        if relative.startswith(AOTINDUCTOR_DIR) and not relative.endswith("/"):
+            yield name, "is compiled AOTInductor code (a shared library is loaded)"
+        elif relative.endswith(".pt"):
+            why = _torch_artifact_problem(archive.read(name))
+            if why:
+                yield name, why
+        elif relative.startswith(PROGRAM_JSONS) and relative.endswith(".json"):
+            for why in _program_problems(_json(archive, name)):
+                yield name, why
+        else:
+            for folder, (suffix, kind) in PAYLOAD_CONFIGS.items():
+                if relative.startswith(folder) and relative.endswith(suffix):
+                    for fqn, meta in (_json(archive, name).get("config") or {}).items():
+                        path_name = str(meta.get("path_name", ""))
+                        if meta.get("use_pickle") or path_name.startswith(OBJECT_PREFIXES):
+                            yield prefix + folder + path_name, f"holds {kind} {fqn!r} as a pickle (use_pickle: true)"
+
+
+def _json(archive: zipfile.ZipFile, name: str) -> dict:
+    try:
+        document = json.loads(archive.read(name))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"entry {name} is not valid JSON ({exc}); the archive is corrupt") from None
+    return document if isinstance(document, dict) else {}
+
+
+def _torch_artifact_problem(payload: bytes) -> str | None:
+    """Why torch would unpickle this ``.pt`` entry with ``weights_only=False`` (None: a weights-only load succeeds)."""
+    if not payload:
+        return None
+    import torch
+
+    try:
+        torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        detail = f" (it calls {found.group(1)})" if found else ""
+        return f"is a pickle that a weights-only load refuses{detail}, so torch would unpickle it"
+    except Exception as exc:  # not a torch.save payload at all: torch's fallback would still hand it to pickle
+        return f"is not a weights-only torch payload ({type(exc).__name__}), so torch would unpickle it"
+    return None
+
+
+def _program_problems(document) -> Iterator[str]:
+    """Walk the serialized program: shape expressions, guards and node targets."""
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if key == "expr_str" and isinstance(item, str) and not _safe_expression(item):
+                    yield f"has a shape expression that is Python code, not arithmetic ({item[:80]!r})"
+                elif key == "guards_code" and isinstance(item, list):
+                    for guard in item:
+                        if not isinstance(guard, str) or not _safe_guard(guard):
+                            yield f"has a guard that is Python code, not a shape check ({str(guard)[:80]!r})"
+                elif key == "target" and isinstance(item, str) and "inputs" in value and not _safe_target(item):
+                    yield f"has a graph node calling {item!r}, which is not an operator"
+                else:
+                    stack.append(item)
+
+
+def _parse(text: str) -> ast.Expression | None:
+    try:
+        return ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _safe_expression(text: str) -> bool:
+    """A sympy expression built from sympy classes, numbers and free symbols (what torch writes)."""
+    tree = _parse(text)
+    if tree is None:
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, EXPRESSION_NODES):
+            return False
+        if isinstance(node, ast.Name) and not _sympy_name(node.id):
+            return False
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name):
+                return False
+            strings = any(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)
+            if strings and node.func.id not in STRING_ARGUMENT_CALLS:
+                return False
+            if not all(isinstance(k.value, ast.Constant) and k.arg for k in node.keywords):
+                return False
+    return True
+
+
+def _sympy_name(name: str) -> bool:
+    """A sympy (or torch sympy) class or constant, or a name sympify turns into a Symbol; never a function."""
+    import sympy
+    import torch.utils._sympy.functions as torch_sympy
+
+    if name.startswith("_"):
+        return False
+    missing = object()
+    value = getattr(torch_sympy, name, missing)
+    value = getattr(sympy, name, missing) if value is missing else value
+    if value is missing:
+        return not hasattr(builtins, name)
+    return (isinstance(value, type) and issubclass(value, sympy.Basic)) or isinstance(value, sympy.Basic)
+
+
+def _safe_guard(text: str) -> bool:
+    """A comparison over input sizes, like ``L['x'].size()[0] <= 4096``."""
+    tree = _parse(text)
+    if tree is None:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            if node.id not in GUARD_NAMES:
+                return False
+        elif isinstance(node, ast.Attribute):
+            on_math = isinstance(node.value, ast.Name) and node.value.id == "math"
+            if node.attr.startswith("_") or not (on_math or node.attr in GUARD_METHODS):
+                return False
+        elif isinstance(node, ast.Call):
+            if not isinstance(node.func, (ast.Name, ast.Attribute)):
+                return False
+        elif not isinstance(node, (*EXPRESSION_NODES, ast.Subscript, ast.Slice, ast.Tuple)):
+            return False
+    return True
+
+
+def _safe_target(target: str) -> bool:
+    """Resolve ``target`` as torch's deserializer does; only operators and pure arithmetic may be called."""
+    import torch
+    from torch._export.serde.serialize import _SYM_OPS
+
+    if target.startswith("#"):  # an extension op, resolved by a handler some imported library registered
+        return True
+    roots = (("_operator", operator), ("torch", torch), ("math", math))
+    module = next((m for prefix, m in roots if target.startswith(prefix)), None)
+    if module is None:
+        return True  # torch keeps it as a string, which it refuses to call
+    value = module
+    for part in target.split(".")[1:]:
+        if part.startswith("__"):
+            return False
+        if not hasattr(value, part):
+            return True  # unresolved: torch keeps the string, which it refuses to call
+        value = getattr(value, part)
+    if isinstance(value, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)):
+        return True
+    return module is math or value is operator.getitem or any(value is op for op in _SYM_OPS)
