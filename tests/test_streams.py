@@ -62,7 +62,8 @@ def test_fixed_batch_program_runs_end_to_end_with_one_note(vad_files, cli, tmp_p
     fixed = [line for line in report["streams"]["inferred"] if line.startswith("fixed batch")]
     assert len(fixed) == 1 and "batch 2" in fixed[0]
     for artifact in report["artifacts"]:
-        assert artifact["metrics"]["fidelity"]["outputs"][1]["cosine"] > 0.99
+        state = artifact["metrics"]["fidelity"]["outputs"][1]
+        assert state["kind"] == "state" and state["measures"]["cosine"] > 0.99
 
 
 def test_bad_batch_axis_is_one_line(vad_files, cli):

@@ -127,7 +127,7 @@ def test_bert_like_encoder_with_int64_ids_and_mask_is_an_embedding(cli, tmp_path
     output = _outputs(_artifact(report, "int8-onnx"))["output_0"]
     assert output["kind"] == "embedding" and output["measures"]["neighbour_agreement"] is not None
     assert result.exit_code == (0 if report["passed"] else 1)
-    assert [g["judged_by"] for g in report["gates"]] == ["fidelity", "fidelity"]
+    assert [(g["artifact"], g["judged_by"]) for g in report["gates"]] == [("int8-onnx", "fidelity")]
 
 
 def test_default_degradation_gate_fails_a_hard_prune_and_no_gate_turns_it_off(cli, zoo_checkpoint, tmp_path):
