@@ -50,7 +50,7 @@ def latency_schema() -> dict:
     from compress.report import load_schema
 
     schema = load_schema()
-    return {**schema["$defs"]["latency"], "$defs": schema["$defs"]}
+    return {**schema["$defs"]["Latency"], "$defs": schema["$defs"]}
 
 
 # --- statistics ---

@@ -37,7 +37,7 @@ def test_report_html_renders_in_chromium_with_the_reports_numbers(onnx_run, tmp_
 def test_prune_report_html_shows_per_layer_sparsity_in_chromium(zoo_checkpoint, cli, tmp_path):
     run_dir = tmp_path / "pruned"
     result = cli("prune", zoo_checkpoint("mnist_cnn", epochs=2), "--method", "magnitude", "--sparsity", "0.6", "--format", "onnx",
-                 "--no-bench", "--json", "--out", run_dir)
+                 "--no-bench", "--json", "--out", run_dir, "--no-gate")  # 0.6 without fine-tuning loses ~10 pt: the default gate fails it
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     text = render(run_dir / "report.html", tmp_path / "shot.png", tmp_path / "profile")
