@@ -8,10 +8,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from compress.data import Dataset, resolve_data
+from compress.data.validate import check_dataset, check_labels
 from compress.errors import UsageError
 from compress.model import ModelHandle
 
@@ -39,7 +41,11 @@ def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
 
 
 def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: int = 256, seed: int = 0) -> DataPlan:
-    """Resolve ``--data`` (default: the zoo checkpoint's own dataset and split seed) into calibration and test sets."""
+    """Resolve ``--data`` (default: the zoo checkpoint's own dataset and split seed) into calibration and test sets.
+
+    The data is checked here, before anything runs: values (compress.data.validate), shapes against the model's
+    input spec, and class labels against the classes the model predicts.
+    """
     split_seed = seed
     if data is None and handle.dataset:
         data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
@@ -47,8 +53,9 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
         rng = np.random.default_rng(seed)
         arrays = tuple(t.random(calib_samples, rng) for t in handle.input_spec.tensors)
         return DataPlan(Dataset("random", arrays, split_name="random"), None, None, seed, synthetic=True)
-    dataset = data if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
+    dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
     handle.input_spec.check(dataset.x, f"data {dataset.name!r}")
+    check_labels(dataset, handle.heads, Path(handle.source_path).name)
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Iterator
+
+from compress.jsonsafe import dumps
 
 
 @contextlib.contextmanager
@@ -34,7 +35,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Standard JSON (non-finite floats as null, see compress.jsonsafe), written atomically."""
+    write_text_atomic(path, dumps(obj) + "\n")
 
 
 def sha256_file(path: str | os.PathLike) -> str:

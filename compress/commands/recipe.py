@@ -24,7 +24,7 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bo
     """
     from compress.recipe import load_recipe
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file)
         emit({"valid": True, "recipe": recipe.resolved()}, json_out,
              lambda: console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})"))
@@ -70,7 +70,7 @@ def run(
     from compress.recipe import load_recipe
     from compress.recipe.run import run_recipe
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file, overrides)
         with step_progress(transient=json_out) as step:
             result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file))

@@ -68,7 +68,7 @@ def tune_command(
     from compress.model import load_model
     from compress.tune import TuneConfig, tune
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         try:
             config = TuneConfig(max_degradation=max_degradation, objective=objective, format=fmt, target=target, budget=budget,
                                 trials=trials, workers=workers, executor=executor, address=address, seed=seed,

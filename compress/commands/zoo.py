@@ -68,7 +68,7 @@ def train(
     """
     from compress.zoo import train_zoo_model, zoo_entry
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         entry = zoo_entry(name)
         if epochs is not None and epochs < 1:
             from compress.errors import UsageError
@@ -111,7 +111,7 @@ def evaluate(
     from compress.model import load_model
     from compress.zoo.train import evaluate_module
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         handle = load_model(path)
         if handle.source_format != "zoo":
             raise UsageError(f"{path} is a {handle.source_format} model, not a zoo checkpoint; use `compress quantize --data ...` to evaluate it")
