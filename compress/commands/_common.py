@@ -132,5 +132,8 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"bad key=value {pair!r}; write it like width=0.5")
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"bad value in {pair!r}: not a YAML value; quote it or close its brackets") from None
     return result
