@@ -45,3 +45,29 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def make_run_dir(path: str | os.PathLike) -> Path:
+    """Create the run directory ``path`` (and its parents).
+
+    Naming an existing file (or a path under one) is bad input, exit 2; a directory that cannot be created or
+    written (read-only file system, permissions) is the environment, exit 3 with the cause.
+
+    Example:
+        >>> make_run_dir("runs/mnist")
+        PosixPath('runs/mnist')
+    """
+    from compress.errors import EnvironmentFailure, UsageError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is an existing file; give a directory for the run")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--out {path}: a part of the path is an existing file; give a directory for the run") from None
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EnvironmentFailure(f"cannot write into the run directory {path}: permission denied or read-only")
+    return path

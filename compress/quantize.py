@@ -21,6 +21,7 @@ from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.gates import degradation_gate
+from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 
@@ -168,7 +169,7 @@ def quantize(
         if config.formats == ["tflite"]:
             raise UsageError(f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)")
         config = config.model_copy(update={"formats": [f for f in config.formats if f != "tflite"]})
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
 
     step("loading data")
     plan = plan_data(handle, data, config.calib_samples, config.seed)

@@ -39,7 +39,7 @@ SEED_OPTION = typer.Option(0, "--seed", help="Seed for data splits, calibration 
 
 # Libraries that log warnings and tracebacks of their own (torch.export.load logs one before compress reports the
 # file as unreadable); without --debug the CLI's one error line is the whole story.
-THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "jax", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
+THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
 
 
 @contextlib.contextmanager
@@ -51,7 +51,7 @@ def quiet_third_party_logs(debug: bool) -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in THIRD_PARTY_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.CRITICAL + 1)
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ import torch
 from compress.dataplan import plan_data
 from compress.errors import UsageError
 from compress.gates import evaluate_gates
-from compress.io import sha256_file, write_json_atomic
+from compress.io import make_run_dir, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.qat import QatConfig, is_quantized
 from compress.pipeline import Reference, finish_report, measure_reference
@@ -77,8 +77,7 @@ def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) 
 def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
                step: Callable[[str], None] | None = None, recipe_path: str | None = None) -> RecipeResult:
     step = step or (lambda message: None)
-    run_dir = Path(out_dir or recipe.output.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir or recipe.output.dir)
     cache = StageCache(run_dir / ".stages")
     if force:
         cache.clear()

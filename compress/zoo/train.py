@@ -16,7 +16,9 @@ from typing import Callable
 from torch import nn
 
 from compress.data import load_dataset
+from compress.errors import UsageError
 from compress.evaluate import task_metrics
+from compress.limits import MAX_EPOCHS
 from compress.training import fit, predict
 from compress.zoo.checkpoint import save_checkpoint
 from compress.zoo.registry import zoo_entry
@@ -62,6 +64,8 @@ def train_zoo_model(
 
     entry = zoo_entry(name)
     epochs = entry.epochs if epochs is None else epochs
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise UsageError(f"--epochs {epochs}: give 1 to {MAX_EPOCHS:,} epochs")
     width = 1.0 if entry.widthless else width
     cached_path = default_checkpoint_path(name, width, epochs, seed)
     if reuse and cached_path.exists():
