@@ -27,6 +27,7 @@ from torch import nn
 from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
+from compress.jsonsafe import dumps
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
@@ -313,7 +314,7 @@ def save_program(handle, path: Path, original: dict | None = None) -> Path:
     meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques,
             "original": original or handle.original}
     buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
-    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: json.dumps(meta)})
+    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: dumps(meta, indent=None)})
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path
