@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Iterator
+
+from compress.jsonsafe import dumps
 
 
 @contextlib.contextmanager
@@ -34,7 +35,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Standard JSON (non-finite floats as null, see compress.jsonsafe), written atomically."""
+    write_text_atomic(path, dumps(obj) + "\n")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -43,3 +45,29 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def make_run_dir(path: str | os.PathLike) -> Path:
+    """Create the run directory ``path`` (and its parents).
+
+    Naming an existing file (or a path under one) is bad input, exit 2; a directory that cannot be created or
+    written (read-only file system, permissions) is the environment, exit 3 with the cause.
+
+    Example:
+        >>> make_run_dir("runs/mnist")
+        PosixPath('runs/mnist')
+    """
+    from compress.errors import EnvironmentFailure, UsageError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is an existing file; give a directory for the run")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--out {path}: a part of the path is an existing file; give a directory for the run") from None
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EnvironmentFailure(f"cannot write into the run directory {path}: permission denied or read-only")
+    return path

@@ -21,7 +21,9 @@ from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed
+from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
+from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the same as compress.export.onnx_quantize.DYNAMIC_OP_TYPES
@@ -44,20 +46,20 @@ class QuantizeConfig(BaseModel):
     formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], description="Artifact formats to produce.")
     precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.")
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    calib_samples: int = Field(256, ge=1, description="Calibration samples drawn from train+val.")
+    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
     per_channel: bool = True
     exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
     dynamic_op_types: list[str] = Field(default_factory=list, description=(
         f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
     auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
-    max_fallback_layers: int = Field(4, ge=1)
+    max_fallback_layers: int = Field(4, ge=1, le=MAX_LAYERS, description=f"At most this many layers fall back to float (at most {MAX_LAYERS:,}).")
     analyze: bool = Field(False, description="Rank layers by how much quantizing each alone hurts fidelity.")
     include_fp32: bool = Field(True, description="Also export and verify fp32 baselines (used for the speed comparison).")
     bench: bool = True
-    bench_runs: int = Field(100, ge=1)
-    bench_warmup: int = Field(10, ge=0)
-    threads: int | None = None
+    bench_runs: int = Field(100, ge=1, le=MAX_RUNS, description=f"Timed runs per artifact (at most {MAX_RUNS:,}).")
+    bench_warmup: int = Field(10, ge=0, le=MAX_RUNS, description=f"Untimed warm-up runs (at most {MAX_RUNS:,}).")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}; default: the runtime's own).")
     seed: int = 0
 
     @field_validator("precisions")
@@ -199,7 +201,7 @@ def quantize(
     step = step or (lambda message: None)
     run_dir = Path(out_dir)
     config, refused = refuse_unconvertible(handle, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
 
     step("loading data")
     plan = plan_data(handle, data, config.calib_samples, config.seed)

@@ -28,7 +28,7 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bo
     from compress.recipe import load_recipe
     from compress.recipe.trust import code_imports
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file)
         imports = code_imports(recipe)
         document = {"valid": True, "imports": [{"field": i.field, "name": i.name} for i in imports],
@@ -98,7 +98,7 @@ def run(
     from compress.recipe.run import run_recipe
     from compress.recipe.trust import Trust
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file, overrides)
         trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         with step_progress(transient=json_out) as step:

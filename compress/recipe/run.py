@@ -15,7 +15,7 @@ from typing import Callable
 
 from compress.dataplan import plan_data
 from compress.errors import UsageError
-from compress.io import sha256_file, write_json_atomic
+from compress.io import make_run_dir, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.qat import QatConfig, is_quantized
 from compress.pipeline import Reference, finish_report, measure_reference
@@ -85,8 +85,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     """Run every stage; code the recipe names (``module:Name``) runs only as far as ``trust`` (the command line) allows."""
     check_trust(recipe, trust, recipe_path or "recipe")
     step = step or (lambda message: None)
-    run_dir = Path(out_dir or recipe.output.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir or recipe.output.dir)
     cache = StageCache(run_dir / ".stages")
     if force:
         cache.clear()

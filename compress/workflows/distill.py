@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, compare_latency, export_verified, resolve_splits
 
 
@@ -26,8 +27,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     from compress.pipeline import finish_report, heads_for, measure_reference
 
     step = step or (lambda message: None)
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir)
     splits, plan = resolve_splits(teacher, data, config.seed)
     heads = heads_for(teacher, plan)
     result = distill(teacher, config, splits, on_epoch)

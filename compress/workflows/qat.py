@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, export_fp32, resolve_splits
 
 
@@ -25,8 +26,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
 
     step = step or (lambda message: None)
     qat.check_quantizable(handle)
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir)
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     trained = qat.apply(handle, config, splits, on_epoch)
