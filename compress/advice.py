@@ -73,6 +73,9 @@ def _pick(candidates: list[dict], limit: float) -> dict | None:
 def recommend(artifacts: list[dict], max_degradation: float | None) -> dict:
     """The artifact to ship for this CPU, overall and per format, by measured speed and size under the gate."""
     limit = DEFAULT_DEGRADATION_LIMIT if max_degradation is None else max_degradation
+    from compress.gates import is_failed
+
+    artifacts = [a for a in artifacts if not is_failed(a)]  # a file that failed verification is never recommended
     within = [a for a in artifacts if a["metrics"]["degradation"] is None or a["metrics"]["degradation"] <= limit]
     result = {"degradation_limit": limit, "local-cpu": _pick(within, limit), "by_format": {}}
     for fmt in sorted({a["format"] for a in artifacts}):

@@ -12,6 +12,23 @@ def _gate(name: str, artifact: dict, limit: float, value: float | None, passed: 
     return {"name": name, "artifact": artifact["name"], "limit": limit, "value": value, "passed": bool(passed), **extra}
 
 
+def is_failed(artifact: dict) -> bool:
+    """Whether ``artifact`` failed verification (its file is under failed/; it is never recommended)."""
+    return artifact.get("status") == "failed"
+
+
+def verification_gate(artifact: dict) -> dict:
+    """The gate every artifact must pass before any other: it loads and runs in its runtime (failed: value 0)."""
+    return _gate("verified", artifact, 1, 0 if is_failed(artifact) else 1, not is_failed(artifact), reason=artifact.get("failure"))
+
+
+def describe(gate: dict) -> str:
+    """One line for a failed gate, e.g. ``int8-onnx failed verification: ...`` or ``gate max_degradation failed ...``."""
+    if gate["name"] == "verified":
+        return f"{gate['artifact']} failed verification: {gate.get('reason')}"
+    return f"gate {gate['name']} failed for {gate['artifact']}: value {gate['value']} vs limit {gate['limit']}"
+
+
 def degradation_gate(artifact: dict, limit: float) -> dict:
     value = artifact["metrics"]["degradation"]
     return _gate("max_degradation", artifact, limit, value, value is not None and value <= limit + 1e-12)

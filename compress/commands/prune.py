@@ -101,11 +101,11 @@ def bench_options(no_bench: bool, runs: int, threads: int | None) -> dict | None
 
 def raise_failed_gates(report: dict, run_dir: Path) -> None:
     from compress.errors import GateFailed
+    from compress.gates import describe
 
     failed = [g for g in report["gates"] if not g["passed"]]
     if failed:
-        raise GateFailed(f"gate {failed[0]['name']} failed for {failed[0]['artifact']}: {failed[0]['value']} > {failed[0]['limit']} "
-                         f"(artifacts are still in {run_dir})")
+        raise GateFailed(f"{describe(failed[0])} (artifacts are still in {run_dir})")
 
 
 def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle):

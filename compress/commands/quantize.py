@@ -76,6 +76,7 @@ def quantize_command(
         report = result.report
         emit(report, json_out, lambda: console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
+            from compress.gates import describe
+
             failed = [g for g in report["gates"] if not g["passed"]]
-            raise GateFailed(f"gate {failed[0]['name']} failed for {failed[0]['artifact']}: {failed[0]['value']} > {failed[0]['limit']} "
-                             f"(artifacts are still in {run_dir})")
+            raise GateFailed(f"{describe(failed[0])} (artifacts are still in {run_dir})")

@@ -52,6 +52,8 @@ def prune_config_for(params: dict, seed: int):
 def run_trial(spec: TrialSpec) -> dict:
     import torch
 
+    from compress.errors import EnvironmentFailure
+    from compress.gates import is_failed
     from compress.model import load_model
     from compress.quantize import quantize
 
@@ -68,6 +70,8 @@ def run_trial(spec: TrialSpec) -> dict:
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
+    if is_failed(artifact):
+        raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
     return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
             "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
