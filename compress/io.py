@@ -19,7 +19,7 @@ from typing import Iterator
 
 from compress.errors import EnvironmentFailure
 
-LOW_SPACE_BYTES = 1 << 20  # a failure while a folder has less than this free is blamed on the full disk
+LOW_SPACE_BYTES = 1 << 20  # a failure while a folder has less than this (or 2 % of a small disk) free: the disk is full
 
 
 class DiskFull(EnvironmentFailure):
@@ -99,13 +99,14 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def full_folder(*folders: str | os.PathLike) -> Path | None:
-    """The first of ``folders`` (or its nearest existing parent) with less than LOW_SPACE_BYTES free, else None."""
+    """The first of ``folders`` (or its nearest existing parent) that is (nearly) full, else None."""
     for folder in folders:
         existing = Path(folder).absolute()
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
         try:
-            if shutil.disk_usage(existing).free < LOW_SPACE_BYTES:
+            usage = shutil.disk_usage(existing)
+            if usage.free < min(LOW_SPACE_BYTES, usage.total // 50):
                 return Path(folder)
         except OSError:
             continue
@@ -119,7 +120,9 @@ def disk_full_cause(exc: BaseException, *folders: str | os.PathLike) -> DiskFull
         return exc
     for link in _chain(exc):
         if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFull(folders[0] if folders else Path(link.filename or "?").parent)
+            return DiskFull(folders[0] if folders else Path(link.filename).parent if link.filename else "?")
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
+        return None  # the system named another cause (read-only, permission, missing file)
     if isinstance(exc, Exception):
         folder = full_folder(*folders)
         if folder is not None:
