@@ -259,17 +259,21 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
 
 
 def analyze(handle: ModelHandle, plan: DataPlan, config: QuantizeConfig, run_dir: Path) -> list[dict]:
-    """Per-layer sensitivity on the ONNX graph (exported to a temporary fp32 file when needed)."""
+    """Per-layer sensitivity on the ONNX graph (the run's fp32 file, else one exported to a temporary folder)."""
+    import tempfile
+
     from compress.export.onnx_quantize import analyze_sensitivity
 
-    fp32 = located(run_dir, _filename("fp32", "onnx"))
-    if not fp32.exists():
-        fp32 = staged(run_dir, fp32.name)
-        if handle.module is None:
-            shutil.copyfile(handle.onnx_path, fp32)
-        else:
-            from compress.export.onnx import export_onnx
-
-            export_onnx(handle, fp32)
     eval_data = plan.test if plan.test is not None else plan.calibration
-    return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration, config.per_channel, None)
+    fp32 = located(run_dir, _filename("fp32", "onnx"))
+    with tempfile.TemporaryDirectory(prefix="compress-analyze-") as work:
+        if not fp32.exists():
+            fp32 = Path(work) / fp32.name
+            if handle.module is None:
+                shutil.copyfile(handle.onnx_path, fp32)
+            else:
+                from compress.export.onnx import export_onnx
+
+                export_onnx(handle, fp32)
+        return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration,
+                                   config.per_channel, None)
