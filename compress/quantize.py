@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
-from compress.gates import GatePolicy, is_compressed
+from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
+from compress.rundir import holds_run_dir, located, staged
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the same as compress.export.onnx_quantize.DYNAMIC_OP_TYPES
@@ -165,11 +166,11 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
 
 
 def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, plan: DataPlan, config: QuantizeConfig, exclude: list[str]):
-    out = run_dir / _filename(precision, fmt)
+    out = staged(run_dir, _filename(precision, fmt))
     if fmt == "onnx":
         from compress.export.onnx_quantize import quantize_onnx
 
-        return quantize_onnx(run_dir / _filename("fp32", "onnx"), out, precision, plan.calibration, method=config.calibration,
+        return quantize_onnx(located(run_dir, _filename("fp32", "onnx")), out, precision, plan.calibration, method=config.calibration,
                              per_channel=config.per_channel, exclude=exclude, seed=config.seed,
                              dynamic_op_types=config.dynamic_op_types if precision == "int8" else ())
     from compress.export.tflite import export_tflite
@@ -182,6 +183,7 @@ def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, 
     return result
 
 
+@holds_run_dir("quantize")
 def quantize(
     handle: ModelHandle,
     config: QuantizeConfig | None = None,
@@ -213,7 +215,7 @@ def quantize(
     fp32_onnx = None
     if "onnx" in config.formats:
         step("exporting fp32 ONNX")
-        fp32_onnx = run_dir / _filename("fp32", "onnx")
+        fp32_onnx = staged(run_dir, _filename("fp32", "onnx"))
         if handle.module is None:
             shutil.copyfile(handle.onnx_path, fp32_onnx)
         else:
@@ -240,7 +242,7 @@ def quantize(
             if fmt == "tflite":
                 from compress.export.tflite import export_tflite
 
-                export_tflite(handle, run_dir / _filename("fp32", "tflite"), "fp32", None)
+                export_tflite(handle, staged(run_dir, _filename("fp32", "tflite")), "fp32", None)
             artifacts.append(verify_artifact(run_dir, _filename("fp32", fmt), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
         for precision in config.precisions:
             step(f"{precision} {fmt}: quantize, verify, time")
@@ -282,7 +284,7 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
     if exclude != list(config.exclude):
         entry["notes"].append(f"auto-fallback kept in float: {', '.join(exclude[len(config.exclude):])}")
     entry["name"] = f"{precision}-{fmt}"
-    if bench is not None:
+    if bench is not None and not is_failed(entry):
         from compress.benchmark import benchmark_artifact
 
         entry["latency"].append(benchmark_artifact(run_dir / entry["path"], **bench))
@@ -290,16 +292,21 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
 
 
 def analyze(handle: ModelHandle, plan: DataPlan, config: QuantizeConfig, run_dir: Path) -> list[dict]:
-    """Per-layer sensitivity on the ONNX graph (exported to a temporary fp32 file when needed)."""
+    """Per-layer sensitivity on the ONNX graph (the run's fp32 file, else one exported to a temporary folder)."""
+    import tempfile
+
     from compress.export.onnx_quantize import analyze_sensitivity
 
-    fp32 = run_dir / _filename("fp32", "onnx")
-    if not fp32.exists():
-        if handle.module is None:
-            shutil.copyfile(handle.onnx_path, fp32)
-        else:
-            from compress.export.onnx import export_onnx
-
-            export_onnx(handle, fp32)
     eval_data = plan.test if plan.test is not None else plan.calibration
-    return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration, config.per_channel, None)
+    fp32 = located(run_dir, _filename("fp32", "onnx"))
+    with tempfile.TemporaryDirectory(prefix="compress-analyze-") as work:
+        if not fp32.exists():
+            fp32 = Path(work) / fp32.name
+            if handle.module is None:
+                shutil.copyfile(handle.onnx_path, fp32)
+            else:
+                from compress.export.onnx import export_onnx
+
+                export_onnx(handle, fp32)
+        return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration,
+                                   config.per_channel, None)

@@ -137,6 +137,11 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
     except Exception as exc:  # an internal failure: name it, exit 3
         if debug:
             raise
+        from compress.io import unwritable_message
+
+        if unwritable_message(exc):  # a full disk or a read-only folder outside the run directory
+            console.print(f"[bold red]error:[/] {unwritable_message(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise _fail("internal error", f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", 3, json_out) from None
 

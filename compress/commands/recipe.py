@@ -105,6 +105,7 @@ def run(
             result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
         emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
+            from compress.gates import describe
+
             failed = next(g for g in result.report["gates"] if not g["passed"])
-            raise GateFailed(f"gate {failed['name']} failed for {failed['artifact']}: value {failed['value']} vs limit {failed['limit']} "
-                             f"(artifacts are still in {result.run_dir})")
+            raise GateFailed(f"{describe(failed)} (artifacts are still in {result.run_dir})")

@@ -22,6 +22,7 @@ import torch
 from compress.io import make_run_dir, write_json_atomic
 from compress.model import ModelHandle
 from compress.pipeline import Reference
+from compress.rundir import holds_run_dir
 from compress.tune.config import TuneConfig, encode_dynamic_ops
 from compress.tune.executors import open_executor
 from compress.tune.trial import TrialSpec, run_trial
@@ -153,6 +154,7 @@ def _reference(handle: ModelHandle, data: str | None, seed: int) -> Reference:
     return reference
 
 
+@holds_run_dir("tune")
 def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_dir: str | Path = "runs/tune",
          on_trial: Callable[[dict], None] | None = None, load_kwargs: dict | None = None) -> TuneResult:
     """Search until the budget ends; always keep the best valid model so far on disk."""

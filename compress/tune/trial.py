@@ -52,6 +52,8 @@ def prune_config_for(params: dict, seed: int):
 def run_trial(spec: TrialSpec) -> dict:
     import torch
 
+    from compress.errors import EnvironmentFailure
+    from compress.gates import is_failed
     from compress.model import load_model
     from compress.quantize import quantize
 
@@ -68,6 +70,8 @@ def run_trial(spec: TrialSpec) -> dict:
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
+    if is_failed(artifact):
+        raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
     from compress.gates import fidelity_floor_check
 
