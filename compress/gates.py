@@ -172,7 +172,8 @@ def failure_message(report: dict, run_dir) -> str | None:
         return None
     first = failed[0]
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"gate {first['name']} failed for {first['artifact']}: {first['reason']}{more} (artifacts are still in {run_dir})"
+    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']} failed for {first['artifact']}: {first['reason']}"
+    return f"{what}{more} (artifacts are still in {run_dir})"
 
 
 def judge(artifacts: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:

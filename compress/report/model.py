@@ -137,7 +137,7 @@ class Gate(Open):
     limit: float
     value: float | None
     passed: bool
-    judged_by: Literal["labels", "fidelity", "size", "latency"]
+    judged_by: Literal["runtime", "labels", "fidelity", "size", "latency"]
     reason: str
 
 
