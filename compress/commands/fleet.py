@@ -30,10 +30,18 @@ def _table(result):
         pick, gates = row.get("recommended") or {}, row.get("gates")
         loss = pick.get("degradation")
         table.add_row(row["name"], str(row["exit_code"]), (row.get("worker") or {}).get("host", "-"),
-                      pick.get("artifact", row.get("error", "-")), f"{pick['size_bytes']:,}" if pick else "-",
+                      pick.get("artifact", "error: see below" if "error" in row else "-"), f"{pick['size_bytes']:,}" if pick else "-",
                       "-" if loss is None else f"{loss:.4f}",
                       "-" if not gates else f"{gates['passed']}/{gates['total']}" + (f" failed: {', '.join(gates['failed'])}" if gates["failed"] else ""))
     return table
+
+
+def _render(result) -> None:
+    stdout_console.print(_table(result))
+    for row in (r for r in result.rows if "error" in r):
+        stdout_console.print(f"{row['name']} (exit {row['exit_code']}): {row['error']}", highlight=False, soft_wrap=True)
+    if result.compare:
+        stdout_console.print(f"side by side: {result.compare} (or `compress report compare {result.out_dir}/*/`)", highlight=False)
 
 
 def _progress(total: int):
@@ -87,6 +95,6 @@ def fleet(
         with bar:
             result = run_fleet(recipes, out, executor=executor, workers=workers, address=address, trust=trust,
                                cpus_per_recipe=cpus_per_recipe, progress=update)
-        emit(result.document(), json_out, lambda: stdout_console.print(_table(result)))
+        emit(result.document(), json_out, lambda: _render(result))
         if result.exit_code:
             raise typer.Exit(result.exit_code)
