@@ -49,6 +49,7 @@ def run_directory(path: str | os.PathLike, command: str) -> Iterator[Path]:
         finally:
             _HELD[key] -= 1
         return
+    created = not run_dir.exists()
     fd = _lock(run_dir, command)
     _HELD[key] = 1
     try:
@@ -63,6 +64,9 @@ def run_directory(path: str | os.PathLike, command: str) -> Iterator[Path]:
         del _HELD[key]
         shutil.rmtree(run_dir / STAGING, ignore_errors=True)
         os.close(fd)  # releases the flock
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:  # refused before writing anything: leave no trace
+            (run_dir / LOCK).unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def holds_run_dir(command: str, where: Callable[[dict], str | os.PathLike] = lambda args: args["out_dir"]):
