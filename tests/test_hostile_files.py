@@ -180,6 +180,7 @@ def test_a_dead_holder_does_not_block(holder):
 
 def test_lock_released_and_staging_removed_on_an_exception(tmp_path):
     run_dir = tmp_path / "run"
+    run_dir.mkdir()  # an existing --out keeps its lock file (a folder the command made and left empty is removed)
     with pytest.raises(RuntimeError), run_directory(run_dir, "quantize"):
         (run_dir / STAGING).mkdir()
         (run_dir / STAGING / "model.int8.onnx").write_bytes(b"half")
