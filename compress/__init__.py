@@ -27,6 +27,7 @@ _API = {
     "run_qat": "compress.workflows.qat",
     "load_recipe": "compress.recipe",
     "run_recipe": "compress.recipe.run",
+    "run_fleet": "compress.fleet",
     "benchmark_artifact": "compress.benchmark",
     "verify_on_targets": "compress.targets.parity",
     "estimate_artifact": "compress.targets.estimate",

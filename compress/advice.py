@@ -117,8 +117,11 @@ def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
     for gate in judged:
         if not gate["passed"]:
             failed.setdefault(gate["artifact"], []).append(f"{gate['name']}: {gate['reason']}")
-    excluded = [{"artifact": a["name"], "why": "; ".join(failed[a["name"]]) if a["name"] in failed else "not measured on data"}
-                for a in artifacts if a["name"] in failed or not a["metrics"].get("fidelity")]
+    from compress.gates import is_failed
+
+    excluded = [{"artifact": a["name"], "why": f"failed verification: {a.get('failure')}"} for a in artifacts if is_failed(a)]
+    excluded += [{"artifact": a["name"], "why": "; ".join(failed[a["name"]]) if a["name"] in failed else "not measured on data"}
+                 for a in artifacts if not is_failed(a) and (a["name"] in failed or not a["metrics"].get("fidelity"))]
     names = {e["artifact"] for e in excluded}
     eligible = [a for a in artifacts if a["name"] not in names]
     result = {"local-cpu": _pick(eligible), "by_format": {}, "excluded": excluded}

@@ -109,12 +109,16 @@ def benchmark_artifact(
 ) -> dict:
     """Time ``path`` on ``target``; return one report.json latency entry (plus ``warnings``).
 
+    The timing holds this host's timing lock (compress.timing_lock): parallel trials or fleet recipes never time at once
+    on one machine; ``measured_on`` records the host, the Ray node and the window.
+
     ``runs`` (default 100) or ``seconds`` bound the timed runs; ``warmup`` (default 10) untimed runs come first.
     ``inputs``: arrays to time on (batch first; the first ``batch`` rows are used); default random inputs that match
     the model. A target that cannot run here (cuda without a GPU) gives an entry with ``skipped`` and no timings.
     """
     from compress.runtimes.base import runtime_for
     from compress.targets.base import RunRequest, TargetSkipped, open_target
+    from compress.timing_lock import exclusive_timing
 
     path = Path(path)
     if not path.is_file():
@@ -136,11 +140,13 @@ def benchmark_artifact(
                          warmup=warmup, inputs=inputs)
     base = {"target": device.name, "runtime": runtime, "batch": batch, "threads": threads, "emulated": device.emulated}
     try:
-        result = device.run(request)
+        with exclusive_timing(device.name) as measured_on:  # no other compress timing on this host meanwhile
+            result = device.run(request)
     except TargetSkipped as skipped:
         return {**base, "device": "none", "runs": 0, "warmup": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None,
                 "mean_ms": None, "skipped": str(skipped), "warnings": [str(skipped)]}
-    return latency_entry(base, device.describe(result.report), result.report, warmup, getattr(device, "notes", []))
+    entry = latency_entry(base, device.describe(result.report), result.report, warmup, getattr(device, "notes", []))
+    return {**entry, "measured_on": measured_on}
 
 
 def latency_entry(base: dict, device: str, report: dict, warmup: int, notes: list[str]) -> dict:

@@ -8,8 +8,10 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from compress.data import Dataset, resolve_data
+from compress.data.validate import check_dataset, check_labels
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.spec import InputSpec
@@ -39,15 +41,20 @@ def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
 
 
 def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: int = 256, seed: int = 0) -> DataPlan:
-    """Resolve ``--data`` (default: the zoo checkpoint's own dataset and split seed) into calibration and test sets."""
+    """Resolve ``--data`` (default: the zoo checkpoint's own dataset and split seed) into calibration and test sets.
+
+    The data is checked here, before anything runs: values (compress.data.validate), shapes against the model's
+    input spec, and class labels against the classes the model predicts.
+    """
     split_seed = seed
     if data is None and handle.dataset:
         data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
     spec = handle.input_spec
     if data is None:
         return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec)
-    dataset = data if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
+    dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
     dataset = replace(dataset, x=spec.samples_first(dataset.x, f"data {dataset.name!r}"), axes=spec.input_axes)
+    check_labels(dataset, handle.heads, Path(handle.source_path).name)
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)

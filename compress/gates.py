@@ -41,9 +41,21 @@ class GatePolicy:
         return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
 
 
+def is_failed(artifact: dict) -> bool:
+    """Whether ``artifact`` failed verification (its file is under failed/; it is never judged or recommended)."""
+    return artifact.get("status") == "failed"
+
+
+def verification_gate(artifact: dict) -> dict:
+    """The gate every artifact must pass before any other: it loads and runs in its runtime (failed: value 0)."""
+    failed = is_failed(artifact)
+    return _gate("verified", artifact, 1, 0 if failed else 1, not failed, "runtime",
+                 f"failed verification: {artifact.get('failure')}" if failed else "loaded and ran in its runtime")
+
+
 def is_candidate(artifact: dict) -> bool:
     """An artifact to judge and maybe recommend: anything but a baseline written beside the candidates."""
-    return not artifact["name"].startswith(BASELINE_PREFIXES)
+    return not is_failed(artifact) and not artifact["name"].startswith(BASELINE_PREFIXES)
 
 
 def is_compressed(artifact: dict) -> bool:
@@ -107,7 +119,7 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
     if not policy.enabled:
         return []
     gates = []
-    for artifact in filter(candidate, artifacts):
+    for artifact in (a for a in artifacts if candidate(a) and not is_failed(a)):
         labelled = artifact["metrics"]["degradation"] is not None
         if labelled:
             gates.append(degradation_gate(artifact, policy))
@@ -129,7 +141,7 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
 
 def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> dict:
     """What was judged and why, for report.json's ``verdict``: gates on/off, labels or fidelity, the failures in words."""
-    judged = [a for a in artifacts if candidate(a)]
+    judged = [a for a in artifacts if candidate(a) and not is_failed(a)]
     measured = [a for a in judged if a["metrics"].get("fidelity")]
     labelled = any(a["metrics"]["degradation"] is not None for a in measured)
     notes = []
@@ -160,7 +172,8 @@ def failure_message(report: dict, run_dir) -> str | None:
         return None
     first = failed[0]
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    return f"gate {first['name']} failed for {first['artifact']}: {first['reason']}{more} (artifacts are still in {run_dir})"
+    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']} failed for {first['artifact']}: {first['reason']}"
+    return f"{what}{more} (artifacts are still in {run_dir})"
 
 
 def judge(artifacts: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:

@@ -24,12 +24,14 @@ import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
+from compress.jsonsafe import dumps
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
@@ -72,6 +74,15 @@ def _head_from_name(name: str) -> tuple[Head, ...]:
     return load_dataset(name).heads
 
 
+# Model files compress does not take as input, and what to give instead.
+FOREIGN_FORMATS = {
+    ".tflite": "a TFLite file is an output of compress, not an input",
+    ".pte": "an ExecuTorch program is an output, not an input",
+    ".h5": "Keras models are not supported", ".keras": "Keras models are not supported",
+    ".pb": "TensorFlow graphs are not supported", ".mlmodel": "Core ML models are not supported",
+}
+
+
 def load_model(
     path: str | Path,
     arch: str | None = None,
@@ -87,6 +98,8 @@ def load_model(
     ``batch_axes`` (``--batch-axis state=1``): inputs whose batch is not on axis 0 (else inferred from the export's
     dynamic dims). ``state`` (``--state h_in=output_1``): inputs fed back from outputs (else inferred, conservatively).
     ``data``: where a file carries no input spec, a .npz whose arrays give names, shapes and dtypes.
+    Checked before anything runs: the file is a format compress reads, every weight is finite, and with
+    ``input_shapes`` the model runs on inputs of those shapes and dtypes.
     """
     handle = _load(Path(path), arch, arch_kwargs, input_shapes, trust_pickle, batch_axes or {}, data)
     from compress.streams import describe_io
@@ -98,6 +111,53 @@ def load_model(
 def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes: dict[str, int], data) -> ModelHandle:
     if not path.is_file():
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
+    if path.suffix.lower() in FOREIGN_FORMATS:
+        raise UsageError(f"{path}: {FOREIGN_FORMATS[path.suffix.lower()]}; give the PyTorch model (checkpoint, TorchScript, "
+                         ".pt2, state_dict with --arch) or an .onnx file")
+    handle = _read_model(path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes, data)
+    check_finite_weights(handle)
+    if input_shapes and handle.module is not None:
+        _check_runs_on_spec(handle, input_shapes)
+    return handle
+
+
+def check_finite_weights(handle: ModelHandle) -> None:
+    """UsageError naming the parameters or buffers that hold NaN or infinite values (a diverged or corrupted model)."""
+    bad = [name for name, values in _weights(handle) if values.dtype.kind == "f" and not np.isfinite(values).all()]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UsageError(f"{handle.source_path}: non-finite weights (NaN or infinite) in {shown}; "
+                         "the model diverged or the file is damaged: retrain or re-save it")
+
+
+def _weights(handle: ModelHandle):
+    """``(name, numpy array)`` of every parameter and buffer (ONNX: every initializer)."""
+    if handle.module is not None:
+        for name, tensor in handle.module.state_dict().items():
+            if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                yield name, tensor.detach().float().cpu().numpy()
+        return
+    import onnx
+    from onnx import numpy_helper
+
+    for initializer in onnx.load(handle.onnx_path, load_external_data=False).graph.initializer:
+        if initializer.data_location != onnx.TensorProto.EXTERNAL:
+            yield initializer.name, numpy_helper.to_array(initializer)
+
+
+def _check_runs_on_spec(handle: ModelHandle, input_shapes: list[str]) -> None:
+    """One forward pass on random inputs of ``--input-shape``: a wrong shape or dtype is named now, not mid-export."""
+    try:
+        with torch.no_grad():
+            handle.module(*handle.input_spec.example_inputs(batch=1))
+    except Exception as exc:  # whatever the model raises on these inputs: they do not fit it
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise UsageError(f"the model does not run on --input-shape {' '.join(input_shapes)} ({type(exc).__name__}: {first}); "
+                         "give the shape and dtype its forward expects") from None
+
+
+def _read_model(path: Path, arch: str | None, arch_kwargs: dict | None, input_shapes: list[str] | None,
+                trust_pickle: bool, batch_axes: dict[str, int], data) -> ModelHandle:
     digest = sha256_file(path)
     override = InputSpec.parse(input_shapes, batch_axes) if input_shapes else None
     from_data = (lambda: _spec_from_data(data, batch_axes)) if data else None  # only for files without a spec
@@ -351,7 +411,7 @@ def save_program(handle, path: Path, original: dict | None = None) -> Path:
     meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques,
             "original": original or handle.original}
     buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
-    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: json.dumps(meta)})
+    torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: dumps(meta, indent=None)})
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return path

@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from compress.dataplan import DataPlan
 from compress.evaluate import degradation, fidelity, task_metrics
 from compress.gates import GatePolicy
 from compress.outputs import OutputKind, infer_kinds, output_fidelity, output_names
-from compress.io import sha256_file
+from compress.io import disk_full_cause, sha256_file
 from compress.model import ModelHandle
 from compress.report import new_report, write_report
 from compress.runtimes import open_runner, run_dataset
@@ -145,29 +146,41 @@ def verify_artifact(
     notes: list[str] | None = None,
     float_ops: list[dict] | None = None,
 ) -> dict:
-    """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None."""
-    path = Path(run_dir) / filename
-    fmt = FORMAT_BY_SUFFIX[path.suffix]
-    metrics, runtime = evaluate_artifact(path, plan, reference, heads)
-    latency = []
+    """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
+
+    The one place where a file gets its final name: writers put it at ``staged(run_dir, filename)``; it is verified
+    there and renamed into ``run_dir`` only if it loads and runs. A file that fails is moved to ``failed/`` and comes
+    back as a failed entry (``status: failed`` with the reason; see ``compress.gates.verification_gate``).
+    """
+    from compress.rundir import fail, publish, staged
+
+    run_dir = Path(run_dir)
+    path = staged(run_dir, filename)
+    if not path.exists():  # written straight to its final name: verify it all the same
+        os.replace(run_dir / filename, path)
+    entry = {"name": name or f"{precision}-{FORMAT_BY_SUFFIX[path.suffix]}", "path": filename,
+             "format": FORMAT_BY_SUFFIX[path.suffix], "precision": precision, "techniques": list(techniques),
+             "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "verified_in": [],
+             "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
+             "float_ops": float_ops or [], "notes": notes or []}
+    try:
+        metrics, runtime = evaluate_artifact(path, plan, reference, heads)
+    except Exception as exc:
+        cause = disk_full_cause(exc, run_dir)
+        if cause is not None:
+            raise cause from exc
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        failed = fail(run_dir, filename)
+        entry.update(path=str(failed.relative_to(run_dir)), status="failed", failure=reason)
+        entry["notes"].append(f"FAILED verification, kept in {entry['path']} for debugging: {reason}")
+        return entry
+    final = publish(run_dir, filename)
+    entry.update(verified_in=[runtime], metrics=metrics)
     if bench is not None:
         from compress.benchmark import benchmark_artifact
 
-        latency.append(benchmark_artifact(path, **bench))
-    return {
-        "name": name or f"{precision}-{fmt}",
-        "path": filename,
-        "format": fmt,
-        "precision": precision,
-        "techniques": list(techniques),
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "verified_in": [runtime],
-        "metrics": metrics,
-        "latency": latency,
-        "float_ops": float_ops or [],
-        "notes": notes or [],
-    }
+        entry["latency"].append(benchmark_artifact(final, **bench))
+    return entry
 
 
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
@@ -175,7 +188,7 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     """Judge the artifacts by ``policy`` (compress.gates: gates, verdict, recommendation), then assemble, validate and
     write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
     (default compress.gates.is_candidate)."""
-    from compress.gates import is_candidate, judge
+    from compress.gates import is_candidate, is_failed, judge, verification_gate
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
@@ -183,8 +196,8 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     report["artifacts"] = artifacts
     gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
-    report["gates"] = gates
-    report["passed"] = all(g["passed"] for g in gates)
+    report["gates"] = [verification_gate(a) for a in artifacts if is_failed(a)] + gates
+    report["passed"] = all(g["passed"] for g in report["gates"])
     report["environment"] = library_versions()
     report.update(extra or {})
     report.update(judgement)
@@ -202,7 +215,7 @@ def verifier(run_dir, plan, reference, heads, bench):
     def verify(filename, precision, techniques, name, notes=(), float_ops=()):
         entry = verify_artifact(run_dir, filename, precision, techniques, plan, reference, heads, name=name, bench=bench,
                                 notes=list(notes), float_ops=list(float_ops))
-        entry["compressed_size_bytes"] = compressed_size(Path(run_dir) / filename)
+        entry["compressed_size_bytes"] = compressed_size(Path(run_dir) / entry["path"])
         return entry
 
     return verify

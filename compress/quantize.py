@@ -20,8 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
-from compress.gates import GatePolicy, is_compressed
+from compress.gates import GatePolicy, is_compressed, is_failed
+from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
+from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
+from compress.rundir import holds_run_dir, located, staged
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the same as compress.export.onnx_quantize.DYNAMIC_OP_TYPES
@@ -44,20 +47,20 @@ class QuantizeConfig(BaseModel):
     formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], description="Artifact formats to produce.")
     precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.")
     calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    calib_samples: int = Field(256, ge=1, description="Calibration samples drawn from train+val.")
+    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
     per_channel: bool = True
     exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
     dynamic_op_types: list[str] = Field(default_factory=list, description=(
         f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
     auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
-    max_fallback_layers: int = Field(4, ge=1)
+    max_fallback_layers: int = Field(4, ge=1, le=MAX_LAYERS, description=f"At most this many layers fall back to float (at most {MAX_LAYERS:,}).")
     analyze: bool = Field(False, description="Rank layers by how much quantizing each alone hurts fidelity.")
     include_fp32: bool = Field(True, description="Also export and verify fp32 baselines (used for the speed comparison).")
     bench: bool = True
-    bench_runs: int = Field(100, ge=1)
-    bench_warmup: int = Field(10, ge=0)
-    threads: int | None = None
+    bench_runs: int = Field(100, ge=1, le=MAX_RUNS, description=f"Timed runs per artifact (at most {MAX_RUNS:,}).")
+    bench_warmup: int = Field(10, ge=0, le=MAX_RUNS, description=f"Untimed warm-up runs (at most {MAX_RUNS:,}).")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}; default: the runtime's own).")
     seed: int = 0
 
     @field_validator("precisions")
@@ -163,11 +166,11 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
 
 
 def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, plan: DataPlan, config: QuantizeConfig, exclude: list[str]):
-    out = run_dir / _filename(precision, fmt)
+    out = staged(run_dir, _filename(precision, fmt))
     if fmt == "onnx":
         from compress.export.onnx_quantize import quantize_onnx
 
-        return quantize_onnx(run_dir / _filename("fp32", "onnx"), out, precision, plan.calibration, method=config.calibration,
+        return quantize_onnx(located(run_dir, _filename("fp32", "onnx")), out, precision, plan.calibration, method=config.calibration,
                              per_channel=config.per_channel, exclude=exclude, seed=config.seed,
                              dynamic_op_types=config.dynamic_op_types if precision == "int8" else ())
     from compress.export.tflite import export_tflite
@@ -180,6 +183,7 @@ def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, 
     return result
 
 
+@holds_run_dir("quantize")
 def quantize(
     handle: ModelHandle,
     config: QuantizeConfig | None = None,
@@ -199,7 +203,7 @@ def quantize(
     step = step or (lambda message: None)
     run_dir = Path(out_dir)
     config, refused = refuse_unconvertible(handle, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
 
     step("loading data")
     plan = plan_data(handle, data, config.calib_samples, config.seed)
@@ -211,7 +215,7 @@ def quantize(
     fp32_onnx = None
     if "onnx" in config.formats:
         step("exporting fp32 ONNX")
-        fp32_onnx = run_dir / _filename("fp32", "onnx")
+        fp32_onnx = staged(run_dir, _filename("fp32", "onnx"))
         if handle.module is None:
             shutil.copyfile(handle.onnx_path, fp32_onnx)
         else:
@@ -238,7 +242,7 @@ def quantize(
             if fmt == "tflite":
                 from compress.export.tflite import export_tflite
 
-                export_tflite(handle, run_dir / _filename("fp32", "tflite"), "fp32", None)
+                export_tflite(handle, staged(run_dir, _filename("fp32", "tflite")), "fp32", None)
             artifacts.append(verify_artifact(run_dir, _filename("fp32", fmt), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
         for precision in config.precisions:
             step(f"{precision} {fmt}: quantize, verify, time")
@@ -280,7 +284,7 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
     if exclude != list(config.exclude):
         entry["notes"].append(f"auto-fallback kept in float: {', '.join(exclude[len(config.exclude):])}")
     entry["name"] = f"{precision}-{fmt}"
-    if bench is not None:
+    if bench is not None and not is_failed(entry):
         from compress.benchmark import benchmark_artifact
 
         entry["latency"].append(benchmark_artifact(run_dir / entry["path"], **bench))
@@ -288,16 +292,21 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
 
 
 def analyze(handle: ModelHandle, plan: DataPlan, config: QuantizeConfig, run_dir: Path) -> list[dict]:
-    """Per-layer sensitivity on the ONNX graph (exported to a temporary fp32 file when needed)."""
+    """Per-layer sensitivity on the ONNX graph (the run's fp32 file, else one exported to a temporary folder)."""
+    import tempfile
+
     from compress.export.onnx_quantize import analyze_sensitivity
 
-    fp32 = run_dir / _filename("fp32", "onnx")
-    if not fp32.exists():
-        if handle.module is None:
-            shutil.copyfile(handle.onnx_path, fp32)
-        else:
-            from compress.export.onnx import export_onnx
-
-            export_onnx(handle, fp32)
     eval_data = plan.test if plan.test is not None else plan.calibration
-    return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration, config.per_channel, None)
+    fp32 = located(run_dir, _filename("fp32", "onnx"))
+    with tempfile.TemporaryDirectory(prefix="compress-analyze-") as work:
+        if not fp32.exists():
+            fp32 = Path(work) / fp32.name
+            if handle.module is None:
+                shutil.copyfile(handle.onnx_path, fp32)
+            else:
+                from compress.export.onnx import export_onnx
+
+                export_onnx(handle, fp32)
+        return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration,
+                                   config.per_channel, None)

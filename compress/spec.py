@@ -126,28 +126,10 @@ class InputSpec:
     def parse(cls, texts: list[str], batch_axes: dict[str, int] | None = None) -> "InputSpec":
         """Parse ``--input-shape`` values: ``1x3x64x64``, ``1x16:int64``, ``1x16:int64:0-1000``, ``name=1x8:float32``.
 
-        ``batch_axes`` (``--batch-axis name=1``): inputs whose batch is not on axis 0."""
-        tensors = []
-        for index, text in enumerate(texts):
-            name, _, rest = text.rpartition("=")
-            parts = rest.split(":")
-            try:
-                dims = tuple(int(d) for d in parts[0].lower().split("x"))
-                if not dims or any(d <= 0 for d in dims):
-                    raise ValueError
-            except ValueError:
-                raise UsageError(f"bad --input-shape {text!r}: write dimensions like 1x3x64x64 (optionally :int64 or name=...)") from None
-            dtype = parts[1] if len(parts) > 1 else "float32"
-            if dtype not in DTYPES:
-                raise UsageError(f"bad dtype {dtype!r} in --input-shape {text!r}; use one of {', '.join(DTYPES)}")
-            low, high = 0, 2
-            if len(parts) > 2:
-                low, high = (int(v) for v in parts[2].split("-"))
-            name = name or f"input_{index}"
-            axis = (batch_axes or {}).get(name, 0)
-            tensor, _ = tensor_from_dims(name, [None if i == axis else d for i, d in enumerate(dims)], dtype, axis)
-            tensors.append(replace(tensor, low=low, high=high))
-        return cls(tuple(tensors))
+        ``batch_axes`` (``--batch-axis name=1``): inputs whose batch is not on axis 0. Anything else raises
+        UsageError (exit 2), never another exception.
+        """
+        return cls(tuple(_parse_tensor(text, index, batch_axes or {}) for index, text in enumerate(texts)))
 
     def example_inputs(self, batch: int = 1, seed: int = 0) -> tuple:
         """Random torch tensors in the model's layout (for tracing/export only, never for calibration)."""
@@ -203,3 +185,38 @@ def _move(array, source: int, destination: int):
     if isinstance(array, np.ndarray):
         return np.moveaxis(array, source, destination)
     return array.movedim(source, destination)
+
+
+MAX_ELEMENTS = 1 << 28  # values in one sample of one input (1 GiB of float32): a larger shape is a typo
+
+
+def _parse_tensor(text: str, index: int, batch_axes: dict[str, int]) -> TensorSpec:
+    """One ``--input-shape`` value (see InputSpec.parse)."""
+    usage = f"bad --input-shape {text!r}: write dimensions like 1x3x64x64 (optionally :int64, :int64:0-1000 or name=...)"
+    name, _, rest = text.rpartition("=")
+    parts = rest.split(":")
+    if len(parts) > 3:
+        raise UsageError(usage)
+    try:
+        dims = tuple(int(d) for d in parts[0].lower().split("x"))
+    except ValueError:
+        raise UsageError(usage) from None
+    if any(d <= 0 for d in dims):
+        raise UsageError(usage)
+    if int(np.prod(dims[1:], dtype=object)) > MAX_ELEMENTS:
+        raise UsageError(f"--input-shape {text!r}: more than {MAX_ELEMENTS:,} values per sample; check the dimensions")
+    dtype = parts[1] if len(parts) > 1 else "float32"
+    if dtype not in DTYPES:
+        raise UsageError(f"bad dtype {dtype!r} in --input-shape {text!r}; use one of {', '.join(DTYPES)}")
+    low, high = 0, 2
+    if len(parts) > 2:
+        try:
+            low, high = (int(v) for v in parts[2].split("-"))
+        except ValueError:
+            raise UsageError(f"bad value range in --input-shape {text!r}: write it as low-high, e.g. 1x16:int64:0-1000") from None
+        if dtype not in ("int64", "int32") or not 0 <= low < high <= np.iinfo(dtype).max:
+            raise UsageError(f"bad value range {parts[2]!r} in --input-shape {text!r}: integer inputs only, 0 <= low < high")
+    name = name.strip() or f"input_{index}"
+    axis = batch_axes.get(name, 0)
+    tensor, _ = tensor_from_dims(name, [None if i == axis else d for i, d in enumerate(dims)], dtype, axis)
+    return replace(tensor, low=low, high=high)

@@ -3,13 +3,15 @@
 Example:
     >>> @app.command()
     ... def verb(json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION):
-    ...     with handle_errors(debug):
+    ...     with handle_errors(debug, json_out):
     ...         emit(result_dict, json_out, render=lambda: console.print(table))
+
+With ``--json``, a verb that fails with exit 2 or 3 prints ``{"error": "<the line>", "exit_code": N}`` on stdout.
 """
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import sys
 from typing import Callable, Iterator
 
@@ -17,6 +19,7 @@ import typer
 from rich.console import Console
 
 from compress.errors import CompressError
+from compress.jsonsafe import dumps
 
 console = Console(stderr=True)  # progress and tables go to stderr when --json owns stdout
 stdout_console = Console()
@@ -63,33 +66,90 @@ def declare_output_kinds(handle, pairs: list[str] | None):
     return handle
 
 
+# Libraries that log warnings and tracebacks of their own (torch.export.load logs one before compress reports the
+# file as unreadable); without --debug the CLI's one error line is the whole story.
+THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
+
+
 @contextlib.contextmanager
-def handle_errors(debug: bool = False) -> Iterator[None]:
-    """Turn CompressError into one red line and its exit code; anything else is exit 3 with the cause."""
+def quiet_third_party_logs(debug: bool) -> Iterator[None]:
+    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards."""
+    if debug:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in THIRD_PARTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exit:
+    """Print ``label: message`` on stderr, plus, with --json on exit 2 or 3, ``{"error": message, "exit_code": N}`` on
+    stdout (a failed gate, exit 1, has already printed its report there); the Exit to raise."""
+    console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True)
+    if json_out and exit_code != 1:
+        sys.stdout.write(dumps({"error": message, "exit_code": exit_code}) + "\n")
+        sys.stdout.flush()
+    return typer.Exit(exit_code)
+
+
+def validation_message(exc) -> str:
+    """A pydantic ValidationError of CLI options as one line naming the option: ``--epochs: ... (got 0)``."""
+    error = exc.errors()[0]
+    where = "-".join(str(p) for p in error["loc"]).replace("_", "-")
+    message = error["msg"].removeprefix("Value error, ")
+    if where and error["type"] != "value_error":
+        message += f" (got {error['input']!r})"
+    return f"--{where}: {message}" if where else message
+
+
+@contextlib.contextmanager
+def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]:
+    """Turn CompressError into one red line and its exit code; anything else is exit 3 with the cause.
+
+    With ``json_out`` (the verb's --json) the line also goes to stdout as ``{"error": ..., "exit_code": N}``.
+    A pydantic ValidationError escaping a verb is its options' fault (exit 2). Third-party loggers are silent
+    inside the block unless ``debug``.
+    """
+    from pydantic import ValidationError
+
+    try:
+        with quiet_third_party_logs(debug):
+            yield
     except typer.Exit:
         raise
     except CompressError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise _fail("error", str(exc), exc.exit_code, json_out) from None
+    except ValidationError as exc:
+        if debug:
+            raise
+        raise _fail("error", validation_message(exc), 2, json_out) from None
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]: nothing half-written was left behind")
         raise typer.Exit(130) from None
     except Exception as exc:  # an internal failure: name it, exit 3
         if debug:
             raise
+        from compress.io import unwritable_message
+
+        if unwritable_message(exc):  # a full disk or a read-only folder outside the run directory
+            console.print(f"[bold red]error:[/] {unwritable_message(exc)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {first} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
-        raise typer.Exit(3) from None
+        raise _fail("internal error", f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", 3, json_out) from None
 
 
 def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
-    """With --json print one JSON document on stdout; otherwise render tables for people."""
+    """With --json print one JSON document on stdout (non-finite numbers as null); otherwise render tables for people."""
     if json_out:
-        sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+        sys.stdout.write(dumps(document) + "\n")
         sys.stdout.flush()
     else:
         render()
@@ -106,5 +166,8 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"bad key=value {pair!r}; write it like width=0.5")
-        result[key.strip()] = yaml.safe_load(value)
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"bad value in {pair!r}: not a YAML value; quote it or close its brackets") from None
     return result

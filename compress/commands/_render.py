@@ -16,7 +16,10 @@ from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
 
 @contextlib.contextmanager
 def step_progress(transient: bool = False) -> Iterator:
-    """Yield ``step(message)``; each call closes the previous step and shows the new one with its time."""
+    """Yield ``step(message)``; each call closes the previous step and shows the new one with its time.
+
+    A step that fails is taken off the display: the error line that follows says what went wrong.
+    """
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=transient) as progress:
         current = {"task": None}
 
@@ -25,7 +28,12 @@ def step_progress(transient: bool = False) -> Iterator:
                 progress.update(current["task"], completed=1, total=1)
             current["task"] = progress.add_task(message, total=None)
 
-        yield step
+        try:
+            yield step
+        except BaseException:
+            if current["task"] is not None:
+                progress.remove_task(current["task"])
+            raise
         if current["task"] is not None:
             progress.update(current["task"], completed=1, total=1)
 

@@ -69,7 +69,7 @@ def bench_command(
     from compress.benchmark import benchmark_artifact, record_latency
     from compress.errors import UsageError
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         if runs is not None and seconds is not None:
             raise UsageError("give --runs or --seconds, not both")
         options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)

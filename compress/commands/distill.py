@@ -57,7 +57,7 @@ def distill_command(
     from compress.commands._render import artifact_table
     from compress.passes.distill import DistillConfig
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         pairs = {k: str(v) for k, v in parse_kwargs(features).items()}
         config = config_or_usage(DistillConfig, student=student, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                  features=pairs, feature_weight=feature_weight, baseline=not no_baseline, seed=seed)

@@ -49,17 +49,13 @@ def config_or_usage(cls, **fields):
     """Build a pass config; a validation error becomes one UsageError line naming the option."""
     from pydantic import ValidationError
 
+    from compress.commands._common import validation_message
     from compress.errors import UsageError
 
     try:
         return cls(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = "-".join(str(p) for p in error["loc"]).replace("_", "-")
-        message = error["msg"].removeprefix("Value error, ")
-        if where and error["type"] != "value_error":
-            message += f" (got {error['input']!r})"
-        raise UsageError(f"--{where}: {message}" if where else message) from None
+        raise UsageError(validation_message(exc)) from None
 
 
 @contextlib.contextmanager
@@ -155,7 +151,7 @@ def prune_command(
     from compress.errors import UsageError
     from compress.passes.prune import PruneConfig
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         ratios = {}
         for name, value in parse_kwargs(layer_sparsity).items():
             if not isinstance(value, (int, float)):

@@ -53,7 +53,7 @@ def qat_command(
     from compress.commands._render import artifact_table
     from compress.passes.qat import QatConfig
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
                                  freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=seed)
         fmts = check_formats(split_list(formats))

@@ -60,7 +60,7 @@ def quantize_command(
     from compress.model import load_model
     from compress.quantize import QuantizeConfig, quantize
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         try:
             config = QuantizeConfig(
                 formats=_split(formats) or ["onnx", "tflite"], precisions=_split(precisions) or ["int8"],

@@ -28,7 +28,7 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bo
     from compress.recipe import load_recipe
     from compress.recipe.trust import code_imports
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file)
         imports = code_imports(recipe)
         document = {"valid": True, "imports": [{"field": i.field, "name": i.name} for i in imports],
@@ -98,13 +98,14 @@ def run(
     from compress.recipe.run import run_recipe
     from compress.recipe.trust import Trust
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         recipe = load_recipe(file, overrides)
         trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         with step_progress(transient=json_out) as step:
             result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
         emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
+            from compress.gates import describe
+
             failed = next(g for g in result.report["gates"] if not g["passed"])
-            raise GateFailed(f"gate {failed['name']} failed for {failed['artifact']}: value {failed['value']} vs limit {failed['limit']} "
-                             f"(artifacts are still in {result.run_dir})")
+            raise GateFailed(f"{describe(failed)} (artifacts are still in {result.run_dir})")

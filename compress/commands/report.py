@@ -28,11 +28,13 @@ def schema() -> None:
 
 @report_app.command("validate")
 def validate(path: Path = typer.Argument(..., help="A report.json or a run directory."), debug: bool = DEBUG_OPTION) -> None:
-    """Check a report.json against the schema; exit 2 with the first problem.
+    """Check a report.json against the schema; exit 2 with the first problem (non-UTF-8 or non-standard JSON
+    such as NaN literals included).
 
     Example: compress report validate runs/mnist
     """
     from compress.errors import UsageError
+    from compress.jsonsafe import read_json
     from compress.report import ReportInvalid, validate_report
 
     with handle_errors(debug):
@@ -40,7 +42,7 @@ def validate(path: Path = typer.Argument(..., help="A report.json or a run direc
         if not file.is_file():
             raise UsageError(f"{file} not found; give a run directory or its report.json")
         try:
-            version = validate_report(json.loads(file.read_text()))
+            version = validate_report(read_json(file))
         except json.JSONDecodeError as exc:
             raise UsageError(f"{file} is not JSON ({exc})") from None
         except ReportInvalid as exc:
@@ -64,7 +66,7 @@ def compare(
     from compress.io import write_text_atomic
     from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         runs, page = compare_runs(run_dirs)
         if html_out:
             write_text_atomic(html_out, page)

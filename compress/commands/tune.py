@@ -32,7 +32,9 @@ def _search_block(path: Path | None) -> dict:
     if not path.is_file():
         raise UsageError(f"--search {path}: no such file")
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--search {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"--search {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(document, dict) or not isinstance(document.get("search"), dict):
@@ -69,7 +71,7 @@ def tune_command(
     from compress.model import load_model
     from compress.tune import TuneConfig, tune
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         try:
             config = TuneConfig(max_degradation=max_degradation, objective=objective, format=fmt, target=target, budget=budget,
                                 trials=trials, workers=workers, executor=executor, address=address, seed=seed,

@@ -47,7 +47,7 @@ def verify_command(
     from compress.errors import GateFailed
     from compress.targets.parity import Tolerance, record_parity, verify_on_targets
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)
         tolerance = Tolerance(min_top1, min_sqnr, max_abs_error, min_agreement)
         result = verify_on_targets(artifact, split_targets(targets), reference=reference, data=data, samples=samples,

@@ -67,13 +67,12 @@ def train(
     Example: compress zoo train mnist_cnn --out mnist_cnn.pt
     """
     from compress.zoo import train_zoo_model, zoo_entry
+    from compress.zoo.train import check_epochs
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         entry = zoo_entry(name)
-        if epochs is not None and epochs < 1:
-            from compress.errors import UsageError
-
-            raise UsageError("--epochs must be at least 1")
+        if epochs is not None:
+            check_epochs(epochs)
         total = epochs or entry.epochs
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
                       TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=json_out) as progress:
@@ -111,7 +110,7 @@ def evaluate(
     from compress.model import load_model
     from compress.zoo.train import evaluate_module
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         handle = load_model(path)
         if handle.source_format != "zoo":
             raise UsageError(f"{path} is a {handle.source_format} model, not a zoo checkpoint; use `compress quantize --data ...` to evaluate it")

@@ -20,6 +20,7 @@ import numpy as np
 
 from compress.data import builtin
 from compress.data.dataset import Dataset, Head
+from compress.data.validate import check_dataset, check_dtype
 from compress.errors import UsageError
 
 BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
@@ -43,7 +44,11 @@ def load_dataset(name: str) -> Dataset:
 
 
 def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> Dataset:
-    """Turn a ``--data`` value into a Dataset (see the module docstring for the forms)."""
+    """Turn a ``--data`` value into a checked Dataset (see the module docstring for the forms; compress.data.validate)."""
+    return check_dataset(_load(spec, image_shape))
+
+
+def _load(spec: str, image_shape: tuple[int, int, int] | None) -> Dataset:
     if spec in BUILTIN_DATASETS:
         return load_dataset(spec)
     path = Path(spec)
@@ -78,22 +83,23 @@ def load_npz(path: Path) -> Dataset:
     if "x" not in arrays:
         raise UsageError(f"{path} has no 'x' array (found: {', '.join(arrays) or 'nothing'}); save inputs as x=..., labels as y=...")
     extra = sorted((k for k in arrays if k[0] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
-    x = tuple(_as_input(arrays[k]) for k in ["x", *extra])
+    x = tuple(_as_input(check_dtype(arrays[k], k, str(path))) for k in ["x", *extra])
     y = None
     heads: tuple[Head, ...] = ()
     if "y" in arrays:
-        labels = arrays["y"]
-        if np.issubdtype(labels.dtype, np.integer):
-            heads = (Head("y", "classification", int(labels.max()) + 1),)
-            labels = labels.astype(np.int64)
-        else:
-            heads = (Head("y", "regression"),)
-            labels = labels.astype(np.float32)
-        y = (labels,)
+        head, labels = _labels("y", check_dtype(arrays["y"], "y", str(path)))
+        heads, y = (head,), (labels,)
     try:
         return Dataset(path.stem, x, y, heads, meta={"path": str(path)})
     except ValueError as exc:
         raise UsageError(f"{path}: {exc}") from None
+
+
+def _labels(name: str, labels: np.ndarray) -> tuple[Head, np.ndarray]:
+    """Integer labels are classes (0..max), anything else is a regression target."""
+    if np.issubdtype(labels.dtype, np.integer):
+        return Head(name, "classification", int(labels.max()) + 1 if labels.size else 0), labels.astype(np.int64)
+    return Head(name, "regression"), labels.astype(np.float32)
 
 
 def _as_input(array: np.ndarray) -> np.ndarray:
@@ -114,12 +120,15 @@ def load_image_folder(root: Path, image_shape: tuple[int, int, int] | None = Non
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            with Image.open(file) as image:
-                channels = image_shape[0] if image_shape else (1 if image.mode in ("L", "1") else 3)
-                image = image.convert("L" if channels == 1 else "RGB")
-                if image_shape:
-                    image = image.resize((image_shape[2], image_shape[1]))
-                array = np.asarray(image, dtype=np.float32) / 255.0
+            try:
+                with Image.open(file) as image:
+                    channels = image_shape[0] if image_shape else (1 if image.mode in ("L", "1") else 3)
+                    image = image.convert("L" if channels == 1 else "RGB")
+                    if image_shape:
+                        image = image.resize((image_shape[2], image_shape[1]))
+                    array = np.asarray(image, dtype=np.float32) / 255.0
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+                raise UsageError(f"image {file} is corrupt or not an image ({type(exc).__name__}); fix or remove it") from None
             images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
             labels.append(label)
     if not images:
@@ -148,20 +157,30 @@ def load_callable(spec: str) -> Dataset:
         raise UsageError(f"cannot import data function {spec!r}: {exc}") from None
     xs: list[tuple[np.ndarray, ...]] = []
     ys: list[tuple[np.ndarray, ...]] = []
-    for batch in function():
-        inputs, labels = (batch.get("x"), batch.get("y")) if isinstance(batch, dict) else (batch, None)
-        xs.append(tuple(_as_input(np.asarray(a)) for a in _as_tuple(inputs)))
-        if labels is not None:
-            ys.append(tuple(np.asarray(a) for a in _as_tuple(labels)))
+    where = f"data function {spec!r}"
+    try:
+        for batch in function():
+            inputs, labels = (batch.get("x"), batch.get("y")) if isinstance(batch, dict) else (batch, None)
+            xs.append(tuple(_as_input(check_dtype(np.asarray(a), "x", where)) for a in _as_tuple(inputs)))
+            if labels is not None:
+                ys.append(tuple(check_dtype(np.asarray(a), "y", where) for a in _as_tuple(labels)))
+    except UsageError:
+        raise
+    except Exception as exc:  # the user's function failed: their code, their input
+        raise UsageError(f"{where} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}") from None
     if not xs:
-        raise UsageError(f"data function {spec!r} yielded no batches")
-    x = tuple(np.concatenate(parts) for parts in zip(*xs))
-    y = tuple(np.concatenate(parts) for parts in zip(*ys)) if ys and len(ys) == len(xs) else None
-    heads = tuple(
-        Head(f"y{i}", "classification", int(a.max()) + 1) if np.issubdtype(a.dtype, np.integer) else Head(f"y{i}", "regression")
-        for i, a in enumerate(y or ())
-    )
-    return Dataset(spec, x, y, heads, meta={"callable": spec})
+        raise UsageError(f"{where} yielded no batches")
+    try:
+        x = tuple(np.concatenate(parts) for parts in zip(*xs))
+        y = tuple(np.concatenate(parts) for parts in zip(*ys)) if ys and len(ys) == len(xs) else None
+    except ValueError as exc:
+        raise UsageError(f"{where}: its batches do not stack ({exc}); yield arrays of one shape per input") from None
+    pairs = [_labels(f"y{i}", a) for i, a in enumerate(y or ())]
+    heads, y = tuple(head for head, _ in pairs), tuple(labels for _, labels in pairs) or None
+    try:
+        return Dataset(spec, x, y, heads, meta={"callable": spec})
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
 
 
 def _as_tuple(value) -> tuple:

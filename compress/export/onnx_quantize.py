@@ -35,7 +35,7 @@ from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, UsageError
 from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
 from compress.export.onnx import node_layer, quiet_logger
-from compress.io import atomic_path
+from compress.io import atomic_path, disk_full_named
 from compress.runtimes.onnxruntime import check_loads_in_child
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int4-weight", "int8-weight")
@@ -107,8 +107,12 @@ def quantize_onnx(
     model = onnx.load(str(fp32_path))
     excluded = resolve_exclude(model, exclude)
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="compress-ort-") as work, atomic_path(out_path) as tmp, quiet_logger():
+    # onnxruntime writes next to the model it reads (<model>-inferred.onnx, augmented models, caches): it reads a copy
+    # in a temporary folder, removed on every exit; disk_full_named measures free space before that cleanup
+    with tempfile.TemporaryDirectory(prefix="compress-ort-") as work, atomic_path(out_path) as tmp, quiet_logger(), \
+            disk_full_named(out_path.parent, work):
         work = Path(work)
+        source = Path(shutil.copyfile(fp32_path, work / "fp32.onnx"))
         if precision in ("int8", "int8-dynamic") and reduce_range is None:
             reduce_range = needs_reduce_range(cpu_int8_features())
             notes.append(f"reduce_range {'on (7-bit weights)' if reduce_range else 'off'}: chosen for this CPU "
@@ -118,7 +122,7 @@ def quantize_onnx(
                 calibration = random_calibration(fp32_path, seed)
                 notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
                              "accuracy will suffer and is not measured against real data. Pass --data.")
-            techniques = _static_int8(fp32_path, model, tmp, work, calibration, method, per_channel, reduce_range, excluded,
+            techniques = _static_int8(source, model, tmp, work, calibration, method, per_channel, reduce_range, excluded,
                                       dynamic_op_types=tuple(dynamic_op_types))
         elif precision == "int8-dynamic":
             techniques = _dynamic_int8(model, tmp, work, per_channel, reduce_range, excluded)
@@ -187,11 +191,12 @@ def analyze_sensitivity(
     reduce_range = needs_reduce_range(cpu_int8_features()) if reduce_range is None else reduce_range
     reference = run_dataset(OrtRunner(fp32_path, threads=1), eval_inputs)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="compress-sensitivity-") as work, quiet_logger():
+    with tempfile.TemporaryDirectory(prefix="compress-sensitivity-") as work, quiet_logger(), disk_full_named(work):
         work = Path(work)
+        source = Path(shutil.copyfile(fp32_path, work / "fp32.onnx"))  # onnxruntime writes next to what it reads
         for layer, nodes in quantizable_layers(model).items():
             single = work / "layer.onnx"
-            _static_int8(fp32_path, model, single, work, calibration, method, per_channel, reduce_range, (), only=nodes)
+            _static_int8(source, model, single, work, calibration, method, per_channel, reduce_range, (), only=nodes)
             outputs = run_dataset(OrtRunner(single, threads=1), eval_inputs)
             ops = sorted({n.op_type for n in model.graph.node if n.name in nodes})
             rows.append({"layer": layer, "nodes": nodes, "ops": ops, **_worst_fidelity(reference, outputs)})

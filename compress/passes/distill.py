@@ -36,6 +36,7 @@ from compress.data import Dataset, Head, Splits
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.training import as_tuple, fit, predict, set_mode
+from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 EpochCallback = Callable[[dict], None]
 
@@ -48,9 +49,9 @@ class DistillConfig(BaseModel):
     student: str = Field(..., description="A zoo architecture with options (mnist_cnn:width=0.25) or package.module:Class.")
     temperature: float = Field(4.0, gt=0, description="Softmax temperature of the soft targets.")
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha goes to the hard labels.")
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description=f"Training epochs of the student (at most {MAX_EPOCHS:,}).")
     lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description=f"Training batch size (at most {MAX_BATCH:,}).")
     seed: int = 0
     features: dict[str, str] = Field(default_factory=dict, description="Intermediate-feature pairs {student_layer: teacher_layer}.")
     feature_weight: float = Field(1.0, ge=0, description="Weight of each feature term.")
@@ -90,7 +91,10 @@ def parse_student(spec: str) -> tuple[str, dict]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip().isidentifier():
             raise ValueError(f"bad student option {pair!r} in {spec!r}; write options as key=value, e.g. mnist_cnn:width=0.25")
-        kwargs[key.strip()] = yaml.safe_load(value)
+        try:
+            kwargs[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"bad student option {pair!r} in {spec!r}: the value is not valid YAML") from None
     return arch, kwargs
 
 

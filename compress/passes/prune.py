@@ -43,6 +43,7 @@ from compress.errors import EnvironmentFailure, UsageError
 from compress.model import ModelHandle
 from compress.passes.schedule import POWERS, polynomial_schedule, ramp_epochs, torch_pruning_scheduler
 from compress.training import set_mode
+from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 STRUCTURED = ("l1-structured", "l2-structured")
 NAMED_METHODS = ("magnitude", *STRUCTURED)
@@ -62,10 +63,10 @@ class PruneConfig(BaseModel):
     scope: Literal["layer", "global"] = Field("layer", description="layer: every layer at the target; global: one ranking across layers.")
     layer_sparsity: dict[str, float] = Field(default_factory=dict, description="Per-layer targets overriding `sparsity`, e.g. {features.0: 0.2}.")
     skip: list[str] = Field(default_factory=list, description="Layers never pruned (torch module names; a parent name covers its children).")
-    finetune_epochs: int = Field(0, ge=0, description="Epochs of fine-tuning on the train split while sparsity ramps to the target.")
+    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description=f"Epochs of fine-tuning on the train split while sparsity ramps to the target (at most {MAX_EPOCHS:,}).")
     schedule: Literal["cubic", "linear", "one-shot"] = Field("cubic", description="How sparsity ramps during fine-tuning.")
     lr: float = Field(5e-4, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description=f"Training batch size (at most {MAX_BATCH:,}).")
     seed: int = 0
 
     @field_validator("method")

@@ -50,6 +50,7 @@ from compress.data import Dataset, Splits
 from compress.errors import EnvironmentFailure, UsageError
 from compress.model import ModelHandle
 from compress.training import fit, predict, set_graph_training, set_mode
+from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 EpochCallback = Callable[[dict], None]
 EXPORT_BATCH = 1
@@ -60,13 +61,13 @@ class QatConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(3, ge=1, description="Fine-tuning epochs with fake quantization.")
+    epochs: int = Field(3, ge=1, le=MAX_EPOCHS, description=f"Fine-tuning epochs with fake quantization (at most {MAX_EPOCHS:,}).")
     lr: float = Field(1e-4, gt=0, description="Adam learning rate (small: the model is already trained).")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description=f"Training batch size (at most {MAX_BATCH:,}).")
     per_channel: bool = Field(True, description="Per-channel weight scales (per-tensor when false).")
     weight_bits: int = Field(8, ge=2, le=8, description="Weight bits (stored in int8; < 8 narrows the range, e.g. 4 -> [-7, 7]).")
-    freeze_bn_after: int | None = Field(None, ge=1, description="Epochs before BN uses running statistics (default: half).")
-    freeze_observers_after: int | None = Field(None, ge=1, description="Epochs before quantization ranges freeze (default: all but the last).")
+    freeze_bn_after: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Epochs before BN uses running statistics (default: half).")
+    freeze_observers_after: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Epochs before quantization ranges freeze (default: all but the last).")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -22,8 +22,9 @@ def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=No
         'qat-int8-onnx'
     """
     from compress.passes import qat
+    from compress.rundir import staged
 
-    path = Path(run_dir) / f"model.qat-{scheme_tag(config)}.{fmt}"
+    path = staged(run_dir, f"model.qat-{scheme_tag(config)}.{fmt}")
     (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
     floats = float_ops_in(path, float_handle or trained)
     return verify(path.name, "mixed" if has_float_weights(floats) else "int8", [*trained.techniques, export_technique(fmt)],

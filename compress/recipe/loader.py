@@ -85,32 +85,51 @@ def _explain(error: dict, root: yaml.Node, source: str) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}: {_dotted(loc)}: {message}"
 
 
-def apply_overrides(text: str, overrides: list[str]) -> str:
+def parse_override(override: str) -> tuple[list, object]:
+    """``stages.1.quantize.calibration=entropy`` → ``(["stages", 1, "quantize", "calibration"], "entropy")``.
+
+    The value is read as YAML (``seed=3`` is a number, ``exclude=[fc1]`` a list); anything unparsable is a RecipeError.
+    """
+    path, sep, raw = override.partition("=")
+    keys = path.split(".")
+    if not sep or not all(k.strip() for k in keys):
+        raise RecipeError(f"--set {override!r}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {override!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+                          "quote it or close its brackets") from None
+    return [int(k) if k.isdigit() else k for k in keys], value
+
+
+def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -> str:
     """``stages.1.quantize.calibration=entropy`` → the YAML text with that value set (so errors still point at lines)."""
-    data = yaml.safe_load(text)
+    data = _load_yaml(text, source)
     for override in overrides:
-        path, sep, raw = override.partition("=")
-        if not sep or not path:
-            raise RecipeError(f"--set {override!r}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
-        keys = [int(k) if k.isdigit() else k for k in path.split(".")]
+        keys, value = parse_override(override)
         node = data
         try:
             for key in keys[:-1]:
                 node = node[key]
-            node[keys[-1]] = yaml.safe_load(raw)
+            node[keys[-1]] = value
         except (KeyError, IndexError, TypeError):
-            raise RecipeError(f"--set {override!r}: the recipe has no {path!r} to set (stages are numbered from 0)") from None
+            raise RecipeError(f"--set {override!r}: the recipe has no {override.partition('=')[0]!r} to set (stages are numbered from 0)") from None
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def parse_recipe(text: str, source: str = "<recipe>") -> RecipeBase:
+def _load_yaml(text: str, source: str):
+    """``yaml.safe_load`` with a syntax error as a RecipeError naming ``source:line:col``."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> RecipeBase:
+    data = _load_yaml(text, source)
+    root = yaml.compose(text)
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with model, data, stages, targets, gates, output, seed")
     try:
@@ -124,7 +143,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeB
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe {path} not found; start one with `compress recipe init --model mnist_cnn > recipe.yaml`")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path} is not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     if overrides:
-        return parse_recipe(apply_overrides(text, overrides), f"{path} (with --set)")
+        return parse_recipe(apply_overrides(text, overrides, str(path)), f"{path} (with --set)")
     return parse_recipe(text, str(path))

@@ -8,20 +8,20 @@ Example:
 from __future__ import annotations
 
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from compress.dataplan import plan_data
 from compress.errors import UsageError
-from compress.io import sha256_file, write_json_atomic
+from compress.io import copy_atomic, make_run_dir, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.qat import QatConfig, is_quantized
 from compress.pipeline import Reference, finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
 from compress.recipe.trust import Trust, check_trust
+from compress.rundir import holds_run_dir
 from compress.zoo.checkpoint import library_versions
 
 MODEL_STAGES = ("prune", "distill", "qat")
@@ -80,13 +80,13 @@ def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) 
     return pass_module.apply(handle, config, splits)
 
 
+@holds_run_dir("run", lambda args: args["out_dir"] or args["recipe"].output.dir)
 def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
                step: Callable[[str], None] | None = None, recipe_path: str | None = None, trust: Trust = Trust()) -> RecipeResult:
     """Run every stage; code the recipe names (``module:Name``) runs only as far as ``trust`` (the command line) allows."""
     check_trust(recipe, trust, recipe_path or "recipe")
     step = step or (lambda message: None)
-    run_dir = Path(out_dir or recipe.output.dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir or recipe.output.dir)
     cache = StageCache(run_dir / ".stages")
     if force:
         cache.clear()
@@ -121,7 +121,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         if kind in MODEL_STAGES:
             handle = _load_module(handle, folder / "model.pt2", record["technique"])
         for entry in record.get("artifacts", []):
-            shutil.copyfile(folder / entry["path"], run_dir / entry["path"])
+            copy_atomic(folder / entry["path"], run_dir / entry["path"])
             artifacts = [a for a in artifacts if a["name"] != entry["name"]] + [entry]
         stage_log.append({"index": index, "kind": kind, "key": key, "reused": f"{index}:{kind}" in reused,
                           **{k: v for k, v in record.items() if k not in ("artifacts", "files")}})
@@ -203,7 +203,9 @@ def benchmark_artifacts(artifacts: list[dict], run_dir: Path, targets: list[str]
     """Add (or replace) one latency entry per artifact × target × batch."""
     from compress.benchmark import benchmark_artifact
 
-    for artifact in artifacts:
+    from compress.gates import is_failed
+
+    for artifact in (a for a in artifacts if not is_failed(a)):
         for target in targets:
             for batch in config.batch:
                 entry = benchmark_artifact(run_dir / artifact["path"], target=target, batch=batch, runs=config.runs,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
 from compress.tune.config import SearchSpace
+from compress.limits import MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 
 # stage name -> "module:ConfigClass"; one definition, three faces (CLI, API, recipe)
 STAGE_CONFIGS: dict[str, str] = {
@@ -44,10 +45,10 @@ class EvaluateConfig(Strict):
 class BenchmarkConfig(Strict):
     """Time every artifact so far on the recipe's targets."""
 
-    batch: list[int] = Field(default_factory=lambda: [1])
-    runs: int = Field(100, ge=1)
-    warmup: int = Field(10, ge=0)
-    threads: int | None = None
+    batch: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(default_factory=lambda: [1], description=f"Batch sizes timed (each at most {MAX_BATCH:,}).")
+    runs: int = Field(100, ge=1, le=MAX_RUNS, description=f"Timed runs (at most {MAX_RUNS:,}).")
+    warmup: int = Field(10, ge=0, le=MAX_RUNS, description=f"Untimed warm-up runs (at most {MAX_RUNS:,}).")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}).")
 
 
 class ModelSection(Strict):
@@ -58,14 +59,14 @@ class ModelSection(Strict):
     batch_axes: dict[str, int] = Field(default_factory=dict, description="Inputs whose batch is not on axis 0, like {state: 1}.")
     state: dict[str, str] = Field(default_factory=dict, description="Inputs fed back from outputs, like {state: output_1}.")
     trust_pickle: bool = Field(False, description="The model is a pickle; loading it still needs --trust-pickle on the command line.")
-    epochs: int | None = Field(None, ge=1, description="zoo: training epochs (default: the model's own).")
+    epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS, description=f"zoo: training epochs (default: the model's own; at most {MAX_EPOCHS:,}).")
     output_kinds: dict[str, Literal["classes", "probabilities", "embedding", "regression", "state"]] = Field(
         default_factory=dict, description="Declared kind per output name (default: inferred), e.g. {emb: embedding}.")
 
 
 class DataSection(Strict):
     name: str | None = Field(None, description="Dataset name, .npz, image folder or package.module:function (imported only with --trust-code).")
-    calib_samples: int = Field(256, ge=1)
+    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples from train+val (at most {MAX_SAMPLES:,}).")
 
 
 class Gates(Strict):

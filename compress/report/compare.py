@@ -6,10 +6,10 @@ Example:
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from compress.errors import UsageError
+from compress.jsonsafe import read_json
 from compress.report.contract import ReportInvalid, validate_report
 from compress.report.html import STYLE, html_table, img_tag, trade_points
 from compress.report.plots import tradeoff_plot
@@ -21,10 +21,10 @@ def load_run(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "report.json"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a run directory (no report.json); give directories written by compress")
+    report = read_json(path)
     try:
-        report = json.loads(path.read_text())
         validate_report(report)
-    except (json.JSONDecodeError, ReportInvalid) as exc:
+    except ReportInvalid as exc:
         raise UsageError(f"{path}: {exc}") from None
     return report
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from compress import __version__
 from compress.io import write_json_atomic
+from compress.jsonsafe import finite
 
 from compress.report.model import SCHEMA_VERSION
 
@@ -61,9 +62,24 @@ def validate_report(report: dict) -> int:
     return version
 
 
+def null_nonfinite(report: dict) -> dict:
+    """Replace NaN/infinite figures in ``report`` (in place) by null, each named in the report's ``notes``.
+
+    Example:
+        >>> null_nonfinite({"reference": {"size_bytes": 1, "metrics": {"task": {"value": float("nan")}}}})["notes"]
+        ['reference.metrics.task.value was not finite (NaN or infinite): written as null']
+    """
+    clean, paths = finite(report)
+    report.clear()
+    report.update(clean)
+    if paths:
+        report.setdefault("notes", []).extend(f"{path} was not finite (NaN or infinite): written as null" for path in paths)
+    return report
+
+
 def write_report(run_dir: str | Path, report: dict) -> Path:
-    """Validate, then write ``run_dir/report.json`` atomically."""
-    validate_report(report)
+    """Null non-finite figures (:func:`null_nonfinite`), validate, then write ``run_dir/report.json`` atomically."""
+    validate_report(null_nonfinite(report))
     path = Path(run_dir) / "report.json"
     write_json_atomic(path, report)
     return path

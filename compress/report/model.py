@@ -51,7 +51,7 @@ class Task(Open):
         "if": {"properties": {"name": {"enum": ["accuracy", "top1_agreement"]}}},
         "then": {"properties": {"value": {"minimum": 0, "maximum": 1}}}})
     name: str
-    value: float
+    value: float | None = Field(description="null when not finite (a note names it)")
     higher_is_better: bool
 
 
@@ -79,8 +79,8 @@ class Fidelity(Open):
     """The headline (flat keys, the worst output) plus every output measured by its kind."""
 
     top1_agreement: float | None = Field(ge=0, le=1)
-    sqnr_db: float
-    max_abs_error: float = Field(ge=0)
+    sqnr_db: float | None = Field(description="null when not finite (a note names it)")
+    max_abs_error: float | None = Field(ge=0)
     cosine: float | None = None
     worst: Worst | None = None
     outputs: list[OutputFidelity] = Field(default_factory=list)
@@ -137,7 +137,7 @@ class Gate(Open):
     limit: float
     value: float | None
     passed: bool
-    judged_by: Literal["labels", "fidelity", "size", "latency"]
+    judged_by: Literal["runtime", "labels", "fidelity", "size", "latency"]
     reason: str
 
 

@@ -21,9 +21,7 @@ def rank_layers(handle: ModelHandle, data: str | None, out_dir: Path, config) ->
     from compress.quantize import QuantizeConfig, analyze
 
     plan = plan_data(handle, data, 256, config.seed)
-    workdir = out_dir / "sensitivity"
-    workdir.mkdir(exist_ok=True)
-    rows = analyze(handle, plan, QuantizeConfig(formats=["onnx"], seed=config.seed), workdir)
+    rows = analyze(handle, plan, QuantizeConfig(formats=["onnx"], seed=config.seed), out_dir)  # fp32 in a temporary folder
     ranked = [row["layer"] for row in rows]
     write_json_atomic(cached, {"ranked": ranked, "rows": rows})
     return ranked

@@ -7,9 +7,11 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compress.limits import MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS
 
 
 class SearchSpace(BaseModel):
@@ -20,14 +22,14 @@ class SearchSpace(BaseModel):
     precisions: list[Literal["int8", "int8-dynamic"]] = Field(default_factory=lambda: ["int8", "int8-dynamic"], min_length=1)
     calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(
         default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
-    calib_samples: list[PositiveInt] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
+    calib_samples: list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = Field(description=f"Calibration sample counts (each at most {MAX_SAMPLES:,}).", default_factory=lambda: [128, 256, 512], min_length=1)
     per_channel: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
     dynamic_op_types: list[list[str]] = Field(default_factory=lambda: [[], ["MatMul", "Gemm"]], min_length=1, description=(
         "With int8: op types quantized dynamically, the rest static ([]: all static)."))
-    keep_float_max: int = Field(2, ge=0, description="Up to this many of the most sensitive layers stay in float.")
+    keep_float_max: int = Field(2, ge=0, le=MAX_LAYERS, description=f"Up to this many of the most sensitive layers stay in float (at most {MAX_LAYERS:,}).")
     prune_methods: list[Literal["none", "l1-structured", "magnitude"]] = Field(default_factory=lambda: ["none", "l1-structured"])
     prune_sparsity: tuple[float, float] = (0.2, 0.6)
-    finetune_epochs: list[NonNegativeInt] = Field(default_factory=lambda: [2, 4], min_length=1)
+    finetune_epochs: list[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = Field(description=f"Fine-tuning epochs after pruning (each at most {MAX_EPOCHS:,}).", default_factory=lambda: [2, 4], min_length=1)
 
     @field_validator("prune_sparsity")
     @classmethod
@@ -62,8 +64,8 @@ class TuneConfig(BaseModel):
     format: Literal["onnx", "tflite"] = "onnx"
     target: str = "local"
     budget: str | None = Field(None, description="Wall-clock budget like 10m, 90s, 1h.")
-    trials: int | None = Field(None, ge=1)
-    workers: int = Field(1, ge=1)
+    trials: int | None = Field(None, ge=1, le=MAX_TRIALS, description=f"Number of trials (at most {MAX_TRIALS:,}).")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description=f"Trials run at once (at most {MAX_WORKERS:,}).")
     executor: Literal["local", "ray"] = "local"
     address: str | None = Field(None, description="Ray cluster address (`auto` joins a running cluster).")
     seed: int = 0

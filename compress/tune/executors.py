@@ -19,8 +19,12 @@ class LocalPool:
     def __init__(self, workers: int):
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
-    def submit(self, function: Callable, *args) -> cf.Future:
+    def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
         return self.pool.submit(function, *args)
+
+    def put(self, value):
+        """Large shared arguments: passed as they are (each task pickles its own copy)."""
+        return value
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -29,7 +33,8 @@ class LocalPool:
 class RayPool:
     """Each trial is a Ray task; ``ObjectRef.future()`` turns it into a concurrent future.
 
-    Paths in a trial must be visible to the workers (local Ray, or a shared filesystem on a cluster).
+    Nothing assumes a shared filesystem: inputs go through ``put`` (the object store), results come back as values.
+    ``resources``: the task's Ray resources (default one CPU), e.g. ``{"num_cpus": 2}``.
     """
 
     def __init__(self, workers: int, address: str | None):
@@ -44,11 +49,16 @@ class RayPool:
                 ray.init(address=address, log_to_driver=False)
             except ConnectionError as exc:
                 raise EnvironmentFailure(f"--address {address}: {exc}") from None
-        elif self.owned:  # trial specs and results are small: so is the object store
+        elif self.owned:  # shipped models and their artifacts are small: so is the object store
             ray.init(num_cpus=workers, object_store_memory=128 * 1024**2, include_dashboard=False, log_to_driver=False)
 
-    def submit(self, function: Callable, *args) -> cf.Future:
-        return self.ray.remote(num_cpus=1, max_retries=0)(function).remote(*args).future()
+    def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
+        options = {"num_cpus": 1, "max_retries": 0, **(resources or {})}
+        return self.ray.remote(**options)(function).remote(*args).future()
+
+    def put(self, value):
+        """One copy in the object store; a task given the reference gets the value on whatever node it runs."""
+        return self.ray.put(value)
 
     def close(self) -> None:
         if self.owned:

@@ -19,12 +19,14 @@ from typing import Callable
 import optuna
 import torch
 
-from compress.io import write_json_atomic
+from compress.io import make_run_dir, write_json_atomic
 from compress.model import ModelHandle
 from compress.pipeline import Reference
+from compress.rundir import holds_run_dir
 from compress.tune.config import TuneConfig, encode_dynamic_ops
 from compress.tune.executors import open_executor
-from compress.tune.trial import TrialSpec, run_trial
+from compress.tune.remote import open_runner
+from compress.tune.trial import TrialSpec
 
 STUDY_NAME = "compress-tune"
 MAX_REPEATS = 20  # consecutive proposals of already measured configurations: the search has converged, stop
@@ -153,13 +155,14 @@ def _reference(handle: ModelHandle, data: str | None, seed: int) -> Reference:
     return reference
 
 
+@holds_run_dir("tune")
 def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_dir: str | Path = "runs/tune",
          on_trial: Callable[[dict], None] | None = None, load_kwargs: dict | None = None) -> TuneResult:
     """Search until the budget ends; always keep the best valid model so far on disk."""
     from compress.tune.analysis import rank_layers
 
     out_dir = Path(out_dir).resolve()  # trials may run in other processes or on Ray workers
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(out_dir)
     reference = _reference(handle, data, config.seed)
     study = _study(config, out_dir)
     ranked = rank_layers(handle, data, out_dir, config)
@@ -180,6 +183,7 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
             on_trial(result)
 
     with open_executor(config.executor, config.workers, config.address) as pool:
+        runner = open_runner(config.executor, pool, str(Path(handle.source_path).resolve()), data, out_dir)
         running: dict[cf.Future, optuna.Trial] = {}
         while running or in_budget():
             while len(running) < config.workers and in_budget():
@@ -194,11 +198,11 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
                 spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, params, ranked, config.format,
                                  str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference, target=config.target,
                                  threads=torch.get_num_threads())
-                running[pool.submit(run_trial, spec)] = trial
+                running[runner.submit(spec)] = trial
                 submitted, repeats = submitted + 1, 0
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
-                finished(_tell(study, running.pop(future), future, config))
+                finished(_tell(study, running.pop(future), future, config, runner.land))
     return summarize(study, config, handle, data, out_dir, converged=repeats >= MAX_REPEATS)
 
 
@@ -207,10 +211,10 @@ def _measured(study: optuna.Study, params: dict) -> dict | None:
     return next((r for r in _completed(study) if r.get("params") == params), None)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: TuneConfig) -> dict:
-    """Record a finished trial in the study; return its result (``error`` set when it failed)."""
+def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: TuneConfig, land: Callable[[dict], dict]) -> dict:
+    """Record a finished trial in the study (its files landed by ``land``); return its result (``error`` set when it failed)."""
     try:
-        result = future.result()
+        result = land(future.result())
     except Exception as exc:  # a failed candidate is a finding for the study, not the end of the search
         result = {"number": trial.number, "params": trial.params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         trial.set_user_attr("result", result)
@@ -232,12 +236,15 @@ def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data
     """Pareto front table + plot, the winning configuration as a recipe, and the closest miss (kept in ``closest/``) when none is valid.
 
     With ``objective="both"`` the front and plain int8 PTQ are timed again side by side first: "no slower than PTQ"
-    is then not decided by whatever else loaded the machine while each trial ran.
+    is then not decided by whatever else loaded the machine while each trial ran. When the trials were timed on
+    different hosts (a Ray cluster), every valid trial is timed again here: figures from two machines are never ranked.
     """
     from compress.tune.outputs import write_outputs
 
     records, valid, baseline, _ = _choose(study, config)
-    if config.objective == "both" and baseline is not None:
+    if config.objective != "size" and config.target == "local" and len(_hosts(valid)) > 1:  # p50s from two machines: retime here
+        retime(valid, config.target)
+    elif config.objective == "both" and baseline is not None:
         retime([*pareto_records(valid), baseline], config.target)
     best = _winner(config, valid, baseline)
     closest = None if valid else min(records, key=lambda r: r["degradation"] if r.get("degradation") is not None else 9.0, default=None)
@@ -254,9 +261,15 @@ def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data
     return result
 
 
+def _hosts(records: list[dict]) -> set[str]:
+    """The machines that timed these trials (trials measured before compress recorded it count as this one)."""
+    return {(r.get("measured_on") or {}).get("host", "") for r in records}
+
+
 def retime(records: list[dict], target: str, rounds: int = 3, runs: int = 100) -> None:
     """Replace each record's ``p50_ms`` by the median of ``rounds`` interleaved timings (the trial's own is kept as ``trial_p50_ms``)."""
     from compress.benchmark import benchmark_artifact
+    from compress.timing_lock import node_identity
 
     unique = list({r["number"]: r for r in records}.values())
     timings: dict[int, list[float]] = {r["number"]: [] for r in unique}
@@ -267,6 +280,7 @@ def retime(records: list[dict], target: str, rounds: int = 3, runs: int = 100) -
     for record in (r for r in unique if timings[r["number"]]):
         record.setdefault("trial_p50_ms", record["p50_ms"])
         record["p50_ms"] = statistics.median(timings[record["number"]])
+        record["measured_on"] = node_identity()
 
 
 def pareto_records(records: list[dict]) -> list[dict]:

@@ -52,6 +52,8 @@ def prune_config_for(params: dict, seed: int):
 def run_trial(spec: TrialSpec) -> dict:
     import torch
 
+    from compress.errors import EnvironmentFailure
+    from compress.gates import is_failed
     from compress.model import load_model
     from compress.quantize import quantize
 
@@ -68,24 +70,27 @@ def run_trial(spec: TrialSpec) -> dict:
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
+    if is_failed(artifact):
+        raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
     from compress.gates import fidelity_floor_check
 
+    timing = _timing(artifact, out, spec)
     return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
             "floor_failures": fidelity_floor_check(metrics["fidelity"], unlabelled_only=True),
-            "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": _p50(artifact, out, spec),
-            "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
+            "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": timing.get("p50_ms"),
+            "measured_on": timing.get("measured_on"), "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
             "techniques": [*handle.techniques, *artifact["techniques"]], "sha256": artifact["sha256"]}
 
 
-def _p50(artifact: dict, out: Path, spec: TrialSpec) -> float | None:
-    """Batch-1 p50 on the tune target: the local timing quantize made, or a run on the remote target."""
+def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:
+    """The batch-1 latency entry on the tune target: the local timing quantize made, or a run on the remote target."""
     from compress.targets.base import target_class
     from compress.targets.local import LocalTarget
 
     if target_class(spec.target)[0] is not LocalTarget:
         from compress.benchmark import benchmark_artifact
 
-        return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs).get("p50_ms")
+        return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs)
     timed = (e for e in artifact["latency"] if e.get("batch") == 1 and e.get("p50_ms") is not None and not e.get("emulated"))
-    return next((e["p50_ms"] for e in timed), None)
+    return next(timed, {})

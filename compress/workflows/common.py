@@ -34,11 +34,11 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
                     bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[dict]:
     """Export ``handle`` to fp32 (and PTQ int8) ONNX/TFLite as ``{stem}.{precision}.{fmt}``, verify each file in its
     runtime on the test split, and return the report entries (with ``compressed_size_bytes``)."""
-    from compress.export.onnx import export_onnx
     from compress.export.onnx_quantize import quantize_onnx
     from compress.export.tflite import export_tflite
     from compress.passes.prune import compressed_size
     from compress.pipeline import verify_artifact
+    from compress.rundir import located, staged
 
     step = step or (lambda message: None)
     entries = []
@@ -46,21 +46,18 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
     def verify(filename, precision, techniques, name, notes=(), float_ops=()):
         entry = verify_artifact(run_dir, filename, precision, [*handle.techniques, *techniques], plan, reference, heads,
                                 name=name, bench=bench, notes=list(notes), float_ops=list(float_ops))
-        entry["compressed_size_bytes"] = compressed_size(run_dir / filename)
+        entry["compressed_size_bytes"] = compressed_size(run_dir / entry["path"])
         entries.append(entry)
 
     for fmt in formats:
         fp32 = f"{stem}.fp32.{fmt}"
         step(f"{prefix}fp32 {fmt}: export and verify")
-        if fmt == "onnx":
-            export_onnx(handle, run_dir / fp32)
-        else:
-            export_tflite(handle, run_dir / fp32, "fp32", None)
+        export_fp32(handle, staged(run_dir, fp32), fmt)
         verify(fp32, "fp32", ["export:fp32"], f"{prefix}fp32-{fmt}")
         if int8:
             step(f"{prefix}int8 {fmt}: quantize and verify")
-            out = run_dir / f"{stem}.int8.{fmt}"
-            result = (quantize_onnx(run_dir / fp32, out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
+            out = staged(run_dir, f"{stem}.int8.{fmt}")
+            result = (quantize_onnx(located(run_dir, fp32), out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
                       else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
             verify(out.name, result.precision, result.techniques, f"{prefix}int8-{fmt}", result.notes, result.float_ops)
     return entries

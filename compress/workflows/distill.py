@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, compare_latency, export_verified, resolve_splits
+from compress.rundir import holds_run_dir, staged
 
 
+@holds_run_dir("distill")
 def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill", formats: tuple[str, ...] = FORMATS,
                 int8: bool = True, bench: dict | None = None, policy=None,
                 on_epoch=None, step=None) -> dict:
@@ -26,8 +29,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     from compress.pipeline import finish_report, heads_for, measure_reference
 
     step = step or (lambda message: None)
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir)
     splits, plan = resolve_splits(teacher, data, config.seed)
     heads = heads_for(teacher, plan)
     result = distill(teacher, config, splits, on_epoch)
@@ -40,9 +42,9 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
         step("teacher fp32 onnx: export")
         from compress.export.onnx import export_onnx
 
-        export_onnx(teacher, run_dir / "teacher.fp32.onnx")
+        export_onnx(teacher, staged(run_dir, "teacher.fp32.onnx"))
     reference = measure_reference(teacher, plan, size_bytes=_teacher_size(teacher, run_dir))
-    if (run_dir / "teacher.fp32.onnx").exists():
+    if staged(run_dir, "teacher.fp32.onnx").exists():
         from compress.pipeline import verify_artifact
 
         teacher_entries.append(verify_artifact(run_dir, "teacher.fp32.onnx", "fp32", ["export:fp32"], plan, reference, heads,
@@ -62,7 +64,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
 
 
 def _teacher_size(teacher, run_dir: Path) -> int:
-    exported = run_dir / "teacher.fp32.onnx"
+    exported = staged(run_dir, "teacher.fp32.onnx")
     return exported.stat().st_size if exported.exists() else Path(teacher.source_path).stat().st_size
 
 

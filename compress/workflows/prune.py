@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
+from compress.rundir import holds_run_dir, staged
 
 
+@holds_run_dir("prune")
 def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", formats: tuple[str, ...] = FORMATS,
               int8: bool = True, bench: dict | None = None, policy=None,
               on_epoch=None, step=None) -> dict:
@@ -27,16 +30,15 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
 
     step = step or (lambda message: None)
     check_prunable(handle)
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir)
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     pruned = apply(handle, config, splits, on_epoch)
     artifacts: list[dict] = []
     for fmt in formats:  # the dense fp32 file is the reference's size and the latency baseline
         step(f"dense fp32 {fmt}: export")
-        export_fp32(handle, run_dir / f"dense.fp32.{fmt}", fmt)
-    reference = measure_reference(handle, plan, size_bytes=(run_dir / f"dense.fp32.{formats[0]}").stat().st_size)
+        export_fp32(handle, staged(run_dir, f"dense.fp32.{fmt}"), fmt)
+    reference = measure_reference(handle, plan, size_bytes=staged(run_dir, f"dense.fp32.{formats[0]}").stat().st_size)
     step("saving model.pt2 (for chaining)")
     save_program(pruned, run_dir / "model.pt2", original=original_record(handle, plan, reference))
     for fmt in formats:

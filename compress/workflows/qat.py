@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, export_fp32, resolve_splits
+from compress.rundir import holds_run_dir, located, staged
 
 
+@holds_run_dir("qat")
 def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats: tuple[str, ...] = FORMATS,
             bench: dict | None = None, policy=None, on_epoch=None, step=None) -> dict:
     """QAT (compress.passes.qat), then fp32, PTQ and QAT files per format, each verified in its runtime; write the run.
@@ -25,8 +28,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
 
     step = step or (lambda message: None)
     qat.check_quantizable(handle)
-    run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out_dir)
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     trained = qat.apply(handle, config, splits, on_epoch)
@@ -37,7 +39,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     comparison = []
     for fmt in formats:
         step(f"fp32 {fmt}: export")
-        fp32 = run_dir / f"model.fp32.{fmt}"
+        fp32 = staged(run_dir, f"model.fp32.{fmt}")
         export_fp32(handle, fp32, fmt)
         if reference is None:
             reference = measure_reference(handle, plan, size_bytes=fp32.stat().st_size)
@@ -47,7 +49,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         if default_scheme:
             ptq_entry = _project_ptq(handle, fmt, run_dir, plan, config.seed, verify)
         else:
-            path = run_dir / f"model.ptq-{scheme_tag(config)}.{fmt}"
+            path = staged(run_dir, f"model.ptq-{scheme_tag(config)}.{fmt}")
             (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(twin, path)
             ptq_entry = verify(path.name, "int8", [*twin.techniques, export_technique(fmt)], f"ptq-{scheme_tag(config)}-{fmt}",
                                scheme_notes(config), float_ops=float_ops_in(path, handle))
@@ -65,8 +67,8 @@ def _project_ptq(handle, fmt, run_dir: Path, plan, seed: int, verify) -> dict:
     from compress.export.onnx_quantize import quantize_onnx
     from compress.export.tflite import export_tflite
 
-    out = run_dir / f"model.ptq-int8.{fmt}"
-    result = (quantize_onnx(run_dir / "model.fp32.onnx", out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
+    out = staged(run_dir, f"model.ptq-int8.{fmt}")
+    result = (quantize_onnx(located(run_dir, "model.fp32.onnx"), out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
               else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
     return verify(out.name, result.precision, [*handle.techniques, *result.techniques], f"ptq-int8-{fmt}", result.notes, result.float_ops)
 

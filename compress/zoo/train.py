@@ -16,7 +16,9 @@ from typing import Callable
 from torch import nn
 
 from compress.data import load_dataset
+from compress.errors import UsageError
 from compress.evaluate import task_metrics
+from compress.limits import MAX_EPOCHS
 from compress.training import fit, predict
 from compress.zoo.checkpoint import save_checkpoint
 from compress.zoo.registry import zoo_entry
@@ -47,6 +49,13 @@ def evaluate_module(model: nn.Module, dataset_name: str, seed: int) -> dict:
     return {"task": task_metrics(test.heads, predict(model, test), test.y), "split": "test", "samples": test.size}
 
 
+def check_epochs(epochs: int) -> int:
+    """``epochs`` if it is 1 to MAX_EPOCHS, else a UsageError (a typo must not train until someone kills it)."""
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise UsageError(f"--epochs {epochs}: give 1 to {MAX_EPOCHS:,} epochs")
+    return epochs
+
+
 def train_zoo_model(
     name: str,
     out: str | Path | None = None,
@@ -61,7 +70,7 @@ def train_zoo_model(
     import torch
 
     entry = zoo_entry(name)
-    epochs = entry.epochs if epochs is None else epochs
+    epochs = check_epochs(entry.epochs if epochs is None else epochs)
     width = 1.0 if entry.widthless else width
     cached_path = default_checkpoint_path(name, width, epochs, seed)
     if reuse and cached_path.exists():

@@ -1,0 +1,15 @@
+"""Upper bounds of the knobs (epochs, sample counts, timing runs, ...): a typo such as ``epochs: 1000000000000`` is
+bad input (exit 2), never a run that goes on until someone kills it. Each config field's description names its bound.
+
+Example:
+    >>> PruneConfig(finetune_epochs=MAX_EPOCHS + 1)
+    ValidationError: finetune_epochs: Input should be less than or equal to 10000
+"""
+MAX_EPOCHS = 10_000
+MAX_SAMPLES = 1_000_000      # calibration / evaluation samples
+MAX_RUNS = 100_000           # timed runs and warm-up runs of a benchmark
+MAX_BATCH = 65_536           # training and timing batch sizes
+MAX_THREADS = 1_024
+MAX_TRIALS = 100_000
+MAX_WORKERS = 1_024
+MAX_LAYERS = 10_000          # layers kept in float by fallback or search
