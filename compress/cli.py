@@ -12,9 +12,11 @@ import pkgutil
 import typer
 
 from compress import __version__, commands
+from compress.commands._common import JsonErrorsGroup
 
 app = typer.Typer(
     name="compress",
+    cls=JsonErrorsGroup,
     help="Make trained PyTorch models small and fast for phones and edge boards, and prove it.\n\n"
     "Quantize, prune, distill; export to ONNX and TFLite; verify every artifact in its real runtime.",
     no_args_is_help=True,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from compress.jsonsafe import dumps
-from compress.errors import EnvironmentFailure
+from compress.errors import EnvironmentFailure, UsageError
 
 LOW_SPACE_BYTES = 1 << 20  # a failure while a folder has less than this (or 2 % of a small disk) free: the disk is full
 
@@ -102,15 +102,13 @@ def sha256_file(path: str | os.PathLike) -> str:
 def make_run_dir(path: str | os.PathLike) -> Path:
     """Create the run directory ``path`` (and its parents).
 
-    Naming an existing file (or a path under one) is bad input, exit 2; a directory that cannot be created or
-    written (read-only file system, permissions) is the environment, exit 3 with the cause.
+    The run directory is the user's ``--out``: naming an existing file (or a path under one), a read-only or
+    forbidden place is bad input, exit 2; a full disk is DiskFull, exit 3; any other failure is the environment, exit 3.
 
     Example:
         >>> make_run_dir("runs/mnist")
         PosixPath('runs/mnist')
     """
-    from compress.errors import EnvironmentFailure, UsageError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is an existing file; give a directory for the run")
@@ -119,9 +117,14 @@ def make_run_dir(path: str | os.PathLike) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise UsageError(f"--out {path}: a part of the path is an existing file; give a directory for the run") from None
     except OSError as exc:
+        cause = disk_full_cause(exc, path)
+        if cause is not None:
+            raise cause from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise UsageError(f"cannot write to the run directory {path}: {exc.strerror}; choose another --out") from None
         raise EnvironmentFailure(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise EnvironmentFailure(f"cannot write into the run directory {path}: permission denied or read-only")
+        raise UsageError(f"cannot write to the run directory {path}: permission denied or read-only; choose another --out")
     return path
 
 

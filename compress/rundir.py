@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import fcntl
 import functools
 import inspect
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from compress.errors import UsageError
-from compress.io import disk_full_cause, fsync_file, move_atomic
+from compress.io import disk_full_cause, fsync_file, make_run_dir, move_atomic
 
 LOCK = ".lock"
 STAGING = ".partial"
@@ -113,15 +112,14 @@ def fail(run_dir: str | os.PathLike, filename: str) -> Path:
 
 
 def _lock(run_dir: Path, command: str) -> int:
-    """Open and flock ``run_dir/.lock``; write who holds it. An unwritable directory is the user's --out: exit 2."""
+    """Create ``run_dir`` (compress.io.make_run_dir), open and flock its ``.lock``; write who holds it."""
+    make_run_dir(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        if disk_full_cause(exc, run_dir):
-            raise disk_full_cause(exc, run_dir) from None
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
-            raise UsageError(f"cannot write to the run directory {run_dir}: {exc.strerror}; choose another --out") from None
+        cause = disk_full_cause(exc, run_dir)
+        if cause is not None:
+            raise cause from None
         raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -186,6 +186,17 @@ def test_runaway_epochs_are_refused(cli, mnist, tmp_path, args, message):
     assert message in refused(cli(verb, *extra, *rest, "--no-bench", "--out", tmp_path / "run", "--json"), json_out=True)
 
 
+@pytest.mark.parametrize("args, message", [
+    (("quantize", "MODEL", "--runs", "abc"), "Invalid value for '--runs'"),
+    (("quantize", "MODEL", "--no-such-option"), "No such option: --no-such-option"),
+    (("quantise", "MODEL"), "No such command 'quantise'"),
+])
+def test_parse_errors_with_json_are_one_json_document(cli, mnist, tmp_path, args, message):
+    args = [mnist if a == "MODEL" else a for a in args]
+    assert message in refused(cli(*args, "--out", tmp_path / "run", "--json"), json_out=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_zoo_train_with_runaway_epochs(cli, tmp_path):
     assert "give 1 to 10,000 epochs" in refused(cli("zoo", "train", "mnist_cnn", "--epochs", "1000000000000", "--out", tmp_path / "m.pt"))
 

@@ -107,6 +107,7 @@ def test_every_output_is_measured_by_its_kind(cli, multihead, tmp_path):
 def test_inferred_kinds_without_labels_and_a_bad_declaration(cli, multihead, tmp_path):
     result = cli("quantize", multihead / "multi.pt", "--input-shape", "1x1x8x8", "--data", multihead / "multi.npz",
                  "--format", "onnx", "--out", tmp_path, "--no-bench", "--no-gate")
+    assert result.exit_code == 0, result.output
     assert _outputs(_artifact(_report(tmp_path), "int8-onnx"))["output_0"]["kind"] == "embedding"  # logits without labels
     bad = cli("quantize", multihead / "multi.pt", "--input-shape", "1x1x8x8", "--output-kind", "output_0=logits",
               "--out", tmp_path / "bad")

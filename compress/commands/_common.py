@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
@@ -96,6 +97,23 @@ def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exi
         sys.stdout.write(dumps({"error": message, "exit_code": exit_code}) + "\n")
         sys.stdout.flush()
     return typer.Exit(exit_code)
+
+
+class JsonErrorsGroup(TyperGroup):
+    """The root command: with ``--json`` anywhere on the line, click's own parse errors (``--runs abc``, an unknown
+    option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        argv = sys.argv[1:] if args is None else list(args)
+        if "--json" not in argv or not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # typer's (vendored) click parse errors
+            code = _fail("error", f"{exc.format_message()} (see --help)", 2, json_out=True).exit_code
+        except typer.Abort:
+            code = 1
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def validation_message(exc) -> str:

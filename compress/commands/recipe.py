@@ -105,7 +105,6 @@ def run(
             result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
         emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
-            from compress.gates import describe
+            from compress.gates import failure_message
 
-            failed = next(g for g in result.report["gates"] if not g["passed"])
-            raise GateFailed(f"{describe(failed)} (artifacts are still in {result.run_dir})")
+            raise GateFailed(failure_message(result.report, result.run_dir))
