@@ -53,7 +53,9 @@ class QuantizeConfig(BaseModel):
     dynamic_op_types: list[str] = Field(default_factory=list, description=(
         f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
-    auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
+    auto_fallback: bool = Field(True, description=(
+        "Repair a static int8 file that fails its quality gates (labels or fidelity floors): dynamic int8, other "
+        "calibrations, then the most sensitive layers in float (compress.repair)."))
     max_fallback_layers: int = Field(4, ge=1, le=MAX_LAYERS, description=f"At most this many layers fall back to float (at most {MAX_LAYERS:,}).")
     analyze: bool = Field(False, description="Rank layers by how much quantizing each alone hurts fidelity.")
     include_fp32: bool = Field(True, description="Also export and verify fp32 baselines (used for the speed comparison).")
@@ -165,8 +167,8 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
     return evaluate_stream(handle, plan, runners, seed=seed)
 
 
-def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, plan: DataPlan, config: QuantizeConfig, exclude: list[str]):
-    out = staged(run_dir, _filename(precision, fmt))
+def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, out: Path, plan: DataPlan,
+                  config: QuantizeConfig, exclude: list[str]):
     if fmt == "onnx":
         from compress.export.onnx_quantize import quantize_onnx
 
@@ -229,12 +231,20 @@ def quantize(
         step("measuring the reference")
         reference = measure_reference(handle, plan, size_bytes=fp32_onnx.stat().st_size if fp32_onnx else None)
     bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
+    policy = policy or GatePolicy(max_degradation=config.max_degradation)
 
     artifacts: list[dict] = []
-    sensitivity = None
-    if config.analyze or config.auto_fallback:
-        step("sensitivity analysis")
-        sensitivity = analyze(handle, plan, config, run_dir)
+    sensitivity: list[dict] = []
+
+    def ranked_layers() -> list[str]:
+        """Layers by harm when quantized alone (analysed once per run, on first need)."""
+        if not sensitivity:
+            step("sensitivity analysis")
+            sensitivity.extend(analyze(handle, plan, config, run_dir))
+        return [row["layer"] for row in sensitivity]
+
+    if config.analyze:
+        ranked_layers()
 
     for fmt in config.formats:
         if config.include_fp32:
@@ -244,9 +254,11 @@ def quantize(
 
                 export_tflite(handle, staged(run_dir, _filename("fp32", "tflite")), "fp32", None)
             artifacts.append(verify_artifact(run_dir, _filename("fp32", fmt), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
+        fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
         for precision in config.precisions:
             step(f"{precision} {fmt}: quantize, verify, time")
-            artifacts.append(_quantize_verified(handle, fmt, precision, run_dir, plan, reference, heads, config, bench, sensitivity, step))
+            artifacts.append(_quantize_verified(handle, fmt, precision, run_dir, plan, reference, heads, config, bench,
+                                                policy, fp32, ranked_layers, step))
 
     from compress.advice import explain_speed
 
@@ -258,31 +270,31 @@ def quantize(
         "config": config.model_dump(),
         "preflight": preflight,
         "notes": notes,
-        "sensitivity": sensitivity,
+        "sensitivity": sensitivity or None,
     }
-    policy = policy or GatePolicy(max_degradation=config.max_degradation)
     report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed)
     return QuantizeResult(run_dir, report, preflight)
 
 
-def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, sensitivity, step) -> dict:
-    """Quantize, verify; with auto_fallback keep the most sensitive layers in float until the gate holds."""
-    exclude = list(config.exclude)
-    ranked = [row["layer"] for row in (sensitivity or []) if row["layer"] not in exclude]
-    while True:
-        result = _quantize_one(handle, fmt, precision, run_dir, plan, config, exclude)
+def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, policy: GatePolicy,
+                       fp32: dict | None, ranked_layers: Callable[[], list[str]], step) -> dict:
+    """Quantize and verify; a static int8 file that fails its quality gates is repaired (compress.repair); time it."""
+    from compress.repair import RepairStep, repair, should_repair
+
+    def attempt(change: RepairStep) -> dict:
+        exclude = [*config.exclude, *change.keep_float]
+        result = _quantize_one(handle, fmt, change.precision or precision, run_dir, staged(run_dir, _filename(precision, fmt)),
+                               plan, config.model_copy(update=change.update), exclude)
         techniques = list(result.techniques) + [f"keep-float:{layer}" for layer in exclude]
-        entry = verify_artifact(run_dir, result.path.name, result.precision if not exclude else "mixed", techniques, plan,
-                                reference, heads, bench=None, notes=list(result.notes), float_ops=list(result.float_ops))
-        loss = entry["metrics"]["degradation"]
-        needs_fallback = (config.auto_fallback and config.max_degradation is not None and loss is not None
-                          and loss > config.max_degradation and ranked and len(exclude) - len(config.exclude) < config.max_fallback_layers)
-        if not needs_fallback:
-            break
-        exclude.append(ranked.pop(0))
-        step(f"{precision} {fmt}: degradation {loss:.4f} > {config.max_degradation}; keeping {exclude[-1]} in float")
-    if exclude != list(config.exclude):
-        entry["notes"].append(f"auto-fallback kept in float: {', '.join(exclude[len(config.exclude):])}")
+        return verify_artifact(run_dir, result.path.name, result.precision if not exclude else "mixed", techniques, plan,
+                               reference, heads, bench=None, notes=list(result.notes), float_ops=list(result.float_ops))
+
+    entry = attempt(RepairStep("as configured"))
+    skipped = should_repair(entry, precision, policy, fp32) if config.auto_fallback else "off"
+    if skipped is None:
+        entry = repair(attempt, entry, config, fmt, policy, ranked_layers, step=lambda message: step(f"{precision} {fmt}: {message}"))
+    elif skipped.startswith("the fp32"):
+        entry["notes"].append(f"not repaired: {skipped}")
     entry["name"] = f"{precision}-{fmt}"
     if bench is not None and not is_failed(entry):
         from compress.benchmark import benchmark_artifact

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -45,7 +46,7 @@ def lstm(tmp_path_factory):
 
 def test_broken_int8_is_never_recommended_and_the_run_exits_1(cli, lstm, tmp_path):
     result = cli("quantize", lstm / "lstm.pt", "--input-shape", "1x6x8", "--data", lstm / "lstm.npz", "--format", "onnx",
-                 "--out", tmp_path, "--runs", "5")
+                 "--no-auto-fallback", "--out", tmp_path, "--runs", "5")
     report = _report(tmp_path)
     assert result.exit_code == 1 and report["passed"] is False
     assert "gate fidelity_floor failed for int8-onnx: embedding output_0" in result.stderr
@@ -57,9 +58,50 @@ def test_broken_int8_is_never_recommended_and_the_run_exits_1(cli, lstm, tmp_pat
     assert "## Verdict" in (tmp_path / "report.md").read_text() and "no labels" in (tmp_path / "report.md").read_text()
 
 
+def _cosines_and_neighbours(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-sample cosine, and the fraction of samples whose nearest neighbour (by cosine) is the same in both."""
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+    def nearest(a):
+        similarity = unit(a) @ unit(a).T
+        np.fill_diagonal(similarity, -np.inf)
+        return similarity.argmax(1)
+
+    cosines = (unit(reference) * unit(candidate)).sum(1)
+    return cosines, float((nearest(reference) == nearest(candidate)).mean())
+
+
+def test_repair_makes_the_broken_lstm_meet_its_floor_on_samples_compress_never_saw(cli, lstm, tmp_path):
+    """No labels: the int8 file as configured misses the embedding floor; repair tries dynamic int8 and the other
+    calibrations, then keeps layers in float; the kept file holds the floor in onnxruntime on fresh samples."""
+    result = cli("quantize", lstm / "lstm.pt", "--input-shape", "1x6x8", "--data", lstm / "lstm.npz", "--format", "onnx",
+                 "--out", tmp_path, "--no-bench")
+    assert result.exit_code == 0, result.output
+    report = _report(tmp_path)
+    int8 = _artifact(report, "int8-onnx")
+    steps = int8["repair"]["steps"]
+    assert steps[0]["step"] == "as configured" and not steps[0]["passed"]
+    assert [s["step"] for s in steps[1:4]] == ["dynamic int8 for MatMul, Gemm", "percentile calibration", "entropy calibration"]
+    assert [s["passed"] for s in steps] == [False] * (len(steps) - 1) + [True]
+    assert int8["repair"]["kept"] == steps[-1]["step"] and steps[-1]["step"].startswith("keep float: ")
+    assert steps[-1]["techniques"] == int8["techniques"] and any(t.startswith("keep-float:") for t in int8["techniques"])
+    assert report["passed"] and not report["recommended"]["excluded"]
+    assert "## Repair of int8-onnx" in (tmp_path / "report.md").read_text()
+
+    fresh = np.random.default_rng(1).standard_normal((64, 6, 8)).astype(np.float32)
+    fresh[:, :, 0] *= 1000.0
+    expected = torch.jit.load(str(lstm / "lstm.pt"))(torch.from_numpy(fresh)).detach().numpy()
+    session = ort.InferenceSession(str(tmp_path / int8["path"]), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    got = np.concatenate([session.run(None, {name: fresh[i:i + 1]})[0] for i in range(len(fresh))])
+    cosines, neighbours = _cosines_and_neighbours(expected, got)
+    assert cosines.mean() >= 0.98 and neighbours >= 0.9
+
+
 def test_max_degradation_without_labels_is_judged_by_fidelity(cli, lstm, tmp_path):
     result = cli("quantize", lstm / "lstm.pt", "--input-shape", "1x6x8", "--data", lstm / "lstm.npz", "--format", "onnx",
-                 "--max-degradation", "0.01", "--out", tmp_path, "--no-bench")
+                 "--max-degradation", "0.01", "--no-auto-fallback", "--out", tmp_path, "--no-bench")
     report = _report(tmp_path)
     assert result.exit_code == 1 and "None" not in result.stderr
     assert {g["judged_by"] for g in report["gates"]} == {"fidelity"}

@@ -31,7 +31,7 @@ def quantize_command(
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
     dynamic_ops: list[str] = typer.Option(None, "--dynamic-ops", help="With int8 on ONNX: quantize these op types (Conv, Gemm, MatMul) dynamically, the rest static; comma-separated."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01 with labels); exit 1 if missed."),
-    auto_fallback: bool = typer.Option(False, "--auto-fallback", help="Keep the most sensitive layers in float until --max-degradation holds."),
+    auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,
     no_gate: bool = NO_GATE_OPTION,
@@ -73,8 +73,6 @@ def quantize_command(
             error = exc.errors()[0]
             option = {"dynamic_op_types": "dynamic-ops"}.get(str(error["loc"][0]), "-".join(str(p) for p in error["loc"]))
             raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
-        if auto_fallback and max_degradation is None:
-            raise UsageError("--auto-fallback needs --max-degradation (the gate it falls back to meet)")
         from compress.streams import parse_batch_axes, parse_pairs
 
         handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle,

@@ -14,6 +14,12 @@ from pathlib import Path
 from compress.io import write_text_atomic
 
 
+def repair_rows(repair: dict) -> list[list[str]]:
+    """One row per repair attempt: what was tried, its size, and what each quality gate measured."""
+    return [[row["step"], f"{row['size_bytes']:,}", "yes" if row["passed"] else "**NO**",
+             "; ".join(g["reason"] for g in row["gates"])] for row in repair["steps"]]
+
+
 def _metric(task: dict | None) -> str:
     return "-" if not task else f"{task['name']} {task['value']:.4f}"
 
@@ -212,6 +218,9 @@ def render_markdown(report: dict) -> str:
                   _table(["artifact", "output", "kind", "measures"], output_rows(report))]
     for section in technique_sections(report):
         parts += section_markdown(section)
+    for artifact in (a for a in report["artifacts"] if a.get("repair")):
+        parts += ["", f"## Repair of {artifact['name']} ({artifact['repair']['kept'] or 'nothing met the gates'})",
+                  _table(["step", "bytes", "passed", "judged"], repair_rows(artifact["repair"]))]
     recommended = report.get("recommended") or {}
     if recommended.get("local-cpu"):
         parts += ["", "## Recommended for this CPU", f"**{recommended['local-cpu']['artifact']}**: {recommended['local-cpu']['why']}"]

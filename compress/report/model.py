@@ -118,6 +118,28 @@ class Latency(Open):
     skipped: str | None = Field(None, description="why the target could not run here")
 
 
+class RepairGate(Open):
+    gate: str
+    value: float | None
+    limit: float | None
+    passed: bool
+    reason: str
+
+
+class RepairStepRecord(Open):
+    step: str = Field(description="what was tried: 'as configured', 'dynamic int8 for MatMul, Gemm', 'keep float: proj', ...")
+    techniques: list[str]
+    size_bytes: int = Field(ge=0)
+    passed: bool
+    gates: list[RepairGate] = Field(description="every quality gate (labels or fidelity) of this attempt")
+
+
+class Repair(Open):
+    steps: list[RepairStepRecord] = Field(description="the file as configured first, then each step tried, in order")
+    kept: str | None = Field(description="the step whose file was kept; null: none passed, the file as configured stays")
+    summary: str
+
+
 class Artifact(Open):
     name: str
     path: str
@@ -129,6 +151,7 @@ class Artifact(Open):
     verified_in: list[Literal["onnxruntime", "litert", "tflite_runtime", "torch"]]
     metrics: ArtifactMetrics
     latency: list[Latency]
+    repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.repair)")
 
 
 class Gate(Open):

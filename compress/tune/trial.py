@@ -38,7 +38,8 @@ def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: 
     return QuantizeConfig(formats=[fmt], precisions=[params["precision"]], calibration=params["calibration"],
                           calib_samples=params["calib_samples"], per_channel=params["per_channel"],
                           dynamic_op_types=decode_dynamic_ops(params.get("dynamic_ops", "none")),
-                          exclude=ranked_layers[: params["keep_float"]], include_fp32=False, bench_runs=bench_runs, seed=seed)
+                          exclude=ranked_layers[: params["keep_float"]], include_fp32=False, bench_runs=bench_runs, seed=seed,
+                          auto_fallback=False)  # the search itself explores the repairs
 
 
 def prune_config_for(params: dict, seed: int):
