@@ -87,9 +87,9 @@ def test_impossible_limit_exits_1_and_keeps_the_closest(mnist, cli, tmp_path):
     result = cli("tune", mnist, "--max-degradation", "0", "--objective", "size", "--trials", "1",
                  "--search", _search_file(tmp_path, HOPELESS), "--out", out)
     assert result.exit_code == 1, result.output
-    assert "no trial met --max-degradation 0" in result.stderr and "closest" in result.stderr
+    assert "no trial met its gates (degradation <= 0.0 with labels" in result.stderr and "closest" in result.stderr
     assert "No trial met the constraint" in (out / "pareto.md").read_text()
-    assert "did NOT meet the limit" in (out / "recipe.yaml").read_text()
+    assert "did NOT meet the gates" in (out / "recipe.yaml").read_text()
     assert list((out / "closest").glob("*.onnx")) and not (out / "best").exists()
 
 
@@ -150,3 +150,20 @@ def test_bad_input_exits_2_with_one_line(args, message, mnist, cli, tmp_path):
     assert result.exit_code == 2, result.output
     assert message in one_line(result)
     assert not (tmp_path / "study").exists()
+
+
+def test_tune_without_labels_judges_trials_by_their_fidelity_floors(mnist, cli, tmp_path):
+    """Unlabelled data: no degradation exists, so each trial's outputs must keep their floors (logits become embeddings)."""
+    import numpy as np
+
+    from compress.data import resolve_data
+    from compress.model import load_model
+
+    unlabelled = tmp_path / "x.npz"
+    np.savez(unlabelled, x=resolve_data(load_model(mnist).dataset["name"]).x[0][:300])
+    out = tmp_path / "study"
+    document = json_output(cli("tune", mnist, "--data", unlabelled, "--objective", "size", "--trials", "2", "--seed", SEED,
+                               "--search", _search_file(tmp_path, SEARCH), "--out", out, "--json"))
+    best = document["best"]
+    assert best["degradation"] is None and best["floor_gap"] <= 0 and not best["floor_failures"]
+    assert "fidelity floors without" in (out / "pareto.md").read_text() and "x floor" in (out / "pareto.md").read_text()

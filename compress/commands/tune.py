@@ -17,8 +17,10 @@ def _describe(result: dict) -> str:
         return f"trial {result['number']} failed: {result['error']} — {result['params']}"
     if "repeat_of" in result:
         return f"trial {result['number']}: same configuration as trial {result['repeat_of']}, not run again"
+    from compress.tune.outputs import quality
+
     return (f"trial {result['number']}: {result['size_bytes']:,} bytes, p50 {result['p50_ms'] or 0:.3f} ms, "
-            f"degradation {result['degradation']:.4f} — {result['params']}")
+            f"{quality(result)} — {result['params']}")
 
 
 def _search_block(path: Path | None) -> dict:
@@ -45,7 +47,7 @@ def _search_block(path: Path | None) -> dict:
 def tune_command(
     model: Path = typer.Argument(..., help="Model to compress (zoo checkpoint, .pt2, TorchScript, ...)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (zoo default: its own)."),
-    max_degradation: float = typer.Option(..., "--max-degradation", help="Metric loss allowed, as a fraction (0.005 = 0.5 pt)."),
+    max_degradation: float = typer.Option(None, "--max-degradation", help="Metric loss allowed with labels, as a fraction (0.005 = 0.5 pt; default 0.01). Without labels trials are judged by the fidelity floors."),
     objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
@@ -70,6 +72,7 @@ def tune_command(
     from compress.errors import GateFailed, UsageError
     from compress.model import load_model
     from compress.tune import TuneConfig, tune
+    from compress.tune.outputs import judged_by, quality
 
     with handle_errors(debug, json_out):
         try:
@@ -90,5 +93,5 @@ def tune_command(
         if result.best is None and result.closest is None:
             raise GateFailed(f"no trial finished (see the errors above); the study in {out} resumes on the next run")
         if result.best is None:
-            raise GateFailed(f"no trial met --max-degradation {max_degradation}; the closest (trial #{result.closest['number']}, "
-                             f"degradation {result.closest['degradation']:.4f}) is kept in {out / 'closest'}")
+            raise GateFailed(f"no trial met its gates ({judged_by(config)}); the closest (trial #{result.closest['number']}, "
+                             f"{quality(result.closest)}) is kept in {out / 'closest'}")

@@ -58,7 +58,9 @@ def decode_dynamic_ops(choice: str) -> list[str]:
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_degradation: float = Field(..., ge=0, description="Metric loss allowed, as a fraction (0.005 = 0.5 pt).")
+    max_degradation: float | None = Field(None, ge=0, description=(
+        "Metric loss allowed, as a fraction (0.005 = 0.5 pt; default 0.01 with labels). Without labels trials are judged "
+        "by the fidelity floors of their outputs (compress.gates)."))
     objective: Literal["size", "latency", "both"] = Field(
         "both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
     format: Literal["onnx", "tflite"] = "onnx"
@@ -70,6 +72,13 @@ class TuneConfig(BaseModel):
     address: str | None = Field(None, description="Ray cluster address (`auto` joins a running cluster).")
     seed: int = 0
     search: SearchSpace = Field(default_factory=SearchSpace)
+
+    @property
+    def degradation_limit(self) -> float:
+        """The limit trials with labels are judged by (the gates' default when none was given)."""
+        from compress.gates import DEFAULT_MAX_DEGRADATION
+
+        return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
 
     @field_validator("budget")
     @classmethod

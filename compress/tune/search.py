@@ -97,9 +97,18 @@ def _record(trial: optuna.trial.FrozenTrial) -> dict:
     return {"number": trial.number, **trial.user_attrs.get("result", {}), "state": trial.state.name}
 
 
-def _feasible(records: list[dict], limit: float) -> list[dict]:
-    """Trials within the degradation limit whose unlabelled outputs keep their fidelity floor (compress.gates)."""
-    return [r for r in records if r.get("degradation") is not None and r["degradation"] <= limit and not r.get("floor_failures")]
+def shortfall(record: dict, limit: float) -> float:
+    """How far a trial is from its gates (<= 0: within them): the degradation over ``limit`` with labels, and how far
+    the weakest unlabelled output is below its fidelity floor (``floor_gap``: 1 - value/floor); inf: nothing measured."""
+    gaps = [record["degradation"] - limit] if record.get("degradation") is not None else []
+    if record.get("floor_gap") is not None:
+        gaps.append(record["floor_gap"])
+    return max(gaps, default=float("inf"))
+
+
+def feasible(records: list[dict], limit: float) -> list[dict]:
+    """Trials within the degradation limit (labels) whose unlabelled outputs keep their fidelity floor (compress.gates)."""
+    return [r for r in records if "size_bytes" in r and shortfall(r, limit) <= 0 and not r.get("floor_failures")]
 
 
 def _winner(config: TuneConfig, valid: list[dict], baseline: dict | None) -> dict | None:
@@ -120,7 +129,7 @@ def _completed(study: optuna.Study) -> list[dict]:
 def _choose(study: optuna.Study, config: TuneConfig) -> tuple[list[dict], list[dict], dict | None, dict | None]:
     """``(records, valid, baseline, best)`` from the completed trials."""
     records = _completed(study)
-    valid = _feasible(records, config.max_degradation)
+    valid = feasible(records, config.degradation_limit)
     baseline = next((r for r in records if _is_baseline(r.get("params", {}))), None)
     return records, valid, baseline, _winner(config, valid, baseline)
 
@@ -149,10 +158,10 @@ def _reference(handle: ModelHandle, data: str | None, seed: int) -> Reference:
     from compress.errors import UsageError
     from compress.pipeline import measure_reference
 
-    reference = measure_reference(handle, plan_data(handle, data, 1, seed))
-    if not reference.metrics:
-        raise UsageError(f"{handle.source_path}: tune needs labeled data to measure degradation; pass --data")
-    return reference
+    plan = plan_data(handle, data, 1, seed)
+    if plan.synthetic:
+        raise UsageError(f"{handle.source_path}: tune needs data to judge trials by (labels or fidelity); pass --data")
+    return measure_reference(handle, plan)
 
 
 @holds_run_dir("tune")
@@ -224,9 +233,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, future: cf.Future, config: T
 
 
 def _told(study: optuna.Study, trial: optuna.Trial, result: dict, config: TuneConfig) -> dict:
-    degradation = result["degradation"] if result["degradation"] is not None else 1.0
     trial.set_user_attr("result", result)
-    trial.set_constraint("degradation", degradation - config.max_degradation)
+    trial.set_constraint("gates", min(shortfall(result, config.degradation_limit), 1.0))
     study.tell(trial, _objectives(config, result))
     return result
 
@@ -247,7 +255,7 @@ def summarize(study: optuna.Study, config: TuneConfig, handle: ModelHandle, data
     elif config.objective == "both" and baseline is not None:
         retime([*pareto_records(valid), baseline], config.target)
     best = _winner(config, valid, baseline)
-    closest = None if valid else min(records, key=lambda r: r["degradation"] if r.get("degradation") is not None else 9.0, default=None)
+    closest = None if valid else min((r for r in records if "size_bytes" in r), key=lambda r: shortfall(r, config.degradation_limit), default=None)
     if best is not None:
         _keep(out_dir, best, "best")
         shutil.rmtree(out_dir / "closest", ignore_errors=True)
