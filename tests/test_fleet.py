@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from compress.io import sha256_file
+from compress.report import validate_report
 from tests.cli_checks import json_output
 
 ray = pytest.importorskip("ray")
@@ -126,3 +127,21 @@ def test_fleet_on_a_cluster_isolates_failures_and_lands_verified_runs(cluster, z
     compare = cli("report", "compare", out / "good", out / "too-big", "--json")
     assert compare.exit_code == 0, compare.output
     assert (out / "compare.html").is_file()
+
+
+def test_fleet_on_local_workers_isolates_failures_and_lands_verified_runs(zoo_checkpoint, cli, tmp_path):
+    """The same fleet without Ray: two worker processes on this machine, the same isolation and the same landing."""
+    model = zoo_checkpoint("mnist_cnn", epochs=1)
+    recipes = [_recipe(tmp_path, "good", model={"source": str(model)}),
+               _recipe(tmp_path, "too-big", model={"source": str(model)}, gates={"max_size_bytes": 1000}),
+               _recipe(tmp_path, "bad", model={"source": str(tmp_path / "missing.pt")})]
+    out = tmp_path / "fleet"
+    result = cli("fleet", *recipes, "--executor", "local", "--workers", "2", "--out", out, "--json")
+    assert result.exit_code == 2, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["recipes"]}
+    assert {name: r["exit_code"] for name, r in rows.items()} == {"good": 0, "too-big": 1, "bad": 2}
+    for name in ("good", "too-big"):
+        manifest = json.loads((out / name / "manifest.json").read_text())
+        assert manifest["outputs"] and all(sha256_file(out / name / path) == digest for path, digest in manifest["outputs"].items())
+        validate_report(json.loads((out / name / "report.json").read_text()))
+    assert rows["too-big"]["gates"]["failed"] == ["max_size_bytes:int8-onnx"] and not (out / "bad" / "report.json").exists()

@@ -102,6 +102,13 @@ class ArtifactMetrics(Open):
     fidelity: Fidelity | None
 
 
+class MeasuredOn(Open):
+    host: str
+    node: str = Field(description="the Ray node id inside a Ray worker, else the host name")
+    window: list[float] = Field(min_length=2, max_length=2, description="start and end, unix seconds")
+    wait_s: float = Field(ge=0, description="how long the timing queued behind another one on this host")
+
+
 class Latency(Open):
     target: str
     runtime: str
@@ -116,6 +123,7 @@ class Latency(Open):
     mean_ms: float | None = Field(ge=0, description="null only for a skipped entry")
     emulated: bool = Field(description="true: measured under emulation (qemu); never a device latency")
     skipped: str | None = Field(None, description="why the target could not run here")
+    measured_on: MeasuredOn | None = Field(None, description="where and when the timing ran, under the host's timing lock")
 
 
 class RepairGate(Open):
