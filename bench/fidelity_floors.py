@@ -113,6 +113,37 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+README = Path(__file__).parent.parent / "README.md"
+README_MARKERS = ("<!-- fidelity-floors-table -->", "<!-- /fidelity-floors-table -->")
+FLOOR_MEASURES = {"classes": "top1_agreement", "probabilities": "top1_agreement", "embedding": "neighbour_agreement",
+                  "regression": "sqnr_db", "state": "sqnr_db"}
+
+
+def readme_table(record: dict) -> str:
+    """The README's compact table: per model and output, the measure nearest its floor, as configured and repaired."""
+    from compress.gates import DEFAULT_MAX_DEGRADATION
+    from compress.outputs import FIDELITY_FLOORS
+
+    lines = ["| model | labels | output (kind) | int8 file | judged by | value | floor / limit | passes |", "|---|---|---|---|---|---|---|---|"]
+    for row in record["rows"]:
+        if row["labels"] == "yes":
+            judged, value, limit = "degradation", row["degradation"], f"<= {DEFAULT_MAX_DEGRADATION}"
+        else:
+            judged = FLOOR_MEASURES[row["kind"]]
+            value, limit = row.get(judged), f">= {FIDELITY_FLOORS[row['kind']][judged]}"
+        lines.append(f"| {row['model']} | {row['labels']} | {row['output']} ({row['kind']}) | {row['int8']} | {judged} | "
+                     f"{value:.4g} | {limit} | {row['passes']} |")
+    return "\n".join(lines)
+
+
+def update_readme(record: dict) -> None:
+    """Rewrite the table between README_MARKERS from ``record`` (figures in README come from this run only)."""
+    start, end = README_MARKERS
+    text = README.read_text()
+    head, rest = text.split(start, 1)
+    README.write_text(f"{head}{start}\n{readme_table(record)}\n{end}{rest.split(end, 1)[1]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     from compress.zoo import ZOO
 
@@ -135,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fidelity_floors.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "fidelity_floors.md").write_text(markdown(record))
+    update_readme(record)
     print(markdown(record))
 
 
