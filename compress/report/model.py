@@ -14,11 +14,35 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 2
+
+
+def registry_enum(names) -> dict:
+    """``json_schema_extra`` that lists the registry's names (read when the schema is generated, so a format or
+    runtime registered by a plugin is accepted): ``names`` is a callable returning them."""
+    return {"json_schema_extra": lambda schema: schema.update(enum=list(names()))}
+
+
+def _format_names():
+    from compress.formats import formats
+
+    return [f.name for f in formats()]
+
+
+def _precision_names():
+    from compress.formats.precisions import PRECISIONS
+
+    return list(PRECISIONS)
+
+
+def _runtime_names():
+    from compress.runtimes.base import RUNTIME_MODULES
+
+    return list(RUNTIME_MODULES)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 OutputKindName = Literal["classes", "probabilities", "embedding", "regression", "state"]
 
@@ -121,12 +145,12 @@ class Latency(Open):
 class Artifact(Open):
     name: str
     path: str
-    format: Literal["onnx", "tflite", "pt2", "torchscript", "pte"]
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight", "mixed"]
+    format: str = Field(**registry_enum(_format_names))
+    precision: str = Field(**registry_enum(_precision_names))
     techniques: list[str]
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    verified_in: list[Literal["onnxruntime", "litert", "tflite_runtime", "torch"]]
+    verified_in: list[Annotated[str, Field(**registry_enum(_runtime_names))]]
     metrics: ArtifactMetrics
     latency: list[Latency]
 
