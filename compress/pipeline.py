@@ -26,6 +26,7 @@ from compress.formats import artifact_files, artifact_sha256, artifact_size, for
 from compress.io import disk_full_cause
 from compress.model import ModelHandle
 from compress.report import new_report, write_report
+from compress.report.techniques import technique_records
 from compress.runtimes import open_runner, run_dataset
 
 
@@ -136,7 +137,7 @@ def verify_artifact(
     run_dir: Path,
     filename: str,
     precision: str,
-    techniques: list[str],
+    techniques: list[str | dict],
     plan: DataPlan,
     reference: Reference,
     heads,
@@ -161,7 +162,7 @@ def verify_artifact(
             os.replace(run_dir / part, staged(run_dir, part))
     fmt = format_of(path).name
     entry = {"name": name or f"{precision}-{fmt}", "path": filename,
-             "format": fmt, "precision": precision, "techniques": list(techniques),
+             "format": fmt, "precision": precision, "techniques": technique_records(techniques),
              "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
              "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
              "float_ops": float_ops or [], "notes": notes or []}
@@ -196,6 +197,8 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     from compress.zoo.checkpoint import library_versions
 
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
+    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
+        artifact["techniques"] = technique_records(artifact["techniques"])
     report["artifacts"] = artifacts
     gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
     report["gates"] = [verification_gate(a) for a in artifacts if is_failed(a)] + gates

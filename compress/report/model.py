@@ -142,12 +142,20 @@ class Latency(Open):
     skipped: str | None = Field(None, description="why the target could not run here")
 
 
+class Technique(Open):
+    """One technique applied to an artifact (compress.report.techniques): ``label`` is its one-line form, the other
+    fields spell it out (precision, scheme, calibration, per_channel...)."""
+
+    kind: str
+    label: str
+
+
 class Artifact(Open):
     name: str
     path: str
     format: str = Field(**registry_enum(_format_names))
     precision: str = Field(**registry_enum(_precision_names))
-    techniques: list[str]
+    techniques: list[Technique | str] = Field(description="Records (kind, label, precision, scheme...); earlier v2 reports hold the labels alone.")
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
     verified_in: list[Annotated[str, Field(**registry_enum(_runtime_names))]]

@@ -165,9 +165,9 @@ def _onnx_macs(node, shapes: dict) -> int | None:
 
 
 def tflite_costs(path: Path, batch: int) -> dict:
-    from compress.runtimes.litert import load_interpreter_class
+    from compress.runtimes.litert import open_session
 
-    interpreter = load_interpreter_class()(model_path=str(path))
+    interpreter = open_session(path, None).interpreter
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()
     produced = {int(i) for op in ops for i in op["outputs"]}
