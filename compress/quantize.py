@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from compress import formats as registry
-from compress.formats.calibration import calibration_names
+from compress.formats.calibration import calibration_names, check_calibration
 from compress.formats.onnx import DYNAMIC_OP_TYPES
-from compress.formats.precisions import EXPORTED, QUANTIZED
+from compress.formats.precisions import check_precisions, exported, quantized
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
@@ -28,8 +28,6 @@ from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 from compress.rundir import holds_run_dir, located, staged
-
-Calibration = Literal[calibration_names()]
 
 
 def check_formats(value: list[str]) -> list[str]:
@@ -50,15 +48,26 @@ def check_dynamic_op_types(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+Formats = Annotated[list[str], AfterValidator(check_formats)]
+
+
+def _calibration(name: str) -> str:
+    check_calibration(name)
+    return name
+
+
 class QuantizeConfig(BaseModel):
     """Post-training quantization settings (the same object for CLI, API and recipe stages)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[str] = Field(default_factory=registry.default_formats, description=(
+    formats: Formats = Field(default_factory=registry.default_formats, description=(
         f"Artifact formats to produce: {', '.join(registry.quantizable())}."))
-    precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(QUANTIZED)}.")
-    calibration: Calibration = Field("minmax", description="How static int8 picks activation ranges (compress.formats.calibration).")
+    precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, quantized))] = Field(
+        default_factory=lambda: ["int8"], description=f"Any of {', '.join(quantized())}.")
+    calibration: Annotated[str, AfterValidator(_calibration)] = Field(
+        "minmax", description="How static int8 picks activation ranges (compress.formats.calibration).",
+        **registry.schema_choices(calibration_names))
     calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
     per_channel: bool = True
     exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
@@ -75,25 +84,10 @@ class QuantizeConfig(BaseModel):
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}; default: the runtime's own).")
     seed: int = 0
 
-    @field_validator("precisions")
-    @classmethod
-    def _known_precisions(cls, value: list[str]) -> list[str]:
-        unknown = [p for p in value if p not in QUANTIZED]
-        if unknown:
-            raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(QUANTIZED)}")
-        if not value:
-            raise ValueError("give at least one precision")
-        return value
-
     @field_validator("dynamic_op_types")
     @classmethod
     def _dynamic_op_types(cls, value: list[str]) -> list[str]:
         return check_dynamic_op_types(value)
-
-    @field_validator("formats")
-    @classmethod
-    def _known_formats(cls, value: list[str]) -> list[str]:
-        return check_formats(value)
 
 
 class ExportConfig(BaseModel):
@@ -101,10 +95,9 @@ class ExportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[str] = Field(default_factory=registry.default_formats)
-    precisions: list[Literal[EXPORTED]] = Field(default_factory=lambda: ["fp32"])
-
-    _known_formats = field_validator("formats")(classmethod(lambda cls, value: check_formats(value)))
+    formats: Formats = Field(default_factory=registry.default_formats)
+    precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, exported) if v else v)] = Field(
+        default_factory=lambda: ["fp32"], description=f"Any of {', '.join(exported())}.")
 
 
 @dataclass

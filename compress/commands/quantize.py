@@ -12,7 +12,7 @@ from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AX
 from compress.commands._render import artifact_table, step_progress
 from compress.formats import default_formats, quantizable
 from compress.formats.calibration import calibration_names
-from compress.formats.precisions import QUANTIZED
+from compress.formats.precisions import quantized
 
 
 def register(app: typer.Typer) -> None:
@@ -27,7 +27,7 @@ def quantize_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help=f"Any of {', '.join(quantizable())} (comma-separated). Default: {', '.join(default_formats())}."),
-    precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(QUANTIZED)} (default int8); comma-separated."),
+    precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8); comma-separated."),
     calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),

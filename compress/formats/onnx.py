@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from compress.formats.precisions import QUANTIZED
+from compress.formats.precisions import quantized
 from compress.formats.registry import ArtifactFormat, QuantizeJob
 
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) run may quantize dynamically instead
@@ -53,5 +53,5 @@ def float_ops(path: Path, handle, precision: str) -> list[dict]:
             if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT]
 
 
-FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), precisions=QUANTIZED, export_fp32=export_fp32,
+FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), precisions=quantized(), export_fp32=export_fp32,
                         quantize=quantize, preflight=preflight, float_ops=float_ops, quantizes_fp32_file=True, default=True)

@@ -6,7 +6,7 @@ record (``compress.formats.registry.ArtifactFormat.precisions``), so ``precision
 Example:
     >>> PRECISIONS["int4-weight"].block_size, PRECISIONS["int4-weight"].weight_only
     (32, True)
-    >>> QUANTIZED
+    >>> quantized()
     ('int8', 'int8-dynamic', 'fp16', 'int8-weight', 'int4-weight')
 """
 from __future__ import annotations
@@ -84,13 +84,26 @@ def names(where=lambda p: True) -> tuple[str, ...]:
     return tuple(p.name for p in PRECISIONS.values() if where(p))
 
 
-QUANTIZED = names(lambda p: p.selectable and p.name != "fp32")      # what `compress quantize --precision` takes
-EXPORTED = names(lambda p: p.selectable and p.float_only)            # what an `export` stage writes (fp32, fp16)
-TUNABLE = names(lambda p: p.selectable and p.weight_bits == 8 and p.activations in ("static", "dynamic"))
+def quantized() -> tuple[str, ...]:
+    """What `compress quantize --precision` takes."""
+    return names(lambda p: p.selectable and p.name != "fp32")
 
 
-def precision(name: str) -> Precision:
-    """The record for ``name``; a ValueError naming the choices otherwise."""
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; choose from {', '.join(QUANTIZED)}")
-    return PRECISIONS[name]
+def exported() -> tuple[str, ...]:
+    """What an ``export`` stage writes: float files without quantization (fp32, fp16)."""
+    return names(lambda p: p.selectable and p.float_only)
+
+
+def tunable() -> tuple[str, ...]:
+    """What `compress tune` searches over: the int8 schemes with int8 compute (static, dynamic)."""
+    return names(lambda p: p.selectable and p.weight_bits == 8 and p.activations in ("static", "dynamic"))
+
+
+def check_precisions(value: list[str], choices) -> list[str]:
+    """``value`` when every name is one of ``choices()`` (and there is one); a ValueError naming them otherwise."""
+    unknown = [p for p in value if p not in choices()]
+    if unknown:
+        raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(choices())}")
+    if not value:
+        raise ValueError("give at least one precision")
+    return value

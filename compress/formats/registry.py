@@ -82,6 +82,12 @@ class ArtifactFormat:
 FORMATS: dict[str, ArtifactFormat] = {}
 
 
+def schema_choices(names: Callable[[], Any]) -> dict:
+    """pydantic ``Field`` keywords that list ``names()`` as the JSON schema's enum, read each time a schema is
+    generated, so a format, precision or method registered later is listed (and accepted by report validation)."""
+    return {"json_schema_extra": lambda schema: schema.update(enum=list(names()))}
+
+
 def register(fmt: ArtifactFormat) -> ArtifactFormat:
     """Add ``fmt`` (replacing a format of that name); its precisions must be registered ones."""
     unknown = [p for p in fmt.precisions if p not in PRECISIONS]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats.precisions import QUANTIZED
+from compress.formats.precisions import quantized
 from compress.formats.registry import ArtifactFormat, QuantizeJob
 
 NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
@@ -55,5 +55,5 @@ def unreachable(handle) -> str | None:
     return None
 
 
-FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), precisions=QUANTIZED, export_fp32=export_fp32,
+FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), precisions=quantized(), export_fp32=export_fp32,
                         quantize=quantize, preflight=preflight, float_ops=float_ops, unreachable=unreachable, default=True)

@@ -18,13 +18,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.formats.registry import schema_choices
+
 SCHEMA_VERSION = 2
-
-
-def registry_enum(names) -> dict:
-    """``json_schema_extra`` that lists the registry's names (read when the schema is generated, so a format or
-    runtime registered by a plugin is accepted): ``names`` is a callable returning them."""
-    return {"json_schema_extra": lambda schema: schema.update(enum=list(names()))}
 
 
 def _format_names():
@@ -153,12 +149,12 @@ class Technique(Open):
 class Artifact(Open):
     name: str
     path: str
-    format: str = Field(**registry_enum(_format_names))
-    precision: str = Field(**registry_enum(_precision_names))
+    format: str = Field(**schema_choices(_format_names))
+    precision: str = Field(**schema_choices(_precision_names))
     techniques: list[Technique | str] = Field(description="Records (kind, label, precision, scheme...); earlier v2 reports hold the labels alone.")
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    verified_in: list[Annotated[str, Field(**registry_enum(_runtime_names))]]
+    verified_in: list[Annotated[str, Field(**schema_choices(_runtime_names))]]
     metrics: ArtifactMetrics
     latency: list[Latency]
 
