@@ -80,6 +80,7 @@ class ArtifactFormat:
 
 
 FORMATS: dict[str, ArtifactFormat] = {}
+SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")  # what a model comes in as
 
 
 def schema_choices(names: Callable[[], Any]) -> dict:

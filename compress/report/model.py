@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.formats.registry import schema_choices
+from compress.formats.registry import SOURCE_FORMATS, schema_choices
 
 SCHEMA_VERSION = 2
 
@@ -54,7 +54,7 @@ class Tool(Open):
 
 class Source(Open):
     path: str
-    format: Literal["zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx"]
+    format: str = Field(**schema_choices(lambda: SOURCE_FORMATS))
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
 
 
