@@ -104,7 +104,7 @@ class TfliteSession:
     name = "litert"
 
     def __init__(self, path, threads):
-        self.np = np = _import_numpy()
+        np = _import_numpy()
         try:
             from ai_edge_litert.interpreter import Interpreter
             import ai_edge_litert
@@ -145,7 +145,6 @@ class TfliteSession:
         self.outputs = self.interpreter.get_output_details()
 
     def run(self, arrays):
-        np = self.np
         if self.fixed_batch is None:
             self._resize(len(arrays[0]))
         for array, detail in zip(arrays, self.details):
