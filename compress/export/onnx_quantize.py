@@ -469,7 +469,7 @@ def _is_quantized(node, sources, producers, float32_initializers, precision) -> 
 
 
 def _float_reason(op: str, precision: str) -> str:
-    if precision in ("int4-weight", "int8-weight"):
+    if PRECISION_RECORDS[precision].weight_only:
         return "weight-only quantization covers MatMul/Gemm weights only"
     if op in ("GRU", "RNN"):
         return f"onnxruntime has no int8 kernel for {op} (static or dynamic)"
