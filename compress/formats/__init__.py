@@ -9,14 +9,14 @@ Example:
     >>> quantizable(), format_of("model.int8.tflite").runtime
     (('onnx', 'tflite'), 'litert')
 """
-from compress.formats import onnx as _onnx, tflite as _tflite, torch as _torch
+from compress.formats import onnx as _onnx, pytorch as _pytorch, tflite as _tflite
 from compress.formats.calibration import CALIBRATIONS, CalibrationMethod, register_calibration
 from compress.formats.precisions import PRECISIONS, Precision, register_precision
 from compress.formats.registry import (ArtifactFormat, QuantizeJob, artifact_files, artifact_sha256, artifact_size,
                                        default_formats, find_format, format_of, formats, get, quantizable, register,
                                        runtime_by_suffix, runtime_of, schema_choices, unregister)
 
-for _format in (_onnx.FORMAT, _tflite.FORMAT, _torch.PT2, _torch.TORCHSCRIPT):
+for _format in (_onnx.FORMAT, _tflite.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
     register(_format)
 
 __all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "PRECISIONS", "Precision", "QuantizeJob",
