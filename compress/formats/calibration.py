@@ -8,7 +8,7 @@ torchao has no KL observer). The data calibrated on is ``calib_data`` (``calib_s
 Example:
     >>> CALIBRATIONS["percentile"].knobs["percentile"]
     99.999
-    >>> CALIBRATIONS["entropy"].runs_as["onnxruntime"][:31]
+    >>> CALIBRATIONS["entropy"].runs_as["onnxruntime"][:32]
     'EntropyCalibrater (KL-divergence'
 """
 from __future__ import annotations
