@@ -43,6 +43,7 @@ def speed_verdict(candidate: dict, baseline: dict) -> str:
 
 def _reasons(artifact: dict, fp32_ms: float) -> list[str]:
     from compress.export.cpu_features import cpu_int8_features, int8_speed_explanation
+    from compress.formats.precisions import PRECISIONS
 
     reasons = []
     if artifact.get("float_ops"):
@@ -50,11 +51,14 @@ def _reasons(artifact: dict, fp32_ms: float) -> list[str]:
         reasons.append(f"{len(artifact['float_ops'])} op(s) stay in float ({', '.join(ops)}), with conversions around them")
     if fp32_ms < TINY_MODEL_MS:
         reasons.append(f"the model is tiny (fp32 runs in {fp32_ms:.3f} ms): quantize/dequantize overhead outweighs the arithmetic saved")
-    if artifact["precision"] in ("int8", "mixed", "int8-dynamic"):
+    precision = PRECISIONS.get(artifact["precision"])
+    if precision is None:
+        return reasons
+    if precision.int8_compute:
         reasons.append(int8_speed_explanation(cpu_int8_features()))
-    if artifact["precision"] in ("int8-dynamic", "mixed"):
+    if precision.activations in ("dynamic", "mixed"):
         reasons.append("dynamic quantization measures activation ranges at run time on every call")
-    if artifact["precision"] in ("int4-weight", "int8-weight"):
+    if precision.weight_only:
         reasons.append("weight-only quantization dequantizes weights at run time: it saves size, not compute")
     if artifact["precision"] == "fp16" and artifact["format"] == "onnx":
         reasons.append("x86 CPUs have no fp16 arithmetic in ONNX Runtime's CPU kernels: fp16 saves size, not time")

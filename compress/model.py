@@ -39,7 +39,6 @@ from compress.zoo.registry import ZOO
 # Optional JSON inside a .pt2 (torch.export.save extra_files): {"input_spec", "dataset", "techniques"}, written by
 # compress when it saves an intermediate model (e.g. `compress prune`), so a chained command needs no --data.
 PROGRAM_METADATA = "compress_handle.json"
-SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")
 
 
 @dataclass

@@ -22,12 +22,12 @@ from compress.dataplan import DataPlan
 from compress.evaluate import degradation, fidelity, task_metrics
 from compress.gates import GatePolicy
 from compress.outputs import OutputKind, infer_kinds, output_fidelity, output_names
-from compress.io import disk_full_cause, sha256_file
+from compress.formats import artifact_files, artifact_sha256, artifact_size, format_of
+from compress.io import disk_full_cause
 from compress.model import ModelHandle
 from compress.report import new_report, write_report
+from compress.report.techniques import technique_records
 from compress.runtimes import open_runner, run_dataset
-
-FORMAT_BY_SUFFIX = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "pt2", ".pt": "torchscript"}
 
 
 @dataclass
@@ -137,7 +137,7 @@ def verify_artifact(
     run_dir: Path,
     filename: str,
     precision: str,
-    techniques: list[str],
+    techniques: list[str | dict],
     plan: DataPlan,
     reference: Reference,
     heads,
@@ -156,11 +156,14 @@ def verify_artifact(
 
     run_dir = Path(run_dir)
     path = staged(run_dir, filename)
-    if not path.exists():  # written straight to its final name: verify it all the same
-        os.replace(run_dir / filename, path)
-    entry = {"name": name or f"{precision}-{FORMAT_BY_SUFFIX[path.suffix]}", "path": filename,
-             "format": FORMAT_BY_SUFFIX[path.suffix], "precision": precision, "techniques": list(techniques),
-             "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "verified_in": [],
+    files = [p.name for p in artifact_files(path)]  # a multi-file artifact moves as one
+    for part in files:
+        if not staged(run_dir, part).exists():  # written straight to its final name: verify it all the same
+            os.replace(run_dir / part, staged(run_dir, part))
+    fmt = format_of(path).name
+    entry = {"name": name or f"{precision}-{fmt}", "path": filename,
+             "format": fmt, "precision": precision, "techniques": technique_records(techniques),
+             "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
              "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
              "float_ops": float_ops or [], "notes": notes or []}
     try:
@@ -170,11 +173,11 @@ def verify_artifact(
         if cause is not None:
             raise cause from exc
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        failed = fail(run_dir, filename)
+        failed = [fail(run_dir, part) for part in files][0]
         entry.update(path=str(failed.relative_to(run_dir)), status="failed", failure=reason)
         entry["notes"].append(f"FAILED verification, kept in {entry['path']} for debugging: {reason}")
         return entry
-    final = publish(run_dir, filename)
+    final = [publish(run_dir, part) for part in files][0]
     entry.update(verified_in=[runtime], metrics=metrics)
     if bench is not None:
         from compress.benchmark import benchmark_artifact
@@ -194,6 +197,8 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     from compress.zoo.checkpoint import library_versions
 
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
+    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
+        artifact["techniques"] = technique_records(artifact["techniques"])
     report["artifacts"] = artifacts
     gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
     report["gates"] = [verification_gate(a) for a in artifacts if is_failed(a)] + gates

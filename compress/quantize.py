@@ -10,13 +10,16 @@ Example:
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Annotated, Callable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from compress import formats as registry
+from compress.formats.calibration import calibration_names, check_calibration
+from compress.formats.onnx import DYNAMIC_OP_TYPES
+from compress.formats.precisions import check_precisions, exported, quantized
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
@@ -26,9 +29,15 @@ from compress.pipeline import Reference, finish_report, heads_for, measure_refer
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 from compress.rundir import holds_run_dir, located, staged
 
-PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")
-DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # the same as compress.export.onnx_quantize.DYNAMIC_OP_TYPES
-Format = Literal["onnx", "tflite"]
+
+def check_formats(value: list[str]) -> list[str]:
+    """Registered formats `compress quantize` can produce, deduplicated; anything else is a ValueError."""
+    if not value:
+        raise ValueError(f"give at least one format ({', '.join(registry.quantizable())})")
+    for name in value:
+        if name not in registry.quantizable():
+            raise ValueError(f"unknown format {name!r}; choose from {', '.join(registry.quantizable())}")
+    return list(dict.fromkeys(value))
 
 
 def check_dynamic_op_types(value: list[str]) -> list[str]:
@@ -39,14 +48,26 @@ def check_dynamic_op_types(value: list[str]) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+Formats = Annotated[list[str], AfterValidator(check_formats)]
+
+
+def _calibration(name: str) -> str:
+    check_calibration(name)
+    return name
+
+
 class QuantizeConfig(BaseModel):
     """Post-training quantization settings (the same object for CLI, API and recipe stages)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], description="Artifact formats to produce.")
-    precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.")
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
+    formats: Formats = Field(default_factory=registry.default_formats, description=(
+        f"Artifact formats to produce: {', '.join(registry.quantizable())}."))
+    precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, quantized))] = Field(
+        default_factory=lambda: ["int8"], description=f"Any of {', '.join(quantized())}.")
+    calibration: Annotated[str, AfterValidator(_calibration)] = Field(
+        "minmax", description="How static int8 picks activation ranges (compress.formats.calibration).",
+        **registry.schema_choices(calibration_names))
     calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
     per_channel: bool = True
     exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
@@ -65,27 +86,10 @@ class QuantizeConfig(BaseModel):
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}; default: the runtime's own).")
     seed: int = 0
 
-    @field_validator("precisions")
-    @classmethod
-    def _known_precisions(cls, value: list[str]) -> list[str]:
-        unknown = [p for p in value if p not in PRECISIONS]
-        if unknown:
-            raise ValueError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
-        if not value:
-            raise ValueError("give at least one precision")
-        return value
-
     @field_validator("dynamic_op_types")
     @classmethod
     def _dynamic_op_types(cls, value: list[str]) -> list[str]:
         return check_dynamic_op_types(value)
-
-    @field_validator("formats")
-    @classmethod
-    def _some_format(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("give at least one format (onnx, tflite)")
-        return list(dict.fromkeys(value))
 
 
 class ExportConfig(BaseModel):
@@ -93,8 +97,9 @@ class ExportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"])
-    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
+    formats: Formats = Field(default_factory=registry.default_formats)
+    precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, exported) if v else v)] = Field(
+        default_factory=lambda: ["fp32"], description=f"Any of {', '.join(exported())}.")
 
 
 @dataclass
@@ -107,26 +112,19 @@ class QuantizeResult:
 Step = Callable[[str], None]
 
 
-def _filename(precision: str, fmt: str) -> str:
-    return f"model.{precision}.{fmt}"
-
-
 def _finding_dict(finding) -> dict:
     return {k: getattr(finding, k) for k in ("format", "op", "node", "layer", "severity", "message", "suggestion")}
 
 
-def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32_onnx: Path | None) -> list[dict]:
-    """Ops each path cannot quantize or run, found before calibrating. Errors stop the run (exit 2)."""
+def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path]) -> list[dict]:
+    """Ops each format cannot quantize or run, found before calibrating (``fp32``: the fp32 files exported so far).
+    Errors stop the run (exit 2)."""
     findings = []
     for precision in config.precisions:
-        if fp32_onnx is not None:
-            from compress.export.onnx_preflight import onnx_preflight
-
-            findings += [_finding_dict(f) for f in onnx_preflight(fp32_onnx, precision)]
-        if "tflite" in config.formats and handle.module is not None:
-            from compress.export.tflite_preflight import tflite_preflight
-
-            findings += [_finding_dict(f) for f in tflite_preflight(handle, precision)]
+        for name in config.formats:
+            fmt = registry.get(name)
+            if fmt.preflight is not None:
+                findings += [_finding_dict(f) for f in fmt.preflight(handle, precision, fp32.get(name))]
     errors = [f for f in findings if f["severity"] == "error"]
     if errors:
         first = errors[0]
@@ -134,26 +132,18 @@ def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32_onnx: Path |
     return findings
 
 
-TFLITE_NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
-                       "torch.export.save, or use --format onnx")
-
-
 def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[QuantizeConfig, list[dict]]:
-    """Formats the source cannot reach, found before any work: refused (exit 2) when nothing else is asked for,
-    else dropped with an error finding while the other formats go on."""
-    if handle.module is None:
-        reason = f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)"
-    elif handle.source_format == "torchscript":
-        reason = TFLITE_NEEDS_EXPORT
-    else:
+    """Formats the source cannot reach (``ArtifactFormat.unreachable``), found before any work: refused (exit 2) when
+    nothing else is asked for, else dropped with an error finding while the other formats go on."""
+    reasons = {name: registry.get(name).unreachable(handle) for name in config.formats}
+    refused = {name: reason for name, reason in reasons.items() if reason}
+    if not refused:
         return config, []
-    if "tflite" not in config.formats:
-        return config, []
-    if config.formats == ["tflite"]:
-        raise UsageError(reason)
-    finding = {"format": "tflite", "op": None, "node": None, "layer": None, "severity": "error",
-               "message": f"not produced: {reason}", "suggestion": "the other formats go on"}
-    return config.model_copy(update={"formats": [f for f in config.formats if f != "tflite"]}), [finding]
+    if len(refused) == len(config.formats):
+        raise UsageError(next(iter(refused.values())))
+    findings = [{"format": name, "op": None, "node": None, "layer": None, "severity": "error",
+                 "message": f"not produced: {reason}", "suggestion": "the other formats go on"} for name, reason in refused.items()]
+    return config.model_copy(update={"formats": [f for f in config.formats if f not in refused]}), findings
 
 
 def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0) -> dict | None:
@@ -167,22 +157,14 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
     return evaluate_stream(handle, plan, runners, seed=seed)
 
 
-def _quantize_one(handle: ModelHandle, fmt: str, precision: str, run_dir: Path, out: Path, plan: DataPlan,
+def _quantize_one(handle: ModelHandle, name: str, precision: str, run_dir: Path, out: Path, plan: DataPlan,
                   config: QuantizeConfig, exclude: list[str]):
-    if fmt == "onnx":
-        from compress.export.onnx_quantize import quantize_onnx
-
-        return quantize_onnx(located(run_dir, _filename("fp32", "onnx")), out, precision, plan.calibration, method=config.calibration,
-                             per_channel=config.per_channel, exclude=exclude, seed=config.seed,
-                             dynamic_op_types=config.dynamic_op_types if precision == "int8" else ())
-    from compress.export.tflite import export_tflite
-
-    result = export_tflite(handle, out, precision, plan.calibration, method=config.calibration,
-                           per_channel=config.per_channel, exclude=exclude, seed=config.seed)
-    if config.dynamic_op_types and precision == "int8":
-        result.notes.append(f"dynamic_op_types ({', '.join(config.dynamic_op_types)}) applies to ONNX only: "
-                            "this file is static int8 throughout")
-    return result
+    fmt = registry.get(name)
+    job = registry.QuantizeJob(handle, precision, out,
+                               located(run_dir, fmt.filename("fp32")) if fmt.quantizes_fp32_file else None,
+                               plan.calibration, config.calibration, config.per_channel, exclude, config.seed,
+                               list(config.dynamic_op_types))
+    return fmt.quantize(job)
 
 
 @holds_run_dir("quantize")
@@ -214,22 +196,19 @@ def quantize(
     if plan.synthetic:
         notes.append("NO DATA: calibrated on random inputs; no accuracy claim is made. Pass --data for real numbers.")
 
-    fp32_onnx = None
-    if "onnx" in config.formats:
-        step("exporting fp32 ONNX")
-        fp32_onnx = staged(run_dir, _filename("fp32", "onnx"))
-        if handle.module is None:
-            shutil.copyfile(handle.onnx_path, fp32_onnx)
-        else:
-            from compress.export.onnx import export_onnx
-
-            export_onnx(handle, fp32_onnx)
+    fp32: dict[str, Path] = {}  # exported up front: the files a format quantizes from
+    for fmt in map(registry.get, config.formats):
+        if fmt.quantizes_fp32_file:
+            step(f"exporting fp32 {fmt.name}")
+            fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
+            fmt.export_fp32(handle, fp32[fmt.name])
     step("pre-flight")
-    preflight = refused + run_preflight(handle, config, fp32_onnx)
+    preflight = refused + run_preflight(handle, config, fp32)
 
     if reference is None:
         step("measuring the reference")
-        reference = measure_reference(handle, plan, size_bytes=fp32_onnx.stat().st_size if fp32_onnx else None)
+        first = next(iter(fp32.values()), None)
+        reference = measure_reference(handle, plan, size_bytes=registry.artifact_size(first) if first else None)
     bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
 
@@ -246,19 +225,17 @@ def quantize(
     if config.analyze:
         ranked_layers()
 
-    for fmt in config.formats:
+    for fmt in map(registry.get, config.formats):
         if config.include_fp32:
-            step(f"fp32 {fmt}: export and verify")
-            if fmt == "tflite":
-                from compress.export.tflite import export_tflite
-
-                export_tflite(handle, staged(run_dir, _filename("fp32", "tflite")), "fp32", None)
-            artifacts.append(verify_artifact(run_dir, _filename("fp32", fmt), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
-        fp32 = next((a for a in artifacts if a["format"] == fmt and a["precision"] == "fp32"), None)
+            step(f"fp32 {fmt.name}: export and verify")
+            if fmt.name not in fp32:
+                fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
+            artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
+        fp32_entry = next((a for a in artifacts if a["format"] == fmt.name and a["precision"] == "fp32"), None)
         for precision in config.precisions:
-            step(f"{precision} {fmt}: quantize, verify, time")
-            artifacts.append(_quantize_verified(handle, fmt, precision, run_dir, plan, reference, heads, config, bench,
-                                                policy, fp32, ranked_layers, step))
+            step(f"{precision} {fmt.name}: quantize, verify, time")
+            artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config, bench,
+                                                policy, fp32_entry, ranked_layers, step))
 
     from compress.advice import explain_speed
 
@@ -283,7 +260,7 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
 
     def attempt(change: RepairStep) -> dict:
         exclude = [*config.exclude, *change.keep_float]
-        result = _quantize_one(handle, fmt, change.precision or precision, run_dir, staged(run_dir, _filename(precision, fmt)),
+        result = _quantize_one(handle, fmt, change.precision or precision, run_dir, staged(run_dir, registry.get(fmt).filename(precision)),
                                plan, config.model_copy(update=change.update), exclude)
         techniques = list(result.techniques) + [f"keep-float:{layer}" for layer in exclude]
         return verify_artifact(run_dir, result.path.name, result.precision if not exclude else "mixed", techniques, plan,
@@ -309,16 +286,12 @@ def analyze(handle: ModelHandle, plan: DataPlan, config: QuantizeConfig, run_dir
 
     from compress.export.onnx_quantize import analyze_sensitivity
 
+    onnx = registry.get("onnx")
     eval_data = plan.test if plan.test is not None else plan.calibration
-    fp32 = located(run_dir, _filename("fp32", "onnx"))
+    fp32 = located(run_dir, onnx.filename("fp32"))
     with tempfile.TemporaryDirectory(prefix="compress-analyze-") as work:
         if not fp32.exists():
             fp32 = Path(work) / fp32.name
-            if handle.module is None:
-                shutil.copyfile(handle.onnx_path, fp32)
-            else:
-                from compress.export.onnx import export_onnx
-
-                export_onnx(handle, fp32)
+            onnx.export_fp32(handle, fp32)
         return analyze_sensitivity(fp32, plan.calibration, eval_data.take(256, config.seed), config.calibration,
                                    config.per_channel, None)

@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from compress.formats import registry
+from compress.formats.calibration import calibration_names
+from compress.formats.precisions import PRECISIONS
 from compress.gates import GatePolicy, evaluate_gates, is_failed
 
 QUALITY_JUDGES = ("labels", "fidelity")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-REPAIRABLE_PRECISIONS = ("int8",)  # static int8: the one precision with cheaper variants and per-layer fallback
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,10 @@ def quality_failures(entry: dict, policy: GatePolicy) -> list[dict]:
 
 
 def should_repair(entry: dict, precision: str, policy: GatePolicy, fp32: dict | None) -> str | None:
-    """Why repair is skipped (None: try it). Only a static int8 file that fails a quality gate is repaired."""
+    """Why repair is skipped (None: try it). Only a calibrated (static) file that fails a quality gate is repaired."""
     if not policy.enabled:
         return "gates off"
-    if precision not in REPAIRABLE_PRECISIONS or not quality_failures(entry, policy):
+    if not PRECISIONS[precision].calibrated or not quality_failures(entry, policy):
         return "not needed"
     if entry["metrics"].get("fidelity") is None:
         return "no data to judge by"
@@ -75,11 +76,11 @@ def cheap_steps(config, fmt: str) -> list[RepairStep]:
     dynamic = ["MatMul", "Gemm"]
     if fmt == "onnx" and not set(dynamic) <= set(config.dynamic_op_types):
         steps.append(RepairStep("dynamic int8 for MatMul, Gemm", {"dynamic_op_types": sorted({*config.dynamic_op_types, *dynamic})}))
-    elif fmt == "tflite":
+    elif "int8-dynamic" in registry.get(fmt).precisions:
         steps.append(RepairStep("dynamic-range int8", precision="int8-dynamic"))
     if not config.per_channel:
         steps.append(RepairStep("per-channel weights", {"per_channel": True}))
-    steps += [RepairStep(f"{method} calibration", {"calibration": method}) for method in CALIBRATION_METHODS if method != config.calibration]
+    steps += [RepairStep(f"{method} calibration", {"calibration": method}) for method in calibration_names() if method != config.calibration]
     return steps
 
 

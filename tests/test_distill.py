@@ -46,7 +46,7 @@ def test_report_shows_teacher_student_and_the_same_student_without_kd(distill_ru
     assert names["fp32-onnx"]["metrics"]["task"]["value"] == pytest.approx(student, abs=0.003)
     assert names["no-kd-fp32-onnx"]["metrics"]["task"]["value"] == pytest.approx(baseline, abs=0.003)
     assert report["reference"]["metrics"]["task"]["value"] == summary["teacher"]["test"]["value"]
-    assert names["fp32-onnx"]["techniques"][0] == "distill:kd:T=4:alpha=0.7:student=mnist_cnn:width=0.45"
+    assert names["fp32-onnx"]["techniques"][0]["label"] == "distill:kd:T=4:alpha=0.7:student=mnist_cnn:width=0.45"
 
 
 def test_report_md_and_html_show_teacher_student_and_no_kd_student(distill_run):

@@ -189,7 +189,9 @@ def test_int8_with_dynamic_linear_layers_keeps_convs_static(zoo_checkpoint, cli,
     assert result.exit_code == 0, result.output
     artifact = json.loads((tmp_path / "report.json").read_text())["artifacts"][-1]
     assert artifact["precision"] == "mixed" and artifact["verified_in"] == ["onnxruntime"]
-    assert artifact["techniques"][0] == "ptq:int8-dynamic:Gemm" and artifact["techniques"][1].startswith("ptq:int8-static:minmax")
+    dynamic, static = artifact["techniques"]
+    assert dynamic["label"] == "ptq:int8-dynamic:Gemm" and (dynamic["scheme"], dynamic["op_types"]) == ("dynamic", ["Gemm"])
+    assert (static["scheme"], static["calibration"], static["per_channel"]) == ("static", "minmax", True)
     assert artifact["metrics"]["degradation"] <= 0.01 and artifact["float_ops"] == []
     quantized = onnx.load(str(tmp_path / artifact["path"]))
     ops = [n.op_type for n in quantized.graph.node]

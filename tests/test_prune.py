@@ -50,7 +50,7 @@ def test_structured_pruning_removes_channels_and_shrinks_the_onnx_file(structure
     assert dense["size_bytes"] >= 6 * int8["size_bytes"]          # pruned + int8 vs the dense fp32 file
     for artifact in (pruned, int8):
         assert artifact["verified_in"] == ["onnxruntime"] and (run_dir / artifact["path"]).is_file()
-        assert artifact["techniques"][0] == "prune:l1-structured:0.5:layer:finetune=2"
+        assert artifact["techniques"][0]["label"] == "prune:l1-structured:0.5:layer:finetune=2"
         assert artifact["metrics"]["degradation"] <= 0.02, artifact["metrics"]  # 2 fine-tune epochs on a 3-epoch model
     assert len(summary["finetune"]) == 2 and summary["finetune"][-1]["sparsity"] == 0.5
     assert summary["finetune"][0]["sparsity"] < 0.5  # the cubic ramp

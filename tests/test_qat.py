@@ -44,7 +44,7 @@ def test_qat_int8_onnx_and_tflite_lose_no_more_than_ptq(qat_run):
         artifact = names[f"qat-int8-{fmt}"]
         assert artifact["verified_in"] == [runtime] and artifact["precision"] == "int8" and not artifact["float_ops"]
         assert artifact["size_bytes"] < names[f"fp32-{fmt}"]["size_bytes"] / 3
-        assert artifact["techniques"] == ["qat:int8:per-channel:epochs=1", "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"]
+        assert [t["label"] for t in artifact["techniques"]] == ["qat:int8:per-channel:epochs=1", "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"]
     comparison = {c["format"]: c for c in report["comparison"]}
     for fmt in ("onnx", "tflite"):
         assert comparison[fmt]["qat_not_worse"], comparison[fmt]
@@ -128,7 +128,7 @@ def test_pruned_pt2_chains_into_qat_from_the_cli(mnist, splits, cli, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     artifact = next(a for a in report["artifacts"] if a["name"] == "qat-int8-onnx")
-    assert artifact["techniques"][:2] == ["prune:l1-structured:0.5:layer", "qat:int8:per-channel:epochs=1"]
+    assert [t["label"] for t in artifact["techniques"][:2]] == ["prune:l1-structured:0.5:layer", "qat:int8:per-channel:epochs=1"]
     assert report["dataset"]["name"] == "digits28"  # the .pt2 carried its dataset: no --data needed
 
 

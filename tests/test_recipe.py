@@ -188,7 +188,8 @@ def test_prune_int8_template(cli, small_teacher, tmp_path):
     for artifact in int8.values():
         _check_verified(artifact, tmp_path, reference)
         prune_technique, ptq_technique = artifact["techniques"]
-        assert prune_technique == "prune:l1-structured:0.3:layer:finetune=1" and ptq_technique.startswith("ptq:int8-static")
+        assert prune_technique["label"] == "prune:l1-structured:0.3:layer:finetune=1" and prune_technique["sparsity"] == 0.3
+        assert (ptq_technique["kind"], ptq_technique["precision"], ptq_technique["scheme"]) == ("ptq", "int8", "static")
         assert _accuracy(artifact) > 0.5
     _check_gates(report, {"max_degradation", "min_fidelity:top1_agreement"}, set(int8))
 
@@ -212,7 +213,7 @@ def test_distill_qat_template_exports_the_qat_graph_without_requantizing(distill
         student, qat = artifacts[f"fp32-{fmt}"], artifacts[f"qat-int8-{fmt}"]
         _check_verified(qat, run_dir, reference)
         assert qat["path"] == f"model.qat-int8.{fmt}" and qat["precision"] == "int8" and qat["size_bytes"] < student["size_bytes"] / 2
-        assert qat["techniques"] == [report["stages"][0]["technique"], "qat:int8:per-channel:epochs=1",
+        assert [t["label"] for t in qat["techniques"]] == [report["stages"][0]["technique"], "qat:int8:per-channel:epochs=1",
                                      "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"]
         # a second PTQ over the Q/DQ graph had dropped the TFLite file to chance level (0.1)
         assert _accuracy(qat) > max(0.5, _accuracy(student) - 0.05)

@@ -258,4 +258,4 @@ def test_no_calibration_data_is_said_loudly(tmp_path):
     assert result.precision == "int8" and any(note.startswith("NO CALIBRATION DATA") for note in result.notes)
     assert LiteRTRunner(result.path).run((np.ones((3, 6), np.float32),))[0].shape == (3, 1 * 3)
     with pytest.raises(UsageError, match="unknown calibration method"):
-        export_tflite(handle, tmp_path / "x.tflite", "int8", Dataset("d", (np.ones((4, 6), np.float32),)), method="magic")
+        export_tflite(handle, tmp_path / "x.tflite", "int8", Dataset("d", (np.ones((4, 6), np.float32),)), calibration="magic")

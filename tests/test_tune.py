@@ -58,7 +58,7 @@ def test_recipe_reproduces_the_winner(tuned, cli, tmp_path):
     result = cli("run", out / "recipe.yaml", "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
     artifact = json.loads((tmp_path / "report.json").read_text())["artifacts"][-1]
-    assert artifact["techniques"] == best["techniques"] and best["techniques"][0].startswith("prune:l1-structured")
+    assert [t["label"] for t in artifact["techniques"]] == best["techniques"] and best["techniques"][0].startswith("prune:l1-structured")
     same_file = artifact["sha256"] == best["sha256"]
     within_noise = abs(artifact["size_bytes"] - best["size_bytes"]) <= 0.01 * best["size_bytes"] and \
         abs(artifact["metrics"]["task"]["value"] - best["metric"]) <= 0.01

@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.runtimes.base import RUNTIME_MODULES
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +41,7 @@ def bench_command(
     artifacts: list[Path] = typer.Argument(..., help="Artifact files: .onnx, .tflite, or .pt/.pt2 with --runtime torch."),
     targets: list[str] = typer.Option(None, "--target", "-t", help="local (default), cuda, ssh://user@host[:port], adb[:serial], "
                                       "qemu-arm64, estimate[:core] (analytic); repeatable or comma-separated."),
-    runtime: str = typer.Option("auto", "--runtime", help="auto (by suffix), onnxruntime, litert or torch."),
+    runtime: str = typer.Option("auto", "--runtime", help=f"auto (by suffix), {', '.join(RUNTIME_MODULES)}."),
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
     batch: int = typer.Option(1, "--batch", help="Samples per inference."),
     runs: int = typer.Option(None, "--runs", help="Timed runs (default 100)."),

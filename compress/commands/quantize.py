@@ -10,6 +10,9 @@ from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AX
                                      STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
                                      gate_policy, handle_errors, parse_kwargs)
 from compress.commands._render import artifact_table, step_progress
+from compress.formats import default_formats, quantizable
+from compress.formats.calibration import calibration_names
+from compress.formats.precisions import quantized
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +26,9 @@ def _split(values: list[str] | None) -> list[str]:
 def quantize_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
-    precisions: list[str] = typer.Option(None, "--precision", "-p", help="int8 (default), int8-dynamic, fp16, int8-weight, int4-weight; comma-separated."),
-    calibration: str = typer.Option("minmax", "--calibration", help="minmax, percentile or entropy."),
+    formats: list[str] = typer.Option(None, "--format", "-f", help=f"Any of {', '.join(quantizable())} (comma-separated). Default: {', '.join(default_formats())}."),
+    precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8); comma-separated."),
+    calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
@@ -63,7 +66,7 @@ def quantize_command(
     with handle_errors(debug, json_out):
         try:
             config = QuantizeConfig(
-                formats=_split(formats) or ["onnx", "tflite"], precisions=_split(precisions) or ["int8"],
+                formats=_split(formats) or default_formats(), precisions=_split(precisions) or ["int8"],
                 calibration=calibration, calib_samples=calib_samples, per_channel=not per_tensor, exclude=_split(exclude),
                 dynamic_op_types=_split(dynamic_ops),
                 max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not no_bench,

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import onnx
 
-from compress.errors import CompressError, UsageError
+from compress.errors import CompressError
 from compress.export.findings import Finding
 from compress.export.onnx import node_layer
-from compress.export.onnx_quantize import COVERED_OPS, PRECISIONS, WEIGHTED_OPS
+from compress.export.onnx_quantize import COVERED_OPS, WEIGHTED_OPS, check_precision
+from compress.formats.precisions import PRECISIONS
 
 
 def onnx_preflight(fp32_path: str | Path, precision: str) -> list[Finding]:
     """Findings for quantizing ``fp32_path`` to ``precision`` with onnxruntime (errors mean: do not start)."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     model = onnx.load(str(fp32_path))
     findings = _runnable(Path(fp32_path))
     if findings:
@@ -30,7 +30,7 @@ def onnx_preflight(fp32_path: str | Path, precision: str) -> list[Finding]:
         finding = _op_finding(node, precision, node_layer(node, initializers))
         if finding:
             findings.append(finding)
-    if precision in ("int4-weight", "int8-weight") and not any(n.op_type in ("MatMul", "Gemm") for n in weighted):
+    if PRECISIONS[precision].weight_only and not any(n.op_type in ("MatMul", "Gemm") for n in weighted):
         findings.append(Finding("onnx", "MatMul", None, None, "error",
                                 f"{precision} quantizes MatMul/Gemm weights only and this model has none: nothing would change",
                                 "use --precision int8 (covers Conv too) or fp16"))
@@ -63,7 +63,7 @@ def _op_finding(node: onnx.NodeProto, precision: str, layer: str | None) -> Find
         return Finding("onnx", op, node.name, layer, "warning",
                        f"{op}{where} stays float: onnxruntime has no int8 kernel for {op}",
                        "expect no size gain for this layer; --precision fp16 halves it")
-    if precision in ("int4-weight", "int8-weight"):
+    if PRECISIONS[precision].weight_only:
         return Finding("onnx", op, node.name, layer, "warning",
                        f"{op}{where} stays float under {precision} (MatMul/Gemm weights only)",
                        "use --precision int8 to quantize it too")

@@ -35,11 +35,13 @@ from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, UsageError
 from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
 from compress.export.onnx import node_layer, quiet_logger
+from compress.formats import get as get_format
+from compress.formats.calibration import CALIBRATIONS, check_calibration
+from compress.formats.onnx import DYNAMIC_OP_TYPES
+from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
 from compress.io import atomic_path, disk_full_named
 from compress.runtimes.onnxruntime import check_loads_in_child
 
-PRECISIONS = ("int8", "int8-dynamic", "fp16", "int4-weight", "int8-weight")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention", "Gather")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulNBits",
                "QLinearConv", "QLinearMatMul", "GatherBlockQuantized")
@@ -48,7 +50,6 @@ INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQu
 STATIC_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "MaxPool", "AveragePool", "Relu", "Clip",
                    "Reshape", "Flatten", "Transpose", "Resize", "Pad")
 STATIC_RECURRENT_FALLBACK = ("LSTM",)  # no QDQ kernel; ORT's dynamic path quantizes it
-DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) run may quantize dynamically instead
 COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS stays float)
     "int8": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM"),   # LSTM through the dynamic second pass
     "int8-dynamic": ("Conv", "Gemm", "MatMul", "LSTM", "Attention"),
@@ -56,15 +57,9 @@ COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS st
     "int4-weight": ("Gemm", "MatMul"),
     "int8-weight": ("Gemm", "MatMul"),
 }
-CALIBRATOR_OPTIONS = {
-    "minmax": {},
-    "percentile": {"num_bins": 2048, "percentile": 99.999, "symmetric": False},
-    "entropy": {"num_bins": 2048, "num_quantized_bins": 128, "symmetric": False},
-}
 # onnxruntime 1.32 segfaults creating a CPU session for fp16 Transpose -> MatMul (its NCHWc layout pass, at the
 # default optimization level); keeping Transpose in fp32 (Cast -> Transpose -> Cast) avoids it.
 FP16_KEEP_FLOAT_OPS = ("Transpose",)
-WEIGHT_ONLY_BLOCK = 32
 RANDOM_CALIBRATION_SAMPLES = 32
 CALIBRATION_BATCH = 32
 
@@ -82,8 +77,8 @@ def quantize_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
     precision: str,
-    calibration: Dataset | None = None,
-    method: str = "minmax",
+    calib_data: Dataset | None = None,
+    calibration: str = "minmax",
     per_channel: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
     reduce_range: bool | None = None,
@@ -93,16 +88,18 @@ def quantize_onnx(
     """Write ``out_path``: ``fp32_path`` quantized to ``precision``; layers in ``exclude`` stay float.
 
     ``reduce_range=None`` picks 7-bit weights only on x86 CPUs without VNNI (see cpu_features); ``seed`` draws the
-    random calibration inputs used when ``calibration`` is None (with a loud note). ``dynamic_op_types``: with
+    random calibration inputs used when ``calib_data`` is None (with a loud note); ``calibration`` names the method
+    (compress.formats.calibration). ``dynamic_op_types``: with
     ``int8``, these op types (of DYNAMIC_OP_TYPES) are quantized dynamically and the rest static.
     """
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     unknown = [op for op in dynamic_op_types if op not in DYNAMIC_OP_TYPES]
     if unknown:
         raise UsageError(f"op type {unknown[0]!r} cannot be quantized dynamically; choose from {', '.join(DYNAMIC_OP_TYPES)}")
-    if method not in CALIBRATION_METHODS:
-        raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    try:
+        check_calibration(calibration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     model = onnx.load(str(fp32_path))
     excluded = resolve_exclude(model, exclude)
@@ -113,23 +110,23 @@ def quantize_onnx(
             disk_full_named(out_path.parent, work):
         work = Path(work)
         source = Path(shutil.copyfile(fp32_path, work / "fp32.onnx"))
-        if precision in ("int8", "int8-dynamic") and reduce_range is None:
+        if PRECISION_RECORDS[precision].int8_compute and reduce_range is None:
             reduce_range = needs_reduce_range(cpu_int8_features())
             notes.append(f"reduce_range {'on (7-bit weights)' if reduce_range else 'off'}: chosen for this CPU "
                          f"({_cpu_summary()}); onnxruntime's u8s8 int8 kernels can saturate on x86 without VNNI")
         if precision == "int8":
-            if calibration is None:
-                calibration = random_calibration(fp32_path, seed)
-                notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
+            if calib_data is None:
+                calib_data = random_calibration(fp32_path, seed)
+                notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                              "accuracy will suffer and is not measured against real data. Pass --data.")
-            techniques = _static_int8(source, model, tmp, work, calibration, method, per_channel, reduce_range, excluded,
+            techniques = _static_int8(source, model, tmp, work, calib_data, calibration, per_channel, reduce_range, excluded,
                                       dynamic_op_types=tuple(dynamic_op_types))
         elif precision == "int8-dynamic":
             techniques = _dynamic_int8(model, tmp, work, per_channel, reduce_range, excluded)
         elif precision == "fp16":
             techniques = _fp16(model, tmp, excluded)
         else:
-            techniques = _weight_only(model, tmp, 4 if precision == "int4-weight" else 8, excluded)
+            techniques = _weight_only(model, tmp, PRECISION_RECORDS[precision], excluded)
         quantized = onnx.load(str(tmp))
         float_ops = float_weighted_ops(quantized, precision, set(excluded))
         _strip_graph_annotations(quantized)
@@ -140,6 +137,12 @@ def quantize_onnx(
     if precision != "fp16" and not any(n.op_type in INTEGER_OPS or n.op_type == "DequantizeLinear" for n in quantized.graph.node):
         notes.append(f"nothing was quantized: the model has no op that the {precision} path covers")
     return OnnxQuantResult(out_path, final, techniques, float_ops, notes)
+
+
+def check_precision(precision: str) -> None:
+    """A UsageError unless the ONNX format implements ``precision``."""
+    if precision not in get_format("onnx").precisions:
+        raise UsageError(f"unknown ONNX precision {precision!r}; choose one of {', '.join(get_format('onnx').precisions)}")
 
 
 def resolve_exclude(model: onnx.ModelProto, exclude) -> list[str]:
@@ -171,9 +174,9 @@ def random_calibration(fp32_path: Path, seed: int, samples: int = RANDOM_CALIBRA
 
 def analyze_sensitivity(
     fp32_path: str | Path,
-    calibration: Dataset | None,
+    calib_data: Dataset | None,
     eval_inputs: Dataset,
-    method: str = "minmax",
+    calibration: str = "minmax",
     per_channel: bool = True,
     reduce_range: bool | None = None,
 ) -> list[dict]:
@@ -187,7 +190,7 @@ def analyze_sensitivity(
 
     fp32_path = Path(fp32_path)
     model = onnx.load(str(fp32_path))
-    calibration = calibration if calibration is not None else random_calibration(fp32_path, 0)
+    calib_data = calib_data if calib_data is not None else random_calibration(fp32_path, 0)
     reduce_range = needs_reduce_range(cpu_int8_features()) if reduce_range is None else reduce_range
     reference = run_dataset(OrtRunner(fp32_path, threads=1), eval_inputs)
     rows = []
@@ -196,7 +199,7 @@ def analyze_sensitivity(
         source = Path(shutil.copyfile(fp32_path, work / "fp32.onnx"))  # onnxruntime writes next to what it reads
         for layer, nodes in quantizable_layers(model).items():
             single = work / "layer.onnx"
-            _static_int8(source, model, single, work, calibration, method, per_channel, reduce_range, (), only=nodes)
+            _static_int8(source, model, single, work, calib_data, calibration, per_channel, reduce_range, (), only=nodes)
             outputs = run_dataset(OrtRunner(single, threads=1), eval_inputs)
             ops = sorted({n.op_type for n in model.graph.node if n.name in nodes})
             rows.append({"layer": layer, "nodes": nodes, "ops": ops, **_worst_fidelity(reference, outputs)})
@@ -232,7 +235,7 @@ def _worst_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> d
 # --- the precisions -------------------------------------------------------------------------------------------
 
 
-def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, reduce_range, excluded, only=None,
+def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_channel, reduce_range, excluded, only=None,
                  dynamic_op_types: tuple[str, ...] = ()) -> list[str]:
     """Static QDQ for the covered ops. LSTMs (no static kernel) and ``dynamic_op_types`` are first quantized dynamically.
 
@@ -246,7 +249,7 @@ def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, 
         base = work / "matmul.onnx"
         if not base.exists():
             onnx.save(gemm_to_matmul(model), str(base))
-    ranges = calibrate(base, calibration, method, work)
+    ranges = calibrate(base, calib_data, calibration, work)
     chosen = {name: op for name, op in dynamic_nodes.items() if name not in excluded and (only is None or name in only)}
     static_only = None if only is None else [name for name in only if name not in dynamic_nodes]
     techniques, source = [], base
@@ -259,8 +262,8 @@ def _static_int8(fp32_path, model, out, work, calibration, method, per_channel, 
     if static_only == []:
         shutil.copyfile(source, out)
         return techniques
-    _quantize_static(source, out, method, per_channel, reduce_range, excluded, ranges, only=static_only)
-    return [*techniques, f"ptq:int8-static:{method}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+    _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges, only=static_only)
+    return [*techniques, f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
 
 
 def _rename_dynamic_quantizers(path: Path) -> None:
@@ -273,31 +276,32 @@ def _rename_dynamic_quantizers(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def calibrate(model_path: Path, calibration: Dataset, method: str, work: Path) -> Path:
+def calibrate(model_path: Path, calib_data: Dataset, calibration: str, work: Path) -> Path:
     """Activation ranges of the tensors static int8 quantizes, saved as an ORT calibration cache (JSON) in ``work``.
 
-    Calibrating here rather than inside ``quantize_static`` lets the histogram methods use 2048 bins: through
+    The method's knobs come from compress.formats.calibration ("entropy" is KL divergence here). Calibrating here
+    rather than inside ``quantize_static`` lets the histogram methods use 2048 bins: through
     ``quantize_static`` ORT's entropy calibrator gets 128 bins for 128 quantized bins and returns the min/max range.
     """
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
-    cache = work / f"ranges.{method}.{Path(model_path).stem}.json"
+    cache = work / f"ranges.{calibration}.{Path(model_path).stem}.json"
     if cache.exists():  # calibrated earlier in this work folder (sensitivity analysis quantizes many times)
         return cache
     try:
         calibrator = create_calibrator(Path(model_path), list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
-                                       calibrate_method=_method(method), extra_options=CALIBRATOR_OPTIONS[method])
+                                       calibrate_method=_ort_method(calibration), extra_options=dict(CALIBRATIONS[calibration].knobs))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress; stdout belongs to --json
-            calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calibration))
+            calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calib_data))
             save_tensors_data(calibrator.compute_data(), cache)
     except CompressError:
         raise
     except Exception as exc:
-        raise EnvironmentFailure(f"onnxruntime calibration ({method}) failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"onnxruntime calibration ({calibration}) failed: {_first_line(exc)}") from None
     return cache
 
 
-def _quantize_static(source, out, method, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
+def _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
     """ORT static QDQ from calibrated ``ranges``: uint8 activations, int8 weights; ``only`` limits it to those nodes."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -306,7 +310,7 @@ def _quantize_static(source, out, method, per_channel, reduce_range, excluded, r
                         op_types_to_quantize=list(STATIC_OP_TYPES), per_channel=per_channel,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=list(only or []), nodes_to_exclude=list(excluded),
-                        calibrate_method=_method(method), calibration_cache_path=str(ranges))
+                        calibrate_method=_ort_method(calibration), calibration_cache_path=str(ranges))
     except Exception as exc:
         raise EnvironmentFailure(f"onnxruntime static quantization failed: {_first_line(exc)}") from None
 
@@ -339,17 +343,19 @@ def _fp16(model, out, excluded) -> list[str]:
     return ["cast:fp16"]
 
 
-def _weight_only(model, out, bits, excluded) -> list[str]:
+def _weight_only(model, out, precision, excluded) -> list[str]:
+    """MatMulNBits with the precision's bits, block size and symmetry (compress.formats.precisions)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(gemm_to_matmul(model), bits=bits, block_size=WEIGHT_ONLY_BLOCK, is_symmetric=False,
+    bits, block, symmetric = precision.weight_bits, precision.block_size, precision.symmetric
+    quantizer = MatMulNBitsQuantizer(gemm_to_matmul(model), bits=bits, block_size=block, is_symmetric=symmetric,
                                      nodes_to_exclude=list(excluded), op_types_to_quantize=("MatMul",))
     try:
         quantizer.process()
     except Exception as exc:
         raise EnvironmentFailure(f"onnxruntime {bits}-bit weight quantization failed: {_first_line(exc)}") from None
     quantizer.model.save_model_to_file(str(out), False)
-    return [f"wq:int{bits}-weight:block{WEIGHT_ONLY_BLOCK}:asymmetric"]
+    return [f"wq:int{bits}-weight:block{block}:{'symmetric' if symmetric else 'asymmetric'}"]
 
 
 # --- graph helpers --------------------------------------------------------------------------------------------
@@ -463,7 +469,7 @@ def _is_quantized(node, sources, producers, float32_initializers, precision) -> 
 
 
 def _float_reason(op: str, precision: str) -> str:
-    if precision in ("int4-weight", "int8-weight"):
+    if PRECISION_RECORDS[precision].weight_only:
         return "weight-only quantization covers MatMul/Gemm weights only"
     if op in ("GRU", "RNN"):
         return f"onnxruntime has no int8 kernel for {op} (static or dynamic)"
@@ -509,7 +515,7 @@ class _DataReader:
         return len(self._feeds)
 
 
-def _method(name: str):
+def _ort_method(name: str):
     from onnxruntime.quantization import CalibrationMethod
 
     return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[name]

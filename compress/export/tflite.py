@@ -13,7 +13,8 @@ How each precision is made:
   int8 weights; weight-only int8/int4 weights dequantized before float compute; fp16 weights dequantized to fp32)
   for the weighted ops it supports (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, EMBEDDING_LOOKUP,
   BATCH_MATMUL on constants where the recipe allows).
-Calibration methods map to PT2E activation observers (see ``OBSERVERS``). ``exclude`` names torch layers (``classifier.1``)
+Calibration methods map to PT2E activation observers (``runs_as["litert"]`` in compress.formats.calibration;
+"entropy" is an L2 histogram search here, not KL). ``exclude`` names torch layers (``classifier.1``)
 kept in float by every path; they become ``float_ops`` with the reason.
 
 The same model, data and seed give the same bytes (checked in the tests).
@@ -40,12 +41,12 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError
 from compress.io import atomic_path
+from compress.formats.calibration import CALIBRATIONS, PERCENTILE, check_calibration
+from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
 from compress.model import ModelHandle
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight")
 EXPORT_BATCH = 1
 RANDOM_CALIBRATION_SAMPLES = 32
-PERCENTILE = 99.999
 KEPT_BY_EXCLUDE = "kept in float by --exclude"
 # Weighted ops and the operand positions that may hold their weight (a constant).
 WEIGHT_OPERANDS = {"FULLY_CONNECTED": (1,), "CONV_2D": (1,), "DEPTHWISE_CONV_2D": (1,), "TRANSPOSE_CONV": (1,), "CONV_3D": (1,),
@@ -54,13 +55,6 @@ WEIGHT_OPERANDS = {"FULLY_CONNECTED": (1,), "CONV_2D": (1,), "DEPTHWISE_CONV_2D"
 DATA_MOVEMENT_OPS = {"RESHAPE", "SLICE", "STRIDED_SLICE", "TRANSPOSE", "CONCATENATION", "SQUEEZE", "EXPAND_DIMS", "PACK",
                      "UNPACK", "SPLIT", "SPLIT_V", "GATHER", "GATHER_ND", "BROADCAST_TO", "TILE", "PAD", "PADV2", "QUANTIZE",
                      "DEQUANTIZE"}
-# What each --calibration method really runs as the activation observer in PT2E.
-OBSERVERS = {
-    "minmax": "MinMaxObserver (running min/max of each activation)",
-    "percentile": f"PercentileObserver (clips each activation at its {PERCENTILE}th percentile, read from a 2048-bin histogram)",
-    "entropy": "HistogramObserver (2048-bin histogram, range chosen to minimise L2 quantization error; "
-               "torchao has no KL-divergence observer, this is the closest)",
-}
 
 
 @dataclass
@@ -76,31 +70,32 @@ def export_tflite(
     handle: ModelHandle,
     out_path: str | Path,
     precision: str,
-    calibration: Dataset | None = None,
-    method: str = "minmax",
+    calib_data: Dataset | None = None,
+    calibration: str = "minmax",
     per_channel: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
     seed: int = 0,
 ) -> TfliteResult:
     """Write ``out_path``: ``handle``'s model as TFLite in ``precision``; layers in ``exclude`` stay float.
 
-    ``calibration`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs
-    and a loud note says so.
+    ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs
+    and a loud note says so. ``calibration`` names the method (compress.formats.calibration).
     """
     module = _exportable(handle)
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if method not in OBSERVERS:
-        raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(OBSERVERS)}")
+    check_precision(precision)
+    try:
+        check_calibration(calibration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     excluded = resolve_exclude(module, exclude)
     notes: list[str] = []
-    if precision == "int8" and calibration is None:
-        calibration = random_calibration(handle, seed)
-        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
+    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
+        calib_data = random_calibration(handle, seed)
+        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                      "accuracy will suffer and is not measured against real data. Pass --data.")
     batch = export_batch(handle)
     example = handle.input_spec.example_inputs(batch=batch, seed=0)
-    content, techniques = build_tflite(module, example, precision, calibration, method, per_channel, excluded, notes)
+    content, techniques = build_tflite(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
     graph = TfliteGraph(content, module)
     float_ops = graph.float_ops(precision, excluded, module)
     notes += graph.summary_notes(precision)
@@ -117,12 +112,21 @@ def export_tflite(
     return TfliteResult(out_path, final, techniques, float_ops, notes)
 
 
-def build_tflite(module: nn.Module, example: tuple, precision: str, calibration: Dataset | None, method: str,
+def check_precision(precision: str) -> None:
+    """A UsageError unless TFLite implements ``precision`` (fp32, or one of the format's precisions)."""
+    from compress.formats import get
+
+    choices = ("fp32", *get("tflite").precisions)
+    if precision not in choices:
+        raise UsageError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(choices)}")
+
+
+def build_tflite(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
                  per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str]]:
     """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``)."""
     with quiet():
         if precision == "int8":
-            return _static_int8(module, example, calibration, method, per_channel, excluded, notes)
+            return _static_int8(module, example, calib_data, calibration, per_channel, excluded, notes)
         content = convert(module, example)
         if precision == "fp32":
             return content, ["export:fp32"]
@@ -196,23 +200,24 @@ def convert(module: nn.Module, example: tuple, quant_config=None) -> bytes:
 # --- int8: PT2E static ---------------------------------------------------------------------------------------------
 
 
-def _static_int8(module, example, calibration: Dataset, method, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
+def _static_int8(module, example, calib_data: Dataset, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
-    quantizer = _layer_aware_quantizer(method, per_channel, excluded)
+    quantizer = _layer_aware_quantizer(calibration, per_channel, excluded)
     graph = _capture(module, example, notes)
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad(), _one_thread():
-        batch = _batch_of(example, calibration)  # the exported graph has a fixed batch (1, or the program's own)
-        for inputs, _ in calibration.batches(batch, pad=True):
+        batch = _batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
+        for inputs, _ in calib_data.batches(batch, pad=True):
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     with strict_qdq():
         content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
     granularity = "per-channel" if per_channel else "per-tensor"
-    techniques = [f"ptq:int8-static:{method}:{granularity}"]
-    notes.append(f"calibration {method}: activation observer {OBSERVERS[method]}; {calibration.size} samples from {calibration.split_name}")
+    techniques = [f"ptq:int8-static:{calibration}:{granularity}"]
+    notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
+                 f"{calib_data.size} samples from {calib_data.split_name}")
     leftovers = TfliteGraph(content, module).float_weighted_scopes(excluded)
     if leftovers:
         content = _aeq(content, leftovers, "dynamic", 8, per_channel, notes)
@@ -290,15 +295,15 @@ def static_gap(module: nn.Module, layer: str | None) -> str:
     return "PT2E has no static int8 pattern for this op"
 
 
-def _layer_aware_quantizer(method: str, per_channel: bool, excluded: list[str]):
-    """litert-torch's PT2EQuantizer with the method's activation observer and a working layer filter.
+def _layer_aware_quantizer(calibration: str, per_channel: bool, excluded: list[str]):
+    """litert-torch's PT2EQuantizer with the calibration method's activation observer and a working layer filter.
 
     (litert-torch's own ``set_module_name`` filter strips three characters of ``L__self__`` and never matches.)
     """
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(method).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(calibration).with_args(eps=2**-12))
     config = dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
     class LayerAwareQuantizer(PT2EQuantizer):
@@ -331,12 +336,13 @@ def _node_in(node, layers: list[str]) -> bool:
     return any(path == layer or path.startswith(layer + ".") for path in paths for layer in layers)
 
 
-def _observer(method: str):
+def _observer(calibration: str):
+    """The PT2E observer that runs ``calibration`` (what ``runs_as["litert"]`` describes)."""
     from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
 
-    if method == "minmax":
+    if calibration == "minmax":
         return MinMaxObserver
-    if method == "entropy":
+    if calibration == "entropy":
         return HistogramObserver
 
     class PercentileObserver(HistogramObserver):
@@ -382,7 +388,7 @@ def _aeq_precision(fp32: bytes, module, precision, per_channel, excluded, notes)
         return _aeq(fp32, scopes, "fp16", 16, per_channel, notes), ["export:fp32", "cast:fp16-weights"]
     if precision == "int8-dynamic":
         return _aeq(fp32, scopes, "dynamic", 8, per_channel, notes), ["export:fp32", f"ptq:int8-dynamic:{granularity}"]
-    bits = 4 if precision == "int4-weight" else 8
+    bits = PRECISION_RECORDS[precision].weight_bits
     content = _aeq(fp32, scopes, "weight", bits, per_channel, notes)
     notes.append(f"weight-only int{bits}: weights are dequantized to float before each op (smaller file, float compute)")
     return content, ["export:fp32", f"ptq:int{bits}-weight-only:{granularity}"]

@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
-from compress.export.tflite import (EXPORT_BATCH, PRECISIONS, TfliteGraph, build_tflite, eval_mode, export_batch, format_counts,
+from compress.export.tflite import (EXPORT_BATCH, TfliteGraph, check_precision, build_tflite, eval_mode, export_batch, format_counts,
                                     random_calibration, static_gap)
 from compress.model import ModelHandle
 
@@ -26,8 +26,7 @@ DRY_RUN_SAMPLES = 4
 
 def tflite_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
     """Findings for exporting ``handle`` to TFLite at ``precision`` (an error means: do not start)."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown TFLite precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     module = handle.module
     if module is None:
         return [_error(f"{handle.source_path} is an ONNX model: there is no torch model to convert to TFLite", "use --format onnx")]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
-
 
 def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
     """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX or full-integer TFLite) and
@@ -49,24 +47,16 @@ def scheme_notes(config) -> list[str]:
 
 
 def float_ops_in(path: Path, handle) -> list[dict]:
-    """Weighted ops whose weights are still float in the file (PT2E leaves e.g. recurrent layers unannotated)."""
-    if path.suffix == ".tflite":
-        from compress.export.tflite import TfliteGraph
+    """Weighted ops whose weights are still float in the file (PT2E leaves e.g. recurrent layers unannotated): the
+    format's float-op reader (compress.formats)."""
+    from compress.formats import format_of
 
-        return TfliteGraph(path.read_bytes(), handle.module).float_ops("int8", [])
-    import onnx
-
-    model = onnx.load(str(path))
-    initializers = {i.name: i.data_type for i in model.graph.initializer}
-    rows = []
-    for node in model.graph.node:
-        if node.op_type in WEIGHTED_ONNX_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT:
-            rows.append({"op": node.op_type, "node": node.name, "layer": None, "reason": "PT2E did not annotate this op: its weights stay float"})
-    return rows
+    return format_of(path).float_ops(path, handle, "int8")
 
 
 def has_float_weights(float_ops: list[dict]) -> bool:
     """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
+    from compress.export.onnx_quantize import WEIGHTED_OPS
     from compress.export.tflite import WEIGHT_OPERANDS
 
-    return any(op["op"] in WEIGHTED_ONNX_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)
+    return any(op["op"] in WEIGHTED_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)

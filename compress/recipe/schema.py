@@ -109,6 +109,14 @@ class RecipeBase(Strict):
     seed: int = 0
     search: SearchSpace | None = Field(None, description="Search space for `compress tune --search THIS_FILE`; `compress run` ignores it.")
 
+    @model_validator(mode="after")
+    def _data_calib_samples(self) -> "RecipeBase":
+        """``data.calib_samples`` is what every stage that calibrates uses, unless the stage sets its own."""
+        for _, config in self.stage_list if hasattr(self, "stages") else []:
+            if "calib_samples" in type(config).model_fields and "calib_samples" not in config.model_fields_set:
+                config.calib_samples = self.data.calib_samples
+        return self
+
     @property
     def stage_list(self) -> list[tuple[str, BaseModel]]:
         """``[(kind, config), ...]`` in order."""

@@ -22,9 +22,9 @@ data:
 stages:
   # - prune: {{method: l1-structured, sparsity: 0.5, finetune_epochs: 3}}
   - quantize:
-      formats: [onnx, tflite]
-      precisions: [int8]
-      calibration: minmax    # minmax | percentile | entropy
+      formats: [{formats}]
+      precisions: [int8]     # {precisions}
+      calibration: minmax    # {calibrations}
   - benchmark:
       batch: [1]
       runs: 100
@@ -43,10 +43,16 @@ output:
 
 
 def starter_recipe(model: str) -> str:
-    from compress.zoo.registry import ZOO
-
-    if model in ZOO:
-        return TEMPLATE.format(filename=f"{model}.yaml", source=f"zoo:{model}", data=ZOO[model].dataset, name=model)
     from pathlib import Path
 
-    return TEMPLATE.format(filename="recipe.yaml", source=model, data="digits28  # change to your data", name=Path(model).stem)
+    from compress.formats import default_formats
+    from compress.formats.calibration import calibration_names
+    from compress.formats.precisions import quantized
+    from compress.zoo.registry import ZOO
+
+    choices = {"formats": ", ".join(default_formats()), "precisions": " | ".join(quantized()),
+               "calibrations": " | ".join(calibration_names())}
+    if model in ZOO:
+        return TEMPLATE.format(filename=f"{model}.yaml", source=f"zoo:{model}", data=ZOO[model].dataset, name=model, **choices)
+    return TEMPLATE.format(filename="recipe.yaml", source=model, data="digits28  # change to your data", name=Path(model).stem,
+                           **choices)

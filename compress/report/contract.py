@@ -15,7 +15,7 @@ from compress import __version__
 from compress.io import write_json_atomic
 from compress.jsonsafe import finite
 
-from compress.report.model import SCHEMA_VERSION
+from compress.report.model import SCHEMA_VERSION, report_json_schema
 
 SCHEMA_FILES = {1: "schema_v1.json", 2: "schema.json"}   # readers accept both; writers write SCHEMA_VERSION
 
@@ -48,13 +48,17 @@ def new_report(source: dict, dataset: dict | None, reference: dict) -> dict:
 
 
 def validate_report(report: dict) -> int:
-    """Check ``report`` against the schema of its ``schema_version`` (1 or 2); return that version."""
+    """Check ``report`` against the schema of its ``schema_version`` (1 or 2); return that version.
+
+    The current version is checked against the schema generated now (schema.json plus any format, precision or
+    runtime registered since), older ones against their shipped file."""
     import jsonschema
 
     version = report.get("schema_version") if isinstance(report, dict) else None
     if version not in SCHEMA_FILES:
         raise ReportInvalid(f"report.json breaks the contract at schema_version: {version!r} is not one of {sorted(SCHEMA_FILES)}")
-    errors = sorted(jsonschema.Draft202012Validator(load_schema(version)).iter_errors(report), key=lambda e: list(e.path))
+    schema = report_json_schema() if version == SCHEMA_VERSION else load_schema(version)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(report), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(root)"

@@ -14,11 +14,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.formats.registry import SOURCE_FORMATS, schema_choices
+
 SCHEMA_VERSION = 2
+
+
+def _format_names():
+    from compress.formats import formats
+
+    return [f.name for f in formats()]
+
+
+def _precision_names():
+    from compress.formats.precisions import PRECISIONS
+
+    return list(PRECISIONS)
+
+
+def _runtime_names():
+    from compress.runtimes.base import RUNTIME_MODULES
+
+    return list(RUNTIME_MODULES)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 OutputKindName = Literal["classes", "probabilities", "embedding", "regression", "state"]
 
@@ -34,7 +54,7 @@ class Tool(Open):
 
 class Source(Open):
     path: str
-    format: Literal["zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx"]
+    format: str = Field(**schema_choices(lambda: SOURCE_FORMATS))
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
 
 
@@ -148,15 +168,23 @@ class Repair(Open):
     summary: str
 
 
+class Technique(Open):
+    """One technique applied to an artifact (compress.report.techniques): ``label`` is its one-line form, the other
+    fields spell it out (precision, scheme, calibration, per_channel...)."""
+
+    kind: str
+    label: str
+
+
 class Artifact(Open):
     name: str
     path: str
-    format: Literal["onnx", "tflite", "pt2", "torchscript", "pte"]
-    precision: Literal["fp32", "fp16", "int8", "int8-dynamic", "int8-weight", "int4-weight", "mixed"]
-    techniques: list[str]
+    format: str = Field(**schema_choices(_format_names))
+    precision: str = Field(**schema_choices(_precision_names))
+    techniques: list[Technique | str] = Field(description="Records (kind, label, precision, scheme...); earlier v2 reports hold the labels alone.")
     size_bytes: int = Field(ge=0)
     sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    verified_in: list[Literal["onnxruntime", "litert", "tflite_runtime", "torch"]]
+    verified_in: list[Annotated[str, Field(**schema_choices(_runtime_names))]]
     metrics: ArtifactMetrics
     latency: list[Latency]
     repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.repair)")

@@ -18,12 +18,16 @@ import numpy as np
 from compress.data import Dataset
 from compress.errors import UsageError
 
-RUNTIME_BY_SUFFIX = {".onnx": "onnxruntime", ".tflite": "litert", ".pt2": "torch", ".pt": "torch"}
-RUNTIME_MODULES = {
+RUNTIME_MODULES = {  # runtime name -> its runner class; the format registry (compress.formats) says which runs what
     "onnxruntime": "compress.runtimes.onnxruntime:OrtRunner",
     "litert": "compress.runtimes.litert:LiteRTRunner",
     "torch": "compress.runtimes.torch_eager:TorchRunner",
 }
+
+
+def register_runtime(name: str, runner: str) -> None:
+    """Make ``runner`` (``"package.module:Class"``, a ``Runner``) the runtime called ``name``."""
+    RUNTIME_MODULES[name] = runner
 
 
 class Runner(Protocol):
@@ -43,10 +47,13 @@ def runtime_for(path: str | Path, runtime: str = "auto") -> str:
         if runtime not in RUNTIME_MODULES:
             raise UsageError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIME_MODULES)}")
         return runtime
-    suffix = Path(path).suffix
-    if suffix not in RUNTIME_BY_SUFFIX:
-        raise UsageError(f"{path}: no runtime for {suffix or 'a file without suffix'}; artifacts are .onnx, .tflite or .pt2")
-    return RUNTIME_BY_SUFFIX[suffix]
+    from compress.formats import find_format, runtime_by_suffix
+
+    fmt = find_format(path)
+    if fmt is None:
+        raise UsageError(f"{path}: no runtime for {Path(path).suffix or 'a file without suffix'}; "
+                         f"artifacts are {', '.join(runtime_by_suffix())}")
+    return fmt.runtime
 
 
 def open_runner(path: str | Path, runtime: str = "auto", threads: int | None = None, **options) -> Runner:

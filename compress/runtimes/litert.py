@@ -1,4 +1,5 @@
-"""LiteRT (TFLite) as a runner: the interpreter of ai-edge-litert, fed float data whatever the file's I/O types.
+"""LiteRT (TFLite) as a runner: the device runner's ``TfliteSession`` (the same interpreter, I/O quantization and
+dtype handling that time the file on a device), fed float data whatever the file's I/O types.
 
 Inputs and outputs follow the file's subgraph order, which litert-torch writes in the torch model's argument and
 output order; names come from the signature (``args_0``, ``output_0``, ...). Integer-quantized inputs are
@@ -22,19 +23,17 @@ import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
 from compress.runtimes.base import io_layout
-from compress.targets.device_runner import run_in_chunks
+from compress.targets.device_runner import RunnerError, TfliteSession, dequantize, quantize, run_in_chunks, tensor_quantization
 
 
-def load_interpreter_class():
-    """``Interpreter`` from ai-edge-litert, else from tflite-runtime; EnvironmentFailure when neither is installed."""
+def open_session(path: Path, threads: int | None) -> TfliteSession:
+    """The device runner's LiteRT session for ``path``, its errors as compress errors (no runtime: exit 3)."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter
-        except ImportError:
+        return TfliteSession(path, threads)
+    except RunnerError as exc:
+        if exc.kind == "missing_runtime":
             raise EnvironmentFailure("no TFLite runtime is installed: pip install ai-edge-litert") from None
-    return Interpreter
+        raise UsageError(f"{path} is not a loadable TFLite model ({_first_line(exc.detail or exc.message)})") from None
 
 
 class LiteRTRunner:
@@ -43,16 +42,11 @@ class LiteRTRunner:
     name = "litert"
 
     def __init__(self, path: str | Path, threads: int | None = None, spec=None):
-        interpreter_class = load_interpreter_class()
         self.path = Path(path)
         self.threads = threads
         if not self.path.is_file():
             raise UsageError(f"TFLite file {self.path} not found; check the path")
-        try:
-            self.interpreter = interpreter_class(model_path=str(self.path), num_threads=int(threads) if threads else None)
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise UsageError(f"{self.path} is not a loadable TFLite model ({_first_line(exc)})") from None
+        self.interpreter = open_session(self.path, threads).interpreter
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         input_names, output_names = _signature_names(self.interpreter)
@@ -90,7 +84,7 @@ class LiteRTRunner:
             interpreter.invoke()
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
-        return [_from_output(interpreter.get_tensor(d["index"]), d) for d in self.outputs]
+        return [dequantize(interpreter.get_tensor(d["index"]), tensor_quantization(d)) for d in self.outputs]
 
 
 def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
@@ -106,28 +100,17 @@ def _signature_names(interpreter) -> tuple[dict[int, str], dict[int, str]]:
 def _to_input(array: np.ndarray, detail: dict, axis: int = 0) -> np.ndarray:
     """``array`` in the tensor's type: quantized with its scale/zero-point when the tensor is quantized."""
     dtype = np.dtype(detail["dtype"])
-    scale, zero_point = detail["quantization"]
+    quantization = tensor_quantization(detail)
     expected = [int(d) for d in detail["shape_signature"]]
     given = list(array.shape)
     if len(given) != len(expected) or any(e > 0 and g != e for i, (g, e) in enumerate(zip(given, expected)) if i != axis):
         expected[axis] = -1
         raise UsageError(f"input {detail['name']!r} expects shape {tuple(expected)} (-1: the batch) but got {tuple(array.shape)}")
-    if scale and np.issubdtype(dtype, np.integer):
-        limits = np.iinfo(dtype)
-        quantized = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
-        return np.clip(quantized, limits.min, limits.max).astype(dtype)
-    if np.issubdtype(dtype, np.integer) and array.size and np.issubdtype(array.dtype, np.integer):
+    if not quantization and np.issubdtype(dtype, np.integer) and array.size and np.issubdtype(array.dtype, np.integer):
         limits = np.iinfo(dtype)
         if array.min() < limits.min or array.max() > limits.max:
             raise UsageError(f"input {detail['name']!r} is {dtype} in the file; values {array.min()}..{array.max()} do not fit")
-    return array.astype(dtype, copy=False)
-
-
-def _from_output(array: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero_point = detail["quantization"]
-    if scale and np.issubdtype(array.dtype, np.integer):
-        return ((array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-    return array
+    return quantize(array, dtype, quantization)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""ONNX Runtime as a runner: one InferenceSession with deterministic, explicit settings.
+"""ONNX Runtime as a runner: the device runner's ``OrtSession`` (the same session settings and input dtypes that time
+the file on a device), with compress's errors.
 
 Sessions run sequentially (one inter-op thread) with ``use_deterministic_compute`` on, so the same
 file, inputs and thread count give the same outputs. Models exported with a fixed batch axis are fed
@@ -20,13 +21,7 @@ import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
 from compress.runtimes.base import io_layout
-from compress.targets.device_runner import ort_session_options, run_in_chunks
-
-ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
-    "tensor(bool)": np.bool_,
-}
+from compress.targets.device_runner import OrtSession, RunnerError, run_in_chunks
 
 
 class MissingKernel(UsageError):
@@ -43,23 +38,16 @@ class OrtRunner:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None, spec=None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EnvironmentFailure("onnxruntime is not installed: pip install onnxruntime") from None
         self.path = Path(path)
         self.threads = threads
-        available = ort.get_available_providers()
         self.providers = list(providers or ["CPUExecutionProvider"])
-        missing = [p for p in self.providers if p not in available]
-        if missing:
-            raise UsageError(f"onnxruntime provider {missing[0]} is not available here; choose from {', '.join(available)}")
-        self.session = _open_session(self.path, ort_session_options(ort, threads), self.providers)
-        inputs = self.session.get_inputs()
-        self.input_names = [i.name for i in inputs]
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.input_dtypes = [ORT_DTYPES.get(i.type, np.float32) for i in inputs]
-        self.input_axes, self.output_axes, self.fixed_batch = io_layout(_dims(inputs), _dims(self.session.get_outputs()), spec)
+        session = _open_session(self.path, threads, self.providers)
+        self.session = session.session
+        self.input_names = [i["name"] for i in session.inputs]
+        self.output_names = session.output_names
+        self.input_dtypes = [i["dtype"] for i in session.inputs]
+        outputs = [[d if isinstance(d, int) and d > 0 else None for d in (o.shape or [])] for o in self.session.get_outputs()]
+        self.input_axes, self.output_axes, self.fixed_batch = io_layout([i["shape"] for i in session.inputs], outputs, spec)
 
     def run(self, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
         if len(inputs) != len(self.input_names):
@@ -97,15 +85,18 @@ def check_loads_in_child(path: str | Path, providers: list[str] | None = None, t
         )
 
 
-def _open_session(path: Path, options, providers: list[str]):
-    import onnxruntime as ort
-
+def _open_session(path: Path, threads: int | None, providers: list[str]) -> OrtSession:
+    """The device runner's onnxruntime session for ``path``, its errors as compress errors."""
     if not path.is_file():
         raise UsageError(f"ONNX file {path} not found; check the path")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:
-        text = str(exc)
+        return OrtSession(path, threads, providers)
+    except RunnerError as exc:
+        text = exc.detail or exc.message
+        if exc.kind == "missing_runtime":
+            raise EnvironmentFailure("onnxruntime is not installed: pip install onnxruntime") from None
+        if exc.kind == "provider_unavailable":
+            raise UsageError(f"{exc.message}; choose another provider") from None
         missing = re.search(r"Could not find an implementation for (\w+)\((\d+)\) node with name '([^']*)'", text)
         if missing:
             op, version, node = missing.groups()
@@ -115,15 +106,10 @@ def _open_session(path: Path, options, providers: list[str]):
                 op, node,
             ) from None
         if "INVALID_PROTOBUF" in text or "INVALID_GRAPH" in text or "Load model" in text:
-            raise UsageError(f"{path} is not a loadable ONNX model ({_first_line(exc)})") from None
-        raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {_first_line(exc)}") from None
+            raise UsageError(f"{path} is not a loadable ONNX model ({_first_line(text)})") from None
+        raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {_first_line(text)}") from None
 
 
-def _dims(values) -> list[list[int | None]]:
-    """Each value's shape with symbolic dims as None."""
-    return [[d if isinstance(d, int) and d > 0 else None for d in (v.shape or [])] for v in values]
-
-
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | str) -> str:
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:300]

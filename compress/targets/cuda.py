@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from compress.runtimes.base import runtime_for
 from compress.targets.base import RunRequest, RunResult, TargetSkipped
 from compress.targets.local import LocalTarget, describe_environment
 
@@ -51,8 +52,7 @@ class CudaTarget(LocalTarget):
     emulated = False
 
     def run(self, request: RunRequest) -> RunResult:
-        suffix = Path(request.artifact).suffix
-        runtime = request.runtime if request.runtime != "auto" else {".onnx": "onnxruntime", ".tflite": "litert"}.get(suffix, "torch")
+        runtime = request.runtime if request.runtime != "auto" else runtime_for(request.artifact)
         if runtime == "litert":
             raise TargetSkipped("LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)")
         self.gpu = gpu_visible()

@@ -26,16 +26,19 @@ import sys
 import time
 
 MARKER = "COMPRESS_RUNNER_JSON "
-SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pt2": "torch", ".pt": "torch"}
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pt2": "torch", ".pt": "torch"}  # = compress.formats'
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 MAX_SAMPLES = 100000  # --seconds mode stops here even if time is left
 
 
 class RunnerError(Exception):
-    """``kind``: missing_runtime | load_failed | run_failed | bad_arguments | provider_unavailable."""
+    """``kind``: missing_runtime | load_failed | run_failed | bad_arguments | provider_unavailable. ``detail``: the
+    runtime's own error text (compress.runtimes reads it to name a missing kernel)."""
 
-    def __init__(self, kind, message, code=3):
+    def __init__(self, kind, message, code=3, detail=""):
         super().__init__(message)
-        self.kind, self.message, self.code = kind, message, code
+        self.kind, self.message, self.code, self.detail = kind, message, code, detail
 
 
 def _first_line(exc):
@@ -72,20 +75,19 @@ class OrtSession:
         if missing:
             raise RunnerError("provider_unavailable", "onnxruntime %s has no %s (available: %s)" % (self.version, missing[0], ", ".join(available)))
         try:
-            self.session = ort.InferenceSession(path, sess_options=ort_session_options(ort, threads), providers=wanted)
+            self.session = ort.InferenceSession(str(path), sess_options=ort_session_options(ort, threads), providers=wanted)
         except Exception as exc:
-            raise RunnerError("load_failed", "onnxruntime %s could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)))
+            raise RunnerError("load_failed", "onnxruntime %s could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)),
+                              detail=str(exc))
         used = self.session.get_providers()
         if wanted[0] not in used:
             raise RunnerError("provider_unavailable", "onnxruntime fell back from %s to %s" % (wanted[0], ", ".join(used)))
         self.providers = used
-        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-                 "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-                 "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
         self.inputs = []
         for item in self.session.get_inputs():
             shape = [d if isinstance(d, int) and d > 0 else None for d in (item.shape or [])]
-            self.inputs.append({"name": item.name, "shape": shape, "dtype": types.get(item.type, np.float32), "quantization": None})
+            dtype = np.dtype(ORT_DTYPES.get(item.type, "float32")).type
+            self.inputs.append({"name": item.name, "shape": shape, "dtype": dtype, "quantization": None})
         self.output_names = [o.name for o in self.session.get_outputs()]
         first = self.inputs[0]["shape"] if self.inputs else []
         self.fixed_batch = first[batch_axis(first)] if first and first[batch_axis(first)] else None
@@ -102,7 +104,7 @@ class TfliteSession:
     name = "litert"
 
     def __init__(self, path, threads):
-        self.np = np = _import_numpy()
+        np = _import_numpy()
         try:
             from ai_edge_litert.interpreter import Interpreter
             import ai_edge_litert
@@ -115,19 +117,19 @@ class TfliteSession:
             except ImportError:
                 raise RunnerError("missing_runtime", "no TFLite runtime for %s (pip install ai-edge-litert or tflite-runtime)" % sys.executable)
         try:
-            self.interpreter = Interpreter(model_path=path, num_threads=int(threads) if threads else None)
+            self.interpreter = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
             self.interpreter.allocate_tensors()
         except Exception as exc:
-            raise RunnerError("load_failed", "LiteRT (%s) could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)))
+            raise RunnerError("load_failed", "LiteRT (%s) could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)),
+                              detail=str(exc))
         self.details = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self.inputs = []
         for detail in self.details:
             signature = list(detail.get("shape_signature", detail["shape"]))
             shape = [int(d) if d > 0 else None for d in signature]
-            scale, zero_point = detail["quantization"]
-            quant = (scale, zero_point) if scale and np.issubdtype(np.dtype(detail["dtype"]), np.integer) else None
-            self.inputs.append({"name": detail["name"], "shape": shape, "dtype": np.dtype(detail["dtype"]).type, "quantization": quant})
+            self.inputs.append({"name": detail["name"], "shape": shape, "dtype": np.dtype(detail["dtype"]).type,
+                                "quantization": tensor_quantization(detail)})
         first = self.inputs[0]["shape"] if self.inputs else []
         self.fixed_batch = first[0] if first and first[0] else None
         self.delegate = "XNNPACK (LiteRT default CPU delegate)"
@@ -143,20 +145,12 @@ class TfliteSession:
         self.outputs = self.interpreter.get_output_details()
 
     def run(self, arrays):
-        np = self.np
         if self.fixed_batch is None:
             self._resize(len(arrays[0]))
         for array, detail in zip(arrays, self.details):
             self.interpreter.set_tensor(detail["index"], array)
         self.interpreter.invoke()
-        results = []
-        for detail in self.outputs:
-            value = self.interpreter.get_tensor(detail["index"])
-            scale, zero_point = detail["quantization"]
-            if scale and np.issubdtype(value.dtype, np.integer):
-                value = ((value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-            results.append(value)
-        return results
+        return [dequantize(self.interpreter.get_tensor(d["index"]), tensor_quantization(d)) for d in self.outputs]
 
 
 class TorchSession:
@@ -289,15 +283,36 @@ def prepare(session, arrays):
             prepared.append(np.ascontiguousarray(array))
             continue
         spec = session.inputs[index]
-        dtype = np.dtype(spec["dtype"])
-        if spec["quantization"]:
-            scale, zero_point = spec["quantization"]
-            info = np.iinfo(dtype)
-            quantized = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
-            prepared.append(np.ascontiguousarray(np.clip(quantized, info.min, info.max).astype(dtype)))
-        else:
-            prepared.append(np.ascontiguousarray(array.astype(dtype, copy=False)))
+        prepared.append(np.ascontiguousarray(quantize(array, spec["dtype"], spec["quantization"])))
     return prepared
+
+
+def tensor_quantization(detail):
+    """``(scale, zero_point)`` of a LiteRT tensor stored as quantized integers, else None."""
+    np = _import_numpy()
+    scale, zero_point = detail["quantization"]
+    return (scale, zero_point) if scale and np.issubdtype(np.dtype(detail["dtype"]), np.integer) else None
+
+
+def quantize(array, dtype, quantization):
+    """``array`` in ``dtype``: with ``quantization`` (scale, zero point) the floats are quantized (rounded, clipped)."""
+    np = _import_numpy()
+    dtype = np.dtype(dtype)
+    if not quantization:
+        return array.astype(dtype, copy=False)
+    scale, zero_point = quantization
+    info = np.iinfo(dtype)
+    quantized = np.round(array.astype(np.float32) / np.float32(scale)) + zero_point
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def dequantize(value, quantization):
+    """A quantized output back in float32 (``quantization``: scale, zero point; None: returned as is)."""
+    np = _import_numpy()
+    if not quantization:
+        return value
+    scale, zero_point = quantization
+    return ((value.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
 def run_batch(session, arrays):

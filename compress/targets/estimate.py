@@ -48,7 +48,6 @@ CORES = {
     "cortex-x1": Core("Arm Cortex-X1", 3.0, 16, 64, 20.0, "4 x 128-bit FMA/SDOT pipes (flagship prime cores)"),
 }
 DEFAULT_CORE = "cortex-a76"
-INT8_ONNX_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulNBits"}
 
 
 def estimate_artifact(path: str | Path, core: str | None = None, batch: int = 1, peak_gops: float | None = None,
@@ -104,6 +103,8 @@ def onnx_costs(path: Path, batch: int) -> dict:
     import onnx
     from onnx import numpy_helper, shape_inference
 
+    from compress.export.onnx_quantize import INTEGER_OPS
+
     model = onnx.load(str(path))
     for value in model.graph.input:  # fix the batch axis so every shape is known
         dims = value.type.tensor_type.shape.dim
@@ -130,7 +131,7 @@ def onnx_costs(path: Path, batch: int) -> dict:
             if node.op_type in ("If", "Loop", "Scan"):
                 costs["uncounted_ops"].add(node.op_type)
             continue
-        int8 = node.op_type in INT8_ONNX_OPS or any(i in dequantized for i in node.input[:2])
+        int8 = node.op_type in INTEGER_OPS or any(i in dequantized for i in node.input[:2])
         costs["int8_macs" if int8 else "float_macs"] += macs
     costs["bytes_moved"] = costs["weight_bytes"] + activations
     return costs
@@ -164,9 +165,9 @@ def _onnx_macs(node, shapes: dict) -> int | None:
 
 
 def tflite_costs(path: Path, batch: int) -> dict:
-    from compress.runtimes.litert import load_interpreter_class
+    from compress.runtimes.litert import open_session
 
-    interpreter = load_interpreter_class()(model_path=str(path))
+    interpreter = open_session(path, None).interpreter
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()
     produced = {int(i) for op in ops for i in op["outputs"]}

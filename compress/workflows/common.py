@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-FORMATS = ("onnx", "tflite")
+from compress.formats import QuantizeJob, default_formats, get as get_format
+
+FORMATS = tuple(default_formats())
 
 
 def resolve_splits(handle, data, seed: int = 0, calib_samples: int = 256):
@@ -34,8 +36,6 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
                     bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[dict]:
     """Export ``handle`` to fp32 (and PTQ int8) ONNX/TFLite as ``{stem}.{precision}.{fmt}``, verify each file in its
     runtime on the test split, and return the report entries (with ``compressed_size_bytes``)."""
-    from compress.export.onnx_quantize import quantize_onnx
-    from compress.export.tflite import export_tflite
     from compress.passes.prune import compressed_size
     from compress.pipeline import verify_artifact
     from compress.rundir import located, staged
@@ -57,8 +57,7 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
         if int8:
             step(f"{prefix}int8 {fmt}: quantize and verify")
             out = staged(run_dir, f"{stem}.int8.{fmt}")
-            result = (quantize_onnx(located(run_dir, fp32), out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
-                      else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
+            result = quantize_int8(handle, fmt, out, located(run_dir, fp32), plan.calibration, seed)
             verify(out.name, result.precision, result.techniques, f"{prefix}int8-{fmt}", result.notes, result.float_ops)
     return entries
 
@@ -80,10 +79,11 @@ def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
 
 
 def export_fp32(handle, path: Path, fmt: str) -> None:
-    from compress.export.onnx import export_onnx
-    from compress.export.tflite import export_tflite
+    get_format(fmt).export_fp32(handle, path)
 
-    if fmt == "onnx":
-        export_onnx(handle, path)
-    else:
-        export_tflite(handle, path, "fp32", None)
+
+def quantize_int8(handle, fmt: str, out: Path, fp32: Path, calib_data, seed: int = 0):
+    """``fmt``'s static int8 file (what `compress quantize` makes with default settings) at ``out``; ``fp32`` is read
+    by the formats that quantize the fp32 file."""
+    record = get_format(fmt)
+    return record.quantize(QuantizeJob(handle, "int8", out, fp32 if record.quantizes_fp32_file else None, calib_data, seed=seed))

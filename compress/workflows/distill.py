@@ -85,7 +85,7 @@ def _save_student(student, run_dir: Path, split_seed: int, seed: int) -> Path:
 def _runtime_verdict(artifacts: list[dict]) -> str | None:
     """KD's benefit as measured on the exported fp32 files in their runtime (student vs no-KD twin)."""
     by_name = {a["name"]: a for a in artifacts}
-    for fmt in ("onnx", "tflite"):
+    for fmt in FORMATS:
         kd, plain = by_name.get(f"fp32-{fmt}"), by_name.get(f"no-kd-fp32-{fmt}")
         if kd and plain and kd["metrics"]["task"] and plain["metrics"]["task"]:
             a, b = kd["metrics"]["task"]["value"], plain["metrics"]["task"]["value"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.io import make_run_dir
-from compress.workflows.common import FORMATS, export_fp32, resolve_splits
+from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resolve_splits
 from compress.rundir import holds_run_dir, located, staged
 
 
@@ -64,12 +64,8 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
 
 def _project_ptq(handle, fmt, run_dir: Path, plan, seed: int, verify) -> dict:
     """The int8 file `compress quantize` makes (onnxruntime static QDQ / PT2E static TFLite), as the PTQ baseline."""
-    from compress.export.onnx_quantize import quantize_onnx
-    from compress.export.tflite import export_tflite
-
     out = staged(run_dir, f"model.ptq-int8.{fmt}")
-    result = (quantize_onnx(located(run_dir, "model.fp32.onnx"), out, "int8", plan.calibration, seed=seed) if fmt == "onnx"
-              else export_tflite(handle, out, "int8", plan.calibration, seed=seed))
+    result = quantize_int8(handle, fmt, out, located(run_dir, "model.fp32.onnx"), plan.calibration, seed)
     return verify(out.name, result.precision, [*handle.techniques, *result.techniques], f"ptq-int8-{fmt}", result.notes, result.float_ops)
 
 

@@ -1,0 +1,168 @@
+"""Artifact formats: one record per format, the one place suffixes, runtimes, exporters and quantizers are named.
+
+Everything that used to be its own list is derived from here: the format of a file (``format_of``), the runtime that
+opens it, the CLI's choices, the config validators and report.json's enums. An artifact may be several files
+(``ArtifactFormat.files``): its size and sha256 cover all of them.
+
+Example:
+    >>> format_of("runs/x/model.int8.tflite").name, runtime_of("m.onnx")
+    ('tflite', 'onnxruntime')
+    >>> get("onnx").filename("int8")
+    'model.int8.onnx'
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from compress.formats.precisions import PRECISIONS
+
+
+@dataclass
+class QuantizeJob:
+    """One file to write: ``handle`` quantized to ``precision`` at ``out``.
+
+    ``fp32``: the format's fp32 file when the format quantizes from it (``quantizes_fp32_file``), else None.
+    ``calibration``: the calibration method's name; ``calib_data``: the samples it calibrates on (None: random).
+    """
+
+    handle: Any
+    precision: str
+    out: Path
+    fp32: Path | None
+    calib_data: Any
+    calibration: str = "minmax"
+    per_channel: bool = True
+    exclude: list[str] = field(default_factory=list)
+    seed: int = 0
+    dynamic_op_types: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """One format. Only ``name``, ``suffixes`` and ``runtimes`` are required: a format without ``export_fp32`` and
+    ``quantize`` is verified and timed but never produced by `compress quantize` (``pt2``, ``torchscript``).
+
+    - ``suffixes``: file-name endings, the first one used for new files (``.onnx``; may have several dots).
+    - ``runtimes``: runtime names (compress.runtimes) that load it, the first one by default.
+    - ``precisions``: what ``quantize`` makes (names from compress.formats.precisions; fp32 is ``export_fp32``).
+    - ``export_fp32(handle, out)``: write the fp32 file; ``quantize(job) -> result`` with ``path``, ``precision``,
+      ``techniques``, ``float_ops``, ``notes``; ``preflight(handle, precision, fp32) -> [Finding]`` before any work;
+      ``float_ops(path, precision) -> [dict]``: the weighted ops a file left in float.
+    - ``quantizes_fp32_file``: ``quantize`` reads the fp32 file (exported before pre-flight); otherwise the fp32
+      file is exported only when asked for.
+    - ``unreachable(handle) -> reason | None``: why this source cannot become this format.
+    - ``files(path) -> [paths]``: every file the artifact consists of (default: the one file).
+    - ``default``: produced when no ``--format`` is given.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    precisions: tuple[str, ...] = ()
+    export_fp32: Callable | None = None
+    quantize: Callable | None = None
+    preflight: Callable | None = None
+    float_ops: Callable | None = None
+    quantizes_fp32_file: bool = False
+    unreachable: Callable[[Any], str | None] = lambda handle: None
+    files: Callable[[Path], list[Path]] = lambda path: [Path(path)]
+    default: bool = False
+
+    def filename(self, precision: str) -> str:
+        return f"model.{precision}{self.suffixes[0]}"
+
+    @property
+    def runtime(self) -> str:
+        return self.runtimes[0]
+
+
+FORMATS: dict[str, ArtifactFormat] = {}
+SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")  # what a model comes in as
+
+
+def schema_choices(names: Callable[[], Any]) -> dict:
+    """pydantic ``Field`` keywords that list ``names()`` as the JSON schema's enum, read each time a schema is
+    generated, so a format, precision or method registered later is listed (and accepted by report validation)."""
+    return {"json_schema_extra": lambda schema: schema.update(enum=list(names()))}
+
+
+def register(fmt: ArtifactFormat) -> ArtifactFormat:
+    """Add ``fmt`` (replacing a format of that name); its precisions must be registered ones."""
+    unknown = [p for p in fmt.precisions if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"format {fmt.name}: unknown precision {unknown[0]!r} (register it in compress.formats.precisions)")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def unregister(name: str) -> None:
+    FORMATS.pop(name, None)
+
+
+def formats() -> list[ArtifactFormat]:
+    return list(FORMATS.values())
+
+
+def get(name: str) -> ArtifactFormat:
+    """The format called ``name``; a ValueError naming the choices otherwise."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r}; choose from {', '.join(quantizable())}")
+    return FORMATS[name]
+
+
+def quantizable() -> tuple[str, ...]:
+    """Formats `compress quantize` can produce (they have an fp32 exporter)."""
+    return tuple(f.name for f in FORMATS.values() if f.export_fp32)
+
+
+def default_formats() -> list[str]:
+    return [f.name for f in FORMATS.values() if f.default]
+
+
+def find_format(path: str | Path) -> ArtifactFormat | None:
+    """The format whose suffix ``path`` ends with (the longest suffix wins: ``.toy.onnx`` before ``.onnx``)."""
+    name = Path(path).name
+    matches = [(len(s), f) for f in FORMATS.values() for s in f.suffixes if name.endswith(s)]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def format_of(path: str | Path) -> ArtifactFormat:
+    """The format of ``path``; a ValueError naming the known suffixes otherwise."""
+    found = find_format(path)
+    if found is None:
+        known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
+        raise ValueError(f"{path}: not an artifact compress knows (suffixes: {known})")
+    return found
+
+
+def runtime_of(path: str | Path) -> str:
+    return format_of(path).runtime
+
+
+def runtime_by_suffix() -> dict[str, str]:
+    """``{suffix: default runtime}`` over every format (what the device runner's own table must agree with)."""
+    return {s: f.runtime for f in FORMATS.values() for s in f.suffixes}
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    """Every file the artifact at ``path`` consists of (its format's ``files``; one file for unknown suffixes)."""
+    found = find_format(path)
+    return found.files(Path(path)) if found else [Path(path)]
+
+
+def artifact_size(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in artifact_files(path))
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The file's sha256; for a multi-file artifact, the sha256 of its files' ``name sha256`` lines."""
+    from compress.io import sha256_file
+
+    files = artifact_files(path)
+    if len(files) == 1:
+        return sha256_file(files[0])
+    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()

@@ -1,0 +1,59 @@
+"""The TFLite format: converted with litert-torch (PT2E / ai-edge-quantizer for the precisions), run in LiteRT.
+
+Example:
+    >>> from compress.formats import get
+    >>> get("tflite").runtime, get("tflite").filename("int8")
+    ('litert', 'model.int8.tflite')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.formats.precisions import quantized
+from compress.formats.registry import ArtifactFormat, QuantizeJob
+
+NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
+                "torch.export.save, or use --format onnx")
+
+
+def export_fp32(handle, out: Path) -> None:
+    from compress.export.tflite import export_tflite
+
+    export_tflite(handle, out, "fp32", None)
+
+
+def quantize(job: QuantizeJob):
+    from compress.export.tflite import export_tflite
+
+    result = export_tflite(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
+                           per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    if job.dynamic_op_types and job.precision == "int8":
+        result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
+                            "this file is static int8 throughout")
+    return result
+
+
+def preflight(handle, precision: str, fp32: Path | None) -> list:
+    if handle.module is None:
+        return []
+    from compress.export.tflite_preflight import tflite_preflight
+
+    return tflite_preflight(handle, precision)
+
+
+def float_ops(path: Path, handle, precision: str) -> list[dict]:
+    from compress.export.tflite import TfliteGraph
+
+    return TfliteGraph(Path(path).read_bytes(), handle.module if handle is not None else None).float_ops(precision, [])
+
+
+def unreachable(handle) -> str | None:
+    if handle.module is None:
+        return f"{handle.source_path} is an ONNX model: it can only be quantized to ONNX (use --format onnx)"
+    if handle.source_format == "torchscript":
+        return NEEDS_EXPORT
+    return None
+
+
+FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), precisions=quantized(), export_fp32=export_fp32,
+                        quantize=quantize, preflight=preflight, float_ops=float_ops, unreachable=unreachable, default=True)
