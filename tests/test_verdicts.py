@@ -85,7 +85,7 @@ def test_repair_makes_the_broken_lstm_meet_its_floor_on_samples_compress_never_s
     assert [s["step"] for s in steps[1:4]] == ["dynamic int8 for MatMul, Gemm", "percentile calibration", "entropy calibration"]
     assert [s["passed"] for s in steps] == [False] * (len(steps) - 1) + [True]
     assert int8["repair"]["kept"] == steps[-1]["step"] and steps[-1]["step"].startswith("keep float: ")
-    assert steps[-1]["techniques"] == int8["techniques"] and any(t.startswith("keep-float:") for t in int8["techniques"])
+    assert steps[-1]["techniques"] == int8["techniques"] and any(t["label"].startswith("keep-float:") for t in int8["techniques"])
     assert report["passed"] and not report["recommended"]["excluded"]
     assert "## Repair of int8-onnx" in (tmp_path / "report.md").read_text()
 

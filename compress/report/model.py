@@ -146,6 +146,14 @@ class Latency(Open):
     measured_on: MeasuredOn | None = Field(None, description="where and when the timing ran, under the host's timing lock")
 
 
+class Technique(Open):
+    """One technique applied to an artifact (compress.report.techniques): ``label`` is its one-line form, the other
+    fields spell it out (precision, scheme, calibration, per_channel...)."""
+
+    kind: str
+    label: str
+
+
 class RepairGate(Open):
     gate: str
     value: float | None
@@ -156,7 +164,7 @@ class RepairGate(Open):
 
 class RepairStepRecord(Open):
     step: str = Field(description="what was tried: 'as configured', 'dynamic int8 for MatMul, Gemm', 'keep float: proj', ...")
-    techniques: list[str]
+    techniques: list[Technique]
     size_bytes: int = Field(ge=0)
     passed: bool
     gates: list[RepairGate] = Field(description="every quality gate (labels or fidelity) of this attempt")
@@ -166,14 +174,6 @@ class Repair(Open):
     steps: list[RepairStepRecord] = Field(description="the file as configured first, then each step tried, in order")
     kept: str | None = Field(description="the step whose file was kept; null: none passed, the file as configured stays")
     summary: str
-
-
-class Technique(Open):
-    """One technique applied to an artifact (compress.report.techniques): ``label`` is its one-line form, the other
-    fields spell it out (precision, scheme, calibration, per_channel...)."""
-
-    kind: str
-    label: str
 
 
 class Artifact(Open):
