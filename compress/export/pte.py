@@ -62,7 +62,8 @@ PARTITIONER_LOGGER = "executorch.backends.xnnpack.partition"
 NOT_OPS = {"getitem", "executorch_call_delegate", "sym_size", "sym_size.int"}
 # Quantize/dequantize nodes inside a delegate are how XNNPACK reads int8 tensors, not ops it runs: not counted there.
 QDQ_OPS = {"quantize_per_tensor", "dequantize_per_tensor", "quantize_per_channel", "dequantize_per_channel", "choose_qparams"}
-PORTABLE_REASON = "the XNNPACK partitioner has no pattern for this op: it runs in ExecuTorch's portable kernels"
+PORTABLE = "runs in ExecuTorch's portable kernels"
+PORTABLE_REASON = f"not delegated to XNNPACK (the partitioner has no pattern for this op): {PORTABLE}"
 
 
 @dataclass
@@ -285,16 +286,16 @@ def _split_ops(graph: torch.fx.GraphModule, reasons: dict[str, str]) -> tuple[li
                           if _is_op(inner) and op_name(inner) not in QDQ_OPS]
         elif _is_op(node):
             why = reasons.get(node.name)
-            portable.append({**_op_row(node), "reason": f"XNNPACK partitioner: {why}{_dtypes(node)}" if why else PORTABLE_REASON})
+            portable.append({**_op_row(node), "reason": f"not delegated to XNNPACK ({why}{_dtypes(node)}): {PORTABLE}" if why else PORTABLE_REASON})
     return delegated, portable
 
 
 def _dtypes(node: torch.fx.Node) -> str:
-    """`` (int64 tensors: XNNPACK computes in float and int8 only)`` when the node reads non-float tensors."""
+    """``; it reads int64 tensors, XNNPACK computes in float and int8 only`` when the node reads such tensors."""
     kinds = sorted({str(arg.meta["val"].dtype).removeprefix("torch.") for arg in node.all_input_nodes
                     if isinstance(arg.meta.get("val"), torch.Tensor) and not arg.meta["val"].is_floating_point()
                     and arg.meta["val"].dtype not in (torch.int8, torch.uint8)})
-    return f" ({', '.join(kinds)} tensors: XNNPACK computes in float and int8 only)" if kinds else ""
+    return f"; it reads {', '.join(kinds)} tensors, XNNPACK computes in float and int8 only" if kinds else ""
 
 
 def _is_op(node: torch.fx.Node) -> bool:
