@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     from importlib.metadata import version
 
-    console = Console()
+    console = Console(width=160)
     load_start = os.getloadavg()[0]
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "runs": args.runs,
                "machine": {"description": f"{platform.machine()}, {os.cpu_count()} cpus", "loadavg_1m_at_start": round(load_start, 2)},
