@@ -166,3 +166,24 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
         with pytest.raises(EnvironmentFailure) as failure:
             attempt()
         assert str(failure.value) == "ExecuTorch is not installed (needed for .pte files): pip install 'compress[executorch]'"
+
+
+@needs_executorch
+def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist, tmp_path):
+    from compress.export.pte import export_pte
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    handle, splits, _, _, reference = mnist
+    kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), method="percentile", exclude=["classifier.3"])
+    assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-channel"
+    assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
+        ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]
+    labels = splits.test.y[0]
+    outputs = run_dataset(ExecuTorchRunner(kept.path), splits.test)[0]
+    assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
+    dynamic = export_pte(handle, tmp_path / "dynamic.pte", "int8-dynamic")
+    assert dynamic.precision == "int8-dynamic" and dynamic.coverage["portable"] == {}
+    assert sorted(r["layer"] for r in dynamic.float_ops) == ["features.0", "features.3", "features.6"]
+    assert all(r["op"] == "convolution" and "linear layers only" in r["reason"] for r in dynamic.float_ops)
+    outputs = run_dataset(ExecuTorchRunner(dynamic.path), splits.test)[0]
+    assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005

@@ -61,6 +61,7 @@ PARTITIONER_LOGGER = "executorch.backends.xnnpack.partition"
 # Nodes that are bookkeeping, not compute, outside or inside a delegate.
 NOT_OPS = {"getitem", "executorch_call_delegate", "sym_size", "sym_size.int"}
 # Quantize/dequantize nodes inside a delegate are how XNNPACK reads int8 tensors, not ops it runs: not counted there.
+WEIGHTED_OPS = {"convolution", "linear"}
 QDQ_OPS = {"quantize_per_tensor", "dequantize_per_tensor", "quantize_per_channel", "dequantize_per_channel", "choose_qparams"}
 PORTABLE = "runs in ExecuTorch's portable kernels"
 PORTABLE_REASON = f"not delegated to XNNPACK (the partitioner has no pattern for this op): {PORTABLE}"
@@ -104,7 +105,7 @@ def export_pte(
     batch = export_batch(handle)
     example = handle.input_spec.example_inputs(batch=batch, seed=0)
     content, techniques, lowered = build_pte(module, example, precision, calibration, method, per_channel, excluded, notes)
-    float_ops = lowered.portable_ops(excluded)
+    float_ops = lowered.float_ops(precision, excluded)
     notes.append(lowered.summary())
     notes.append(f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time")
     final = "mixed" if excluded and precision != "fp32" else precision
@@ -202,23 +203,26 @@ class Lowered:
     """A program lowered to XNNPACK: its bytes, the ops each side runs, and the partitioner's reasons."""
 
     content: bytes
-    delegated: list[dict]          # {"op", "node", "layer"} inside XNNPACK subgraphs (quantize/dequantize aside)
+    delegated: list[dict]          # {"op", "node", "layer", "int8"} inside XNNPACK subgraphs (quantize/dequantize aside)
     portable: list[dict]           # {"op", "node", "layer", "reason"} left to the portable kernels
 
     def coverage(self) -> dict:
         return {"delegated": _counts(self.delegated), "portable": _counts(self.portable)}
 
-    def portable_ops(self, excluded: list[str]) -> list[dict]:
-        """The non-delegated ops grouped by op and layer (``count``), with the reason."""
+    def float_ops(self, precision: str, excluded: list[str]) -> list[dict]:
+        """Ops grouped by op and layer (``count``) with the reason: every op left to the portable kernels, and under
+        int8 precisions the weighted ops XNNPACK runs in fp32 (excluded, or no int8 pattern for them)."""
         rows: dict[tuple, dict] = {}
-        for op in self.portable:
-            key = (op["op"], op["layer"])
+        fp32_weighted = [] if precision == "fp32" else [op for op in self.delegated if op["op"] in WEIGHTED_OPS and not op["int8"]]
+        for op in (*self.portable, *fp32_weighted):
+            key = (op["op"], op["layer"], "reason" in op)
             if key in rows:
                 rows[key]["count"] += 1
                 continue
-            reason = op["reason"]
-            if op["layer"] and any(op["layer"] == n or op["layer"].startswith(n + ".") for n in excluded):
-                reason = f"{KEPT_BY_EXCLUDE}; {reason}"
+            within = bool(op["layer"]) and any(op["layer"] == n or op["layer"].startswith(n + ".") for n in excluded)
+            reason = op.get("reason") or _fp32_reason(precision)
+            if within:
+                reason = f"{KEPT_BY_EXCLUDE}; {reason}" if "reason" in op else f"{KEPT_BY_EXCLUDE}: runs in XNNPACK in fp32"
             rows[key] = {"op": op["op"], "node": op["node"], "layer": op["layer"], "reason": reason, "count": 1}
         return list(rows.values())
 
@@ -282,12 +286,24 @@ def _split_ops(graph: torch.fx.GraphModule, reasons: dict[str, str]) -> tuple[li
     for node in graph.graph.nodes:
         if node.op == "get_attr" and node.name.startswith("lowered_module_"):
             lowered = getattr(graph, node.target)
-            delegated += [_op_row(inner) for inner in lowered.original_module.graph.nodes
+            delegated += [{**_op_row(inner), "int8": _int8_weight(inner)} for inner in lowered.original_module.graph.nodes
                           if _is_op(inner) and op_name(inner) not in QDQ_OPS]
         elif _is_op(node):
             why = reasons.get(node.name)
             portable.append({**_op_row(node), "reason": f"not delegated to XNNPACK ({why}{_dtypes(node)}): {PORTABLE}" if why else PORTABLE_REASON})
     return delegated, portable
+
+
+def _int8_weight(node: torch.fx.Node) -> bool:
+    """A linear/convolution whose weight (argument 1) is dequantized int8: XNNPACK runs it as an int8 kernel."""
+    weight = node.args[1] if len(node.args) > 1 else None
+    return isinstance(weight, torch.fx.Node) and weight.op == "call_function" and op_name(weight).startswith("dequantize")
+
+
+def _fp32_reason(precision: str) -> str:
+    if precision == "int8-dynamic":
+        return "int8-dynamic quantizes linear layers only: runs in XNNPACK in fp32"
+    return "XNNPACKQuantizer has no static int8 pattern for it here: runs in XNNPACK in fp32"
 
 
 def _dtypes(node: torch.fx.Node) -> str:

@@ -2,7 +2,8 @@
 
 A dry run of ``export_pte`` (same capture, quantizer and partitioner; int8 observers see a few random inputs instead
 of the calibration set), so its delegate coverage is what the real export gets: every op left to ExecuTorch's
-portable kernels, grouped by layer, with the partitioner's reason; or an error when the model does not lower at all.
+portable kernels, grouped by layer, with the partitioner's reason, and under int8 precisions the weighted ops that
+XNNPACK runs in fp32; or an error when the model does not lower at all.
 
 Example:
     >>> [f.message for f in pte_preflight(load_model("tokens.pt2"), "int8")][0]
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
-from compress.export.pte import build_pte, check_precision, exportable
+from compress.export.pte import PORTABLE, build_pte, check_precision, exportable
 from compress.export.tflite import export_batch, random_calibration
 from compress.model import ModelHandle
 from compress.runtimes.executorch import require_executorch
 
 DRY_RUN_SAMPLES = 4
+PORTABLE_ADVICE = "nothing to do for correctness; it costs speed (a portable kernel between XNNPACK subgraphs)"
 
 
 def pte_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
@@ -40,8 +42,8 @@ def pte_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
                 for note in notes if note.startswith("torch.export strict mode failed")]
     findings += [Finding("pte", row["op"], row["node"], row["layer"], "info",
                          f"{row['op']}×{row['count']} in {row['layer'] or 'the model'}: {row['reason']}",
-                         "nothing to do for correctness; it costs speed (a portable kernel between XNNPACK subgraphs)")
-                 for row in lowered.portable_ops([])]
+                         PORTABLE_ADVICE if PORTABLE in row["reason"] else "use --precision int8 (static) to quantize it too")
+                 for row in lowered.float_ops(precision, [])]
     return findings + [Finding("pte", "*", None, None, "info", lowered.summary(), "nothing to do")]
 
 
