@@ -15,8 +15,9 @@ format here), ``int8-weight`` and ``int4-weight`` (the XNNPACK partitioner lower
 dynamic-int8 patterns: weight-only linears would run in the portable kernels).
 
 Delegate coverage is the ``.pte`` counterpart of "stays float": ``float_ops`` lists the ops that are *not* lowered
-to XNNPACK and run in ExecuTorch's portable kernels, each with the partitioner's reason where it gave one.
-``exclude`` names torch layers (``classifier.1``) kept in float (still delegated, in fp32).
+to XNNPACK and run in ExecuTorch's portable kernels, each with the partitioner's reason where it gave one, and under
+int8 precisions the linear/convolution ops XNNPACK runs in fp32. ``exclude`` names torch layers (``classifier.1``)
+kept in float (still delegated, in fp32).
 
 The file is exported at a fixed batch (the program's own, else 1): a dynamic batch makes ``Flatten``'s reshape
 symbolic, which XNNPACK refuses, so it would split the graph. The same model, data and seed give the same bytes.
@@ -72,7 +73,7 @@ class PteResult:
     path: Path
     precision: str                 # fp32 | int8 | int8-dynamic | mixed
     techniques: list[str]
-    float_ops: list[dict] = field(default_factory=list)   # ops not delegated to XNNPACK: {"op", "node", "layer", "reason", "count"}
+    float_ops: list[dict] = field(default_factory=list)   # not delegated, or fp32 under int8: {"op", "node", "layer", "reason", "count"}
     notes: list[str] = field(default_factory=list)
     coverage: dict = field(default_factory=dict)          # {"delegated": {op: n}, "portable": {op: n}}
 
