@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""compress device runner: load one .onnx / .tflite (or torch) file, time it or run given inputs, print one JSON line.
+"""compress device runner: load one .onnx / .tflite / .pte (or torch) file, time it or run given inputs, print one JSON line.
 
 This single file is copied to every target (phone, board, emulator) and also runs locally, so every latency figure
 is measured by the same loop. It needs only numpy and one of onnxruntime, ai_edge_litert or tflite_runtime
-(torch for ``--runtime torch``), runs on Python 3.7+, and never imports compress (except, optionally, to load a
+(executorch and torch for ``.pte``; torch for ``--runtime torch``), runs on Python 3.7+, and never imports compress (except, optionally, to load a
 zoo checkpoint with ``--runtime torch``).
 
 Timing: the model is loaded (load time), run once (first inference), run ``--warmup`` times, then timed ``--runs``
@@ -26,7 +26,7 @@ import sys
 import time
 
 MARKER = "COMPRESS_RUNNER_JSON "
-SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pt2": "torch", ".pt": "torch"}  # = compress.formats'
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pte": "executorch", ".pt2": "torch", ".pt": "torch"}  # = compress.formats'
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 MAX_SAMPLES = 100000  # --seconds mode stops here even if time is left
@@ -153,6 +153,44 @@ class TfliteSession:
         return [dequantize(self.interpreter.get_tensor(d["index"]), tensor_quantization(d)) for d in self.outputs]
 
 
+class ExecuTorchSession:
+    """An ExecuTorch program's ``forward`` (XNNPACK delegate built into the pip runtime); ``threads`` sizes its pool."""
+
+    name = "executorch"
+    DTYPES = {0: "uint8", 1: "int8", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64", 11: "bool"}
+
+    def __init__(self, path, threads):
+        self.np = np = _import_numpy()
+        try:
+            import torch
+            from executorch.runtime import Runtime
+            from executorch.extension.pybindings import portable_lib
+        except ImportError:
+            raise RunnerError("missing_runtime", "executorch is not installed for %s (pip install executorch)" % sys.executable)
+        self.torch = torch
+        self.version = "executorch " + _dist_version("executorch")
+        if threads:
+            portable_lib._unsafe_reset_threadpool(int(threads))
+        try:
+            self.method = Runtime.get().load_program(path).load_method("forward")
+        except Exception as exc:
+            raise RunnerError("load_failed", "ExecuTorch (%s) could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)))
+        meta = self.method.metadata
+        self.inputs = []
+        for i in range(meta.num_inputs()):
+            info = meta.input_tensor_meta(i)
+            dtype = np.dtype(self.DTYPES.get(int(info.dtype()), "float32")).type
+            self.inputs.append({"name": "input_%d" % i, "shape": [int(d) for d in info.sizes()], "dtype": dtype, "quantization": None})
+        first = self.inputs[0]["shape"] if self.inputs else []
+        self.fixed_batch = first[0] if first else None
+        self.delegate = "XNNPACK (ExecuTorch delegate) + portable kernels"
+        self.providers = []
+
+    def run(self, arrays):
+        outputs = self.method.execute([self.torch.from_numpy(a) for a in arrays])
+        return [o.numpy() if isinstance(o, self.torch.Tensor) else self.np.asarray(o) for o in outputs]
+
+
 class TorchSession:
     """Eager PyTorch (CPU, or CUDA with ``--providers cuda``): .pt2, TorchScript, or a zoo checkpoint via compress."""
 
@@ -221,7 +259,8 @@ def resolve_runtime(path, runtime):
 
 def preimport(runtime):
     """Import the runtime's library before measuring memory and load time, so both count the model alone."""
-    names = {"onnxruntime": ["onnxruntime"], "litert": ["ai_edge_litert.interpreter", "tflite_runtime.interpreter"], "torch": ["torch"]}
+    names = {"onnxruntime": ["onnxruntime"], "litert": ["ai_edge_litert.interpreter", "tflite_runtime.interpreter"], "torch": ["torch"],
+             "executorch": ["executorch.runtime"]}
     for name in names.get(runtime, []):
         try:
             __import__(name)
@@ -236,6 +275,8 @@ def open_session(path, runtime, threads, providers):
         return OrtSession(path, threads, providers)
     if runtime == "litert":
         return TfliteSession(path, threads)
+    if runtime == "executorch":
+        return ExecuTorchSession(path, threads)
     if runtime == "torch":
         return TorchSession(path, threads, "cuda" if providers and "cuda" in providers else "cpu")
     raise RunnerError("bad_arguments", "unknown runtime %r" % runtime, code=2)
@@ -474,7 +515,7 @@ def measure(args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Time one model file, or run given inputs, and print one JSON line.")
     parser.add_argument("model", nargs="?")
-    parser.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert", "torch"])
+    parser.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert", "executorch", "torch"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=100)

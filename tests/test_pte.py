@@ -1,0 +1,189 @@
+"""The ExecuTorch path: real `.pte` programs lowered to XNNPACK, run in the real ExecuTorch runtime on the real splits."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress.data import load_dataset
+from compress.errors import EnvironmentFailure, UsageError
+from compress.model import ModelHandle, load_model
+from compress.runtimes.base import run_dataset
+from compress.spec import InputSpec, TensorSpec
+from compress.training import predict
+from tests.models_for_tests import MultiHead, TokenClassifier
+
+needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                                      reason="executorch is not installed: pip install 'compress[executorch]'")
+# What a .pte adds to its int8 weights, measured on mnist_cnn: the program flatbuffer (~3.8 KB), the XNNPACK graph
+# (~5.3 KB), and per output channel an int32 bias and fp32 scales. It is fixed, so small models pay most for it.
+PROGRAM_OVERHEAD = 10_000
+
+
+def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    return float((outputs.argmax(-1) == labels).mean())
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def mnist(zoo_checkpoint, tmp_path_factory):
+    from compress.export.pte import export_pte
+
+    handle = load_model(zoo_checkpoint("mnist_cnn", epochs=2))
+    splits = load_dataset(handle.dataset["name"]).split(int(handle.dataset.get("split_seed", 0)))
+    out = tmp_path_factory.mktemp("mnist-pte")
+    fp32 = export_pte(handle, out / "model.fp32.pte", "fp32")
+    int8 = export_pte(handle, out / "model.int8.pte", "int8", splits.calibration(256))
+    reference = predict(handle.module, splits.test)[0]
+    return handle, splits, fp32, int8, reference
+
+
+@needs_executorch
+def test_fp32_pte_matches_torch_at_any_batch(mnist):
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    handle, splits, fp32, _, reference = mnist
+    assert fp32.precision == "fp32" and fp32.techniques == ["export:executorch:xnnpack"] and fp32.float_ops == []
+    assert fp32.coverage["portable"] == {} and fp32.coverage["delegated"]["convolution"] == 3
+    runner = ExecuTorchRunner(fp32.path, threads=1)
+    assert runner.name == "executorch" and runner.input_names == ["input_0"] and runner.fixed_batch == 1
+    outputs = run_dataset(runner, splits.test, batch_size=64)[0]
+    assert np.abs(outputs - reference).max() < 1e-4
+    images = splits.test.x[0]
+    one, batch = runner.run((images[:1],))[0], runner.run((images[:32],))[0]
+    assert one.shape == (1, 10) and batch.shape == (32, 10)
+    np.testing.assert_array_equal(batch[:1], one)
+    with pytest.raises(UsageError, match="expects shape"):
+        runner.run((images[:2, :, :14],))
+
+
+@needs_executorch
+def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_path):
+    from compress.export.pte import export_pte
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    handle, splits, fp32, int8, reference = mnist
+    assert int8.precision == "int8"
+    assert int8.techniques == ["export:executorch:xnnpack", "ptq:int8-static:minmax:per-channel"]
+    assert int8.float_ops == [] and int8.coverage["portable"] == {}
+    assert {"convolution", "linear"} <= set(int8.coverage["delegated"])
+    assert any(note.startswith("delegate coverage: XNNPACK runs 12 of 12 compute ops") for note in int8.notes)
+    outputs = run_dataset(ExecuTorchRunner(int8.path), splits.test)[0]
+    labels = splits.test.y[0]
+    assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
+    params = sum(p.numel() for p in handle.module.parameters())
+    size = int8.path.stat().st_size
+    assert size <= 1.10 * params + PROGRAM_OVERHEAD   # measured 105,000 bytes for 93,322 parameters
+    assert size * 3.5 < fp32.path.stat().st_size
+    again = export_pte(handle, tmp_path / "again.int8.pte", "int8", splits.calibration(256))
+    assert _sha(again.path) == _sha(int8.path)
+
+
+@needs_executorch
+def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
+    from compress.export.pte import export_pte
+    from compress.export.pte_preflight import pte_preflight
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    torch.manual_seed(0)
+    model = TokenClassifier().eval()
+    spec = InputSpec((TensorSpec("ids", (-1, 12), "int64", 0, 50), TensorSpec("mask", (-1, 12), "int64", 0, 2)))
+    handle = ModelHandle(model, spec, "mem", "pickle", "")
+    result = export_pte(handle, tmp_path / "tokens.fp32.pte", "fp32")
+    runner = ExecuTorchRunner(result.path)
+    assert runner.input_dtypes == [np.int64, np.int64]
+    inputs = spec.example_inputs(batch=5, seed=1)
+    with torch.no_grad():
+        expected = model(*inputs).numpy()
+    assert np.abs(runner.run(tuple(t.numpy() for t in inputs))[0] - expected).max() < 1e-5
+    embedding = next(row for row in result.float_ops if row["op"] == "embedding")
+    assert embedding["layer"] == "embed" and "portable kernels" in embedding["reason"]
+    assert any("int64 tensors" in row["reason"] for row in result.float_ops)
+    assert "linear" in result.coverage["delegated"]
+    findings = pte_preflight(handle, "fp32")
+    assert any(f.format == "pte" and f.op == "embedding" and f.layer == "embed" and f.severity == "info" for f in findings)
+
+
+@needs_executorch
+def test_several_outputs_in_model_order(tmp_path):
+    from compress.export.pte import export_pte
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    torch.manual_seed(0)
+    model = MultiHead().eval()
+    handle = ModelHandle(model, InputSpec((TensorSpec("x", (-1, 8, 8)),)), "mem", "pickle", "")
+    result = export_pte(handle, tmp_path / "multi.fp32.pte", "fp32")
+    x = torch.randn(7, 8, 8)
+    outputs = ExecuTorchRunner(result.path).run((x.numpy(),))
+    with torch.no_grad():
+        expected = model(x)
+    assert [o.shape for o in outputs] == [(7, 10), (7, 32), (7, 4), (7, 1)]
+    assert max(float(np.abs(o - e.numpy()).max()) for o, e in zip(outputs, expected)) < 1e-5
+
+
+@needs_executorch
+def test_device_runner_times_a_pte(mnist):
+    """The one timing loop every target uses runs .pte files too."""
+    _, _, fp32, _, _ = mnist
+    runner = Path(__file__).resolve().parent.parent / "compress" / "targets" / "device_runner.py"
+    done = subprocess.run([sys.executable, str(runner), str(fp32.path), "--runs", "5", "--warmup", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    result = json.loads(done.stdout.split("COMPRESS_RUNNER_JSON ", 1)[1])
+    assert done.returncode == 0 and result["ok"] and result["environment"]["runtime"] == "executorch"
+    assert len(result["samples_ms"]) == 5 and result["fixed_batch"] == 1
+
+
+def test_unavailable_precisions_say_why():
+    from compress.export.pte import check_precision
+
+    for precision, why in (("int8-weight", "weight-only"), ("int4-weight", "int8-dynamic"), ("fp16", "half-precision")):
+        with pytest.raises(UsageError, match=why):
+            check_precision(precision)
+    with pytest.raises(UsageError, match="choose one of fp32, int8, int8-dynamic"):
+        check_precision("int3")
+
+
+def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    from compress.export.pte import export_pte
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    monkeypatch.setitem(sys.modules, "executorch", None)   # import executorch... now raises ImportError
+    monkeypatch.setitem(sys.modules, "executorch.runtime", None)
+    program = tmp_path / "model.pte"
+    program.write_bytes(b"\0" * 64)
+    handle = ModelHandle(MultiHead().eval(), InputSpec((TensorSpec("x", (-1, 8, 8)),)), "mem", "pickle", "")
+    for attempt in (lambda: ExecuTorchRunner(program), lambda: export_pte(handle, tmp_path / "m.pte", "fp32")):
+        with pytest.raises(EnvironmentFailure) as failure:
+            attempt()
+        assert str(failure.value) == "ExecuTorch is not installed (needed for .pte files): pip install 'compress[executorch]'"
+
+
+@needs_executorch
+def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist, tmp_path):
+    from compress.export.pte import export_pte
+    from compress.runtimes.executorch import ExecuTorchRunner
+
+    handle, splits, _, _, reference = mnist
+    kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), method="percentile", exclude=["classifier.3"])
+    assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-channel"
+    assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
+        ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]
+    labels = splits.test.y[0]
+    outputs = run_dataset(ExecuTorchRunner(kept.path), splits.test)[0]
+    assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
+    dynamic = export_pte(handle, tmp_path / "dynamic.pte", "int8-dynamic")
+    assert dynamic.precision == "int8-dynamic" and dynamic.coverage["portable"] == {}
+    assert sorted(r["layer"] for r in dynamic.float_ops) == ["features.0", "features.3", "features.6"]
+    assert all(r["op"] == "convolution" and "linear layers only" in r["reason"] for r in dynamic.float_ops)
+    outputs = run_dataset(ExecuTorchRunner(dynamic.path), splits.test)[0]
+    assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
