@@ -174,7 +174,7 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
     from compress.runtimes.executorch import ExecuTorchRunner
 
     handle, splits, _, _, reference = mnist
-    kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), method="percentile", exclude=["classifier.3"])
+    kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), calibration="percentile", exclude=["classifier.3"])
     assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-channel"
     assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
         ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]

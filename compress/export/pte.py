@@ -5,7 +5,8 @@ How each precision is made (``torch.export`` → ``to_edge_transform_and_lower(p
 - ``fp32``: the model as captured.
 - ``int8``: PT2E static quantization with ExecuTorch's ``XNNPACKQuantizer`` (symmetric int8 weights, per channel by
   default; int8 activations calibrated on the given samples, one batch of the export's size at a time).
-  ``--calibration`` maps to the PT2E activation observer exactly as on the TFLite path (``tflite.OBSERVERS``):
+  ``--calibration`` maps to the PT2E activation observer exactly as on the TFLite path (``runs_as["litert"]`` in
+  compress.formats.calibration):
   ``minmax`` and ``percentile`` are what they say; ``entropy`` has no KL-divergence observer in torchao, so it runs
   the L2-optimal HistogramObserver (XNNPACK's own default) and a note says so.
 - ``int8-dynamic``: ``XNNPACKQuantizer`` with dynamic activations for linear layers (int8 weights, activation
@@ -42,8 +43,9 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError
-from compress.export.tflite import (KEPT_BY_EXCLUDE, OBSERVERS, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
+from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
                                     export_batch, format_counts, random_calibration, resolve_exclude)
+from compress.formats.calibration import CALIBRATIONS, check_calibration
 from compress.io import atomic_path
 from compress.model import ModelHandle
 from compress.runtimes.executorch import require_executorch
@@ -82,30 +84,32 @@ def export_pte(
     handle: ModelHandle,
     out_path: str | Path,
     precision: str,
-    calibration: Dataset | None = None,
-    method: str = "minmax",
+    calib_data: Dataset | None = None,
+    calibration: str = "minmax",
     per_channel: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
     seed: int = 0,
 ) -> PteResult:
     """Write ``out_path``: ``handle``'s model as an XNNPACK-delegated ``.pte`` in ``precision``; ``exclude`` stays float.
 
-    ``calibration`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs and
-    a loud note says so.
+    ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs and
+    a loud note says so. ``calibration``: the method's name (compress.formats.calibration).
     """
     check_precision(precision)
-    if method not in OBSERVERS:
-        raise UsageError(f"unknown calibration method {method!r}; choose one of {', '.join(OBSERVERS)}")
+    try:
+        check_calibration(calibration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     module = exportable(handle)
     excluded = resolve_exclude(module, exclude)
     notes: list[str] = []
-    if precision == "int8" and calibration is None:
-        calibration = random_calibration(handle, seed)
-        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calibration.size} random inputs; "
+    if precision == "int8" and calib_data is None:
+        calib_data = random_calibration(handle, seed)
+        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                      "accuracy will suffer and is not measured against real data. Pass --data.")
     batch = export_batch(handle)
     example = handle.input_spec.example_inputs(batch=batch, seed=0)
-    content, techniques, lowered = build_pte(module, example, precision, calibration, method, per_channel, excluded, notes)
+    content, techniques, lowered = build_pte(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
     float_ops = lowered.float_ops(precision, excluded)
     notes.append(lowered.summary())
     notes.append(f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time")
@@ -134,15 +138,16 @@ def exportable(handle: ModelHandle) -> nn.Module:
     return eval_mode(handle.module)
 
 
-def build_pte(module: nn.Module, example: tuple, precision: str, calibration: Dataset | None, method: str,
+def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
               per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str], "Lowered"]:
     """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program."""
     require_executorch()
     techniques = ["export:executorch:xnnpack"]
     if precision == "int8":
-        module = _quantize(module, example, _static_config(method, per_channel), excluded, calibration, notes)
-        techniques.append(f"ptq:int8-static:{method}:{'per-channel' if per_channel else 'per-tensor'}")
-        notes.append(f"calibration {method}: activation observer {OBSERVERS[method]}; {calibration.size} samples from {calibration.split_name}")
+        module = _quantize(module, example, _static_config(calibration, per_channel), excluded, calib_data, notes)
+        techniques.append(f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}")
+        notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
+                     f"{calib_data.size} samples from {calib_data.split_name}")
     elif precision == "int8-dynamic":
         module = _quantize(module, example, _dynamic_config(per_channel), excluded, None, notes)
         techniques.append(f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}")
@@ -154,11 +159,11 @@ def build_pte(module: nn.Module, example: tuple, precision: str, calibration: Da
 # --- quantization -------------------------------------------------------------------------------------------------
 
 
-def _static_config(method: str, per_channel: bool):
+def _static_config(calibration: str, per_channel: bool):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(method).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(calibration).with_args(eps=2**-12))
     return dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
 
@@ -168,7 +173,7 @@ def _dynamic_config(per_channel: bool):
     return get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=True)
 
 
-def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], calibration: Dataset | None,
+def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], calib_data: Dataset | None,
               notes: list[str]) -> nn.Module:
     """PT2E with XNNPACKQuantizer: prepare, observe (calibration batches, or the example for dynamic), convert."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
@@ -184,10 +189,10 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
     try:
         prepared = prepare_pt2e(_capture(module, example, notes), quantizer)
         with torch.no_grad(), _one_thread():
-            if calibration is None:
+            if calib_data is None:
                 prepared(*example)
             else:
-                for inputs, _ in calibration.batches(_batch_of(example, calibration), pad=True):
+                for inputs, _ in calib_data.batches(_batch_of(example, calib_data), pad=True):
                     prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
         return eval_mode(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):

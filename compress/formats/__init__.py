@@ -1,22 +1,22 @@
 """Registries: artifact formats, precisions and calibration methods (one record per concept, one place each).
 
 Adding a format is one module that builds an ``ArtifactFormat`` plus one ``register`` call (README: "Extending
-compress"). The built-in formats are registered here: onnx, tflite (produced by `compress quantize`), pt2 and
-torchscript (verified and timed).
+compress"). The built-in formats are registered here: onnx, tflite (produced by `compress quantize` by default),
+pte (ExecuTorch, with --format pte), pt2 and torchscript (verified and timed).
 
 Example:
     >>> from compress.formats import format_of, get, quantizable
     >>> quantizable(), format_of("model.int8.tflite").runtime
     (('onnx', 'tflite'), 'litert')
 """
-from compress.formats import onnx as _onnx, pytorch as _pytorch, tflite as _tflite
+from compress.formats import onnx as _onnx, pte as _pte, pytorch as _pytorch, tflite as _tflite
 from compress.formats.calibration import CALIBRATIONS, CalibrationMethod, register_calibration
 from compress.formats.precisions import PRECISIONS, Precision, register_precision
 from compress.formats.registry import (ArtifactFormat, QuantizeJob, artifact_files, artifact_sha256, artifact_size,
                                        default_formats, find_format, format_of, formats, get, quantizable, register,
                                        runtime_by_suffix, runtime_of, schema_choices, unregister)
 
-for _format in (_onnx.FORMAT, _tflite.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
+for _format in (_onnx.FORMAT, _tflite.FORMAT, _pte.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
     register(_format)
 
 __all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "PRECISIONS", "Precision", "QuantizeJob",

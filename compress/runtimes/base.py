@@ -22,6 +22,7 @@ RUNTIME_MODULES = {  # runtime name -> its runner class; the format registry (co
     "onnxruntime": "compress.runtimes.onnxruntime:OrtRunner",
     "litert": "compress.runtimes.litert:LiteRTRunner",
     "torch": "compress.runtimes.torch_eager:TorchRunner",
+    "executorch": "compress.runtimes.executorch:ExecuTorchRunner",
 }
 
 

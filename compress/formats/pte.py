@@ -1,0 +1,53 @@
+"""The ExecuTorch format: a ``.pte`` program lowered to the XNNPACK delegate, run in ExecuTorch's runtime.
+
+Optional: needs ``pip install 'compress[executorch]'``; without it every ``.pte`` step fails with one line naming the
+extra. Precisions: fp32, static int8 and dynamic int8 (XNNPACK lowers nothing else; compress.export.pte says why).
+
+Example:
+    >>> from compress.formats import get
+    >>> get("pte").runtime, get("pte").filename("int8")
+    ('executorch', 'model.int8.pte')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.formats.registry import ArtifactFormat, QuantizeJob
+
+PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.export.pte.PRECISIONS
+
+
+def export_fp32(handle, out: Path) -> None:
+    from compress.export.pte import export_pte
+
+    export_pte(handle, out, "fp32")
+
+
+def quantize(job: QuantizeJob):
+    from compress.export.pte import export_pte
+
+    result = export_pte(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
+                        per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    if job.dynamic_op_types and job.precision == "int8":
+        result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
+                            "this file is static int8 throughout (use --precision int8-dynamic for dynamic linears)")
+    return result
+
+
+def preflight(handle, precision: str, fp32: Path | None) -> list:
+    from compress.export.pte_preflight import pte_preflight
+
+    return pte_preflight(handle, precision)
+
+
+def unreachable(handle) -> str | None:
+    if handle.module is None:
+        return f"{handle.source_path} is an ONNX model: a .pte needs the torch model (use --format onnx)"
+    if handle.source_format == "torchscript":
+        return ("pte needs a torch.export-able model; TorchScript cannot be lowered: save a .pt2 with "
+                "torch.export.save, or use --format onnx")
+    return None
+
+
+FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), precisions=PRECISIONS, export_fp32=export_fp32,
+                        quantize=quantize, preflight=preflight, unreachable=unreachable)
