@@ -187,3 +187,25 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
     assert all(r["op"] == "convolution" and "linear layers only" in r["reason"] for r in dynamic.float_ops)
     outputs = run_dataset(ExecuTorchRunner(dynamic.path), splits.test)[0]
     assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
+
+
+@needs_executorch
+def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zoo_checkpoint, cli, tmp_path):
+    """`compress quantize --format onnx,tflite,pte`: every file verified in its own runtime on the test split, the
+    int8 .pte within 0.5 pt of the reference, and the recommendation chosen among all three formats."""
+    from compress.report import validate_report
+
+    result = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx,tflite,pte", "--runs", "10",
+                 "--out", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    validate_report(report)
+    artifacts = {a["name"]: a for a in report["artifacts"]}
+    assert {"fp32-pte", "int8-pte", "int8-onnx", "int8-tflite"} <= set(artifacts)
+    int8 = artifacts["int8-pte"]
+    assert int8["verified_in"] == ["executorch"] and (tmp_path / "model.int8.pte").is_file()
+    assert int8["metrics"]["degradation"] <= 0.005 and int8["latency"][0]["p50_ms"] > 0
+    assert any("delegate coverage" in note for note in int8["notes"])
+    assert set(report["recommended"]["by_format"]) >= {"onnx", "tflite", "pte"}
+    refused = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "pte", "--precision", "fp16", "--out", tmp_path / "fp16")
+    assert refused.exit_code == 2 and "not available for .pte" in refused.stderr
