@@ -23,6 +23,7 @@ from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
+from compress.passes.registry import searchable
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 from compress.rundir import holds_run_dir, located, staged
 
@@ -45,13 +46,20 @@ class QuantizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     formats: list[Format] = Field(default_factory=lambda: ["onnx", "tflite"], description="Artifact formats to produce.")
-    precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.")
-    calibration: Literal["minmax", "percentile", "entropy"] = "minmax"
-    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
-    per_channel: bool = True
-    exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
+    precisions: list[str] = Field(default_factory=lambda: ["int8"], description=f"Any of {', '.join(PRECISIONS)}.",
+                                  json_schema_extra=searchable("precisions", ["int8", "int8-dynamic"], options=["int8", "int8-dynamic"]))
+    calibration: Literal["minmax", "percentile", "entropy"] = Field("minmax", json_schema_extra=searchable(
+        "calibrations", ["minmax", "percentile", "entropy"]))
+    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).",
+                               json_schema_extra=searchable("calib_samples", [128, 256, 512], description=f"Calibration sample counts (each at most {MAX_SAMPLES:,})."))
+    per_channel: bool = Field(True, json_schema_extra=searchable("per_channel", [True, False]))
+    exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).",
+                               json_schema_extra=searchable("keep_float_max", 2, kind="max", le=MAX_LAYERS, description=(
+                                   f"Up to this many of the most sensitive layers stay in float (at most {MAX_LAYERS:,}).")))
     dynamic_op_types: list[str] = Field(default_factory=list, description=(
-        f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
+        f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."),
+        json_schema_extra=searchable("dynamic_op_types", [[], ["MatMul", "Gemm"]], description=(
+            "With int8: op types quantized dynamically, the rest static ([]: all static).")))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
     auto_fallback: bool = Field(False, description="Keep the most sensitive layers in float until max_degradation holds.")
     max_fallback_layers: int = Field(4, ge=1, le=MAX_LAYERS, description=f"At most this many layers fall back to float (at most {MAX_LAYERS:,}).")

@@ -41,6 +41,7 @@ from torch import nn
 from compress.data import Splits
 from compress.errors import EnvironmentFailure, UsageError
 from compress.model import ModelHandle
+from compress.passes.registry import searchable
 from compress.passes.schedule import POWERS, polynomial_schedule, ramp_epochs, torch_pruning_scheduler
 from compress.training import set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
@@ -58,12 +59,15 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = Field("magnitude", description="magnitude, l1-structured, l2-structured, or N:M such as 2:4.")
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="Fraction of weights (magnitude) or channels (structured) removed; N:M fixes it at 1 - N/M.")
+    method: str = Field("magnitude", description="magnitude, l1-structured, l2-structured, or N:M such as 2:4.", json_schema_extra=searchable(
+        "prune_methods", ["none", "l1-structured"], options=["none", "l1-structured", "magnitude"], off="none"))
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="Fraction of weights (magnitude) or channels (structured) removed; N:M fixes it at 1 - N/M.",
+                            json_schema_extra=searchable("prune_sparsity", [0.2, 0.6], kind="range"))
     scope: Literal["layer", "global"] = Field("layer", description="layer: every layer at the target; global: one ranking across layers.")
     layer_sparsity: dict[str, float] = Field(default_factory=dict, description="Per-layer targets overriding `sparsity`, e.g. {features.0: 0.2}.")
     skip: list[str] = Field(default_factory=list, description="Layers never pruned (torch module names; a parent name covers its children).")
-    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description=f"Epochs of fine-tuning on the train split while sparsity ramps to the target (at most {MAX_EPOCHS:,}).")
+    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description=f"Epochs of fine-tuning on the train split while sparsity ramps to the target (at most {MAX_EPOCHS:,}).",
+                                 json_schema_extra=searchable("finetune_epochs", [2, 4], description=f"Fine-tuning epochs after pruning (each at most {MAX_EPOCHS:,})."))
     schedule: Literal["cubic", "linear", "one-shot"] = Field("cubic", description="How sparsity ramps during fine-tuning.")
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description=f"Training batch size (at most {MAX_BATCH:,}).")
