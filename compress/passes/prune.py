@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from compress.data import Splits
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.model import ModelHandle
 from compress.passes.registry import searchable
 from compress.passes.schedule import POWERS, polynomial_schedule, ramp_epochs, torch_pruning_scheduler
@@ -386,7 +386,7 @@ class _ChannelPruner:
                 root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
             )
         except Exception as exc:
-            raise EnvironmentFailure(f"torch-pruning could not trace the model's dependencies: {_first_line(exc)}") from None
+            raise EnvironmentFailure(f"torch-pruning could not trace the model's dependencies: {first_line(exc, 240)}") from None
         self.module = module
         self.pruned_layers: list[str] = []
         self._shapes = {n: _shape_of(m) for n, m in named.items() if n}
@@ -395,7 +395,7 @@ class _ChannelPruner:
         try:
             self.pruner.step()
         except Exception as exc:
-            raise EnvironmentFailure(f"torch-pruning failed to remove channels: {_first_line(exc)}") from None
+            raise EnvironmentFailure(f"torch-pruning failed to remove channels: {first_line(exc, 240)}") from None
         self.pruned_layers = [n for n, m in self.module.named_modules() if n and _shape_of(m) != self._shapes.get(n)]
         if not self.pruned_layers:
             raise UsageError("structured pruning found no channel it may remove (every layer is an output, skipped, "
@@ -443,7 +443,7 @@ def _check_outputs(module: nn.Module, handle: ModelHandle, expected: list[tuple]
         try:
             got = _output_shapes(module, example)
         except Exception as exc:
-            raise EnvironmentFailure(f"the pruned model no longer runs ({_first_line(exc)}); skip the layer with --skip") from None
+            raise EnvironmentFailure(f"the pruned model no longer runs ({first_line(exc, 240)}); skip the layer with --skip") from None
     if got != expected:
         raise EnvironmentFailure(f"pruning changed the model's outputs {expected} -> {got}; skip the output layer with --skip")
 
@@ -506,6 +506,3 @@ def _module_copy(handle: ModelHandle) -> nn.Module:
     return module
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:240]

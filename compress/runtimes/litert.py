@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.runtimes.base import io_layout
 from compress.targets.device_runner import run_in_chunks
 
@@ -52,7 +52,7 @@ class LiteRTRunner:
             self.interpreter = interpreter_class(model_path=str(self.path), num_threads=int(threads) if threads else None)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise UsageError(f"{self.path} is not a loadable TFLite model ({_first_line(exc)})") from None
+            raise UsageError(f"{self.path} is not a loadable TFLite model ({first_line(exc)})") from None
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         input_names, output_names = _signature_names(self.interpreter)
@@ -89,7 +89,7 @@ class LiteRTRunner:
                 interpreter.set_tensor(detail["index"], np.ascontiguousarray(array))
             interpreter.invoke()
         except (ValueError, RuntimeError) as exc:
-            raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+            raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {first_line(exc)}") from None
         return [_from_output(interpreter.get_tensor(d["index"]), d) for d in self.outputs]
 
 
@@ -130,6 +130,3 @@ def _from_output(array: np.ndarray, detail: dict) -> np.ndarray:
     return array
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
