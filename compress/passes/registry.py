@@ -67,6 +67,13 @@ def register_pass(name: str, config: str | type, handler: str | Callable, produc
     return PASSES[name]
 
 
+def unregister_pass(name: str) -> None:
+    """Remove a registered pass (a plugin's tests clean up with it)."""
+    PASSES.pop(name, None)
+    for listener in _listeners:
+        listener()
+
+
 def on_register(listener: Callable[[], None]) -> None:
     """Call ``listener`` after every registration (caches derived from the registry clear themselves)."""
     _listeners.append(listener)
