@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from compress.data import Dataset, Splits
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import UsageError
 from compress.compat import litert_qat_annotation_fix
 from compress.model import ModelHandle
 from compress.training import fit, predict, set_graph_training, set_mode
