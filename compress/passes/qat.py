@@ -46,9 +46,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from compress.compat import litert_qat_annotation_fix
 from compress.data import Dataset, Splits
 from compress.errors import UsageError
-from compress.compat import litert_qat_annotation_fix
 from compress.model import ModelHandle
 from compress.training import fit, predict, set_graph_training, set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
