@@ -85,3 +85,28 @@ def test_a_registered_pass_config_is_validated_like_the_built_in_ones(plugins):
     unregister_pass("round")
     with pytest.raises(RecipeError, match="unknown stage 'round'"):
         parse_recipe("model: {source: zoo:mnist_cnn}\nstages: [{round: {}}]\n", "r.yaml")
+
+
+def test_search_space_comes_from_the_pass_fields_and_their_validators():
+    from compress.passes.prune import PruneConfig
+    from compress.quantize import QuantizeConfig
+    from compress.tune.config import SearchSpace
+
+    assert SearchSpace().calib_samples == QuantizeConfig.model_fields["calib_samples"].json_schema_extra["search"]["default"]
+    assert PruneConfig.model_json_schema()["properties"]["method"]["search"]["name"] == "prune_methods"  # in the recipe schema too
+    assert SearchSpace().prune_sparsity == (0.2, 0.6)
+    with pytest.raises(ValueError, match="dynamic_op_types \\['Relu'\\]: op type 'Relu' cannot be quantized dynamically"):
+        SearchSpace(dynamic_op_types=[["Relu"]])
+    with pytest.raises(ValueError, match="calib_samples"):
+        SearchSpace(calib_samples=[0])
+    assert SearchSpace(prune_methods=[]).prune_methods == []  # empty: pruning off
+
+
+def test_an_untested_litert_torch_stops_with_the_tested_range(monkeypatch):
+    from compress import compat
+    from compress.errors import EnvironmentFailure
+
+    monkeypatch.setitem(compat.TESTED, "litert-torch", ("0.1", "0.2"))
+    with pytest.raises(EnvironmentFailure, match=r"litert-torch .* is untested.*litert-torch>=0\.1,<0\.2"):
+        with compat.litert_strict_qdq():
+            pass
