@@ -3,7 +3,9 @@
 litert-torch has no public switch for two things compress needs, so its internals are patched for the duration of a
 call: strict QDQ conversion (:func:`litert_strict_qdq`) and conv+BN pattern matching for QAT
 (:func:`litert_qat_annotation_fix`). A litert-torch outside :data:`TESTED` stops with EnvironmentFailure (exit 3)
-that says which versions work, instead of a patch silently missing its target.
+that says which versions work, instead of a patch silently missing its target. torch internals are only read (what
+its program deserializer resolves, its sympy functions, the quantized_decomposed ops): :func:`torch_private` names
+the tested torch range when one has moved.
 
 Example:
     >>> with litert_strict_qdq():
@@ -17,8 +19,8 @@ import re
 
 from compress.errors import EnvironmentFailure
 
-# package -> (lowest tested, first untested): the versions whose internals the patches below were checked against
-TESTED: dict[str, tuple[str, str]] = {"litert-torch": ("0.10", "0.11")}
+# package -> (lowest tested, first untested): the versions whose internals the code below was checked against
+TESTED: dict[str, tuple[str, str]] = {"litert-torch": ("0.10", "0.11"), "torch": ("2.6", "2.15")}
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -83,3 +85,22 @@ def litert_qat_annotation_fix():
         yield
     finally:
         utils._get_aten_graph_module_for_pattern = original
+
+
+def torch_private(module: str, name: str | None = None):
+    """``import module`` (and its attribute ``name``) from torch's internals; EnvironmentFailure naming the tested
+    torch range when this torch no longer has it.
+
+    Example: ``torch_private("torch._export.serde.serialize", "_SYM_OPS")``
+    """
+    import importlib
+
+    try:
+        found = importlib.import_module(module)
+        return getattr(found, name) if name else found
+    except (ImportError, AttributeError):
+        import torch
+
+        low, high = TESTED["torch"]
+        raise EnvironmentFailure(f"torch {torch.__version__} has no {module}{'.' + name if name else ''}, which compress reads; "
+                                 f"compress supports torch>={low},<{high} (constraints.txt pins the tested one: pip install -c constraints.txt -e .)") from None
