@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested versions of every dependency: a fresh machine gets what the suite passed with
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.13.*"
-	$(BIN)/python -m pip install -q -e ".[test,executorch]"
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.*"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,executorch]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -31,6 +31,8 @@ _API = {
     "benchmark_artifact": "compress.benchmark",
     "verify_on_targets": "compress.targets.parity",
     "estimate_artifact": "compress.targets.estimate",
+    "register_pass": "compress.passes.registry",
+    "register_target": "compress.targets.base",
 }
 
 

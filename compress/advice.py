@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import re
 
+from compress.latency import device_p50, device_timing
+
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
 SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32)")
 
 
-def _local(artifact: dict) -> dict | None:
-    local = [entry for entry in artifact.get("latency", []) if not entry.get("emulated") and entry.get("batch", 1) == 1
-             and entry.get("p50_ms") is not None]
-    return local[0] if local else None
-
-
-def _p50(artifact: dict) -> float | None:
-    entry = _local(artifact)
-    return entry["p50_ms"] if entry else None
-
 
 def speed_verdict(candidate: dict, baseline: dict) -> str:
     """``"faster"``, ``"slower"`` or ``"same"``: faster/slower only when the medians' 95 % CIs do not overlap."""
-    own, base = _local(candidate), _local(baseline)
+    own, base = device_timing(candidate), device_timing(baseline)
     if not own or not base or not own.get("median_ci95_ms") or not base.get("median_ci95_ms"):
         return "same"
     (low, high), (base_low, base_high) = own["median_ci95_ms"], base["median_ci95_ms"]
@@ -68,14 +60,14 @@ def _reasons(artifact: dict, fp32_ms: float) -> list[str]:
 def explain_speed(artifacts: list[dict]) -> None:
     """Set ``speedup_vs_fp32`` on each compressed artifact and one speed note (replacing an earlier one): faster,
     not faster (with why), or the same speed when the confidence intervals overlap."""
-    fp32 = {a["format"]: a for a in artifacts if a["precision"] == "fp32" and _p50(a) is not None}
+    fp32 = {a["format"]: a for a in artifacts if a["precision"] == "fp32" and device_p50(a) is not None}
     for artifact in artifacts:
         artifact["notes"] = [n for n in artifact.get("notes", []) if not SPEED_NOTE.match(n)]
-        base_entry, own = fp32.get(artifact["format"]), _p50(artifact)
+        base_entry, own = fp32.get(artifact["format"]), device_p50(artifact)
         if artifact["precision"] == "fp32" or base_entry is None or own is None or own == 0:
             artifact.pop("speedup_vs_fp32", None)
             continue
-        base = _p50(base_entry)
+        base = device_p50(base_entry)
         artifact["speedup_vs_fp32"] = round(base / own, 3)
         verdict = speed_verdict(artifact, base_entry)
         figures = f"{own:.3f} ms vs {base:.3f} ms at batch 1"
@@ -101,16 +93,16 @@ def evidence(artifact: dict) -> str:
 
 
 def _pick(candidates: list[dict]) -> dict | None:
-    timed = [a for a in candidates if _p50(a) is not None]
+    timed = [a for a in candidates if device_p50(a) is not None]
     if not timed:
         return None
-    fastest = min(timed, key=_p50)
+    fastest = min(timed, key=device_p50)
     same = [a for a in timed if speed_verdict(a, fastest) != "slower"]
-    choice = min(same, key=lambda a: (a["size_bytes"], _p50(a)))
+    choice = min(same, key=lambda a: (a["size_bytes"], device_p50(a)))
     return {
         "artifact": choice["name"],
         "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates and are not slower than "
-                f"the fastest beyond the 95 % intervals (p50 {_p50(choice):.3f} ms vs best {_p50(fastest):.3f} ms), {evidence(choice)}"),
+                f"the fastest beyond the 95 % intervals (p50 {device_p50(choice):.3f} ms vs best {device_p50(fastest):.3f} ms), {evidence(choice)}"),
     }
 
 

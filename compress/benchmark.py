@@ -203,8 +203,7 @@ def _torch_inputs(path: Path, batch: int) -> tuple[np.ndarray, ...]:
     from compress.model import load_model
 
     spec = load_model(path).input_spec
-    rng = np.random.default_rng(0)
-    return spec.to_model([t.random(spec.fixed_batch or batch, rng) for t in spec.tensors])
+    return spec.random_inputs(spec.fixed_batch or batch)
 
 
 # --- report.json ----------------------------------------------------------------------------------------------------

@@ -59,3 +59,16 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)
     return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec)
+
+
+def model_splits(handle: ModelHandle, data: str | None, seed: int = 0):
+    """Train/val/test splits for a pass: ``data`` (or the model's own dataset) split with the model's split seed.
+
+    None when there is no data at all (a pass that needs labels says so itself).
+
+    Example:
+        >>> model_splits(handle, None).train.x.shape[0]     # a zoo checkpoint: its dataset, its split seed
+        1077
+    """
+    name = data or (handle.dataset or {}).get("name")
+    return resolve_data(name).split((handle.dataset or {}).get("split_seed", seed)) if name else None

@@ -27,3 +27,15 @@ class GateFailed(CompressError):
     """A quality gate failed; the artifacts are still written. Exit 1."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), cut at ``limit`` characters: what one-line
+    errors quote from an upstream failure.
+
+    Example:
+        >>> first_line(ValueError("bad shape\\n  at layer 3"))
+        'bad shape'
+    """
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]

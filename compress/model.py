@@ -299,7 +299,9 @@ def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | Non
     from compress.safe_load import TRUST_HINT, check_program_archive
 
     check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  registers the quantize/dequantize ops of a QAT graph
+    from compress.compat import torch_private
+
+    torch_private("torch.ao.quantization.fx._decomposed")  # registers the quantize/dequantize ops of a QAT graph
 
     try:
         return torch.export.load(str(path), extra_files=extra_files)

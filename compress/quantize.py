@@ -19,13 +19,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from compress import formats as registry
 from compress.formats.calibration import calibration_names, check_calibration
 from compress.formats.onnx import DYNAMIC_OP_TYPES
-from compress.formats.precisions import check_precisions, exported, quantized
+from compress.formats.precisions import check_precisions, exported, quantized, tunable
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
+from compress.passes.registry import searchable
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 from compress.rundir import holds_run_dir, located, staged
 
@@ -64,15 +65,21 @@ class QuantizeConfig(BaseModel):
     formats: Formats = Field(default_factory=registry.default_formats, description=(
         f"Artifact formats to produce: {', '.join(registry.quantizable())}."))
     precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, quantized))] = Field(
-        default_factory=lambda: ["int8"], description=f"Any of {', '.join(quantized())}.")
+        default_factory=lambda: ["int8"], description=f"Any of {', '.join(quantized())}.",
+        json_schema_extra=searchable("precisions", ["int8", "int8-dynamic"], options=list(tunable())))
     calibration: Annotated[str, AfterValidator(_calibration)] = Field(
         "minmax", description="How static int8 picks activation ranges (compress.formats.calibration).",
-        **registry.schema_choices(calibration_names))
-    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).")
-    per_channel: bool = True
-    exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).")
+        json_schema_extra={**searchable("calibrations", list(calibration_names())), "enum": list(calibration_names())})
+    calib_samples: int = Field(256, ge=1, le=MAX_SAMPLES, description=f"Calibration samples drawn from train+val (at most {MAX_SAMPLES:,}).",
+                               json_schema_extra=searchable("calib_samples", [128, 256, 512], description=f"Calibration sample counts (each at most {MAX_SAMPLES:,})."))
+    per_channel: bool = Field(True, json_schema_extra=searchable("per_channel", [True, False]))
+    exclude: list[str] = Field(default_factory=list, description="Layers kept in float (torch module or ONNX node names).",
+                               json_schema_extra=searchable("keep_float_max", 2, kind="max", le=MAX_LAYERS, description=(
+                                   f"Up to this many of the most sensitive layers stay in float (at most {MAX_LAYERS:,}).")))
     dynamic_op_types: list[str] = Field(default_factory=list, description=(
-        f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."))
+        f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."),
+        json_schema_extra=searchable("dynamic_op_types", [[], ["MatMul", "Gemm"]], description=(
+            "With int8: op types quantized dynamically, the rest static ([]: all static).")))
     max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
     auto_fallback: bool = Field(True, description=(
         "Repair a static int8 file that fails its quality gates (labels or fidelity floors): dynamic int8, other "

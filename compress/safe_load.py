@@ -167,7 +167,10 @@ def _safe_expression(text: str) -> bool:
 def _sympy_name(name: str) -> bool:
     """A sympy (or torch sympy) class or constant, or a name sympify turns into a Symbol; never a function."""
     import sympy
-    import torch.utils._sympy.functions as torch_sympy
+
+    from compress.compat import torch_private
+
+    torch_sympy = torch_private("torch.utils._sympy.functions")
 
     if name.startswith("_"):
         return False
@@ -203,7 +206,10 @@ def _safe_guard(text: str) -> bool:
 def _safe_target(target: str) -> bool:
     """Resolve ``target`` as torch's deserializer does; only operators and pure arithmetic may be called."""
     import torch
-    from torch._export.serde.serialize import _SYM_OPS
+
+    from compress.compat import torch_private
+
+    operators = tuple(torch_private("torch._ops", kind) for kind in ("OpOverload", "OpOverloadPacket", "HigherOrderOperator"))
 
     if target.startswith("#"):  # an extension op, resolved by a handler some imported library registered
         return True
@@ -218,6 +224,6 @@ def _safe_target(target: str) -> bool:
         if not hasattr(value, part):
             return True  # unresolved: torch keeps the string, which it refuses to call
         value = getattr(value, part)
-    if isinstance(value, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)):
+    if isinstance(value, operators):
         return True
-    return module is math or value is operator.getitem or any(value is op for op in _SYM_OPS)
+    return module is math or value is operator.getitem or any(value is op for op in torch_private("torch._export.serde.serialize", "_SYM_OPS"))

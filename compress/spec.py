@@ -131,12 +131,16 @@ class InputSpec:
         """
         return cls(tuple(_parse_tensor(text, index, batch_axes or {}) for index, text in enumerate(texts)))
 
+    def random_inputs(self, batch: int = 1, seed: int = 0) -> tuple[np.ndarray, ...]:
+        """Random numpy inputs in the model's layout, one ``seed`` for all (timing, tracing; never calibration)."""
+        rng = np.random.default_rng(seed)
+        return self.to_model([t.random(batch, rng) for t in self.tensors])
+
     def example_inputs(self, batch: int = 1, seed: int = 0) -> tuple:
-        """Random torch tensors in the model's layout (for tracing/export only, never for calibration)."""
+        """:meth:`random_inputs` as torch tensors (for tracing/export only, never for calibration)."""
         import torch
 
-        rng = np.random.default_rng(seed)
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in self.to_model([t.random(batch, rng) for t in self.tensors]))
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in self.random_inputs(batch, seed))
 
     def random_dataset(self, samples: int, seed: int = 0):
         """A Dataset of ``samples`` random inputs (only when no data was given: a last resort)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.io import atomic_path
 from compress.model import ModelHandle
 
@@ -73,7 +73,7 @@ def export_onnx(handle: ModelHandle, path: str | Path, opset: int = 18, dynamic_
             except Exception as exc:
                 raise EnvironmentFailure(
                     f"ONNX export failed: torch.export could not capture the model ({failed.reason}) and the "
-                    f"TorchScript exporter failed too ({_first_line(exc)})"
+                    f"TorchScript exporter failed too ({first_line(exc, 240)})"
                 ) from None
             notes = [f"exporter: TorchScript-based (dynamo=False), opset {opset}: torch.export failed ({failed.reason})"]
     _finish(model, notes)
@@ -106,11 +106,6 @@ class _CaptureFailed(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:240]
 
 
 def _inference_mode(module: torch.nn.Module) -> torch.nn.Module:
@@ -159,7 +154,7 @@ def _capture(module, example, dynamic_batch, in_axes) -> tuple[torch.export.Expo
             return torch.export.export(module, example, dynamic_shapes=tuple({axis: batch} for axis in in_axes), strict=False), None
         except Exception as exc:
             if "Constraints violated" not in str(exc):
-                raise _CaptureFailed(_first_line(exc)) from None
+                raise _CaptureFailed(first_line(exc, 240)) from None
             fixed = ("the torch.export program was saved with a fixed batch; re-export it with dynamic_shapes={0: Dim('batch')}"
                      if _static_batch(module) else "the model's code specializes it (e.g. a hard-coded reshape)")
     else:
@@ -168,7 +163,7 @@ def _capture(module, example, dynamic_batch, in_axes) -> tuple[torch.export.Expo
         fresh = tuple(t.clone() for t in example)  # the failed attempt left dynamic marks on ``example``
         return torch.export.export(module, fresh, strict=False), fixed
     except Exception as exc:
-        raise _CaptureFailed(_first_line(exc)) from None
+        raise _CaptureFailed(first_line(exc, 240)) from None
 
 
 def _static_batch(module: torch.nn.Module) -> int | None:
@@ -205,8 +200,8 @@ def _chain_text(exc: BaseException) -> str:
 
 
 def _conversion_cause(exc: BaseException) -> str:
-    causes = [_first_line(e) for e in _chain(exc)]
-    return causes[-1] if causes else _first_line(exc)
+    causes = [first_line(e, 240) for e in _chain(exc)]
+    return causes[-1] if causes else first_line(exc, 240)
 
 
 def _chain(exc: BaseException):
@@ -302,7 +297,7 @@ def _finish(model: onnx.ModelProto, notes: list[str]) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise EnvironmentFailure(f"the exported ONNX model is invalid ({_first_line(exc)})") from None
+        raise EnvironmentFailure(f"the exported ONNX model is invalid ({first_line(exc, 240)})") from None
 
 
 def _fold_weight_transforms(model: onnx.ModelProto) -> None:

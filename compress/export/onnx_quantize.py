@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from compress.data import Dataset
-from compress.errors import CompressError, EnvironmentFailure, UsageError
+from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
 from compress.export.onnx import node_layer, quiet_logger
 from compress.formats import get as get_format
@@ -297,7 +297,7 @@ def calibrate(model_path: Path, calib_data: Dataset, calibration: str, work: Pat
     except CompressError:
         raise
     except Exception as exc:
-        raise EnvironmentFailure(f"onnxruntime calibration ({calibration}) failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"onnxruntime calibration ({calibration}) failed: {first_line(exc)}") from None
     return cache
 
 
@@ -312,7 +312,7 @@ def _quantize_static(source, out, calibration, per_channel, reduce_range, exclud
                         nodes_to_quantize=list(only or []), nodes_to_exclude=list(excluded),
                         calibrate_method=_ort_method(calibration), calibration_cache_path=str(ranges))
     except Exception as exc:
-        raise EnvironmentFailure(f"onnxruntime static quantization failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"onnxruntime static quantization failed: {first_line(exc)}") from None
 
 
 def _dynamic_int8(model, out, work, per_channel, reduce_range, excluded) -> list[str]:
@@ -330,7 +330,7 @@ def _quantize_dynamic(source, out, per_channel, reduce_range, excluded, op_types
                          reduce_range=reduce_range, weight_type=QuantType.QInt8, nodes_to_quantize=list(only or []),
                          nodes_to_exclude=list(excluded))
     except Exception as exc:
-        raise EnvironmentFailure(f"onnxruntime dynamic quantization failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"onnxruntime dynamic quantization failed: {first_line(exc)}") from None
 
 
 def _fp16(model, out, excluded) -> list[str]:
@@ -353,7 +353,7 @@ def _weight_only(model, out, precision, excluded) -> list[str]:
     try:
         quantizer.process()
     except Exception as exc:
-        raise EnvironmentFailure(f"onnxruntime {bits}-bit weight quantization failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"onnxruntime {bits}-bit weight quantization failed: {first_line(exc)}") from None
     quantizer.model.save_model_to_file(str(out), False)
     return [f"wq:int{bits}-weight:block{block}:{'symmetric' if symmetric else 'asymmetric'}"]
 
@@ -425,7 +425,7 @@ def _check(model: onnx.ModelProto, precision: str) -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise EnvironmentFailure(f"the {precision} ONNX model is invalid ({_first_line(exc)})") from None
+        raise EnvironmentFailure(f"the {precision} ONNX model is invalid ({first_line(exc)})") from None
 
 
 def _strip_graph_annotations(model: onnx.ModelProto) -> None:
@@ -522,11 +522,6 @@ def _ort_method(name: str):
 
 
 # --- small utilities ------------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _cpu_summary() -> str:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from compress.data import Dataset
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.io import atomic_path
 from compress.formats.calibration import CALIBRATIONS, PERCENTILE, check_calibration
 from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
@@ -194,7 +194,7 @@ def convert(module: nn.Module, example: tuple, quant_config=None) -> bytes:
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # litert-torch raises torch, jax and MLIR errors alike
-        raise EnvironmentFailure(f"litert-torch could not convert the model to TFLite: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"litert-torch could not convert the model to TFLite: {first_line(exc)}") from None
 
 
 # --- int8: PT2E static ---------------------------------------------------------------------------------------------
@@ -212,7 +212,9 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
         for inputs, _ in calib_data.batches(batch, pad=True):
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
-    with strict_qdq():
+    from compress.compat import litert_strict_qdq
+
+    with litert_strict_qdq():
         content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
     granularity = "per-channel" if per_channel else "per-tensor"
     techniques = [f"ptq:int8-static:{calibration}:{granularity}"]
@@ -231,32 +233,6 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
 
 
 @contextlib.contextmanager
-def strict_qdq():
-    """Convert in strict QDQ mode: only ops PT2E annotated become int8, so excluded layers really stay float
-    (otherwise the converter quantizes a float op that sits between a DEQUANTIZE and a QUANTIZE, weights included).
-    The file keeps float inputs and outputs (QUANTIZE/DEQUANTIZE at the edges), like the TFLite converter's default.
-    litert-torch has no argument for it, so its config class is wrapped for the duration of the conversion."""
-    from litert_torch._convert import litert_converter
-
-    api = litert_converter.converter_api_ext
-    original = api.ConvertToTFLConfig
-    if not hasattr(original(), "strict_qdq_mode"):
-        yield
-        return
-
-    def strict_config():
-        config = original()
-        config.strict_qdq_mode = True
-        return config
-
-    api.ConvertToTFLConfig = strict_config
-    try:
-        yield
-    finally:
-        api.ConvertToTFLConfig = original
-
-
-@contextlib.contextmanager
 def _one_thread():
     """Observers on batch-1 tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
     previous = torch.get_num_threads()
@@ -268,18 +244,12 @@ def _one_thread():
 
 
 def _capture(module: nn.Module, example: tuple, notes: list[str]):
-    """torch.export for PT2E: strict (TorchDynamo) first, whose ``source_fn_stack`` lets the quantizer find
-    add/mul/cat; non-strict when dynamo cannot trace the model (those ops then stay float)."""
-    try:
-        return torch.export.export(module, example, strict=True).module()
-    except Exception as strict_error:
-        try:
-            graph = torch.export.export(module, example, strict=False).module()
-        except Exception as exc:
-            raise EnvironmentFailure(f"torch.export could not capture the model for PT2E quantization: {_first_line(exc)}") from None
-        notes.append(f"torch.export strict mode failed ({_first_line(strict_error)[:120]}); captured non-strict, "
-                     "where the quantizer cannot see add/mul/cat, so those stay float")
-        return graph
+    """torch.export for PT2E (compress.capture); a non-strict fallback is noted in ``notes``."""
+    from compress.capture import capture
+
+    graph, note = capture(module, example, "PT2E quantization")
+    notes.extend([note] if note else [])
+    return graph
 
 
 def static_gap(module: nn.Module, layer: str | None) -> str:
@@ -421,7 +391,7 @@ def _aeq(content: bytes, scopes: dict[str, dict], mode: str, bits: int, per_chan
     try:
         return bytes(engine.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
     except Exception as exc:
-        raise EnvironmentFailure(f"ai-edge-quantizer failed ({mode}, {bits}-bit): {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"ai-edge-quantizer failed ({mode}, {bits}-bit): {first_line(exc)}") from None
 
 
 # --- reading the file back --------------------------------------------------------------------------------------
@@ -619,6 +589,3 @@ def _layer_by_weight_shape(module: nn.Module, shape: tuple) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -39,8 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 
 from compress.data import Splits
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.model import ModelHandle
+from compress.passes.registry import searchable
 from compress.passes.schedule import POWERS, polynomial_schedule, ramp_epochs, torch_pruning_scheduler
 from compress.training import set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
@@ -58,12 +59,15 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: str = Field("magnitude", description="magnitude, l1-structured, l2-structured, or N:M such as 2:4.")
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="Fraction of weights (magnitude) or channels (structured) removed; N:M fixes it at 1 - N/M.")
+    method: str = Field("magnitude", description="magnitude, l1-structured, l2-structured, or N:M such as 2:4.", json_schema_extra=searchable(
+        "prune_methods", ["none", "l1-structured"], options=["none", "l1-structured", "magnitude"], off="none"))
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="Fraction of weights (magnitude) or channels (structured) removed; N:M fixes it at 1 - N/M.",
+                            json_schema_extra=searchable("prune_sparsity", [0.2, 0.6], kind="range"))
     scope: Literal["layer", "global"] = Field("layer", description="layer: every layer at the target; global: one ranking across layers.")
     layer_sparsity: dict[str, float] = Field(default_factory=dict, description="Per-layer targets overriding `sparsity`, e.g. {features.0: 0.2}.")
     skip: list[str] = Field(default_factory=list, description="Layers never pruned (torch module names; a parent name covers its children).")
-    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description=f"Epochs of fine-tuning on the train split while sparsity ramps to the target (at most {MAX_EPOCHS:,}).")
+    finetune_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description=f"Epochs of fine-tuning on the train split while sparsity ramps to the target (at most {MAX_EPOCHS:,}).",
+                                 json_schema_extra=searchable("finetune_epochs", [2, 4], description=f"Fine-tuning epochs after pruning (each at most {MAX_EPOCHS:,})."))
     schedule: Literal["cubic", "linear", "one-shot"] = Field("cubic", description="How sparsity ramps during fine-tuning.")
     lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH, description=f"Training batch size (at most {MAX_BATCH:,}).")
@@ -382,7 +386,7 @@ class _ChannelPruner:
                 root_module_types=[nn.modules.conv._ConvNd, nn.Linear],
             )
         except Exception as exc:
-            raise EnvironmentFailure(f"torch-pruning could not trace the model's dependencies: {_first_line(exc)}") from None
+            raise EnvironmentFailure(f"torch-pruning could not trace the model's dependencies: {first_line(exc, 240)}") from None
         self.module = module
         self.pruned_layers: list[str] = []
         self._shapes = {n: _shape_of(m) for n, m in named.items() if n}
@@ -391,7 +395,7 @@ class _ChannelPruner:
         try:
             self.pruner.step()
         except Exception as exc:
-            raise EnvironmentFailure(f"torch-pruning failed to remove channels: {_first_line(exc)}") from None
+            raise EnvironmentFailure(f"torch-pruning failed to remove channels: {first_line(exc, 240)}") from None
         self.pruned_layers = [n for n, m in self.module.named_modules() if n and _shape_of(m) != self._shapes.get(n)]
         if not self.pruned_layers:
             raise UsageError("structured pruning found no channel it may remove (every layer is an output, skipped, "
@@ -439,7 +443,7 @@ def _check_outputs(module: nn.Module, handle: ModelHandle, expected: list[tuple]
         try:
             got = _output_shapes(module, example)
         except Exception as exc:
-            raise EnvironmentFailure(f"the pruned model no longer runs ({_first_line(exc)}); skip the layer with --skip") from None
+            raise EnvironmentFailure(f"the pruned model no longer runs ({first_line(exc, 240)}); skip the layer with --skip") from None
     if got != expected:
         raise EnvironmentFailure(f"pruning changed the model's outputs {expected} -> {got}; skip the output layer with --skip")
 
@@ -502,6 +506,3 @@ def _module_copy(handle: ModelHandle) -> nn.Module:
     return module
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:240]

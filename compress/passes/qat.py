@@ -46,8 +46,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from compress.compat import litert_qat_annotation_fix
 from compress.data import Dataset, Splits
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.training import fit, predict, set_graph_training, set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
@@ -122,7 +123,7 @@ def apply(handle: ModelHandle, config: QatConfig, data: Splits | None = None,
     handle.input_spec.check(data.train.x, f"data {data.train.name!r}")
     graph, capture_note = _capture(module, handle)
     had_batch_norm = _has_batch_norm(graph)
-    with _litert_qat_annotation_fix():
+    with litert_qat_annotation_fix():
         prepared = quantize_pt2e.prepare_qat_pt2e(graph, quantizer(config))
     trainer = _QatTrainer(prepared)
     heads = data.train.heads
@@ -191,7 +192,8 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
     """A full-integer TFLite file from the converted graph, converted by litert-torch in STATIC QDQ mode."""
     from litert_torch.quantize.quant_config import QuantConfig
 
-    from compress.export.tflite import convert, quiet, strict_qdq
+    from compress.compat import litert_strict_qdq
+    from compress.export.tflite import convert, quiet
     from compress.io import atomic_path
 
     _require_quantized(handle)
@@ -200,7 +202,7 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
         part.training = False
     example = handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0)
     static = quantizer(QatConfig(), qat=False)  # litert-torch reads only "static" from it: the graph carries the scales
-    with quiet(), strict_qdq():
+    with quiet(), litert_strict_qdq():
         content = convert(module, example, QuantConfig(pt2e_quantizer=static))
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -275,35 +277,11 @@ def _float_module(handle: ModelHandle) -> nn.Module:
 
 def _capture(module: nn.Module, handle: ModelHandle) -> tuple[torch.fx.GraphModule, str | None]:
     """torch.export with a dynamic batch axis: strict first (the quantizer then sees add/cat), non-strict if needed."""
+    from compress.capture import capture
+
     example = handle.input_spec.example_inputs(batch=2)
     dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
-    try:
-        return torch.export.export(module, example, dynamic_shapes=dims, strict=True).module(), None
-    except Exception as strict_error:
-        try:
-            graph = torch.export.export(module, example, dynamic_shapes=dims, strict=False).module()
-        except Exception as exc:
-            raise EnvironmentFailure(f"torch.export could not capture the model for QAT: {str(exc).splitlines()[0][:200]}") from None
-        return graph, (f"torch.export strict mode failed ({str(strict_error).splitlines()[0][:120]}); captured non-strict, "
-                       "where the quantizer cannot see add/mul/cat, so those stay float")
-
-
-@contextlib.contextmanager
-def _litert_qat_annotation_fix():
-    """litert-torch 0.10 passes a plain function to torch.export.export when matching conv+BN for QAT; wrap it."""
-    import litert_torch.quantize.pt2e_quantizer_utils as utils
-    from torchao.quantization.pt2e.export_utils import WrapperModule
-
-    original = utils._get_aten_graph_module_for_pattern
-
-    def wrapped(pattern, *args, **kwargs):
-        return original(pattern if isinstance(pattern, nn.Module) else WrapperModule(pattern), *args, **kwargs)
-
-    utils._get_aten_graph_module_for_pattern = wrapped
-    try:
-        yield
-    finally:
-        utils._get_aten_graph_module_for_pattern = original
+    return capture(module, example, "QAT", dynamic_shapes=dims)
 
 
 def _is_quantize_op(node: torch.fx.Node) -> bool:

@@ -13,19 +13,16 @@ from pathlib import Path
 from typing import Callable
 
 from compress.dataplan import plan_data
-from compress.errors import UsageError
 from compress.io import copy_atomic, make_run_dir, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
-from compress.passes.qat import QatConfig, is_quantized
-from compress.pipeline import Reference, finish_report, measure_reference
+from compress.passes.registry import get_pass
+from compress.pipeline import finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
+from compress.passes.stages import StageContext
 from compress.recipe.trust import Trust, check_trust
 from compress.rundir import holds_run_dir
 from compress.zoo.checkpoint import library_versions
-
-MODEL_STAGES = ("prune", "distill", "qat")
-
 
 @dataclass
 class RecipeResult:
@@ -69,17 +66,6 @@ def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle
     return handle.with_module(load_program(path, remedy=remedy).module(), technique)
 
 
-def _apply_model_stage(kind: str, handle: ModelHandle, config, data, seed: int) -> ModelHandle:
-    import importlib
-
-    from compress.data import resolve_data
-
-    pass_module = importlib.import_module(f"compress.passes.{kind}")
-    name = data or (handle.dataset or {}).get("name")
-    splits = resolve_data(name).split((handle.dataset or {}).get("split_seed", seed)) if name else None
-    return pass_module.apply(handle, config, splits)
-
-
 @holds_run_dir("run", lambda args: args["out_dir"] or args["recipe"].output.dir)
 def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
                step: Callable[[str], None] | None = None, recipe_path: str | None = None, trust: Trust = Trust()) -> RecipeResult:
@@ -100,10 +86,11 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     previous, artifacts, reused, stage_log = handle.source_sha256, [], [], []
 
     for index, (kind, config) in enumerate(recipe.stage_list):
-        if kind == "benchmark":  # a measurement, never cached: times every artifact so far on every target
-            step(f"stage {index} benchmark on {', '.join(recipe.targets)}")
-            benchmark_artifacts(artifacts, run_dir, recipe.targets, config)
-            stage_log.append({"index": index, "kind": kind, "targets": recipe.targets, "batch": config.batch})
+        stage = get_pass(kind)
+        if stage.produces == "measurement":  # never cached: e.g. benchmark times every artifact so far on every target
+            step(f"stage {index} {kind} on {', '.join(recipe.targets)}")
+            logged = stage.run(StageContext(handle, recipe, plan, reference, run_dir, run_dir, artifacts), config)
+            stage_log.append({"index": index, "kind": kind, **logged})
             continue
         key = cache.key(previous, kind, config.model_dump(mode="json"), fingerprint, versions)
         folder = cache.folder(index, kind, key)
@@ -115,10 +102,10 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         else:
             step(f"stage {index} {kind}")
             cache.start(folder)
-            record = _run_stage(kind, config, handle, recipe, plan, reference, folder)
-            files = (["model.pt2"] if kind in MODEL_STAGES else []) + [a["path"] for a in record.get("artifacts", [])]
+            record = _run_stage(stage, config, StageContext(handle, recipe, plan, reference, folder, run_dir, artifacts))
+            files = (["model.pt2"] if stage.produces == "model" else []) + [a["path"] for a in record.get("artifacts", [])]
             record = cache.finish(folder, record, files)
-        if kind in MODEL_STAGES:
+        if stage.produces == "model":
             handle = _load_module(handle, folder / "model.pt2", record["technique"])
         for entry in record.get("artifacts", []):
             copy_atomic(folder / entry["path"], run_dir / entry["path"])
@@ -140,77 +127,20 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     return RecipeResult(run_dir, report, manifest, reused)
 
 
-def _run_stage(kind: str, config, handle: ModelHandle, recipe: RecipeBase, plan, reference: Reference, folder: Path) -> dict:
-    """Run one stage into ``folder``; return what the marker records (artifact entries, technique, metrics).
+def _run_stage(stage, config, context: StageContext) -> dict:
+    """Run one registered pass into ``context.folder``; return what the marker records (artifacts, technique, metrics).
 
-    Artifacts are measured against ``reference`` (the recipe's input model), so a gate sees what pruning or
+    Artifacts are measured against ``context.reference`` (the recipe's input model), so a gate sees what pruning or
     distillation lost as well as what quantization lost.
     """
-    if kind in MODEL_STAGES:
-        new = _apply_model_stage(kind, handle, config, recipe.data.name, recipe.seed)
-        _save_module(new, folder / "model.pt2")
-        return {"technique": new.techniques[-1], "metrics": new.metrics.get(kind, {})}
-    if kind in ("quantize", "export") and is_quantized(handle.module):
-        return _export_quantized(kind, handle, config, recipe, plan, reference, folder)
-    if kind in ("quantize", "export"):
-        from compress.quantize import QuantizeConfig, quantize
+    if stage.produces == "model":
+        from compress.dataplan import model_splits
 
-        if kind == "export":
-            qconfig = QuantizeConfig(formats=config.formats, precisions=[p for p in config.precisions if p != "fp32"] or ["fp16"],
-                                     seed=recipe.seed, include_fp32="fp32" in config.precisions)
-            if "fp16" not in config.precisions:
-                qconfig = qconfig.model_copy(update={"precisions": []})
-        else:
-            qconfig = config.model_copy(update={"seed": recipe.seed})
-        result = quantize(handle, qconfig, recipe.data.name, folder, reference=reference)
-        for entry in result.report["artifacts"]:
-            entry["techniques"] = [*handle.techniques, *entry["techniques"]]
-        return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", [])}
-    if kind == "evaluate":
-        from compress.evaluate import task_metrics
-        from compress.training import predict
-
-        data = plan.test if config.split == "test" else None
-        metrics = task_metrics(data.heads, predict(handle.module, data), data.y) if data is not None and handle.module is not None else None
-        return {"metrics": metrics, "techniques": handle.techniques}
-    raise AssertionError(kind)
-
-
-def _export_quantized(kind: str, handle: ModelHandle, config, recipe: RecipeBase, plan, reference: Reference, folder: Path) -> dict:
-    """``quantize`` after ``qat``: the model already holds its int8 scales, so export it as is (no second PTQ).
-
-    Writes ``model.qat-<scheme>.<fmt>`` (the files `compress qat` makes, e.g. ``model.qat-int8.onnx``), each verified
-    in its runtime.
-    fp32 baselines come from an ``export`` stage placed before ``qat``.
-
-    Example (recipe stages): ``[{qat: {epochs: 3}}, {quantize: {formats: [onnx, tflite]}}]``
-    """
-    from compress.passes.qat_export import export_qat
-    from compress.pipeline import heads_for, verifier
-
-    if kind == "export":
-        raise UsageError("stage export: the model is already int8 after qat; put the export stage (fp32 files) before qat")
-    if config.precisions != ["int8"]:
-        raise UsageError("stage quantize: the model is already int8 after qat; "
-                         f"set precisions to int8 only (got {', '.join(config.precisions)})")
-    qat_config = next((c for k, c in recipe.stage_list if k == "qat"), QatConfig())  # names the files, notes the bits
-    bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
-    verify = verifier(folder, plan, reference, heads_for(handle, plan), bench)
-    return {"artifacts": [export_qat(handle, qat_config, fmt, folder, verify) for fmt in config.formats]}
-
-
-def benchmark_artifacts(artifacts: list[dict], run_dir: Path, targets: list[str], config) -> None:
-    """Add (or replace) one latency entry per artifact × target × batch."""
-    from compress.benchmark import benchmark_artifact
-
-    from compress.gates import is_failed
-
-    for artifact in (a for a in artifacts if not is_failed(a)):
-        for target in targets:
-            for batch in config.batch:
-                entry = benchmark_artifact(run_dir / artifact["path"], target=target, batch=batch, runs=config.runs,
-                                           warmup=config.warmup, threads=config.threads)
-                artifact["latency"] = [e for e in artifact["latency"] if (e["target"], e["batch"]) != (entry["target"], batch)] + [entry]
+        recipe = context.recipe
+        new = stage.run(context.handle, config, model_splits(context.handle, recipe.data.name, recipe.seed))
+        _save_module(new, context.folder / "model.pt2")
+        return {"technique": new.techniques[-1], "metrics": new.metrics.get(stage.name, {})}
+    return stage.run(context, config)
 
 
 def build_manifest(recipe: RecipeBase, recipe_path: str | None, handle: ModelHandle, plan, run_dir: Path,

@@ -7,48 +7,39 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
+from compress.limits import MAX_EPOCHS, MAX_SAMPLES
+from compress.passes.registry import PASSES, on_register
 from compress.tune.config import SearchSpace
-from compress.limits import MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 
-# stage name -> "module:ConfigClass"; one definition, three faces (CLI, API, recipe)
-STAGE_CONFIGS: dict[str, str] = {
-    "prune": "compress.passes.prune:PruneConfig",
-    "distill": "compress.passes.distill:DistillConfig",
-    "qat": "compress.passes.qat:QatConfig",
-    "quantize": "compress.quantize:QuantizeConfig",
-    "export": "compress.quantize:ExportConfig",
-    "evaluate": "compress.recipe.schema:EvaluateConfig",
-    "benchmark": "compress.recipe.schema:BenchmarkConfig",
-}
+
+
+class _StageConfigs(Mapping):
+    """stage name -> "module:ConfigClass", read from the pass registry; one definition, three faces (CLI, API, recipe)."""
+
+    def __getitem__(self, kind: str) -> str:
+        return PASSES[kind].config_path()
+
+    def __iter__(self):
+        return iter(PASSES)
+
+    def __len__(self) -> int:
+        return len(PASSES)
+
+
+STAGE_CONFIGS: Mapping[str, str] = _StageConfigs()
 
 
 def stage_config_class(kind: str) -> type[BaseModel]:
-    module, _, name = STAGE_CONFIGS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return PASSES[kind].config_class()
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class EvaluateConfig(Strict):
-    """Evaluate the current model in eager PyTorch on the test split (a checkpoint between stages)."""
-
-    split: str = Field("test", pattern="^(test|val)$")
-
-
-class BenchmarkConfig(Strict):
-    """Time every artifact so far on the recipe's targets."""
-
-    batch: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(default_factory=lambda: [1], description=f"Batch sizes timed (each at most {MAX_BATCH:,}).")
-    runs: int = Field(100, ge=1, le=MAX_RUNS, description=f"Timed runs (at most {MAX_RUNS:,}).")
-    warmup: int = Field(10, ge=0, le=MAX_RUNS, description=f"Untimed warm-up runs (at most {MAX_RUNS:,}).")
-    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}).")
 
 
 class ModelSection(Strict):
@@ -145,6 +136,9 @@ def recipe_model() -> type[RecipeBase]:
     union = Annotated[Union[tuple(variants)], Discriminator(_stage_kind, custom_error_type="unknown_stage",
                       custom_error_message=f"a stage is one mapping like '- quantize: {{...}}' with one of: {', '.join(STAGE_CONFIGS)}")]
     return create_model("Recipe", __base__=RecipeBase, stages=(list[union], Field(..., min_length=1)))
+
+
+on_register(recipe_model.cache_clear)
 
 
 def recipe_json_schema() -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from compress.errors import UsageError
 from compress.jsonsafe import read_json
+from compress.latency import device_p50
 from compress.report.contract import ReportInvalid, validate_report
 from compress.report.html import STYLE, html_table, img_tag, trade_points
 from compress.report.plots import tradeoff_plot
@@ -34,10 +35,9 @@ def compare_rows(runs: dict[str, dict]) -> list[list[str]]:
     for label, report in runs.items():
         for a in report["artifacts"]:
             task = a["metrics"]["task"]
-            timed = [l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")]
             rows.append([label, a["name"], a["precision"], f"{a['size_bytes']:,}", "-" if not task else f"{task['name']} {task['value']:.4f}",
                          "-" if a["metrics"]["degradation"] is None else f"{a['metrics']['degradation']:.4f}",
-                         f"{timed[0]['p50_ms']:.3f}" if timed else "-", ", ".join(a["verified_in"])])
+                         "-" if device_p50(a) is None else f"{device_p50(a):.3f}", ", ".join(a["verified_in"])])
     return rows
 
 

@@ -11,6 +11,7 @@ import platform
 from pathlib import Path
 
 from compress.io import write_text_atomic
+from compress.latency import device_p50, device_timing
 from compress.report.markdown import ARTIFACT_COLUMNS, Section, artifact_rows, technique_sections
 from compress.report.plots import Point, latency_plot, layer_sparsity_plot, sensitivity_plot, tradeoff_plot
 
@@ -41,10 +42,9 @@ def trade_points(report: dict, cost: str, run_label: str = "") -> list[Point]:
         if cost == "size":
             x = a["size_bytes"] / 1024
         else:
-            timed = [l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")]
-            if not timed:
+            x = device_p50(a)
+            if x is None:
                 continue
-            x = timed[0]["p50_ms"]
         points.append(Point(f"{run_label}{a['name']}", x, task["value"], a["format"]))
     return points
 
@@ -65,8 +65,7 @@ def plots_html(report: dict) -> str:
         parts.append(img_tag(sensitivity_plot(report["sensitivity"]), "per-layer sensitivity"))
     if report.get("prune"):
         parts.append(img_tag(layer_sparsity_plot(report["prune"]["layers"]), "per-layer parameters before and after pruning"))
-    timed = {a["name"]: next(l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated"))
-             for a in report["artifacts"] if any(l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated") for l in a["latency"])}
+    timed = {a["name"]: device_timing(a) for a in report["artifacts"] if device_timing(a) is not None}
     if timed:
         parts.append(img_tag(latency_plot(timed), "latency distributions"))
     return "\n".join(parts)

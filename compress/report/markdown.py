@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.io import write_text_atomic
+from compress.latency import device_p50
 
 
 def repair_rows(repair: dict) -> list[list[str]]:
@@ -32,11 +33,10 @@ def artifact_rows(report: dict) -> list[list[str]]:
     rows = []
     for a in report["artifacts"]:
         fid = a["metrics"].get("fidelity") or {}
-        lat = next((l for l in a["latency"] if l.get("batch") == 1 and l.get("p50_ms") is not None and not l.get("emulated")), None)
         rows.append([
             a["name"], a["format"], a["precision"], f"{a['size_bytes']:,}", _metric(a["metrics"]["task"]),
             _num(a["metrics"]["degradation"]), _num(fid.get("top1_agreement")), _num(fid.get("sqnr_db"), "{:.1f}"),
-            _num(lat["p50_ms"] if lat else None, "{:.3f}"), _num(a.get("speedup_vs_fp32"), "{:.2f}x"), ", ".join(a["verified_in"]),
+            _num(device_p50(a), "{:.3f}"), _num(a.get("speedup_vs_fp32"), "{:.2f}x"), ", ".join(a["verified_in"]),
         ])
     return rows
 

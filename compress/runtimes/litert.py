@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.runtimes.base import io_layout
 from compress.targets.device_runner import RunnerError, TfliteSession, dequantize, quantize, run_in_chunks, tensor_quantization
 
@@ -33,7 +33,7 @@ def open_session(path: Path, threads: int | None) -> TfliteSession:
     except RunnerError as exc:
         if exc.kind == "missing_runtime":
             raise EnvironmentFailure("no TFLite runtime is installed: pip install ai-edge-litert") from None
-        raise UsageError(f"{path} is not a loadable TFLite model ({_first_line(exc.detail or exc.message)})") from None
+        raise UsageError(f"{path} is not a loadable TFLite model ({first_line(exc.detail or exc.message)})") from None
 
 
 class LiteRTRunner:
@@ -83,7 +83,7 @@ class LiteRTRunner:
                 interpreter.set_tensor(detail["index"], np.ascontiguousarray(array))
             interpreter.invoke()
         except (ValueError, RuntimeError) as exc:
-            raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+            raise UsageError(f"LiteRT could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {first_line(exc)}") from None
         return [dequantize(interpreter.get_tensor(d["index"]), tensor_quantization(d)) for d in self.outputs]
 
 
@@ -113,6 +113,3 @@ def _to_input(array: np.ndarray, detail: dict, axis: int = 0) -> np.ndarray:
     return quantize(array, dtype, quantization)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.runtimes.base import io_layout
 from compress.targets.device_runner import OrtSession, RunnerError, run_in_chunks
 
@@ -61,7 +61,7 @@ class OrtRunner:
         try:
             return self.session.run(None, dict(zip(self.input_names, arrays)))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument classes
-            raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+            raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {first_line(exc)}") from None
 
 
 def check_loads_in_child(path: str | Path, providers: list[str] | None = None, timeout_s: float = 300.0) -> None:
@@ -106,10 +106,5 @@ def _open_session(path: Path, threads: int | None, providers: list[str]) -> OrtS
                 op, node,
             ) from None
         if "INVALID_PROTOBUF" in text or "INVALID_GRAPH" in text or "Load model" in text:
-            raise UsageError(f"{path} is not a loadable ONNX model ({_first_line(text)})") from None
-        raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {_first_line(text)}") from None
-
-
-def _first_line(exc: BaseException | str) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
+            raise UsageError(f"{path} is not a loadable ONNX model ({first_line(text)})") from None
+        raise EnvironmentFailure(f"onnxruntime failed to load {path.name}: {first_line(text)}") from None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from compress.errors import EnvironmentFailure
 from compress.targets.base import (
+    register_target,
     DEFAULT_TIMEOUT_S, RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, quote, run_command,
     save_inputs,
 )
@@ -85,6 +86,7 @@ def _ms(microseconds: float) -> float:
     return round(microseconds / 1e3, 6)
 
 
+@register_target("adb[:serial]", names=("adb",), prefix="adb:", args=lambda spec: (spec.partition(":")[2] or None,))
 class AdbTarget:
     """Runs on the Android device ``serial`` (the only one attached when None) through the ``adb`` client."""
 

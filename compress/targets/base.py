@@ -16,7 +16,7 @@ import shlex
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -134,31 +134,43 @@ def quote(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+@dataclass(frozen=True)
+class TargetEntry:
+    usage: str                                  # how a spec is written (help and errors), e.g. "ssh://user@host[:port]"
+    cls: type                                   # the Target class
+    names: tuple[str, ...] = ()                 # exact specs
+    prefix: str | None = None                   # specs starting with it, e.g. "ssh://"
+    args: Callable[[str], tuple] = lambda spec: ()  # the class's positional arguments from the spec
+
+    def matches(self, spec: str) -> bool:
+        return spec in self.names or (self.prefix is not None and spec.startswith(self.prefix))
+
+
+TARGETS: list[TargetEntry] = []
+
+
+def register_target(usage: str, names: tuple[str, ...] = (), prefix: str | None = None, args: Callable[[str], tuple] = lambda spec: ()):
+    """Class decorator: the target answers to ``names`` (exact) and specs starting with ``prefix``.
+
+    Example:
+        >>> @register_target("board[:name]", names=("board",), prefix="board:", args=lambda spec: (spec[6:] or None,))
+        ... class BoardTarget: ...
+    """
+    def register(cls):
+        global TARGETS
+        TARGETS = [e for e in TARGETS if e.usage != usage] + [TargetEntry(usage, cls, tuple(names), prefix, args)]
+        return cls
+    return register
+
+
 def target_class(spec: str):
     """The Target class for ``spec`` and its positional argument (ssh URL, adb serial), or UsageError."""
     spec = (spec or "").strip()
-    if spec in ("local", "local-cpu", "cpu"):
-        from compress.targets.local import LocalTarget
-
-        return LocalTarget, ()
-    if spec == "cuda":
-        from compress.targets.cuda import CudaTarget
-
-        return CudaTarget, ()
-    if spec.startswith("ssh://"):
-        from compress.targets.ssh import SshTarget
-
-        return SshTarget, (spec,)
-    if spec == "adb" or spec.startswith("adb:"):
-        from compress.targets.adb import AdbTarget
-
-        return AdbTarget, (spec.partition(":")[2] or None,)
-    if spec == "qemu-arm64":
-        from compress.targets.qemu import QemuTarget
-
-        return QemuTarget, ()
-    raise UsageError(f"unknown target {spec!r}; use local, cuda, ssh://user@host[:port], adb[:serial], qemu-arm64 "
-                     "or estimate[:core]")
+    for entry in TARGETS:
+        if entry.matches(spec):
+            return entry.cls, entry.args(spec)
+    usages = [e.usage for e in TARGETS] + ["estimate[:core]"]  # estimate: an analytic model, `compress bench` only
+    raise UsageError(f"unknown target {spec!r}; use {', '.join(usages[:-1])} or {usages[-1]}")
 
 
 def open_target(spec: str, strict: bool = True, **options) -> Target:

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from compress.runtimes.base import runtime_for
-from compress.targets.base import RunRequest, RunResult, TargetSkipped
+from compress.targets.base import RunRequest, RunResult, TargetSkipped, register_target
 from compress.targets.local import LocalTarget, describe_environment
 
 NO_DEVICE = "no CUDA device: skipped"
@@ -45,6 +45,7 @@ def ort_gpu_providers() -> list[str]:
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
 
 
+@register_target("cuda", names=("cuda",))
 class CudaTarget(LocalTarget):
     """Local child process on the GPU. A ``.tflite`` has no CUDA path here: skipped, like a machine without a GPU."""
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from compress.targets.base import (
+    register_target,
     DEFAULT_TIMEOUT_S, RUNNER_PATH, RunRequest, RunResult, load_outputs, parse_runner_output, run_command, save_inputs,
 )
 
@@ -23,6 +24,7 @@ def describe_environment(environment: dict) -> str:
     return f"{environment.get('machine', '?')}{' ' + cpu if cpu else ''}, {environment.get('cpus', '?')} cpus"
 
 
+@register_target("local", names=("local", "local-cpu", "cpu"))
 class LocalTarget:
     """Runs ``device_runner.py`` with this Python (``sys.executable``) in a child process."""
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from compress.errors import EnvironmentFailure, UsageError
 from compress.targets.base import (
+    register_target,
     RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, run_command, save_inputs,
 )
 
@@ -162,6 +163,7 @@ def qemu_version(qemu: str) -> str:
     return match.group(1) if match else "?"
 
 
+@register_target("qemu-arm64", names=("qemu-arm64",))
 class QemuTarget:
     """Runs the device runner inside the cached ARM64 userspace under qemu-user; latency is ``emulated``."""
 

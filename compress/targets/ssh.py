@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from compress.errors import EnvironmentFailure, UsageError
 from compress.targets.base import (
+    register_target,
     DEFAULT_TIMEOUT_S, RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, quote, run_command,
     save_inputs,
 )
@@ -55,6 +56,7 @@ def parse_ssh_url(url: str) -> tuple[str | None, str, int]:
     return user, parts.hostname, port
 
 
+@register_target("ssh://user@host[:port]", prefix="ssh://", args=lambda spec: (spec,))
 class SshTarget:
     """Runs the device runner on ``ssh://user@host[:port]`` with the device's ``python``."""
 

@@ -6,44 +6,56 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from compress.limits import MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, MAX_TRIALS, MAX_WORKERS
+from compress.limits import MAX_TRIALS, MAX_WORKERS
+from compress.passes.registry import search_fields
 
 
-class SearchSpace(BaseModel):
-    """Choices each trial draws from. An empty ``prune_methods`` switches pruning off."""
+def _search_field(spec: dict, info) -> tuple:
+    """The SearchSpace field for one searchable pass field (see ``compress.passes.registry.searchable``)."""
+    default, description = spec["default"], spec.get("description")
+    if spec["kind"] == "max":
+        return int, Field(default, ge=0, le=spec["le"], description=description)
+    item = Literal[tuple(spec["options"])] if "options" in spec else info.annotation
+    item = Annotated[item, *info.metadata] if info.metadata and "options" not in spec else item
+    if spec["kind"] == "range":
+        return tuple[item, item], Field(tuple(default), description=description)
+    return list[item], Field(default_factory=lambda: copy.deepcopy(default), min_length=0 if "off" in spec else 1, description=description)
 
+
+class SearchBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    precisions: list[Literal["int8", "int8-dynamic"]] = Field(default_factory=lambda: ["int8", "int8-dynamic"], min_length=1)
-    calibrations: list[Literal["minmax", "percentile", "entropy"]] = Field(
-        default_factory=lambda: ["minmax", "percentile", "entropy"], min_length=1)
-    calib_samples: list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = Field(description=f"Calibration sample counts (each at most {MAX_SAMPLES:,}).", default_factory=lambda: [128, 256, 512], min_length=1)
-    per_channel: list[bool] = Field(default_factory=lambda: [True, False], min_length=1)
-    dynamic_op_types: list[list[str]] = Field(default_factory=lambda: [[], ["MatMul", "Gemm"]], min_length=1, description=(
-        "With int8: op types quantized dynamically, the rest static ([]: all static)."))
-    keep_float_max: int = Field(2, ge=0, le=MAX_LAYERS, description=f"Up to this many of the most sensitive layers stay in float (at most {MAX_LAYERS:,}).")
-    prune_methods: list[Literal["none", "l1-structured", "magnitude"]] = Field(default_factory=lambda: ["none", "l1-structured"])
-    prune_sparsity: tuple[float, float] = (0.2, 0.6)
-    finetune_epochs: list[Annotated[int, Field(ge=0, le=MAX_EPOCHS)]] = Field(description=f"Fine-tuning epochs after pruning (each at most {MAX_EPOCHS:,}).", default_factory=lambda: [2, 4], min_length=1)
+    @model_validator(mode="after")
+    def _valid_for_the_pass(self) -> "SearchBase":
+        """Each choice is a valid value of its pass field (its own validators run); a range is [low, high] with low <= high."""
+        for spec, field_name, search in search_fields():
+            value, config = getattr(self, search["name"]), spec.config_class()
+            if search["kind"] == "range" and value[0] > value[1]:
+                raise ValueError(f"{search['name']} {list(value)}: give [low, high] with low <= high")
+            if search["kind"] == "choices" and "options" not in search:
+                for choice in value:
+                    try:
+                        config.__pydantic_validator__.validate_assignment(config.model_construct(), field_name, choice)
+                    except ValidationError as exc:
+                        raise ValueError(f"{search['name']} {choice!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        return self
 
-    @field_validator("prune_sparsity")
-    @classmethod
-    def _sparsity_range(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not 0 <= value[0] <= value[1] < 1:
-            raise ValueError(f"prune_sparsity {list(value)}: give [low, high] with 0 <= low <= high < 1")
-        return value
 
-    @field_validator("dynamic_op_types")
-    @classmethod
-    def _dynamic_op_types(cls, value: list[list[str]]) -> list[list[str]]:
-        from compress.quantize import check_dynamic_op_types
+def build_search_space() -> type[SearchBase]:
+    """The SearchSpace class: one field per searchable field of the registered passes, named and bounded by it."""
+    fields = {search["name"]: _search_field(search, spec.config_class().model_fields[name]) for spec, name, search in search_fields()}
+    space = create_model("SearchSpace", __base__=SearchBase, **fields)
+    space.__doc__ = "Choices each trial draws from (from the passes' searchable fields). An empty ``prune_methods`` switches pruning off."
+    return space
 
-        return [check_dynamic_op_types(ops) for ops in value]
+
+SearchSpace = build_search_space()
 
 
 def encode_dynamic_ops(ops: list[str]) -> str:

@@ -64,11 +64,10 @@ def run_trial(spec: TrialSpec) -> dict:
     handle = load_model(spec.source, **spec.load_kwargs)
     prune = prune_config_for(spec.params, spec.seed)
     if prune is not None:
-        from compress.data import resolve_data
+        from compress.dataplan import model_splits
         from compress.passes.prune import apply as prune_apply
 
-        name = spec.data or (handle.dataset or {}).get("name")
-        handle = prune_apply(handle, prune, resolve_data(name).split((handle.dataset or {}).get("split_seed", spec.seed)) if name else None)
+        handle = prune_apply(handle, prune, model_splits(handle, spec.data, spec.seed))
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
     artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
@@ -97,5 +96,6 @@ def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:
         from compress.benchmark import benchmark_artifact
 
         return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs)
-    timed = (e for e in artifact["latency"] if e.get("batch") == 1 and e.get("p50_ms") is not None and not e.get("emulated"))
-    return next(timed, {})
+    from compress.latency import device_timing
+
+    return device_timing(artifact) or {}

@@ -64,9 +64,7 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
 
 def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
     """``speedup_vs_baseline`` (batch-1 p50 of the ``baseline_prefix`` fp32 file of the same format / own p50) and a note."""
-    def p50(artifact):
-        local = [e for e in artifact["latency"] if not e.get("emulated") and e.get("batch", 1) == 1]
-        return local[0]["p50_ms"] if local else None
+    from compress.latency import device_p50 as p50
 
     base = {a["format"]: a for a in artifacts if a["name"].startswith(baseline_prefix) and a["precision"] == "fp32"}
     for artifact in artifacts:

@@ -22,11 +22,20 @@ from compress.io import atomic_path
 CHECKPOINT_FORMAT = "compress.zoo/1"
 
 
+# every package whose version can change an output's bytes (models, exported files, figures): the stage-cache key,
+# manifests and reports record them; constraints.txt pins the tested set
+OUTPUT_PACKAGES = ("torch", "torchao", "torch-pruning", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "litert-torch",
+                   "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "numpy", "scikit-learn", "scipy")
+
+
 def library_versions() -> dict[str, str]:
+    """Python, compress's own version and every installed :data:`OUTPUT_PACKAGES` version, e.g. ``{"torch": "2.13.0+cpu", ...}``."""
     from importlib import metadata
 
-    versions = {"python": platform.python_version()}
-    for package in ("compress", "torch", "onnx", "onnxruntime", "litert-torch", "ai-edge-litert", "torchao", "numpy"):
+    from compress import __version__
+
+    versions = {"python": platform.python_version(), "compress": __version__}
+    for package in OUTPUT_PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
