@@ -68,7 +68,7 @@ def test_a_registered_pass_and_target_run_from_a_recipe(plugins, zoo_checkpoint,
 
     result = run_recipe(recipe)
     (artifact,) = result.report["artifacts"]
-    assert artifact["techniques"][0] == "round:1"
+    assert artifact["techniques"][0]["label"] == "round:1"
     assert [e["target"] for e in artifact["latency"] if e["target"] == "toy-cpu"] == ["toy-cpu"]
     assert result.report["stages"][0] == {**result.report["stages"][0], "kind": "round", "metrics": {"decimals": 1}}
     weights = [numpy_helper.to_array(t) for t in onnx.load(result.run_dir / artifact["path"]).graph.initializer if t.dims]
