@@ -1,10 +1,10 @@
-"""What every verb shares: error → exit-code mapping, `--json` output, the stderr console.
+"""What every verb shares: error → exit-code mapping, `--json` output, the stdout (result) and stderr (story) consoles.
 
 Example:
     >>> @app.command()
     ... def verb(json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION):
     ...     with handle_errors(debug, json_out):
-    ...         emit(result_dict, json_out, render=lambda: console.print(table))
+    ...         emit(result_dict, json_out, render=lambda: stdout_console.print(table))
 
 With ``--json``, a verb that fails with exit 2 or 3 prints ``{"error": "<the line>", "exit_code": N}`` on stdout.
 """
@@ -16,14 +16,33 @@ import sys
 from typing import Callable, Iterator
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
 
-console = Console(stderr=True)  # progress and tables go to stderr when --json owns stdout
-stdout_console = Console()
+# Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
+# the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
+# every line at full width, so no table cuts a number into `0.08…`.
+PIPE_WIDTH = 10_000
+
+
+class FullWidthWhenPiped(Console):
+    """A rich Console that renders at PIPE_WIDTH columns when its stream is not a terminal (checked at each print)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+console = FullWidthWhenPiped(stderr=True)  # the story: progress, logs, warnings, errors
+stdout_console = FullWidthWhenPiped()  # the result: tables and summaries
 
 JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
@@ -165,7 +184,8 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
 
 
 def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
-    """With --json print one JSON document on stdout (non-finite numbers as null); otherwise render tables for people."""
+    """With --json print one JSON document on stdout (non-finite numbers as null); otherwise ``render()`` prints the
+    result for people, on stdout_console."""
     if json_out:
         sys.stdout.write(dumps(document) + "\n")
         sys.stdout.flush()

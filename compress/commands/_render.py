@@ -11,7 +11,6 @@ from rich.table import Table
 from rich.text import Text
 
 from compress.commands._common import console
-from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
 
 
 @contextlib.contextmanager
@@ -45,6 +44,8 @@ TERMINAL_COLUMNS = {"artifact": "artifact", "bytes": "bytes", "metric": "metric"
 
 
 def artifact_table(report: dict, run_dir: Path) -> Group:
+    from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows  # imported late: `compress --help` stays fast
+
     table = Table(title=f"{report.get('command', 'run')}: {report['source']['path']}")
     keep = [ARTIFACT_COLUMNS.index(column) for column in TERMINAL_COLUMNS]
     for header in TERMINAL_COLUMNS.values():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, console, handle_errors
+from compress.commands._common import DEBUG_OPTION, handle_errors, stdout_console
 
 
 def register(app: typer.Typer) -> None:
@@ -29,8 +29,8 @@ def demo(
     with handle_errors(debug):
         trained = train_zoo_model(model)
         task = trained.metrics["task"]
-        console.print(f"[bold]{model}[/]: {task['name']} {task['value']:.4f} on the test split "
+        stdout_console.print(f"[bold]{model}[/]: {task['name']} {task['value']:.4f} on the test split "
                       f"({'reused the cached checkpoint' if trained.cached else f'trained in {trained.seconds:.1f}s'}: {trained.path})")
         with step_progress() as step:
             result = quantize(load_model(trained.path), QuantizeConfig(), out_dir=out, step=step)
-        console.print(artifact_table(result.report, out))
+        stdout_console.print(artifact_table(result.report, out))

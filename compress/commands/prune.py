@@ -18,7 +18,7 @@ import typer
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
                                      TRUST_PICKLE_OPTION, console, declare_output_kinds, emit, gate_policy, handle_errors,
-                                     parse_kwargs)
+                                     parse_kwargs, stdout_console)
 from compress.workflows.common import FORMATS
 from compress.workflows.prune import run_prune
 
@@ -165,7 +165,7 @@ def prune_command(
         with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=json_out) as (on_epoch, step):
             report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
                                gate_policy(max_degradation, no_gate), on_epoch, step)
-        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
+        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
         raise_failed_gates(report, run_dir)
 
 

@@ -7,8 +7,8 @@ import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION,
                                      JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
-                                     gate_policy, handle_errors, parse_kwargs)
+                                     STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, declare_output_kinds, emit,
+                                     gate_policy, handle_errors, parse_kwargs, stdout_console)
 from compress.commands._render import artifact_table, step_progress
 
 
@@ -85,6 +85,6 @@ def quantize_command(
         with step_progress(transient=json_out) as step:
             result = quantize(handle, config, data, run_dir, step=step, policy=gate_policy(max_degradation, no_gate))
         report = result.report
-        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir)))
+        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
             raise GateFailed(failure_message(report, run_dir))

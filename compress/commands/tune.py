@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors
+from compress.commands._common import (DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors,
+                                     stdout_console)
 
 
 def register(app: typer.Typer) -> None:
@@ -86,7 +87,7 @@ def tune_command(
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
                     "out": str(out), "trials": len(result.trials), "converged": result.converged}
-        emit(document, json_out, lambda: console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
+        emit(document, json_out, lambda: stdout_console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
         if result.best is None and result.closest is None:
             raise GateFailed(f"no trial finished (see the errors above); the study in {out} resumes on the next run")
         if result.best is None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
 from compress.commands.bench import (
     BENCHMARK_MODEL, IDENTITY, INSECURE, KNOWN_HOSTS, QEMU_CPU, REMOTE_PYTHON, TIMEOUT, split_targets, target_options,
 )
@@ -82,14 +82,14 @@ def _render(result: dict) -> None:
             "-" if agreement is None else f"{agreement['max_abs_diff']:.3g}",
             "[green]ok[/]" if row["passed"] else "[red]MISMATCH[/]",
         )
-    console.print(table)
+    stdout_console.print(table)
     for row in result["targets"]:
-        console.print(f"  {row['target']}: {row['runtime']} {row['runtime_version'] or ''} on {row['device']}", highlight=False, soft_wrap=True)
+        stdout_console.print(f"  {row['target']}: {row['runtime']} {row['runtime_version'] or ''} on {row['device']}", highlight=False, soft_wrap=True)
         if row["failures"]:
-            console.print(f"    [red]mismatch:[/] {'; '.join(row['failures'])}", highlight=False, soft_wrap=True)
+            stdout_console.print(f"    [red]mismatch:[/] {'; '.join(row['failures'])}", highlight=False, soft_wrap=True)
         for warning in row["warnings"]:
-            console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            stdout_console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if any(row["emulated"] for row in result["targets"]):
-        console.print("* emulated under qemu (the outputs are real ARM64 runtime outputs; only timing would be unrepresentative)", soft_wrap=True)
+        stdout_console.print("* emulated under qemu (the outputs are real ARM64 runtime outputs; only timing would be unrepresentative)", soft_wrap=True)
     if result.get("report_updated"):
-        console.print(f"parity added to {result['report_updated']}", soft_wrap=True)
+        stdout_console.print(f"parity added to {result['report_updated']}", soft_wrap=True)
