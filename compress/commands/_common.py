@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
+from compress.quiet import THIRD_PARTY_LOGGERS
 
 # Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
 # the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
@@ -86,14 +87,11 @@ def declare_output_kinds(handle, pairs: list[str] | None):
     return handle
 
 
-# Libraries that log warnings and tracebacks of their own (torch.export.load logs one before compress reports the
-# file as unreadable); without --debug the CLI's one error line is the whole story.
-THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
-
 
 @contextlib.contextmanager
 def quiet_third_party_logs(debug: bool) -> Iterator[None]:
-    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards."""
+    """Silence THIRD_PARTY_LOGGERS (they log warnings and tracebacks of their own, e.g. torch.export.load before
+    compress reports a file as unreadable: without --debug the CLI's one error line is the whole story) inside the block unless ``debug``; their levels are restored afterwards."""
     if debug:
         yield
         return

@@ -21,7 +21,8 @@ def demo(
 
     Example: compress demo --model mnist_cnn
     """
-    from compress.commands._render import artifact_table, step_progress
+    from compress.commands._progress import step_progress
+    from compress.commands._render import artifact_table
     from compress.model import load_model
     from compress.quantize import QuantizeConfig, quantize
     from compress.zoo import train_zoo_model

@@ -13,8 +13,9 @@ import typer
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, emit, gate_policy, handle_errors, stdout_console)
-from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates, split_list,
-                                     training_progress)
+from compress.commands._progress import training_progress
+from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
+                                     split_list)
 from compress.workflows.qat import run_qat
 
 def register(app: typer.Typer) -> None:

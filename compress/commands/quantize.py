@@ -9,7 +9,8 @@ from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AX
                                      JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, declare_output_kinds, emit,
                                      gate_policy, handle_errors, parse_kwargs, stdout_console)
-from compress.commands._render import artifact_table, step_progress
+from compress.commands._progress import step_progress
+from compress.commands._render import artifact_table
 
 
 def register(app: typer.Typer) -> None:

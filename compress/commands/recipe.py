@@ -92,7 +92,8 @@ def run(
 
     Example: compress run recipes/mnist_cnn.yaml --set stages.1.quantize.calibration=entropy
     """
-    from compress.commands._render import artifact_table, step_progress
+    from compress.commands._progress import step_progress
+    from compress.commands._render import artifact_table
     from compress.errors import GateFailed
     from compress.recipe import load_recipe
     from compress.recipe.run import run_recipe

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
+from compress.commands._progress import training_progress
 
 zoo_app = typer.Typer(help="The seed model zoo: list, train and evaluate the reference networks.", no_args_is_help=True)
 
@@ -75,14 +75,9 @@ def train(
         if epochs is not None:
             check_epochs(epochs)
         total = epochs or entry.epochs
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=json_out) as progress:
-            task = progress.add_task(f"training {name}", total=total, loss="-")
-            result = train_zoo_model(
-                name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,
-                on_epoch=lambda epoch, loss: progress.update(task, completed=epoch + 1, loss=f"{loss:.4f}"),
-            )
-            progress.update(task, completed=total)
+        with training_progress(f"training {name}", total, transient=json_out) as (on_epoch, _):  # a cached checkpoint draws no bar
+            result = train_zoo_model(name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,
+                                     on_epoch=lambda epoch, loss: on_epoch({"loss": loss}))
         document = {
             "name": name,
             "path": str(result.path),
