@@ -116,11 +116,23 @@ def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exi
     return typer.Exit(exit_code)
 
 
+def _hide_flag_metavars(command) -> None:
+    """``--json`` takes no value, so ``--help`` shows no ``<bool>`` beside it (typer labels every flag so)."""
+    from typer._click import Context  # typer's vendored click
+
+    for param in [*command.params, command.get_help_option(Context(command))]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_metavars(sub)
+
+
 class JsonErrorsGroup(TyperGroup):
     """The root command: with ``--json`` anywhere on the line, click's own parse errors (``--runs abc``, an unknown
     option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _hide_flag_metavars(self)
         argv = sys.argv[1:] if args is None else list(args)
         if "--json" not in argv or not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)

@@ -83,7 +83,8 @@ def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle, out
 def prune_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, state_dict .pt (with --arch), torch.export .pt2 (magnitude/N:M only)."),
     method: str = typer.Option("magnitude", "--method", "-m", help="magnitude, l1-structured, l2-structured, or N:M such as 2:4."),
-    sparsity: float = typer.Option(None, "--sparsity", "-s", help="Fraction removed, in [0, 1): weights (magnitude) or channels (structured). Default 0.5."),
+    sparsity: float = typer.Option(None, "--sparsity", "-s", show_default="0.5; N:M: fixed by the pattern",
+                                   help="Fraction removed, in [0, 1): weights (magnitude) or channels (structured)."),
     scope: str = typer.Option("layer", "--scope", help="layer: every layer at the target; global: one ranking across layers."),
     layer_sparsity: list[str] = typer.Option(None, "--layer-sparsity", help="Per-layer target, e.g. features.0=0.2 (repeatable)."),
     skip: list[str] = typer.Option(None, "--skip", help="Layer never pruned (repeatable; a parent name covers its children)."),

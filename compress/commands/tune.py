@@ -57,7 +57,7 @@ def tune_command(
     address: str = typer.Option(None, "--address", help="Ray cluster address (auto: a running cluster)."),
     search: Path = typer.Option(None, "--search", help="YAML file whose `search:` block narrows or widens the search space."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study directory (resumes when it exists)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (Optuna's sampler) and of each trial's data split and calibration."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
