@@ -7,10 +7,11 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from compress.data import Dataset, resolve_data
+from compress.data.origin import data_origin
 from compress.data.validate import check_dataset, check_labels
 from compress.errors import UsageError
 from compress.model import ModelHandle
@@ -25,13 +26,14 @@ class DataPlan:
     split_seed: int
     synthetic: bool = False
     spec: InputSpec | None = None  # the model's inputs and batch axes, for runners fed this data
+    origin: dict = field(default_factory=dict)  # {"source", "sha256"}: compress.data.origin
 
     def report_dataset(self) -> dict | None:
         if self.test is None:
             return None
         return {"name": self.name, "split": "test", "samples": self.test.size, "split_seed": self.split_seed,
                 "calibration_samples": self.calibration.size, "calibration_split": self.calibration.split_name,
-                "fingerprint": self.test.fingerprint()}
+                "fingerprint": self.test.fingerprint(), **self.origin}
 
 
 def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
@@ -58,4 +60,5 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)
-    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec)
+    origin = data_origin(data) if isinstance(data, str) else {}
+    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec, origin=origin)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
 
 report_app = typer.Typer(help="Reports: print the report.json JSON Schema, validate a report, compare runs.", no_args_is_help=True)
 
@@ -64,10 +64,12 @@ def compare(
     from rich.table import Table
 
     from compress.io import write_text_atomic
-    from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs
+    from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs, data_warnings
 
     with handle_errors(debug, json_out):
         runs, page = compare_runs(run_dirs)
+        for warning in data_warnings(runs):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if html_out:
             write_text_atomic(html_out, page)
 

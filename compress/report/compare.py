@@ -41,6 +41,19 @@ def compare_rows(runs: dict[str, dict]) -> list[list[str]]:
     return rows
 
 
+def data_warnings(runs: dict[str, dict]) -> list[str]:
+    """Runs measured on different data are not comparable: say so, and name a recorded data file that changed since."""
+    from compress.data.origin import recorded_data
+
+    datasets = {name: report.get("dataset") for name, report in runs.items() if report.get("dataset")}
+    warnings = [f"{name}: {warning}" for name, dataset in datasets.items() if (warning := recorded_data(dataset)[1])]
+    seen = {(d.get("fingerprint"), d.get("split_seed")) for d in datasets.values()}
+    if len(seen) > 1:
+        which = ", ".join(f"{name}: {d['name']} ({d['samples']} samples, split seed {d.get('split_seed')})" for name, d in datasets.items())
+        warnings.append(f"the runs were measured on different test data ({which}): metrics are not directly comparable")
+    return warnings
+
+
 def compare_runs(run_dirs: list[str | Path]) -> tuple[dict[str, dict], str]:
     """Load and validate every run; return them and a self-contained HTML page comparing them."""
     runs = {Path(d).name or str(d): load_run(d) for d in run_dirs}
