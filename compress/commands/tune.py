@@ -50,7 +50,8 @@ def tune_command(
     objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
-    budget: str = typer.Option(None, "--budget", help="Wall-clock budget: 90s, 10m, 1h."),
+    budget: str = typer.Option(None, "--budget", help="Wall-clock budget for the whole command: 90s, 10m, 1h "
+                                "(a trial starts only while one as slow as the slowest so far fits; none is cut)."),
     trials: int = typer.Option(None, "--trials", help="Completed trials wanted in the study (default 20 when no --budget)."),
     workers: int = typer.Option(1, "--workers", help="Trials in parallel."),
     executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray."),

@@ -11,7 +11,7 @@ from pathlib import Path
 from compress.errors import UsageError
 from compress.jsonsafe import read_json
 from compress.report.contract import ReportInvalid, validate_report
-from compress.report.html import STYLE, html_table, img_tag, trade_points
+from compress.report.html import STYLE, html_table, img_tag, metric_name, trade_points
 from compress.report.plots import tradeoff_plot
 
 COMPARE_COLUMNS = ["run", "artifact", "precision", "bytes", "metric", "degradation", "p50 ms (b=1)", "verified in"]
@@ -61,7 +61,8 @@ def compare_runs(run_dirs: list[str | Path]) -> tuple[dict[str, dict], str]:
     for cost, label in (("size", "file size (KB)"), ("latency", "p50 latency at batch 1 (ms)")):
         points = [p for name, report in runs.items() for p in trade_points(report, cost, f"{name}/")]
         if len(points) >= 2:
-            plots.append(img_tag(tradeoff_plot(points, label, title=f"task metric vs {cost}, all runs"), f"compare {cost}"))
+            metric = metric_name(list(runs.values()))
+            plots.append(img_tag(tradeoff_plot(points, label, f"{metric} on the test split", f"{metric} vs {cost}, all runs"), f"compare {cost}"))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>compress: comparing {len(runs)} runs</title><style>{STYLE}</style></head><body>
 <h1>compress: {len(runs)} runs side by side</h1>{html_table(COMPARE_COLUMNS, compare_rows(runs))}<h2>Plots</h2>{''.join(plots)}
 <p>Runs: {', '.join(html.escape(str(d)) for d in run_dirs)}</p></body></html>
