@@ -49,7 +49,8 @@ def tradeoff_figure(points: list[Point], x_label: str, y_label: str, title: str)
     figure, axes = plt.subplots(figsize=(7.2, 4.0))
     for i, p in enumerate(points):
         label = f"{p.label} ({p.group})" if p.group else p.label
-        axes.scatter([p.x], [p.y], s=40, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", label=label, zorder=3)
+        size = 30 + min(90, 16 * (len(points) - 1 - i))  # earlier points larger: one on top of another shows under it
+        axes.scatter([p.x], [p.y], s=size, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", label=label, zorder=3, alpha=0.85)
         if p.group.startswith(BASELINE):
             axes.scatter([p.x], [p.y], s=220, facecolors="none", edgecolors="red", linewidths=1.5, zorder=2)
     front = pareto_front(points)
