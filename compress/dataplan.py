@@ -18,6 +18,9 @@ from compress.model import ModelHandle
 from compress.spec import InputSpec
 
 
+PROBE_SAMPLES = 64  # random inputs that stand in for a test split when there is no data (fidelity, never accuracy)
+
+
 @dataclass
 class DataPlan:
     calibration: Dataset
@@ -27,6 +30,7 @@ class DataPlan:
     synthetic: bool = False
     spec: InputSpec | None = None  # the model's inputs and batch axes, for runners fed this data
     origin: dict = field(default_factory=dict)  # {"source", "sha256"}: compress.data.origin
+    probe: Dataset | None = None   # no data: random inputs on which artifacts are compared with fp32 torch (fidelity only)
 
     def report_dataset(self) -> dict | None:
         if self.test is None:
@@ -53,7 +57,8 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
         data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
     spec = handle.input_spec
     if data is None:
-        return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec)
+        return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec,
+                        probe=spec.random_dataset(PROBE_SAMPLES, seed + 1))
     dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
     dataset = replace(dataset, x=spec.samples_first(dataset.x, f"data {dataset.name!r}"), axes=spec.input_axes)
     check_labels(dataset, handle.heads, Path(handle.source_path).name)
