@@ -49,11 +49,9 @@ for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name
 
 def main() -> None:
     """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line."""
-    if "--verbose" in sys.argv[1:]:
-        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--verbose")]
-        app()
-        return
-    if "--debug" in sys.argv[1:]:
+    loud = {"--verbose", "--debug"} & set(sys.argv[1:])
+    sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--verbose")]  # a global flag, so not a verb's option
+    if loud:
         app()
         return
     from compress.quiet import native_log_tail, silence_third_party

@@ -87,11 +87,13 @@ def declare_output_kinds(handle, pairs: list[str] | None):
     return handle
 
 
-
 @contextlib.contextmanager
 def quiet_third_party_logs(debug: bool) -> Iterator[None]:
-    """Silence THIRD_PARTY_LOGGERS (they log warnings and tracebacks of their own, e.g. torch.export.load before
-    compress reports a file as unreadable: without --debug the CLI's one error line is the whole story) inside the block unless ``debug``; their levels are restored afterwards."""
+    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards.
+
+    They log warnings and tracebacks of their own (torch.export.load logs one before compress reports the file as
+    unreadable); without --debug the CLI's one error line is the whole story.
+    """
     if debug:
         yield
         return

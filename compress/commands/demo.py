@@ -31,7 +31,7 @@ def demo(
         trained = train_zoo_model(model)
         task = trained.metrics["task"]
         stdout_console.print(f"[bold]{model}[/]: {task['name']} {task['value']:.4f} on the test split "
-                      f"({'reused the cached checkpoint' if trained.cached else f'trained in {trained.seconds:.1f}s'}: {trained.path})")
+                             f"({'reused the cached checkpoint' if trained.cached else f'trained in {trained.seconds:.1f}s'}: {trained.path})")
         with step_progress() as step:
             result = quantize(load_model(trained.path), QuantizeConfig(), out_dir=out, step=step)
         stdout_console.print(artifact_table(result.report, out))
