@@ -1,5 +1,5 @@
-"""Progress on stderr for every phase: live rich bars in a terminal, one timestamped line per step or epoch in a pipe
-or a CI log (where a live display would print nothing until the end).
+"""Progress on stderr for every phase: live rich bars in a terminal; in a pipe or a CI log (where a live display
+prints nothing until the end) one timestamped line per epoch and per step that runs over two seconds.
 
 Example:
     >>> with training_progress("QAT", epochs=3) as (on_epoch, step):
@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -20,17 +21,33 @@ def _clock(seconds: float) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
 
 
+ANNOUNCE_AFTER = 2.0  # seconds a step runs before its line is printed: quick steps (and a refusal) stay silent
+
+
 class _Lines:
-    """Progress as lines: ``[elapsed] text``, printed the moment a step or an epoch happens."""
+    """Progress as lines: ``[elapsed] text``. An epoch prints the moment it ends; a step (``lines("exporting")``)
+    prints once it has run ANNOUNCE_AFTER seconds, stamped with its start, so an error line stays the only line."""
 
     def __init__(self) -> None:
         self.start = time.monotonic()
+        self.pending: threading.Timer | None = None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
+    def say(self, text: str, at: float | None = None) -> None:
+        stamp = _clock(self.elapsed() if at is None else at)
+        console.print(f"[{stamp}] {text}", highlight=False, soft_wrap=True, markup=False)
+
     def __call__(self, text: str) -> None:
-        console.print(f"[{_clock(self.elapsed())}] {text}", highlight=False, soft_wrap=True, markup=False)
+        self.close()
+        self.pending = threading.Timer(ANNOUNCE_AFTER, self.say, (text, self.elapsed()))
+        self.pending.daemon = True
+        self.pending.start()
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
 
 
 def epoch_info(row: dict) -> str:
@@ -47,7 +64,11 @@ def step_progress(transient: bool = False) -> Iterator[Callable[[str], None]]:
     A step that fails is taken off the display: the error line that follows says what went wrong.
     """
     if not console.is_terminal:
-        yield _Lines()
+        lines = _Lines()
+        try:
+            yield lines
+        finally:
+            lines.close()
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -84,9 +105,12 @@ def training_progress(title: str, epochs: int, transient: bool = False) -> Itera
     if not console.is_terminal:
         def on_epoch_line(row: dict) -> None:
             done[0] += 1
-            lines(f"{title}: epoch {done[0]}/{epochs}  {epoch_info(row)}{eta()}")
+            lines.say(f"{title}: epoch {done[0]}/{epochs}  {epoch_info(row)}{eta()}")
 
-        yield on_epoch_line, lines
+        try:
+            yield on_epoch_line, lines
+        finally:
+            lines.close()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
