@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 
 import typer
 
@@ -33,7 +34,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show third-party logs and warnings (native converter logs, "
+                                 "FutureWarnings); accepted anywhere on the line, as is --debug."),
+) -> None:
     """Make trained PyTorch models small and fast for phones and edge boards, and prove it."""
 
 
@@ -43,6 +48,24 @@ for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name
 
 
 def main() -> None:
-    app()
+    """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line."""
+    loud = {"--verbose", "--debug"} & set(sys.argv[1:])
+    sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--verbose")]  # a global flag, so not a verb's option
+    if loud:
+        app()
+        return
+    from compress.quiet import native_log_tail, silence_third_party
+
+    log = silence_third_party()
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == 3 and (tail := native_log_tail(log)):
+            print("native library log (last lines; rerun with --verbose to see it as it happens):", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        log.unlink(missing_ok=True)
+
+
 if __name__ == "__main__":
     main()

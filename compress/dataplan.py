@@ -7,14 +7,18 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from compress.data import Dataset, resolve_data
+from compress.data.origin import data_origin
 from compress.data.validate import check_dataset, check_labels
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.spec import InputSpec
+
+
+PROBE_SAMPLES = 64  # random inputs that stand in for a test split when there is no data (fidelity, never accuracy)
 
 
 @dataclass
@@ -25,13 +29,15 @@ class DataPlan:
     split_seed: int
     synthetic: bool = False
     spec: InputSpec | None = None  # the model's inputs and batch axes, for runners fed this data
+    origin: dict = field(default_factory=dict)  # {"source", "sha256"}: compress.data.origin
+    probe: Dataset | None = None   # no data: random inputs on which artifacts are compared with fp32 torch (fidelity only)
 
     def report_dataset(self) -> dict | None:
         if self.test is None:
             return None
         return {"name": self.name, "split": "test", "samples": self.test.size, "split_seed": self.split_seed,
                 "calibration_samples": self.calibration.size, "calibration_split": self.calibration.split_name,
-                "fingerprint": self.test.fingerprint()}
+                "fingerprint": self.test.fingerprint(), **self.origin}
 
 
 def image_shape(handle: ModelHandle) -> tuple[int, int, int] | None:
@@ -51,14 +57,16 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
         data, split_seed = handle.dataset["name"], int(handle.dataset.get("split_seed", seed))
     spec = handle.input_spec
     if data is None:
-        return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec)
+        return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec,
+                        probe=spec.random_dataset(PROBE_SAMPLES, seed + 1))
     dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
     dataset = replace(dataset, x=spec.samples_first(dataset.x, f"data {dataset.name!r}"), axes=spec.input_axes)
     check_labels(dataset, handle.heads, Path(handle.source_path).name)
     if dataset.size < 10:
         raise UsageError(f"data {dataset.name!r} has only {dataset.size} samples; give at least 10 (calibration and test must not overlap)")
     splits = dataset.split(split_seed)
-    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec)
+    origin = data_origin(data) if isinstance(data, str) else {}
+    return DataPlan(splits.calibration(calib_samples, seed), splits.test, dataset.name, split_seed, spec=spec, origin=origin)
 
 
 def model_splits(handle: ModelHandle, data: str | None, seed: int = 0):

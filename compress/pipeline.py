@@ -62,14 +62,15 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
     Fidelity is always against these outputs; the task metric that degradation subtracts from is the original
     model's when the handle carries one measured on the same split (a ``.pt2`` written by `compress prune`).
     """
-    if plan.test is None:
-        return Reference(None, None, size_bytes or Path(handle.source_path).stat().st_size, "torch")
     if handle.module is None:
         runner = open_runner(handle.onnx_path, spec=handle.input_spec)
     else:
         from compress.runtimes.torch_eager import TorchRunner
 
         runner = TorchRunner.from_module(handle.module, handle.input_spec)
+    if plan.test is None:  # no data: outputs on the random probe, for fidelity only
+        outputs = run_dataset(runner, plan.probe) if plan.probe is not None else None
+        return Reference(outputs, None, size_bytes or Path(handle.source_path).stat().st_size, runner.name)
     outputs = run_dataset(runner, plan.test)
     heads = heads_for(handle, plan)
     metrics = task_metrics(heads, outputs, plan.test.y)
@@ -123,7 +124,10 @@ def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -
     runner = open_runner(path, spec=plan.spec)
     if plan.test is None:  # no real data: prove it loads and runs, claim nothing about accuracy
         runner.run(next(plan.calibration.batches(1))[0])
-        return {"task": None, "degradation": None, "fidelity": None}, runner.name
+        metrics = {"task": None, "degradation": None, "fidelity": None}
+        if reference.outputs is not None and plan.probe is not None:  # vs fp32 torch on the same random inputs; not gated
+            metrics["random_input_fidelity"] = combined_fidelity(reference.outputs, run_dataset(runner, plan.probe))
+        return metrics, runner.name
     outputs = run_dataset(runner, plan.test)
     task = task_metrics(heads, outputs, plan.test.y)
     return {

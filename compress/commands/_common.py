@@ -1,10 +1,10 @@
-"""What every verb shares: error → exit-code mapping, `--json` output, the stderr console.
+"""What every verb shares: error → exit-code mapping, `--json` output, the stdout (result) and stderr (story) consoles.
 
 Example:
     >>> @app.command()
     ... def verb(json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION):
     ...     with handle_errors(debug, json_out):
-    ...         emit(result_dict, json_out, render=lambda: console.print(table))
+    ...         emit(result_dict, json_out, render=lambda: stdout_console.print(table))
 
 With ``--json``, a verb that fails with exit 2 or 3 prints ``{"error": "<the line>", "exit_code": N}`` on stdout.
 """
@@ -16,14 +16,34 @@ import sys
 from typing import Callable, Iterator
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
+from compress.quiet import THIRD_PARTY_LOGGERS
 
-console = Console(stderr=True)  # progress and tables go to stderr when --json owns stdout
-stdout_console = Console()
+# Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
+# the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
+# every line at full width, so no table cuts a number into `0.08…`.
+PIPE_WIDTH = 10_000
+
+
+class FullWidthWhenPiped(Console):
+    """A rich Console that renders at PIPE_WIDTH columns when its stream is not a terminal (checked at each print)."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        return size if self.is_terminal else ConsoleDimensions(PIPE_WIDTH, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
+
+
+console = FullWidthWhenPiped(stderr=True)  # the story: progress, logs, warnings, errors
+stdout_console = FullWidthWhenPiped()  # the result: tables and summaries
 
 JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
@@ -67,14 +87,13 @@ def declare_output_kinds(handle, pairs: list[str] | None):
     return handle
 
 
-# Libraries that log warnings and tracebacks of their own (torch.export.load logs one before compress reports the
-# file as unreadable); without --debug the CLI's one error line is the whole story.
-THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
-
-
 @contextlib.contextmanager
 def quiet_third_party_logs(debug: bool) -> Iterator[None]:
-    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards."""
+    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards.
+
+    They log warnings and tracebacks of their own (torch.export.load logs one before compress reports the file as
+    unreadable); without --debug the CLI's one error line is the whole story.
+    """
     if debug:
         yield
         return
@@ -99,11 +118,23 @@ def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exi
     return typer.Exit(exit_code)
 
 
+def _hide_flag_metavars(command) -> None:
+    """``--json`` takes no value, so ``--help`` shows no ``<bool>`` beside it (typer labels every flag so)."""
+    from typer._click import Context  # typer's vendored click
+
+    for param in [*command.params, command.get_help_option(Context(command))]:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_metavars(sub)
+
+
 class JsonErrorsGroup(TyperGroup):
     """The root command: with ``--json`` anywhere on the line, click's own parse errors (``--runs abc``, an unknown
     option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _hide_flag_metavars(self)
         argv = sys.argv[1:] if args is None else list(args)
         if "--json" not in argv or not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
@@ -165,7 +196,8 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
 
 
 def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
-    """With --json print one JSON document on stdout (non-finite numbers as null); otherwise render tables for people."""
+    """With --json print one JSON document on stdout (non-finite numbers as null); otherwise ``render()`` prints the
+    result for people, on stdout_console."""
     if json_out:
         sys.stdout.write(dumps(document) + "\n")
         sys.stdout.flush()

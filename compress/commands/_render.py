@@ -1,42 +1,11 @@
-"""Rich renderings shared by verbs: the artifact table and a step progress bar."""
+"""Rich renderings shared by verbs: the artifact table (progress displays are in compress.commands._progress)."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 from rich.console import Group
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
-
-from compress.commands._common import console
-from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
-
-
-@contextlib.contextmanager
-def step_progress(transient: bool = False) -> Iterator:
-    """Yield ``step(message)``; each call closes the previous step and shows the new one with its time.
-
-    A step that fails is taken off the display: the error line that follows says what went wrong.
-    """
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=transient) as progress:
-        current = {"task": None}
-
-        def step(message: str) -> None:
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(message, total=None)
-
-        try:
-            yield step
-        except BaseException:
-            if current["task"] is not None:
-                progress.remove_task(current["task"])
-            raise
-        if current["task"] is not None:
-            progress.update(current["task"], completed=1, total=1)
-
 
 # The terminal table fits 80 columns: the artifact name already says format and precision (and so the runtime),
 # and the metric's name is printed once, under the table. report.md keeps every column.
@@ -45,6 +14,8 @@ TERMINAL_COLUMNS = {"artifact": "artifact", "bytes": "bytes", "metric": "metric"
 
 
 def artifact_table(report: dict, run_dir: Path) -> Group:
+    from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows  # imported late: `compress --help` stays fast
+
     table = Table(title=f"{report.get('command', 'run')}: {report['source']['path']}")
     keep = [ARTIFACT_COLUMNS.index(column) for column in TERMINAL_COLUMNS]
     for header in TERMINAL_COLUMNS.values():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
 from compress.runtimes.base import RUNTIME_MODULES
 
 
@@ -127,24 +127,24 @@ def _render(document: dict) -> None:
             p50 = f"[magenta]{_short(row['p50_ms'])}*[/]" if row["emulated"] else _short(row["p50_ms"])
             table.add_row(name, f"{row['target']}{'*' if row['emulated'] else ''}", p50, _short(row["p90_ms"]), _short(row["p99_ms"]),
                           _short(row["mean_ms"]), "-" if peak is None else f"{peak / 2**20:.0f}")
-        console.print(table)
+        stdout_console.print(table)
         for row in document["results"]:
             where = f"  {Path(row['artifact']).name} on {row['target']}"
             if row.get("skipped"):
-                console.print(f"{where}: [yellow]{row['skipped']}[/]", highlight=False, soft_wrap=True)
+                stdout_console.print(f"{where}: [yellow]{row['skipped']}[/]", highlight=False, soft_wrap=True)
                 continue
             label = " [magenta](EMULATED: not a device latency)[/]" if row["emulated"] else ""
             ci = row.get("median_ci95_ms")
-            console.print(f"{where}{label}: {row['runtime']} {row.get('runtime_version') or ''}, batch {row['batch']}, "
+            stdout_console.print(f"{where}{label}: {row['runtime']} {row.get('runtime_version') or ''}, batch {row['batch']}, "
                           f"threads {row['threads'] or 'default'}, {row['runs']} runs after {row['warmup']} warm-up; stdev "
                           f"{_ms(row.get('stdev_ms'))} ms, load {_ms(row.get('load_ms'))} ms, p50 95% CI {_ms(ci[0]) if ci else '-'}–{_ms(ci[1]) if ci else '-'} ms, first inference "
                           f"{_ms(row.get('first_inference_ms'))} ms, {row.get('throughput_per_s') or 0:,.0f} samples/s; {row.get('device', '')}",
                           highlight=False, soft_wrap=True)
             for warning in row.get("warnings", []):
                 if warning != row.get("skipped"):
-                    console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+                    stdout_console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if any(r["emulated"] for r in document["results"]):
-            console.print("[magenta]*[/] emulated under qemu: shows that the file runs on ARM64; these are NOT device latencies", soft_wrap=True)
+            stdout_console.print("[magenta]*[/] emulated under qemu: shows that the file runs on ARM64; these are NOT device latencies", soft_wrap=True)
     if document["estimates"]:
         table = Table(title="estimate (analytic roofline, not a measurement)", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("artifact", "core", "MACs", "bytes", "compute", "memory", "estimate ms", "bound"):
@@ -152,8 +152,8 @@ def _render(document: dict) -> None:
         for row in document["estimates"]:
             table.add_row(Path(row["artifact"]).name, row["core"], f"{row['macs']:.3g}", f"{row['bytes_moved']:.3g}", _short(row["compute_ms"]),
                           _short(row["memory_ms"]), _short(row["estimate_ms"]), row["bound"])
-        console.print(table)
+        stdout_console.print(table)
         for note in dict.fromkeys(note for row in document["estimates"] for note in row.get("assumptions", [])):
-            console.print(f"  {note}", highlight=False, soft_wrap=True)
+            stdout_console.print(f"  {note}", highlight=False, soft_wrap=True)
     for path in document["reports_updated"]:
-        console.print(f"latency added to {path}", soft_wrap=True)
+        stdout_console.print(f"latency added to {path}", soft_wrap=True)

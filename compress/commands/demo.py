@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, console, handle_errors
+from compress.commands._common import DEBUG_OPTION, handle_errors, stdout_console
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,8 @@ def demo(
 
     Example: compress demo --model mnist_cnn
     """
-    from compress.commands._render import artifact_table, step_progress
+    from compress.commands._progress import step_progress
+    from compress.commands._render import artifact_table
     from compress.model import load_model
     from compress.quantize import QuantizeConfig, quantize
     from compress.zoo import train_zoo_model
@@ -29,8 +30,8 @@ def demo(
     with handle_errors(debug):
         trained = train_zoo_model(model)
         task = trained.metrics["task"]
-        console.print(f"[bold]{model}[/]: {task['name']} {task['value']:.4f} on the test split "
-                      f"({'reused the cached checkpoint' if trained.cached else f'trained in {trained.seconds:.1f}s'}: {trained.path})")
+        stdout_console.print(f"[bold]{model}[/]: {task['name']} {task['value']:.4f} on the test split "
+                             f"({'reused the cached checkpoint' if trained.cached else f'trained in {trained.seconds:.1f}s'}: {trained.path})")
         with step_progress() as step:
             result = quantize(load_model(trained.path), QuantizeConfig(), out_dir=out, step=step)
-        console.print(artifact_table(result.report, out))
+        stdout_console.print(artifact_table(result.report, out))

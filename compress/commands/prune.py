@@ -1,7 +1,7 @@
 """`compress prune`: prune (and fine-tune) a model, export it, verify every file in its runtime, report per layer.
 
 Also home of what the three training verbs (prune, distill, qat) share: resolving train/val/test splits,
-the epoch progress bar, exporting + verifying a model's fp32/int8 files, and saving a chainable ``.pt2``.
+exporting + verifying a model's fp32/int8 files, and saving a chainable ``.pt2``.
 
 Example:
     $ compress prune mnist_cnn.pt --method l1-structured --sparsity 0.5 --finetune-epochs 3 --out runs/pruned
@@ -9,16 +9,15 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Callable, Iterator
 
 import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
-                                     TRUST_PICKLE_OPTION, console, declare_output_kinds, emit, gate_policy, handle_errors,
-                                     parse_kwargs)
+                                     TRUST_PICKLE_OPTION, declare_output_kinds, emit, gate_policy, handle_errors,
+                                     parse_kwargs, stdout_console)
+from compress.commands._progress import training_progress
 from compress.workflows.common import FORMATS
 from compress.workflows.prune import run_prune
 
@@ -58,40 +57,6 @@ def config_or_usage(cls, **fields):
         raise UsageError(validation_message(exc)) from None
 
 
-@contextlib.contextmanager
-def training_progress(title: str, epochs: int, transient: bool = False) -> Iterator[tuple[Callable[[dict], None], Callable[[str], None]]]:
-    """One rich display for a training verb: a bar over epochs (loss, val, sparsity) and one line per later step.
-
-    Yields ``(on_epoch, step)``: ``on_epoch`` takes a pass's epoch row, ``step(message)`` closes the previous step.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=transient) as progress:
-        training = progress.add_task(title, total=epochs, info="")
-        current = {"task": None}
-
-        def on_epoch(row: dict) -> None:
-            parts = [row.get("run", ""), f"sparsity {row['sparsity']:.3f}" if "sparsity" in row else "",
-                     f"loss {row['loss']:.4f}", f"val {row['val']:.4f}" if row.get("val") is not None else ""]
-            progress.update(training, advance=1, info="  ".join(p for p in parts if p))
-
-        def step(message: str) -> None:
-            progress.update(training, completed=epochs)
-            if current["task"] is not None:
-                progress.update(current["task"], completed=1, total=1)
-            current["task"] = progress.add_task(message, total=None, info="")
-
-        try:
-            yield on_epoch, step
-        except BaseException:
-            progress.live.transient = True  # an error is one line: the bars vanish instead of staying above it
-            raise
-        if current["task"] is not None:
-            progress.update(current["task"], completed=1, total=1)
-
-
 def bench_options(no_bench: bool, runs: int, threads: int | None) -> dict | None:
     return None if no_bench else {"runs": runs, "warmup": max(1, runs // 10), "threads": threads}
 
@@ -118,7 +83,8 @@ def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle, out
 def prune_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, state_dict .pt (with --arch), torch.export .pt2 (magnitude/N:M only)."),
     method: str = typer.Option("magnitude", "--method", "-m", help="magnitude, l1-structured, l2-structured, or N:M such as 2:4."),
-    sparsity: float = typer.Option(None, "--sparsity", "-s", help="Fraction removed, in [0, 1): weights (magnitude) or channels (structured). Default 0.5."),
+    sparsity: float = typer.Option(None, "--sparsity", "-s", show_default="0.5; N:M: fixed by the pattern",
+                                   help="Fraction removed, in [0, 1): weights (magnitude) or channels (structured)."),
     scope: str = typer.Option("layer", "--scope", help="layer: every layer at the target; global: one ranking across layers."),
     layer_sparsity: list[str] = typer.Option(None, "--layer-sparsity", help="Per-layer target, e.g. features.0=0.2 (repeatable)."),
     skip: list[str] = typer.Option(None, "--skip", help="Layer never pruned (repeatable; a parent name covers its children)."),
@@ -165,7 +131,7 @@ def prune_command(
         with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=json_out) as (on_epoch, step):
             report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
                                gate_policy(max_degradation, no_gate), on_epoch, step)
-        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
+        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
         raise_failed_gates(report, run_dir)
 
 

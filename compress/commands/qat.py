@@ -12,9 +12,10 @@ import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     THREADS_OPTION, TRUST_PICKLE_OPTION, console, emit, gate_policy, handle_errors)
-from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates, split_list,
-                                     training_progress)
+                                     THREADS_OPTION, TRUST_PICKLE_OPTION, emit, gate_policy, handle_errors, stdout_console)
+from compress.commands._progress import training_progress
+from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
+                                     split_list)
 from compress.workflows.qat import run_qat
 
 def register(app: typer.Typer) -> None:
@@ -62,7 +63,7 @@ def qat_command(
         with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=json_out) as (on_epoch, step):
             report = run_qat(handle, config, data, run_dir, fmts, bench_options(no_bench, runs, threads), gate_policy(max_degradation, no_gate),
                             on_epoch, step)
-        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir), comparison_lines(report["comparison"])))
+        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), comparison_lines(report["comparison"])))
         raise_failed_gates(report, run_dir)
 
 

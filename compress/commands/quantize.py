@@ -8,8 +8,9 @@ import typer
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION,
                                      JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
-                                     gate_policy, handle_errors, parse_kwargs)
-from compress.commands._render import artifact_table, step_progress
+                                     gate_policy, handle_errors, parse_kwargs, stdout_console)
+from compress.commands._progress import step_progress
+from compress.commands._render import artifact_table
 from compress.formats import default_formats, quantizable
 from compress.formats.calibration import calibration_names
 from compress.formats.precisions import quantized
@@ -82,10 +83,13 @@ def quantize_command(
                             batch_axes=parse_batch_axes(batch_axis), state=parse_pairs(state, "--state"),
                             data=data if data and data.endswith(".npz") else None)
         declare_output_kinds(handle, output_kind)
+        if data is None and not handle.dataset:  # said first, not only under the table minutes later
+            console.print("[yellow]warning:[/] NO DATA: no --data and the model names no dataset, so calibration uses random "
+                          "inputs and no accuracy claim is made; pass --data for real numbers", highlight=False, soft_wrap=True)
         run_dir = out or Path("runs") / model.stem
         with step_progress(transient=json_out) as step:
             result = quantize(handle, config, data, run_dir, step=step, policy=gate_policy(max_degradation, no_gate))
         report = result.report
-        emit(report, json_out, lambda: console.print(artifact_table(report, run_dir)))
+        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
             raise GateFailed(failure_message(report, run_dir))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import (
-    DEBUG_OPTION, JSON_OPTION, TRUST_CODE_FROM_OPTION, TRUST_CODE_OPTION, TRUST_PICKLE_OPTION, console, emit, handle_errors,
+    DEBUG_OPTION, JSON_OPTION, TRUST_CODE_FROM_OPTION, TRUST_CODE_OPTION, TRUST_PICKLE_OPTION, emit, handle_errors, stdout_console,
 )
 
 recipe_app = typer.Typer(help="Recipes: validate a pipeline file, print its JSON Schema, start a new one.", no_args_is_help=True)
@@ -39,16 +39,16 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bo
 def _print_validation(file: Path, recipe, imports) -> None:
     from rich.table import Table
 
-    console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})")
+    stdout_console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})")
     if imports:
         table = Table(title="code this recipe imports and runs (compress run needs --trust-code or --trust-code-from)")
         table.add_column("field")
         table.add_column("imports")
         for item in imports:
             table.add_row(item.field, item.name)
-        console.print(table)
+        stdout_console.print(table)
     if recipe.model.trust_pickle:
-        console.print("model.trust_pickle: the model is a pickle; compress run needs --trust-pickle")
+        stdout_console.print("model.trust_pickle: the model is a pickle; compress run needs --trust-pickle")
 
 
 @recipe_app.command("schema")
@@ -92,7 +92,8 @@ def run(
 
     Example: compress run recipes/mnist_cnn.yaml --set stages.1.quantize.calibration=entropy
     """
-    from compress.commands._render import artifact_table, step_progress
+    from compress.commands._progress import step_progress
+    from compress.commands._render import artifact_table
     from compress.errors import GateFailed
     from compress.recipe import load_recipe
     from compress.recipe.run import run_recipe
@@ -103,7 +104,7 @@ def run(
         trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         with step_progress(transient=json_out) as step:
             result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
-        emit(result.report, json_out, lambda: console.print(artifact_table(result.report, result.run_dir)))
+        emit(result.report, json_out, lambda: stdout_console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
             from compress.gates import failure_message
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
 
 report_app = typer.Typer(help="Reports: print the report.json JSON Schema, validate a report, compare runs.", no_args_is_help=True)
 
@@ -47,7 +47,7 @@ def validate(path: Path = typer.Argument(..., help="A report.json or a run direc
             raise UsageError(f"{file} is not JSON ({exc})") from None
         except ReportInvalid as exc:
             raise UsageError(str(exc)) from None
-        console.print(f"{file}: valid (schema_version {version})")
+        stdout_console.print(f"{file}: valid (schema_version {version})")
 
 
 @report_app.command("compare")
@@ -64,10 +64,12 @@ def compare(
     from rich.table import Table
 
     from compress.io import write_text_atomic
-    from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs
+    from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs, data_warnings
 
     with handle_errors(debug, json_out):
         runs, page = compare_runs(run_dirs)
+        for warning in data_warnings(runs):
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if html_out:
             write_text_atomic(html_out, page)
 
@@ -77,8 +79,8 @@ def compare(
                 table.add_column(column)
             for row in compare_rows(runs):
                 table.add_row(*row)
-            console.print(table)
+            stdout_console.print(table)
             if html_out:
-                console.print(f"HTML: {html_out}")
+                stdout_console.print(f"HTML: {html_out}")
 
         emit({"runs": {name: report for name, report in runs.items()}}, json_out, render)

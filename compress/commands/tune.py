@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors
+from compress.commands._common import (DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors,
+                                     stdout_console)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,14 +52,15 @@ def tune_command(
     objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
-    budget: str = typer.Option(None, "--budget", help="Wall-clock budget: 90s, 10m, 1h."),
+    budget: str = typer.Option(None, "--budget", help="Wall-clock budget for the whole command: 90s, 10m, 1h "
+                                "(a trial starts only while one as slow as the slowest so far fits; none is cut)."),
     trials: int = typer.Option(None, "--trials", help="Completed trials wanted in the study (default 20 when no --budget)."),
     workers: int = typer.Option(1, "--workers", help="Trials in parallel."),
     executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster address (auto: a running cluster)."),
     search: Path = typer.Option(None, "--search", help="YAML file whose `search:` block narrows or widens the search space."),
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study directory (resumes when it exists)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (Optuna's sampler) and of each trial's data split and calibration."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,
     json_out: bool = JSON_OPTION,
     debug: bool = DEBUG_OPTION,
@@ -89,7 +91,7 @@ def tune_command(
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
                     "out": str(out), "trials": len(result.trials), "converged": result.converged}
-        emit(document, json_out, lambda: console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
+        emit(document, json_out, lambda: stdout_console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
         if result.best is None and result.closest is None:
             raise GateFailed(f"no trial finished (see the errors above); the study in {out} resumes on the next run")
         if result.best is None:

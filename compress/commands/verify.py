@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
 from compress.commands.bench import (
     BENCHMARK_MODEL, IDENTITY, INSECURE, KNOWN_HOSTS, QEMU_CPU, REMOTE_PYTHON, TIMEOUT, split_targets, target_options,
 )
@@ -20,7 +20,8 @@ def verify_command(
     targets: list[str] = typer.Option(None, "--targets", "-t", help="Comma-separated: local, cuda, ssh://user@host[:port], adb[:serial], "
                                       "qemu-arm64 (default local)."),
     reference: Path = typer.Option(None, "--reference", help="The uncompressed model (default: source.path of the report.json next to the artifact)."),
-    data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the report's dataset, or the zoo model's own); its test split is used."),
+    data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the data the report's run used, by path, with a warning if "
+                             "the file changed; or the zoo model's own); its test split is used."),
     samples: int = typer.Option(256, "--samples", help="Test samples to run (a deterministic subset)."),
     threads: int = typer.Option(None, "--threads", help="Runtime threads on each target."),
     min_top1: float = typer.Option(0.95, "--min-top1", help="Tolerance: top-1 agreement with the reference at least this."),
@@ -52,6 +53,8 @@ def verify_command(
         tolerance = Tolerance(min_top1, min_sqnr, max_abs_error, min_agreement)
         result = verify_on_targets(artifact, split_targets(targets), reference=reference, data=data, samples=samples,
                                    threads=threads, tolerance=tolerance, **options)
+        for warning in result["data"]["warnings"]:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         result["report_updated"] = None if no_report else (str(p) if (p := record_parity(artifact, result)) else None)
         emit(result, json_out, lambda: _render(result))
         failed = [row for row in result["targets"] if not row["passed"]]
@@ -82,14 +85,14 @@ def _render(result: dict) -> None:
             "-" if agreement is None else f"{agreement['max_abs_diff']:.3g}",
             "[green]ok[/]" if row["passed"] else "[red]MISMATCH[/]",
         )
-    console.print(table)
+    stdout_console.print(table)
     for row in result["targets"]:
-        console.print(f"  {row['target']}: {row['runtime']} {row['runtime_version'] or ''} on {row['device']}", highlight=False, soft_wrap=True)
+        stdout_console.print(f"  {row['target']}: {row['runtime']} {row['runtime_version'] or ''} on {row['device']}", highlight=False, soft_wrap=True)
         if row["failures"]:
-            console.print(f"    [red]mismatch:[/] {'; '.join(row['failures'])}", highlight=False, soft_wrap=True)
+            stdout_console.print(f"    [red]mismatch:[/] {'; '.join(row['failures'])}", highlight=False, soft_wrap=True)
         for warning in row["warnings"]:
-            console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            stdout_console.print(f"    [yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if any(row["emulated"] for row in result["targets"]):
-        console.print("* emulated under qemu (the outputs are real ARM64 runtime outputs; only timing would be unrepresentative)", soft_wrap=True)
+        stdout_console.print("* emulated under qemu (the outputs are real ARM64 runtime outputs; only timing would be unrepresentative)", soft_wrap=True)
     if result.get("report_updated"):
-        console.print(f"parity added to {result['report_updated']}", soft_wrap=True)
+        stdout_console.print(f"parity added to {result['report_updated']}", soft_wrap=True)

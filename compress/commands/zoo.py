@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors
-from compress.evaluate import metric_text
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
+from compress.commands._progress import training_progress
 
 zoo_app = typer.Typer(help="The seed model zoo: list, train and evaluate the reference networks.", no_args_is_help=True)
 
@@ -23,6 +22,7 @@ def list_models(json_out: bool = JSON_OPTION) -> None:
 
     Example: compress zoo list --json
     """
+    from compress.evaluate import metric_text
     from compress.zoo import ZOO
 
     rows = []
@@ -46,7 +46,7 @@ def list_models(json_out: bool = JSON_OPTION) -> None:
         for row in rows:
             shape = "; ".join(f"{t['name']} {'x'.join('N' if d < 0 else str(d) for d in t['shape'])} {t['dtype']}" for t in row["inputs"])
             table.add_row(row["name"], row["article"], f"{row['parameters']:,}", shape, row["dataset"], metric_text(row["reference_metric"]))
-        console.print(table)
+        stdout_console.print(table)
 
     emit({"models": rows}, json_out, render)
 
@@ -66,6 +66,7 @@ def train(
 
     Example: compress zoo train mnist_cnn --out mnist_cnn.pt
     """
+    from compress.evaluate import metric_text
     from compress.zoo import train_zoo_model, zoo_entry
     from compress.zoo.train import check_epochs
 
@@ -74,14 +75,9 @@ def train(
         if epochs is not None:
             check_epochs(epochs)
         total = epochs or entry.epochs
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} epochs"),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=json_out) as progress:
-            task = progress.add_task(f"training {name}", total=total, loss="-")
-            result = train_zoo_model(
-                name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,
-                on_epoch=lambda epoch, loss: progress.update(task, completed=epoch + 1, loss=f"{loss:.4f}"),
-            )
-            progress.update(task, completed=total)
+        with training_progress(f"training {name}", total, transient=json_out) as (on_epoch, _):  # a cached checkpoint draws no bar
+            result = train_zoo_model(name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,
+                                     on_epoch=lambda epoch, loss: on_epoch({"loss": loss}))
         document = {
             "name": name,
             "path": str(result.path),
@@ -90,7 +86,7 @@ def train(
             "metrics": result.metrics,
             "parameters": sum(p.numel() for p in result.model.parameters()),
         }
-        emit(document, json_out, lambda: console.print(
+        emit(document, json_out, lambda: stdout_console.print(
             f"[green]{name}[/]: {metric_text(result.metrics.get('task'))} on the test split "
             f"({'reused cached checkpoint' if result.cached else f'trained in {result.seconds:.1f}s'}) → {result.path}"
         ))
@@ -107,6 +103,7 @@ def evaluate(
     Example: compress zoo eval mnist_cnn.pt --json
     """
     from compress.errors import UsageError
+    from compress.evaluate import metric_text
     from compress.model import load_model
     from compress.zoo.train import evaluate_module
 
@@ -116,4 +113,4 @@ def evaluate(
             raise UsageError(f"{path} is a {handle.source_format} model, not a zoo checkpoint; use `compress quantize --data ...` to evaluate it")
         metrics = evaluate_module(handle.module, handle.dataset["name"], handle.dataset["split_seed"])
         document = {"path": str(path), "arch": handle.arch, "dataset": handle.dataset, "metrics": metrics}
-        emit(document, json_out, lambda: console.print(f"{handle.arch['name']}: {metric_text(metrics['task'])} on {metrics['samples']} test samples"))
+        emit(document, json_out, lambda: stdout_console.print(f"{handle.arch['name']}: {metric_text(metrics['task'])} on {metrics['samples']} test samples"))

@@ -49,6 +49,11 @@ def trade_points(report: dict, cost: str, run_label: str = "") -> list[Point]:
     return points
 
 
+def metric_name(reports: list[dict]) -> str:
+    """The task metric of the reports by name (``accuracy``, ``r2``): what a trade-off plot's y axis shows."""
+    return " / ".join(sorted({(r["reference"]["metrics"].get("task") or {}).get("name") for r in reports} - {None})) or "task metric"
+
+
 def section_html(section: Section) -> str:
     lines = "".join(f"<p>{html.escape(line)}</p>" for line in section.lines)
     tables = "".join(f"<h3>{html.escape(caption)}</h3>{html_table(columns, rows)}" for caption, columns, rows in section.tables)
@@ -60,7 +65,8 @@ def plots_html(report: dict) -> str:
     for cost, label in (("size", "file size (KB)"), ("latency", "p50 latency at batch 1 (ms, local CPU)")):
         points = trade_points(report, cost)
         if len(points) >= 2:
-            parts.append(img_tag(tradeoff_plot(points, label, title=f"task metric vs {cost}"), f"accuracy vs {cost}"))
+            metric = metric_name([report])
+            parts.append(img_tag(tradeoff_plot(points, label, f"{metric} on the test split", f"{metric} vs {cost}"), f"{metric} vs {cost}"))
     if report.get("sensitivity"):
         parts.append(img_tag(sensitivity_plot(report["sensitivity"]), "per-layer sensitivity"))
     if report.get("prune"):

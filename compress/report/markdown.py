@@ -32,10 +32,12 @@ def _num(value, fmt: str = "{:.4f}") -> str:
 def artifact_rows(report: dict) -> list[list[str]]:
     rows = []
     for a in report["artifacts"]:
-        fid = a["metrics"].get("fidelity") or {}
+        fid, mark = a["metrics"].get("fidelity") or {}, ""
+        if not fid and a["metrics"].get("random_input_fidelity"):  # no data: vs fp32 torch on random inputs, marked ~
+            fid, mark = a["metrics"]["random_input_fidelity"], "~"
         rows.append([
             a["name"], a["format"], a["precision"], f"{a['size_bytes']:,}", _metric(a["metrics"]["task"]),
-            _num(a["metrics"]["degradation"]), _num(fid.get("top1_agreement")), _num(fid.get("sqnr_db"), "{:.1f}"),
+            _num(a["metrics"]["degradation"]), mark + _num(fid.get("top1_agreement")), mark + _num(fid.get("sqnr_db"), "{:.1f}"),
             _num(device_p50(a), "{:.3f}"), _num(a.get("speedup_vs_fp32"), "{:.2f}x"), ", ".join(a["verified_in"]),
         ])
     return rows

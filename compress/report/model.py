@@ -62,6 +62,11 @@ class DatasetInfo(Open):
     name: str
     split: str
     samples: int = Field(ge=0)
+    split_seed: int | None = Field(None, description="seed of the train/val/test split")
+    source: str | None = Field(None, description="the --data given: a built-in name, package.module:function, or the "
+                               "absolute path of a .npz / image folder (verify reuses it)")
+    sha256: str | None = Field(None, pattern="^[0-9a-f]{64}$", description="of the data file's (or folder's) bytes "
+                               "when the source is a path: verify warns when it changed")
 
 
 class Task(Open):

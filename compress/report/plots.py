@@ -1,7 +1,7 @@
 """Report plots as PNG bytes (matplotlib, headless): trade-offs with the Pareto front, sensitivity, latency.
 
 Example:
-    >>> png = tradeoff_plot(points, x_label="size (KB)")     # bytes of a PNG image
+    >>> png = tradeoff_plot(points, "size (KB)", "accuracy (test split)", "accuracy vs size")     # bytes of a PNG image
 """
 from __future__ import annotations
 
@@ -38,22 +38,38 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def tradeoff_plot(points: list[Point], x_label: str, y_label: str = "task metric", title: str = "") -> bytes:
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
-    groups = sorted({p.group for p in points})
-    for group in groups:
-        members = [p for p in points if p.group == group]
-        axes.scatter([p.x for p in members], [p.y for p in members], label=group or None, s=36)
-    for p in points:
-        axes.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+MARKERS = "osD^vP*Xh<>p"
+BASELINE = "baseline"  # a Point whose group starts with this is ringed (tune's plain int8 PTQ)
+
+
+def tradeoff_figure(points: list[Point], x_label: str, y_label: str, title: str):
+    """The trade-off scatter as a matplotlib Figure: one marker and legend entry per point (points on top of each other
+    stay tellable apart; no label is drawn over the data), the Pareto front dashed, a baseline ringed. Any number of
+    points, none included (the axes then say so)."""
+    figure, axes = plt.subplots(figsize=(7.2, 4.0))
+    for i, p in enumerate(points):
+        label = f"{p.label} ({p.group})" if p.group else p.label
+        size = 30 + min(90, 16 * (len(points) - 1 - i))  # earlier points larger: one on top of another shows under it
+        axes.scatter([p.x], [p.y], s=size, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", label=label, zorder=3, alpha=0.85)
+        if p.group.startswith(BASELINE):
+            axes.scatter([p.x], [p.y], s=220, facecolors="none", edgecolors="red", linewidths=1.5, zorder=2)
     front = pareto_front(points)
-    axes.plot([p.x for p in front], [p.y for p in front], "k--", linewidth=1, label="Pareto front")
+    if len(front) >= 2:
+        axes.plot([p.x for p in front], [p.y for p in front], "k--", linewidth=1, label="Pareto front")
+    if not points:
+        axes.text(0.5, 0.5, "no valid point yet", transform=axes.transAxes, ha="center", va="center", color="gray")
     axes.set_xlabel(x_label)
     axes.set_ylabel(y_label)
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
-    return _png(figure)
+    if points:  # the key sits beside the axes: it never hides a point
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return figure
+
+
+def tradeoff_plot(points: list[Point], x_label: str, y_label: str, title: str) -> bytes:
+    """PNG bytes of :func:`tradeoff_figure`."""
+    return _png(tradeoff_figure(points, x_label, y_label, title))
 
 
 def sensitivity_plot(rows: list[dict]) -> bytes:
@@ -80,6 +96,10 @@ def layer_sparsity_plot(rows: list[dict]) -> bytes:
 
 def latency_plot(series: dict[str, dict]) -> bytes:
     """Per artifact: the distribution of timed runs when samples exist, else p50 with a whisker up to p99."""
+    return _png(latency_figure(series))
+
+
+def latency_figure(series: dict[str, dict]):
     names = list(series)
     figure, axes = plt.subplots(figsize=(6.4, 0.35 * len(names) + 1.4))
     samples = [series[n].get("samples_ms") for n in names]
@@ -92,6 +112,7 @@ def latency_plot(series: dict[str, dict]) -> bytes:
         p50 = [series[n]["p50_ms"] for n in names]
         spread = [[0.0] * len(names), [series[n]["p99_ms"] - series[n]["p50_ms"] for n in names]]  # whisker up to p99
         axes.barh(names, p50, xerr=spread, color="tab:blue", alpha=0.7, capsize=3)
+    axes.set_title("latency per inference at batch 1 on this CPU: " + ("timed runs (box: quartiles)" if all(samples) else "p50, whisker to p99"))
     axes.set_xlabel("latency per inference (ms), batch 1")
     axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return figure

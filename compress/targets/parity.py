@@ -31,20 +31,24 @@ class Tolerance:
     min_agreement: float | None = 0.99        # top-1 agreement with the first target's outputs
 
 
-def defaults_from_report(artifact: Path) -> tuple[str | None, str | None, int | None]:
-    """(reference model path, dataset name, split seed) from the report.json next to ``artifact``, when there is one."""
+def defaults_from_report(artifact: Path) -> tuple[str | None, str | None, int | None, str | None]:
+    """(reference model path, data to reuse, split seed, a warning when that data changed) from the report.json next
+    to ``artifact``, when there is one (compress.data.origin)."""
+    from compress.data.origin import recorded_data
+
     path = artifact.parent / "report.json"
     if not path.is_file():
-        return None, None, None
+        return None, None, None, None
     try:
         report = json.loads(path.read_text())
     except json.JSONDecodeError:
-        return None, None, None
+        return None, None, None, None
     source, dataset = report.get("source") or {}, report.get("dataset") or {}
     reference = source.get("path")
     if reference and not Path(reference).is_file() and (artifact.parent / reference).is_file():
         reference = str(artifact.parent / reference)
-    return reference, dataset.get("name"), dataset.get("split_seed")
+    data, warning = recorded_data(dataset)
+    return reference, data, dataset.get("split_seed"), warning
 
 
 def reference_outputs(reference: str, data, samples: int, seed: int = 0):
@@ -101,7 +105,8 @@ def verify_on_targets(
 ) -> dict:
     """Run ``artifact`` on every target with the same real inputs; compare each with the reference and the first target.
 
-    ``reference``/``data`` default to the report.json next to the artifact (``source.path``, ``dataset.name``).
+    ``reference``/``data`` default to the report.json next to the artifact (``source.path``, ``dataset.source``; a
+    warning in ``data.warnings`` when that file changed since the run).
     Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "passed"}``; never raises on a mismatch.
     """
     from compress.pipeline import combined_fidelity
@@ -116,13 +121,13 @@ def verify_on_targets(
     if samples < 1:
         raise UsageError("--samples must be at least 1")
     runtime = runtime_for(artifact)
-    default_reference, default_data, split_seed = defaults_from_report(artifact)
+    default_reference, default_data, split_seed, data_warning = defaults_from_report(artifact)
     reference = reference or default_reference
     if reference is None:
         raise UsageError(f"no reference model: pass --reference (no report.json next to {artifact.name} names its source)")
     if not Path(reference).is_file():
         raise UsageError(f"reference model {reference} not found; pass --reference")
-    data = data or default_data
+    explicit_data, data = data is not None, data or default_data
     tolerance = tolerance or Tolerance()
     opened = [open_target(t, strict=False, **target_options) for t in targets]  # bad names fail before any work
     expected, subset, reference_runtime = reference_outputs(str(reference), data, samples, seed=split_seed or 0)
@@ -145,7 +150,8 @@ def verify_on_targets(
                      "warnings": list(getattr(target, "notes", []))})
     return {
         "artifact": str(artifact), "runtime": runtime, "reference": {"path": str(reference), "runtime": reference_runtime},
-        "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint()},
+        "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint(),
+                 "source": str(data) if data else None, "warnings": [data_warning] if data_warning and not explicit_data else []},
         "tolerance": asdict(tolerance), "targets": rows, "passed": all(r["passed"] for r in rows),
     }
 

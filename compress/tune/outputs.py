@@ -101,11 +101,12 @@ def write_outputs(result, config, handle: ModelHandle, data: str | None) -> None
     from compress.tune.search import feasible
 
     valid = [r for r in feasible(result.trials, config.degradation_limit) if r.get("p50_ms")]
-    group = {id(result.best): "winner", id(result.baseline): "plain int8 PTQ"}
-    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["p50_ms"], group.get(id(r), "valid")) for r in valid]
-    if len(points) >= 2:
-        title = f"valid trials ({judged_by(config)})"
-        (out / "pareto.png").write_bytes(tradeoff_plot(points, "file size (KB)", "-p50 latency, ms (higher is faster)", title))
+    baseline = result.baseline if result.baseline and result.baseline.get("p50_ms") else None
+    shown = valid + ([baseline] if baseline is not None and all(r is not baseline for r in valid) else [])
+    group = {id(result.best): "winner", id(baseline): "baseline: plain int8 PTQ"}
+    points = [Point(f"#{r['number']}", r["size_bytes"] / 1024, -r["p50_ms"], group.get(id(r), "valid")) for r in shown]
+    title = f"{len(valid)} valid trial{'s' * (len(valid) != 1)} ({judged_by(config)}), baseline ringed"
+    (out / "pareto.png").write_bytes(tradeoff_plot(points, "file size (KB)", "-p50 latency at batch 1 (ms; higher is faster)", title))
     chosen = result.best or result.closest
     if chosen and "params" in chosen:
         header = (f"# written by `compress tune` from trial #{chosen['number']}: {chosen['size_bytes']:,} bytes, "

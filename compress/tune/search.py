@@ -170,19 +170,24 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
     """Search until the budget ends; always keep the best valid model so far on disk."""
     from compress.tune.analysis import rank_layers
 
+    deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds  # the whole command
     out_dir = Path(out_dir).resolve()  # trials may run in other processes or on Ray workers
     make_run_dir(out_dir)
     reference = _reference(handle, data, config.seed)
     study = _study(config, out_dir)
     ranked = rank_layers(handle, data, out_dir, config)
     remaining = None if config.trials is None else max(0, config.trials - len(_completed(study)))
-    deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds
 
     submitted = repeats = 0
+    started: dict[cf.Future, float] = {}
+    slowest = [0.0]  # seconds of the slowest trial finished so far: what a new trial is expected to need
 
     def in_budget() -> bool:
-        return (repeats < MAX_REPEATS and (remaining is None or submitted < remaining)
-                and (deadline is None or time.monotonic() < deadline))
+        """Another trial fits: the budget's end is not before a trial as slow as the slowest so far would finish
+        (the first trial always runs). A trial is never cut: it is sized, so the study ends within the budget plus
+        the summary's retiming."""
+        fits = deadline is None or submitted == 0 or time.monotonic() + slowest[0] < deadline
+        return repeats < MAX_REPEATS and (remaining is None or submitted < remaining) and fits
 
     def finished(result: dict) -> None:
         _, _, _, best = _choose(study, config)
@@ -207,10 +212,12 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
                 spec = TrialSpec(trial.number, str(Path(handle.source_path).resolve()), data, params, ranked, config.format,
                                  str(out_dir / "trials"), config.seed, load_kwargs or {}, reference=reference, target=config.target,
                                  threads=torch.get_num_threads())
-                running[runner.submit(spec)] = trial
+                future = runner.submit(spec)
+                running[future], started[future] = trial, time.monotonic()
                 submitted, repeats = submitted + 1, 0
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
             for future in done:
+                slowest[0] = max(slowest[0], time.monotonic() - started.pop(future))
                 finished(_tell(study, running.pop(future), future, config, runner.land))
     return summarize(study, config, handle, data, out_dir, converged=repeats >= MAX_REPEATS)
 

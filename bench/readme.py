@@ -1,0 +1,80 @@
+"""`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
+
+Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
+``latest`` (the benchmark tables, bench/results/latest.json) and ``zoo`` (the zoo table, bench/results/zoo.json).
+``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
+
+Example:
+    $ python -m bench && python -m bench.readme        # measure, then put the new figures in README.md
+    $ python -m bench.readme --check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parents[1] / "README.md"
+
+
+def latest_block() -> str:
+    """The benchmark section's tables: bench.__main__'s latest.md, its per-model headings one level down."""
+    from bench.__main__ import markdown
+
+    text = markdown(json.loads((RESULTS / "latest.json").read_text()))
+    return re.sub(r"^### ", "#### ", text, flags=re.M).rstrip("\n")
+
+
+def zoo_block() -> str:
+    """The model zoo table from zoo.json (articles from the zoo registry: words, not figures)."""
+    from compress.evaluate import metric_text
+    from compress.zoo import ZOO
+
+    rows = json.loads((RESULTS / "zoo.json").read_text())["rows"]
+    lines = ["| model | article | dataset | parameters | epochs | test metric (seed 0) | train time |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| `{r['model']}` | {ZOO[r['model']].article} | {r['dataset']} | {r['parameters']:,} | {r['epochs']} | "
+              f"{metric_text(r['task'], digits=4)} | {r['train_seconds']:.0f} s |" for r in rows]
+    return "\n".join(lines)
+
+
+BLOCKS = {"latest": latest_block, "zoo": zoo_block}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- bench:{name} -->\n)(.*?)(\n<!-- /bench:{name} -->)", re.S)
+
+
+def rendered(readme: str) -> str:
+    """``readme`` with every generated block rewritten from its JSON."""
+    for name, block in BLOCKS.items():
+        if not _pattern(name).search(readme):
+            raise SystemExit(f"README.md has no <!-- bench:{name} --> block")
+        readme = _pattern(name).sub(lambda m, text=block(): m.group(1) + text + m.group(3), readme)
+    return readme
+
+
+def stale_blocks(readme: str) -> list[str]:
+    """Names of the blocks whose text differs from what their JSON gives."""
+    return [name for name, block in BLOCKS.items() if (m := _pattern(name).search(readme)) is None or m.group(2) != block()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="Only check; exit 1 if README.md differs from the JSON.")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    if args.check:
+        stale = stale_blocks(text)
+        if stale:
+            sys.exit(f"README.md blocks out of date with bench/results: {', '.join(stale)}; run python -m bench.readme")
+        print("README.md agrees with bench/results")
+        return
+    README.write_text(rendered(text))
+    print(f"rewrote {', '.join(BLOCKS)} in {README}")
+
+
+if __name__ == "__main__":
+    main()
