@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
+from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
 from compress.runtimes.base import RUNTIME_MODULES
 
 
