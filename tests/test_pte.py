@@ -209,3 +209,15 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
     assert set(report["recommended"]["by_format"]) >= {"onnx", "tflite", "pte"}
     refused = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "pte", "--precision", "fp16", "--out", tmp_path / "fp16")
     assert refused.exit_code == 2 and "not available for .pte" in refused.stderr
+
+
+@needs_executorch
+def test_prune_writes_a_verified_pte_and_qat_says_it_exports_none(zoo_checkpoint, cli, tmp_path):
+    model = zoo_checkpoint("mnist_cnn", epochs=2)
+    result = cli("prune", model, "--sparsity", "0.2", "--format", "pte", "--no-bench", "--no-gate", "--out", tmp_path / "prune")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "prune" / "report.json").read_text())
+    pte = [a for a in report["artifacts"] if a["format"] == "pte"]
+    assert {a["precision"] for a in pte} == {"fp32", "int8"} and all(a["verified_in"] == ["executorch"] for a in pte)
+    refused = cli("qat", model, "--format", "pte", "--out", tmp_path / "qat")
+    assert refused.exit_code == 2 and "choose from onnx, tflite" in refused.stderr

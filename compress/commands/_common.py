@@ -45,6 +45,13 @@ class FullWidthWhenPiped(Console):
 console = FullWidthWhenPiped(stderr=True)  # the story: progress, logs, warnings, errors
 stdout_console = FullWidthWhenPiped()  # the result: tables and summaries
 
+def _format_help() -> str:
+    from compress.formats import default_formats, quantizable
+
+    return f"Any of {', '.join(quantizable())} (comma-separated). Default: {', '.join(default_formats())}."
+
+
+FORMAT_OPTION = typer.Option(None, "--format", "-f", help=_format_help())
 JSON_OPTION = typer.Option(False, "--json", help="Print exactly one JSON document on stdout (logs go to stderr).")
 DEBUG_OPTION = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 # How a model is loaded and its artifacts timed: the same options on every verb that takes a model.

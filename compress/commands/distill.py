@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, emit, gate_policy, handle_errors, parse_kwargs,
                                      stdout_console)
@@ -35,7 +35,7 @@ def distill_command(
     feature_weight: float = typer.Option(None, "--feature-weight", help="Weight of each feature term (default 1)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip training the no-KD twin (KD's benefit is then not measured)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the teacher's own)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
+    formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction, default 0.01); exit 1 if missed."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,

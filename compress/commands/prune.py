@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
                                      TRUST_PICKLE_OPTION, declare_output_kinds, emit, gate_policy, handle_errors,
                                      parse_kwargs, stdout_console)
@@ -34,13 +34,17 @@ def split_list(values: list[str] | None) -> list[str]:
     return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
 
 
-def check_formats(formats: list[str]) -> list[str]:
+def check_formats(formats: list[str], allowed: tuple[str, ...] | None = None) -> list[str]:
+    """The --format values, deduplicated (default: the default formats); one outside ``allowed`` (default: every
+    format compress can produce) is a UsageError naming the choices."""
     from compress.errors import UsageError
+    from compress.formats import quantizable
 
+    allowed = allowed or quantizable()
     formats = list(dict.fromkeys(formats or FORMATS))
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in allowed]
     if unknown:
-        raise UsageError(f"unknown --format {unknown[0]!r}; choose onnx, tflite or both")
+        raise UsageError(f"--format {unknown[0]!r} is not available here; choose from {', '.join(allowed)}")
     return formats
 
 
@@ -92,7 +96,7 @@ def prune_command(
     schedule: str = typer.Option("cubic", "--schedule", help="cubic, linear or one-shot."),
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (Adam; default 5e-4)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
+    formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the pruned model in fp32 only (default: also int8, as `compress quantize`)."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,

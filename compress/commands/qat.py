@@ -16,7 +16,7 @@ from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OP
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.workflows.qat import run_qat
+from compress.workflows.qat import QAT_FORMATS, run_qat
 
 def register(app: typer.Typer) -> None:
     app.command("qat")(qat_command)
@@ -31,7 +31,7 @@ def qat_command(
     freeze_bn_after: int = typer.Option(None, "--freeze-bn-after", help="Epochs before batch norm uses running statistics (default: half)."),
     freeze_observers_after: int = typer.Option(None, "--freeze-observers-after", help="Epochs before quantization ranges freeze (default: all but the last)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the model's own)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated). Default: both."),
+    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated; QAT exports no .pte). Default: both."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
     output_kind: list[str] = OUTPUT_KIND_OPTION,
     no_gate: bool = NO_GATE_OPTION,
@@ -57,7 +57,7 @@ def qat_command(
     with handle_errors(debug, json_out):
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
                                  freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=seed)
-        fmts = check_formats(split_list(formats))
+        fmts = check_formats(split_list(formats), QAT_FORMATS)
         handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
         run_dir = out or Path("runs") / f"{model.stem}-qat"
         with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=json_out) as (on_epoch, step):

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION,
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION,
                                      JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
                                      gate_policy, handle_errors, parse_kwargs, stdout_console)
 from compress.commands._progress import step_progress
 from compress.commands._render import artifact_table
-from compress.formats import default_formats, quantizable
+from compress.formats import default_formats
 from compress.formats.calibration import calibration_names
 from compress.formats.precisions import quantized
 
@@ -27,7 +27,7 @@ def _split(values: list[str] | None) -> list[str]:
 def quantize_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help=f"Any of {', '.join(quantizable())} (comma-separated). Default: {', '.join(default_formats())}."),
+    formats: list[str] = FORMAT_OPTION,
     precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8); comma-separated."),
     calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),

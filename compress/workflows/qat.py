@@ -12,6 +12,8 @@ from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resolve_splits
 from compress.rundir import holds_run_dir, located, staged
 
+QAT_FORMATS = ("onnx", "tflite")  # the QAT graph is exported by passes.qat's ONNX and TFLite exporters only
+
 
 @holds_run_dir("qat")
 def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats: tuple[str, ...] = FORMATS,
