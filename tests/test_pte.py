@@ -221,3 +221,18 @@ def test_prune_writes_a_verified_pte_and_qat_says_it_exports_none(zoo_checkpoint
     assert {a["precision"] for a in pte} == {"fp32", "int8"} and all(a["verified_in"] == ["executorch"] for a in pte)
     refused = cli("qat", model, "--format", "pte", "--out", tmp_path / "qat")
     assert refused.exit_code == 2 and "choose from onnx, tflite" in refused.stderr
+
+
+@needs_executorch
+def test_tune_searches_pte_files(zoo_checkpoint, cli, tmp_path):
+    import yaml
+
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"search": {"precisions": ["int8"], "calibrations": ["minmax"], "calib_samples": [256],
+                                                 "per_channel": [True], "dynamic_op_types": [[]], "keep_float_max": 0,
+                                                 "prune_methods": ["none"]}}))
+    result = cli("tune", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "pte", "--objective", "size", "--trials", "1",
+                 "--search", search, "--out", tmp_path / "study", "--json")
+    assert result.exit_code == 0, result.output
+    best = json.loads(result.stdout)["best"]
+    assert best["artifact"].endswith(".pte") and best["degradation"] <= 0.01

@@ -50,7 +50,7 @@ def tune_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset (zoo default: its own)."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Metric loss allowed with labels, as a fraction (0.005 = 0.5 pt; default 0.01). Without labels trials are judged by the fidelity floors."),
     objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or tflite."),
+    fmt: str = typer.Option("onnx", "--format", help="The format trials write: onnx, tflite or pte."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
     budget: str = typer.Option(None, "--budget", help="Wall-clock budget for the whole command: 90s, 10m, 1h "
                                 "(a trial starts only while one as slow as the slowest so far fits; none is cut)."),

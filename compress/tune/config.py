@@ -75,7 +75,7 @@ class TuneConfig(BaseModel):
         "by the fidelity floors of their outputs (compress.gates)."))
     objective: Literal["size", "latency", "both"] = Field(
         "both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
-    format: Literal["onnx", "tflite"] = "onnx"
+    format: str = Field("onnx", description="The format trials write (any format compress quantize produces).")
     target: str = "local"
     budget: str | None = Field(None, description="Wall-clock budget like 10m, 90s, 1h.")
     trials: int | None = Field(None, ge=1, le=MAX_TRIALS, description=f"Number of trials (at most {MAX_TRIALS:,}).")
@@ -91,6 +91,15 @@ class TuneConfig(BaseModel):
         from compress.gates import DEFAULT_MAX_DEGRADATION
 
         return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from compress.formats import quantizable
+
+        if value not in quantizable():
+            raise ValueError(f"unknown format {value!r}; choose from {', '.join(quantizable())}")
+        return value
 
     @field_validator("budget")
     @classmethod
