@@ -330,7 +330,7 @@ def test_validate_lists_the_code_a_recipe_imports_and_imports_none(hostile_modul
     assert document["imports"] == [{"field": "model.arch", "name": "hostile_mod:Net"}, {"field": "data.name", "name": "os:getcwd"}]
     assert document["trust_pickle"] is True
     table = cli("recipe", "validate", path)
-    assert table.exit_code == 0 and "hostile_mod:Net" in table.stderr and "--trust-code" in table.stderr
+    assert table.exit_code == 0 and "hostile_mod:Net" in table.stdout and "--trust-code" in table.stdout
     assert not hostile_module.exists()
 
 
