@@ -147,11 +147,12 @@ def small_teacher(zoo_checkpoint):
     return zoo_checkpoint("mnist_cnn", epochs=4, width=0.5)
 
 
-def _run_template(cli, name: str, out: Path, source: Path, *overrides: str) -> dict:
+def _run_template(cli, name: str, out: Path, source: Path, *overrides: str, stderr_has: str = "") -> dict:
     """``compress run recipes/templates/<name>.yaml --out OUT --set model.source=SOURCE --set ...``; its report."""
     sets = [item for value in (f"model.source={source}", *overrides) for item in ("--set", value)]
     result = cli("run", f"recipes/templates/{name}.yaml", "--out", out, *sets)
     assert result.exit_code in (0, 1), result.output
+    assert stderr_has in result.stderr
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
     assert result.exit_code == (0 if report["passed"] else 1)
@@ -179,7 +180,8 @@ def _check_gates(report: dict, names: set[str], candidates: set[str]) -> None:
 
 
 def test_prune_int8_template(cli, small_teacher, tmp_path):
-    report = _run_template(cli, "prune-int8", tmp_path, small_teacher, "stages.0.prune.finetune_epochs=1", "stages.2.benchmark.runs=5")
+    report = _run_template(cli, "prune-int8", tmp_path, small_teacher, "stages.0.prune.finetune_epochs=1", "stages.2.benchmark.runs=5",
+                           stderr_has="stage 0 prune: epoch 1/1  sparsity 0.300  loss ")
     reference = report["reference"]["metrics"]["task"]["value"]
     prune = report["stages"][0]
     assert prune["kind"] == "prune" and prune["metrics"]["params_after"] < prune["metrics"]["params_before"]

@@ -14,6 +14,7 @@ import time
 from typing import Callable, Iterator
 
 from compress.commands._common import console
+from compress.epochs import epoch_info
 
 
 def _clock(seconds: float) -> str:
@@ -48,13 +49,6 @@ class _Lines:
     def close(self) -> None:
         if self.pending is not None:
             self.pending.cancel()
-
-
-def epoch_info(row: dict) -> str:
-    """``{"loss": 0.31, "val": 0.97, "sparsity": 0.5}`` → ``sparsity 0.500  loss 0.3100  val 0.9700``."""
-    parts = [row.get("run", ""), f"sparsity {row['sparsity']:.3f}" if "sparsity" in row else "",
-             f"loss {row['loss']:.4f}" if row.get("loss") is not None else "", f"val {row['val']:.4f}" if row.get("val") is not None else ""]
-    return "  ".join(p for p in parts if p)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import (
-    DEBUG_OPTION, JSON_OPTION, TRUST_CODE_FROM_OPTION, TRUST_CODE_OPTION, TRUST_PICKLE_OPTION, emit, handle_errors, stdout_console,
+    DEBUG_OPTION, JSON_OPTION, TRUST_CODE_FROM_OPTION, TRUST_CODE_OPTION, TRUST_PICKLE_OPTION, console, emit, handle_errors, stdout_console,
 )
 
 recipe_app = typer.Typer(help="Recipes: validate a pipeline file, print its JSON Schema, start a new one.", no_args_is_help=True)
@@ -103,7 +103,8 @@ def run(
         recipe = load_recipe(file, overrides)
         trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         with step_progress(transient=json_out) as step:
-            result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust)
+            result = run_recipe(recipe, out, force=force, step=step, recipe_path=str(file), trust=trust,
+                                say=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
         emit(result.report, json_out, lambda: stdout_console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
             from compress.gates import failure_message

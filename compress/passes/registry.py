@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -51,8 +52,12 @@ class Pass:
             return self.config
         return f"{self.config.__module__}:{self.config.__qualname__}"
 
-    def run(self, *args):
-        return _resolve(self.handler)(*args)
+    def run(self, *args, on_epoch: Callable[[dict], None] | None = None):
+        """Call the handler; ``on_epoch`` (one row per training epoch) goes to a handler that takes it."""
+        handler = _resolve(self.handler)
+        if on_epoch is not None and "on_epoch" in inspect.signature(handler).parameters:
+            return handler(*args, on_epoch=on_epoch)
+        return handler(*args)
 
 
 PASSES: dict[str, Pass] = {}

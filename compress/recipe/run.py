@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from compress.dataplan import plan_data
+from compress.epochs import epoch_info
 from compress.io import copy_atomic, make_run_dir, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.registry import get_pass
@@ -68,8 +69,12 @@ def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle
 
 @holds_run_dir("run", lambda args: args["out_dir"] or args["recipe"].output.dir)
 def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: bool = False,
-               step: Callable[[str], None] | None = None, recipe_path: str | None = None, trust: Trust = Trust()) -> RecipeResult:
-    """Run every stage; code the recipe names (``module:Name``) runs only as far as ``trust`` (the command line) allows."""
+               step: Callable[[str], None] | None = None, recipe_path: str | None = None, trust: Trust = Trust(),
+               say: Callable[[str], None] | None = None) -> RecipeResult:
+    """Run every stage; code the recipe names (``module:Name``) runs only as far as ``trust`` (the command line) allows.
+
+    ``step(message)`` names each phase; ``say(line)`` gets one line per training epoch of a prune, distill or QAT stage.
+    """
     check_trust(recipe, trust, recipe_path or "recipe")
     step = step or (lambda message: None)
     run_dir = make_run_dir(out_dir or recipe.output.dir)
@@ -102,7 +107,9 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         else:
             step(f"stage {index} {kind}")
             cache.start(folder)
-            record = _run_stage(stage, config, StageContext(handle, recipe, plan, reference, folder, run_dir, artifacts))
+            on_epoch = None if say is None else (
+                lambda row, index=index, kind=kind: say(f"stage {index} {kind}: epoch {row['epoch']}/{row['epochs']}  {epoch_info(row)}"))
+            record = _run_stage(stage, config, StageContext(handle, recipe, plan, reference, folder, run_dir, artifacts), on_epoch)
             files = (["model.pt2"] if stage.produces == "model" else []) + [a["path"] for a in record.get("artifacts", [])]
             record = cache.finish(folder, record, files)
         if stage.produces == "model":
@@ -127,17 +134,17 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     return RecipeResult(run_dir, report, manifest, reused)
 
 
-def _run_stage(stage, config, context: StageContext) -> dict:
+def _run_stage(stage, config, context: StageContext, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Run one registered pass into ``context.folder``; return what the marker records (artifacts, technique, metrics).
 
     Artifacts are measured against ``context.reference`` (the recipe's input model), so a gate sees what pruning or
-    distillation lost as well as what quantization lost.
+    distillation lost as well as what quantization lost. A training pass reports each epoch to ``on_epoch``.
     """
     if stage.produces == "model":
         from compress.dataplan import model_splits
 
         recipe = context.recipe
-        new = stage.run(context.handle, config, model_splits(context.handle, recipe.data.name, recipe.seed))
+        new = stage.run(context.handle, config, model_splits(context.handle, recipe.data.name, recipe.seed), on_epoch=on_epoch)
         _save_module(new, context.folder / "model.pt2")
         return {"technique": new.techniques[-1], "metrics": new.metrics.get(stage.name, {})}
     return stage.run(context, config)
