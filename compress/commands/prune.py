@@ -44,7 +44,8 @@ def check_formats(formats: list[str], allowed: tuple[str, ...] | None = None) ->
     formats = list(dict.fromkeys(formats or FORMATS))
     unknown = [f for f in formats if f not in allowed]
     if unknown:
-        raise UsageError(f"--format {unknown[0]!r} is not available here; choose from {', '.join(allowed)}")
+        what = "is not available here" if unknown[0] in quantizable() else "is not a format compress knows"
+        raise UsageError(f"unknown --format {unknown[0]!r}: it {what}; choose from {', '.join(allowed)}")
     return formats
 
 
