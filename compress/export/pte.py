@@ -44,8 +44,8 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError
 from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
-                                    export_batch, format_counts, random_calibration, resolve_exclude)
-from compress.formats.calibration import CALIBRATIONS, check_calibration
+                                    export_batch, fixed_batch_note, format_counts, pt2e_inputs)
+from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
 from compress.model import ModelHandle
 from compress.runtimes.executorch import require_executorch
@@ -96,23 +96,12 @@ def export_pte(
     a loud note says so. ``calibration``: the method's name (compress.formats.calibration).
     """
     check_precision(precision)
-    try:
-        check_calibration(calibration)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     module = exportable(handle)
-    excluded = resolve_exclude(module, exclude)
-    notes: list[str] = []
-    if precision == "int8" and calib_data is None:
-        calib_data = random_calibration(handle, seed)
-        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
-                     "accuracy will suffer and is not measured against real data. Pass --data.")
-    batch = export_batch(handle)
-    example = handle.input_spec.example_inputs(batch=batch, seed=0)
+    excluded, calib_data, example, notes = pt2e_inputs(handle, module, precision, calib_data, calibration, exclude, seed)
     content, techniques, lowered = build_pte(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
     float_ops = lowered.float_ops(precision, excluded)
     notes.append(lowered.summary())
-    notes.append(f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time")
+    notes.append(fixed_batch_note(export_batch(handle)))
     final = "mixed" if excluded and precision != "fp32" else precision
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:

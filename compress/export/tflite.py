@@ -66,6 +66,29 @@ class TfliteResult:
     notes: list[str] = field(default_factory=list)
 
 
+def fixed_batch_note(batch: int) -> str:
+    return f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time"
+
+
+def pt2e_inputs(handle: ModelHandle, module: nn.Module, precision: str, calib_data: Dataset | None, calibration: str,
+                exclude, seed: int) -> tuple[list[str], Dataset | None, tuple, list[str]]:
+    """What a PT2E export (TFLite, ``.pte``) starts from: ``(excluded layers, calibration data, example inputs at the
+    export batch, notes)``. The method name is checked; a calibrated precision without data calibrates on random
+    inputs drawn with ``seed``, and the first note says so loudly.
+    """
+    try:
+        check_calibration(calibration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    notes: list[str] = []
+    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
+        calib_data = random_calibration(handle, seed)
+        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
+                     "accuracy will suffer and is not measured against real data. Pass --data.")
+    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
+    return resolve_exclude(module, exclude), calib_data, example, notes
+
+
 def export_tflite(
     handle: ModelHandle,
     out_path: str | Path,
@@ -83,18 +106,7 @@ def export_tflite(
     """
     module = _exportable(handle)
     check_precision(precision)
-    try:
-        check_calibration(calibration)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    excluded = resolve_exclude(module, exclude)
-    notes: list[str] = []
-    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
-        calib_data = random_calibration(handle, seed)
-        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
-                     "accuracy will suffer and is not measured against real data. Pass --data.")
-    batch = export_batch(handle)
-    example = handle.input_spec.example_inputs(batch=batch, seed=0)
+    excluded, calib_data, example, notes = pt2e_inputs(handle, module, precision, calib_data, calibration, exclude, seed)
     content, techniques = build_tflite(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
     graph = TfliteGraph(content, module)
     float_ops = graph.float_ops(precision, excluded, module)
@@ -103,7 +115,7 @@ def export_tflite(
         notes.append(graph.io_note())
     if any(t.dtype == torch.int64 for t in example):
         notes.append("int64 inputs are int32 in the file (litert-torch downcasts 64-bit types): token ids must be < 2**31")
-    notes.append(f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time")
+    notes.append(fixed_batch_note(export_batch(handle)))
     kept_float = any(op["reason"] == KEPT_BY_EXCLUDE for op in float_ops)
     final = "mixed" if kept_float or len([t for t in techniques if t.startswith(("ptq:", "cast:"))]) > 1 else precision
     out_path = Path(out_path)
