@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats.registry import ArtifactFormat, QuantizeJob
+from compress.formats.registry import ArtifactFormat, QuantizeJob, note_static_only
 
 PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.export.pte.PRECISIONS
 
@@ -28,10 +28,7 @@ def quantize(job: QuantizeJob):
 
     result = export_pte(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
                         per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
-    if job.dynamic_op_types and job.precision == "int8":
-        result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
-                            "this file is static int8 throughout (use --precision int8-dynamic for dynamic linears)")
-    return result
+    return note_static_only(job, result, " (use --precision int8-dynamic for dynamic linears)")
 
 
 def preflight(handle, precision: str, fp32: Path | None) -> list:

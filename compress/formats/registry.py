@@ -83,6 +83,15 @@ FORMATS: dict[str, ArtifactFormat] = {}
 SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")  # what a model comes in as
 
 
+def note_static_only(job: QuantizeJob, result, hint: str = ""):
+    """``result`` with a note when ``job.dynamic_op_types`` (an ONNX-only knob) asked for dynamic ops in an int8 file
+    this format writes static throughout; ``hint`` says what to use instead."""
+    if job.dynamic_op_types and job.precision == "int8":
+        result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
+                            f"this file is static int8 throughout{hint}")
+    return result
+
+
 def schema_choices(names: Callable[[], Any]) -> dict:
     """pydantic ``Field`` keywords that list ``names()`` as the JSON schema's enum, read each time a schema is
     generated, so a format, precision or method registered later is listed (and accepted by report validation)."""

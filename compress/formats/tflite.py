@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.formats.precisions import quantized
-from compress.formats.registry import ArtifactFormat, QuantizeJob
+from compress.formats.registry import ArtifactFormat, QuantizeJob, note_static_only
 
 NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
                 "torch.export.save, or use --format onnx")
@@ -27,10 +27,7 @@ def quantize(job: QuantizeJob):
 
     result = export_tflite(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
                            per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
-    if job.dynamic_op_types and job.precision == "int8":
-        result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
-                            "this file is static int8 throughout")
-    return result
+    return note_static_only(job, result)
 
 
 def preflight(handle, precision: str, fp32: Path | None) -> list:
