@@ -24,7 +24,6 @@ from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
-from compress.io import make_run_dir
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.passes.registry import searchable
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
@@ -194,7 +193,6 @@ def quantize(
     step = step or (lambda message: None)
     run_dir = Path(out_dir)
     config, refused = refuse_unconvertible(handle, config)
-    make_run_dir(run_dir)
 
     step("loading data")
     plan = plan_data(handle, data, config.calib_samples, config.seed)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from compress.dataplan import plan_data
 from compress.epochs import epoch_info
-from compress.io import copy_atomic, make_run_dir, sha256_file, write_json_atomic
+from compress.io import copy_atomic, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.registry import get_pass
 from compress.pipeline import finish_report, measure_reference
@@ -77,7 +77,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     """
     check_trust(recipe, trust, recipe_path or "recipe")
     step = step or (lambda message: None)
-    run_dir = make_run_dir(out_dir or recipe.output.dir)
+    run_dir = Path(out_dir or recipe.output.dir)  # created and locked by holds_run_dir
     cache = StageCache(run_dir / ".stages")
     if force:
         cache.clear()

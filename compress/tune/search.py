@@ -19,7 +19,7 @@ from typing import Callable
 import optuna
 import torch
 
-from compress.io import make_run_dir, write_json_atomic
+from compress.io import write_json_atomic
 from compress.model import ModelHandle
 from compress.pipeline import Reference
 from compress.rundir import holds_run_dir
@@ -172,7 +172,6 @@ def tune(handle: ModelHandle, config: TuneConfig, data: str | None = None, out_d
 
     deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds  # the whole command
     out_dir = Path(out_dir).resolve()  # trials may run in other processes or on Ray workers
-    make_run_dir(out_dir)
     reference = _reference(handle, data, config.seed)
     study = _study(config, out_dir)
     ranked = rank_layers(handle, data, out_dir, config)

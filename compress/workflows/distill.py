@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, compare_latency, export_verified, resolve_splits
 from compress.rundir import holds_run_dir, staged
 
@@ -29,7 +28,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     from compress.pipeline import finish_report, heads_for, measure_reference
 
     step = step or (lambda message: None)
-    run_dir = make_run_dir(out_dir)
+    run_dir = Path(out_dir)  # created and locked by holds_run_dir
     splits, plan = resolve_splits(teacher, data, config.seed)
     heads = heads_for(teacher, plan)
     result = distill(teacher, config, splits, on_epoch)

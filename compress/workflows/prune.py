@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
 from compress.rundir import holds_run_dir, staged
 
@@ -30,7 +29,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
 
     step = step or (lambda message: None)
     check_prunable(handle)
-    run_dir = make_run_dir(out_dir)
+    run_dir = Path(out_dir)  # created and locked by holds_run_dir
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     pruned = apply(handle, config, splits, on_epoch)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.io import make_run_dir
 from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resolve_splits
 from compress.rundir import holds_run_dir, located, staged
 
@@ -30,7 +29,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
 
     step = step or (lambda message: None)
     qat.check_quantizable(handle)
-    run_dir = make_run_dir(out_dir)
+    run_dir = Path(out_dir)  # created and locked by holds_run_dir
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
     trained = qat.apply(handle, config, splits, on_epoch)
