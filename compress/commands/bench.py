@@ -5,7 +5,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, emit, handle_errors, stdout_console
+from compress.commands._common import emit, handle_errors, stdout_console
+from compress.commands._options import Options, shared_options, target_options
 from compress.runtimes.base import RUNTIME_MODULES
 
 
@@ -18,25 +19,7 @@ def split_targets(values: list[str] | None, default: str = "local") -> list[str]
     return items or [default]
 
 
-def target_options(insecure: bool, identity: Path | None, known_hosts: Path | None, remote_python: str | None,
-                   benchmark_model: str | None, qemu_cpu: str | None, timeout: float | None) -> dict:
-    """Only the options the user set (each target takes the ones that apply to it)."""
-    options = {"insecure": insecure or None, "identity": identity, "known_hosts": known_hosts, "python": remote_python,
-               "benchmark_model": benchmark_model, "cpu": qemu_cpu, "timeout_s": timeout}
-    return {k: v for k, v in options.items() if v is not None}
-
-
-# Options shared with `compress verify`.
-INSECURE = typer.Option(False, "--insecure", help="ssh: skip host key checking (the report says so).")
-IDENTITY = typer.Option(None, "--identity", help="ssh: private key file (key authentication only).")
-KNOWN_HOSTS = typer.Option(None, "--known-hosts", help="ssh: known_hosts file to check the host key against.")
-REMOTE_PYTHON = typer.Option(None, "--remote-python", help="ssh/adb: the device's Python (default python3).")
-BENCHMARK_MODEL = typer.Option(None, "--benchmark-model", help="adb: path of TFLite's benchmark_model on the device "
-                               "(default /data/local/tmp/benchmark_model).")
-QEMU_CPU = typer.Option(None, "--qemu-cpu", help="qemu-arm64: the emulated core (default cortex-a76).")
-TIMEOUT = typer.Option(None, "--timeout", help="Seconds one runner call may take on the target (default 600; qemu 1800).")
-
-
+@shared_options("target", "output")
 def bench_command(
     artifacts: list[Path] = typer.Argument(..., help="Artifact files: .onnx, .tflite, or .pt/.pt2 with --runtime torch."),
     targets: list[str] = typer.Option(None, "--target", "-t", help="local (default), cuda, ssh://user@host[:port], adb[:serial], "
@@ -47,18 +30,11 @@ def bench_command(
     runs: int = typer.Option(None, "--runs", help="Timed runs (default 100)."),
     seconds: float = typer.Option(None, "--seconds", help="Time for this many seconds instead of a number of runs."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs before timing (default 10)."),
-    insecure: bool = INSECURE,
-    identity: Path = IDENTITY,
-    known_hosts: Path = KNOWN_HOSTS,
-    remote_python: str = REMOTE_PYTHON,
-    benchmark_model: str = BENCHMARK_MODEL,
-    qemu_cpu: str = QEMU_CPU,
-    timeout: float = TIMEOUT,
     peak_gops: float = typer.Option(None, "--peak-gops", help="estimate: the core's peak (GOP/s) instead of the named core's."),
     bandwidth_gbs: float = typer.Option(None, "--bandwidth-gbs", help="estimate: memory bandwidth (GB/s) instead of the named core's."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not add the results to the report.json next to the artifact."),
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Time artifacts on a target: p50/p90/p99, mean ± stdev, the median's 95 % CI, load time, first inference, peak memory.
 
@@ -70,10 +46,10 @@ def bench_command(
     from compress.benchmark import benchmark_artifact, record_latency
     from compress.errors import UsageError
 
-    with handle_errors(debug, json_out):
+    with handle_errors(opts.debug, opts.json_out):
         if runs is not None and seconds is not None:
             raise UsageError("give --runs or --seconds, not both")
-        options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)
+        options = target_options(opts)
         results, estimates, saved = [], [], []
         for artifact in artifacts:
             for target in split_targets(targets):
@@ -92,7 +68,7 @@ def bench_command(
                 if not no_report and record_latency(artifact, entry):
                     saved.append(str(artifact.parent / "report.json"))
         document = {"results": results, "estimates": estimates, "reports_updated": sorted(set(saved))}
-        emit(document, json_out, lambda: _render(document))
+        emit(document, opts.json_out, lambda: _render(document))
 
 
 def _applicable(target: str, options: dict) -> dict:

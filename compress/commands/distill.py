@@ -10,10 +10,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     THREADS_OPTION, TRUST_PICKLE_OPTION, emit, gate_policy, handle_errors, parse_kwargs,
-                                     stdout_console)
+from compress.commands._common import FORMAT_OPTION, emit, gate_policy, handle_errors, parse_kwargs, stdout_console
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
@@ -24,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("distill")(distill_command)
 
 
+@shared_options("judge", "load", "time", "output")
 def distill_command(
     teacher: Path = typer.Option(..., "--teacher", "-t", help="Any loadable model: zoo checkpoint, state_dict (with --arch), TorchScript, .pt2 or .onnx."),
     student: str = typer.Option(..., "--student", "-s", help="A zoo architecture with options (mnist_cnn:width=0.25) or package.module:Class."),
@@ -38,19 +37,9 @@ def distill_command(
     formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction, default 0.01); exit 1 if missed."),
-    output_kind: list[str] = OUTPUT_KIND_OPTION,
-    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<teacher>-distilled)."),
-    arch: str = ARCH_OPTION,
-    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
-    input_shape: list[str] = INPUT_SHAPE_OPTION,
-    trust_pickle: bool = TRUST_PICKLE_OPTION,
-    no_bench: bool = NO_BENCH_OPTION,
-    runs: int = RUNS_OPTION,
-    threads: int = THREADS_OPTION,
-    seed: int = SEED_OPTION,
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Distill a teacher into a smaller student and measure KD against the same student trained without it.
 
@@ -59,18 +48,18 @@ def distill_command(
     from compress.commands._render import artifact_table
     from compress.passes.distill import DistillConfig
 
-    with handle_errors(debug, json_out):
+    with handle_errors(opts.debug, opts.json_out):
         pairs = {k: str(v) for k, v in parse_kwargs(features).items()}
         config = config_or_usage(DistillConfig, student=student, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                                 features=pairs, feature_weight=feature_weight, baseline=not no_baseline, seed=seed)
+                                 features=pairs, feature_weight=feature_weight, baseline=not no_baseline, seed=opts.seed)
         fmts = check_formats(split_list(formats))
-        handle = load_for_pass(teacher, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
+        handle = load_for_pass(teacher, opts)
         run_dir = out or Path("runs") / f"{teacher.stem}-distilled"
         total = config.epochs * (2 if config.baseline else 1)
-        with training_progress(f"distilling into {config.student}", total, transient=json_out) as (on_epoch, step):
-            report = run_distill(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
-                                 gate_policy(max_degradation, no_gate), on_epoch, step)
-        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), distill_lines(report["distill"])))
+        with training_progress(f"distilling into {config.student}", total, transient=opts.json_out) as (on_epoch, step):
+            report = run_distill(handle, config, data, run_dir, fmts, not no_int8, bench_options(opts),
+                                 gate_policy(max_degradation, opts.no_gate), on_epoch, step)
+        emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir), distill_lines(report["distill"])))
         raise_failed_gates(report, run_dir)
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION, THREADS_OPTION,
-                                     TRUST_PICKLE_OPTION, declare_output_kinds, emit, gate_policy, handle_errors,
-                                     parse_kwargs, stdout_console)
+from compress.commands._common import (FORMAT_OPTION, declare_output_kinds, emit, gate_policy, handle_errors, parse_kwargs,
+                                     stdout_console)
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.workflows.common import FORMATS
 from compress.workflows.prune import run_prune
@@ -62,8 +61,9 @@ def config_or_usage(cls, **fields):
         raise UsageError(validation_message(exc)) from None
 
 
-def bench_options(no_bench: bool, runs: int, threads: int | None) -> dict | None:
-    return None if no_bench else {"runs": runs, "warmup": max(1, runs // 10), "threads": threads}
+def bench_options(opts: Options) -> dict | None:
+    """The benchmark settings of the shared "time" options (None: --no-bench)."""
+    return None if opts.no_bench else {"runs": opts.runs, "warmup": max(1, opts.runs // 10), "threads": opts.threads}
 
 
 def raise_failed_gates(report: dict, run_dir: Path) -> None:
@@ -75,16 +75,19 @@ def raise_failed_gates(report: dict, run_dir: Path) -> None:
         raise GateFailed(message)
 
 
-def load_for_pass(model: Path, arch, arch_kwargs, input_shape, trust_pickle, output_kind: list[str] | None = None):
+def load_for_pass(model: Path, opts: Options):
+    """The model of the shared "load" options, with the "judge" options' declared output kinds."""
     from compress.model import load_model
 
-    handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle)
-    return declare_output_kinds(handle, output_kind)
+    handle = load_model(model, arch=opts.arch, arch_kwargs=parse_kwargs(opts.arch_kwargs), input_shapes=opts.input_shape,
+                        trust_pickle=opts.trust_pickle)
+    return declare_output_kinds(handle, opts.output_kind)
 
 
 # --- prune ------------------------------------------------------------------------------------------------------
 
 
+@shared_options("judge", "load", "time", "output")
 def prune_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, state_dict .pt (with --arch), torch.export .pt2 (magnitude/N:M only)."),
     method: str = typer.Option("magnitude", "--method", "-m", help="magnitude, l1-structured, l2-structured, or N:M such as 2:4."),
@@ -100,19 +103,9 @@ def prune_command(
     formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the pruned model in fp32 only (default: also int8, as `compress quantize`)."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
-    output_kind: list[str] = OUTPUT_KIND_OPTION,
-    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-pruned)."),
-    arch: str = ARCH_OPTION,
-    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
-    input_shape: list[str] = INPUT_SHAPE_OPTION,
-    trust_pickle: bool = TRUST_PICKLE_OPTION,
-    no_bench: bool = NO_BENCH_OPTION,
-    runs: int = RUNS_OPTION,
-    threads: int = THREADS_OPTION,
-    seed: int = SEED_OPTION,
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Prune a model (unstructured, structured channels or 2:4), fine-tune it, export and verify it.
 
@@ -122,21 +115,21 @@ def prune_command(
     from compress.errors import UsageError
     from compress.passes.prune import PruneConfig
 
-    with handle_errors(debug, json_out):
+    with handle_errors(opts.debug, opts.json_out):
         ratios = {}
         for name, value in parse_kwargs(layer_sparsity).items():
             if not isinstance(value, (int, float)):
                 raise UsageError(f"--layer-sparsity {name}={value!r}: the value must be a number in [0, 1)")
             ratios[name] = float(value)
         config = config_or_usage(PruneConfig, method=method, sparsity=sparsity, scope=scope, layer_sparsity=ratios,
-                                 skip=split_list(skip), finetune_epochs=finetune_epochs, schedule=schedule, lr=lr, seed=seed)
+                                 skip=split_list(skip), finetune_epochs=finetune_epochs, schedule=schedule, lr=lr, seed=opts.seed)
         fmts = check_formats(split_list(formats))
-        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
+        handle = load_for_pass(model, opts)
         run_dir = out or Path("runs") / f"{model.stem}-pruned"
-        with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=json_out) as (on_epoch, step):
-            report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(no_bench, runs, threads),
-                               gate_policy(max_degradation, no_gate), on_epoch, step)
-        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
+        with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=opts.json_out) as (on_epoch, step):
+            report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(opts),
+                               gate_policy(max_degradation, opts.no_gate), on_epoch, step)
+        emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
         raise_failed_gates(report, run_dir)
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
-                                     NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     THREADS_OPTION, TRUST_PICKLE_OPTION, emit, gate_policy, handle_errors, stdout_console)
+from compress.commands._common import emit, gate_policy, handle_errors, stdout_console
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
@@ -22,6 +21,7 @@ def register(app: typer.Typer) -> None:
     app.command("qat")(qat_command)
 
 
+@shared_options("judge", "load", "time", "output")
 def qat_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, state_dict .pt (with --arch) or torch.export .pt2 (float)."),
     epochs: int = typer.Option(3, "--epochs", "-e", help="Fine-tuning epochs with fake quantization."),
@@ -33,19 +33,9 @@ def qat_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the model's own)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated; QAT exports no .pte). Default: both."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
-    output_kind: list[str] = OUTPUT_KIND_OPTION,
-    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-qat)."),
-    arch: str = ARCH_OPTION,
-    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
-    input_shape: list[str] = INPUT_SHAPE_OPTION,
-    trust_pickle: bool = TRUST_PICKLE_OPTION,
-    no_bench: bool = NO_BENCH_OPTION,
-    runs: int = RUNS_OPTION,
-    threads: int = THREADS_OPTION,
-    seed: int = SEED_OPTION,
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Fine-tune with fake quantization (PT2E QAT), export int8 ONNX and TFLite, and compare with PTQ.
 
@@ -54,16 +44,16 @@ def qat_command(
     from compress.commands._render import artifact_table
     from compress.passes.qat import QatConfig
 
-    with handle_errors(debug, json_out):
+    with handle_errors(opts.debug, opts.json_out):
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
-                                 freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=seed)
+                                 freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=opts.seed)
         fmts = check_formats(split_list(formats), QAT_FORMATS)
-        handle = load_for_pass(model, arch, arch_kwargs, input_shape, trust_pickle, output_kind)
+        handle = load_for_pass(model, opts)
         run_dir = out or Path("runs") / f"{model.stem}-qat"
-        with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=json_out) as (on_epoch, step):
-            report = run_qat(handle, config, data, run_dir, fmts, bench_options(no_bench, runs, threads), gate_policy(max_degradation, no_gate),
+        with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=opts.json_out) as (on_epoch, step):
+            report = run_qat(handle, config, data, run_dir, fmts, bench_options(opts), gate_policy(max_degradation, opts.no_gate),
                             on_epoch, step)
-        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir), comparison_lines(report["comparison"])))
+        emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir), comparison_lines(report["comparison"])))
         raise_failed_gates(report, run_dir)
 
 

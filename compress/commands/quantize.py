@@ -5,10 +5,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, BATCH_AXIS_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION,
-                                     JSON_OPTION, NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     STATE_OPTION, THREADS_OPTION, TRUST_PICKLE_OPTION, console, declare_output_kinds, emit,
+from compress.commands._common import (BATCH_AXIS_OPTION, FORMAT_OPTION, STATE_OPTION, console, declare_output_kinds, emit,
                                      gate_policy, handle_errors, parse_kwargs, stdout_console)
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import step_progress
 from compress.commands._render import artifact_table
 from compress.formats import default_formats
@@ -24,6 +23,7 @@ def _split(values: list[str] | None) -> list[str]:
     return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
 
 
+@shared_options("judge", "load", "time", "output")
 def quantize_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
@@ -37,21 +37,11 @@ def quantize_command(
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01 with labels); exit 1 if missed."),
     auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
-    output_kind: list[str] = OUTPUT_KIND_OPTION,
-    no_gate: bool = NO_GATE_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
-    arch: str = ARCH_OPTION,
-    arch_kwargs: list[str] = ARCH_KWARGS_OPTION,
-    input_shape: list[str] = INPUT_SHAPE_OPTION,
     batch_axis: list[str] = BATCH_AXIS_OPTION,
     state: list[str] = STATE_OPTION,
-    trust_pickle: bool = TRUST_PICKLE_OPTION,
-    no_bench: bool = NO_BENCH_OPTION,
-    runs: int = RUNS_OPTION,
-    threads: int = THREADS_OPTION,
-    seed: int = SEED_OPTION,
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Quantize a model to int8 ONNX and TFLite, verified in onnxruntime and LiteRT on real data.
 
@@ -64,14 +54,14 @@ def quantize_command(
     from compress.model import load_model
     from compress.quantize import QuantizeConfig, quantize
 
-    with handle_errors(debug, json_out):
+    with handle_errors(opts.debug, opts.json_out):
         try:
             config = QuantizeConfig(
                 formats=_split(formats) or default_formats(), precisions=_split(precisions) or ["int8"],
                 calibration=calibration, calib_samples=calib_samples, per_channel=not per_tensor, exclude=_split(exclude),
                 dynamic_op_types=_split(dynamic_ops),
-                max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not no_bench,
-                bench_runs=runs, threads=threads, seed=seed,
+                max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not opts.no_bench,
+                bench_runs=opts.runs, threads=opts.threads, seed=opts.seed,
             )
         except ValidationError as exc:
             error = exc.errors()[0]
@@ -79,17 +69,18 @@ def quantize_command(
             raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
         from compress.streams import parse_batch_axes, parse_pairs
 
-        handle = load_model(model, arch=arch, arch_kwargs=parse_kwargs(arch_kwargs), input_shapes=input_shape, trust_pickle=trust_pickle,
+        handle = load_model(model, arch=opts.arch, arch_kwargs=parse_kwargs(opts.arch_kwargs), input_shapes=opts.input_shape,
+                            trust_pickle=opts.trust_pickle,
                             batch_axes=parse_batch_axes(batch_axis), state=parse_pairs(state, "--state"),
                             data=data if data and data.endswith(".npz") else None)
-        declare_output_kinds(handle, output_kind)
+        declare_output_kinds(handle, opts.output_kind)
         if data is None and not handle.dataset:  # said first, not only under the table minutes later
             console.print("[yellow]warning:[/] NO DATA: no --data and the model names no dataset, so calibration uses random "
                           "inputs and no accuracy claim is made; pass --data for real numbers", highlight=False, soft_wrap=True)
         run_dir = out or Path("runs") / model.stem
-        with step_progress(transient=json_out) as step:
-            result = quantize(handle, config, data, run_dir, step=step, policy=gate_policy(max_degradation, no_gate))
+        with step_progress(transient=opts.json_out) as step:
+            result = quantize(handle, config, data, run_dir, step=step, policy=gate_policy(max_degradation, opts.no_gate))
         report = result.report
-        emit(report, json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
+        emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
             raise GateFailed(failure_message(report, run_dir))

@@ -5,16 +5,16 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import DEBUG_OPTION, JSON_OPTION, console, emit, handle_errors, stdout_console
-from compress.commands.bench import (
-    BENCHMARK_MODEL, IDENTITY, INSECURE, KNOWN_HOSTS, QEMU_CPU, REMOTE_PYTHON, TIMEOUT, split_targets, target_options,
-)
+from compress.commands._common import console, emit, handle_errors, stdout_console
+from compress.commands._options import Options, shared_options, target_options
+from compress.commands.bench import split_targets
 
 
 def register(app: typer.Typer) -> None:
     app.command("verify")(verify_command)
 
 
+@shared_options("target", "output")
 def verify_command(
     artifact: Path = typer.Argument(..., help="An .onnx or .tflite artifact."),
     targets: list[str] = typer.Option(None, "--targets", "-t", help="Comma-separated: local, cuda, ssh://user@host[:port], adb[:serial], "
@@ -28,16 +28,9 @@ def verify_command(
     min_sqnr: float = typer.Option(10.0, "--min-sqnr", help="Tolerance: output SQNR against the reference at least this (dB)."),
     max_abs_error: float = typer.Option(None, "--max-abs-error", help="Tolerance: largest output difference from the reference."),
     min_agreement: float = typer.Option(0.99, "--min-agreement", help="Tolerance: top-1 agreement with the first target's outputs."),
-    insecure: bool = INSECURE,
-    identity: Path = IDENTITY,
-    known_hosts: Path = KNOWN_HOSTS,
-    remote_python: str = REMOTE_PYTHON,
-    benchmark_model: str = BENCHMARK_MODEL,
-    qemu_cpu: str = QEMU_CPU,
-    timeout: float = TIMEOUT,
     no_report: bool = typer.Option(False, "--no-report", help="Do not add the results to the report.json next to the artifact."),
-    json_out: bool = JSON_OPTION,
-    debug: bool = DEBUG_OPTION,
+    *,
+    opts: Options,
 ) -> None:
     """Run the same real test inputs through ARTIFACT on each target; compare with the PyTorch reference and the first target.
 
@@ -48,15 +41,15 @@ def verify_command(
     from compress.errors import GateFailed
     from compress.targets.parity import Tolerance, record_parity, verify_on_targets
 
-    with handle_errors(debug, json_out):
-        options = target_options(insecure, identity, known_hosts, remote_python, benchmark_model, qemu_cpu, timeout)
+    with handle_errors(opts.debug, opts.json_out):
+        options = target_options(opts)
         tolerance = Tolerance(min_top1, min_sqnr, max_abs_error, min_agreement)
         result = verify_on_targets(artifact, split_targets(targets), reference=reference, data=data, samples=samples,
                                    threads=threads, tolerance=tolerance, **options)
         for warning in result["data"]["warnings"]:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         result["report_updated"] = None if no_report else (str(p) if (p := record_parity(artifact, result)) else None)
-        emit(result, json_out, lambda: _render(result))
+        emit(result, opts.json_out, lambda: _render(result))
         failed = [row for row in result["targets"] if not row["passed"]]
         if failed:
             raise GateFailed("; ".join(f"{row['target']}: {', '.join(row['failures'])}" for row in failed))
