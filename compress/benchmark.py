@@ -159,16 +159,16 @@ def latency_entry(base: dict, device: str, report: dict, warmup: int, notes: lis
         entry.update(runs=len(samples), warmup=report.get("warmup", warmup), **stats)
         warnings = busy_warnings(stats, len(samples), environment)
         entry["samples_ms"] = _stored(samples)
-        entry["measured_by"] = MEASURED_BY
-    else:  # TFLite benchmark_model: mean/std/min/max only (it reports no percentiles)
-        summary = report["summary"]
+        entry["measured_by"] = report.get("measured_by", MEASURED_BY)
+    else:  # a benchmark binary that prints a summary only (TFLite benchmark_model: mean/std/min/max, no percentiles)
+        summary, tool = report["summary"], report.get("measured_by", "TFLite benchmark_model")
         entry.update(runs=summary["count"], warmup=summary.get("warmup_count", warmup), p50_ms=None, p90_ms=None, p99_ms=None,
-                     mean_ms=_round(summary["mean_ms"]), stdev_ms=_round(summary["stdev_ms"]), min_ms=_round(summary["min_ms"]),
-                     max_ms=_round(summary["max_ms"]), median_ci95_ms=None,
+                     mean_ms=_round(summary["mean_ms"]), stdev_ms=_maybe_round(summary["stdev_ms"]), min_ms=_maybe_round(summary["min_ms"]),
+                     max_ms=_maybe_round(summary["max_ms"]), median_ci95_ms=None,
                      throughput_per_s=round(base["batch"] * 1000.0 / summary["mean_ms"], 2) if summary["mean_ms"] else None,
-                     percentiles="not reported by benchmark_model (it prints mean, std, min and max only)")
+                     percentiles=f"not reported by {tool} (it prints a summary only)")
         warnings = []
-        entry["measured_by"] = "TFLite benchmark_model"
+        entry["measured_by"] = tool
     peak, before = report.get("peak_rss_bytes"), report.get("rss_before_load_bytes")
     entry.update(
         load_ms=_maybe_round(report.get("load_ms")),

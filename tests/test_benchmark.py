@@ -315,3 +315,49 @@ def test_adb_without_a_device_or_client_exits_3_naming_it(tiny_files, cli):
     assert result.exit_code == 3 and result.output.count("\n") == 1
     expected = "no usable Android device" if shutil.which("adb") else "adb not found"
     assert "adb:emulator-5554" in result.output and expected in result.output
+
+
+# executor_runner (ExecuTorch, examples/portable/executor_runner) as built with XNNPACK: ET_LOG lines on stderr.
+EXECUTOR_RUNNER_2026 = """I 00:00:00.000512 executorch:executor_runner.cpp:421] Model file /data/local/tmp/c/model.int8.pte is loaded.
+I 00:00:00.000533 executorch:executor_runner.cpp:431] Using method forward
+I 00:00:00.003108 executorch:executor_runner.cpp:520] Model loaded in 2.559000 ms.
+I 00:00:00.004870 executorch:executor_runner.cpp:688] Iteration 1 of 5: 1.741000 ms
+I 00:00:00.005771 executorch:executor_runner.cpp:688] Iteration 2 of 5: 0.881000 ms
+I 00:00:00.006650 executorch:executor_runner.cpp:688] Iteration 3 of 5: 0.862000 ms
+I 00:00:00.007540 executorch:executor_runner.cpp:688] Iteration 4 of 5: 0.871000 ms
+I 00:00:00.008431 executorch:executor_runner.cpp:688] Iteration 5 of 5: 0.874000 ms
+I 00:00:00.008440 executorch:executor_runner.cpp:698] Model executed successfully 5 time(s) in 5.229000 ms.
+I 00:00:00.008452 executorch:executor_runner.cpp:703] 1 outputs:
+"""
+EXECUTOR_RUNNER_2024 = """I 00:00:00.001223 executorch:executor_runner.cpp:140] Model loaded in 1.877 ms.
+I 00:00:00.021430 executorch:executor_runner.cpp:186] Model executed successfully 20 time(s) in 18.400000 ms.
+"""
+
+
+def test_executor_runner_parser_keeps_per_iteration_times_after_warmup():
+    from compress.targets.adb import parse_executor_runner_output
+
+    new = parse_executor_runner_output(EXECUTOR_RUNNER_2026, warmup=2)
+    assert new["samples_ms"] == [0.862, 0.871, 0.874] and new["first_inference_ms"] == 1.741
+    assert (new["count"], new["load_ms"], new["mean_ms"]) == (5, 2.559, 1.0458)
+    old = parse_executor_runner_output(EXECUTOR_RUNNER_2024, warmup=2)
+    assert "samples_ms" not in old and (old["count"], old["mean_ms"], old["load_ms"]) == (20, 0.92, 1.877)
+    with pytest.raises(ValueError, match="no 'Model executed successfully'"):
+        parse_executor_runner_output("E 00:00:00.000100 executorch:executor_runner.cpp:90] Failed to open model.pte")
+
+
+def test_executor_runner_times_become_valid_latency_entries_with_percentiles():
+    from compress.benchmark import latency_entry
+    from compress.targets.adb import parse_executor_runner_output
+
+    base = {"target": "adb:R58M", "runtime": "executorch", "batch": 1, "threads": 4, "emulated": False}
+    parsed = parse_executor_runner_output(EXECUTOR_RUNNER_2026, warmup=1)
+    report = {"samples_ms": parsed["samples_ms"], "warmup": 1, "load_ms": parsed["load_ms"], "measured_by": "ExecuTorch executor_runner"}
+    entry = latency_entry(base, "Pixel 4", report, 1, [])
+    jsonschema.validate(entry, latency_schema())
+    assert entry["runs"] == 4 and entry["p50_ms"] == pytest.approx(0.8725) and entry["measured_by"] == "ExecuTorch executor_runner"
+    old = parse_executor_runner_output(EXECUTOR_RUNNER_2024)
+    summary = {"count": old["count"], "mean_ms": old["mean_ms"], "stdev_ms": None, "min_ms": None, "max_ms": None}
+    entry = latency_entry(base, "Pixel 4", {"summary": summary, "measured_by": "ExecuTorch executor_runner"}, 0, [])
+    jsonschema.validate(entry, latency_schema())
+    assert entry["mean_ms"] == 0.92 and entry["p50_ms"] is None and "executor_runner" in entry["percentiles"]

@@ -42,6 +42,9 @@ GROUPS: dict[str, dict[str, tuple[type, typer.models.OptionInfo]]] = {
         "remote_python": (str, typer.Option(None, "--remote-python", help="ssh/adb: the device's Python (default python3).")),
         "benchmark_model": (str, typer.Option(None, "--benchmark-model", help=(
             "adb: path of TFLite's benchmark_model on the device (default /data/local/tmp/benchmark_model)."))),
+        "executor_runner": (str, typer.Option(None, "--executor-runner", help=(
+            "adb: path of ExecuTorch's executor_runner (built with XNNPACK) on the device, for .pte timing "
+            "(default /data/local/tmp/executor_runner)."))),
         "qemu_cpu": (str, typer.Option(None, "--qemu-cpu", help="qemu-arm64: the emulated core (default cortex-a76).")),
         "timeout": (float, typer.Option(None, "--timeout", help="Seconds one runner call may take on the target (default 600; qemu 1800).")),
     },
@@ -75,6 +78,7 @@ def shared_options(*groups: str):
 def target_options(opts: Options) -> dict:
     """The target options the user set (each target takes the ones that apply to it)."""
     options = {"insecure": opts.insecure or None, "identity": opts.identity, "known_hosts": opts.known_hosts,
-               "python": opts.remote_python, "benchmark_model": opts.benchmark_model, "cpu": opts.qemu_cpu,
+               "python": opts.remote_python, "benchmark_model": opts.benchmark_model,
+               "executor_runner": opts.executor_runner, "cpu": opts.qemu_cpu,
                "timeout_s": opts.timeout}
     return {k: v for k, v in options.items() if v is not None}

@@ -1,10 +1,13 @@
-"""The adb target: an Android phone (``adb`` or ``adb:SERIAL``), timed by TFLite's official ``benchmark_model``.
+"""The adb target: an Android phone (``adb`` or ``adb:SERIAL``), timed by the runtimes' own benchmark binaries.
 
-The model is pushed to a private folder under /data/local/tmp. A ``.tflite`` is timed by ``benchmark_model`` when the
-binary is on the device (``--benchmark-model PATH``, default /data/local/tmp/benchmark_model); its output is parsed
-by :func:`parse_benchmark_model_output` (it reports mean, std, min and max, no percentiles). Otherwise, and for
-``.onnx`` files and parity runs, the device runner runs with an on-device Python (e.g. Termux's ``python3``). The
-folder is removed afterwards; every adb call has a timeout.
+The model is pushed to a private folder under /data/local/tmp. A ``.tflite`` is timed by TFLite's ``benchmark_model``
+when the binary is on the device (``--benchmark-model PATH``, default /data/local/tmp/benchmark_model); its output
+is parsed by :func:`parse_benchmark_model_output` (it reports mean, std, min and max, no percentiles). A ``.pte`` is
+timed by ExecuTorch's ``executor_runner`` built with the XNNPACK delegate (``--executor-runner PATH``, default
+/data/local/tmp/executor_runner), parsed by :func:`parse_executor_runner_output` (one time per iteration, so
+percentiles; the first ``warmup`` iterations are dropped). Otherwise, and for ``.onnx`` files and parity runs, the
+device runner runs with an on-device Python (e.g. Termux's ``python3``). The folder is removed afterwards; every adb
+call has a timeout.
 
 Example:
     >>> AdbTarget("R58M123ABC").run(RunRequest(Path("model.int8.tflite"), runs=100, threads=4)).report["summary"]["mean_ms"]
@@ -27,6 +30,7 @@ from compress.targets.base import (
 
 DEVICE_ROOT = "/data/local/tmp"
 DEFAULT_BENCHMARK_MODEL = f"{DEVICE_ROOT}/benchmark_model"
+DEFAULT_EXECUTOR_RUNNER = f"{DEVICE_ROOT}/executor_runner"
 ADB_TIMEOUT_S = 60.0
 _NUMBER = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 _STATS = re.compile(r"count=(\d+)(?: first=(\d+))? curr=(\d+)(?:\(all same\))?(?: min=(\d+) max=(\d+) avg=" + _NUMBER + r" std=(\d+))?")
@@ -82,6 +86,26 @@ def parse_benchmark_model_output(text: str) -> dict:
     return result
 
 
+def parse_executor_runner_output(text: str, warmup: int = 0) -> dict:
+    """What ExecuTorch's ``executor_runner`` logs, in ms: ``samples_ms`` (one per ``Iteration i of N: X ms`` line, the
+    first ``warmup`` dropped) when it prints them (2025 and later), else only ``mean_ms`` of the ``Model executed
+    successfully N time(s) in T ms.`` line; ``load_ms`` from ``Model loaded in X ms.``. ValueError when it ran nothing.
+    """
+    iterations = [float(v) for v in re.findall(r"Iteration \d+ of \d+: " + _NUMBER + r" ms", text)]
+    total = re.search(r"Model executed successfully (\d+) time\(s\) in " + _NUMBER + r" ms", text)
+    if not total:
+        raise ValueError("no 'Model executed successfully' line in executor_runner's output: " + (last_line(text) if text else "empty output"))
+    count, elapsed = int(total.group(1)), float(total.group(2))
+    result: dict = {"count": count, "mean_ms": round(elapsed / count, 6) if count else None}
+    if iterations:
+        result["samples_ms"] = iterations[warmup:] if len(iterations) > warmup else iterations
+        result["first_inference_ms"] = iterations[0]
+    loaded = re.search(r"Model loaded in " + _NUMBER + r" ms", text)
+    if loaded:
+        result["load_ms"] = float(loaded.group(1))
+    return result
+
+
 def _ms(microseconds: float) -> float:
     return round(microseconds / 1e3, 6)
 
@@ -91,13 +115,14 @@ class AdbTarget:
     """Runs on the Android device ``serial`` (the only one attached when None) through the ``adb`` client."""
 
     emulated = False
-    OPTIONS = ("benchmark_model", "python", "adb", "timeout_s")
+    OPTIONS = ("benchmark_model", "executor_runner", "python", "adb", "timeout_s")
 
     def __init__(self, serial: str | None = None, benchmark_model: str | None = None, python: str | None = None,
-                 adb: str | None = None, timeout_s: float | None = None):
+                 adb: str | None = None, timeout_s: float | None = None, executor_runner: str | None = None):
         self.serial = serial
         self.name = f"adb:{serial}" if serial else "adb"
         self.benchmark_model = benchmark_model or DEFAULT_BENCHMARK_MODEL
+        self.executor_runner = executor_runner or DEFAULT_EXECUTOR_RUNNER
         self.python = python or "python3"
         self.adb = adb or "adb"
         self.timeout_s = float(timeout_s or DEFAULT_TIMEOUT_S)
@@ -126,11 +151,20 @@ class AdbTarget:
         try:
             self._push(request.artifact, folder)
             model = f"{folder}/{Path(request.artifact).name}"
-            use_tool = (Path(request.artifact).suffix == ".tflite" and request.inputs is None and not request.want_outputs
-                        and self._shell(f"test -x {quote([self.benchmark_model])}").returncode == 0)
-            return self._benchmark_model(request, model) if use_tool else self._runner(request, folder, model)
+            tool = self._timing_tool(request)
+            if tool == self.benchmark_model:
+                return self._benchmark_model(request, model)
+            return self._executor_runner(request, model) if tool else self._runner(request, folder, model)
         finally:
             self._shell(f"rm -rf {folder}")
+
+    def _timing_tool(self, request: RunRequest) -> str | None:
+        """The runtime's own benchmark binary for a timing-only request, when it is on the device."""
+        tool = {".tflite": self.benchmark_model, ".pte": self.executor_runner}.get(Path(request.artifact).suffix)
+        timing_only = request.inputs is None and not request.want_outputs and not (tool == self.executor_runner and request.seconds)
+        if tool and timing_only and self._shell(f"test -x {quote([tool])}").returncode == 0:
+            return tool
+        return None
 
     def _push(self, path: Path | str, folder: str) -> None:
         done = self._adb("push", str(path), f"{folder}/", timeout_s=self.timeout_s, what="adb push")
@@ -151,6 +185,26 @@ class AdbTarget:
         report = {"ok": True, "summary": summary, "load_ms": summary.get("load_ms"), "first_inference_ms": summary.get("first_inference_ms"),
                   "peak_rss_bytes": summary.get("peak_memory_bytes"), "model_memory_bytes": summary.get("memory_delta_bytes"),
                   "environment": {"runtime_version": "TFLite benchmark_model", "delegate": "benchmark_model defaults (XNNPACK on CPU)"}}
+        return RunResult(report)
+
+    def _executor_runner(self, request: RunRequest, model: str) -> RunResult:
+        args = [self.executor_runner, f"--model_path={model}", f"--num_executions={request.warmup + request.runs}"]
+        if request.threads:
+            args.append(f"--cpu_threads={request.threads}")
+        done = self._shell(quote(args), timeout_s=self.timeout_s, what="executor_runner")
+        try:
+            parsed = parse_executor_runner_output(done.stdout + "\n" + done.stderr, request.warmup)
+        except ValueError as exc:
+            raise EnvironmentFailure(f"{self.name}: executor_runner failed on {Path(model).name}: {exc}") from None
+        environment = {"runtime_version": "ExecuTorch executor_runner", "delegate": "as built into the binary (XNNPACK for compress's files)"}
+        report = {"ok": True, "load_ms": parsed.get("load_ms"), "first_inference_ms": parsed.get("first_inference_ms"),
+                  "environment": environment, "measured_by": "ExecuTorch executor_runner"}
+        if "samples_ms" in parsed:
+            report.update(samples_ms=parsed["samples_ms"], warmup=request.warmup)
+        else:  # an older binary: only the total over all executions (warm-up included)
+            mean = parsed["mean_ms"]
+            report["summary"] = {"count": parsed["count"], "mean_ms": mean, "stdev_ms": None, "min_ms": None, "max_ms": None,
+                                 "warmup_count": 0}
         return RunResult(report)
 
     def _runner(self, request: RunRequest, folder: str, model: str) -> RunResult:
