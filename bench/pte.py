@@ -29,7 +29,9 @@ from rich.table import Table
 from bench.baselines import Variant, fp32_torch
 from bench.suite import BATCHES, _outputs, interleaved_p50
 from compress.data import load_dataset
+from compress.errors import first_line
 from compress.evaluate import degradation, sqnr_db, task_metrics
+from compress.zoo import ZOO
 
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = ["variant", "runtime", "metric", "degr.", "SQNR dB", "bytes", "x limit", *[f"p50 b{b} ms" for b in BATCHES]]
@@ -123,7 +125,7 @@ def _table(result: dict) -> Table:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mnist_cnn,cnn64,transformer")
+    parser.add_argument("--models", default=",".join(ZOO), help="comma-separated zoo models (default: every seed model)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of the zoo checkpoints (cached); 0 = the zoo's own")
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args(argv)
@@ -131,18 +133,29 @@ def main(argv=None) -> None:
 
     console = Console(width=160)
     load_start = os.getloadavg()[0]
-    results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "runs": args.runs,
+    path = RESULTS / "pte.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {"models": []}
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = {"date": date, "runs": args.runs,
                "machine": {"description": f"{platform.machine()}, {os.cpu_count()} cpus", "loadavg_1m_at_start": round(load_start, 2)},
                "versions": {"executorch": version("executorch"), "torch": torch.__version__}, "models": []}
+    measured = {}
     with tempfile.TemporaryDirectory(prefix="bench-pte-") as work:
         for name in args.models.split(","):
-            result = bench_model(name, args.epochs or None, args.runs, Path(work))
-            results["models"].append(result)
-            console.print(_table(result))
+            try:
+                measured[name] = bench_model(name, args.epochs or None, args.runs, Path(work))
+                console.print(_table(measured[name]))
+            except Exception as exc:  # a model that cannot become a .pte is a finding, not a crash of the suite
+                measured[name] = {"model": name, "failed": first_line(exc)}
+                console.print(f"{name}: failed: {measured[name]['failed']}")
+    # models not measured now keep their earlier rows; every model carries the date it was measured
+    previous = {m["model"]: {"date": earlier.get("date"), **m} for m in earlier["models"]}
+    order = [*previous, *(name for name in measured if name not in previous)]
+    results["models"] = [{**measured[name], "date": date} if name in measured else previous[name] for name in order]
     results["machine"]["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pte.json").write_text(json.dumps(results, indent=1) + "\n")
-    console.print(f"wrote {RESULTS / 'pte.json'}")
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
-``latest`` (the benchmark tables, bench/results/latest.json) and ``zoo`` (the zoo table, bench/results/zoo.json).
+``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json) and
+``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -40,7 +41,26 @@ def zoo_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"latest": latest_block, "zoo": zoo_block}
+def pte_block() -> str:
+    """Per seed model: compress's int8 ONNX / TFLite / .pte and ExecuTorch's defaults (bench/results/pte.json)."""
+    lines = ["| model | int8 file | bytes (× int8 params) | degr. | SQNR dB | p50 b1 ms |", "|---|---|---|---|---|---|"]
+    for model in json.loads((RESULTS / "pte.json").read_text())["models"]:
+        if "failed" in model:
+            lines.append(f"| {model['model']} | not measured: {model['failed']} | | | | |")
+            continue
+        rows = {row["variant"]: row for row in model["rows"]}
+        ours = [rows[f"compress-int8-{fmt}"] for fmt in ("onnx", "tflite", "pte")]
+        cells = [" / ".join(cell(r) for r in ours) for cell in (
+            lambda r: f"{r['size_bytes']:,} ({r['size_vs_limit']:.3f})", lambda r: f"{r['degradation']:+.3f}",
+            lambda r: f"{r['sqnr_db']:.1f}", lambda r: f"{r['p50_ms_b1']:.3g}")]
+        lines.append(f"| {model['model']} | compress ONNX / TFLite / .pte | " + " | ".join(cells) + " |")
+        base = rows["executorch-xnnpack-default"]
+        lines.append(f"| {model['model']} | ExecuTorch defaults | {base['size_bytes']:,} ({base['size_vs_limit']:.3f}) | "
+                     f"{base['degradation']:+.3f} | {base['sqnr_db']:.1f} | {base['p50_ms_b1']:.3g} |")
+    return "\n".join(lines)
+
+
+BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block}
 
 
 def _pattern(name: str) -> re.Pattern:
