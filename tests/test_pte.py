@@ -236,3 +236,22 @@ def test_tune_searches_pte_files(zoo_checkpoint, cli, tmp_path):
     assert result.exit_code == 0, result.output
     best = json.loads(result.stdout)["best"]
     assert best["artifact"].endswith(".pte") and best["degradation"] <= 0.01
+
+
+@needs_executorch
+def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
+    from compress.export.pte_preflight import pte_preflight
+
+    class Recurrent(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(8, 16, batch_first=True)
+            self.head = torch.nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    handle = ModelHandle(Recurrent().eval(), InputSpec((TensorSpec("x", (-1, 6, 8)),)), "mem", "pickle", "")
+    findings = [f for f in pte_preflight(handle, "int8") if f.layer == "lstm" and f.op == "linear"]
+    assert findings and "unrolls LSTM" in findings[0].message and "--format onnx" in findings[0].suggestion

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from compress.data import Dataset
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
                                     export_batch, fixed_batch_note, format_counts, pt2e_inputs)
 from compress.formats.calibration import CALIBRATIONS
@@ -132,6 +132,7 @@ def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dat
     """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program."""
     require_executorch()
     techniques = ["export:executorch:xnnpack"]
+    recurrent = {name: type(m).__name__ for name, m in module.named_modules() if isinstance(m, (nn.LSTM, nn.RNN, nn.GRU))}
     if precision == "int8":
         module = _quantize(module, example, _static_config(calibration, per_channel), excluded, calib_data, notes)
         techniques.append(f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}")
@@ -141,7 +142,7 @@ def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dat
         module = _quantize(module, example, _dynamic_config(per_channel), excluded, None, notes)
         techniques.append(f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}")
         notes.append("int8-dynamic: linear layers get int8 weights and per-call int8 activations; other ops stay fp32")
-    lowered = lower(module, example)
+    lowered = dataclasses.replace(lower(module, example), recurrent=recurrent)
     return lowered.content, techniques, lowered
 
 
@@ -187,7 +188,7 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
     except (UsageError, EnvironmentFailure):
         raise
     except Exception as exc:
-        raise EnvironmentFailure(f"PT2E quantization with XNNPACKQuantizer failed: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"PT2E quantization with XNNPACKQuantizer failed: {first_line(exc)}") from None
 
 
 # --- lowering and delegate coverage ---------------------------------------------------------------------------------
@@ -200,6 +201,7 @@ class Lowered:
     content: bytes
     delegated: list[dict]          # {"op", "node", "layer", "int8"} inside XNNPACK subgraphs (quantize/dequantize aside)
     portable: list[dict]           # {"op", "node", "layer", "reason"} left to the portable kernels
+    recurrent: dict[str, str] = field(default_factory=dict)   # layer → LSTM/RNN/GRU, of the module before quantization
 
     def coverage(self) -> dict:
         return {"delegated": _counts(self.delegated), "portable": _counts(self.portable)}
@@ -215,7 +217,7 @@ class Lowered:
                 rows[key]["count"] += 1
                 continue
             within = bool(op["layer"]) and any(op["layer"] == n or op["layer"].startswith(n + ".") for n in excluded)
-            reason = op.get("reason") or _fp32_reason(precision)
+            reason = op.get("reason") or _fp32_reason(precision, self.recurrent.get(_recurrent_layer(op["layer"], self.recurrent)))
             if within:
                 reason = f"{KEPT_BY_EXCLUDE}; {reason}" if "reason" in op else f"{KEPT_BY_EXCLUDE}: runs in XNNPACK in fp32"
             rows[key] = {"op": op["op"], "node": op["node"], "layer": op["layer"], "reason": reason, "count": 1}
@@ -239,7 +241,7 @@ def lower(module: nn.Module, example: tuple) -> Lowered:
     try:
         program = torch.export.export(module, example, strict=False)
     except Exception as exc:
-        raise EnvironmentFailure(f"torch.export could not capture the model for ExecuTorch: {_first_line(exc)}") from None
+        raise EnvironmentFailure(f"torch.export could not capture the model for ExecuTorch: {first_line(exc)}") from None
     with _partitioner_reasons() as reasons:
         try:
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
@@ -247,8 +249,13 @@ def lower(module: nn.Module, example: tuple) -> Lowered:
             delegated, portable = _split_ops(graph, reasons)
             content = edge.to_executorch().buffer
         except Exception as exc:
-            raise EnvironmentFailure(f"ExecuTorch could not lower the model to XNNPACK: {_first_line(exc)}") from None
+            raise EnvironmentFailure(f"ExecuTorch could not lower the model to XNNPACK: {first_line(exc)}") from None
     return Lowered(bytes(content), delegated, portable)
+
+
+def _recurrent_layer(layer: str | None, recurrent: dict[str, str]) -> str | None:
+    """The recurrent layer ``layer`` is (or is inside), if any."""
+    return next((name for name in recurrent if layer and (layer == name or layer.startswith(name + "."))), None)
 
 
 @contextlib.contextmanager
@@ -295,7 +302,11 @@ def _int8_weight(node: torch.fx.Node) -> bool:
     return isinstance(weight, torch.fx.Node) and weight.op == "call_function" and op_name(weight).startswith("dequantize")
 
 
-def _fp32_reason(precision: str) -> str:
+def _fp32_reason(precision: str, recurrent: str | None = None) -> str:
+    if recurrent:
+        return (f"ExecuTorch unrolls {recurrent} into per-step linear ops that XNNPACKQuantizer does not annotate: their "
+                f"weights stay fp32, once per step (the .pte outgrows the fp32 parameters); --format onnx quantizes {recurrent} "
+                "dynamically")
     if precision == "int8-dynamic":
         return "int8-dynamic quantizes linear layers only: runs in XNNPACK in fp32"
     return "XNNPACKQuantizer has no static int8 pattern for it here: runs in XNNPACK in fp32"
@@ -333,7 +344,3 @@ def _counts(rows: list[dict]) -> dict[str, int]:
         counts[row["op"]] = counts.get(row["op"], 0) + 1
     return counts
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -42,9 +42,17 @@ def pte_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
                 for note in notes if note.startswith("torch.export strict mode failed")]
     findings += [Finding("pte", row["op"], row["node"], row["layer"], "info",
                          f"{row['op']}×{row['count']} in {row['layer'] or 'the model'}: {row['reason']}",
-                         PORTABLE_ADVICE if PORTABLE in row["reason"] else "use --precision int8 (static) to quantize it too")
+                         _advice(row["reason"]))
                  for row in lowered.float_ops(precision, [])]
     return findings + [Finding("pte", "*", None, None, "info", lowered.summary(), "nothing to do")]
+
+
+def _advice(reason: str) -> str:
+    if PORTABLE in reason:
+        return PORTABLE_ADVICE
+    if "unrolls" in reason:
+        return "nothing to do for correctness; for a smaller file use --format onnx (it quantizes recurrent layers dynamically)"
+    return "use --precision int8 (static) to quantize it too"
 
 
 def _error(message: str, suggestion: str) -> Finding:

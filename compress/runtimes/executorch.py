@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import EnvironmentFailure, UsageError
+from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.runtimes.base import io_layout
 from compress.targets.device_runner import run_in_chunks
 
@@ -56,7 +56,7 @@ class ExecuTorchRunner:
             program = runtime.Runtime.get().load_program(self.path)
             self.method = program.load_method(METHOD)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise UsageError(f"{self.path} is not a loadable ExecuTorch program with a {METHOD!r} method ({_first_line(exc)})") from None
+            raise UsageError(f"{self.path} is not a loadable ExecuTorch program with a {METHOD!r} method ({first_line(exc)})") from None
         meta = self.method.metadata
         inputs = [meta.input_tensor_meta(i) for i in range(meta.num_inputs())]
         outputs = [meta.output_tensor_meta(i) for i in range(meta.num_outputs())]
@@ -82,7 +82,7 @@ class ExecuTorchRunner:
         try:
             outputs = self.method.execute([torch.from_numpy(a) for a in arrays])
         except (RuntimeError, ValueError) as exc:
-            raise UsageError(f"ExecuTorch could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {_first_line(exc)}") from None
+            raise UsageError(f"ExecuTorch could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {first_line(exc)}") from None
         return [o.numpy().copy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outputs]
 
 
@@ -102,7 +102,3 @@ def _to_input(array: np.ndarray, dtype, shape: tuple[int, ...], axis: int, name:
         raise UsageError(f"input {name!r} expects shape {tuple(expected)} (-1: the batch) but got {tuple(array.shape)}")
     return np.ascontiguousarray(array, dtype=dtype)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:300]
