@@ -44,7 +44,8 @@ def bench_command(
     runtime: str = typer.Option("auto", "--runtime", help=f"auto (by suffix), {', '.join(RUNTIME_MODULES)}."),
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
     batch: int = typer.Option(1, "--batch", help="Samples per inference."),
-    runs: int = typer.Option(None, "--runs", help="Timed runs (default 100)."),
+    runs: int = typer.Option(None, "--runs", help="Exactly this many timed runs (default: adaptive, until the median is "
+                             "known to ±2 %, at most 100)."),
     seconds: float = typer.Option(None, "--seconds", help="Time for this many seconds instead of a number of runs."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs before timing (default 10)."),
     insecure: bool = INSECURE,
@@ -62,8 +63,8 @@ def bench_command(
 ) -> None:
     """Time artifacts on a target: p50/p90/p99, mean ± stdev, the median's 95 % CI, load time, first inference, peak memory.
 
-    Results are added to the artifact's report.json (latency[]) when one lists it. Emulated (qemu) figures are marked
-    and never device latencies; estimates are analytic, not measurements.
+    Results are added to the artifact's report.json (latency[]) when one lists it, with how they were taken
+    (conditions). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """
@@ -87,7 +88,7 @@ def bench_command(
 
                 open_target(target, strict=False)  # a bad target name is a usage error before any work
                 entry = benchmark_artifact(artifact, target=target, runtime=runtime, threads=threads, batch=batch, runs=runs,
-                                           seconds=seconds, warmup=warmup, **_applicable(target, options))
+                                           seconds=seconds, warmup=warmup, adaptive=runs is None, **_applicable(target, options))
                 results.append({"artifact": str(artifact), **entry})
                 if not no_report and record_latency(artifact, entry):
                     saved.append(str(artifact.parent / "report.json"))
