@@ -2,6 +2,9 @@
 
 Prints one table per model, writes bench/results/latest.json and bench/results/latest.md.
 Options: --models a,b  --runs N (timed runs per variant and batch, interleaved)
+
+Every latency in the tables and in the recommendation lines is one measurement (bench.suite.interleaved_timing): in
+this process, interleaved, on test samples, onnxruntime spinning off; the output says so (``timing`` in the JSON).
 """
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.suite import BATCHES, bench_model
+from bench.suite import BATCHES, bench_model, timing_conditions
+from compress.benchmark import describe_conditions
 from compress.export.cpu_features import cpu_int8_features
 from compress.zoo import ZOO
 
@@ -47,7 +51,8 @@ def markdown(results: dict) -> str:
     load = f"load average {results['machine'].get('loadavg_1m_at_start', '?')} → {results['machine'].get('loadavg_1m_at_end', '?')}"
     lines = [f"Measured {results['date']} on {results['machine']['description']} ({load}; `python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
-             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", ""]
+             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", "",
+             timing_line(results), ""]
     for model in results["models"]:
         lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -57,6 +62,17 @@ def markdown(results: dict) -> str:
         lines += [f"- not beaten: {line}" for line in where_not_beaten(model["rows"])]
         lines.append("")
     return "\n".join(lines)
+
+
+def timing_line(results: dict) -> str:
+    """How every latency of the run was taken, in one line (one method for the tables and the recommendations)."""
+    timing = results.get("timing")
+    if not timing:
+        return "Timing conditions were not recorded for this run."
+    return (f"Every latency here (tables and recommendation lines) is one measurement: {describe_conditions(timing)}. "
+            "Spinning is off (onnxruntime's session.intra_op/inter_op.allow_spinning = 0, OMP_WAIT_POLICY=PASSIVE for "
+            "torch) because the runtimes share the cores: a spinning runtime starves the next one (p90 10-20x p50 on 2 cores). "
+            "compress's recommendation is re-judged on these same timings.")
 
 
 def _merged_with_earlier(models: list[dict]) -> list[dict]:
@@ -74,10 +90,11 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     features = cpu_int8_features()
-    results = {"date": datetime.date.today().isoformat(), "runs": args.runs,
+    results = {"date": datetime.date.today().isoformat(), "runs": args.runs, "timing": timing_conditions(args.runs),
                "machine": {"description": f"{platform.machine()}, {features.get('model', 'CPU')}, "
                                           f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
                            "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "models": []}
+    console.print(timing_line(results))
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             console.rule(name)
