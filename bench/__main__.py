@@ -27,6 +27,8 @@ from compress.zoo import ZOO
 RESULTS = Path(__file__).parent / "results"
 WIN_KEYS = (("degradation", "metric loss", ".4f"), ("size_bytes", "bytes", ",d"),
             *((f"p50_ms_b{b}", f"p50 at batch {b} ms", ".3f") for b in BATCHES))
+OLDER_RUN = ("Timed before the suite recorded its conditions: the table in-process and interleaved, while a "
+             "recommendation line quotes compress's own timing (a child process, random inputs); rerun `python -m bench`.")
 MARGIN = 0.05  # differences under 5 % are noise on this machine
 COLUMNS = ["variant", "runtime", "metric", "degr.", "bytes", "x limit", *[f"p50 b{b} ms" for b in BATCHES], *[f"vs fp32 b{b}" for b in BATCHES]]
 
@@ -59,6 +61,7 @@ def markdown(results: dict) -> str:
         lines += ["| " + " | ".join(_cells(row)) + " |" for row in model["rows"]]
         lines += [f"- {f['variant']} failed: {f['error']}" for f in model["failures"]]
         lines += [f"- {note}" for note in model.get("notes", [])]
+        lines += [f"- {OLDER_RUN}"] if results.get("timing") and not model.get("timing") else []
         lines += [f"- not beaten: {line}" for line in where_not_beaten(model["rows"])]
         lines.append("")
     return "\n".join(lines)
@@ -68,7 +71,7 @@ def timing_line(results: dict) -> str:
     """How every latency of the run was taken, in one line (one method for the tables and the recommendations)."""
     timing = results.get("timing")
     if not timing:
-        return "Timing conditions were not recorded for this run."
+        return OLDER_RUN
     return (f"Every latency here (tables and recommendation lines) is one measurement: {describe_conditions(timing)}. "
             "Spinning is off (onnxruntime's session.intra_op/inter_op.allow_spinning = 0, OMP_WAIT_POLICY=PASSIVE for "
             "torch) because the runtimes share the cores: a spinning runtime starves the next one (p90 10-20x p50 on 2 cores). "
