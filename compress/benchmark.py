@@ -189,7 +189,7 @@ def describe_conditions(conditions: dict) -> str:
              f"{conditions['inputs']} inputs",
              "runtime-default threads" if not threads else f"{threads} thread{'s' if threads > 1 else ''}",
              f"onnxruntime spinning {conditions['spinning']}" if conditions["spinning"] in ("on", "off") else
-             f"spinning: {conditions['spinning']}"]
+             "runtime-default spinning"]
     runs = f"{conditions['runs']} timed runs after {conditions['warmup']} warm-up"
     stopped = conditions.get("stopped")
     if stopped:

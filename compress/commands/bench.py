@@ -115,6 +115,8 @@ def _render(document: dict) -> None:
     from rich import box
     from rich.table import Table
 
+    from compress.benchmark import describe_conditions
+
     if document["results"]:
         table = Table(title="latency per inference (ms)", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("artifact", "target", "p50", "p90", "p99", "mean", "peak MB"):
@@ -137,7 +139,7 @@ def _render(document: dict) -> None:
             label = " [magenta](EMULATED: not a device latency)[/]" if row["emulated"] else ""
             ci = row.get("median_ci95_ms")
             stdout_console.print(f"{where}{label}: {row['runtime']} {row.get('runtime_version') or ''}, batch {row['batch']}, "
-                          f"threads {row['threads'] or 'default'}, {row['runs']} runs after {row['warmup']} warm-up; stdev "
+                          f"{describe_conditions(row['conditions'])}; stdev "
                           f"{_ms(row.get('stdev_ms'))} ms, load {_ms(row.get('load_ms'))} ms, p50 95% CI {_ms(ci[0]) if ci else '-'}–{_ms(ci[1]) if ci else '-'} ms, first inference "
                           f"{_ms(row.get('first_inference_ms'))} ms, {row.get('throughput_per_s') or 0:,.0f} samples/s; {row.get('device', '')}",
                           highlight=False, soft_wrap=True)
