@@ -15,7 +15,7 @@ Example:
     >>> entry["p50_ms"], entry["median_ci95_ms"], entry["conditions"]["stopped"], entry["runs"]
     (0.21, [0.209, 0.212], 'ci', 24)
     >>> describe_conditions(entry["conditions"])
-    'child process, random inputs, 1 thread, onnxruntime spinning off, 24 timed runs after 10 warm-up (stopped: median known to ±2 %)'
+    'child process, one file at a time, random inputs, 1 thread, onnxruntime spinning off, 24 timed runs after 10 warm-up (stopped: median known to ±2 %)'
 """
 from __future__ import annotations
 
@@ -29,8 +29,11 @@ from compress.errors import UsageError
 
 DEFAULT_RUNS = 100             # the cap of adaptive timing (the exact count with adaptive=False)
 DEFAULT_WARMUP = 10
+SPINNING = False               # onnxruntime's idle threads sleep: timings made while other work shares the cores
+                               # (parallel tune trials, fleets) are not starved by, or starving, spinning threads
 MIN_RUNS = 20                  # adaptive timing checks its interval only from here on
 TARGET_HALF_WIDTH = 0.02       # adaptive timing stops once the median is known to ±2 %
+ORDER = {"alone": "one file at a time", "interleaved": "interleaved with the other variants"}
 STOPPED = {"ci": "median known to ±{:g} %", "runs": "run count reached", "seconds": "time budget spent"}
 STORED_SAMPLES = 2000          # at most this many raw samples go into report.json
 BUSY_P90_OVER_P50 = 1.5        # p90 this far above p50: runs were disturbed
@@ -119,7 +122,7 @@ def benchmark_artifact(
     inputs: tuple[np.ndarray, ...] | None = None,
     inputs_from: str | None = None,
     adaptive: bool = True,
-    spinning: bool = False,
+    spinning: bool = SPINNING,
     **target_options,
 ) -> dict:
     """Time ``path`` on ``target``; return one report.json latency entry (plus ``warnings``).
@@ -182,10 +185,10 @@ def describe_conditions(conditions: dict) -> str:
     Example:
         >>> describe_conditions({"process": "in-process", "inputs": "test sample", "threads": None, "spinning": "off",
         ...                      "runs": 100, "warmup": 5, "stopped": "runs", "order": "interleaved"})
-        'in-process, interleaved, test sample inputs, runtime-default threads, onnxruntime spinning off, 100 timed runs after 5 warm-up (stopped: run count reached)'
+        'in-process, interleaved with the other variants, test sample inputs, runtime-default threads, onnxruntime spinning off, 100 timed runs after 5 warm-up (stopped: run count reached)'
     """
     threads = conditions.get("threads")
-    parts = [conditions["process"], *([conditions["order"]] if conditions.get("order") else []),
+    parts = [conditions["process"], *([ORDER[conditions["order"]]] if conditions.get("order") else []),
              f"{conditions['inputs']} inputs",
              "runtime-default threads" if not threads else f"{threads} thread{'s' if threads > 1 else ''}",
              f"onnxruntime spinning {conditions['spinning']}" if conditions["spinning"] in ("on", "off") else

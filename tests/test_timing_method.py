@@ -60,7 +60,8 @@ def test_a_latency_entry_records_how_it_was_taken(tiny_onnx):
     assert conditions["process"] == "child process" and conditions["inputs"] == "random" and conditions["threads"] == 1
     assert conditions["spinning"] == "off" and conditions["warmup"] == 3 and conditions["runs"] == entry["runs"]
     assert conditions["max_runs"] == 40 and conditions["stopped"] in ("ci", "runs")
-    assert describe_conditions(conditions).startswith("child process, alone, random inputs, 1 thread, onnxruntime spinning off")
+    assert describe_conditions(conditions).startswith(
+        "child process, one file at a time, random inputs, 1 thread, onnxruntime spinning off")
 
 
 def test_onnxruntime_timing_sessions_do_not_spin_when_asked(tiny_onnx):
