@@ -2,6 +2,9 @@
 
 Prints one table per model, writes bench/results/latest.json and bench/results/latest.md.
 Options: --models a,b  --runs N (timed runs per variant and batch, interleaved)
+
+Every latency in the tables and in the recommendation lines is one measurement (bench.suite.interleaved_timing): in
+this process, interleaved, on test samples, onnxruntime spinning off; the output says so (``timing`` in the JSON).
 """
 from __future__ import annotations
 
@@ -16,13 +19,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.suite import BATCHES, bench_model
+from bench.suite import BATCHES, bench_model, timing_conditions
+from compress.benchmark import describe_conditions
 from compress.export.cpu_features import cpu_int8_features
 from compress.zoo import ZOO
 
 RESULTS = Path(__file__).parent / "results"
 WIN_KEYS = (("degradation", "metric loss", ".4f"), ("size_bytes", "bytes", ",d"),
             *((f"p50_ms_b{b}", f"p50 at batch {b} ms", ".3f") for b in BATCHES))
+OLDER_RUN = ("Timed before the suite recorded its conditions: the table in-process and interleaved, while a "
+             "recommendation line quotes compress's own timing (a child process, random inputs); rerun `python -m bench`.")
 MARGIN = 0.05  # differences under 5 % are noise on this machine
 COLUMNS = ["variant", "runtime", "metric", "degr.", "bytes", "x limit", *[f"p50 b{b} ms" for b in BATCHES], *[f"vs fp32 b{b}" for b in BATCHES]]
 
@@ -47,16 +53,29 @@ def markdown(results: dict) -> str:
     load = f"load average {results['machine'].get('loadavg_1m_at_start', '?')} → {results['machine'].get('loadavg_1m_at_end', '?')}"
     lines = [f"Measured {results['date']} on {results['machine']['description']} ({load}; `python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
-             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", ""]
+             "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", "",
+             timing_line(results), ""]
     for model in results["models"]:
         lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
         lines += ["| " + " | ".join(_cells(row)) + " |" for row in model["rows"]]
         lines += [f"- {f['variant']} failed: {f['error']}" for f in model["failures"]]
         lines += [f"- {note}" for note in model.get("notes", [])]
+        lines += [f"- {OLDER_RUN}"] if results.get("timing") and not model.get("timing") else []
         lines += [f"- not beaten: {line}" for line in where_not_beaten(model["rows"])]
         lines.append("")
     return "\n".join(lines)
+
+
+def timing_line(results: dict) -> str:
+    """How every latency of the run was taken, in one line (one method for the tables and the recommendations)."""
+    timing = results.get("timing")
+    if not timing:
+        return OLDER_RUN
+    return (f"Every latency here (tables and recommendation lines) is one measurement: {describe_conditions(timing)}. "
+            "Spinning is off (onnxruntime's session.intra_op/inter_op.allow_spinning = 0, OMP_WAIT_POLICY=PASSIVE for "
+            "torch) because the runtimes share the cores: a spinning runtime starves the next one (p90 10-20x p50 on 2 cores). "
+            "compress's recommendation is re-judged on these same timings.")
 
 
 def _merged_with_earlier(models: list[dict]) -> list[dict]:
@@ -74,10 +93,11 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     features = cpu_int8_features()
-    results = {"date": datetime.date.today().isoformat(), "runs": args.runs,
+    results = {"date": datetime.date.today().isoformat(), "runs": args.runs, "timing": timing_conditions(args.runs),
                "machine": {"description": f"{platform.machine()}, {features.get('model', 'CPU')}, "
                                           f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
                            "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "models": []}
+    console.print(timing_line(results))
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             console.rule(name)

@@ -30,10 +30,16 @@ class Variant:
     notes: list[str] = field(default_factory=list)
 
 
-def file_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
+def timing_runner(path: Path, threads: int | None = None):
+    """``path`` in its runtime as the suite times it: onnxruntime with spinning off (its idle worker threads would
+    starve the next runtime in the interleaved loop), every other runtime as compress opens it."""
     from compress.runtimes import open_runner
 
-    runner = open_runner(path)
+    return open_runner(path, threads=threads, **({"spinning": False} if path.suffix == ".onnx" else {}))
+
+
+def file_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
+    runner = timing_runner(path)
     return Variant(name, runner.name, bits, path.stat().st_size, runner.run, notes or [])
 
 

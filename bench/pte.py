@@ -5,7 +5,8 @@ Each seed model is exported by compress to all three formats at fp32 and int8 (s
 ``get_symmetric_quantization_config()``: per-tensor weights, HistogramObserver; the documented
 ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` flow, no compress choices). Every file runs in its real
 runtime on the test split: task metric, degradation and SQNR against fp32 torch, size over parameters × bits / 8,
-and p50 latency at batch 1 and 32 timed interleaved in one run (``bench.suite.interleaved_p50``, one thread each).
+and p50 latency at batch 1 and 32 timed interleaved in one run (``bench.suite.interleaved_timing``, one thread each,
+onnxruntime spinning off).
 Prints one table per model and writes bench/results/pte.json.
 
 Example:
@@ -26,8 +27,9 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from bench.baselines import Variant, fp32_torch
-from bench.suite import BATCHES, _outputs, interleaved_p50
+from bench.baselines import Variant, fp32_torch, timing_runner
+from bench.suite import BATCHES, TIMING_WARMUP, _outputs, interleaved_timing, timing_conditions
+from compress.benchmark import describe_conditions
 from compress.data import load_dataset
 from compress.errors import first_line
 from compress.evaluate import degradation, sqnr_db, task_metrics
@@ -39,10 +41,9 @@ COLUMNS = ["variant", "runtime", "metric", "degr.", "SQNR dB", "bytes", "x limit
 
 def runner_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
     """A file in its runtime, one thread (``.pte`` through ExecuTorchRunner; the rest by suffix)."""
-    from compress.runtimes import open_runner
     from compress.runtimes.executorch import ExecuTorchRunner
 
-    runner = ExecuTorchRunner(path, threads=1) if path.suffix == ".pte" else open_runner(path, threads=1)
+    runner = ExecuTorchRunner(path, threads=1) if path.suffix == ".pte" else timing_runner(path, threads=1)
     return Variant(name, runner.name, bits, path.stat().st_size, runner.run, notes or [])
 
 
@@ -105,12 +106,12 @@ def bench_model(name: str, epochs: int | None, runs: int, workdir: Path) -> dict
                      "degradation": degradation(reference, metric), "sqnr_db": sqnr_db(reference_outputs[0], outputs[0]),
                      "size_bytes": v.size_bytes, "size_vs_limit": round(v.size_bytes / (params * v.bits / 8), 3), "notes": v.notes})
     inputs = {b: tuple(np.ascontiguousarray(np.resize(a, (b, *a.shape[1:]))) for a in test.x) for b in BATCHES}
-    p50 = interleaved_p50(variants, inputs, runs)
+    timing = interleaved_timing(variants, inputs, runs)
     for row in rows:
         for b in BATCHES:
-            row[f"p50_ms_b{b}"] = round(p50[row["variant"]][b], 4)
+            row[f"p50_ms_b{b}"] = timing[row["variant"]][b]["p50_ms"]
     return {"model": name, "parameters": params, "epochs": epochs, "dataset": handle.dataset["name"], "test_samples": test.size,
-            "rows": rows, "runs": runs}
+            "rows": rows, "runs": runs, "timing": timing_conditions(runs, TIMING_WARMUP, threads=1)}
 
 
 def _table(result: dict) -> Table:
@@ -145,6 +146,7 @@ def main(argv=None) -> None:
             try:
                 measured[name] = bench_model(name, args.epochs or None, args.runs, Path(work))
                 console.print(_table(measured[name]))
+                console.print(f"timing: {describe_conditions(measured[name]['timing'])}")
             except Exception as exc:  # a model that cannot become a .pte is a finding, not a crash of the suite
                 measured[name] = {"model": name, "failed": first_line(exc)}
                 console.print(f"{name}: failed: {measured[name]['failed']}")

@@ -1,22 +1,28 @@
 """Run one seed model through every baseline and through compress; time all variants interleaved.
 
+One timing method behind every figure: all variants, compress's files included, are timed in this process,
+interleaved round-robin on the first test samples (``timing_conditions`` records how), with compress's statistics
+(compress.benchmark.summarize). compress's recommendation is re-judged on those same records, so the line that
+quotes it and the table agree.
+
 Example:
     >>> rows = bench_model("mnist_cnn", runs=50, workdir=Path("/tmp/b"))
 """
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench import baselines
+from compress.benchmark import summarize
 from compress.data import load_dataset
 from compress.evaluate import degradation, task_metrics
 
 BATCHES = (1, 32)
+TIMING_WARMUP = 5
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
@@ -25,11 +31,13 @@ def _outputs(variant, data, batch_size: int = 64) -> list[np.ndarray]:
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def interleaved_p50(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = 5, seed: int = 0) -> dict[str, dict[int, float]]:
+def interleaved_timing(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = TIMING_WARMUP,
+                       seed: int = 0) -> dict[str, dict[int, dict]]:
     """Round-robin timing: every run visits every variant, in a fresh shuffled order, so machine noise and what ran
-    just before (a runtime's threads still spinning) hit all of them alike."""
+    just before hit all of them alike. Returns compress.benchmark.summarize statistics (p50, the median's 95 % CI...)
+    per variant and batch."""
     rng = random.Random(seed)
-    result: dict[str, dict[int, float]] = {v.name: {} for v in variants}
+    result: dict[str, dict[int, dict]] = {v.name: {} for v in variants}
     for batch, inputs in inputs_by_batch.items():
         samples: dict[str, list[float]] = {v.name: [] for v in variants}
         for v in variants:
@@ -41,8 +49,31 @@ def interleaved_p50(variants: list, inputs_by_batch: dict[int, tuple], runs: int
                 v.run(inputs)
                 samples[v.name].append((time.perf_counter() - start) * 1000)
         for name, values in samples.items():
-            result[name][batch] = statistics.median(values)
+            result[name][batch] = summarize(values, batch)
     return result
+
+
+def timing_conditions(runs: int, warmup: int = TIMING_WARMUP, threads: int | None = None) -> dict:
+    """How the suite times (a report.json ``latency[].conditions``; compress.benchmark.describe_conditions says it)."""
+    return {"process": "in-process", "order": "interleaved", "inputs": "test sample", "threads": threads, "spinning": "off",
+            "runs": runs, "warmup": warmup, "max_runs": runs, "stopped": "runs"}
+
+
+def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, str], conditions: dict) -> dict:
+    """compress's recommendation re-made from the suite's timing: each artifact's latency becomes the suite's records
+    for its variant (``labels``: artifact name -> variant name; an artifact without one has no latency, so it is not
+    recommended), its speed notes follow, and the report's own policy judges again. Returns the new ``recommended``."""
+    from compress.advice import explain_speed
+    from compress.gates import policy_of, recommend_judged
+
+    for artifact in report["artifacts"]:
+        stats = timing.get(labels.get(artifact["name"], ""), {})
+        artifact["latency"] = [{"target": "local-cpu", "runtime": (artifact.get("verified_in") or ["?"])[0],
+                                "device": "bench suite (in-process)", "batch": batch, "threads": conditions["threads"],
+                                "runs": conditions["runs"], "warmup": conditions["warmup"], "emulated": False,
+                                "conditions": conditions, **stats[batch]} for batch in sorted(stats)]
+    explain_speed(report["artifacts"])
+    return recommend_judged(report["artifacts"], policy_of(report))
 
 
 def _build(name: str, build, failures: list[dict]):
@@ -85,16 +116,16 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
     ]
     variants = [v for n, b in builders if (v := _build(n, b, failures)) is not None]
     report = run_recipe(load_recipe(RECIPES / f"{name}.yaml"), out_dir=folder / "compress").report
-    chosen = {pick["artifact"] for pick in report["recommended"]["by_format"].values() if pick}
-    notes = [f"compress recommends {pick['artifact']} for {fmt}: {pick['why']}"
-             for fmt, pick in report["recommended"]["by_format"].items() if pick and pick["artifact"].startswith("fp32")]
+    labels = {}  # every compress file is timed here, fp32 too: its recommendation is re-made from these timings
     for artifact in report["artifacts"]:
-        if artifact["precision"] == "fp32":
+        if artifact.get("status") == "failed":
             continue
-        label = f"compress-{artifact['name']}{'*' if artifact['name'] in chosen else ''}"
-        variant = _build(label, lambda a=artifact, n=label: baselines.file_variant(n, folder / "compress" / a["path"], 8), failures)
+        label = f"compress-{artifact['name']}"
+        bits = 32 if artifact["precision"] == "fp32" else 8
+        variant = _build(label, lambda a=artifact, n=label, b=bits: baselines.file_variant(n, folder / "compress" / a["path"], b), failures)
         if variant:
             variants.append(variant)
+            labels[artifact["name"]] = label
 
     reference = task_metrics(test.heads, _outputs(variants[0], test), test.y)
     rows = []
@@ -104,11 +135,18 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
                      "degradation": degradation(reference, metric), "size_bytes": v.size_bytes,
                      "size_vs_limit": round(v.size_bytes / (params * v.bits / 8), 3), "notes": v.notes})
     inputs = {b: tuple(np.ascontiguousarray(np.resize(a, (b, *a.shape[1:]))) for a in test.x) for b in BATCHES}
-    p50 = interleaved_p50(variants, inputs, runs)
+    timing = interleaved_timing(variants, inputs, runs)
+    conditions = timing_conditions(runs)
+    recommended = rejudge(report, timing, labels, conditions)
+    chosen = {labels[pick["artifact"]] for pick in recommended["by_format"].values() if pick}
+    notes = [f"compress recommends {pick['artifact']} for {fmt}: {pick['why']}"
+             for fmt, pick in recommended["by_format"].items() if pick and pick["artifact"].startswith("fp32")]
+    p50 = {v.name: {b: timing[v.name][b]["p50_ms"] for b in BATCHES} for v in variants}
     fp32_best = {b: min(p50[v.name][b] for v in variants if v.name.startswith("fp32-")) for b in BATCHES}
     for row in rows:
         for b in BATCHES:
-            row[f"p50_ms_b{b}"] = round(p50[row["variant"]][b], 4)
+            row[f"p50_ms_b{b}"] = p50[row["variant"]][b]
             row[f"vs_best_fp32_b{b}"] = round(p50[row["variant"]][b] / fp32_best[b], 3)
+        row["variant"] += "*" if row["variant"] in chosen else ""
     return {"model": name, "parameters": params, "dataset": handle.dataset["name"], "test_samples": test.size,
-            "rows": rows, "failures": failures, "notes": notes, "runs": runs}
+            "rows": rows, "failures": failures, "notes": notes, "runs": runs, "timing": conditions}

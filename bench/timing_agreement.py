@@ -2,8 +2,9 @@
 
 For each artifact (by default the fp32 and int8 ONNX and TFLite files of a freshly quantized mnist_cnn), this alternates,
 for several rounds, `compress.benchmark.benchmark_artifact(target="local")` (the device runner in a child process) with
-an independent loop written here with nothing from compress: the same runtime session settings, each run timed with
-``time.perf_counter`` around set inputs + run + read outputs, after the same warm-up. Alternating rounds spread machine
+an independent loop written here with nothing from compress: the same runtime session settings (onnxruntime spinning
+off, as compress times), each run timed with ``time.perf_counter`` around set inputs + run + read outputs, after the
+same warm-up and for the same fixed number of runs (compress's adaptive stop is off here). Alternating rounds spread machine
 noise over both. It prints a table and writes bench/results/timing_agreement.json.
 
 Example:
@@ -30,7 +31,8 @@ TOLERANCE = 0.10
 
 
 def plain_ort(path: Path, threads: int):
-    """An onnxruntime session with the settings compress uses (sequential, 1 inter-op thread, deterministic)."""
+    """An onnxruntime session with the settings compress times with (sequential, 1 inter-op thread, deterministic,
+    idle threads not spinning)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -39,6 +41,8 @@ def plain_ort(path: Path, threads: int):
     options.intra_op_num_threads = threads
     options.use_deterministic_compute = True
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     first = session.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in first.shape]
@@ -91,7 +95,7 @@ def compare(path: Path, threads: int, runs: int, warmup: int, rounds: int) -> di
 
     bench, plain = [], []
     for _ in range(rounds):
-        bench.append(benchmark_artifact(path, threads=threads, runs=runs, warmup=warmup)["p50_ms"])
+        bench.append(benchmark_artifact(path, threads=threads, runs=runs, warmup=warmup, adaptive=False)["p50_ms"])
         plain.append(plain_median(path, threads, runs, warmup))
     bench_ms, plain_ms = statistics.median(bench), statistics.median(plain)
     ratio = bench_ms / plain_ms

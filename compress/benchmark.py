@@ -4,10 +4,18 @@ The device runner (compress/targets/device_runner.py) does the timing on every t
 samples into p50/p90/p99, mean, stdev, a distribution-free 95 % confidence interval of the median, load time, first
 inference, peak memory and throughput, and warns when the spread says the machine was busy.
 
+One method behind every figure: each timed run sets the inputs, runs and reads the outputs, after warm-up runs;
+onnxruntime's idle worker threads do not spin (``spinning=False``: spinning threads starve whatever runs next on
+shared cores). Runs are adaptive: ``runs`` is a cap, and timing stops once the median's 95 % interval is within
+±``TARGET_HALF_WIDTH`` of it (after at least ``MIN_RUNS``); ``adaptive=False`` times exactly ``runs``. Each entry's
+``conditions`` record how it was taken (process, inputs, threads, spinning, runs, warm-up, why timing stopped).
+
 Example:
     >>> entry = benchmark_artifact("runs/mnist/model.int8.onnx", target="local", threads=1, runs=200)
-    >>> entry["p50_ms"], entry["median_ci95_ms"], entry["warnings"]
-    (0.21, [0.209, 0.212], [])
+    >>> entry["p50_ms"], entry["median_ci95_ms"], entry["conditions"]["stopped"], entry["runs"]
+    (0.21, [0.209, 0.212], 'ci', 24)
+    >>> describe_conditions(entry["conditions"])
+    'child process, one file at a time, random inputs, 1 thread, onnxruntime spinning off, 24 timed runs after 10 warm-up (stopped: median known to ±2 %)'
 """
 from __future__ import annotations
 
@@ -19,8 +27,15 @@ import numpy as np
 
 from compress.errors import UsageError
 
-DEFAULT_RUNS = 100
+DEFAULT_RUNS = 100             # the cap of adaptive timing (the exact count with adaptive=False)
 DEFAULT_WARMUP = 10
+SPINNING = True                # one file at a time in its own process: onnxruntime's default (its idle threads spin);
+                               # measured here, spinning off made such a p50 slower and less steady. Interleaved timing
+                               # (bench/), where runtimes share the cores, passes spinning=False
+MIN_RUNS = 20                  # adaptive timing checks its interval only from here on
+TARGET_HALF_WIDTH = 0.02       # adaptive timing stops once the median is known to ±2 %
+ORDER = {"alone": "one file at a time", "interleaved": "interleaved with the other variants"}
+STOPPED = {"ci": "median known to ±{:g} %", "runs": "run count reached", "seconds": "time budget spent"}
 STORED_SAMPLES = 2000          # at most this many raw samples go into report.json
 BUSY_P90_OVER_P50 = 1.5        # p90 this far above p50: runs were disturbed
 BUSY_CI_HALF_WIDTH = 0.05      # median known no better than ±5 %
@@ -31,17 +46,18 @@ MEASURED_BY = "compress device_runner (set inputs + run + read outputs, per time
 
 
 def median_ci(samples: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median from order statistics (binomial(n, 1/2) ranks).
+    """Distribution-free confidence interval of the median from order statistics (binomial(n, 1/2) ranks; the
+    device runner's ``median_rank``, which also decides when adaptive timing may stop).
 
     With fewer than 6 samples no interval reaches 95 %; the full range is returned.
     """
-    from scipy.stats import binom
+    from compress.targets.device_runner import median_rank
 
     ordered = np.sort(np.asarray(samples, dtype=np.float64))
     n = len(ordered)
     if n < 6:
         return float(ordered[0]), float(ordered[-1])
-    low = max(int(binom.ppf((1.0 - confidence) / 2, n, 0.5)), 1)  # 1-based rank; the upper one mirrors it
+    low = median_rank(n, confidence)  # 1-based rank; the upper one mirrors it
     return float(ordered[low - 1]), float(ordered[n - low])
 
 
@@ -105,6 +121,9 @@ def benchmark_artifact(
     seconds: float | None = None,
     warmup: int | None = None,
     inputs: tuple[np.ndarray, ...] | None = None,
+    inputs_from: str | None = None,
+    adaptive: bool = True,
+    spinning: bool = SPINNING,
     **target_options,
 ) -> dict:
     """Time ``path`` on ``target``; return one report.json latency entry (plus ``warnings``).
@@ -112,9 +131,12 @@ def benchmark_artifact(
     The timing holds this host's timing lock (compress.timing_lock): parallel trials or fleet recipes never time at once
     on one machine; ``measured_on`` records the host, the Ray node and the window.
 
-    ``runs`` (default 100) or ``seconds`` bound the timed runs; ``warmup`` (default 10) untimed runs come first.
-    ``inputs``: arrays to time on (batch first; the first ``batch`` rows are used); default random inputs that match
-    the model. A target that cannot run here (cuda without a GPU) gives an entry with ``skipped`` and no timings.
+    ``runs`` (default 100) or ``seconds`` bound the timed runs; ``warmup`` (default 10) untimed runs come first. With
+    ``adaptive`` (default) timing stops earlier once the median is known to ±2 % (after at least 20 runs); without,
+    exactly ``runs`` are timed. ``inputs``: arrays to time on (batch first; the first ``batch`` rows are used),
+    described by ``inputs_from`` ("test sample"...); default random inputs that match the model. ``spinning``: let
+    onnxruntime's idle threads spin (off by default, see the module). A target that cannot run here (cuda without a
+    GPU) gives an entry with ``skipped`` and no timings.
     """
     from compress.runtimes.base import runtime_for
     from compress.targets.base import RunRequest, TargetSkipped, open_target
@@ -134,11 +156,18 @@ def benchmark_artifact(
     runtime = runtime_for(path, runtime)
     warmup = DEFAULT_WARMUP if warmup is None else warmup
     device = open_target(target, **target_options)
+    inputs_from = inputs_from or ("given arrays" if inputs is not None else "random")
     if inputs is None and runtime == "torch":
         inputs = _torch_inputs(path, batch)
     request = RunRequest(path, runtime=runtime, threads=threads, batch=batch, runs=runs or DEFAULT_RUNS, seconds=seconds,
-                         warmup=warmup, inputs=inputs)
+                         warmup=warmup, inputs=inputs, spinning=spinning,
+                         until_ci=TARGET_HALF_WIDTH if adaptive else None, min_runs=MIN_RUNS if adaptive else 1)
     base = {"target": device.name, "runtime": runtime, "batch": batch, "threads": threads, "emulated": device.emulated}
+    conditions = {"process": getattr(device, "process", "device"), "order": "alone",
+                  "inputs": inputs_from,
+                  "threads": threads, "spinning": "on" if spinning else "off", "warmup": warmup,
+                  "max_runs": None if seconds else request.runs, "seconds": seconds,
+                  "min_runs": request.min_runs if adaptive else None, "target_half_width": request.until_ci}
     try:
         with exclusive_timing(device.name) as measured_on:  # no other compress timing on this host meanwhile
             result = device.run(request)
@@ -146,7 +175,30 @@ def benchmark_artifact(
         return {**base, "device": "none", "runs": 0, "warmup": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None,
                 "mean_ms": None, "skipped": str(skipped), "warnings": [str(skipped)]}
     entry = latency_entry(base, device.describe(result.report), result.report, warmup, getattr(device, "notes", []))
-    return {**entry, "measured_on": measured_on}
+    conditions.update(runs=entry["runs"], warmup=entry["warmup"], stopped=result.report.get("stopped"),
+                      spinning=result.report.get("spinning", "runtime default"))  # benchmark_model: not ours to set
+    return {**entry, "conditions": conditions, "measured_on": measured_on}
+
+
+def describe_conditions(conditions: dict) -> str:
+    """One line saying how a latency was taken, from an entry's ``conditions``.
+
+    Example:
+        >>> describe_conditions({"process": "in-process", "inputs": "test sample", "threads": None, "spinning": "off",
+        ...                      "runs": 100, "warmup": 5, "stopped": "runs", "order": "interleaved"})
+        'in-process, interleaved with the other variants, test sample inputs, runtime-default threads, onnxruntime spinning off, 100 timed runs after 5 warm-up (stopped: run count reached)'
+    """
+    threads = conditions.get("threads")
+    parts = [conditions["process"], *([ORDER[conditions["order"]]] if conditions.get("order") else []),
+             f"{conditions['inputs']} inputs",
+             "runtime-default threads" if not threads else f"{threads} thread{'s' if threads > 1 else ''}",
+             f"onnxruntime spinning {conditions['spinning']}" if conditions["spinning"] in ("on", "off") else
+             "runtime-default spinning"]
+    runs = f"{conditions['runs']} timed runs after {conditions['warmup']} warm-up"
+    stopped = conditions.get("stopped")
+    if stopped:
+        runs += f" (stopped: {STOPPED[stopped].format(100 * (conditions.get('target_half_width') or 0))})"
+    return ", ".join(parts) + ", " + runs
 
 
 def latency_entry(base: dict, device: str, report: dict, warmup: int, notes: list[str]) -> dict:
@@ -253,4 +305,4 @@ def record_latency(artifact: str | Path, entry: dict) -> Path | None:
 
 
 __all__ = ["benchmark_artifact", "summarize", "median_ci", "busy_warnings", "record_latency", "record_in_report",
-           "DEFAULT_RUNS", "DEFAULT_WARMUP"]
+           "describe_conditions", "DEFAULT_RUNS", "DEFAULT_WARMUP", "MIN_RUNS", "TARGET_HALF_WIDTH"]

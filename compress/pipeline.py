@@ -192,14 +192,17 @@ def verify_artifact(
 
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
                   policy: GatePolicy | None, extra: dict | None = None, candidate=None) -> dict:
-    """Judge the artifacts by ``policy`` (compress.gates: gates, verdict, recommendation), then assemble, validate and
+    """Note each artifact's speed against fp32 (compress.advice.explain_speed), judge the artifacts by ``policy``
+    (compress.gates: gates, verdict, recommendation), then assemble, validate and
     write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
     (default compress.gates.is_candidate)."""
+    from compress.advice import explain_speed
     from compress.gates import is_candidate, is_failed, judge, verification_gate
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
 
+    explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
         artifact["techniques"] = technique_records(artifact["techniques"])

@@ -243,9 +243,6 @@ def quantize(
             artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config, bench,
                                                 policy, fp32_entry, ranked_layers, step))
 
-    from compress.advice import explain_speed
-
-    explain_speed(artifacts)
     step("stream evaluation")
     extra = {
         "streams": stream_report(handle, plan, run_dir, artifacts, config.seed),

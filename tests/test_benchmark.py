@@ -96,7 +96,7 @@ def test_busy_machine_is_flagged_and_a_quiet_one_is_not():
 
 @pytest.mark.parametrize("fmt, runtime", [("onnx", "onnxruntime"), ("tflite", "litert")])
 def test_local_bench_entry_follows_the_contract(tiny_files, fmt, runtime):
-    entry = benchmark_artifact(tiny_files[fmt], threads=1, batch=4, runs=40, warmup=5)
+    entry = benchmark_artifact(tiny_files[fmt], threads=1, batch=4, runs=40, warmup=5, adaptive=False)
     jsonschema.validate(entry, latency_schema())
     assert entry["target"] == "local-cpu" and entry["runtime"] == runtime and entry["emulated"] is False
     assert (entry["batch"], entry["threads"], entry["runs"], entry["warmup"]) == (4, 1, 40, 5)
@@ -112,7 +112,7 @@ def test_local_bench_entry_follows_the_contract(tiny_files, fmt, runtime):
 
 
 def test_seconds_mode_runs_until_the_time_is_up(tiny_files):
-    entry = benchmark_artifact(tiny_files["onnx"], seconds=0.3, warmup=2)
+    entry = benchmark_artifact(tiny_files["onnx"], seconds=0.3, warmup=2, adaptive=False)
     assert entry["runs"] > 10 and sum(entry["samples_ms"]) <= 300 + entry["max_ms"]
 
 

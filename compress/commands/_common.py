@@ -66,7 +66,7 @@ TRUST_CODE_OPTION = typer.Option(False, "--trust-code", help="Allow the recipe's
 TRUST_CODE_FROM_OPTION = typer.Option(None, "--trust-code-from", metavar="PKG",
                                       help="Allow only names under this import root, e.g. mypkg (repeatable).")
 NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measurement.")
-RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact.")
+RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact, at most (timing stops earlier once the median is known to ±2 %).")
 THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for data splits, calibration subsets and training.")
 # How artifacts are judged (compress.gates): the same options on every verb that judges artifacts.

@@ -27,7 +27,8 @@ def bench_command(
     runtime: str = typer.Option("auto", "--runtime", help=f"auto (by suffix), {', '.join(RUNTIME_MODULES)}."),
     threads: int = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own)."),
     batch: int = typer.Option(1, "--batch", help="Samples per inference."),
-    runs: int = typer.Option(None, "--runs", help="Timed runs (default 100)."),
+    runs: int = typer.Option(None, "--runs", help="Exactly this many timed runs (default: adaptive, until the median is "
+                             "known to ±2 %, at most 100)."),
     seconds: float = typer.Option(None, "--seconds", help="Time for this many seconds instead of a number of runs."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs before timing (default 10)."),
     peak_gops: float = typer.Option(None, "--peak-gops", help="estimate: the core's peak (GOP/s) instead of the named core's."),
@@ -38,8 +39,8 @@ def bench_command(
 ) -> None:
     """Time artifacts on a target: p50/p90/p99, mean ± stdev, the median's 95 % CI, load time, first inference, peak memory.
 
-    Results are added to the artifact's report.json (latency[]) when one lists it. Emulated (qemu) figures are marked
-    and never device latencies; estimates are analytic, not measurements.
+    Results are added to the artifact's report.json (latency[]) when one lists it, with how they were taken
+    (conditions). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """
@@ -63,7 +64,7 @@ def bench_command(
 
                 open_target(target, strict=False)  # a bad target name is a usage error before any work
                 entry = benchmark_artifact(artifact, target=target, runtime=runtime, threads=threads, batch=batch, runs=runs,
-                                           seconds=seconds, warmup=warmup, **_applicable(target, options))
+                                           seconds=seconds, warmup=warmup, adaptive=runs is None, **_applicable(target, options))
                 results.append({"artifact": str(artifact), **entry})
                 if not no_report and record_latency(artifact, entry):
                     saved.append(str(artifact.parent / "report.json"))
@@ -90,6 +91,8 @@ def _render(document: dict) -> None:
     from rich import box
     from rich.table import Table
 
+    from compress.benchmark import describe_conditions
+
     if document["results"]:
         table = Table(title="latency per inference (ms)", title_justify="left", box=box.SIMPLE_HEAD)
         for column in ("artifact", "target", "p50", "p90", "p99", "mean", "peak MB"):
@@ -112,7 +115,7 @@ def _render(document: dict) -> None:
             label = " [magenta](EMULATED: not a device latency)[/]" if row["emulated"] else ""
             ci = row.get("median_ci95_ms")
             stdout_console.print(f"{where}{label}: {row['runtime']} {row.get('runtime_version') or ''}, batch {row['batch']}, "
-                          f"threads {row['threads'] or 'default'}, {row['runs']} runs after {row['warmup']} warm-up; stdev "
+                          f"{describe_conditions(row['conditions'])}; stdev "
                           f"{_ms(row.get('stdev_ms'))} ms, load {_ms(row.get('load_ms'))} ms, p50 95% CI {_ms(ci[0]) if ci else '-'}–{_ms(ci[1]) if ci else '-'} ms, first inference "
                           f"{_ms(row.get('first_inference_ms'))} ms, {row.get('throughput_per_s') or 0:,.0f} samples/s; {row.get('device', '')}",
                           highlight=False, soft_wrap=True)

@@ -48,7 +48,8 @@ class BenchmarkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = Field(default_factory=lambda: [1], description=f"Batch sizes timed (each at most {MAX_BATCH:,}).")
-    runs: int = Field(100, ge=1, le=MAX_RUNS, description=f"Timed runs (at most {MAX_RUNS:,}).")
+    runs: int = Field(100, ge=1, le=MAX_RUNS, description=(
+        f"Timed runs, at most (at most {MAX_RUNS:,}); timing stops earlier once the median is known to ±2 %."))
     warmup: int = Field(10, ge=0, le=MAX_RUNS, description=f"Untimed warm-up runs (at most {MAX_RUNS:,}).")
     threads: int | None = Field(None, ge=1, le=MAX_THREADS, description=f"Runtime threads (at most {MAX_THREADS:,}).")
 

@@ -122,9 +122,6 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         previous = key
 
     step("gates")
-    from compress.advice import explain_speed
-
-    explain_speed(artifacts)
     extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved()}
     from compress.gates import is_compressed
 

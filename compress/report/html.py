@@ -12,7 +12,7 @@ from pathlib import Path
 
 from compress.io import write_text_atomic
 from compress.latency import device_p50, device_timing
-from compress.report.markdown import ARTIFACT_COLUMNS, Section, artifact_rows, technique_sections
+from compress.report.markdown import ARTIFACT_COLUMNS, Section, artifact_rows, technique_sections, timing_lines
 from compress.report.plots import Point, latency_plot, layer_sparsity_plot, sensitivity_plot, tradeoff_plot
 
 STYLE = """
@@ -100,6 +100,7 @@ def render_html(report: dict) -> str:
     versions = (report.get("environment") or {})
     environment = {"python": platform.python_version(), "machine": platform.machine(), **versions}
     status = '<span class="good">passed</span>' if report["passed"] else '<span class="bad">FAILED</span>'
+    timing = "".join(f"<p>{html.escape(line.removeprefix('- '))}</p>" for line in ["How the p50 was timed:", *timing_lines(report)]) if timing_lines(report) else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(source['path'])}</title>
 <style>{STYLE}</style></head><body>
 <h1>compress report ({html.escape(report.get('command', 'run'))}) — {status}</h1>
@@ -107,7 +108,7 @@ def render_html(report: dict) -> str:
 {'Data: ' + html.escape(str(dataset['name'])) + f" {dataset['split']} split, {dataset['samples']} samples." if dataset else '<span class="bad">No data: no accuracy claim.</span>'}
 Reference: {html.escape(f"{task['name']} {task['value']:.4f}") if task else '-'}, {ref['size_bytes']:,} bytes.</p>
 <h2>Summary</h2>{''.join(summary) or '<p>No artifact was timed.</p>'}
-<h2>Artifacts</h2>{html_table(ARTIFACT_COLUMNS, artifact_rows(report))}
+<h2>Artifacts</h2>{html_table(ARTIFACT_COLUMNS, artifact_rows(report))}{timing}
 {''.join(section_html(section) for section in technique_sections(report))}
 {gates}
 <h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>

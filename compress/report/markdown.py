@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.io import write_text_atomic
-from compress.latency import device_p50
+from compress.latency import device_p50, device_timing
 
 
 def repair_rows(repair: dict) -> list[list[str]]:
@@ -45,6 +45,14 @@ def artifact_rows(report: dict) -> list[list[str]]:
 
 ARTIFACT_COLUMNS = ["artifact", "format", "precision", "bytes", "metric", "degradation", "top-1 agree", "SQNR dB",
                     "p50 ms (b=1)", "vs fp32", "verified in"]
+
+
+def timing_lines(report: dict) -> list[str]:
+    """How each artifact's headline p50 (the p50 column) was taken: compress.benchmark.describe_conditions per artifact."""
+    from compress.benchmark import describe_conditions
+
+    timed = [(a["name"], device_timing(a)) for a in report["artifacts"]]
+    return [f"- {name}: {describe_conditions(entry['conditions'])}" for name, entry in timed if entry and entry.get("conditions")]
 
 
 def output_rows(report: dict) -> list[list[str]]:
@@ -215,6 +223,8 @@ def render_markdown(report: dict) -> str:
         "## Artifacts",
         _table(ARTIFACT_COLUMNS, artifact_rows(report)),
     ]
+    if timing_lines(report):
+        parts += ["", "## How the p50 was timed", *timing_lines(report)]
     if output_rows(report):
         parts += ["", "## Fidelity per output (the weakest is the headline: top-1 agree / SQNR above)",
                   _table(["artifact", "output", "kind", "measures"], output_rows(report))]

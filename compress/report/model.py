@@ -134,6 +134,27 @@ class MeasuredOn(Open):
     wait_s: float = Field(ge=0, description="how long the timing queued behind another one on this host")
 
 
+class TimingConditions(Open):
+    """How a latency was taken (compress.benchmark.describe_conditions says it in one line)."""
+
+    process: Literal["in-process", "child process", "device", "emulator"] = Field(
+        description="where the timed loop ran: in the measuring process, a child process on this machine, a remote device, an emulator")
+    inputs: str = Field(description="what was fed: 'random' (matching the model's inputs), 'test sample', 'given arrays'")
+    threads: int | None = Field(ge=1, description="runtime threads; null: the runtime's default")
+    spinning: Literal["on", "off", "runtime default"] = Field(
+        description="onnxruntime's idle worker threads spin-wait (on) or sleep (off); other runtimes: their default")
+    runs: int = Field(ge=0, description="timed runs taken")
+    warmup: int = Field(ge=0, description="untimed runs before them")
+    max_runs: int | None = Field(None, ge=1, description="the cap (adaptive) or exact count of timed runs; null with a time budget")
+    seconds: float | None = Field(None, gt=0, description="the time budget of the timed runs, if one was given")
+    min_runs: int | None = Field(None, ge=1, description="adaptive timing: runs before its interval is first checked; null: fixed count")
+    target_half_width: float | None = Field(None, gt=0, description="adaptive timing stops once the median's 95 % CI is within ± this fraction of it")
+    stopped: Literal["ci", "runs", "seconds"] | None = Field(
+        None, description="why timing ended: ci (the median known to ±target_half_width), runs (count reached), seconds (budget spent)")
+    order: Literal["alone", "interleaved"] | None = Field(
+        None, description="alone (one file at a time, under the host's timing lock) or interleaved round-robin with other variants")
+
+
 class Latency(Open):
     target: str
     runtime: str
@@ -149,6 +170,7 @@ class Latency(Open):
     emulated: bool = Field(description="true: measured under emulation (qemu); never a device latency")
     skipped: str | None = Field(None, description="why the target could not run here")
     measured_on: MeasuredOn | None = Field(None, description="where and when the timing ran, under the host's timing lock")
+    conditions: TimingConditions | None = Field(None, description="how the timing was taken; null in older reports and skipped entries")
 
 
 class Technique(Open):

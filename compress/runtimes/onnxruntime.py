@@ -2,7 +2,8 @@
 the file on a device), with compress's errors.
 
 Sessions run sequentially (one inter-op thread) with ``use_deterministic_compute`` on, so the same
-file, inputs and thread count give the same outputs. Models exported with a fixed batch axis are fed
+file, inputs and thread count give the same outputs. ``spinning=False`` stops idle worker threads spin-waiting
+(for timing several runtimes that share the cores, as the bench suite does). Models exported with a fixed batch axis are fed
 in chunks of that size (the last chunk padded, the padding dropped from the outputs).
 
 Example:
@@ -37,11 +38,13 @@ class OrtRunner:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None, spec=None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None, spec=None,
+                 spinning: bool = True):
         self.path = Path(path)
         self.threads = threads
         self.providers = list(providers or ["CPUExecutionProvider"])
-        session = _open_session(self.path, threads, self.providers)
+        session = _open_session(self.path, threads, self.providers, spinning)
+        self.spinning = session.spinning
         self.session = session.session
         self.input_names = [i["name"] for i in session.inputs]
         self.output_names = session.output_names
@@ -85,12 +88,12 @@ def check_loads_in_child(path: str | Path, providers: list[str] | None = None, t
         )
 
 
-def _open_session(path: Path, threads: int | None, providers: list[str]) -> OrtSession:
+def _open_session(path: Path, threads: int | None, providers: list[str], spinning: bool = True) -> OrtSession:
     """The device runner's onnxruntime session for ``path``, its errors as compress errors."""
     if not path.is_file():
         raise UsageError(f"ONNX file {path} not found; check the path")
     try:
-        return OrtSession(path, threads, providers)
+        return OrtSession(path, threads, providers, spinning)
     except RunnerError as exc:
         text = exc.detail or exc.message
         if exc.kind == "missing_runtime":

@@ -46,6 +46,9 @@ class RunRequest:
     inputs: tuple[np.ndarray, ...] | None = None
     want_outputs: bool = False
     providers: list[str] = field(default_factory=list)
+    spinning: bool = True               # onnxruntime's idle worker threads spin-wait (its default)
+    until_ci: float | None = None       # adaptive: stop once the median's 95 % CI is within ±until_ci (runs: the cap)
+    min_runs: int = 1                   # adaptive: timed runs before the first check
 
     def __post_init__(self) -> None:
         if Path(self.artifact).suffix == ".pt2":  # refused here, before any target's torch.export.load runs its code
@@ -62,6 +65,10 @@ class RunRequest:
             args += ["--seconds", str(self.seconds)]
         if self.providers:
             args += ["--providers", ",".join(self.providers)]
+        if not self.spinning:
+            args += ["--spinning", "off"]
+        if self.until_ci:
+            args += ["--until-ci", str(self.until_ci), "--min-runs", str(self.min_runs)]
         if inputs:
             args += ["--inputs", inputs]
         if outputs:

@@ -7,10 +7,14 @@ is measured by the same loop. It needs only numpy and one of onnxruntime, ai_edg
 zoo checkpoint with ``--runtime torch``).
 
 Timing: the model is loaded (load time), run once (first inference), run ``--warmup`` times, then timed ``--runs``
-times or for ``--seconds``. One timed run = set the inputs, run, read the outputs back.
+times or for ``--seconds``. One timed run = set the inputs, run, read the outputs back. With ``--until-ci H`` the
+timing stops early, after at least ``--min-runs``, once the median's 95 % confidence interval is within ±H of the
+median (``stopped`` says why it ended: ci, runs or seconds). ``--spinning off`` keeps onnxruntime's idle worker
+threads from spinning (they starve whatever runs next on the same cores).
 
 Example:
     $ python3 device_runner.py model.int8.onnx --runs 100 --warmup 10 --threads 2
+    $ python3 device_runner.py model.int8.onnx --runs 1000 --until-ci 0.02 --spinning off     # adaptive, capped at 1000
     COMPRESS_RUNNER_JSON {"ok": true, "runtime": "onnxruntime", "samples_ms": [...], ...}
     $ python3 device_runner.py model.tflite --inputs in.npz --outputs out.npz     # parity: outputs for real inputs
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -58,11 +63,12 @@ def _import_numpy():
 
 
 class OrtSession:
-    """onnxruntime with the settings compress uses everywhere: sequential, one inter-op thread, deterministic."""
+    """onnxruntime with the settings compress uses everywhere: sequential, one inter-op thread, deterministic;
+    ``spinning=False`` turns the idle worker threads' spin-waiting off (``spinning`` records which)."""
 
     name = "onnxruntime"
 
-    def __init__(self, path, threads, providers):
+    def __init__(self, path, threads, providers, spinning=True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -75,7 +81,7 @@ class OrtSession:
         if missing:
             raise RunnerError("provider_unavailable", "onnxruntime %s has no %s (available: %s)" % (self.version, missing[0], ", ".join(available)))
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=ort_session_options(ort, threads), providers=wanted)
+            self.session = ort.InferenceSession(str(path), sess_options=ort_session_options(ort, threads, spinning), providers=wanted)
         except Exception as exc:
             raise RunnerError("load_failed", "onnxruntime %s could not load %s: %s" % (self.version, os.path.basename(path), _first_line(exc)),
                               detail=str(exc))
@@ -92,6 +98,7 @@ class OrtSession:
         first = self.inputs[0]["shape"] if self.inputs else []
         self.fixed_batch = first[batch_axis(first)] if first and first[batch_axis(first)] else None
         self.delegate = self.providers[0]
+        self.spinning = "on" if spinning else "off"
 
     def run(self, arrays):
         feeds = {spec["name"]: array for spec, array in zip(self.inputs, arrays)}
@@ -134,6 +141,7 @@ class TfliteSession:
         self.fixed_batch = first[0] if first and first[0] else None
         self.delegate = "XNNPACK (LiteRT default CPU delegate)"
         self.providers = []
+        self.spinning = "runtime default"
 
     def _resize(self, batch):
         if all(d["shape"][0] == batch for d in self.details):
@@ -185,6 +193,7 @@ class ExecuTorchSession:
         self.fixed_batch = first[0] if first else None
         self.delegate = "XNNPACK (ExecuTorch delegate) + portable kernels"
         self.providers = []
+        self.spinning = "runtime default"
 
     def run(self, arrays):
         outputs = self.method.execute([self.torch.from_numpy(a) for a in arrays])
@@ -219,6 +228,7 @@ class TorchSession:
         self.fixed_batch = None
         self.delegate = "eager " + device
         self.providers = [device]
+        self.spinning = "runtime default"
 
     def _load(self, path):
         torch = self.torch
@@ -269,10 +279,10 @@ def preimport(runtime):
             continue
 
 
-def open_session(path, runtime, threads, providers):
+def open_session(path, runtime, threads, providers, spinning=True):
     runtime = resolve_runtime(path, runtime)
     if runtime == "onnxruntime":
-        return OrtSession(path, threads, providers)
+        return OrtSession(path, threads, providers, spinning)
     if runtime == "litert":
         return TfliteSession(path, threads)
     if runtime == "executorch":
@@ -388,10 +398,14 @@ def run_in_chunks(run, arrays, size, in_axes=None, out_axes=None):
     return [np.concatenate(outputs, axis=axis) for outputs, axis in zip(zip(*parts), axes)]
 
 
-def ort_session_options(ort, threads=None):
+def ort_session_options(ort, threads=None, spinning=True):
     """The onnxruntime session settings of every session compress opens, here and in compress.runtimes: sequential
-    execution, one inter-op thread, deterministic kernels, quiet logs; ``threads`` sets the intra-op pool."""
+    execution, one inter-op thread, deterministic kernels, quiet logs; ``threads`` sets the intra-op pool.
+    ``spinning=False``: idle worker threads sleep instead of spin-waiting (needed when several runtimes share cores)."""
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
     if threads:
@@ -449,8 +463,35 @@ def environment(session=None):
     return info
 
 
-def time_session(session, arrays, runs, seconds, warmup):
-    """first-inference ms, and the timed samples (ms) after ``warmup`` untimed runs."""
+def median_rank(n, confidence=0.95):
+    """The 1-based rank of the lower end of the median's distribution-free ``confidence`` interval from ``n`` sorted
+    samples (the upper end is rank ``n + 1 - low``): the smallest k with P(Binomial(n, 1/2) <= k) >= (1 - c) / 2,
+    at least 1. Equals scipy's ``binom.ppf``; plain Python so the runner needs no scipy."""
+    quantile = (1.0 - confidence) / 2
+    log_pmf_base = math.lgamma(n + 1) + n * math.log(0.5)
+    cdf = 0.0
+    for k in range(max(0, int(n / 2 - 3 * math.sqrt(n))), n + 1):  # the mass below this start is < 1e-9
+        cdf += math.exp(log_pmf_base - math.lgamma(k + 1) - math.lgamma(n - k + 1))
+        if cdf >= quantile * (1 - 1e-9):
+            return max(k, 1)
+    return 1
+
+
+def median_half_width(samples):
+    """Half the width of the median's 95 % interval over the median (inf under 6 samples: no interval reaches 95 %)."""
+    n = len(samples)
+    if n < 6:
+        return float("inf")
+    ordered = sorted(samples)
+    low = median_rank(n)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    return (ordered[n - low] - ordered[low - 1]) / 2 / median if median > 0 else float("inf")
+
+
+def time_session(session, arrays, runs, seconds, warmup, until_ci=None, min_runs=1):
+    """first-inference ms, the timed samples (ms) after ``warmup`` untimed runs, and why timing stopped: ``"runs"``
+    (``runs`` taken), ``"seconds"`` (``seconds`` spent), or ``"ci"`` (``until_ci`` set: after at least ``min_runs``,
+    the median's 95 % interval came within ±until_ci of the median; checked as the count grows by 10 %)."""
     clock = time.perf_counter
     start = clock()
     run_batch(session, arrays)
@@ -459,15 +500,20 @@ def time_session(session, arrays, runs, seconds, warmup):
         run_batch(session, arrays)
     samples = []
     deadline = clock() + seconds if seconds else None
+    cap = MAX_SAMPLES if deadline is not None else runs
+    next_check = max(min_runs, 6)
     while True:
-        if deadline is None and len(samples) >= runs:
-            break
-        if deadline is not None and (clock() >= deadline or len(samples) >= MAX_SAMPLES):
-            break
+        if len(samples) >= cap:
+            return first_ms, samples, "runs" if deadline is None else "seconds"
+        if deadline is not None and clock() >= deadline:
+            return first_ms, samples, "seconds"
+        if until_ci and len(samples) >= next_check:
+            if median_half_width(samples) <= until_ci:
+                return first_ms, samples, "ci"
+            next_check = len(samples) + max(1, len(samples) // 10)
         start = clock()
         run_batch(session, arrays)
         samples.append((clock() - start) * 1e3)
-    return first_ms, samples
 
 
 def load_npz(path):
@@ -481,10 +527,11 @@ def measure(args):
     preimport(resolve_runtime(args.model, args.runtime))
     rss_before = rss_bytes()
     start = time.perf_counter()
-    session = open_session(args.model, args.runtime, args.threads, args.providers.split(",") if args.providers else None)
+    session = open_session(args.model, args.runtime, args.threads, args.providers.split(",") if args.providers else None,
+                           spinning=args.spinning == "on")
     load_ms = (time.perf_counter() - start) * 1e3
     result = {"ok": True, "load_ms": round(load_ms, 4), "model": os.path.basename(args.model), "batch": args.batch,
-              "threads": args.threads, "fixed_batch": session.fixed_batch}
+              "threads": args.threads, "fixed_batch": session.fixed_batch, "spinning": session.spinning}
     try:
         if args.inputs:
             arrays = prepare(session, load_npz(args.inputs))
@@ -500,8 +547,9 @@ def measure(args):
             result["samples"] = int(len(arrays[0]))
         else:
             arrays = [a[:args.batch] for a in arrays]
-            first_ms, samples = time_session(session, arrays, args.runs, args.seconds, args.warmup)
-            result.update(first_inference_ms=round(first_ms, 4), warmup=args.warmup, samples_ms=[round(s, 5) for s in samples])
+            first_ms, samples, stopped = time_session(session, arrays, args.runs, args.seconds, args.warmup, args.until_ci, args.min_runs)
+            result.update(first_inference_ms=round(first_ms, 4), warmup=args.warmup, samples_ms=[round(s, 5) for s in samples],
+                          stopped=stopped)
     except RunnerError:
         raise
     except Exception as exc:
@@ -522,6 +570,9 @@ def parse_args(argv):
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--until-ci", type=float, default=None, help="stop once the median's 95%% CI half-width is within this fraction of it")
+    parser.add_argument("--min-runs", type=int, default=1, help="with --until-ci: timed runs before the first check")
+    parser.add_argument("--spinning", default="on", choices=["on", "off"], help="onnxruntime worker threads spin-wait when idle (its default: on)")
     parser.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated; 'cuda' for torch")
     parser.add_argument("--inputs", default=None, help=".npz with input_0, input_1, ... (batch first)")
     parser.add_argument("--outputs", default=None, help="write output_0, ... for --inputs here instead of timing")
@@ -529,8 +580,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if not args.probe and not args.model:
         raise RunnerError("bad_arguments", "give a model file", code=2)
-    if args.batch < 1 or args.runs < 1 or args.warmup < 0 or (args.seconds is not None and args.seconds <= 0):
-        raise RunnerError("bad_arguments", "--batch and --runs must be >= 1, --warmup >= 0, --seconds > 0", code=2)
+    if args.batch < 1 or args.runs < 1 or args.warmup < 0 or (args.seconds is not None and args.seconds <= 0) or args.min_runs < 1 \
+            or (args.until_ci is not None and args.until_ci <= 0):
+        raise RunnerError("bad_arguments", "--batch, --runs and --min-runs must be >= 1, --warmup >= 0, --seconds and --until-ci > 0", code=2)
     if args.model and not os.path.isfile(args.model):
         raise RunnerError("bad_arguments", "model file %s not found" % args.model, code=2)
     return args

@@ -30,6 +30,7 @@ class LocalTarget:
 
     name = "local-cpu"
     emulated = False
+    process = "child process"            # latency[].conditions.process (remote targets: "device")
     OPTIONS = ("timeout_s", "python")
 
     def __init__(self, timeout_s: float | None = None, python: str | None = None):

@@ -169,6 +169,7 @@ class QemuTarget:
 
     name = NAME
     emulated = True
+    process = "emulator"
     OPTIONS = ("cpu", "timeout_s", "cache")
 
     def __init__(self, cpu: str | None = None, timeout_s: float | None = None, cache: str | Path | None = None):
