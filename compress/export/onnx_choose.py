@@ -103,7 +103,7 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
     result = chosen.result
     result.path = Path(out)
     if fusion is not None and chosen.label.startswith("fused"):
-        result.techniques.insert(0, "graph-fusion:" + "+".join(f"{op}x{n}" for op, n in fusion.counts.items()))
+        result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in fusion.counts.items())]))
     listed = ", ".join(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates)
     result.notes.append(f"int8 variant picked by timing on this CPU ({HOW}; fidelity vs fp32 on "
                         f"{min(FIDELITY_SAMPLES, fidelity_inputs.size)} calibration samples): {listed}")
