@@ -214,7 +214,7 @@ def _print(result: dict) -> None:
         table.add_row(row["variant"], f"{row['accuracy']:.4f}", f"{row['degradation']:+.4f}", f"{row['size_bytes']:,}",
                       f"{row['p50_ms_wall_default_threads']:.3f}", f"{row['vs_best_fp32_wall_default_threads']:.2f}x",
                       f"{row['p50_ms_cpu_1_thread']:.3f}", f"{row['vs_best_fp32_cpu_1_thread']:.2f}x")
-    console = Console()
+    console = Console(width=200)
     console.print(table)
     for name, profile in result["profiles_1_thread"].items():
         console.print(f"{name}: GEMMs {profile['gemm_share']:.0%} of the time ({profile['gemm_cpu_ms']:.2f} ms CPU, "
