@@ -1,7 +1,8 @@
 """`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
-``latest`` (the benchmark tables, bench/results/latest.json) and ``zoo`` (the zoo table, bench/results/zoo.json).
+``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json) and
+``transformer_speed`` (bench/results/transformer_speed.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -40,7 +41,13 @@ def zoo_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"latest": latest_block, "zoo": zoo_block}
+def transformer_speed_block() -> str:
+    from bench.transformer_speed import markdown
+
+    return markdown(json.loads((RESULTS / "transformer_speed.json").read_text()))
+
+
+BLOCKS = {"latest": latest_block, "zoo": zoo_block, "transformer_speed": transformer_speed_block}
 
 
 def _pattern(name: str) -> re.Pattern:

@@ -205,6 +205,27 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def markdown(result: dict) -> str:
+    """The README block: the table, the GEMM profile and the ceiling, from transformer_speed.json."""
+    cpu = result["machine"]["cpu"]
+    vnni = [k for k in ("avx512_vnni", "avx_vnni", "amx_int8") if cpu.get(k)]
+    lines = [f"Measured {result['measured'][:10]} on {cpu['arch']}, {cpu['model']}, {'+'.join(vnni) or 'AVX2 without VNNI'} "
+             f"(`python -m bench.transformer_speed --runs {result['runs']}`; accuracy on {result['test_samples']} test "
+             f"samples; fusions found: {result['fusions']}). `vs best fp32` = best fp32 p50 / this p50.", "",
+             "| variant | accuracy | degr. | bytes | p50 ms wall (default threads) | vs best fp32 | p50 ms CPU (1 thread) | vs best fp32 |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['accuracy']:.4f} | {r['degradation']:+.4f} | {r['size_bytes']:,} | "
+              f"{r['p50_ms_wall_default_threads']:.3f} | {r['vs_best_fp32_wall_default_threads']:.2f}x | "
+              f"{r['p50_ms_cpu_1_thread']:.3f} | {r['vs_best_fp32_cpu_1_thread']:.2f}x |" for r in result["rows"]]
+    lines.append("")
+    lines += [f"- {name}: matrix products {p['gemm_share']:.0%} of the time ({p['gemm_cpu_ms']:.2f} ms CPU for "
+              f"{result['gemm_macs_batch1'] / 1e6:.1f} M MACs, {p['gemm_gmac_per_s']} GMAC/s)"
+              for name, p in result["profiles_1_thread"].items()]
+    lines.append(f"- int8 ceiling if every other op took no time: {result['int8_ceiling_if_non_gemm_were_free']}x the best fp32")
+    lines.append(f"- compress's pick: {result['compress_pick']['notes'][-1]}")
+    return "\n".join(lines)
+
+
 def _print(result: dict) -> None:
     table = Table(title=f"transformer, batch 1 ({result['test_samples']} test samples, {result['runs']} interleaved rounds)")
     for column in ("variant", "accuracy", "degr.", "bytes", "p50 ms (wall, default threads)", "vs best fp32",
