@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from compress.errors import CompressError, first_line
 from compress.export.onnx_fusions import fuse_transformer, has_transformer_patterns
 from compress.io import atomic_path
 
@@ -86,12 +87,17 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
         if fusion is not None:
             sources.append((f"fused ({fusion.describe()}) ", work / "fused.onnx"))
             onnx.save(fusion.model, str(sources[-1][1]))
-        candidates = []
+        candidates, failed = [], []
         for tag, source in sources:
             for dynamic in ((), DYNAMIC_MATMULS) if matmuls else ((),):
                 label = tag + ("dynamic MatMul/Gemm" if dynamic else "static")
-                path = work / f"candidate{len(candidates)}.onnx"
-                candidates.append(Candidate(label, path, quantize(source, path, dynamic)))
+                path = work / f"candidate{len(candidates) + len(failed)}.onnx"
+                try:
+                    candidates.append(Candidate(label, path, quantize(source, path, dynamic)))
+                except CompressError as exc:
+                    if not candidates:  # the default file: its error is the run's
+                        raise
+                    failed.append(f"{label} failed ({first_line(exc, 160)})")
         batches = _batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
         reference = _outputs(fp32, batches)
         for candidate in candidates:
@@ -103,7 +109,7 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
     result.path = Path(out)
     if fusion is not None and chosen.label.startswith("fused"):
         result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in fusion.counts.items())]))
-    listed = ", ".join(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates)
+    listed = ", ".join([*(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates), *failed])
     result.notes.append(f"int8 variant picked by timing on this CPU ({HOW}; fidelity vs fp32 on "
                         f"{min(FIDELITY_SAMPLES, fidelity_inputs.size)} calibration samples): {listed}")
     return result
