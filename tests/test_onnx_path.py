@@ -21,6 +21,7 @@ from compress.errors import UsageError
 from compress.evaluate import fidelity, task_metrics
 from compress.export.cpu_features import cpu_int8_features, int8_speed_explanation, needs_reduce_range
 from compress.export.onnx import export_notes, export_onnx
+from compress.export.onnx_choose import Candidate, pick
 from compress.export.onnx_fusions import fuse_transformer
 from compress.export.onnx_preflight import onnx_preflight
 from compress.export.onnx_quantize import analyze_sensitivity, quantize_onnx
@@ -197,6 +198,21 @@ def test_transformer_fuses_attention_and_skip_layernorm_and_int8_of_the_fused_gr
     assert ops.count("QAttention") == 1 and ops.count("SkipLayerNormalization") == 2 and "Attention" not in ops
     assert result.techniques[0] == "ptq:int8-dynamic:Attention" and result.float_ops == []
     assert fidelity(expected, run_dataset(OrtRunner(result.path), test)[0])["top1_agreement"] >= 0.97
+
+
+def test_the_pick_never_trades_fidelity_for_speed_and_breaks_ties_by_size(tmp_path):
+    def candidate(name, size, p50, sqnr, agreement):
+        (tmp_path / name).write_bytes(b"x" * size)
+        return Candidate(name, tmp_path / name, p50_ms=p50, fidelity={"sqnr_db": sqnr, "top1_agreement": agreement})
+
+    default = candidate("static", 1000, 2.30, 30.0, 0.99)
+    noisy = candidate("fast-but-noisy", 900, 1.00, 20.0, 0.99)
+    disagrees = candidate("fast-but-disagrees", 900, 1.00, 35.0, 0.98)
+    assert pick([default, noisy, disagrees]) is default
+    tie_small = candidate("tie-smaller", 990, 2.25, 29.0, 0.99)
+    assert pick([default, tie_small]) is tie_small                 # within 5 % of the fastest: the smaller file
+    faster = candidate("faster", 1010, 2.00, 31.0, 1.0)
+    assert pick([default, tie_small, faster]) is faster            # 2.25 is over 5 % slower than 2.00
 
 
 def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(transformer, tmp_path):
