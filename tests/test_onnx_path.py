@@ -203,7 +203,7 @@ def test_transformer_fuses_attention_and_skip_layernorm_and_int8_of_the_fused_gr
 def test_the_pick_never_trades_fidelity_for_speed_and_breaks_ties_by_size(tmp_path):
     def candidate(name, size, p50, sqnr, agreement):
         (tmp_path / name).write_bytes(b"x" * size)
-        return Candidate(name, tmp_path / name, p50_ms=p50, fidelity={"sqnr_db": sqnr, "top1_agreement": agreement})
+        return Candidate(name, tmp_path / name, p50_ms=p50, fidelity={"sqnr_db": sqnr, "cosine": 0.999, "top1_agreement": agreement})
 
     default = candidate("static", 1000, 2.30, 30.0, 0.99)
     noisy = candidate("fast-but-noisy", 900, 1.00, 20.0, 0.99)

@@ -35,7 +35,8 @@ RUNS = 30                  # timed runs per candidate (interleaved, batch 1)
 WARMUP = 3
 FIDELITY_SAMPLES = 64      # calibration samples the candidates are compared with fp32 on
 MARGIN = 0.05              # within 5 % of the fastest counts as a tie: the smaller file wins
-SQNR_SLACK_DB = 3.0        # a candidate may be this much noisier than the default, never less top-1 agreement
+SQNR_SLACK_DB = 3.0        # a candidate may be this much noisier than the default, never with less top-1 agreement
+COSINE_SLACK = 1e-4        # and as close in direction (embeddings are judged by it)
 FP32_FUSION_SQNR_DB = 60.0  # a fused fp32 graph must compute the same function
 DYNAMIC_MATMULS = ("MatMul", "Gemm")
 HOW = f"batch 1, 1 thread, CPU-time p50 of {RUNS} interleaved runs"
@@ -74,12 +75,12 @@ def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | Non
     return f"graph fusions ({fusion.describe()}) kept: the fused graph ran faster on the CPU that exported it ({HOW})"
 
 
-def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs, fuse: bool = True):
+def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs):
     """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm, on the graph as is and (when
-    ``fuse`` and something fuses) on its fused form. ``quantize(source, out, dynamic_op_types)`` makes one file
+    something fuses) on its fused form. ``quantize(source, out, dynamic_op_types)`` makes one file
     (an OnnxQuantResult); ``fidelity_inputs``: a Dataset the candidates are compared with fp32 on."""
     model = onnx.load(str(fp32))
-    fusion = fuse_transformer(model) if fuse else None
+    fusion = fuse_transformer(model)
     matmuls = any(node.op_type in DYNAMIC_MATMULS for node in model.graph.node)
     with tempfile.TemporaryDirectory(prefix="compress-choose-") as work:
         work = Path(work)
@@ -162,10 +163,12 @@ def _fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
 
     rows = [fidelity(r, o) for r, o in zip(reference, outputs)]
     agreements = [row["top1_agreement"] for row in rows if row["top1_agreement"] is not None]
-    return {"sqnr_db": min(row["sqnr_db"] for row in rows), "top1_agreement": min(agreements) if agreements else None}
+    return {"sqnr_db": min(row["sqnr_db"] for row in rows), "cosine": min(row["cosine"] for row in rows),
+            "top1_agreement": min(agreements) if agreements else None}
 
 
 def _as_faithful(candidate: dict, default: dict) -> bool:
     agreement_ok = default["top1_agreement"] is None or candidate["top1_agreement"] >= default["top1_agreement"]
-    return agreement_ok and candidate["sqnr_db"] >= default["sqnr_db"] - SQNR_SLACK_DB
+    return (agreement_ok and candidate["sqnr_db"] >= default["sqnr_db"] - SQNR_SLACK_DB
+            and candidate["cosine"] >= default["cosine"] - COSINE_SLACK)
 

@@ -32,8 +32,8 @@ def export_fp32(handle, out: Path) -> None:
 
 
 def quantize(job: QuantizeJob):
-    """``job`` with onnxruntime.quantization; a plain int8 request on a transformer or LSTM graph gets the fastest
-    faithful variant measured here (compress.export.onnx_choose)."""
+    """``job`` with onnxruntime.quantization; a plain int8 request (no dynamic ops, no layers kept float) on a
+    transformer or LSTM graph gets the fastest faithful variant measured here (compress.export.onnx_choose)."""
     import onnx
 
     from compress.export.onnx_choose import quantize_fastest_int8, worth_choosing
@@ -46,10 +46,10 @@ def quantize(job: QuantizeJob):
 
     if job.precision != "int8":
         return run(job.fp32, job.out, ())
-    if job.dynamic_op_types or not worth_choosing(onnx.load(str(job.fp32), load_external_data=False)):
-        return run(job.fp32, job.out, job.dynamic_op_types)
+    if job.dynamic_op_types or job.exclude or not worth_choosing(onnx.load(str(job.fp32), load_external_data=False)):
+        return run(job.fp32, job.out, job.dynamic_op_types)  # a configuration spelled out (or a repair step) is kept
     inputs = job.calib_data if job.calib_data is not None else random_calibration(job.fp32, job.seed)
-    return quantize_fastest_int8(job.fp32, job.out, run, inputs, fuse=not job.exclude)
+    return quantize_fastest_int8(job.fp32, job.out, run, inputs)
 
 
 def preflight(handle, precision: str, fp32: Path | None) -> list:
