@@ -1,8 +1,9 @@
 """`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
-``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json) and
-``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json).
+``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json),
+``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json) and ``transformer_speed``
+(bench/results/transformer_speed.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -60,7 +61,14 @@ def pte_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block}
+def transformer_speed_block() -> str:
+    from bench.transformer_speed import markdown
+
+    return markdown(json.loads((RESULTS / "transformer_speed.json").read_text()))
+
+
+BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block,
+          "transformer_speed": transformer_speed_block}
 
 
 def _pattern(name: str) -> re.Pattern:

@@ -15,10 +15,14 @@ import torch
 from torch import nn
 
 from compress.data import Dataset, load_dataset
+from compress.formats import get as get_format
+from compress.formats.registry import QuantizeJob
 from compress.errors import UsageError
 from compress.evaluate import fidelity, task_metrics
 from compress.export.cpu_features import cpu_int8_features, int8_speed_explanation, needs_reduce_range
 from compress.export.onnx import export_notes, export_onnx
+from compress.export.onnx_choose import Candidate, pick
+from compress.export.onnx_fusions import fuse_transformer
 from compress.export.onnx_preflight import onnx_preflight
 from compress.export.onnx_quantize import analyze_sensitivity, quantize_onnx
 from compress.model import ModelHandle, load_model
@@ -60,6 +64,14 @@ def lstm(zoo_checkpoint, tmp_path_factory):
     handle = load_model(zoo_checkpoint("lstm"))
     fp32 = export_onnx(handle, tmp_path_factory.mktemp("lstm") / "model.fp32.onnx")
     return {"fp32": fp32, "splits": load_dataset(handle.dataset["name"]).split(handle.dataset["split_seed"])}
+
+
+@pytest.fixture(scope="module")
+def transformer(zoo_checkpoint, tmp_path_factory):
+    """A 1-epoch narrow zoo transformer, its fp32 ONNX export and its data splits."""
+    handle = load_model(zoo_checkpoint("transformer", epochs=1, width=0.125))
+    fp32 = export_onnx(handle, tmp_path_factory.mktemp("transformer") / "model.fp32.onnx")
+    return {"handle": handle, "fp32": fp32, "splits": load_dataset(handle.dataset["name"]).split(handle.dataset["split_seed"])}
 
 
 # --- export ---------------------------------------------------------------------------------------------------
@@ -165,6 +177,58 @@ def test_sensitivity_ranks_layers_by_torch_name(mnist):
     assert all(15 < r["sqnr_db"] < 200 and r["top1_agreement"] >= 0.95 for r in rows)
 
 
+# --- transformer fusions and the measured int8 choice ---------------------------------------------------------
+
+
+def _torch_outputs(handle: ModelHandle, data: Dataset) -> np.ndarray:
+    with torch.no_grad():
+        return handle.module(*(torch.from_numpy(a) for a in data.x)).numpy()
+
+
+def test_transformer_fuses_attention_and_skip_layernorm_and_int8_of_the_fused_graph_matches_torch(transformer, tmp_path):
+    fusion = fuse_transformer(onnx.load(str(transformer["fp32"])))
+    assert fusion.counts == {"Attention": 1, "SkipLayerNormalization": 2}
+    fused = tmp_path / "fused.onnx"
+    onnx.save(fusion.model, str(fused))
+    test = transformer["splits"].test
+    expected = _torch_outputs(transformer["handle"], test)
+    np.testing.assert_allclose(run_dataset(OrtRunner(fused), test)[0], expected, rtol=1e-4, atol=1e-4)
+    result = quantize_onnx(fused, tmp_path / "int8.onnx", "int8", transformer["splits"].calibration(128))
+    ops = _ops(result.path)
+    assert ops.count("QAttention") == 1 and ops.count("SkipLayerNormalization") == 2 and "Attention" not in ops
+    assert result.techniques[0] == "ptq:int8-dynamic:Attention" and result.float_ops == []
+    assert fidelity(expected, run_dataset(OrtRunner(result.path), test)[0])["top1_agreement"] >= 0.97
+
+
+def test_the_pick_never_trades_fidelity_for_speed_and_breaks_ties_by_size(tmp_path):
+    def candidate(name, size, p50, sqnr, agreement):
+        (tmp_path / name).write_bytes(b"x" * size)
+        return Candidate(name, tmp_path / name, p50_ms=p50, fidelity={"sqnr_db": sqnr, "cosine": 0.999, "top1_agreement": agreement})
+
+    default = candidate("static", 1000, 2.30, 30.0, 0.99)
+    noisy = candidate("fast-but-noisy", 900, 1.00, 20.0, 0.99)
+    disagrees = candidate("fast-but-disagrees", 900, 1.00, 35.0, 0.98)
+    assert pick([default, noisy, disagrees]) is default
+    tie_small = candidate("tie-smaller", 990, 2.25, 29.0, 0.99)
+    assert pick([default, tie_small]) is tie_small                 # within 5 % of the fastest: the smaller file
+    faster = candidate("faster", 1010, 2.00, 31.0, 1.0)
+    assert pick([default, tie_small, faster]) is faster            # 2.25 is over 5 % slower than 2.00
+
+
+def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(transformer, tmp_path):
+    splits = transformer["splits"]
+    job = QuantizeJob(transformer["handle"], "int8", tmp_path / "model.int8.onnx", transformer["fp32"], splits.calibration(128))
+    result = get_format("onnx").quantize(job)
+    note = next(n for n in result.notes if n.startswith("int8 variant picked by timing on this CPU"))
+    for label in ("static", "dynamic MatMul/Gemm", "fused (Attention ×1, SkipLayerNormalization ×2) static"):
+        assert f"{label} " in note
+    assert note.count("(kept)") == 1 and result.path == job.out and result.path.is_file()
+    fused = result.techniques[0].startswith("graph-fusion:")
+    assert ("QAttention" in _ops(result.path)) == fused
+    expected = _torch_outputs(transformer["handle"], splits.test)
+    assert fidelity(expected, run_dataset(OrtRunner(result.path), splits.test)[0])["top1_agreement"] >= 0.97
+
+
 # --- recurrent layers -----------------------------------------------------------------------------------------
 
 
@@ -181,6 +245,18 @@ def test_lstm_int8_really_quantizes_the_lstm_and_shrinks_the_file(lstm):
     assert result.path.stat().st_size < 0.5 * lstm["fp32"].stat().st_size
     fp32_accuracy = _accuracy(lstm["fp32"], splits.test)
     assert fp32_accuracy > 0.9 and fp32_accuracy - _accuracy(result.path, splits.test) <= 0.01
+
+
+def test_int8_onnx_of_an_lstm_keeps_the_fused_lstm_op_and_the_smaller_of_equally_fast_variants(lstm, tmp_path):
+    assert _ops(lstm["fp32"]).count("LSTM") == 1  # the dynamo exporter emits ONNX's LSTM op, not an unrolled loop
+    splits = lstm["splits"]
+    job = QuantizeJob(None, "int8", tmp_path / "model.int8.onnx", lstm["fp32"], splits.calibration(256))
+    result = get_format("onnx").quantize(job)
+    assert _ops(result.path).count("DynamicQuantizeLSTM") == 1
+    assert any(n.startswith("int8 variant picked by timing on this CPU") for n in result.notes)
+    static = quantize_onnx(lstm["fp32"], tmp_path / "static.onnx", "int8", splits.calibration(256))
+    assert result.path.stat().st_size <= static.path.stat().st_size
+    assert _accuracy(lstm["fp32"], splits.test) - _accuracy(result.path, splits.test) <= 0.005
 
 
 def test_int8_with_dynamic_linear_layers_keeps_convs_static(zoo_checkpoint, cli, tmp_path):

@@ -89,6 +89,15 @@ def export_notes(path: str | Path) -> list[str]:
     return []
 
 
+def add_export_note(path: str | Path, note: str) -> None:
+    """Append ``note`` to the notes stored in the file (see ``export_notes``)."""
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, NOTES_KEY: json.dumps([*export_notes(path), note])})
+    with atomic_path(Path(path)) as tmp:
+        onnx.save_model(model, str(tmp))
+
+
 def node_layer(node: onnx.NodeProto, initializer_names: set[str] | frozenset[str] = frozenset()) -> str | None:
     """The torch module path a node came from (``classifier.1``), or None when unknown."""
     for prop in node.metadata_props:

@@ -2,7 +2,8 @@
 
 Precisions:
   int8          static QDQ: uint8 activations (calibrated), int8 weights (per-channel by default). ORT's static path
-                has no LSTM kernel, so LSTMs are then quantized dynamically (DynamicQuantizeLSTM): precision "mixed".
+                has no LSTM or Attention kernel, so those are then quantized dynamically (DynamicQuantizeLSTM,
+                QAttention): precision "mixed".
                 ``dynamic_op_types`` (Conv, Gemm, MatMul) are quantized dynamically the same way, e.g. Linear layers
                 as MatMulInteger next to static QDQ convs.
   int8-dynamic  int8 weights, activation ranges measured on every call (MatMulInteger, ConvInteger, DynamicQuantizeLSTM).
@@ -49,9 +50,9 @@ INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQu
 # Concat (ORT's default includes them) gives fewer Q/DQ pairs: an unrolled RNN comes out 38 % smaller with higher SQNR.
 STATIC_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "MaxPool", "AveragePool", "Relu", "Clip",
                    "Reshape", "Flatten", "Transpose", "Resize", "Pad")
-STATIC_RECURRENT_FALLBACK = ("LSTM",)  # no QDQ kernel; ORT's dynamic path quantizes it
+STATIC_DYNAMIC_FALLBACK = ("LSTM", "Attention")  # no QDQ kernel; ORT's dynamic path quantizes them (QAttention)
 COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS stays float)
-    "int8": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM"),   # LSTM through the dynamic second pass
+    "int8": ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "Attention"),   # LSTM, Attention: dynamic pass
     "int8-dynamic": ("Conv", "Gemm", "MatMul", "LSTM", "Attention"),
     "fp16": WEIGHTED_OPS,
     "int4-weight": ("Gemm", "MatMul"),
@@ -237,12 +238,13 @@ def _worst_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> d
 
 def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_channel, reduce_range, excluded, only=None,
                  dynamic_op_types: tuple[str, ...] = ()) -> list[str]:
-    """Static QDQ for the covered ops. LSTMs (no static kernel) and ``dynamic_op_types`` are first quantized dynamically.
+    """Static QDQ for the covered ops. LSTMs and fused Attention (no static kernels) and ``dynamic_op_types`` are first
+    quantized dynamically.
 
     That pass comes first because ORT's dynamic quantizer rewrites every Gemm, also already-quantized QDQ ones; the
     Gemms are rewritten beforehand as MatMul + Add under their own names, so ``exclude`` and the ranges still apply.
     """
-    kinds = (*STATIC_RECURRENT_FALLBACK, *dynamic_op_types)
+    kinds = (*STATIC_DYNAMIC_FALLBACK, *dynamic_op_types)
     dynamic_nodes = {n.name: n.op_type for n in model.graph.node if n.op_type in kinds}
     base = Path(fp32_path)
     if dynamic_nodes:

@@ -17,21 +17,39 @@ DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) r
 
 
 def export_fp32(handle, out: Path) -> None:
-    """The fp32 ONNX file: the source itself for an ONNX source, else exported from the torch module."""
+    """The fp32 ONNX file: the source itself for an ONNX source, else exported from the torch module (with its
+    transformer fusions where they are faster here, see compress.export.onnx_choose)."""
     if handle.module is None:
         shutil.copyfile(handle.onnx_path, out)
         return
-    from compress.export.onnx import export_onnx
+    from compress.export.onnx import add_export_note, export_onnx
+    from compress.export.onnx_choose import fuse_fp32_if_faster
 
     export_onnx(handle, out)
+    note = fuse_fp32_if_faster(out, tuple(t.numpy() for t in handle.input_spec.example_inputs(batch=1, seed=0)))
+    if note:
+        add_export_note(out, note)
 
 
 def quantize(job: QuantizeJob):
-    from compress.export.onnx_quantize import quantize_onnx
+    """``job`` with onnxruntime.quantization; a plain int8 request (no dynamic ops, no layers kept float) on a
+    transformer or LSTM graph gets the fastest faithful variant measured here (compress.export.onnx_choose)."""
+    import onnx
 
-    return quantize_onnx(job.fp32, job.out, job.precision, job.calib_data, calibration=job.calibration,
-                         per_channel=job.per_channel, exclude=job.exclude, seed=job.seed,
-                         dynamic_op_types=job.dynamic_op_types if job.precision == "int8" else ())
+    from compress.export.onnx_choose import quantize_fastest_int8, worth_choosing
+    from compress.export.onnx_quantize import quantize_onnx, random_calibration
+
+    def run(source: Path, out: Path, dynamic_op_types) -> object:
+        return quantize_onnx(source, out, job.precision, job.calib_data, calibration=job.calibration,
+                             per_channel=job.per_channel, exclude=job.exclude, seed=job.seed,
+                             dynamic_op_types=dynamic_op_types)
+
+    if job.precision != "int8":
+        return run(job.fp32, job.out, ())
+    if job.dynamic_op_types or job.exclude or not worth_choosing(onnx.load(str(job.fp32), load_external_data=False)):
+        return run(job.fp32, job.out, job.dynamic_op_types)  # a configuration spelled out (or a repair step) is kept
+    inputs = job.calib_data if job.calib_data is not None else random_calibration(job.fp32, job.seed)
+    return quantize_fastest_int8(job.fp32, job.out, run, inputs)
 
 
 def preflight(handle, precision: str, fp32: Path | None) -> list:

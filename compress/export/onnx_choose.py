@@ -1,0 +1,174 @@
+"""Pick, by timing on this CPU, the fastest of equivalent ONNX files: graph fusions kept or not, int8 matmuls static
+or dynamic.
+
+Which is fastest depends on the CPU's kernels, not on the graph alone: on a 2-core AVX2 CPU without VNNI the
+transformer's fused SkipLayerNormalization is slower than LayerNormalization + Add, QAttention slower than int8
+MatMuls, and dynamic int8 MatMuls (bias fused) faster than static QDQ ones. So the candidates are built and timed
+here, interleaved, as the CPU time of the calling thread with one onnxruntime thread (other processes on a busy
+machine barely move it), and a candidate only wins when it is no less faithful to fp32 than the default. The choice
+applies to graphs where it matters (attention / LayerNorm patterns, LSTMs); others are quantized as asked.
+
+Example:
+    >>> result = quantize_fastest_int8(Path("model.fp32.onnx"), Path("model.int8.onnx"), quantize, calibration)
+    >>> result.notes[-1]
+    'int8 variant picked by timing on this CPU ...: dynamic MatMul/Gemm 2.17 ms (kept), static 2.30 ms, ...'
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from compress.errors import CompressError, first_line
+from compress.export.onnx_fusions import fuse_transformer, has_transformer_patterns
+from compress.io import atomic_path
+
+RUNS = 30                  # timed runs per candidate (interleaved, batch 1)
+WARMUP = 3
+FIDELITY_SAMPLES = 64      # calibration samples the candidates are compared with fp32 on
+MARGIN = 0.05              # within 5 % of the fastest counts as a tie: the smaller file wins
+SQNR_SLACK_DB = 3.0        # a candidate may be this much noisier than the default, never with less top-1 agreement
+COSINE_SLACK = 1e-4        # and as close in direction (embeddings are judged by it)
+FP32_FUSION_SQNR_DB = 60.0  # a fused fp32 graph must compute the same function
+DYNAMIC_MATMULS = ("MatMul", "Gemm")
+HOW = f"batch 1, 1 thread, CPU-time p50 of {RUNS} interleaved runs"
+
+
+@dataclass
+class Candidate:
+    label: str
+    path: Path
+    result: object = None   # the quantizer's result (OnnxQuantResult) for int8 candidates
+    p50_ms: float = 0.0
+    fidelity: dict | None = None
+
+
+def worth_choosing(model: onnx.ModelProto) -> bool:
+    """Graphs whose fastest form differs by CPU: transformer patterns (fusions, many matmuls) or LSTMs."""
+    return has_transformer_patterns(model) or any(node.op_type == "LSTM" for node in model.graph.node)
+
+
+def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | None:
+    """Replace the fp32 file ``path`` by its fused graph when that is faster here and computes the same; then say so
+    (no timings in the note: it goes into the file, whose bytes stay the same for the same choice)."""
+    fusion = fuse_transformer(onnx.load(str(path)))
+    if fusion is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="compress-fuse-") as work:
+        fused = Path(work) / "fused.onnx"
+        onnx.save(fusion.model, str(fused))
+        plain, candidate = Candidate("unfused", path), Candidate("fused", fused)
+        time_candidates([plain, candidate], inputs)
+        same = _fidelity(_outputs(path, [inputs]), _outputs(fused, [inputs]))["sqnr_db"] >= FP32_FUSION_SQNR_DB
+        if not (same and candidate.p50_ms < plain.p50_ms * (1 - MARGIN)):
+            return None
+        with atomic_path(path) as tmp:
+            shutil.copyfile(fused, tmp)
+    return f"graph fusions ({fusion.describe()}) kept: the fused graph ran faster on the CPU that exported it ({HOW})"
+
+
+def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs):
+    """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm, on the graph as is and (when
+    something fuses) on its fused form. ``quantize(source, out, dynamic_op_types)`` makes one file
+    (an OnnxQuantResult); ``fidelity_inputs``: a Dataset the candidates are compared with fp32 on."""
+    model = onnx.load(str(fp32))
+    fusion = fuse_transformer(model)
+    matmuls = any(node.op_type in DYNAMIC_MATMULS for node in model.graph.node)
+    with tempfile.TemporaryDirectory(prefix="compress-choose-") as work:
+        work = Path(work)
+        sources = [("", fp32)]
+        if fusion is not None:
+            sources.append((f"fused ({fusion.describe()}) ", work / "fused.onnx"))
+            onnx.save(fusion.model, str(sources[-1][1]))
+        candidates, failed = [], []
+        for tag, source in sources:
+            for dynamic in ((), DYNAMIC_MATMULS) if matmuls else ((),):
+                label = tag + ("dynamic MatMul/Gemm" if dynamic else "static")
+                path = work / f"candidate{len(candidates) + len(failed)}.onnx"
+                try:
+                    candidates.append(Candidate(label, path, quantize(source, path, dynamic)))
+                except CompressError as exc:
+                    if not candidates:  # the default file: its error is the run's
+                        raise
+                    failed.append(f"{label} failed ({first_line(exc, 160)})")
+        batches = _batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
+        reference = _outputs(fp32, batches)
+        for candidate in candidates:
+            candidate.fidelity = _fidelity(reference, _outputs(candidate.path, batches))
+        time_candidates(candidates, _batches(fidelity_inputs, 1, 1)[0])
+        chosen = pick(candidates)
+        shutil.copyfile(chosen.path, out)
+    result = chosen.result
+    result.path = Path(out)
+    if fusion is not None and chosen.label.startswith("fused"):
+        result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in fusion.counts.items())]))
+    listed = ", ".join([*(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates), *failed])
+    result.notes.append(f"int8 variant picked by timing on this CPU ({HOW}; fidelity vs fp32 on "
+                        f"{min(FIDELITY_SAMPLES, fidelity_inputs.size)} calibration samples): {listed}")
+    return result
+
+
+def pick(candidates: list[Candidate]) -> Candidate:
+    """The smallest file among the faithful candidates within MARGIN of the fastest faithful one; the first
+    candidate is the default the others must be as faithful as."""
+    default = candidates[0]
+    faithful = [c for c in candidates if c is default or _as_faithful(c.fidelity, default.fidelity)]
+    fastest = min(c.p50_ms for c in faithful)
+    return min((c for c in faithful if c.p50_ms <= fastest * (1 + MARGIN)), key=lambda c: (c.path.stat().st_size, c.p50_ms))
+
+
+def time_candidates(candidates: list[Candidate], inputs: tuple[np.ndarray, ...], runs: int = RUNS, seed: int = 0) -> None:
+    """Set each candidate's ``p50_ms``: the calling thread's CPU time per run with one onnxruntime thread (it runs
+    on this thread), round-robin in a fresh shuffled order per round."""
+    from compress.runtimes.onnxruntime import OrtRunner
+
+    runners = {id(c): OrtRunner(c.path, threads=1) for c in candidates}
+    samples: dict[int, list[float]] = {id(c): [] for c in candidates}
+    for c in candidates:
+        for _ in range(WARMUP):
+            runners[id(c)].run(inputs)
+    rng = random.Random(seed)
+    for _ in range(runs):
+        for c in rng.sample(candidates, len(candidates)):
+            start = time.thread_time()
+            runners[id(c)].run(inputs)
+            samples[id(c)].append((time.thread_time() - start) * 1000)
+    for c in candidates:
+        c.p50_ms = statistics.median(samples[id(c)])
+
+
+def _batches(data, samples: int, size: int) -> list[tuple[np.ndarray, ...]]:
+    """The first ``samples`` of ``data`` in batches of ``size``, in the model's layout."""
+    return [arrays for arrays, _ in data.subset(np.arange(samples), data.split_name).batches(size)]
+
+
+def _outputs(path: Path, batches: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+    from compress.runtimes.onnxruntime import OrtRunner
+
+    runner = OrtRunner(path, threads=1)
+    chunks = [runner.run(arrays) for arrays in batches]
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
+    from compress.evaluate import fidelity
+
+    rows = [fidelity(r, o) for r, o in zip(reference, outputs)]
+    agreements = [row["top1_agreement"] for row in rows if row["top1_agreement"] is not None]
+    return {"sqnr_db": min(row["sqnr_db"] for row in rows), "cosine": min(row["cosine"] for row in rows),
+            "top1_agreement": min(agreements) if agreements else None}
+
+
+def _as_faithful(candidate: dict, default: dict) -> bool:
+    agreement_ok = default["top1_agreement"] is None or candidate["top1_agreement"] >= default["top1_agreement"]
+    return (agreement_ok and candidate["sqnr_db"] >= default["sqnr_db"] - SQNR_SLACK_DB
+            and candidate["cosine"] >= default["cosine"] - COSINE_SLACK)
+
