@@ -135,13 +135,26 @@ def check_precision(precision: str) -> None:
 
 def build_tflite(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
                  per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str]]:
-    """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``)."""
+    """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``).
+
+    Within one run (compress.export.reuse) the same inputs convert once: the pre-flight's dry run, the fp32 file
+    and the quantized file share their conversions."""
+    from compress.export.reuse import Same, model_key, reused, tensors_key
+
+    calibrated = PRECISION_RECORDS[precision].calibrated
+    key = ("tflite", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+           calibration if calibrated else None, *((per_channel, tuple(excluded)) if precision != "fp32" else ()))
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
     with quiet():
         if precision == "int8":
             return _static_int8(module, example, calib_data, calibration, per_channel, excluded, notes)
-        content = convert(module, example)
         if precision == "fp32":
-            return content, ["export:fp32"]
+            return convert(module, example), ["export:fp32"]
+    content, _ = build_tflite(module, example, "fp32", None, calibration, per_channel, [], notes)
+    with quiet():
         return _aeq_precision(content, module, precision, per_channel, excluded, notes)
 
 

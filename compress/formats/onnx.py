@@ -34,10 +34,10 @@ def quantize(job: QuantizeJob):
                          dynamic_op_types=job.dynamic_op_types if job.precision == "int8" else ())
 
 
-def preflight(handle, precision: str, fp32: Path | None) -> list:
+def preflight(job: QuantizeJob) -> list:
     from compress.export.onnx_preflight import onnx_preflight
 
-    return onnx_preflight(fp32, precision)
+    return onnx_preflight(job.fp32, job.precision)
 
 
 def float_ops(path: Path, handle, precision: str) -> list[dict]:
