@@ -129,8 +129,19 @@ def exportable(handle: ModelHandle) -> nn.Module:
 
 def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
               per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str], "Lowered"]:
-    """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program."""
+    """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program.
+
+    Within one run (compress.export.reuse) the same inputs lower once: the pre-flight's dry run is the real export's."""
+    from compress.export.reuse import Same, model_key, reused, tensors_key
+
     require_executorch()
+    calibrated = precision == "int8"
+    key = ("pte", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+           calibration if calibrated else None, per_channel, tuple(excluded))
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str], "Lowered"]:
     techniques = ["export:executorch:xnnpack"]
     if precision == "int8":
         module = _quantize(module, example, _static_config(calibration, per_channel), excluded, calib_data, notes)

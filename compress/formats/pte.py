@@ -34,7 +34,7 @@ def quantize(job: QuantizeJob):
 def preflight(job: QuantizeJob) -> list:
     from compress.export.pte_preflight import pte_preflight
 
-    return pte_preflight(job.handle, job.precision)
+    return pte_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
 
 
 def unreachable(handle) -> str | None:
