@@ -232,7 +232,7 @@ class Recommended(Open):
 
 class PhaseTime(Open):
     wall_s: float = Field(ge=0, description="wall-clock seconds")
-    cpu_s: float = Field(ge=0, description="CPU seconds of the whole process (all threads)")
+    cpu_s: float = Field(ge=0, description="CPU seconds of the whole process (all threads) and its finished child processes")
 
 
 class Phase(PhaseTime):
