@@ -44,7 +44,7 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError
 from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
-                                    export_batch, fixed_batch_note, format_counts, pt2e_inputs)
+                                    eval_of_capture, export_batch, fixed_batch_note, format_counts, pt2e_inputs)
 from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
 from compress.model import ModelHandle
@@ -194,7 +194,7 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
             else:
                 for inputs, _ in calib_data.batches(_batch_of(example, calib_data), pad=True):
                     prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-        return eval_mode(convert_pt2e(prepared))
+        return eval_of_capture(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):
         raise
     except Exception as exc:

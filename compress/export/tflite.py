@@ -187,10 +187,22 @@ def eval_mode(module: nn.Module) -> nn.Module:
     except NotImplementedError:
         from torchao.quantization.pt2e import move_exported_model_to_eval
 
-        module = move_exported_model_to_eval(module)
-        for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
-            part.training = False
-        return module
+        return _clear_training(move_exported_model_to_eval(module))
+
+
+def eval_of_capture(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``eval_mode`` for a graph captured from a module already in eval mode (PT2E's converted model): its dropout
+    and batch-norm ops are the eval ones already, so torchao's rewrite, which exports six pattern graphs (about 1 s)
+    to match nothing, is skipped; dead code goes and the training flags are cleared as it would."""
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return _clear_training(module)
+
+
+def _clear_training(module: nn.Module) -> nn.Module:
+    for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
+        part.training = False
+    return module
 
 
 @contextlib.contextmanager
@@ -236,7 +248,7 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
         batch = _batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
         for inputs, _ in calib_data.batches(batch, pad=True):
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-    converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+    converted = eval_of_capture(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     from compress.compat import litert_strict_qdq
 
     with litert_strict_qdq():
