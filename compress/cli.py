@@ -13,7 +13,7 @@ import sys
 import typer
 
 from compress import __version__, commands
-from compress.commands._common import JsonErrorsGroup
+from compress.commands._common import VERBOSE, JsonErrorsGroup
 
 app = typer.Typer(
     name="compress",
@@ -37,9 +37,11 @@ def _version(value: bool) -> None:
 def root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", help="Show third-party logs and warnings (native converter logs, "
-                                 "FutureWarnings); accepted anywhere on the line, as is --debug."),
+                                 "FutureWarnings) and, at the end, the time each phase took; accepted anywhere on the line, "
+                                 "as is --debug."),
 ) -> None:
     """Make trained PyTorch models small and fast for phones and edge boards, and prove it."""
+    VERBOSE["on"] = verbose
 
 
 for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -50,7 +52,8 @@ for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name
 def main() -> None:
     """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line."""
     loud = {"--verbose", "--debug"} & set(sys.argv[1:])
-    sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--verbose")]  # a global flag, so not a verb's option
+    rest = [a for a in sys.argv[1:] if a != "--verbose"]  # a global flag, so not a verb's option: the root takes it
+    sys.argv = [sys.argv[0], *(["--verbose"] if "--verbose" in loud and rest else []), *rest]
     if loud:
         app()
         return

@@ -22,10 +22,12 @@ from compress.formats.onnx import DYNAMIC_OP_TYPES
 from compress.formats.precisions import check_precisions, exported, quantized, tunable
 from compress.dataplan import DataPlan, plan_data
 from compress.errors import UsageError
+from compress.export.reuse import conversions
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.passes.registry import searchable
+from compress.phases import PhaseClock
 from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
 from compress.rundir import holds_run_dir, located, staged
 
@@ -122,15 +124,16 @@ def _finding_dict(finding) -> dict:
     return {k: getattr(finding, k) for k in ("format", "op", "node", "layer", "severity", "message", "suggestion")}
 
 
-def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path]) -> list[dict]:
-    """Ops each format cannot quantize or run, found before calibrating (``fp32``: the fp32 files exported so far).
-    Errors stop the run (exit 2)."""
+def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path], plan: DataPlan, run_dir: Path) -> list[dict]:
+    """Ops each format cannot quantize or run, found before the reference and verification (``fp32``: the fp32 files
+    exported so far). Each format sees the job it will quantize, with nothing excluded yet. Errors stop the run (exit 2)."""
     findings = []
     for precision in config.precisions:
         for name in config.formats:
             fmt = registry.get(name)
             if fmt.preflight is not None:
-                findings += [_finding_dict(f) for f in fmt.preflight(handle, precision, fp32.get(name))]
+                job = _job(handle, name, precision, staged(run_dir, fmt.filename(precision)), fp32.get(name), plan, config, [])
+                findings += [_finding_dict(f) for f in fmt.preflight(job)]
     errors = [f for f in findings if f["severity"] == "error"]
     if errors:
         first = errors[0]
@@ -163,17 +166,21 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
     return evaluate_stream(handle, plan, runners, seed=seed)
 
 
+def _job(handle: ModelHandle, name: str, precision: str, out: Path, fp32: Path | None, plan: DataPlan,
+         config: QuantizeConfig, exclude: list[str]) -> registry.QuantizeJob:
+    return registry.QuantizeJob(handle, precision, out, fp32 if registry.get(name).quantizes_fp32_file else None,
+                                plan.calibration, config.calibration, config.per_channel, exclude, config.seed,
+                                list(config.dynamic_op_types))
+
+
 def _quantize_one(handle: ModelHandle, name: str, precision: str, run_dir: Path, out: Path, plan: DataPlan,
                   config: QuantizeConfig, exclude: list[str]):
     fmt = registry.get(name)
-    job = registry.QuantizeJob(handle, precision, out,
-                               located(run_dir, fmt.filename("fp32")) if fmt.quantizes_fp32_file else None,
-                               plan.calibration, config.calibration, config.per_channel, exclude, config.seed,
-                               list(config.dynamic_op_types))
-    return fmt.quantize(job)
+    return fmt.quantize(_job(handle, name, precision, out, located(run_dir, fmt.filename("fp32")), plan, config, exclude))
 
 
 @holds_run_dir("quantize")
+@conversions()  # the pre-flight's dry runs and the real exports share their conversions
 def quantize(
     handle: ModelHandle,
     config: QuantizeConfig | None = None,
@@ -189,8 +196,9 @@ def quantize(
     its input model, so a pruned or distilled model's loss counts too). ``policy``: the gates (default: on, with
     ``config.max_degradation``; see compress.gates).
     """
+    clock = PhaseClock()
     config = config or QuantizeConfig()
-    step = step or (lambda message: None)
+    step = clock.wrap(step)
     run_dir = Path(out_dir)
     config, refused = refuse_unconvertible(handle, config)
 
@@ -209,7 +217,7 @@ def quantize(
             fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
             fmt.export_fp32(handle, fp32[fmt.name])
     step("pre-flight")
-    preflight = refused + run_preflight(handle, config, fp32)
+    preflight = refused + run_preflight(handle, config, fp32, plan, run_dir)
 
     if reference is None:
         step("measuring the reference")
@@ -251,6 +259,7 @@ def quantize(
         "preflight": preflight,
         "notes": notes,
         "sensitivity": sensitivity or None,
+        "timings": clock.record(),
     }
     report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed)
     return QuantizeResult(run_dir, report, preflight)

@@ -17,6 +17,15 @@ def test_builtin_datasets_are_real_and_split_deterministically(name):
     assert a.train.size + a.val.size + a.test.size == dataset.size
 
 
+def test_digits_are_sklearns_without_importing_it():
+    """compress reads load_digits()'s file itself (scikit-learn's import costs more than the data): the same arrays."""
+    from sklearn.datasets import load_digits
+
+    images, labels = load_dataset("digits8").x[0][:, 0], load_dataset("digits8").y[0]
+    bunch = load_digits()
+    assert np.array_equal(images, (bunch.images / 16.0).astype(np.float32)) and np.array_equal(labels, bunch.target)
+
+
 def test_calibration_never_overlaps_test():
     splits = load_dataset("digits8").split(0)
     calibration = splits.calibration(300, seed=0)

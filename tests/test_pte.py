@@ -190,11 +190,15 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
 
 
 @needs_executorch
-def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zoo_checkpoint, cli, tmp_path):
+def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zoo_checkpoint, cli, tmp_path, monkeypatch):
     """`compress quantize --format onnx,tflite,pte`: every file verified in its own runtime on the test split, the
-    int8 .pte within 0.5 pt of the reference, and the recommendation chosen among all three formats."""
+    int8 .pte within 0.5 pt of the reference, and the recommendation chosen among all three formats. The pre-flight's
+    int8 dry run is the int8 file's lowering (one lowering per file)."""
+    import compress.export.pte as pte
     from compress.report import validate_report
 
+    lowered, real = [], pte.lower
+    monkeypatch.setattr(pte, "lower", lambda module, example: lowered.append(1) or real(module, example))
     result = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx,tflite,pte", "--runs", "10",
                  "--out", tmp_path, "--json")
     assert result.exit_code == 0, result.output
@@ -207,6 +211,7 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
     assert int8["metrics"]["degradation"] <= 0.005 and int8["latency"][0]["p50_ms"] > 0
     assert any("delegate coverage" in note for note in int8["notes"])
     assert set(report["recommended"]["by_format"]) >= {"onnx", "tflite", "pte"}
+    assert len(lowered) == 2  # fp32 and int8
     refused = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "pte", "--precision", "fp16", "--out", tmp_path / "fp16")
     assert refused.exit_code == 2 and "not available for .pte" in refused.stderr
 

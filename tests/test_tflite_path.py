@@ -176,6 +176,10 @@ def test_preflight_flags_the_lstm_and_refuses_what_cannot_convert(zoo_checkpoint
     lstm = [f for f in findings if f.layer == "lstm"]
     assert lstm and "LSTM" in lstm[0].message and "dynamic-range" in lstm[0].message and lstm[0].severity == "info"
     assert not [f for f in findings if f.severity == "error"]
+    # `compress quantize` dry-runs on its own calibration set and method (the real export then reuses the file):
+    # the findings are the same as on random inputs
+    calibrated = tflite_preflight(handle, "int8", _splits(handle).calibration(64), "percentile", per_channel=False)
+    assert [(f.layer, f.message) for f in calibrated] == [(f.layer, f.message) for f in findings]
     onnx_only = ModelHandle(None, handle.input_spec, "m.onnx", "onnx", "")
     assert tflite_preflight(onnx_only, "int8")[0].severity == "error"
     with pytest.raises(UsageError, match="unknown TFLite precision"):

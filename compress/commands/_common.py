@@ -44,6 +44,7 @@ class FullWidthWhenPiped(Console):
 
 console = FullWidthWhenPiped(stderr=True)  # the story: progress, logs, warnings, errors
 stdout_console = FullWidthWhenPiped()  # the result: tables and summaries
+VERBOSE = {"on": False}  # --verbose on the line (set by the root command): also the time per phase, on stderr
 
 def _format_help() -> str:
     from compress.formats import default_formats, quantizable
@@ -204,12 +205,26 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
 
 def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
     """With --json print one JSON document on stdout (non-finite numbers as null); otherwise ``render()`` prints the
-    result for people, on stdout_console."""
+    result for people, on stdout_console. With --verbose, a report's ``timings`` follow as a table on stderr."""
     if json_out:
         sys.stdout.write(dumps(document) + "\n")
         sys.stdout.flush()
     else:
         render()
+    if VERBOSE["on"] and isinstance(document, dict) and document.get("timings"):
+        print_timings(document["timings"])
+
+
+def print_timings(timings: dict) -> None:
+    """The run's time per phase (report.json ``timings``) as a table on stderr."""
+    from rich.table import Table
+
+    from compress.phases import timing_rows
+
+    table = Table("phase", "wall", "CPU", title="time per phase", title_justify="left")
+    for row in timing_rows(timings):
+        table.add_row(*row)
+    console.print(table)
 
 
 def parse_kwargs(pairs: list[str] | None) -> dict:

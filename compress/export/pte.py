@@ -44,7 +44,7 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
-                                    export_batch, fixed_batch_note, format_counts, pt2e_inputs)
+                                    eval_of_capture, export_batch, fixed_batch_note, format_counts, pt2e_inputs)
 from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
 from compress.model import ModelHandle
@@ -129,8 +129,19 @@ def exportable(handle: ModelHandle) -> nn.Module:
 
 def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
               per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str], "Lowered"]:
-    """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program."""
+    """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program.
+
+    Within one run (compress.export.reuse) the same inputs lower once: the pre-flight's dry run is the real export's."""
+    from compress.export.reuse import Same, model_key, reused, tensors_key
+
     require_executorch()
+    calibrated = precision == "int8"
+    key = ("pte", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+           calibration if calibrated else None, per_channel, tuple(excluded))
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str], "Lowered"]:
     techniques = ["export:executorch:xnnpack"]
     recurrent = {name: type(m).__name__ for name, m in module.named_modules() if isinstance(m, (nn.LSTM, nn.RNN, nn.GRU))}
     if precision == "int8":
@@ -184,7 +195,7 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
             else:
                 for inputs, _ in calib_data.batches(_batch_of(example, calib_data), pad=True):
                     prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-        return eval_mode(convert_pt2e(prepared))
+        return eval_of_capture(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):
         raise
     except Exception as exc:

@@ -1,7 +1,7 @@
 """Pre-flight for the ``.pte`` path: before calibrating, say which ops the XNNPACK partitioner will not take.
 
-A dry run of ``export_pte`` (same capture, quantizer and partitioner; int8 observers see a few random inputs instead
-of the calibration set), so its delegate coverage is what the real export gets: every op left to ExecuTorch's
+A dry run of ``export_pte`` (same capture, quantizer and partitioner; `compress quantize` passes its calibration set
+and method, alone int8 observers see a few random inputs), so its delegate coverage is what the real export gets: every op left to ExecuTorch's
 portable kernels, grouped by layer, with the partitioner's reason, and under int8 precisions the weighted ops that
 XNNPACK runs in fp32; or an error when the model does not lower at all.
 
@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+from compress.data import Dataset
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
 from compress.export.pte import PORTABLE, build_pte, check_precision, exportable
@@ -22,19 +23,23 @@ DRY_RUN_SAMPLES = 4
 PORTABLE_ADVICE = "nothing to do for correctness; it costs speed (a portable kernel between XNNPACK subgraphs)"
 
 
-def pte_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
-    """Findings for exporting ``handle`` to ``.pte`` at ``precision`` (an error means: do not start)."""
+def pte_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | None = None, calibration: str = "minmax",
+                  per_channel: bool = True) -> list[Finding]:
+    """Findings for exporting ``handle`` to ``.pte`` at ``precision`` (an error means: do not start); int8 calibrates
+    on ``calib_data`` with ``calibration`` (default: DRY_RUN_SAMPLES random inputs, min/max), as the run will, so
+    within a run (compress.export.reuse) the real export reuses this lowering."""
     check_precision(precision)
     require_executorch()
     try:
         module = exportable(handle)
     except UsageError as exc:
         return [_error(str(exc), "use --format onnx")]
-    calibration = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES) if precision == "int8" else None
+    if precision == "int8" and calib_data is None:
+        calib_data = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES)
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     notes: list[str] = []
     try:
-        _, _, lowered = build_pte(module, example, precision, calibration, "minmax", True, [], notes)
+        _, _, lowered = build_pte(module, example, precision, calib_data, calibration, per_channel, [], notes)
     except CompressError as exc:
         return [_error(f"the .pte path cannot lower this model: {exc}",
                        "make forward traceable by torch.export (no data-dependent Python control flow), or use --format onnx/tflite")]

@@ -135,13 +135,26 @@ def check_precision(precision: str) -> None:
 
 def build_tflite(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
                  per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str]]:
-    """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``)."""
+    """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``).
+
+    Within one run (compress.export.reuse) the same inputs convert once: the pre-flight's dry run, the fp32 file
+    and the quantized file share their conversions."""
+    from compress.export.reuse import Same, model_key, reused, tensors_key
+
+    calibrated = PRECISION_RECORDS[precision].calibrated
+    key = ("tflite", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+           calibration if calibrated else None, *((per_channel, tuple(excluded)) if precision != "fp32" else ()))
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
     with quiet():
         if precision == "int8":
             return _static_int8(module, example, calib_data, calibration, per_channel, excluded, notes)
-        content = convert(module, example)
         if precision == "fp32":
-            return content, ["export:fp32"]
+            return convert(module, example), ["export:fp32"]
+    content, _ = build_tflite(module, example, "fp32", None, calibration, per_channel, [], notes)
+    with quiet():
         return _aeq_precision(content, module, precision, per_channel, excluded, notes)
 
 
@@ -174,10 +187,22 @@ def eval_mode(module: nn.Module) -> nn.Module:
     except NotImplementedError:
         from torchao.quantization.pt2e import move_exported_model_to_eval
 
-        module = move_exported_model_to_eval(module)
-        for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
-            part.training = False
-        return module
+        return _clear_training(move_exported_model_to_eval(module))
+
+
+def eval_of_capture(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``eval_mode`` for a graph captured from a module already in eval mode (PT2E's converted model): its dropout
+    and batch-norm ops are the eval ones already, so torchao's rewrite, which exports six pattern graphs (about 1 s)
+    to match nothing, is skipped; dead code goes and the training flags are cleared as it would."""
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return _clear_training(module)
+
+
+def _clear_training(module: nn.Module) -> nn.Module:
+    for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
+        part.training = False
+    return module
 
 
 @contextlib.contextmanager
@@ -223,7 +248,7 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
         batch = _batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
         for inputs, _ in calib_data.batches(batch, pad=True):
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
-    converted = eval_mode(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+    converted = eval_of_capture(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     from compress.compat import litert_strict_qdq
 
     with litert_strict_qdq():

@@ -1,9 +1,10 @@
 """Pre-flight for the TFLite path: before calibrating, say what the chosen precision leaves in float or cannot convert.
 
-It is a dry run of ``export_tflite`` (same capture, quantizer and converter; int8 observers see a few random inputs
-instead of the calibration set), so what it reports is what the real export will do: which layers keep float
-weights or float compute, which get dynamic-range kernels, and whether the model converts at all. A dry run costs
-about one conversion (1-5 s for the zoo models).
+It is a dry run of ``export_tflite`` (same capture, quantizer and converter), so what it reports is what the real
+export will do: which layers keep float weights or float compute, which get dynamic-range kernels, and whether the
+model converts at all. `compress quantize` passes the run's calibration set and method: within the run
+(compress.export.reuse) the real export then reuses the dry run's conversion instead of converting again. Called
+alone, int8 observers see a few random inputs. A dry run costs about one conversion (1-5 s for the zoo models).
 
 Example:
     >>> [f.message for f in tflite_preflight(load_model("lstm.pt"), "int8") if f.layer == "lstm"][0]
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.data import Dataset
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
 from compress.export.tflite import (EXPORT_BATCH, TfliteGraph, check_precision, build_tflite, eval_mode, export_batch, format_counts,
@@ -24,8 +26,10 @@ from compress.model import ModelHandle
 DRY_RUN_SAMPLES = 4
 
 
-def tflite_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
-    """Findings for exporting ``handle`` to TFLite at ``precision`` (an error means: do not start)."""
+def tflite_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | None = None, calibration: str = "minmax",
+                     per_channel: bool = True) -> list[Finding]:
+    """Findings for exporting ``handle`` to TFLite at ``precision`` (an error means: do not start); int8 calibrates
+    on ``calib_data`` with ``calibration`` (default: DRY_RUN_SAMPLES random inputs, min/max)."""
     check_precision(precision)
     module = handle.module
     if module is None:
@@ -35,10 +39,11 @@ def tflite_preflight(handle: ModelHandle, precision: str) -> list[Finding]:
                        "save the model with torch.export (.pt2) or as a state_dict with --arch, or use --format onnx")]
     module = eval_mode(module)
     notes: list[str] = []
-    calibration = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES) if precision == "int8" else None
+    if precision == "int8" and calib_data is None:
+        calib_data = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES)
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     try:
-        content, _ = build_tflite(module, example, precision, calibration, "minmax", True, [], notes)
+        content, _ = build_tflite(module, example, precision, calib_data, calibration, per_channel, [], notes)
     except UsageError as exc:
         return [_error(str(exc), "use --precision int8")]
     except CompressError as exc:

@@ -52,10 +52,10 @@ def quantize(job: QuantizeJob):
     return quantize_fastest_int8(job.fp32, job.out, run, inputs)
 
 
-def preflight(handle, precision: str, fp32: Path | None) -> list:
+def preflight(job: QuantizeJob) -> list:
     from compress.export.onnx_preflight import onnx_preflight
 
-    return onnx_preflight(fp32, precision)
+    return onnx_preflight(job.fp32, job.precision)
 
 
 def float_ops(path: Path, handle, precision: str) -> list[dict]:

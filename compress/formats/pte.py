@@ -31,10 +31,10 @@ def quantize(job: QuantizeJob):
     return note_static_only(job, result, " (use --precision int8-dynamic for dynamic linears)")
 
 
-def preflight(handle, precision: str, fp32: Path | None) -> list:
+def preflight(job: QuantizeJob) -> list:
     from compress.export.pte_preflight import pte_preflight
 
-    return pte_preflight(handle, precision)
+    return pte_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
 
 
 def unreachable(handle) -> str | None:

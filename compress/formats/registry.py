@@ -49,7 +49,8 @@ class ArtifactFormat:
     - ``runtimes``: runtime names (compress.runtimes) that load it, the first one by default.
     - ``precisions``: what ``quantize`` makes (names from compress.formats.precisions; fp32 is ``export_fp32``).
     - ``export_fp32(handle, out)``: write the fp32 file; ``quantize(job) -> result`` with ``path``, ``precision``,
-      ``techniques``, ``float_ops``, ``notes``; ``preflight(handle, precision, fp32) -> [Finding]`` before any work;
+      ``techniques``, ``float_ops``, ``notes``; ``preflight(job) -> [Finding]`` before verifying anything (the job quantize
+      will get, nothing excluded; the fp32 file is exported by then when ``quantizes_fp32_file``);
       ``float_ops(path, precision) -> [dict]``: the weighted ops a file left in float.
     - ``quantizes_fp32_file``: ``quantize`` reads the fp32 file (exported before pre-flight); otherwise the fp32
       file is exported only when asked for.

@@ -30,12 +30,12 @@ def quantize(job: QuantizeJob):
     return note_static_only(job, result)
 
 
-def preflight(handle, precision: str, fp32: Path | None) -> list:
-    if handle.module is None:
+def preflight(job: QuantizeJob) -> list:
+    if job.handle.module is None:
         return []
     from compress.export.tflite_preflight import tflite_preflight
 
-    return tflite_preflight(handle, precision)
+    return tflite_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
 
 
 def float_ops(path: Path, handle, precision: str) -> list[dict]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from compress.io import write_text_atomic
 from compress.latency import device_p50, device_timing
+from compress.phases import timing_rows
 
 
 def repair_rows(repair: dict) -> list[list[str]]:
@@ -251,6 +252,8 @@ def render_markdown(report: dict) -> str:
     if report.get("sensitivity"):
         parts += ["", "## Layer sensitivity (quantizing one layer alone)",
                   _table(["layer", "SQNR dB", "top-1 agree"], [[r["layer"], _num(r.get("sqnr_db"), "{:.1f}"), _num(r.get("top1_agreement"))] for r in report["sensitivity"]])]
+    if report.get("timings"):
+        parts += ["", "## Time per phase", _table(["phase", "wall", "CPU"], [list(row) for row in timing_rows(report["timings"])])]
     return "\n".join(parts) + "\n"
 
 

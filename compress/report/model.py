@@ -252,6 +252,22 @@ class Recommended(Open):
     excluded: list[Excluded] = Field(default_factory=list, description="Artifacts never recommended, with the reason.")
 
 
+class PhaseTime(Open):
+    wall_s: float = Field(ge=0, description="wall-clock seconds")
+    cpu_s: float = Field(ge=0, description="CPU seconds of the whole process (all threads) and its finished child processes")
+
+
+class Phase(PhaseTime):
+    phase: str
+
+
+class Timings(Open):
+    """Where the run's time went (compress.phases): one row per progress step, in order; not deterministic."""
+
+    phases: list[Phase]
+    total: PhaseTime = Field(description="from the verb's start to writing the report; at least the phases' sum")
+
+
 class Report(Open):
     """The run directory's report.json (schema_version 2)."""
 
@@ -266,6 +282,7 @@ class Report(Open):
     passed: bool
     verdict: Verdict
     recommended: Recommended | None = None
+    timings: Timings | None = None
 
 
 def report_json_schema() -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.workflows.common import FORMATS, compare_latency, export_verified, resolve_splits
+from compress.phases import PhaseClock
 from compress.rundir import holds_run_dir, staged
 
 
@@ -27,10 +28,13 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     from compress.passes.distill import distill
     from compress.pipeline import finish_report, heads_for, measure_reference
 
-    step = step or (lambda message: None)
+    clock = PhaseClock()
+    step = clock.wrap(step)
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
+    clock.begin("loading data")
     splits, plan = resolve_splits(teacher, data, config.seed)
     heads = heads_for(teacher, plan)
+    clock.begin("distilling")
     result = distill(teacher, config, splits, on_epoch)
     student = result.student
     step("saving the student (for chaining)")
@@ -58,7 +62,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     summary = dict(result.summary)
     summary["runtime_check"] = _runtime_verdict(artifacts)
     extra = {"command": "distill", "config": config.model_dump(mode="json"), "distill": summary,
-             "chain": {"model": student_file.name, "techniques": student.techniques}}
+             "chain": {"model": student_file.name, "techniques": student.techniques}, "timings": clock.record()}
     return finish_report(run_dir, teacher, plan, reference, artifacts, policy, extra)
 
 

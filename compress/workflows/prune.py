@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.workflows.common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
+from compress.phases import PhaseClock
 from compress.rundir import holds_run_dir, staged
 
 
@@ -27,11 +28,14 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     from compress.passes.prune import apply, check_prunable, compressed_size
     from compress.pipeline import finish_report, heads_for, measure_reference, original_record, verify_artifact
 
-    step = step or (lambda message: None)
+    clock = PhaseClock()
+    step = clock.wrap(step)
     check_prunable(handle)
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
+    clock.begin("loading data")
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
+    clock.begin("pruning and fine-tuning")
     pruned = apply(handle, config, splits, on_epoch)
     artifacts: list[dict] = []
     for fmt in formats:  # the dense fp32 file is the reference's size and the latency baseline
@@ -50,7 +54,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     _size_notes(artifacts, config)
     compare_latency(artifacts, "dense-")
     extra = {"command": "prune", "config": config.model_dump(mode="json"), "prune": summary,
-             "chain": {"model": "model.pt2", "techniques": pruned.techniques}}
+             "chain": {"model": "model.pt2", "techniques": pruned.techniques}, "timings": clock.record()}
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resolve_splits
+from compress.phases import PhaseClock
 from compress.rundir import holds_run_dir, located, staged
 
 QAT_FORMATS = ("onnx", "tflite")  # the QAT graph is exported by passes.qat's ONNX and TFLite exporters only
@@ -27,11 +28,14 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     from compress.passes.qat_export import export_qat, export_technique, float_ops_in, scheme_notes, scheme_tag
     from compress.pipeline import finish_report, heads_for, measure_reference, verifier
 
-    step = step or (lambda message: None)
+    clock = PhaseClock()
+    step = clock.wrap(step)
     qat.check_quantizable(handle)
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
+    clock.begin("loading data")
     splits, plan = resolve_splits(handle, data, config.seed)
     heads = heads_for(handle, plan)
+    clock.begin("QAT training")
     trained = qat.apply(handle, config, splits, on_epoch)
     default_scheme = config.weight_bits == 8 and config.per_channel
     twin = None if default_scheme else qat.ptq(handle, config, plan.calibration)
@@ -59,7 +63,8 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
         qat_entry = export_qat(trained, config, fmt, run_dir, verify, handle)
         artifacts.append(qat_entry)
         comparison.append(_compare(fmt, ptq_entry, qat_entry))
-    extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison}
+    extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison,
+             "timings": clock.record()}
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 

@@ -1,0 +1,81 @@
+"""One run converts a model with the same inputs once: the pre-flight's dry run is the real export's conversion.
+
+Inside ``conversions()`` (one `compress quantize` run), ``reused(key, make, notes)`` keeps what ``make()`` returned
+and the notes it appended, and hands both back for the same key. Keys hold the objects themselves (a model by
+identity plus a digest of its tensors, a dataset by identity, example tensors by value), so a model changed in place
+or another calibration set is a new conversion. Outside ``conversions()`` nothing is kept: every call converts.
+
+Example:
+    >>> with conversions():
+    ...     key = ("tflite", "int8", model_key(module), tensors_key(example), Same(calib_data))
+    ...     content, techniques = reused(key, lambda: convert(...), notes)
+    ...     again = reused(key, lambda: convert(...), notes)  # the same bytes, not converted again
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+from typing import Any, Callable, Iterator
+
+import torch
+
+_RUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("compress_conversions", default=None)
+
+
+@contextlib.contextmanager
+def conversions() -> Iterator[None]:
+    """Keep conversions for the block (nested blocks share the outer one's)."""
+    if _RUN.get() is not None:
+        yield
+        return
+    token = _RUN.set({})
+    try:
+        yield
+    finally:
+        _RUN.reset(token)
+
+
+def reused(key: tuple, make: Callable[[], tuple], notes: list[str]) -> tuple:
+    """``make()``'s result for ``key`` (made once per ``conversions()`` block); the notes ``make`` appended to
+    ``notes`` are appended again on reuse. Failures are not kept."""
+    kept = _RUN.get()
+    if kept is not None and key in kept:
+        result, added = kept[key]
+        notes.extend(added)
+        return tuple(list(part) if isinstance(part, list) else part for part in result)
+    start = len(notes)
+    result = make()
+    if kept is not None:
+        kept[key] = (tuple(list(part) if isinstance(part, list) else part for part in result), notes[start:])
+    return result
+
+
+class Same:
+    """``obj`` in a key by identity (and kept alive by it), for objects that compare by value or not at all."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Same) and other.obj is self.obj
+
+
+def model_key(module: Any) -> tuple:
+    """A torch module by identity and a digest of its parameters and buffers (their values, not their in-place
+    version counters: torch.export and PT2E bump those without changing a value)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return Same(module), digest.hexdigest()
+
+
+def tensors_key(tensors: tuple) -> tuple:
+    """Example inputs by value: dtype, shape and bytes of each."""
+    return tuple((str(t.dtype), tuple(t.shape), t.detach().cpu().numpy().tobytes()) for t in tensors)
