@@ -43,8 +43,9 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.export.tflite import (KEPT_BY_EXCLUDE, _batch_of, _capture, _node_in, _observer, _one_thread, eval_mode,
-                                    eval_of_capture, export_batch, fixed_batch_note, format_counts, pt2e_inputs)
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, batch_of, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
+                                  fixed_batch_note, node_in, observer, one_thread, pt2e_inputs)
+from compress.export.tflite import format_counts
 from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
 from compress.model import ModelHandle
@@ -164,7 +165,7 @@ def _static_config(calibration: str, per_channel: bool):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(calibration).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration).with_args(eps=2**-12))
     return dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
 
@@ -186,14 +187,14 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
     else:
         quantizer.set_global(config)
     if excluded:
-        quantizer.set_filter_function(lambda node: not _node_in(node, excluded))
+        quantizer.set_filter_function(lambda node: not node_in(node, excluded))
     try:
-        prepared = prepare_pt2e(_capture(module, example, notes), quantizer)
-        with torch.no_grad(), _one_thread():
+        prepared = prepare_pt2e(capture_for_pt2e(module, example, notes), quantizer)
+        with torch.no_grad(), one_thread():
             if calib_data is None:
                 prepared(*example)
             else:
-                for inputs, _ in calib_data.batches(_batch_of(example, calib_data), pad=True):
+                for inputs, _ in calib_data.batches(batch_of(example, calib_data), pad=True):
                     prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
         return eval_of_capture(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):

@@ -15,7 +15,7 @@ from compress.data import Dataset
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
 from compress.export.pte import PORTABLE, build_pte, check_precision, exportable
-from compress.export.tflite import export_batch, random_calibration
+from compress.export.pt2e import export_batch, random_calibration
 from compress.model import ModelHandle
 from compress.runtimes.executorch import require_executorch
 

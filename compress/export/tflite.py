@@ -40,14 +40,13 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, batch_of, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
+                                  fixed_batch_note, node_in, observer, one_thread, pt2e_inputs)
 from compress.io import atomic_path
-from compress.formats.calibration import CALIBRATIONS, PERCENTILE, check_calibration
+from compress.formats.calibration import CALIBRATIONS
 from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
 from compress.model import ModelHandle
 
-EXPORT_BATCH = 1
-RANDOM_CALIBRATION_SAMPLES = 32
-KEPT_BY_EXCLUDE = "kept in float by --exclude"
 # Weighted ops and the operand positions that may hold their weight (a constant).
 WEIGHT_OPERANDS = {"FULLY_CONNECTED": (1,), "CONV_2D": (1,), "DEPTHWISE_CONV_2D": (1,), "TRANSPOSE_CONV": (1,), "CONV_3D": (1,),
                    "BATCH_MATMUL": (0, 1), "EMBEDDING_LOOKUP": (1,), "GATHER": (0,)}
@@ -64,29 +63,6 @@ class TfliteResult:
     techniques: list[str]
     float_ops: list[dict] = field(default_factory=list)   # {"op", "node", "layer", "reason", "count"}
     notes: list[str] = field(default_factory=list)
-
-
-def fixed_batch_note(batch: int) -> str:
-    return f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time"
-
-
-def pt2e_inputs(handle: ModelHandle, module: nn.Module, precision: str, calib_data: Dataset | None, calibration: str,
-                exclude, seed: int) -> tuple[list[str], Dataset | None, tuple, list[str]]:
-    """What a PT2E export (TFLite, ``.pte``) starts from: ``(excluded layers, calibration data, example inputs at the
-    export batch, notes)``. The method name is checked; a calibrated precision without data calibrates on random
-    inputs drawn with ``seed``, and the first note says so loudly.
-    """
-    try:
-        check_calibration(calibration)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    notes: list[str] = []
-    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
-        calib_data = random_calibration(handle, seed)
-        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
-                     "accuracy will suffer and is not measured against real data. Pass --data.")
-    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
-    return resolve_exclude(module, exclude), calib_data, example, notes
 
 
 def export_tflite(
@@ -158,15 +134,6 @@ def _build(module, example, precision, calib_data, calibration, per_channel, exc
         return _aeq_precision(content, module, precision, per_channel, excluded, notes)
 
 
-def resolve_exclude(module: nn.Module, exclude) -> list[str]:
-    """Check that every name in ``exclude`` is a layer of ``module``; an unknown one is a UsageError listing them."""
-    names = dict(module.named_modules())
-    unknown = [name for name in exclude if name not in names or not name]
-    if unknown:
-        layers = [n for n, m in module.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
-        raise UsageError(f"--exclude {unknown[0]!r} is not a layer of the model; layers with weights: {', '.join(layers)}")
-    return list(exclude)
-
 
 # --- conversion -------------------------------------------------------------------------------------------------
 
@@ -178,31 +145,6 @@ def _exportable(handle: ModelHandle) -> nn.Module:
         raise UsageError(f"{handle.source_path} is TorchScript: litert-torch converts torch.export programs only; "
                          "save the model with torch.export (.pt2) or as a state_dict with --arch, or use --format onnx")
     return eval_mode(handle.module)
-
-
-def eval_mode(module: nn.Module) -> nn.Module:
-    """``module`` in inference mode; modules unlifted from torch.export programs refuse ``.eval()``."""
-    try:
-        return module.eval()
-    except NotImplementedError:
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-
-        return _clear_training(move_exported_model_to_eval(module))
-
-
-def eval_of_capture(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """``eval_mode`` for a graph captured from a module already in eval mode (PT2E's converted model): its dropout
-    and batch-norm ops are the eval ones already, so torchao's rewrite, which exports six pattern graphs (about 1 s)
-    to match nothing, is skipped; dead code goes and the training flags are cleared as it would."""
-    module.graph.eliminate_dead_code()
-    module.recompile()
-    return _clear_training(module)
-
-
-def _clear_training(module: nn.Module) -> nn.Module:
-    for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
-        part.training = False
-    return module
 
 
 @contextlib.contextmanager
@@ -242,10 +184,10 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
     from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = _layer_aware_quantizer(calibration, per_channel, excluded)
-    graph = _capture(module, example, notes)
+    graph = capture_for_pt2e(module, example, notes)
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    with torch.no_grad(), _one_thread():
-        batch = _batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
+    with torch.no_grad(), one_thread():
+        batch = batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
         for inputs, _ in calib_data.batches(batch, pad=True):
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     converted = eval_of_capture(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
@@ -269,26 +211,6 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
     return content, techniques
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Observers on batch-1 tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _capture(module: nn.Module, example: tuple, notes: list[str]):
-    """torch.export for PT2E (compress.capture); a non-strict fallback is noted in ``notes``."""
-    from compress.capture import capture
-
-    graph, note = capture(module, example, "PT2E quantization")
-    notes.extend([note] if note else [])
-    return graph
-
-
 def static_gap(module: nn.Module, layer: str | None) -> str:
     """Why PT2E static int8 leaves ``layer``'s weights in float (also used by the pre-flight)."""
     try:
@@ -310,7 +232,7 @@ def _layer_aware_quantizer(calibration: str, per_channel: bool, excluded: list[s
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=_observer(calibration).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration).with_args(eps=2**-12))
     config = dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
     class LayerAwareQuantizer(PT2EQuantizer):
@@ -322,7 +244,7 @@ def _layer_aware_quantizer(calibration: str, per_channel: bool, excluded: list[s
             return super().transform_for_annotation(model)
 
         def _annotate_for_static_quantization_config(self, model):
-            return self._annotate_all_static_patterns(model, self.global_config, lambda node: not _node_in(node, excluded))
+            return self._annotate_all_static_patterns(model, self.global_config, lambda node: not node_in(node, excluded))
 
     return LayerAwareQuantizer().set_global(config)
 
@@ -337,50 +259,6 @@ def _float_scalars(model) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             node.args = tuple(float(a) if isinstance(a, int) and not isinstance(a, bool) else a for a in node.args)
 
-
-def _node_in(node, layers: list[str]) -> bool:
-    paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
-    return any(path == layer or path.startswith(layer + ".") for path in paths for layer in layers)
-
-
-def _observer(calibration: str):
-    """The PT2E observer that runs ``calibration`` (what ``runs_as["litert"]`` describes)."""
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
-
-    if calibration == "minmax":
-        return MinMaxObserver
-    if calibration == "entropy":
-        return HistogramObserver
-
-    class PercentileObserver(HistogramObserver):
-        """Range = the [100 - p, p] percentiles of the observed values (from the running histogram)."""
-
-        def _non_linear_param_search(self):
-            counts = self.histogram.double()
-            cumulative = torch.cumsum(counts, 0) / counts.sum()
-            width = (self.max_val - self.min_val) / self.bins
-            low_bin = int(torch.searchsorted(cumulative, torch.tensor((100 - PERCENTILE) / 100, dtype=torch.float64)))
-            high_bin = int(torch.searchsorted(cumulative, torch.tensor(PERCENTILE / 100, dtype=torch.float64)))
-            low = self.min_val + width * low_bin
-            high = self.min_val + width * min(high_bin + 1, self.bins)
-            return torch.minimum(low, torch.zeros_like(low)), torch.maximum(high, torch.zeros_like(high))
-
-    return PercentileObserver
-
-
-def _batch_of(example: tuple, data: Dataset) -> int:
-    """The batch ``example`` (model layout) was built at, read on the first input's batch axis."""
-    axis = data.axes[0] if data.axes else 0
-    return int(example[0].shape[axis])
-
-
-def export_batch(handle: ModelHandle) -> int:
-    """The batch a TFLite file is exported at: the program's own fixed batch, else 1."""
-    return handle.input_spec.fixed_batch or EXPORT_BATCH
-
-
-def random_calibration(handle: ModelHandle, seed: int, samples: int = RANDOM_CALIBRATION_SAMPLES) -> Dataset:
-    return handle.input_spec.random_dataset(samples, seed)
 
 
 # --- ai-edge-quantizer: fp16, dynamic-range, weight-only -----------------------------------------------------------

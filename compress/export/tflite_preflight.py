@@ -19,8 +19,8 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import CompressError, UsageError
 from compress.export.findings import Finding
-from compress.export.tflite import (EXPORT_BATCH, TfliteGraph, check_precision, build_tflite, eval_mode, export_batch, format_counts,
-                                    random_calibration, static_gap)
+from compress.export.pt2e import EXPORT_BATCH, eval_mode, export_batch, random_calibration
+from compress.export.tflite import TfliteGraph, check_precision, build_tflite, format_counts, static_gap
 from compress.model import ModelHandle
 
 DRY_RUN_SAMPLES = 4

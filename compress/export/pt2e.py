@@ -1,0 +1,148 @@
+"""What the PT2E exports (TFLite through litert-torch, ``.pte`` through ExecuTorch) share: the capture, the export batch,
+the calibration inputs (random ones, loudly noted, when there is no data), the activation observer each calibration
+method runs as, the layers kept in float, and eval mode for captured graphs.
+
+Example:
+    >>> excluded, calib_data, example, notes = pt2e_inputs(handle, module, "int8", None, "minmax", [], seed=0)
+    >>> notes[0][:19], export_batch(handle)
+    ('NO CALIBRATION DATA', 1)
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from compress.data import Dataset
+from compress.errors import UsageError
+from compress.formats.calibration import PERCENTILE, check_calibration
+from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
+from compress.model import ModelHandle
+
+EXPORT_BATCH = 1
+RANDOM_CALIBRATION_SAMPLES = 32
+KEPT_BY_EXCLUDE = "kept in float by --exclude"
+
+
+def pt2e_inputs(handle: ModelHandle, module: nn.Module, precision: str, calib_data: Dataset | None, calibration: str,
+                exclude, seed: int) -> tuple[list[str], Dataset | None, tuple, list[str]]:
+    """What a PT2E export (TFLite, ``.pte``) starts from: ``(excluded layers, calibration data, example inputs at the
+    export batch, notes)``. The method name is checked; a calibrated precision without data calibrates on random
+    inputs drawn with ``seed``, and the first note says so loudly.
+    """
+    try:
+        check_calibration(calibration)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    notes: list[str] = []
+    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
+        calib_data = random_calibration(handle, seed)
+        notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
+                     "accuracy will suffer and is not measured against real data. Pass --data.")
+    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
+    return resolve_exclude(module, exclude), calib_data, example, notes
+
+
+def export_batch(handle: ModelHandle) -> int:
+    """The batch a TFLite or .pte file is exported at: the program's own fixed batch, else 1."""
+    return handle.input_spec.fixed_batch or EXPORT_BATCH
+
+
+def random_calibration(handle: ModelHandle, seed: int, samples: int = RANDOM_CALIBRATION_SAMPLES) -> Dataset:
+    return handle.input_spec.random_dataset(samples, seed)
+
+
+def fixed_batch_note(batch: int) -> str:
+    return f"exported with a fixed batch of {batch}: batches are fed {batch} sample{'s' if batch > 1 else ''} at a time"
+
+
+def resolve_exclude(module: nn.Module, exclude) -> list[str]:
+    """Check that every name in ``exclude`` is a layer of ``module``; an unknown one is a UsageError listing them."""
+    names = dict(module.named_modules())
+    unknown = [name for name in exclude if name not in names or not name]
+    if unknown:
+        layers = [n for n, m in module.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+        raise UsageError(f"--exclude {unknown[0]!r} is not a layer of the model; layers with weights: {', '.join(layers)}")
+    return list(exclude)
+
+
+def batch_of(example: tuple, data: Dataset) -> int:
+    """The batch ``example`` (model layout) was built at, read on the first input's batch axis."""
+    axis = data.axes[0] if data.axes else 0
+    return int(example[0].shape[axis])
+
+
+def capture_for_pt2e(module: nn.Module, example: tuple, notes: list[str]):
+    """torch.export for PT2E (compress.capture); a non-strict fallback is noted in ``notes``."""
+    from compress.capture import capture
+
+    graph, note = capture(module, example, "PT2E quantization")
+    notes.extend([note] if note else [])
+    return graph
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Observers on batch-1 tensors gain nothing from threads, and on a busy machine thread hand-offs dominate."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def observer(calibration: str):
+    """The PT2E observer that runs ``calibration`` (what ``runs_as["litert"]`` describes)."""
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    if calibration == "minmax":
+        return MinMaxObserver
+    if calibration == "entropy":
+        return HistogramObserver
+
+    class PercentileObserver(HistogramObserver):
+        """Range = the [100 - p, p] percentiles of the observed values (from the running histogram)."""
+
+        def _non_linear_param_search(self):
+            counts = self.histogram.double()
+            cumulative = torch.cumsum(counts, 0) / counts.sum()
+            width = (self.max_val - self.min_val) / self.bins
+            low_bin = int(torch.searchsorted(cumulative, torch.tensor((100 - PERCENTILE) / 100, dtype=torch.float64)))
+            high_bin = int(torch.searchsorted(cumulative, torch.tensor(PERCENTILE / 100, dtype=torch.float64)))
+            low = self.min_val + width * low_bin
+            high = self.min_val + width * min(high_bin + 1, self.bins)
+            return torch.minimum(low, torch.zeros_like(low)), torch.maximum(high, torch.zeros_like(high))
+
+    return PercentileObserver
+
+
+def node_in(node, layers: list[str]) -> bool:
+    paths = [path for path, _ in node.meta.get("nn_module_stack", {}).values()]
+    return any(path == layer or path.startswith(layer + ".") for path in paths for layer in layers)
+
+
+def eval_mode(module: nn.Module) -> nn.Module:
+    """``module`` in inference mode; modules unlifted from torch.export programs refuse ``.eval()``."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        return _clear_training(move_exported_model_to_eval(module))
+
+
+def eval_of_capture(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``eval_mode`` for a graph captured from a module already in eval mode (PT2E's converted model): its dropout
+    and batch-norm ops are the eval ones already, so torchao's rewrite, which exports six pattern graphs (about 1 s)
+    to match nothing, is skipped; dead code goes and the training flags are cleared as it would."""
+    module.graph.eliminate_dead_code()
+    module.recompile()
+    return _clear_training(module)
+
+
+def _clear_training(module: nn.Module) -> nn.Module:
+    for part in module.modules():  # the flag only feeds litert-torch's training-mode warning
+        part.training = False
+    return module
