@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench import peers
 from bench.suite import BATCHES, bench_model
 from compress.export.cpu_features import cpu_int8_features
 from compress.zoo import ZOO
@@ -48,6 +49,8 @@ def markdown(results: dict) -> str:
     lines = [f"Measured {results['date']} on {results['machine']['description']} ({load}; `python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
              "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", ""]
+    if results.get("peers"):
+        lines[-1:-1] = ["", "Peer quantizers, each in its own venv (bench/peers): " + "; ".join(results["peers"].values()) + "."]
     for model in results["models"]:
         lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -77,7 +80,10 @@ def main() -> None:
     results = {"date": datetime.date.today().isoformat(), "runs": args.runs,
                "machine": {"description": f"{platform.machine()}, {features.get('model', 'CPU')}, "
                                           f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
-                           "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "models": []}
+                           "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+               "peers": {peer: peers.version(peer) for peer in peers.PEERS}, "models": []}
+    for reason in filter(None, map(peers.missing, peers.PEERS)):
+        console.print(f"[yellow]{reason}[/]: its rows are left out")
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             console.rule(name)
