@@ -109,7 +109,8 @@ def markdown(results: dict) -> str:
     lines = [f"Measured {results['date']} on {machine['description']} (load average {machine['loadavg_1m_at_start']} → "
              f"{machine['loadavg_1m_at_end']}; `python -m bench.cost`). `compress quantize MODEL --out DIR` with default "
              "settings (onnx,tflite, int8, latency bench) as a child process; CPU s is user + system of every thread. "
-             "Targets are for a quiet 2-core machine.", "",
+             "Targets are for a quiet 2-core machine; wall time includes waiting for a core, so with the load average above "
+             "the core count it overstates a quiet machine's, CPU s much less.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in results["models"]]
     lines += [f"- {row['model']}: {row['source']}" for row in results["models"]]

@@ -1,7 +1,8 @@
 """`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
-``latest`` (the benchmark tables, bench/results/latest.json) and ``zoo`` (the zoo table, bench/results/zoo.json).
+``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json) and
+``cost`` (what `compress quantize` costs, bench/results/cost.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -40,7 +41,14 @@ def zoo_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"latest": latest_block, "zoo": zoo_block}
+def cost_block() -> str:
+    """The cost table: bench.cost's cost.md."""
+    from bench.cost import markdown
+
+    return markdown(json.loads((RESULTS / "cost.json").read_text())).rstrip("\n")
+
+
+BLOCKS = {"latest": latest_block, "zoo": zoo_block, "cost": cost_block}
 
 
 def _pattern(name: str) -> re.Pattern:
