@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench import peers
 from bench.suite import BATCHES, bench_model, timing_conditions
 from compress.benchmark import describe_conditions
 from compress.export.cpu_features import cpu_int8_features
@@ -55,6 +56,8 @@ def markdown(results: dict) -> str:
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
              "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", "",
              timing_line(results), ""]
+    if results.get("peers"):
+        lines[-1:-1] = ["", "Peer quantizers, each in its own venv (bench/peers): " + "; ".join(results["peers"].values()) + "."]
     for model in results["models"]:
         lines += [f"### {model['model']} ({model['parameters']:,} parameters, {model['dataset']}, {model['test_samples']} test samples)", "",
                   "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -96,8 +99,11 @@ def main() -> None:
     results = {"date": datetime.date.today().isoformat(), "runs": args.runs, "timing": timing_conditions(args.runs),
                "machine": {"description": f"{platform.machine()}, {features.get('model', 'CPU')}, "
                                           f"{'VNNI' if features.get('avx512_vnni') or features.get('avx_vnni') else 'no VNNI'}",
-                           "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)}, "models": []}
+                           "cpu_features": features, "loadavg_1m_at_start": round(os.getloadavg()[0], 2)},
+               "peers": {peer: peers.version(peer) for peer in peers.PEERS}, "models": []}
     console.print(timing_line(results))
+    for reason in filter(None, map(peers.missing, peers.PEERS)):
+        console.print(f"[yellow]{reason}[/]: its rows are left out")
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models.split(","):
             console.rule(name)

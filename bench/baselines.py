@@ -100,6 +100,14 @@ def ort_dynamic_default(fp32_path: Path, path: Path) -> Variant:
     return file_variant("ort-dynamic-default", path, 8)
 
 
+def peer_default(peer: str, fp32_path: Path, calibration: Dataset, path: Path) -> Variant:
+    """A peer quantizer (bench/peers: NNCF, Olive) with its defaults, run in its own venv on the fp32 ONNX file."""
+    from bench import peers
+
+    samples = peers.calibration_npz(calibration, fp32_path, path.with_suffix(".calibration.npz"))
+    return file_variant(f"{peer}-int8-default", peers.quantize_with(peer, fp32_path, samples, path), 8, [peers.PEERS[peer]])
+
+
 def litert_pt2e_default(module: torch.nn.Module, example: tuple, calibration: Dataset, path: Path) -> Variant:
     """litert-torch's documented PT2E flow with get_symmetric_quantization_config() defaults."""
     import litert_torch

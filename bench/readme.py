@@ -2,8 +2,8 @@
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
 ``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json),
-``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json) and ``transformer_speed``
-(bench/results/transformer_speed.json).
+``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json), ``transformer_speed``
+(bench/results/transformer_speed.json) and ``cost`` (what `compress quantize` costs, bench/results/cost.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -67,8 +67,15 @@ def transformer_speed_block() -> str:
     return markdown(json.loads((RESULTS / "transformer_speed.json").read_text()))
 
 
+def cost_block() -> str:
+    """The cost table: bench.cost's cost.md."""
+    from bench.cost import markdown
+
+    return markdown(json.loads((RESULTS / "cost.json").read_text())).rstrip("\n")
+
+
 BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block,
-          "transformer_speed": transformer_speed_block}
+          "transformer_speed": transformer_speed_block, "cost": cost_block}
 
 
 def _pattern(name: str) -> re.Pattern:

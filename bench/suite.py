@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import baselines
+from bench import baselines, peers
 from compress.benchmark import summarize
 from compress.data import load_dataset
 from compress.evaluate import degradation, task_metrics
@@ -113,6 +113,8 @@ def bench_model(name: str, runs: int, workdir: Path) -> dict:
         ("litert-pt2e-default", lambda: baselines.litert_pt2e_default(module, example, calibration, folder / "pt2e.tflite")),
         ("torchao-int8-dynamic", lambda: baselines.torchao_variant(module, "dynamic")),
         ("torchao-int8-weight", lambda: baselines.torchao_variant(module, "weight")),
+        *((f"{peer}-int8-default", lambda peer=peer: baselines.peer_default(peer, fp32_path, calibration, folder / f"{peer}.onnx"))
+          for peer in peers.PEERS if not peers.missing(peer)),
     ]
     variants = [v for n, b in builders if (v := _build(n, b, failures)) is not None]
     report = run_recipe(load_recipe(RECIPES / f"{name}.yaml"), out_dir=folder / "compress").report

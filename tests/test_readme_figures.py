@@ -10,6 +10,9 @@ def test_readme_agrees_with_the_benchmark_json():
 
 def test_a_figure_edited_by_hand_is_caught_and_rewritten():
     text = README.read_text()
-    edited = text.replace("| 391,207 |", "| 101,110 |", 1)
+    row = next(line for line in text.splitlines() if line.startswith("| fp32-ort |"))
+    cells = row.split(" | ")
+    cells[4] = "101,110"  # its bytes
+    edited = text.replace(row, " | ".join(cells), 1)
     assert edited != text and stale_blocks(edited) == ["latest"]
     assert rendered(edited) == text
