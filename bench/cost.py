@@ -61,7 +61,7 @@ def timed_quantize(model: Path, out: Path, timeout_s: float) -> dict:
     wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_before
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    phases = [{"phase": t["phase"], "wall_s": round(t["wall_s"], 2), "cpu_s": round(t["cpu_s"], 2)} for t in report.get("timings") or []]
+    phases = [{"phase": t["phase"], "wall_s": round(t["wall_s"], 2), "cpu_s": round(t["cpu_s"], 2)} for t in (report.get("timings") or {}).get("phases", [])]
     return {"exit_code": exit_code, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "phases": phases,
             "last_line": tail[0][:200] if exit_code not in (0, 1) and tail else None}
 
