@@ -121,3 +121,10 @@ def test_the_bench_suite_recommends_on_the_records_of_its_table(recipe_run):
     p50 = re.search(r"p50 ([\d.]+) ms", pick["why"]).group(1)
     assert p50 == f"{timing[labels[pick['artifact']]][1]['p50_ms']:.3f}"
     assert all(a["latency"][0]["conditions"]["process"] == "in-process" for a in report["artifacts"])
+
+
+def test_a_recipe_run_records_where_its_time_went(recipe_run):
+    timings = json.loads((recipe_run / "report.json").read_text())["timings"]
+    phases = [row["phase"] for row in timings["phases"]]
+    assert phases[0] == "loading the model" and any(phase.startswith("stage 0 ") for phase in phases)
+    assert sum(row["wall_s"] for row in timings["phases"]) <= timings["total"]["wall_s"]

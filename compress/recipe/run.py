@@ -17,6 +17,7 @@ from compress.epochs import epoch_info
 from compress.io import copy_atomic, sha256_file, write_json_atomic
 from compress.model import ModelHandle, load_model
 from compress.passes.registry import get_pass
+from compress.phases import PhaseClock
 from compress.pipeline import finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
@@ -76,7 +77,8 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     ``step(message)`` names each phase; ``say(line)`` gets one line per training epoch of a prune, distill or QAT stage.
     """
     check_trust(recipe, trust, recipe_path or "recipe")
-    step = step or (lambda message: None)
+    clock = PhaseClock()
+    step = clock.wrap(step)
     run_dir = Path(out_dir or recipe.output.dir)  # created and locked by holds_run_dir
     cache = StageCache(run_dir / ".stages")
     if force:
@@ -122,7 +124,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
         previous = key
 
     step("gates")
-    extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved()}
+    extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved(), "timings": clock.record()}
     from compress.gates import is_compressed
 
     report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra, candidate=is_compressed)
