@@ -78,3 +78,23 @@ def test_phase_clock_adds_a_repeated_phase_and_never_exceeds_its_total():
     record = clock.record()
     assert [row["phase"] for row in record["phases"]] == ["a", "b"]
     assert sum(row["wall_s"] for row in record["phases"]) <= record["total"]["wall_s"]
+
+
+def test_one_run_calibrates_an_onnx_file_once_per_data_and_method(zoo_checkpoint, tmp_path, monkeypatch):
+    import compress.export.onnx_quantize as onnx_quantize
+    from compress.data import load_dataset
+    from compress.export.onnx import export_onnx
+
+    handle = load_model(zoo_checkpoint("mnist_cnn"))
+    calibration = load_dataset(handle.dataset["name"]).split(handle.dataset["split_seed"]).calibration(32)
+    fp32 = export_onnx(handle, tmp_path / "model.fp32.onnx")
+    measured = []
+    real = onnx_quantize._measure_ranges
+    monkeypatch.setattr(onnx_quantize, "_measure_ranges", lambda *args: measured.append(args[2]) or real(*args))
+    alone = onnx_quantize.quantize_onnx(fp32, tmp_path / "alone.onnx", "int8", calibration)
+    with conversions():  # repair's keep-float attempts: same file, data and method
+        onnx_quantize.quantize_onnx(fp32, tmp_path / "a.onnx", "int8", calibration)
+        onnx_quantize.quantize_onnx(fp32, tmp_path / "b.onnx", "int8", calibration, exclude=["classifier.1"])
+        onnx_quantize.quantize_onnx(fp32, tmp_path / "c.onnx", "int8", calibration, calibration="percentile")
+    assert measured == ["minmax", "minmax", "percentile"]
+    assert (tmp_path / "a.onnx").read_bytes() == alone.path.read_bytes()

@@ -284,23 +284,39 @@ def calibrate(model_path: Path, calib_data: Dataset, calibration: str, work: Pat
     The method's knobs come from compress.formats.calibration ("entropy" is KL divergence here). Calibrating here
     rather than inside ``quantize_static`` lets the histogram methods use 2048 bins: through
     ``quantize_static`` ORT's entropy calibrator gets 128 bins for 128 quantized bins and returns the min/max range.
+    Within one run (compress.export.reuse) the same file, data and method are calibrated once: repair attempts and
+    the measured static/dynamic pick reuse the ranges.
     """
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    import hashlib
+
+    from compress.export.reuse import Same, reused
 
     cache = work / f"ranges.{calibration}.{Path(model_path).stem}.json"
     if cache.exists():  # calibrated earlier in this work folder (sensitivity analysis quantizes many times)
         return cache
+    digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    (ranges,) = reused(("onnx-ranges", digest, Same(calib_data), calibration),
+                       lambda: (_measure_ranges(Path(model_path), calib_data, calibration, work),), [])
+    cache.write_bytes(ranges)
+    return cache
+
+
+def _measure_ranges(model_path: Path, calib_data: Dataset, calibration: str, work: Path) -> bytes:
+    """The ORT calibration cache (JSON bytes) of ``model_path`` on ``calib_data``."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    measured = work / "measured-ranges.json"
     try:
-        calibrator = create_calibrator(Path(model_path), list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
+        calibrator = create_calibrator(model_path, list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
                                        calibrate_method=_ort_method(calibration), extra_options=dict(CALIBRATIONS[calibration].knobs))
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress; stdout belongs to --json
             calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calib_data))
-            save_tensors_data(calibrator.compute_data(), cache)
+            save_tensors_data(calibrator.compute_data(), measured)
     except CompressError:
         raise
     except Exception as exc:
         raise EnvironmentFailure(f"onnxruntime calibration ({calibration}) failed: {first_line(exc)}") from None
-    return cache
+    return measured.read_bytes()
 
 
 def _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
