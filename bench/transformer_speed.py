@@ -19,8 +19,6 @@ import collections
 import datetime
 import json
 import platform
-import random
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -57,17 +55,8 @@ def ort_variant(name: str, path: Path, threads: int | None, disabled: tuple[str,
 
 def cpu_time_p50(variants: list[Variant], inputs: tuple, runs: int, warmup: int = 5, seed: int = 0) -> dict[str, float]:
     """Interleaved (shuffled per round) p50 of the calling thread's CPU time per run (runners opened with 1 thread)."""
-    rng = random.Random(seed)
-    samples: dict[str, list[float]] = {v.name: [] for v in variants}
-    for v in variants:
-        for _ in range(warmup):
-            v.run(inputs)
-    for _ in range(runs):
-        for v in rng.sample(variants, len(variants)):
-            start = time.thread_time()
-            v.run(inputs)
-            samples[v.name].append((time.thread_time() - start) * 1000)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    timing = interleaved_timing(variants, {1: inputs}, runs, warmup, seed, clock=time.thread_time)
+    return {name: by_batch[1]["p50_ms"] for name, by_batch in timing.items()}
 
 
 def gemm_profile(path: Path, inputs: tuple, runs: int) -> dict:
