@@ -52,6 +52,8 @@ def where_not_beaten(rows: list[dict]) -> list[str]:
 
 def markdown(results: dict) -> str:
     load = f"load average {results['machine'].get('loadavg_1m_at_start', '?')} → {results['machine'].get('loadavg_1m_at_end', '?')}"
+    if results["machine"].get("note"):
+        load += f"; {results['machine']['note']}"
     lines = [f"Measured {results['date']} on {results['machine']['description']} ({load}; `python -m bench --runs {results['runs']}`). "
              "`degr.` is the metric loss vs fp32 torch on the test split (positive = worse); `x limit` is the file size over "
              "parameters × bits / 8; `vs fp32` is the median latency over the best fp32 runtime's, timed interleaved in one run. `compress-*` rows run the model's shipped recipe (recipes/<model>.yaml); `*` marks the artifact compress recommends for that format.", "",
