@@ -1,5 +1,5 @@
-"""Pick, by timing on this CPU, the fastest of equivalent ONNX files: graph fusions kept or not, int8 matmuls static
-or dynamic.
+"""Pick, by timing on this CPU, the fastest of equivalent ONNX files: graph fusions kept or not (fp32), int8 matmuls
+static or dynamic (on the fp32 graph as exported).
 
 Which is fastest depends on the CPU's kernels, not on the graph alone: on a 2-core AVX2 CPU without VNNI the
 transformer's fused SkipLayerNormalization is slower than LayerNormalization + Add, QAttention slower than int8
@@ -15,6 +15,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import random
 import shutil
 import statistics
@@ -28,7 +29,7 @@ import numpy as np
 import onnx
 
 from compress.errors import CompressError, first_line
-from compress.export.onnx_fusions import fuse_transformer, has_transformer_patterns
+from compress.export.onnx_fusions import FUSED_OPS, fuse_transformer, has_transformer_patterns
 from compress.io import atomic_path
 
 RUNS = 30                  # timed runs per candidate (interleaved, batch 1)
@@ -52,8 +53,13 @@ class Candidate:
 
 
 def worth_choosing(model: onnx.ModelProto) -> bool:
-    """Graphs whose fastest form differs by CPU: transformer patterns (fusions, many matmuls) or LSTMs."""
-    return has_transformer_patterns(model) or any(node.op_type == "LSTM" for node in model.graph.node)
+    """Graphs whose fastest form differs by CPU: transformer patterns (fusable or fused, many matmuls) or LSTMs."""
+    return has_transformer_patterns(model) or bool(_fused_nodes(model)) or any(node.op_type == "LSTM" for node in model.graph.node)
+
+
+def _fused_nodes(model: onnx.ModelProto) -> list:
+    """The nodes onnxruntime's transformer optimizer made (its com.microsoft fused ops)."""
+    return [node for node in model.graph.node if node.domain == "com.microsoft" and node.op_type in FUSED_OPS]
 
 
 def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | None:
@@ -76,29 +82,25 @@ def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | Non
 
 
 def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs):
-    """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm, on the graph as is and (when
-    something fuses) on its fused form. ``quantize(source, out, dynamic_op_types)`` makes one file
-    (an OnnxQuantResult); ``fidelity_inputs``: a Dataset the candidates are compared with fp32 on."""
+    """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm of the fp32 graph as exported
+    (fused when the fusions paid in fp32 on this CPU: fused int8 graphs are not tried on top, which halves the cost of
+    the pick). ``quantize(source, out, dynamic_op_types)`` makes one file (an OnnxQuantResult); ``fidelity_inputs``:
+    a Dataset the candidates are compared with fp32 on."""
     model = onnx.load(str(fp32))
-    fusion = fuse_transformer(model)
+    fused_ops = collections.Counter(node.op_type for node in _fused_nodes(model))
     matmuls = any(node.op_type in DYNAMIC_MATMULS for node in model.graph.node)
     with tempfile.TemporaryDirectory(prefix="compress-choose-") as work:
         work = Path(work)
-        sources = [("", fp32)]
-        if fusion is not None:
-            sources.append((f"fused ({fusion.describe()}) ", work / "fused.onnx"))
-            onnx.save(fusion.model, str(sources[-1][1]))
         candidates, failed = [], []
-        for tag, source in sources:
-            for dynamic in ((), DYNAMIC_MATMULS) if matmuls else ((),):
-                label = tag + ("dynamic MatMul/Gemm" if dynamic else "static")
-                path = work / f"candidate{len(candidates) + len(failed)}.onnx"
-                try:
-                    candidates.append(Candidate(label, path, quantize(source, path, dynamic)))
-                except CompressError as exc:
-                    if not candidates:  # the default file: its error is the run's
-                        raise
-                    failed.append(f"{label} failed ({first_line(exc, 160)})")
+        for dynamic in ((), DYNAMIC_MATMULS) if matmuls else ((),):
+            label = "dynamic MatMul/Gemm" if dynamic else "static"
+            path = work / f"candidate{len(candidates) + len(failed)}.onnx"
+            try:
+                candidates.append(Candidate(label, path, quantize(fp32, path, dynamic)))
+            except CompressError as exc:
+                if not candidates:  # the default file: its error is the run's
+                    raise
+                failed.append(f"{label} failed ({first_line(exc, 160)})")
         batches = _batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
         reference = _outputs(fp32, batches)
         for candidate in candidates:
@@ -108,8 +110,8 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
         shutil.copyfile(chosen.path, out)
     result = chosen.result
     result.path = Path(out)
-    if fusion is not None and chosen.label.startswith("fused"):
-        result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in fusion.counts.items())]))
+    if fused_ops:
+        result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in sorted(fused_ops.items()))]))
     listed = ", ".join([*(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates), *failed])
     result.notes.append(f"int8 variant picked by timing on this CPU ({HOW}; fidelity vs fp32 on "
                         f"{min(FIDELITY_SAMPLES, fidelity_inputs.size)} calibration samples): {listed}")
