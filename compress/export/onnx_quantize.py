@@ -356,8 +356,7 @@ def _fp16(model, out, excluded) -> list[str]:
 
     converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded),
                                          op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FLOAT_OPS])
-    _topological_sort(converted.graph)  # the converter appends the input Casts at the end of the node list
-    onnx.save(converted, str(out))
+    onnx.save(_topologically_sorted(converted), str(out))  # the converter appends the input Casts at the end
     return ["cast:fp16"]
 
 
@@ -379,23 +378,17 @@ def _weight_only(model, out, precision, excluded) -> list[str]:
 # --- graph helpers --------------------------------------------------------------------------------------------
 
 
-def _topological_sort(graph: onnx.GraphProto) -> None:
-    """Reorder ``graph.node`` so that every node comes after the producers of its inputs (stable otherwise)."""
-    ready = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        waiting = []
-        for node in pending:
-            if all(name in ready for name in node.input):
-                ordered.append(node)
-                ready.update(node.output)
-            else:
-                waiting.append(node)
-        if len(waiting) == len(pending):
-            raise EnvironmentFailure(f"the converted graph has a cycle or a missing input at node {waiting[0].name!r}")
-        pending = waiting
-    del graph.node[:]
-    graph.node.extend(ordered)
+def _topologically_sorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every node after the producers of its inputs (onnx_ir's stable TopologicalSortPass)."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import TopologicalSortPass
+
+    graph = ir.serde.deserialize_model(model)
+    try:
+        TopologicalSortPass()(graph)
+    except Exception as exc:  # a cycle or a missing input
+        raise EnvironmentFailure(f"the converted graph cannot be ordered: {first_line(exc)}") from None
+    return ir.serde.serialize_model(graph)
 
 
 def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
