@@ -1,7 +1,8 @@
 """`python -m bench.pte`: ExecuTorch `.pte` (fp32, int8) beside compress's ONNX and TFLite files of the same model.
 
-Each seed model is exported by compress to all three formats at fp32 and int8 (static, per-channel, minmax, the same
-256 calibration samples), plus ExecuTorch's own defaults as a baseline (``XNNPACKQuantizer`` with
+Each seed model is exported by compress to all three formats at fp32 and int8 (static, minmax, the same 256
+calibration samples; per-channel weights, except that the ``.pte`` keeps per-tensor ones where they are as faithful:
+compress.export.pte_choose), plus ExecuTorch's own defaults as a baseline (``XNNPACKQuantizer`` with
 ``get_symmetric_quantization_config()``: per-tensor weights, HistogramObserver; the documented
 ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` flow, no compress choices). Every file runs in its real
 runtime on the test split: task metric, degradation and SQNR against fp32 torch, size over parameters × bits / 8,

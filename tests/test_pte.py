@@ -22,9 +22,6 @@ from tests.models_for_tests import MultiHead, TokenClassifier
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
                                       reason="executorch is not installed: pip install 'compress[executorch]'")
-# What a .pte adds to its int8 weights, measured on mnist_cnn: the program flatbuffer (~3.8 KB), the XNNPACK graph
-# (~5.3 KB), and per output channel an int32 bias and fp32 scales. It is fixed, so small models pay most for it.
-PROGRAM_OVERHEAD = 10_000
 
 
 def _accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -74,7 +71,9 @@ def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_
 
     handle, splits, fp32, int8, reference = mnist
     assert int8.precision == "int8"
-    assert int8.techniques == ["export:executorch:xnnpack", "ptq:int8-static:minmax:per-channel"]
+    # per-tensor scales are as faithful on mnist_cnn, and 4.6 KB smaller: the choice and its evidence are noted
+    assert int8.techniques == ["export:executorch:xnnpack", "ptq:int8-static:minmax:per-tensor"]
+    assert any(note.startswith("weight scales per tensor: as faithful to fp32 as per channel (SQNR") for note in int8.notes)
     assert int8.float_ops == [] and int8.coverage["portable"] == {}
     assert {"convolution", "linear"} <= set(int8.coverage["delegated"])
     assert any(note.startswith("delegate coverage: XNNPACK runs 12 of 12 compute ops") for note in int8.notes)
@@ -83,10 +82,43 @@ def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_
     assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
     params = sum(p.numel() for p in handle.module.parameters())
     size = int8.path.stat().st_size
-    assert size <= 1.10 * params + PROGRAM_OVERHEAD   # measured 105,000 bytes for 93,322 parameters
+    assert size <= 1.10 * params   # the issue's bound: 100,392 bytes for 93,322 parameters (1.076x)
     assert size * 3.5 < fp32.path.stat().st_size
     again = export_pte(handle, tmp_path / "again.int8.pte", "int8", splits.calibration(256))
     assert _sha(again.path) == _sha(int8.path)
+
+
+class UnevenChannels(torch.nn.Module):
+    """Output channels whose weights differ by 10^4 in scale, each mattering as much to the output: per-tensor
+    weight scales round the small channels to zero."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.spread = torch.nn.Linear(16, 8)
+        self.merge = torch.nn.Linear(8, 4)
+        gains = torch.logspace(-2, 2, 8)
+        with torch.no_grad():
+            self.spread.weight.mul_(gains[:, None])
+            self.spread.bias.mul_(gains)
+            self.merge.weight.div_(gains[None, :])
+
+    def forward(self, x):
+        return self.merge(torch.relu(self.spread(x)))
+
+
+@needs_executorch
+def test_per_channel_scales_are_kept_when_per_tensor_loses_fidelity(tmp_path):
+    from compress.export.pte import export_pte
+
+    spec = InputSpec((TensorSpec("x", (-1, 16)),))
+    handle = ModelHandle(UnevenChannels().eval(), spec, "mem", "pickle", "")
+    result = export_pte(handle, tmp_path / "uneven.pte", "int8", spec.random_dataset(128, 0))
+    assert result.techniques[-1] == "ptq:int8-static:minmax:per-channel"
+    assert any(note.startswith("weight scales per channel: per tensor is less faithful to fp32") for note in result.notes)
+    tensor = export_pte(handle, tmp_path / "uneven.tensor.pte", "int8", spec.random_dataset(128, 0), per_channel=False)
+    assert tensor.techniques[-1] == "ptq:int8-static:minmax:per-tensor"   # asked per tensor: no comparison, no note
+    assert not any(note.startswith("weight scales") for note in tensor.notes)
 
 
 @needs_executorch
@@ -175,7 +207,7 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
 
     handle, splits, _, _, reference = mnist
     kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), calibration="percentile", exclude=["classifier.3"])
-    assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-channel"
+    assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-tensor"  # as faithful, smaller
     assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
         ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]
     labels = splits.test.y[0]
@@ -217,15 +249,23 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
 
 
 @needs_executorch
-def test_prune_writes_a_verified_pte_and_qat_says_it_exports_none(zoo_checkpoint, cli, tmp_path):
+def test_prune_and_qat_write_verified_pte_files(zoo_checkpoint, cli, tmp_path):
     model = zoo_checkpoint("mnist_cnn", epochs=2)
     result = cli("prune", model, "--sparsity", "0.2", "--format", "pte", "--no-bench", "--no-gate", "--out", tmp_path / "prune")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "prune" / "report.json").read_text())
     pte = [a for a in report["artifacts"] if a["format"] == "pte"]
     assert {a["precision"] for a in pte} == {"fp32", "int8"} and all(a["verified_in"] == ["executorch"] for a in pte)
-    refused = cli("qat", model, "--format", "pte", "--out", tmp_path / "qat")
-    assert refused.exit_code == 2 and "choose from onnx, tflite" in refused.stderr
+    result = cli("qat", model, "--format", "pte", "--epochs", "1", "--no-bench", "--no-gate", "--out", tmp_path / "qat")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "qat" / "report.json").read_text())
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    assert {"fp32-pte", "ptq-int8-pte", "qat-int8-pte"} <= set(by_name)
+    qat = by_name["qat-int8-pte"]
+    assert qat["verified_in"] == ["executorch"] and qat["precision"] == "int8" and qat["float_ops"] == []
+    assert (tmp_path / "qat" / "model.qat-int8.pte").is_file() and by_name["ptq-int8-pte"]["verified_in"] == ["executorch"]
+    # the 2-epoch checkpoint is undertrained: one QAT epoch gains accuracy, so QAT is not worse than PTQ here
+    assert report["comparison"][0]["format"] == "pte" and report["comparison"][0]["qat_not_worse"] is True
 
 
 @needs_executorch

@@ -15,7 +15,8 @@ from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.workflows.qat import QAT_FORMATS, run_qat
+from compress.passes.qat_export import QAT_FORMATS
+from compress.workflows.qat import run_qat
 
 def register(app: typer.Typer) -> None:
     app.command("qat")(qat_command)
@@ -31,13 +32,13 @@ def qat_command(
     freeze_bn_after: int = typer.Option(None, "--freeze-bn-after", help="Epochs before batch norm uses running statistics (default: half)."),
     freeze_observers_after: int = typer.Option(None, "--freeze-observers-after", help="Epochs before quantization ranges freeze (default: all but the last)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the model's own)."),
-    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite or both (comma-separated; QAT exports no .pte). Default: both."),
+    formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite, pte (comma-separated). Default: onnx,tflite."),
     max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-qat)."),
     *,
     opts: Options,
 ) -> None:
-    """Fine-tune with fake quantization (PT2E QAT), export int8 ONNX and TFLite, and compare with PTQ.
+    """Fine-tune with fake quantization (PT2E QAT), export int8 ONNX and TFLite (and .pte), and compare with PTQ.
 
     Example: compress qat mnist_cnn.pt --epochs 3 --out runs/qat
     """

@@ -29,15 +29,13 @@ import numpy as np
 import onnx
 
 from compress.errors import CompressError, first_line
+from compress.export.faithful import FIDELITY_SAMPLES, as_faithful, first_batches, output_fidelity
 from compress.export.onnx_fusions import FUSED_OPS, fuse_transformer, has_transformer_patterns
 from compress.io import atomic_path
 
 RUNS = 30                  # timed runs per candidate (interleaved, batch 1)
 WARMUP = 3
-FIDELITY_SAMPLES = 64      # calibration samples the candidates are compared with fp32 on
 MARGIN = 0.05              # within 5 % of the fastest counts as a tie: the smaller file wins
-SQNR_SLACK_DB = 3.0        # a candidate may be this much noisier than the default, never with less top-1 agreement
-COSINE_SLACK = 1e-4        # and as close in direction (embeddings are judged by it)
 FP32_FUSION_SQNR_DB = 60.0  # a fused fp32 graph must compute the same function
 DYNAMIC_MATMULS = ("MatMul", "Gemm")
 HOW = f"batch 1, 1 thread, CPU-time p50 of {RUNS} interleaved runs"
@@ -73,7 +71,7 @@ def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | Non
         onnx.save(fusion.model, str(fused))
         plain, candidate = Candidate("unfused", path), Candidate("fused", fused)
         time_candidates([plain, candidate], inputs)
-        same = _fidelity(_outputs(path, [inputs]), _outputs(fused, [inputs]))["sqnr_db"] >= FP32_FUSION_SQNR_DB
+        same = output_fidelity(_outputs(path, [inputs]), _outputs(fused, [inputs]))["sqnr_db"] >= FP32_FUSION_SQNR_DB
         if not (same and candidate.p50_ms < plain.p50_ms * (1 - MARGIN)):
             return None
         with atomic_path(path) as tmp:
@@ -101,11 +99,11 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
                 if not candidates:  # the default file: its error is the run's
                     raise
                 failed.append(f"{label} failed ({first_line(exc, 160)})")
-        batches = _batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
+        batches = first_batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
         reference = _outputs(fp32, batches)
         for candidate in candidates:
-            candidate.fidelity = _fidelity(reference, _outputs(candidate.path, batches))
-        time_candidates(candidates, _batches(fidelity_inputs, 1, 1)[0])
+            candidate.fidelity = output_fidelity(reference, _outputs(candidate.path, batches))
+        time_candidates(candidates, first_batches(fidelity_inputs, 1, 1)[0])
         chosen = pick(candidates)
         shutil.copyfile(chosen.path, out)
     result = chosen.result
@@ -122,7 +120,7 @@ def pick(candidates: list[Candidate]) -> Candidate:
     """The smallest file among the faithful candidates within MARGIN of the fastest faithful one; the first
     candidate is the default the others must be as faithful as."""
     default = candidates[0]
-    faithful = [c for c in candidates if c is default or _as_faithful(c.fidelity, default.fidelity)]
+    faithful = [c for c in candidates if c is default or as_faithful(c.fidelity, default.fidelity)]
     fastest = min(c.p50_ms for c in faithful)
     return min((c for c in faithful if c.p50_ms <= fastest * (1 + MARGIN)), key=lambda c: (c.path.stat().st_size, c.p50_ms))
 
@@ -147,30 +145,9 @@ def time_candidates(candidates: list[Candidate], inputs: tuple[np.ndarray, ...],
         c.p50_ms = statistics.median(samples[id(c)])
 
 
-def _batches(data, samples: int, size: int) -> list[tuple[np.ndarray, ...]]:
-    """The first ``samples`` of ``data`` in batches of ``size``, in the model's layout."""
-    return [arrays for arrays, _ in data.subset(np.arange(samples), data.split_name).batches(size)]
-
-
 def _outputs(path: Path, batches: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
     from compress.runtimes.onnxruntime import OrtRunner
 
     runner = OrtRunner(path, threads=1)
     chunks = [runner.run(arrays) for arrays in batches]
     return [np.concatenate(parts) for parts in zip(*chunks)]
-
-
-def _fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
-    from compress.evaluate import fidelity
-
-    rows = [fidelity(r, o) for r, o in zip(reference, outputs)]
-    agreements = [row["top1_agreement"] for row in rows if row["top1_agreement"] is not None]
-    return {"sqnr_db": min(row["sqnr_db"] for row in rows), "cosine": min(row["cosine"] for row in rows),
-            "top1_agreement": min(agreements) if agreements else None}
-
-
-def _as_faithful(candidate: dict, default: dict) -> bool:
-    agreement_ok = default["top1_agreement"] is None or candidate["top1_agreement"] >= default["top1_agreement"]
-    return (agreement_ok and candidate["sqnr_db"] >= default["sqnr_db"] - SQNR_SLACK_DB
-            and candidate["cosine"] >= default["cosine"] - COSINE_SLACK)
-

@@ -135,7 +135,6 @@ def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dat
     Within one run (compress.export.reuse) the same inputs lower once: the pre-flight's dry run is the real export's."""
     from compress.export.reuse import Same, model_key, reused, tensors_key
 
-    require_executorch()
     calibrated = precision == "int8"
     key = ("pte", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
            calibration if calibrated else None, per_channel, tuple(excluded))
@@ -146,16 +145,36 @@ def _build(module, example, precision, calib_data, calibration, per_channel, exc
     techniques = ["export:executorch:xnnpack"]
     recurrent = {name: type(m).__name__ for name, m in module.named_modules() if isinstance(m, (nn.LSTM, nn.RNN, nn.GRU))}
     if precision == "int8":
-        module = _quantize(module, example, _static_config(calibration, per_channel), excluded, calib_data, notes)
+        lowered, per_channel = _lower_static(module, example, calib_data, calibration, per_channel, excluded, notes)
         techniques.append(f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}")
         notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
                      f"{calib_data.size} samples from {calib_data.split_name}")
     elif precision == "int8-dynamic":
-        module = _quantize(module, example, _dynamic_config(per_channel), excluded, None, notes)
+        lowered = lower(_quantize(module, example, _dynamic_config(per_channel), excluded, None, notes), example)
         techniques.append(f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}")
         notes.append("int8-dynamic: linear layers get int8 weights and per-call int8 activations; other ops stay fp32")
-    lowered = dataclasses.replace(lower(module, example), recurrent=recurrent)
+    else:
+        lowered = lower(module, example)
+    lowered = dataclasses.replace(lowered, recurrent=recurrent)
     return lowered.content, techniques, lowered
+
+
+def _lower_static(module, example, calib_data, calibration, per_channel, excluded, notes) -> tuple["Lowered", bool]:
+    """The static int8 program and whether its weight scales are per channel: asked per channel, the per-tensor
+    program is kept instead when it is as faithful (compress.export.pte_choose)."""
+    from compress.export.pte_choose import smaller_scales_if_as_faithful
+
+    def quantize(channels: bool, notes: list[str] = notes) -> nn.Module:
+        return _quantize(module, example, _static_config(calibration, channels), excluded, calib_data, notes)
+
+    if not per_channel:
+        return lower(quantize(False), example), False
+    # the capture's notes once: per channel is quantized first, per tensor beside it
+    quantized, per_channel, note = smaller_scales_if_as_faithful(lambda channels: quantize(channels, notes if channels else []),
+                                                                 module, calib_data, example)
+    lowered = lower(quantized, example)
+    notes.append(note)
+    return lowered, per_channel
 
 
 # --- quantization -------------------------------------------------------------------------------------------------
@@ -175,13 +194,24 @@ def _dynamic_config(per_channel: bool):
     return get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=True)
 
 
+def _ptq_quantizer():
+    """ExecuTorch's XNNPACKQuantizer without its conv+BN patterns: ``prepare_pt2e`` folds BN into the convolutions
+    before annotating, so in PTQ they never match, yet tracing them costs seconds per quantization (~7 s of a 19 s
+    mnist_cnn export). litert-torch's quantizer runs them in QAT only, too."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    class PtqXnnpackQuantizer(XNNPACKQuantizer):
+        SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if "_bn" not in p.name]
+
+    return PtqXnnpackQuantizer()
+
+
 def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], calib_data: Dataset | None,
               notes: list[str]) -> nn.Module:
     """PT2E with XNNPACKQuantizer: prepare, observe (calibration batches, or the example for dynamic), convert."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer()
+    quantizer = _ptq_quantizer()
     if config.input_activation.is_dynamic:
         quantizer.set_operator_type(torch.ops.aten.linear.default, config)
     else:
@@ -247,6 +277,7 @@ class Lowered:
 
 def lower(module: nn.Module, example: tuple) -> Lowered:
     """``torch.export`` → XNNPACK partition → ExecuTorch program; failures become one EnvironmentFailure line."""
+    require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 

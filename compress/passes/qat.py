@@ -16,7 +16,7 @@ How it runs:
    quantize/dequantize pairs. The module kept in the handle is that Q/DQ graph (weights still float followed by
    quantize->dequantize); it runs in eager PyTorch with the int8 rounding of the deployed model.
 
-Export (see :func:`export_int8_onnx`, :func:`export_int8_tflite`):
+Export (see :func:`export_int8_onnx`, :func:`export_int8_tflite`, :func:`export_int8_pte`):
 - ONNX: the weight quantize ops are constant-folded to int8 initializers, then the dynamo exporter translates
   ``quantized_decomposed`` ops to QuantizeLinear/DequantizeLinear (onnxscript's torch_lib): a QDQ file with int8
   weights and int8 activations that onnxruntime fuses into integer kernels.
@@ -24,6 +24,9 @@ Export (see :func:`export_int8_onnx`, :func:`export_int8_tflite`):
   full-integer file. Folding first does not work: litert-torch 0.10 fails with "'stablehlo.uniform_dequantize'
   op operand #0 must be ranked tensor of per-tensor integer quantized or per-axis integer quantized values, but
   got 'tensor<32x1x3x3xi8>'" (a folded int8 weight is a plain i8 constant without a quantized type).
+- ``.pte``: the weight-folded graph (as for ONNX) is lowered to the XNNPACK delegate, whose int8 patterns read the
+  int8 weights and quantize/dequantize pairs directly (litert-torch's scheme, symmetric int8 weights and asymmetric
+  int8 activations, is one XNNPACK runs); unfolded weight quantize ops would have no ExecuTorch kernel.
 - Work-around: litert-torch 0.10's QAT conv+BN annotator hands a plain function to ``torch.export.export``,
   which torch 2.13 refuses ("Expected `mod` to be an instance of `torch.nn.Module`"); the pattern is wrapped in a
   module while annotating.
@@ -177,15 +180,25 @@ def is_quantized(module: nn.Module | None) -> bool:
 
 def export_int8_onnx(handle: ModelHandle, path: str | Path) -> Path:
     """A QDQ ONNX file from the converted graph: int8 weight initializers, Quantize/DequantizeLinear activations."""
-    from torchao.quantization.pt2e.constant_fold import constant_fold
-
     from compress.export.onnx import export_onnx
 
     _require_quantized(handle)
-    folded = copy.deepcopy(handle.module)
-    constant_fold(folded, _is_quantize_op)  # weights -> int8 constants; activation quantizes stay
-    folded.recompile()
-    return export_onnx(handle.with_module(folded, "export:int8-qdq"), path)
+    return export_onnx(handle.with_module(_weights_folded(handle.module), "export:int8-qdq"), path)
+
+
+def export_int8_pte(handle: ModelHandle, path: str | Path):
+    """An XNNPACK-delegated int8 ``.pte`` from the converted graph (weights folded to int8 constants, as for ONNX,
+    so the partitioner sees its int8 convolution/linear patterns), at a fixed batch of 1. Returns the lowered program
+    (compress.export.pte.Lowered: delegate coverage, the ops left in float)."""
+    from compress.export.pte import lower
+    from compress.io import atomic_path
+
+    _require_quantized(handle)
+    lowered = lower(_weights_folded(handle.module), handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(lowered.content)
+    return lowered
 
 
 def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
@@ -211,6 +224,17 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _weights_folded(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """A copy of the converted graph with its weight quantize ops constant-folded to int8 tensors (activation
+    quantizes stay)."""
+    from torchao.quantization.pt2e.constant_fold import constant_fold
+
+    folded = copy.deepcopy(graph)
+    constant_fold(folded, _is_quantize_op)
+    folded.recompile()
+    return folded
 
 
 class _QatTrainer(nn.Module):

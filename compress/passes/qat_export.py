@@ -1,4 +1,4 @@
-"""Write a converted QAT graph (or its PT2E PTQ twin) to int8 ONNX / TFLite and verify the file like any artifact.
+"""Write a converted QAT graph (or its PT2E PTQ twin) to int8 ONNX / TFLite / .pte and verify the file like any artifact.
 
 Example:
     >>> entry = export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+QAT_FORMATS = ("onnx", "tflite", "pte")  # what write_int8 writes
+
 
 def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
-    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX or full-integer TFLite) and
+    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX, full-integer TFLite or an XNNPACK int8 ``.pte``) and
     return ``verify``'s report entry for it (see :func:`compress.pipeline.verifier`). ``float_handle`` (the model before QAT) names
     the layers of ops left in float.
 
@@ -19,14 +21,23 @@ def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=No
         >>> export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))["name"]
         'qat-int8-onnx'
     """
-    from compress.passes import qat
     from compress.rundir import staged
 
     path = staged(run_dir, f"model.qat-{scheme_tag(config)}.{fmt}")
-    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(trained, path)
-    floats = float_ops_in(path, float_handle or trained)
+    floats = write_int8(trained, fmt, path, float_handle)
     return verify(path.name, "mixed" if has_float_weights(floats) else "int8", [*trained.techniques, export_technique(fmt)],
                   f"qat-{scheme_tag(config)}-{fmt}", scheme_notes(config), float_ops=floats)
+
+
+def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:
+    """Write the converted graph ``converted`` as an int8 ``fmt`` file (one of QAT_FORMATS) at ``path``; return the
+    weighted ops it left in float (``float_handle``, the model before quantization, names their layers)."""
+    from compress.passes import qat
+
+    if fmt == "pte":  # a .pte keeps no layer names: its delegate coverage comes from the lowering
+        return qat.export_int8_pte(converted, path).float_ops("int8", [])
+    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(converted, path)
+    return float_ops_in(path, float_handle or converted)
 
 
 def scheme_tag(config) -> str:
@@ -35,7 +46,7 @@ def scheme_tag(config) -> str:
 
 
 def export_technique(fmt: str) -> str:
-    return "export:int8-qdq" if fmt == "onnx" else "export:int8-static-qdq"
+    return {"onnx": "export:int8-qdq", "tflite": "export:int8-static-qdq", "pte": "export:executorch:xnnpack"}[fmt]
 
 
 def scheme_notes(config) -> list[str]:

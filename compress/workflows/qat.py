@@ -12,7 +12,6 @@ from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resol
 from compress.phases import PhaseClock
 from compress.rundir import holds_run_dir, located, staged
 
-QAT_FORMATS = ("onnx", "tflite")  # the QAT graph is exported by passes.qat's ONNX and TFLite exporters only
 
 
 @holds_run_dir("qat")
@@ -25,12 +24,16 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     ``report["comparison"]`` lists PTQ vs QAT degradation per format. Returns the report.
     """
     from compress.passes import qat
-    from compress.passes.qat_export import export_qat, export_technique, float_ops_in, scheme_notes, scheme_tag
+    from compress.passes.qat_export import export_qat, export_technique, scheme_notes, scheme_tag, write_int8
     from compress.pipeline import finish_report, heads_for, measure_reference, verifier
 
     clock = PhaseClock()
     step = clock.wrap(step)
     qat.check_quantizable(handle)
+    if "pte" in formats:  # before training, not after it
+        from compress.runtimes.executorch import require_executorch
+
+        require_executorch()
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
     clock.begin("loading data")
     splits, plan = resolve_splits(handle, data, config.seed)
@@ -55,9 +58,9 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
             ptq_entry = _project_ptq(handle, fmt, run_dir, plan, config.seed, verify)
         else:
             path = staged(run_dir, f"model.ptq-{scheme_tag(config)}.{fmt}")
-            (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(twin, path)
+            floats = write_int8(twin, fmt, path, handle)
             ptq_entry = verify(path.name, "int8", [*twin.techniques, export_technique(fmt)], f"ptq-{scheme_tag(config)}-{fmt}",
-                               scheme_notes(config), float_ops=float_ops_in(path, handle))
+                               scheme_notes(config), float_ops=floats)
         artifacts.append(ptq_entry)
         step(f"QAT {fmt}: export and verify")
         qat_entry = export_qat(trained, config, fmt, run_dir, verify, handle)
