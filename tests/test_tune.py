@@ -129,8 +129,9 @@ def local_ray():
 
 def test_ray_executor_runs_trials_as_ray_tasks(mnist, cli, tmp_path, local_ray):
     out = tmp_path / "study"
-    result = cli("tune", mnist, "--max-degradation", "0.1", "--trials", "2", "--executor", "ray", "--workers", "2",
-                 "--search", _search_file(tmp_path, SEARCH), "--out", out, "--json")
+    # what is tested is where trials run: ONNX only and no pruning keep each Ray task short
+    result = cli("tune", mnist, "--max-degradation", "0.1", "--trials", "2", "--executor", "ray", "--workers", "2", "--format", "onnx",
+                 "--search", _search_file(tmp_path, {**SEARCH, "prune_methods": ["none"]}), "--out", out, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["trials"] == 2
     assert local_ray.is_initialized()  # tune leaves a Ray it did not start running
