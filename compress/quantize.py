@@ -118,6 +118,7 @@ class QuantizeResult:
 
 
 Step = Callable[[str], None]
+AHEAD_PHASE = "second process: TFLite/.pte conversions (wall: the wait for it; CPU: all of its work)"
 
 
 def _finding_dict(finding) -> dict:
@@ -210,12 +211,16 @@ def quantize(
         notes.append("NO DATA: calibrated on random inputs; no accuracy claim is made (top-1 and SQNR marked ~ compare each "
                      "file with fp32 torch on the same random inputs). Pass --data for real numbers.")
 
+    ahead = _convert_ahead(handle, config, plan)
     fp32: dict[str, Path] = {}  # exported up front: the files a format quantizes from
     for fmt in map(registry.get, config.formats):
         if fmt.quantizes_fp32_file:
             step(f"exporting fp32 {fmt.name}")
             fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
             fmt.export_fp32(handle, fp32[fmt.name])
+    if ahead is not None:
+        step(AHEAD_PHASE)
+        ahead.collect()
     step("pre-flight")
     preflight = refused + run_preflight(handle, config, fp32, plan, run_dir)
 
@@ -263,6 +268,23 @@ def quantize(
     }
     report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed)
     return QuantizeResult(run_dir, report, preflight)
+
+
+def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan):
+    """Start the TFLite/.pte conversions the run will ask for in a second process (compress.export.ahead), when ONNX
+    work can overlap them; None otherwise."""
+    from compress.export.ahead import Job, convert_ahead
+    from compress.export.pt2e import eval_mode, export_batch
+
+    converted = [name for name in config.formats if name in ("tflite", "pte")]
+    if not converted or "onnx" not in config.formats or plan.calibration is None or config.exclude \
+            or handle.module is None or handle.source_format == "torchscript":
+        return None
+    precisions = [p for p in config.precisions if p == "int8"] + (["fp32"] if config.include_fp32 else [])
+    jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
+            for name in converted for precision in precisions]
+    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
+    return convert_ahead(eval_mode(handle.module), example, jobs)
 
 
 def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, policy: GatePolicy,

@@ -49,6 +49,21 @@ def test_mnist_cnn_int8_onnx_and_tflite_verified_on_real_data(mnist_run):
     assert (run_dir / "report.md").read_text().count("int8-") >= 2
 
 
+def test_tflite_files_converted_in_a_second_process_are_the_files_converted_here(mnist_run, zoo_checkpoint, cli, tmp_path):
+    from compress.quantize import AHEAD_PHASE
+
+    run_dir, _ = mnist_run
+    overlapped = _report(run_dir)  # ONNX and TFLite: the TFLite conversions ran beside the ONNX export
+    assert AHEAD_PHASE in [p["phase"] for p in overlapped["timings"]["phases"]]
+    result = cli("quantize", zoo_checkpoint("mnist_cnn"), "--format", "tflite", "--no-bench", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    alone = _report(tmp_path)  # nothing to overlap with: converted in this process
+    assert AHEAD_PHASE not in [p["phase"] for p in alone["timings"]["phases"]]
+    for name in ("fp32-tflite", "int8-tflite"):
+        assert _artifact(alone, name)["sha256"] == _artifact(overlapped, name)["sha256"]
+        assert _artifact(alone, name)["notes"][:2] == _artifact(overlapped, name)["notes"][:2]
+
+
 def test_recurrent_zoo_model_int8_gets_smaller(zoo_checkpoint, cli, tmp_path):
     result = cli("quantize", zoo_checkpoint("lstm"), "--out", tmp_path, "--no-bench")
     assert result.exit_code == 0, result.output

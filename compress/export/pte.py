@@ -133,12 +133,20 @@ def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dat
     """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program.
 
     Within one run (compress.export.reuse) the same inputs lower once: the pre-flight's dry run is the real export's."""
-    from compress.export.reuse import Same, model_key, reused, tensors_key
+    from compress.export.reuse import reused
+
+    key = conversion_key(module, example, precision, calib_data, calibration, per_channel, excluded)
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def conversion_key(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
+                   per_channel: bool, excluded: list[str]) -> tuple:
+    """What makes one ``.pte`` lowering (compress.export.reuse)."""
+    from compress.export.reuse import Same, model_key, tensors_key
 
     calibrated = precision == "int8"
-    key = ("pte", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
-           calibration if calibrated else None, per_channel, tuple(excluded))
-    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+    return ("pte", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+            calibration if calibrated else None, per_channel, tuple(excluded))
 
 
 def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str], "Lowered"]:

@@ -43,12 +43,24 @@ def reused(key: tuple, make: Callable[[], tuple], notes: list[str]) -> tuple:
     if kept is not None and key in kept:
         result, added = kept[key]
         notes.extend(added)
-        return tuple(list(part) if isinstance(part, list) else part for part in result)
+        return _copied(result)
     start = len(notes)
     result = make()
-    if kept is not None:
-        kept[key] = (tuple(list(part) if isinstance(part, list) else part for part in result), notes[start:])
+    keep(key, result, notes[start:])
     return result
+
+
+def keep(key: tuple, result: tuple, notes: list[str]) -> None:
+    """Hold ``result`` and the notes its conversion wrote for ``key`` within the running ``conversions()`` block, as
+    ``reused`` does for what it makes (compress.export.ahead hands in conversions made by a second process)."""
+    kept = _RUN.get()
+    if kept is not None:
+        kept[key] = (_copied(result), list(notes))
+
+
+def _copied(result: tuple) -> tuple:
+    """Lists copied, so a caller appending to one does not change what is kept."""
+    return tuple(list(part) if isinstance(part, list) else part for part in result)
 
 
 class Same:

@@ -115,12 +115,20 @@ def build_tflite(module: nn.Module, example: tuple, precision: str, calib_data: 
 
     Within one run (compress.export.reuse) the same inputs convert once: the pre-flight's dry run, the fp32 file
     and the quantized file share their conversions."""
-    from compress.export.reuse import Same, model_key, reused, tensors_key
+    from compress.export.reuse import reused
+
+    key = conversion_key(module, example, precision, calib_data, calibration, per_channel, excluded)
+    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+
+
+def conversion_key(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
+                   per_channel: bool, excluded: list[str]) -> tuple:
+    """What makes one TFLite conversion (compress.export.reuse): what the precision does not use is left out."""
+    from compress.export.reuse import Same, model_key, tensors_key
 
     calibrated = PRECISION_RECORDS[precision].calibrated
-    key = ("tflite", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
-           calibration if calibrated else None, *((per_channel, tuple(excluded)) if precision != "fp32" else ()))
-    return reused(key, lambda: _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes), notes)
+    return ("tflite", precision, model_key(module), tensors_key(example), Same(calib_data if calibrated else None),
+            calibration if calibrated else None, *((per_channel, tuple(excluded)) if precision != "fp32" else ()))
 
 
 def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
