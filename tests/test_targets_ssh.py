@@ -148,6 +148,26 @@ def test_ssh_parity_outputs_match_the_local_runtime(sshd, tiny_onnx):
     np.testing.assert_allclose(result.outputs[0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_pte_over_ssh_runs_in_executorch_like_locally(sshd, tmp_path, cli):
+    pytest.importorskip("executorch")
+    from compress.export.pte import export_pte
+    from compress.model import ModelHandle
+    from compress.runtimes import open_runner
+    from compress.spec import InputSpec, TensorSpec
+    from compress.targets.base import RunRequest, open_target
+
+    handle = ModelHandle(Tiny().eval(), InputSpec((TensorSpec("image", (-1, 1, 8, 8)),)), "mem", "pickle", "")
+    program = export_pte(handle, tmp_path / "tiny.fp32.pte", "fp32").path
+    x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    target = open_target(sshd["url"], identity=sshd["identity"], known_hosts=sshd["known_hosts"], python=sys.executable)
+    result = target.run(RunRequest(program, batch=1, inputs=(x,), want_outputs=True))
+    np.testing.assert_allclose(result.outputs[0], open_runner(program).run((x,))[0], rtol=1e-5, atol=1e-6)
+    timed = cli("bench", program, "--target", sshd["url"], "--runs", "10", "--warmup", "2", "--json", *ssh_args(sshd))
+    assert timed.exit_code == 0, timed.output
+    entry = json.loads(timed.stdout)["results"][0]
+    assert entry["runtime"] == "executorch" and entry["p50_ms"] > 0 and entry["emulated"] is False and entry["runs"] <= 10
+
+
 def test_insecure_skips_host_key_check_and_says_so(sshd, tiny_onnx, cli, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
