@@ -118,7 +118,7 @@ class QuantizeResult:
 
 
 Step = Callable[[str], None]
-AHEAD_PHASE = "second process: TFLite/.pte conversions (wall: the wait for it; CPU: all of its work)"
+AHEAD_PHASE = "second process: TFLite/.pte conversions"  # wall: the wait for it; CPU: all of its work
 
 
 def _finding_dict(finding) -> dict:
@@ -270,16 +270,21 @@ def quantize(
     return QuantizeResult(run_dir, report, preflight)
 
 
+def converts_ahead(config: QuantizeConfig) -> bool:
+    """Whether a run with ``config`` converts TFLite/.pte files in a second process while ONNX work goes on (the CLI
+    starts that process before it loads the model: compress.export.ahead.prewarm)."""
+    return "onnx" in config.formats and any(name in ("tflite", "pte") for name in config.formats) and not config.exclude
+
+
 def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan):
     """Start the TFLite/.pte conversions the run will ask for in a second process (compress.export.ahead), when ONNX
     work can overlap them; None otherwise."""
     from compress.export.ahead import Job, convert_ahead
     from compress.export.pt2e import eval_mode, export_batch
 
-    converted = [name for name in config.formats if name in ("tflite", "pte")]
-    if not converted or "onnx" not in config.formats or plan.calibration is None or config.exclude \
-            or handle.module is None or handle.source_format == "torchscript":
+    if not converts_ahead(config) or plan.calibration is None or handle.module is None or handle.source_format == "torchscript":
         return None
+    converted = [name for name in config.formats if name in ("tflite", "pte")]
     precisions = [p for p in config.precisions if p == "int8"] + (["fp32"] if config.include_fp32 else [])
     jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
             for name in converted for precision in precisions]

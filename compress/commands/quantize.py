@@ -52,7 +52,7 @@ def quantize_command(
     from compress.errors import GateFailed, UsageError
     from compress.gates import failure_message
     from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.quantize import QuantizeConfig, converts_ahead, quantize
 
     with handle_errors(opts.debug, opts.json_out):
         try:
@@ -69,6 +69,10 @@ def quantize_command(
             raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
         from compress.streams import parse_batch_axes, parse_pairs
 
+        if converts_ahead(config):
+            from compress.export.ahead import prewarm
+
+            prewarm()  # the second process imports its libraries while this one loads the model
         handle = load_model(model, arch=opts.arch, arch_kwargs=parse_kwargs(opts.arch_kwargs), input_shapes=opts.input_shape,
                             trust_pickle=opts.trust_pickle,
                             batch_axes=parse_batch_axes(batch_axis), state=parse_pairs(state, "--state"),

@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib
 import os
 import pickle
 import subprocess
@@ -43,12 +45,14 @@ class Job:
     per_channel: bool
 
 
+_WARM: list[tuple[subprocess.Popen, int]] = []  # a second process started by prewarm(), waiting for its request
+
+
 class Ahead:
     """The second process at work; ``collect()`` waits for it and keeps what it converted."""
 
     def __init__(self, process: subprocess.Popen, reader: int, keys: list[tuple]):
         self.process, self.reader, self.keys = process, reader, keys
-        atexit.register(self.close)
 
     def collect(self) -> int:
         """Wait for the second process, keep its conversions in the run's cache; how many it made (0 on failure)."""
@@ -57,7 +61,6 @@ class Ahead:
         with os.fdopen(self.reader, "rb") as pipe:
             data = pipe.read()
         self.process.wait()
-        atexit.unregister(self.close)
         try:
             answers = pickle.loads(data)  # written by the second process this one started, over its own pipe
         except Exception:
@@ -72,9 +75,29 @@ class Ahead:
 
     def close(self) -> None:
         """Stop the second process (a run that ends before collecting)."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        _stop(self.process)
+
+
+def prewarm() -> None:
+    """Start the second process now, so that it imports torch and litert-torch while this one loads the model; the
+    next ``convert_ahead`` hands it its request (unused, it is stopped at exit)."""
+    if not _WARM and (os.cpu_count() or 1) >= 2:
+        _WARM.append(_spawn())
+
+
+def _spawn() -> tuple[subprocess.Popen, int]:
+    reader, writer = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "compress.export.ahead", str(writer)], stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, pass_fds=(writer,))
+    os.close(writer)
+    atexit.register(_stop, process)
+    return process, reader
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job]) -> Ahead | None:
@@ -86,10 +109,7 @@ def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job]) -> Ahead |
     except Exception:  # a module that does not pickle is converted here, as before
         return None
     keys = [_key(module, example, job) for job in jobs]
-    reader, writer = os.pipe()
-    process = subprocess.Popen([sys.executable, "-m", "compress.export.ahead", str(writer)], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, pass_fds=(writer,))
-    os.close(writer)
+    process, reader = _WARM.pop() if _WARM and _WARM[-1][0].poll() is None else _spawn()
     threading.Thread(target=_send, args=(process.stdin, request), daemon=True).start()
     return Ahead(process, reader, keys)
 
@@ -137,7 +157,13 @@ def main(writer: int) -> None:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # the first process works on the other core
-    request = pickle.loads(sys.stdin.buffer.read())  # sent by the process that started this one
+    for heavy in ("compress.export.tflite", "litert_torch"):  # imported while the first process loads the model
+        with contextlib.suppress(ImportError):
+            importlib.import_module(heavy)
+    received = sys.stdin.buffer.read()
+    if not received:  # prewarmed, then not needed
+        return
+    request = pickle.loads(received)  # sent by the process that started this one
     answers = [_convert(request["module"], request["example"], job) for job in request["jobs"]]
     with os.fdopen(writer, "wb") as pipe:
         pipe.write(pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
