@@ -289,7 +289,8 @@ def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan):
     jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
             for name in converted for precision in precisions]
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
-    return convert_ahead(eval_mode(handle.module), example, jobs)
+    program = handle.source_path if handle.source_format == "exported_program" else None
+    return convert_ahead(eval_mode(handle.module), example, jobs, program)
 
 
 def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, policy: GatePolicy,

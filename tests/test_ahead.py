@@ -52,3 +52,28 @@ def test_an_unused_prewarmed_process_ends_with_its_parent():
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(pid)
+
+
+def test_a_pt2_model_is_reloaded_there_and_converted_to_the_same_bytes(tmp_path):
+    from compress.export.pt2e import eval_mode, export_batch
+    from compress.export.reuse import conversions
+    from compress.export.tflite import build_tflite
+    from compress.model import load_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
+    path = tmp_path / "net.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 8, 8),)), str(path))
+    handle = load_model(path)
+    module = eval_mode(handle.module)
+    example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
+    job = Job("tflite", "fp32", None, "minmax", True)
+    with conversions():
+        ahead = convert_ahead(module, example, [job], program=str(path))
+        assert ahead is not None and ahead.collect() == 1  # an unlifted .pt2 module does not pickle: the file went
+        from_there = build_tflite(module, example, "fp32", None, "minmax", True, [], [])[0]
+    assert from_there == build_tflite(module, example, "fp32", None, "minmax", True, [], [])[0]  # converted here
+    with torch.no_grad():
+        next(module.parameters()).add_(1.0)  # the model in memory is no longer the file's
+    with conversions():
+        assert convert_ahead(module, example, [job], program=str(path)).collect() == 0

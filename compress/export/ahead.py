@@ -100,17 +100,28 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job]) -> Ahead | None:
-    """Start converting ``jobs`` of ``module`` in a second process; None when that cannot help here."""
+def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: str | None = None) -> Ahead | None:
+    """Start converting ``jobs`` of ``module`` in a second process; None when that cannot help here.
+
+    ``program``: the torch.export ``.pt2`` file ``module`` was loaded from. Modules unlifted from a program do not
+    pickle (torch puts a local function in them), so the second process loads that file itself, through the same
+    checks as any model file (compress.safe_load: nothing in it runs), and converts only if its weights are exactly
+    ``module``'s."""
     if not jobs or (os.cpu_count() or 1) < 2 or not _classes_importable(module):
         return None
-    try:
-        request = pickle.dumps({"module": module, "example": example, "jobs": jobs}, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # a module that does not pickle is converted here, as before
-        return None
     keys = [_key(module, example, job) for job in jobs]
+    request = {"module": module, "example": example, "jobs": jobs}
+    try:
+        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        if program is None:  # converted here, as before
+            return None
+        from compress.export.reuse import model_key
+
+        request = {**request, "module": None, "program": str(program), "digest": model_key(module)[1]}
+        data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     process, reader = _WARM.pop() if _WARM and _WARM[-1][0].poll() is None else _spawn()
-    threading.Thread(target=_send, args=(process.stdin, request), daemon=True).start()
+    threading.Thread(target=_send, args=(process.stdin, data), daemon=True).start()
     return Ahead(process, reader, keys)
 
 
@@ -149,6 +160,20 @@ def _convert(module: nn.Module, example: tuple, job: Job) -> tuple[tuple, list[s
     return result, notes
 
 
+def _program_module(path: str, digest: str) -> nn.Module | None:
+    """The module of the ``.pt2`` at ``path`` (loaded with compress's checks, nothing trusted), if its weights digest
+    to ``digest`` (compress.export.reuse.model_key); None otherwise."""
+    from compress.export.pt2e import eval_mode
+    from compress.export.reuse import model_key
+    from compress.model import load_model
+
+    try:
+        module = eval_mode(load_model(path).module)
+    except Exception:
+        return None
+    return module if model_key(module)[1] == digest else None
+
+
 def main(writer: int) -> None:
     """The second process: read the request from stdin, convert, write the answers to ``writer``."""
     import warnings
@@ -164,7 +189,10 @@ def main(writer: int) -> None:
     if not received:  # prewarmed, then not needed
         return
     request = pickle.loads(received)  # sent by the process that started this one
-    answers = [_convert(request["module"], request["example"], job) for job in request["jobs"]]
+    module = request["module"]
+    if module is None:
+        module = _program_module(request["program"], request["digest"])
+    answers = [_convert(module, request["example"], job) if module is not None else None for job in request["jobs"]]
     with os.fdopen(writer, "wb") as pipe:
         pipe.write(pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
 
