@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from compress.commands._common import PIPE_WIDTH
+from compress.quantize import AHEAD_PHASE
 
 PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")  # "[0:04] int8 onnx: quantize, verify, time" in a pipe or a CI log
 
@@ -26,8 +27,8 @@ def test_readme_quantize_prints_its_table_on_stdout_and_only_compress_lines_on_s
     foreign = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)
                and not line.startswith("error: ")]  # exit 1 (the gate on a 1-epoch model) ends with compress's own line
     assert foreign == [], f"{len(foreign)} stderr lines are not compress's:\n" + "\n".join(foreign)
-    # steps over 2 s print: the pre-flight converts to TFLite int8 (the int8 tflite step reuses that file, see reuse.py)
-    assert any("pre-flight" in line for line in done.stderr.splitlines()), done.stderr
+    # steps over 2 s print: the wait for the second process's TFLite conversions (compress.export.ahead)
+    assert any(AHEAD_PHASE in line for line in done.stderr.splitlines()), done.stderr
 
 
 def test_native_logs_and_foreign_warnings_are_kept_off_stderr():
