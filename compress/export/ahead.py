@@ -73,10 +73,6 @@ class Ahead:
                 made += 1
         return made
 
-    def close(self) -> None:
-        """Stop the second process (a run that ends before collecting)."""
-        _stop(self.process)
-
 
 def prewarm() -> None:
     """Start the second process now, so that it imports torch and litert-torch while this one loads the model; the
@@ -95,6 +91,7 @@ def _spawn() -> tuple[subprocess.Popen, int]:
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """At exit: a second process still converting (a run that ended before collecting) or still waiting is stopped."""
     if process.poll() is None:
         process.kill()
         process.wait()
