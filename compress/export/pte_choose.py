@@ -20,8 +20,9 @@ import numpy as np
 from torch import nn
 
 from compress.data import Dataset
-from compress.export.faithful import FIDELITY_SAMPLES, as_faithful, first_batches, output_fidelity
+from compress.export.faithful import FIDELITY_SAMPLES, as_faithful, output_fidelity
 from compress.export.pt2e import batch_of
+from compress.training import predict
 
 
 def smaller_scales_if_as_faithful(quantize: Callable[[bool], nn.Module], module: nn.Module, calib_data: Dataset,
@@ -36,8 +37,8 @@ def smaller_scales_if_as_faithful(quantize: Callable[[bool], nn.Module], module:
     if samples == 0:
         return per_channel, True, "weight scales per channel (too few calibration samples to compare per-tensor scales)"
     per_tensor = quantize(False)
-    batches = first_batches(calib_data, samples, batch)
-    reference, channel, tensor = (_outputs(m, batches) for m in (module, per_channel, per_tensor))
+    compared_on = calib_data.subset(np.arange(samples), calib_data.split_name)
+    reference, channel, tensor = (predict(m, compared_on, batch) for m in (module, per_channel, per_tensor))
     channel_fidelity, tensor_fidelity = output_fidelity(reference, channel), output_fidelity(reference, tensor)
     compared = (f"SQNR {tensor_fidelity['sqnr_db']:.1f} vs {channel_fidelity['sqnr_db']:.1f} dB"
                 + (f", top-1 agreement {tensor_fidelity['top1_agreement']:.3f} vs {channel_fidelity['top1_agreement']:.3f}"
@@ -48,9 +49,3 @@ def smaller_scales_if_as_faithful(quantize: Callable[[bool], nn.Module], module:
                                    "(a per-channel program keeps scales per output channel)")
     return per_channel, True, f"weight scales per channel: per tensor is less faithful to fp32 ({compared})"
 
-
-def _outputs(module: nn.Module, batches: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
-    from compress.runtimes.torch_eager import TorchRunner
-
-    runner = TorchRunner.from_module(module, None)
-    return [np.concatenate(parts) for parts in zip(*(runner.run(arrays) for arrays in batches))]

@@ -13,7 +13,6 @@ from compress.phases import PhaseClock
 from compress.rundir import holds_run_dir, located, staged
 
 
-
 @holds_run_dir("qat")
 def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats: tuple[str, ...] = FORMATS,
             bench: dict | None = None, policy=None, on_epoch=None, step=None) -> dict:
