@@ -2,8 +2,8 @@
 
 Variants, all on the same checkpoint and the real test split: fp32 in torch, LiteRT and onnxruntime (compress's
 export; its transformer fusions; onnxruntime with its own runtime SkipLayerNormFusion switched off), int8 static and
-dynamic-MatMul/Gemm on the unfused and the fused graph, ORT's int8-dynamic, and the file `compress quantize` writes
-(its measured pick). Timed interleaved in one run at batch 1 two ways: wall-clock p50 with each runtime's default
+dynamic-MatMul/Gemm on the unfused and the fused graph, ORT's int8-dynamic, and the files `compress quantize` writes
+(its measured ONNX pick, and its int8 TFLite in LiteRT). Timed interleaved in one run at batch 1 two ways: wall-clock p50 with each runtime's default
 threads (what `python -m bench` reports) and the calling thread's CPU-time p50 with one thread (stable on a busy
 machine). ``vs best fp32`` divides the best fp32 p50 by the variant's. An onnxruntime profile (one thread) splits
 the fp32 and picked int8 files' time into GEMMs and the rest, and gives the GEMM throughput: the ceiling of the
@@ -125,26 +125,31 @@ def build(workdir: Path, epochs: int | None):
     files["int8-dynamic"] = quantize_onnx(files["fp32"], workdir / "int8-dynamic.onnx", "int8-dynamic").path
     picked = get_format("onnx").quantize(QuantizeJob(handle, "int8", workdir / "compress-int8.onnx", files["fp32"], calibration))
     files["compress-int8"] = picked.path
+    tflite = get_format("tflite").quantize(QuantizeJob(handle, "int8", workdir / "compress-int8.tflite", None, calibration))
+    files["compress-int8-tflite"] = tflite.path
     return handle, splits.test, files, fusion.describe(), picked
 
 
 def variants(handle, files: dict[str, Path], workdir: Path, example: tuple, threads: int | None) -> list[Variant]:
     torch.set_num_threads(threads or TORCH_THREADS)
-    built = [fp32_torch(handle.module), _litert(handle.module, example, workdir / "fp32.tflite", threads)]
+    fp32_tflite = workdir / "fp32.tflite"
+    if not fp32_tflite.exists():
+        fp32_litert(handle.module, example, fp32_tflite)
+    built = [fp32_torch(handle.module), _litert("fp32-litert", fp32_tflite, threads)]
     built.append(ort_variant("fp32-ort", files["fp32"], threads))
     built.append(ort_variant("fp32-ort-no-skiplayernorm-fusion", files["fp32"], threads, ("SkipLayerNormFusion",)))
     built.append(ort_variant("fp32-ort-fused", files["fp32-fused"], threads))
-    built += [ort_variant(name, path, threads) for name, path in files.items() if name.startswith(("int8", "compress"))]
+    built += [ort_variant(name, path, threads) for name, path in files.items()
+              if name.startswith(("int8", "compress")) and path.suffix == ".onnx"]
+    built.append(_litert("compress-int8-tflite", files["compress-int8-tflite"], threads))
     return built
 
 
-def _litert(module, example, path: Path, threads: int | None) -> Variant:
+def _litert(name: str, path: Path, threads: int | None) -> Variant:
     from compress.runtimes import open_runner
 
-    if not path.exists():
-        fp32_litert(module, example, path)
     runner = open_runner(path, threads=threads)
-    return Variant("fp32-litert", runner.name, 32, path.stat().st_size, runner.run)
+    return Variant(name, runner.name, 8 if "int8" in name else 32, path.stat().st_size, runner.run)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -36,6 +36,11 @@ class PhaseClock:
         self.phases: dict[str, list[float]] = {}
         self.current: tuple[str, tuple[float, float]] | None = None
 
+    @property
+    def running(self) -> str | None:
+        """The phase open now, if any."""
+        return self.current[0] if self.current else None
+
     def begin(self, phase: str) -> None:
         """Close the running phase and open ``phase``."""
         self.stop()

@@ -10,9 +10,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Iterator
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -126,12 +127,14 @@ def _finding_dict(finding) -> dict:
     return {k: getattr(finding, k) for k in ("format", "op", "node", "layer", "severity", "message", "suggestion")}
 
 
-def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path], plan: DataPlan, run_dir: Path) -> list[dict]:
-    """Ops each format cannot quantize or run, found before the reference and verification (``fp32``: the fp32 files
-    exported so far). Each format sees the job it will quantize, with nothing excluded yet. Errors stop the run (exit 2)."""
+def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path], plan: DataPlan, run_dir: Path,
+                  formats: list[str] | None = None) -> list[dict]:
+    """Ops each format (of ``formats``, default all) cannot quantize or run, found before its verification (``fp32``:
+    the fp32 files exported so far). Each format sees the job it will quantize, with nothing excluded yet. Errors stop
+    the run (exit 2)."""
     findings = []
     for precision in config.precisions:
-        for name in config.formats:
+        for name in formats or config.formats:
             fmt = registry.get(name)
             if fmt.preflight is not None:
                 job = _job(handle, name, precision, staged(run_dir, fmt.filename(precision)), fp32.get(name), plan, config, [])
@@ -212,18 +215,25 @@ def quantize(
         notes.append("NO DATA: calibrated on random inputs; no accuracy claim is made (top-1 and SQNR marked ~ compare each "
                      "file with fp32 torch on the same random inputs). Pass --data for real numbers.")
 
-    ahead = _convert_ahead(handle, config, plan)
+    @contextlib.contextmanager
+    def waiting() -> Iterator[None]:
+        """A wait for the second process is its own phase; then the interrupted one goes on."""
+        interrupted = clock.running
+        step(AHEAD_PHASE)
+        yield
+        if interrupted:
+            step(interrupted)
+
+    ahead = _convert_ahead(handle, config, plan, waiting)
+    later = ahead.formats if ahead is not None else []  # converted there: checked and verified last
     fp32: dict[str, Path] = {}  # exported up front: the files a format quantizes from
     for fmt in map(registry.get, config.formats):
         if fmt.quantizes_fp32_file:
             step(f"exporting fp32 {fmt.name}")
             fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
             fmt.export_fp32(handle, fp32[fmt.name])
-    if ahead is not None:
-        step(AHEAD_PHASE)
-        ahead.collect()
     step("pre-flight")
-    preflight = refused + run_preflight(handle, config, fp32, plan, run_dir)
+    preflight = refused + run_preflight(handle, config, fp32, plan, run_dir, [f for f in config.formats if f not in later])
 
     if reference is None:
         step("measuring the reference")
@@ -245,18 +255,27 @@ def quantize(
     if config.analyze:
         ranked_layers()
 
-    for fmt in map(registry.get, config.formats):
+    for fmt in map(registry.get, sorted(config.formats, key=later.__contains__)):
+        if fmt.name in later:  # its conversions were made beside the work above; waits for the first one
+            step("pre-flight")
+            preflight += run_preflight(handle, config, fp32, plan, run_dir, [fmt.name])
         if config.include_fp32:
             step(f"fp32 {fmt.name}: export and verify")
             if fmt.name not in fp32:
                 fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
-            artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads, bench=bench))
+            artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads))
         fp32_entry = next((a for a in artifacts if a["format"] == fmt.name and a["precision"] == "fp32"), None)
         for precision in config.precisions:
-            step(f"{precision} {fmt.name}: quantize, verify, time")
-            artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config, bench,
+            step(f"{precision} {fmt.name}: quantize and verify")
+            artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config,
                                                 policy, fp32_entry, ranked_layers, step))
 
+    artifacts.sort(key=lambda a: config.formats.index(a["format"]))  # the order asked for
+    if ahead is not None:
+        ahead.close()  # it has answered everything asked of it
+    if bench is not None:  # last: the second process has ended, so nothing else runs on the cores meanwhile
+        step("timing the files")
+        time_artifacts(run_dir, artifacts, bench)
     step("stream evaluation")
     extra = {
         "streams": stream_report(handle, plan, run_dir, artifacts, config.seed),
@@ -277,9 +296,9 @@ def converts_ahead(config: QuantizeConfig) -> bool:
     return "onnx" in config.formats and any(name in AHEAD_FORMATS for name in config.formats) and not config.exclude
 
 
-def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan):
+def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, waiting):
     """Start the TFLite/.pte conversions the run will ask for in a second process (compress.export.ahead), when ONNX
-    work can overlap them; None otherwise."""
+    work can overlap them; None when it cannot help. ``waiting``: see ``convert_ahead``."""
     from compress.export.ahead import Job, convert_ahead
     from compress.export.pt2e import eval_mode, export_batch
 
@@ -291,12 +310,21 @@ def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan):
             for name in converted for precision in precisions]
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     program = handle.source_path if handle.source_format == "exported_program" else None
-    return convert_ahead(eval_mode(handle.module), example, jobs, program)
+    return convert_ahead(eval_mode(handle.module), example, jobs, program, waiting)
 
 
-def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, bench, policy: GatePolicy,
+def time_artifacts(run_dir: Path, artifacts: list[dict], bench: dict) -> None:
+    """Time every verified file (compress.benchmark.benchmark_artifact with ``bench``) into its ``latency``."""
+    from compress.benchmark import benchmark_artifact
+
+    for entry in artifacts:
+        if not is_failed(entry):
+            entry["latency"].append(benchmark_artifact(Path(run_dir) / entry["path"], **bench))
+
+
+def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Reference, heads, config, policy: GatePolicy,
                        fp32: dict | None, ranked_layers: Callable[[], list[str]], step) -> dict:
-    """Quantize and verify; a static int8 file that fails its quality gates is repaired (compress.repair); time it."""
+    """Quantize and verify; a static int8 file that fails its quality gates is repaired (compress.repair)."""
     from compress.repair import RepairStep, repair, should_repair
 
     def attempt(change: RepairStep) -> dict:
@@ -314,10 +342,6 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
     elif skipped.startswith("the fp32"):
         entry["notes"].append(f"not repaired: {skipped}")
     entry["name"] = f"{precision}-{fmt}"
-    if bench is not None and not is_failed(entry):
-        from compress.benchmark import benchmark_artifact
-
-        entry["latency"].append(benchmark_artifact(run_dir / entry["path"], **bench))
     return entry
 
 

@@ -3,11 +3,13 @@ to take, and that it never outlives the process that started it. The files it ma
 conversions in tests/test_quantize.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from compress.export.ahead import Job, convert_ahead
@@ -77,3 +79,57 @@ def test_a_pt2_model_is_reloaded_there_and_converted_to_the_same_bytes(tmp_path)
         next(module.parameters()).add_(1.0)  # the model in memory is no longer the file's
     with conversions():
         assert convert_ahead(module, example, [job], program=str(path)).collect() == 0
+
+
+def _small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
+
+
+def test_each_answer_is_waited_for_only_when_asked_and_kept_with_the_bytes_made_here():
+    import numpy as np
+
+    from compress.data import Dataset
+    from compress.export.reuse import conversions
+    from compress.export.tflite import build_tflite
+
+    net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
+    calib = Dataset("calib", (np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32),))
+    jobs = [Job("tflite", "int8", calib, "minmax", True), Job("tflite", "fp32", None, "minmax", True)]
+    waits = []
+    with conversions():
+        ahead = convert_ahead(net, example, jobs, waiting=lambda: waits.append(1) or contextlib.nullcontext())
+        assert ahead is not None and ahead.formats == ["tflite"] and ahead.received == 0  # nothing read before it is asked for
+        int8 = build_tflite(net, example, "int8", calib, "minmax", True, [], [])[0]
+        assert ahead.received == 1 and ahead.made == 1 and waits  # the int8 answer only
+        fp32 = build_tflite(net, example, "fp32", None, "minmax", True, [], [])[0]
+        assert ahead.made == 2 and ahead.process.returncode == 0  # every answer read: the process is reaped
+    assert int8 == build_tflite(net, example, "int8", calib, "minmax", True, [], [])[0]  # outside a run: converted here
+    assert fp32 == build_tflite(net, example, "fp32", None, "minmax", True, [], [])[0]
+
+
+def test_a_conversion_that_failed_there_is_made_here_with_its_usual_error():
+    import numpy as np
+
+    from compress.data import Dataset
+    from compress.export.reuse import conversions
+    from compress.export.tflite import build_tflite
+
+    net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
+    wrong = Dataset("calib", (np.zeros((4, 1, 5, 5), np.float32),))  # too small for the convolution and the linear
+    with conversions():
+        ahead = convert_ahead(net, example, [Job("tflite", "int8", wrong, "minmax", True)])
+        with pytest.raises(Exception) as here:
+            build_tflite(net, example, "int8", wrong, "minmax", True, [], [])
+        assert ahead.received == 1 and ahead.made == 0  # it answered "failed"; this process converted and raised
+    assert "shape" in str(here.value) or "size" in str(here.value)
+
+
+def test_a_run_that_ends_first_stops_the_second_process():
+    from compress.export.reuse import conversions
+
+    net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
+    with conversions():
+        ahead = convert_ahead(net, example, [Job("tflite", "fp32", None, "minmax", True)])
+    assert ahead.process.returncode is not None  # stopped and reaped when the run's block ended
+    assert not _alive(ahead.process.pid)

@@ -11,7 +11,7 @@ import pytest
 from compress.commands._common import PIPE_WIDTH
 from compress.quantize import AHEAD_PHASE
 
-PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")  # "[0:04] int8 onnx: quantize, verify, time" in a pipe or a CI log
+PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")  # "[0:04] int8 onnx: quantize and verify" in a pipe or a CI log
 
 
 def test_readme_quantize_prints_its_table_on_stdout_and_only_compress_lines_on_stderr(zoo_checkpoint, tmp_path):

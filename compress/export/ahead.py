@@ -4,16 +4,18 @@ On a small model the litert-torch conversions (fp32, and PT2E int8 with calibrat
 `compress quantize` computes, and they do not depend on the ONNX work. So at the start of a run the torch module, the
 example inputs and the calibration set go to a second Python process over a pipe (objects of this process, pickled
 here, never read from a file), which converts the jobs the pre-flight and the exports will ask for, one thread each,
-and sends the bytes back. They enter the run's conversion cache (compress.export.reuse) under the keys the exports
-compute, so nothing is converted twice and every file holds the bytes an in-process conversion writes. When the
-second process cannot help (one core, a module whose classes are not compress's or torch's, a pickling or
-conversion failure), this process converts as before; errors then surface with their usual messages.
+and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in the run's conversion cache
+(compress.export.reuse) under the key the export computes: the first export that asks for it waits for that one
+answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
+in-process conversion writes. When the second process cannot help (one core, a module whose classes are not
+compress's or torch's, a pickling or conversion failure), this process converts as before; errors then surface with
+their usual messages.
 
 Example:
     >>> with conversions():
     ...     ahead = convert_ahead(module, example, [Job("tflite", "int8", calib, "minmax", True)])
     ...     ...                      # ONNX work, meanwhile
-    ...     ahead.collect()          # the cache holds the int8 conversion; the pre-flight and export reuse it
+    ...     build_tflite(module, ...)  # waits for the int8 conversion, made there, and keeps it
 """
 from __future__ import annotations
 
@@ -22,10 +24,13 @@ import contextlib
 import importlib
 import os
 import pickle
+import select
+import struct
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 from torch import nn
 
@@ -49,29 +54,84 @@ _WARM: list[tuple[subprocess.Popen, int]] = []  # a second process started by pr
 
 
 class Ahead:
-    """The second process at work; ``collect()`` waits for it and keeps what it converted."""
+    """The second process at work: its answers, read one at a time, in the order of its jobs, as they are needed."""
 
-    def __init__(self, process: subprocess.Popen, reader: int, keys: list[tuple]):
-        self.process, self.reader, self.keys = process, reader, keys
+    def __init__(self, process: subprocess.Popen, reader: int, jobs: list[Job], keys: list[tuple],
+                 waiting: Callable[[], ContextManager]):
+        self.process, self.reader, self.keys, self.waiting = process, reader, keys, waiting
+        self.formats = list(dict.fromkeys(job.fmt for job in jobs))  # what it converts
+        self.received = 0  # answers read so far (keys[:received] are kept or known failed)
+        self.made = 0
 
-    def collect(self) -> int:
-        """Wait for the second process, keep its conversions in the run's cache; how many it made (0 on failure)."""
+    def wait_for(self, index: int) -> None:
+        """Read answers until the ``index``-th job's has come (each kept in the run's cache); a second process that
+        ended early leaves the rest to this one. Waiting, and reaping the process (its CPU time), run in ``waiting()``."""
+        if self.received > index or self.reader < 0:
+            return
+        blocks = index == len(self.keys) - 1 or not select.select([self.reader], [], [], 0)[0]
+        with self.waiting() if blocks else contextlib.nullcontext():
+            self._read(index)
+
+    def _read(self, index: int) -> None:
         from compress.export.reuse import keep
 
-        with os.fdopen(self.reader, "rb") as pipe:
-            data = pipe.read()
-        self.process.wait()
-        try:
-            answers = pickle.loads(data)  # written by the second process this one started, over its own pipe
-        except Exception:
-            return 0
-        made = 0
-        for key, answer in zip(self.keys, answers):
+        answer = None
+        while self.received <= index:
+            answer = _read_frame(self.reader)
+            if answer is _ENDED:
+                break
             if answer is not None:
                 result, notes = answer
-                keep(key, result, notes)
-                made += 1
-        return made
+                keep(self.keys[self.received], result, notes)
+                self.made += 1
+            self.received += 1
+        if self.received == len(self.keys) or answer is _ENDED:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=30)  # it exits once its pipe is written
+            self.close()
+
+    def collect(self) -> int:
+        """Wait for every answer; how many conversions the second process made."""
+        self.wait_for(len(self.keys) - 1)
+        return self.made
+
+    def close(self) -> None:
+        """Stop the second process if it is still converting (the run ended first), and reap it."""
+        if self.reader >= 0:
+            os.close(self.reader)
+            self.reader = -1
+        _stop(self.process)
+
+
+_ENDED = object()  # the second process closed its pipe before the answer asked for
+
+
+def _read_frame(reader: int):
+    """The next answer on the pipe ``reader`` (None: that conversion failed there), or ``_ENDED``."""
+    head = _read_exactly(reader, 8)
+    body = _read_exactly(reader, struct.unpack(">Q", head)[0]) if len(head) == 8 else b""
+    try:
+        return pickle.loads(body)  # written by the second process this one started, over its own pipe
+    except Exception:
+        return _ENDED
+
+
+def _read_exactly(reader: int, size: int) -> bytes:
+    """``size`` bytes, or fewer if the pipe ends first."""
+    parts, left = [], size
+    while left:
+        part = os.read(reader, min(left, 1 << 20))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _write_frame(pipe, answer) -> None:
+    body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.write(struct.pack(">Q", len(body)) + body)
+    pipe.flush()
 
 
 def prewarm() -> None:
@@ -91,19 +151,23 @@ def _spawn() -> tuple[subprocess.Popen, int]:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """At exit: a second process still converting (a run that ended before collecting) or still waiting is stopped."""
+    """A second process still converting (a run that ended before it answered) or still waiting is stopped; reaped."""
     if process.poll() is None:
         process.kill()
-        process.wait()
+    process.wait()
 
 
-def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: str | None = None) -> Ahead | None:
-    """Start converting ``jobs`` of ``module`` in a second process; None when that cannot help here.
+def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: str | None = None,
+                  waiting: Callable[[], ContextManager] = contextlib.nullcontext) -> Ahead | None:
+    """Start converting ``jobs`` of ``module`` in a second process, each ``expect``-ed in the running
+    ``conversions()`` block; None when that cannot help here. ``waiting()``: a context around each wait for it.
 
     ``program``: the torch.export ``.pt2`` file ``module`` was loaded from. Modules unlifted from a program do not
     pickle (torch puts a local function in them), so the second process loads that file itself, through the same
     checks as any model file (compress.safe_load: nothing in it runs), and converts only if its weights are exactly
     ``module``'s."""
+    from compress.export.reuse import expect, on_close
+
     if not jobs or (os.cpu_count() or 1) < 2 or not _classes_importable(module):
         return None
     keys = [_key(module, example, job) for job in jobs]
@@ -119,7 +183,11 @@ def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: s
         data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     process, reader = _WARM.pop() if _WARM and _WARM[-1][0].poll() is None else _spawn()
     threading.Thread(target=_send, args=(process.stdin, data), daemon=True).start()
-    return Ahead(process, reader, keys)
+    ahead = Ahead(process, reader, jobs, keys, waiting)
+    for index, key in enumerate(keys):
+        expect(key, lambda index=index: ahead.wait_for(index))
+    on_close(ahead.close)
+    return ahead
 
 
 def _classes_importable(module: nn.Module) -> bool:
@@ -138,7 +206,7 @@ def _send(stdin, request: bytes) -> None:
     try:
         with stdin:
             stdin.write(request)
-    except (BrokenPipeError, OSError):  # the second process ended early: collect() finds nothing
+    except (BrokenPipeError, OSError):  # the second process ended early: its answers end there
         pass
 
 
@@ -172,7 +240,7 @@ def _program_module(path: str, digest: str) -> nn.Module | None:
 
 
 def main(writer: int) -> None:
-    """The second process: read the request from stdin, convert, write the answers to ``writer``."""
+    """The second process: read the request from stdin, convert, write each answer to ``writer`` when it is made."""
     import warnings
 
     import torch
@@ -189,9 +257,12 @@ def main(writer: int) -> None:
     module = request["module"]
     if module is None:
         module = _program_module(request["program"], request["digest"])
-    answers = [_convert(module, request["example"], job) if module is not None else None for job in request["jobs"]]
     with os.fdopen(writer, "wb") as pipe:
-        pipe.write(pickle.dumps(answers, protocol=pickle.HIGHEST_PROTOCOL))
+        for job in request["jobs"]:
+            try:
+                _write_frame(pipe, _convert(module, request["example"], job) if module is not None else None)
+            except BrokenPipeError:  # the first process no longer needs them
+                return
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Inside ``conversions()`` (one `compress quantize` run), ``reused(key, make, note
 and the notes it appended, and hands both back for the same key. Keys hold the objects themselves (a model by
 identity plus a digest of its tensors, a dataset by identity, example tensors by value), so a model changed in place
 or another calibration set is a new conversion. Outside ``conversions()`` nothing is kept: every call converts.
+A conversion another process is making is ``expect``-ed: the first ``reused`` of its key waits for it there (and
+converts here if it failed); what the block started is stopped when it ends (``on_close``).
 
 Example:
     >>> with conversions():
@@ -21,6 +23,16 @@ from typing import Any, Callable, Iterator
 import torch
 
 _RUN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("compress_conversions", default=None)
+_CLOSERS: contextvars.ContextVar[list | None] = contextvars.ContextVar("compress_conversion_closers", default=None)
+
+
+class _Pending:
+    """A conversion another process is making; ``arrive()`` waits for it and ``keep``s it (or nothing, on failure)."""
+
+    __slots__ = ("arrive",)
+
+    def __init__(self, arrive: Callable[[], None]) -> None:
+        self.arrive = arrive
 
 
 @contextlib.contextmanager
@@ -29,17 +41,41 @@ def conversions() -> Iterator[None]:
     if _RUN.get() is not None:
         yield
         return
-    token = _RUN.set({})
+    token, closers = _RUN.set({}), _CLOSERS.set([])
     try:
         yield
     finally:
+        for close in _CLOSERS.get():
+            close()
+        _CLOSERS.reset(closers)
         _RUN.reset(token)
+
+
+def expect(key: tuple, arrive: Callable[[], None]) -> None:
+    """``key``'s conversion is being made elsewhere: the first ``reused(key, ...)`` calls ``arrive()``, which waits for
+    it and ``keep``s it; if nothing was kept then, ``reused`` converts as usual. Outside ``conversions()``: nothing."""
+    kept = _RUN.get()
+    if kept is not None:
+        kept[key] = _Pending(arrive)
+
+
+def on_close(close: Callable[[], None]) -> None:
+    """Call ``close()`` when the running ``conversions()`` block ends (at once outside one)."""
+    closers = _CLOSERS.get()
+    if closers is None:
+        close()
+    else:
+        closers.append(close)
 
 
 def reused(key: tuple, make: Callable[[], tuple], notes: list[str]) -> tuple:
     """``make()``'s result for ``key`` (made once per ``conversions()`` block); the notes ``make`` appended to
     ``notes`` are appended again on reuse. Failures are not kept."""
     kept = _RUN.get()
+    if kept is not None and isinstance(kept.get(key), _Pending):
+        kept[key].arrive()
+        if isinstance(kept.get(key), _Pending):  # the other process failed: converted here
+            del kept[key]
     if kept is not None and key in kept:
         result, added = kept[key]
         notes.extend(added)
