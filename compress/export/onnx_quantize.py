@@ -251,7 +251,6 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
         base = work / "matmul.onnx"
         if not base.exists():
             onnx.save(gemm_to_matmul(model), str(base))
-    ranges = calibrate(base, calib_data, calibration, work)
     chosen = {name: op for name, op in dynamic_nodes.items() if name not in excluded and (only is None or name in only)}
     static_only = None if only is None else [name for name in only if name not in dynamic_nodes]
     techniques, source = [], base
@@ -264,6 +263,10 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
     if static_only == []:
         shutil.copyfile(source, out)
         return techniques
+    # the fp32 graph's ranges serve when they cover every tensor the static pass reads (the dynamic MatMuls took
+    # the products before the bias away): the static and dynamic-MatMul files of one run share one calibration
+    covered = calibrated_tensors(onnx.load(str(source))) <= calibrated_tensors(model)
+    ranges = calibrate(Path(fp32_path) if covered else base, calib_data, calibration, work)
     _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges, only=static_only)
     return [*techniques, f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
 
@@ -276,6 +279,13 @@ def _rename_dynamic_quantizers(path: Path) -> None:
         if node.op_type == "DynamicQuantizeLinear":
             node.name = f"{node.name}_dynamic"
     onnx.save(model, str(path))
+
+
+def calibrated_tensors(model: onnx.ModelProto) -> set[str]:
+    """The tensors a calibration of ``model`` measures: inputs and outputs of its static op types' nodes, weights aside."""
+    weights = {init.name for init in model.graph.initializer}
+    return {name for node in model.graph.node if node.op_type in STATIC_OP_TYPES
+            for name in (*node.input, *node.output) if name and name not in weights}
 
 
 def calibrate(model_path: Path, calib_data: Dataset, calibration: str, work: Path) -> Path:
