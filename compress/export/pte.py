@@ -37,14 +37,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.export.pt2e import (KEPT_BY_EXCLUDE, batch_of, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
-                                  fixed_batch_note, node_in, observer, one_thread, pt2e_inputs)
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, calibrate_prepared, capture_for_pt2e, capture_to_calibrate, eval_mode,
+                                  eval_of_capture, export_batch, fixed_batch_note, node_in, observer, pt2e_inputs)
 from compress.export.tflite import format_counts
 from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
@@ -158,7 +157,7 @@ def _build(module, example, precision, calib_data, calibration, per_channel, exc
         notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
                      f"{calib_data.size} samples from {calib_data.split_name}")
     elif precision == "int8-dynamic":
-        lowered = lower(_quantize(module, example, _dynamic_config(per_channel), excluded, None, notes), example)
+        lowered = lower(_quantize(module, example, _dynamic_config(per_channel), excluded, None, None, notes), example)
         techniques.append(f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}")
         notes.append("int8-dynamic: linear layers get int8 weights and per-call int8 activations; other ops stay fp32")
     else:
@@ -173,7 +172,7 @@ def _lower_static(module, example, calib_data, calibration, per_channel, exclude
     from compress.export.pte_choose import smaller_scales_if_as_faithful
 
     def quantize(channels: bool, notes: list[str] = notes) -> nn.Module:
-        return _quantize(module, example, _static_config(calibration, channels), excluded, calib_data, notes)
+        return _quantize(module, example, _static_config(calibration, channels), excluded, calib_data, calibration, notes)
 
     if not per_channel:
         return lower(quantize(False), example), False
@@ -215,7 +214,7 @@ def _ptq_quantizer():
 
 
 def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], calib_data: Dataset | None,
-              notes: list[str]) -> nn.Module:
+              calibration: str | None, notes: list[str]) -> nn.Module:
     """PT2E with XNNPACKQuantizer: prepare, observe (calibration batches, or the example for dynamic), convert."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -227,13 +226,14 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
     if excluded:
         quantizer.set_filter_function(lambda node: not node_in(node, excluded))
     try:
-        prepared = prepare_pt2e(capture_for_pt2e(module, example, notes), quantizer)
-        with torch.no_grad(), one_thread():
-            if calib_data is None:
+        if calib_data is None:  # dynamic: the observers only need to see the graph run
+            prepared = prepare_pt2e(capture_for_pt2e(module, example, notes), quantizer)
+            with torch.no_grad():
                 prepared(*example)
-            else:
-                for inputs, _ in calib_data.batches(batch_of(example, calib_data), pad=True):
-                    prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+        else:
+            graph, batch = capture_to_calibrate(module, example, calib_data, calibration, notes)
+            prepared = prepare_pt2e(graph, quantizer)
+            calibrate_prepared(prepared, example, calib_data, batch)
         return eval_of_capture(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):
         raise

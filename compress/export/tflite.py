@@ -34,14 +34,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.export.pt2e import (KEPT_BY_EXCLUDE, batch_of, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
-                                  fixed_batch_note, node_in, observer, one_thread, pt2e_inputs)
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, calibrate_prepared, capture_to_calibrate, eval_mode, eval_of_capture,
+                                  export_batch, fixed_batch_note, node_in, observer, pt2e_inputs)
 from compress.io import atomic_path
 from compress.formats.calibration import CALIBRATIONS
 from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
@@ -192,12 +191,9 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
     from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = _layer_aware_quantizer(calibration, per_channel, excluded)
-    graph = capture_for_pt2e(module, example, notes)
+    graph, batch = capture_to_calibrate(module, example, calib_data, calibration, notes)
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    with torch.no_grad(), one_thread():
-        batch = batch_of(example, calib_data)  # the exported graph has a fixed batch (1, or the program's own)
-        for inputs, _ in calib_data.batches(batch, pad=True):
-            prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+    calibrate_prepared(prepared, example, calib_data, batch)
     converted = eval_of_capture(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     from compress.compat import litert_strict_qdq
 
