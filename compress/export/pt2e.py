@@ -22,7 +22,7 @@ from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
 from compress.model import ModelHandle
 
 EXPORT_BATCH = 1
-CALIBRATION_BATCH = 32  # samples per call when the capture has a dynamic batch axis (capture_to_calibrate)
+CALIBRATION_BATCH = 32  # samples per call of a dynamic-batch twin (prepared_and_calibrated)
 RANDOM_CALIBRATION_SAMPLES = 32
 KEPT_BY_EXCLUDE = "kept in float by --exclude"
 
@@ -84,32 +84,82 @@ def capture_for_pt2e(module: nn.Module, example: tuple, notes: list[str]):
     return graph
 
 
-def capture_to_calibrate(module: nn.Module, example: tuple, calib_data: Dataset | None, calibration: str,
-                         notes: list[str]) -> tuple[torch.fx.GraphModule, int | None]:
-    """The graph PT2E prepares, and the batch to calibrate it at (None: one example batch at a time).
+def prepared_and_calibrated(module: nn.Module, example: tuple, quantizer, calib_data: Dataset, calibration: str,
+                            notes: list[str]) -> torch.fx.GraphModule:
+    """``module`` captured at the export batch, prepared by PT2E with ``quantizer``, its observers fed every
+    calibration sample (ready for ``convert_pt2e``).
 
-    With min/max observers (a range over many samples is the range of the ranges) and an export batch of 1, the
-    graph is captured with a dynamic batch axis (strict, as for the file) and calibrated CALIBRATION_BATCH samples
-    at a time: several times faster than one sample per call, the same ranges up to float rounding (a batch's matrix
-    products round differently). A model whose code fixes its batch is captured and calibrated as before.
+    One sample per call is slow (per-call overhead of the graph and observers dominates small models). With min/max
+    observers (the range of many samples is the range of their ranges) a twin captured with a dynamic batch axis is
+    prepared alike and fed CALIBRATION_BATCH samples per call, and its ranges are copied observer by observer: the
+    graph that is converted stays the one captured at the export batch, and the ranges agree up to float rounding
+    (a batch's matrix products round differently). When the twins do not match, one sample per call, as before.
     """
-    if calibration == "minmax" and calib_data is not None and calib_data.size > 1 and batch_of(example, calib_data) == 1:
-        axes = calib_data.axes or (0,) * len(example)
-        doubled = tuple(torch.cat([tensor, tensor], dim=axis) for tensor, axis in zip(example, axes))
-        dynamic = tuple({axis: torch.export.Dim.DYNAMIC} for axis in axes)
-        try:
-            return torch.export.export(module, doubled, dynamic_shapes=dynamic, strict=True).module(), CALIBRATION_BATCH
-        except Exception:  # specialized on its batch (or strict capture fails): as before
-            pass
-    return capture_for_pt2e(module, example, notes), None
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    prepared = prepare_pt2e(capture_for_pt2e(module, example, notes), quantizer)
+    if not (calibration == "minmax" and _observe_batched(module, example, quantizer, prepared, calib_data)):
+        with torch.no_grad(), one_thread():
+            for inputs, _ in calib_data.batches(batch_of(example, calib_data), pad=True):
+                prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+    return prepared
 
 
-def calibrate_prepared(prepared: torch.fx.GraphModule, example: tuple, calib_data: Dataset, batch: int | None) -> None:
-    """Run every calibration sample through ``prepared``: ``batch`` samples at a time, or (None) at the example's
-    fixed batch, the last batch padded, on one thread (batch-1 tensors gain nothing from threads)."""
-    with torch.no_grad(), (contextlib.nullcontext() if batch else one_thread()):
-        for inputs, _ in calib_data.batches(batch or batch_of(example, calib_data), pad=batch is None):
-            prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+def _observe_batched(module: nn.Module, example: tuple, quantizer, prepared: torch.fx.GraphModule, calib_data: Dataset) -> bool:
+    """Fill ``prepared``'s observers from a dynamic-batch twin fed whole batches; False (nothing changed) when the
+    export batch is not 1, the model fixes its batch, or the twins' observers differ."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    if calib_data.size < 2 or batch_of(example, calib_data) != 1:
+        return False
+    axes = calib_data.axes or (0,) * len(example)
+    doubled = tuple(torch.cat([tensor, tensor], dim=axis) for tensor, axis in zip(example, axes))
+    try:
+        twin = torch.export.export(module, doubled, dynamic_shapes=tuple({axis: torch.export.Dim.DYNAMIC} for axis in axes),
+                                   strict=True).module()
+        twin = _without_size_observers(prepare_pt2e(twin, quantizer))
+        pairs = _matching_observers(prepared, twin)
+        if pairs is None:
+            return False
+        with torch.no_grad():
+            for inputs, _ in calib_data.batches(CALIBRATION_BATCH):
+                twin(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+    except Exception:  # the batch is specialized somewhere, or the twin does not run: one sample per call
+        return False
+    for mine, theirs in pairs:
+        mine.load_state_dict(theirs.state_dict())
+    return True
+
+
+def _without_size_observers(twin: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """The twin without observers on symbolic sizes (a dynamic batch makes ``x.size(0)`` a graph value, which the
+    quantizer may annotate; the export-batch graph has a constant there)."""
+    for node in list(twin.graph.nodes):
+        observed = node.args[0] if node.op == "call_module" and node.args else None
+        if (str(node.target).startswith("activation_post_process_") and isinstance(observed, torch.fx.Node)
+                and not isinstance(observed.meta.get("val"), torch.Tensor)):
+            node.replace_all_uses_with(observed)
+            twin.graph.erase_node(node)
+    twin.recompile()
+    return twin
+
+
+def _matching_observers(prepared: torch.fx.GraphModule, twin: torch.fx.GraphModule) -> list[tuple[nn.Module, nn.Module]] | None:
+    """``(observer, twin's observer)`` pairs, matched by the node each observes; None unless they pair up one to one
+    with the same observer classes."""
+    def observers(graph: torch.fx.GraphModule) -> dict[tuple[str, int], nn.Module]:
+        found: dict[tuple[str, int], nn.Module] = {}
+        for node in graph.graph.nodes:
+            if node.op == "call_module" and str(node.target).startswith("activation_post_process_"):
+                observed = node.args[0].name if node.args and isinstance(node.args[0], torch.fx.Node) else ""
+                index = sum(1 for key in found if key[0] == observed)
+                found[(observed, index)] = graph.get_submodule(str(node.target))
+        return found
+
+    mine, theirs = observers(prepared), observers(twin)
+    if not mine or mine.keys() != theirs.keys() or any(type(mine[k]) is not type(theirs[k]) for k in mine):
+        return None
+    return [(mine[key], theirs[key]) for key in mine]
 
 
 @contextlib.contextmanager

@@ -42,8 +42,8 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.export.pt2e import (KEPT_BY_EXCLUDE, calibrate_prepared, capture_for_pt2e, capture_to_calibrate, eval_mode,
-                                  eval_of_capture, export_batch, fixed_batch_note, node_in, observer, pt2e_inputs)
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
+                                  fixed_batch_note, node_in, observer, prepared_and_calibrated, pt2e_inputs)
 from compress.export.tflite import format_counts
 from compress.formats.calibration import CALIBRATIONS
 from compress.io import atomic_path
@@ -231,9 +231,7 @@ def _quantize(module: nn.Module, example: tuple, config, excluded: list[str], ca
             with torch.no_grad():
                 prepared(*example)
         else:
-            graph, batch = capture_to_calibrate(module, example, calib_data, calibration, notes)
-            prepared = prepare_pt2e(graph, quantizer)
-            calibrate_prepared(prepared, example, calib_data, batch)
+            prepared = prepared_and_calibrated(module, example, quantizer, calib_data, calibration, notes)
         return eval_of_capture(convert_pt2e(prepared))
     except (UsageError, EnvironmentFailure):
         raise

@@ -39,8 +39,8 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.export.pt2e import (KEPT_BY_EXCLUDE, calibrate_prepared, capture_to_calibrate, eval_mode, eval_of_capture,
-                                  export_batch, fixed_batch_note, node_in, observer, pt2e_inputs)
+from compress.export.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
+                                  observer, prepared_and_calibrated, pt2e_inputs)
 from compress.io import atomic_path
 from compress.formats.calibration import CALIBRATIONS
 from compress.formats.precisions import PRECISIONS as PRECISION_RECORDS
@@ -191,9 +191,7 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
     from torchao.quantization.pt2e import quantize_pt2e
 
     quantizer = _layer_aware_quantizer(calibration, per_channel, excluded)
-    graph, batch = capture_to_calibrate(module, example, calib_data, calibration, notes)
-    prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    calibrate_prepared(prepared, example, calib_data, batch)
+    prepared = prepared_and_calibrated(module, example, quantizer, calib_data, calibration, notes)
     converted = eval_of_capture(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
     from compress.compat import litert_strict_qdq
 
