@@ -58,18 +58,12 @@ def test_broken_int8_is_never_recommended_and_the_run_exits_1(cli, lstm, tmp_pat
     assert "## Verdict" in (tmp_path / "report.md").read_text() and "no labels" in (tmp_path / "report.md").read_text()
 
 
-def _cosines_and_neighbours(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-sample cosine, and the fraction of samples whose nearest neighbour (by cosine) is the same in both."""
+def _cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per-sample cosine between the two embeddings."""
     def unit(a):
         return a / np.linalg.norm(a, axis=1, keepdims=True)
 
-    def nearest(a):
-        similarity = unit(a) @ unit(a).T
-        np.fill_diagonal(similarity, -np.inf)
-        return similarity.argmax(1)
-
-    cosines = (unit(reference) * unit(candidate)).sum(1)
-    return cosines, float((nearest(reference) == nearest(candidate)).mean())
+    return (unit(reference) * unit(candidate)).sum(1)
 
 
 def test_repair_makes_the_broken_lstm_meet_its_floor_on_samples_compress_never_saw(cli, lstm, tmp_path):
@@ -95,8 +89,9 @@ def test_repair_makes_the_broken_lstm_meet_its_floor_on_samples_compress_never_s
     session = ort.InferenceSession(str(tmp_path / int8["path"]), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = np.concatenate([session.run(None, {name: fresh[i:i + 1]})[0] for i in range(len(fresh))])
-    cosines, neighbours = _cosines_and_neighbours(expected, got)
-    assert cosines.mean() >= 0.98 and neighbours >= 0.9
+    # every fresh sample holds the floor (nearest-neighbour agreement is no test here: this encoder's embeddings are
+    # nearly parallel, the reference's nearest neighbours differ by ~2e-5 in cosine, below any int8 error)
+    assert _cosines(expected, got).min() >= 0.98
 
 
 def test_max_degradation_without_labels_is_judged_by_fidelity(cli, lstm, tmp_path):
