@@ -24,7 +24,6 @@ import contextlib
 import importlib
 import os
 import pickle
-import select
 import struct
 import subprocess
 import sys
@@ -54,41 +53,66 @@ _WARM: list[tuple[subprocess.Popen, int]] = []  # a second process started by pr
 
 
 class Ahead:
-    """The second process at work: its answers, read one at a time, in the order of its jobs, as they are needed."""
+    """The second process at work. A thread of this process reads its answers off the pipe as they come (so it never
+    waits to write one and goes on to the next job); ``wait_for`` hands them to the run's cache, in the order of the
+    jobs, when they are needed."""
 
     def __init__(self, process: subprocess.Popen, reader: int, jobs: list[Job], keys: list[tuple],
                  waiting: Callable[[], ContextManager]):
-        self.process, self.reader, self.keys, self.waiting = process, reader, keys, waiting
+        self.process, self.keys, self.waiting = process, keys, waiting
         self.formats = list(dict.fromkeys(job.fmt for job in jobs))  # what it converts
-        self.received = 0  # answers read so far (keys[:received] are kept or known failed)
+        self.received = 0  # answers handed to the run's cache (keys[:received] are kept or known failed)
         self.made = 0
+        self._arrived: list = []  # answers read off the pipe so far (None: that conversion failed there)
+        self._ended = False       # the pipe is at its end: no more answers
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read_all, args=(reader,), daemon=True)
+        self._reader.start()
+
+    def _read_all(self, reader: int) -> None:
+        try:
+            while True:
+                answer = _read_frame(reader)
+                with self._changed:
+                    if answer is _ENDED:
+                        self._ended = True
+                    else:
+                        self._arrived.append(answer)
+                    self._changed.notify_all()
+                if answer is _ENDED:
+                    return
+        finally:
+            os.close(reader)
+
+    def _here(self, index: int) -> bool:
+        return len(self._arrived) > index or self._ended
 
     def wait_for(self, index: int) -> None:
-        """Read answers until the ``index``-th job's has come (each kept in the run's cache); a second process that
-        ended early leaves the rest to this one. Waiting, and reaping the process (its CPU time), run in ``waiting()``."""
-        if self.received > index or self.reader < 0:
+        """Keep the answers up to the ``index``-th job's in the run's cache, waiting for them if they have not come;
+        a second process that ended early leaves the rest to this one. A wait, and reaping the process (its CPU time)
+        after the last answer, run in ``waiting()``."""
+        if self.received > index:
             return
-        blocks = index == len(self.keys) - 1 or not select.select([self.reader], [], [], 0)[0]
-        with self.waiting() if blocks else contextlib.nullcontext():
-            self._read(index)
-
-    def _read(self, index: int) -> None:
+        with self._changed:
+            here = self._here(index)
+            if self._ended and len(self._arrived) <= self.received:  # it ended (and was reaped): nothing more comes
+                return
         from compress.export.reuse import keep
 
-        answer = None
-        while self.received <= index:
-            answer = _read_frame(self.reader)
-            if answer is _ENDED:
-                break
-            if answer is not None:
-                result, notes = answer
-                keep(self.keys[self.received], result, notes)
-                self.made += 1
-            self.received += 1
-        if self.received == len(self.keys) or answer is _ENDED:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=30)  # it exits once its pipe is written
-            self.close()
+        with self.waiting() if not here or index == len(self.keys) - 1 else contextlib.nullcontext():
+            with self._changed:
+                self._changed.wait_for(lambda: self._here(index))
+                arrived, ended = self._arrived[self.received:index + 1], self._ended
+            for answer in arrived:
+                if answer is not None:
+                    result, notes = answer
+                    keep(self.keys[self.received], result, notes)
+                    self.made += 1
+                self.received += 1
+            if self.received == len(self.keys) or ended:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=30)  # it exits once its last answer is written
+                self.close()
 
     def collect(self) -> int:
         """Wait for every answer; how many conversions the second process made."""
@@ -97,10 +121,8 @@ class Ahead:
 
     def close(self) -> None:
         """Stop the second process if it is still converting (the run ended first), and reap it."""
-        if self.reader >= 0:
-            os.close(self.reader)
-            self.reader = -1
         _stop(self.process)
+        self._reader.join(timeout=30)  # its pipe ends with it
 
 
 _ENDED = object()  # the second process closed its pipe before the answer asked for
@@ -267,3 +289,6 @@ def main(writer: int) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+    # everything is written and the pipe closed: exit now, without the seconds the interpreter spends unloading
+    # torch, jax and litert-torch, for which the first process would wait to reap it
+    os._exit(0)
