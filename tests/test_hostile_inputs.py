@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -302,6 +302,7 @@ def test_input_shape_parsing_is_a_spec_or_a_usage_error(text):
 
 @PROPERTY
 @given(st.one_of(st.text(max_size=40), st.builds("{}={}".format, st.text(max_size=15), st.text(max_size=15))))
+@example("²=")  # a digit to str.isdigit, not to int()
 def test_set_parsing_is_parsed_or_a_usage_error(override):
     from compress.recipe.loader import apply_overrides, parse_override
 

@@ -99,7 +99,7 @@ def parse_override(override: str) -> tuple[list, object]:
     except yaml.YAMLError as exc:
         raise RecipeError(f"--set {override!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                           "quote it or close its brackets") from None
-    return [int(k) if k.isdigit() else k for k in keys], value
+    return [int(k) if k.isascii() and k.isdigit() else k for k in keys], value  # "²".isdigit() too
 
 
 def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -> str:
