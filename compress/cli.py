@@ -6,9 +6,14 @@ Example:
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
+import threading
+from typing import NoReturn
 
 import typer
 
@@ -55,19 +60,42 @@ def main() -> None:
     rest = [a for a in sys.argv[1:] if a != "--verbose"]  # a global flag, so not a verb's option: the root takes it
     sys.argv = [sys.argv[0], *(["--verbose"] if "--verbose" in loud and rest else []), *rest]
     if loud:
-        app()
-        return
+        leave(exit_code(app))
     from compress.quiet import native_log_tail, silence_third_party
 
     log = silence_third_party()
     try:
-        app()
-    except SystemExit as exc:
-        if exc.code == 3 and (tail := native_log_tail(log)):
+        code = exit_code(app)
+        if code == 3 and (tail := native_log_tail(log)):
             print("native library log (last lines; rerun with --verbose to see it as it happens):", *tail, sep="\n", file=sys.stderr)
-        raise
     finally:
         log.unlink(missing_ok=True)
+    leave(code)
+
+
+def exit_code(command) -> int:
+    """Run ``command()``; the exit status it ends with (a SystemExit message is printed, status 1, as Python does)."""
+    try:
+        command()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def leave(code: int) -> NoReturn:
+    """Exit with ``code`` without unloading torch, onnxruntime and litert-torch, which takes the interpreter 1-2 s:
+    exit handlers run and the streams are flushed first, as at a normal exit. With a non-daemon thread still running,
+    a normal exit (which waits for it)."""
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
