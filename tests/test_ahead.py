@@ -133,3 +133,33 @@ def test_a_run_that_ends_first_stops_the_second_process():
         ahead = convert_ahead(net, example, [Job("tflite", "fp32", None, "minmax", True)])
     assert ahead.process.returncode is not None  # stopped and reaped when the run's block ended
     assert not _alive(ahead.process.pid)
+
+
+def _marked_processes(mark: str) -> list[int]:
+    """Live processes whose environment holds ``mark``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _alive(int(entry)):
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if mark.encode() in environ.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_command_that_fails_after_starting_the_second_process_leaves_none_behind(zoo_checkpoint, tmp_path):
+    import uuid
+
+    mark = f"COMPRESS_TEST_MARK={uuid.uuid4().hex}"
+    bad = tmp_path / "data.npz"
+    bad.write_bytes(b"not an npz")
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    done = subprocess.run([sys.executable, "-m", "compress.cli", "quantize", str(zoo_checkpoint("mnist_cnn")), "--data",
+                           str(bad), "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr
+    deadline = time.monotonic() + 30
+    while _marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _marked_processes(mark) == []  # the exit handlers stopped the prewarmed second process
