@@ -256,14 +256,14 @@ def quantize(
         ranked_layers()
 
     for fmt in map(registry.get, sorted(config.formats, key=later.__contains__)):
-        if fmt.name in later:  # its conversions were made beside the work above; waits for the first one
-            step("pre-flight")
-            preflight += run_preflight(handle, config, fp32, plan, run_dir, [fmt.name])
         if config.include_fp32:
             step(f"fp32 {fmt.name}: export and verify")
             if fmt.name not in fp32:
                 fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
             artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads))
+        if fmt.name in later:  # converted beside the work above (its fp32 file first): checked before it quantizes
+            step("pre-flight")
+            preflight += run_preflight(handle, config, fp32, plan, run_dir, [fmt.name])
         fp32_entry = next((a for a in artifacts if a["format"] == fmt.name and a["precision"] == "fp32"), None)
         for precision in config.precisions:
             step(f"{precision} {fmt.name}: quantize and verify")
@@ -305,7 +305,7 @@ def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, 
     if not converts_ahead(config) or plan.calibration is None or handle.module is None or handle.source_format == "torchscript":
         return None
     converted = [name for name in config.formats if name in AHEAD_FORMATS]
-    precisions = [p for p in config.precisions if p == "int8"] + (["fp32"] if config.include_fp32 else [])
+    precisions = (["fp32"] if config.include_fp32 else []) + [p for p in config.precisions if p == "int8"]  # as asked for
     jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
             for name in converted for precision in precisions]
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
