@@ -35,14 +35,13 @@ from compress.export.onnx_fusions import FUSED_OPS, fuse_transformer, has_transf
 from compress.io import atomic_path
 
 RUNS = 30                  # timed runs per candidate at most (interleaved, batch 1)
-MIN_RUNS = 10              # ... and at least; in between, timing stops once every median is known within ±HALF_WIDTH
-HALF_WIDTH = TARGET_HALF_WIDTH  # as compress.benchmark's adaptive timing
+MIN_RUNS = 10              # ... and at least; in between, timing stops as compress.benchmark's adaptive timing does
 WARMUP = 3
 MARGIN = 0.05              # within 5 % of the fastest counts as a tie: the smaller file wins
 FP32_FUSION_SQNR_DB = 60.0  # a fused fp32 graph must compute the same function
 DYNAMIC_MATMULS = ("MatMul", "Gemm")
 HOW = (f"batch 1, 1 thread, CPU-time p50 of {MIN_RUNS}-{RUNS} interleaved runs, until each median's 95 % interval "
-       f"is within ±{HALF_WIDTH:.0%}")
+       f"is within ±{TARGET_HALF_WIDTH:.0%}")
 
 
 @dataclass
@@ -132,7 +131,7 @@ def pick(candidates: list[Candidate]) -> Candidate:
 def time_candidates(candidates: list[Candidate], inputs: tuple[np.ndarray, ...], runs: int = RUNS, seed: int = 0) -> None:
     """Set each candidate's ``p50_ms``: the calling thread's CPU time per run with one onnxruntime thread (it runs
     on this thread), round-robin in a fresh shuffled order per round; after MIN_RUNS rounds, rounds stop once every
-    candidate's median is known within ±HALF_WIDTH (95 % interval), else after ``runs``."""
+    candidate's median is known within ±TARGET_HALF_WIDTH (95 % interval), else after ``runs``."""
     from compress.runtimes.onnxruntime import OrtRunner
     from compress.targets.device_runner import median_half_width
 
@@ -147,7 +146,7 @@ def time_candidates(candidates: list[Candidate], inputs: tuple[np.ndarray, ...],
             start = time.thread_time()
             runners[id(c)].run(inputs)
             samples[id(c)].append((time.thread_time() - start) * 1000)
-        if done >= MIN_RUNS and all(median_half_width(taken) <= HALF_WIDTH for taken in samples.values()):
+        if done >= MIN_RUNS and all(median_half_width(taken) <= TARGET_HALF_WIDTH for taken in samples.values()):
             break
     for c in candidates:
         c.p50_ms = statistics.median(samples[id(c)])

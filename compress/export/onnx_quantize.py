@@ -265,7 +265,7 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
         return techniques
     # the fp32 graph's ranges serve when they cover every tensor the static pass reads (the dynamic MatMuls took
     # the products before the bias away): the static and dynamic-MatMul files of one run share one calibration
-    covered = calibrated_tensors(onnx.load(str(source))) <= calibrated_tensors(model)
+    covered = source == Path(fp32_path) or calibrated_tensors(onnx.load(str(source))) <= calibrated_tensors(model)
     ranges = calibrate(Path(fp32_path) if covered else base, calib_data, calibration, work)
     _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges, only=static_only)
     return [*techniques, f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]

@@ -134,14 +134,19 @@ def _observe_batched(module: nn.Module, example: tuple, quantizer, prepared: tor
 def _without_size_observers(twin: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """The twin without observers on symbolic sizes (a dynamic batch makes ``x.size(0)`` a graph value, which the
     quantizer may annotate; the export-batch graph has a constant there)."""
-    for node in list(twin.graph.nodes):
-        observed = node.args[0] if node.op == "call_module" and node.args else None
-        if (str(node.target).startswith("activation_post_process_") and isinstance(observed, torch.fx.Node)
-                and not isinstance(observed.meta.get("val"), torch.Tensor)):
+    for node, observed in list(_observer_calls(twin)):
+        if observed is not None and not isinstance(observed.meta.get("val"), torch.Tensor):
             node.replace_all_uses_with(observed)
             twin.graph.erase_node(node)
     twin.recompile()
     return twin
+
+
+def _observer_calls(graph: torch.fx.GraphModule):
+    """``(observer call node, the node it observes or None)`` for each observer PT2E's prepare inserted."""
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and str(node.target).startswith("activation_post_process_"):
+            yield node, node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
 
 
 def _matching_observers(prepared: torch.fx.GraphModule, twin: torch.fx.GraphModule) -> list[tuple[nn.Module, nn.Module]] | None:
@@ -149,11 +154,10 @@ def _matching_observers(prepared: torch.fx.GraphModule, twin: torch.fx.GraphModu
     with the same observer classes."""
     def observers(graph: torch.fx.GraphModule) -> dict[tuple[str, int], nn.Module]:
         found: dict[tuple[str, int], nn.Module] = {}
-        for node in graph.graph.nodes:
-            if node.op == "call_module" and str(node.target).startswith("activation_post_process_"):
-                observed = node.args[0].name if node.args and isinstance(node.args[0], torch.fx.Node) else ""
-                index = sum(1 for key in found if key[0] == observed)
-                found[(observed, index)] = graph.get_submodule(str(node.target))
+        for node, observed in _observer_calls(graph):
+            name = observed.name if observed is not None else ""
+            index = sum(1 for key in found if key[0] == name)
+            found[(name, index)] = graph.get_submodule(str(node.target))
         return found
 
     mine, theirs = observers(prepared), observers(twin)
