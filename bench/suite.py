@@ -10,14 +10,14 @@ Example:
 """
 from __future__ import annotations
 
-import random
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bench import baselines, peers
-from compress.benchmark import summarize
+from compress.benchmark import interleaved_samples, summarize
 from compress.data import load_dataset
 from compress.evaluate import degradation, task_metrics
 
@@ -32,22 +32,14 @@ def _outputs(variant, data, batch_size: int = 64) -> list[np.ndarray]:
 
 
 def interleaved_timing(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = TIMING_WARMUP,
-                       seed: int = 0, clock=time.perf_counter) -> dict[str, dict[int, dict]]:
-    """Round-robin timing: every run visits every variant, in a fresh shuffled order, so machine noise and what ran
-    just before hit all of them alike. Returns compress.benchmark.summarize statistics (p50, the median's 95 % CI...)
-    per variant and batch. ``clock``: wall time, or ``time.thread_time`` for the calling thread's CPU time."""
-    rng = random.Random(seed)
+                       seed: int = 0, clock=time.perf_counter, warm: bool = True) -> dict[str, dict[int, dict]]:
+    """Round-robin timing (compress.benchmark.interleaved_samples: shuffled per round, each timed run right after an
+    untimed one of the same variant unless ``warm=False``). Returns compress.benchmark.summarize statistics (p50, the
+    median's 95 % CI...) per variant and batch. ``clock``: wall time, or ``time.thread_time`` for CPU time."""
     result: dict[str, dict[int, dict]] = {v.name: {} for v in variants}
     for batch, inputs in inputs_by_batch.items():
-        samples: dict[str, list[float]] = {v.name: [] for v in variants}
-        for v in variants:
-            for _ in range(warmup):
-                v.run(inputs)
-        for _ in range(runs):
-            for v in rng.sample(variants, len(variants)):
-                start = clock()
-                v.run(inputs)
-                samples[v.name].append((clock() - start) * 1000)
+        samples = interleaved_samples({v.name: functools.partial(v.run, inputs) for v in variants}, runs, warmup, seed,
+                                      clock, warm=warm)
         for name, values in samples.items():
             result[name][batch] = summarize(values, batch)
     return result
@@ -55,7 +47,7 @@ def interleaved_timing(variants: list, inputs_by_batch: dict[int, tuple], runs: 
 
 def timing_conditions(runs: int, warmup: int = TIMING_WARMUP, threads: int | None = None) -> dict:
     """How the suite times (a report.json ``latency[].conditions``; compress.benchmark.describe_conditions says it)."""
-    return {"process": "in-process", "order": "interleaved", "inputs": "test sample", "threads": threads, "spinning": "off",
+    return {"process": "in-process", "order": "interleaved-warm", "inputs": "test sample", "threads": threads, "spinning": "off",
             "runs": runs, "warmup": warmup, "max_runs": runs, "stopped": "runs"}
 
 

@@ -3,10 +3,12 @@
 Variants, all on the same checkpoint and the real test split: fp32 in torch, LiteRT and onnxruntime (compress's
 export; its transformer fusions; onnxruntime with its own runtime SkipLayerNormFusion switched off), int8 static and
 dynamic-MatMul/Gemm on the unfused and the fused graph, ORT's int8-dynamic, and the files `compress quantize` writes
-(its measured ONNX pick, and its int8 TFLite in LiteRT). Timed interleaved in one run at batch 1 two ways: wall-clock p50 with each runtime's default
-threads (what `python -m bench` reports) and the calling thread's CPU-time p50 with one thread (stable on a busy
-machine). ``vs best fp32`` divides the best fp32 p50 by the variant's. An onnxruntime profile (one thread) splits
-the fp32 and picked int8 files' time into GEMMs and the rest, and gives the GEMM throughput: the ceiling of the
+(its measured ONNX pick, and its int8 TFLite in LiteRT). Timed interleaved in one run at batch 1, each timed run right
+after an untimed one of the same variant (steady state), two ways: wall-clock p50 with each runtime's default threads
+(what `python -m bench` reports) and the calling thread's CPU-time p50 with one thread (stable on a busy machine); and
+a third time with one run per visit ("cold": each run starts with the caches the previous variant left, the weights
+partly evicted). ``vs best fp32`` divides the best fp32 p50 by the variant's. An onnxruntime profile (one thread)
+splits the fp32 and picked int8 files' time into GEMMs and the rest, and gives the GEMM throughput: the ceiling of the
 speed-up if every non-GEMM op took no time. Prints a table; writes bench/results/transformer_speed.json.
 
 Example:
@@ -53,9 +55,10 @@ def ort_variant(name: str, path: Path, threads: int | None, disabled: tuple[str,
                    lambda inputs: session.run(None, dict(zip(names, inputs))))
 
 
-def cpu_time_p50(variants: list[Variant], inputs: tuple, runs: int, warmup: int = 5, seed: int = 0) -> dict[str, float]:
-    """Interleaved (shuffled per round) p50 of the calling thread's CPU time per run (runners opened with 1 thread)."""
-    timing = interleaved_timing(variants, {1: inputs}, runs, warmup, seed, clock=time.thread_time)
+def cpu_time_p50(variants: list[Variant], inputs: tuple, runs: int, warmup: int = 5, seed: int = 0, warm: bool = True) -> dict[str, float]:
+    """Interleaved (shuffled per round) p50 of the calling thread's CPU time per run (runners opened with 1 thread);
+    ``warm=False``: one run per visit, so each timed run starts with the caches the previous variant left."""
+    timing = interleaved_timing(variants, {1: inputs}, runs, warmup, seed, clock=time.thread_time, warm=warm)
     return {name: by_batch[1]["p50_ms"] for name, by_batch in timing.items()}
 
 
@@ -172,8 +175,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows[v.name] = {"variant": v.name, "runtime": v.runtime, "accuracy": metric["value"],
                             "degradation": degradation(reference, metric), "size_bytes": v.size_bytes}
         wall = interleaved_timing(wall_variants, {1: example}, args.runs)
-        cpu = cpu_time_p50(variants(handle, files, work, torch_example, 1), example, args.runs)
-        for mode, p50 in (("wall_default_threads", {k: v[1]["p50_ms"] for k, v in wall.items()}), ("cpu_1_thread", cpu)):
+        one_thread = variants(handle, files, work, torch_example, 1)
+        cpu = cpu_time_p50(one_thread, example, args.runs)
+        cold = cpu_time_p50(one_thread, example, args.runs, warm=False)
+        for mode, p50 in (("wall_default_threads", {k: v[1]["p50_ms"] for k, v in wall.items()}), ("cpu_1_thread", cpu),
+                          ("cpu_1_thread_cold", cold)):
             best = min(ms for name, ms in p50.items() if name.startswith("fp32"))
             for name, ms in p50.items():
                 rows[name][f"p50_ms_{mode}"] = round(ms, 4)
@@ -205,12 +211,17 @@ def markdown(result: dict) -> str:
     vnni = [k for k in ("avx512_vnni", "avx_vnni", "amx_int8") if cpu.get(k)]
     lines = [f"Measured {result['measured'][:10]} on {cpu['arch']}, {cpu['model']}, {'+'.join(vnni) or 'AVX2 without VNNI'} "
              f"(`python -m bench.transformer_speed --runs {result['runs']}`; accuracy on {result['test_samples']} test "
-             f"samples; fusions found: {result['fusions']}). `vs best fp32` = best fp32 p50 / this p50.", "",
-             "| variant | accuracy | degr. | bytes | p50 ms wall (default threads) | vs best fp32 | p50 ms CPU (1 thread) | vs best fp32 |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"samples; fusions found: {result['fusions']}). `vs best fp32` = best fp32 p50 / this p50. Steady state: "
+             "each timed run right after an untimed one of the same variant; cold: one run per visit, after another "
+             "variant.", "",
+             "| variant | accuracy | degr. | bytes | p50 ms wall (default threads) | vs best fp32 | p50 ms CPU (1 thread) "
+             "| vs best fp32 | p50 ms CPU, cold | vs best fp32, cold |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['accuracy']:.4f} | {r['degradation']:+.4f} | {r['size_bytes']:,} | "
               f"{r['p50_ms_wall_default_threads']:.3f} | {r['vs_best_fp32_wall_default_threads']:.2f}x | "
-              f"{r['p50_ms_cpu_1_thread']:.3f} | {r['vs_best_fp32_cpu_1_thread']:.2f}x |" for r in result["rows"]]
+              f"{r['p50_ms_cpu_1_thread']:.3f} | {r['vs_best_fp32_cpu_1_thread']:.2f}x | "
+              f"{_cold(r, 'p50_ms_cpu_1_thread_cold', '{:.3f}')} | {_cold(r, 'vs_best_fp32_cpu_1_thread_cold', '{:.2f}x')} |"
+              for r in result["rows"]]
     lines.append("")
     lines += [f"- {name}: matrix products {p['gemm_share']:.0%} of the time ({p['gemm_cpu_ms']:.2f} ms CPU for "
               f"{result['gemm_macs_batch1'] / 1e6:.1f} M MACs, {p['gemm_gmac_per_s']} GMAC/s)"
@@ -220,15 +231,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _cold(row: dict, key: str, spec: str) -> str:
+    return spec.format(row[key]) if key in row else "-"
+
+
 def _print(result: dict) -> None:
     table = Table(title=f"transformer, batch 1 ({result['test_samples']} test samples, {result['runs']} interleaved rounds)")
     for column in ("variant", "accuracy", "degr.", "bytes", "p50 ms (wall, default threads)", "vs best fp32",
-                   "p50 ms (CPU, 1 thread)", "vs best fp32"):
+                   "p50 ms (CPU, 1 thread)", "vs best fp32", "p50 ms (CPU, cold)", "vs best fp32 (cold)"):
         table.add_column(column)
     for row in result["rows"]:
         table.add_row(row["variant"], f"{row['accuracy']:.4f}", f"{row['degradation']:+.4f}", f"{row['size_bytes']:,}",
                       f"{row['p50_ms_wall_default_threads']:.3f}", f"{row['vs_best_fp32_wall_default_threads']:.2f}x",
-                      f"{row['p50_ms_cpu_1_thread']:.3f}", f"{row['vs_best_fp32_cpu_1_thread']:.2f}x")
+                      f"{row['p50_ms_cpu_1_thread']:.3f}", f"{row['vs_best_fp32_cpu_1_thread']:.2f}x",
+                      _cold(row, "p50_ms_cpu_1_thread_cold", "{:.3f}"), _cold(row, "vs_best_fp32_cpu_1_thread_cold", "{:.2f}x"))
     console = Console(width=200)
     console.print(table)
     for name, profile in result["profiles_1_thread"].items():

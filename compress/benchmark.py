@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,7 +37,9 @@ SPINNING = True                # one file at a time in its own process: onnxrunt
                                # (bench/), where runtimes share the cores, passes spinning=False
 MIN_RUNS = 20                  # adaptive timing checks its interval only from here on
 TARGET_HALF_WIDTH = 0.02       # adaptive timing stops once the median is known to ±2 %
-ORDER = {"alone": "one file at a time", "interleaved": "interleaved with the other variants"}
+ORDER = {"alone": "one file at a time",
+         "interleaved": "interleaved with the other variants (one run per visit: caches as the previous variant left them)",
+         "interleaved-warm": "interleaved with the other variants (each timed run right after an untimed one of the same file)"}
 STOPPED = {"ci": "median known to ±{:g} %", "runs": "run count reached", "seconds": "time budget spent"}
 STORED_SAMPLES = 2000          # at most this many raw samples go into report.json
 BUSY_P90_OVER_P50 = 1.5        # p90 this far above p50: runs were disturbed
@@ -106,6 +111,45 @@ def _round(value: float) -> float:
         return float(value)
     digits = max(4 - int(math.floor(math.log10(abs(value)))) - 1, 0)
     return round(value, digits)
+
+
+# --- several files side by side -------------------------------------------------------------------------------------
+
+
+def interleaved_samples(runs: dict[str, Callable[[], object]], rounds: int, warmup: int = 5, seed: int = 0,
+                        clock=time.perf_counter, min_rounds: int | None = None, warm: bool = True) -> dict[str, list[float]]:
+    """Time several files side by side: ms per run of each ``runs[name]()``, round-robin in a fresh shuffled order
+    per round, so machine noise hits them all alike.
+
+    ``warm``: each visit runs the file once untimed right before its timed run, so every figure is a steady-state
+    latency (what back-to-back inference and compress's one-file-at-a-time timing see) and not the time to reload a
+    file's weights the previous variant pushed out of the caches (``warm=False`` measures that). ``min_rounds``: stop
+    once every median is known to ±TARGET_HALF_WIDTH (95 % interval), after at least that many rounds; else after
+    ``rounds``. ``clock``: wall time, or ``time.thread_time`` for the calling thread's CPU time.
+
+    Example:
+        >>> samples = interleaved_samples({"fp32": fp32.run_once, "int8": int8.run_once}, rounds=100)
+        >>> {name: summarize(values)["p50_ms"] for name, values in samples.items()}
+        {'fp32': 3.06, 'int8': 0.96}
+    """
+    from compress.targets.device_runner import median_half_width
+
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for done in range(1, rounds + 1):
+        for name in rng.sample(list(runs), len(runs)):
+            if warm:
+                runs[name]()
+            start = clock()
+            runs[name]()
+            samples[name].append((clock() - start) * 1000)
+        if min_rounds is not None and done >= min_rounds and \
+                all(median_half_width(values) <= TARGET_HALF_WIDTH for values in samples.values()):
+            break
+    return samples
 
 
 # --- the API --------------------------------------------------------------------------------------------------------

@@ -228,6 +228,20 @@ def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(t
     assert fidelity(expected, run_dataset(OrtRunner(result.path), splits.test)[0])["top1_agreement"] >= 0.97
 
 
+def test_dynamic_matmuls_leave_the_attention_products_float_and_quantize_every_weighted_matmul(transformer, tmp_path):
+    splits = transformer["splits"]
+    result = quantize_onnx(transformer["fp32"], tmp_path / "int8.onnx", "int8", splits.calibration(64),
+                           dynamic_op_types=("MatMul", "Gemm"))
+    model = onnx.load(str(result.path))
+    weights = {i.name for i in model.graph.initializer}
+    float_matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert len(float_matmuls) == 2 and not any(weights & set(n.input) for n in float_matmuls)  # QKᵀ and AV
+    assert "QLinearMatMul" not in _ops(result.path) and _ops(result.path).count("MatMulInteger") == 7  # 6 Linear + head
+    assert any("2 products of two activations" in note and "stay float" in note for note in result.notes)
+    expected = _torch_outputs(transformer["handle"], splits.test)
+    assert fidelity(expected, run_dataset(OrtRunner(result.path), splits.test)[0])["top1_agreement"] >= 0.97
+
+
 # --- recurrent layers -----------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import collections
-import random
+import functools
 import shutil
 import statistics
 import tempfile
@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from compress.benchmark import TARGET_HALF_WIDTH
+from compress.benchmark import TARGET_HALF_WIDTH, interleaved_samples
 from compress.errors import CompressError, first_line
 from compress.export.faithful import FIDELITY_SAMPLES, as_faithful, first_batches, output_fidelity
 from compress.export.onnx_fusions import FUSED_OPS, fuse_transformer, has_transformer_patterns
@@ -40,8 +40,8 @@ WARMUP = 3
 MARGIN = 0.05              # within 5 % of the fastest counts as a tie: the smaller file wins
 FP32_FUSION_SQNR_DB = 60.0  # a fused fp32 graph must compute the same function
 DYNAMIC_MATMULS = ("MatMul", "Gemm")
-HOW = (f"batch 1, 1 thread, CPU-time p50 of {MIN_RUNS}-{RUNS} interleaved runs, until each median's 95 % interval "
-       f"is within ±{TARGET_HALF_WIDTH:.0%}")
+HOW = (f"batch 1, 1 thread, CPU-time p50 of {MIN_RUNS}-{RUNS} interleaved runs, each right after an untimed one, "
+       f"until each median's 95 % interval is within ±{TARGET_HALF_WIDTH:.0%}")
 
 
 @dataclass
@@ -130,26 +130,15 @@ def pick(candidates: list[Candidate]) -> Candidate:
 
 def time_candidates(candidates: list[Candidate], inputs: tuple[np.ndarray, ...], runs: int = RUNS, seed: int = 0) -> None:
     """Set each candidate's ``p50_ms``: the calling thread's CPU time per run with one onnxruntime thread (it runs
-    on this thread), round-robin in a fresh shuffled order per round; after MIN_RUNS rounds, rounds stop once every
-    candidate's median is known within ±TARGET_HALF_WIDTH (95 % interval), else after ``runs``."""
+    on this thread), by compress.benchmark.interleaved_samples (each timed run right after an untimed one of the same
+    file); after MIN_RUNS rounds, rounds stop once every candidate's median is known within ±TARGET_HALF_WIDTH (95 %
+    interval), else after ``runs``."""
     from compress.runtimes.onnxruntime import OrtRunner
-    from compress.targets.device_runner import median_half_width
 
-    runners = {id(c): OrtRunner(c.path, threads=1) for c in candidates}
-    samples: dict[int, list[float]] = {id(c): [] for c in candidates}
-    for c in candidates:
-        for _ in range(WARMUP):
-            runners[id(c)].run(inputs)
-    rng = random.Random(seed)
-    for done in range(1, runs + 1):
-        for c in rng.sample(candidates, len(candidates)):
-            start = time.thread_time()
-            runners[id(c)].run(inputs)
-            samples[id(c)].append((time.thread_time() - start) * 1000)
-        if done >= MIN_RUNS and all(median_half_width(taken) <= TARGET_HALF_WIDTH for taken in samples.values()):
-            break
-    for c in candidates:
-        c.p50_ms = statistics.median(samples[id(c)])
+    runners = {str(i): functools.partial(OrtRunner(c.path, threads=1).run, inputs) for i, c in enumerate(candidates)}
+    samples = interleaved_samples(runners, runs, WARMUP, seed, time.thread_time, min_rounds=MIN_RUNS)
+    for i, c in enumerate(candidates):
+        c.p50_ms = statistics.median(samples[str(i)])
 
 
 def _outputs(path: Path, batches: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:

@@ -151,8 +151,10 @@ class TimingConditions(Open):
     target_half_width: float | None = Field(None, gt=0, description="adaptive timing stops once the median's 95 % CI is within ± this fraction of it")
     stopped: Literal["ci", "runs", "seconds"] | None = Field(
         None, description="why timing ended: ci (the median known to ±target_half_width), runs (count reached), seconds (budget spent)")
-    order: Literal["alone", "interleaved"] | None = Field(
-        None, description="alone (one file at a time, under the host's timing lock) or interleaved round-robin with other variants")
+    order: Literal["alone", "interleaved", "interleaved-warm"] | None = Field(
+        None, description="alone (one file at a time, under the host's timing lock); interleaved round-robin with other "
+                          "variants, one run per visit (interleaved) or each timed run right after an untimed one of the "
+                          "same file (interleaved-warm)")
 
 
 class Latency(Open):
