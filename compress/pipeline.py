@@ -68,9 +68,10 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
         from compress.runtimes.torch_eager import TorchRunner
 
         runner = TorchRunner.from_module(handle.module, handle.input_spec)
-    if plan.test is None:  # no data: outputs on the random probe, for fidelity only
+    if plan.test is None:  # no data: outputs on the random probe, for fidelity only (kinds by shape and values)
         outputs = run_dataset(runner, plan.probe) if plan.probe is not None else None
-        return Reference(outputs, None, size_bytes or Path(handle.source_path).stat().st_size, runner.name)
+        kinds = output_kinds(handle, handle.heads, outputs, getattr(runner, "output_names", None), False) if outputs else None
+        return Reference(outputs, None, size_bytes or Path(handle.source_path).stat().st_size, runner.name, kinds=kinds)
     outputs = run_dataset(runner, plan.test)
     heads = heads_for(handle, plan)
     metrics = task_metrics(heads, outputs, plan.test.y)

@@ -172,16 +172,18 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
 
 
 def _job(handle: ModelHandle, name: str, precision: str, out: Path, fp32: Path | None, plan: DataPlan,
-         config: QuantizeConfig, exclude: list[str]) -> registry.QuantizeJob:
+         config: QuantizeConfig, exclude: list[str], reference: Reference | None = None) -> registry.QuantizeJob:
+    kinds = [k.kind for k in reference.kinds] if reference is not None and reference.kinds else None
     return registry.QuantizeJob(handle, precision, out, fp32 if registry.get(name).quantizes_fp32_file else None,
                                 plan.calibration, config.calibration, config.per_channel, exclude, config.seed,
-                                list(config.dynamic_op_types))
+                                list(config.dynamic_op_types), kinds)
 
 
 def _quantize_one(handle: ModelHandle, name: str, precision: str, run_dir: Path, out: Path, plan: DataPlan,
-                  config: QuantizeConfig, exclude: list[str]):
+                  config: QuantizeConfig, exclude: list[str], reference: Reference | None = None):
     fmt = registry.get(name)
-    return fmt.quantize(_job(handle, name, precision, out, located(run_dir, fmt.filename("fp32")), plan, config, exclude))
+    return fmt.quantize(_job(handle, name, precision, out, located(run_dir, fmt.filename("fp32")), plan, config, exclude,
+                             reference))
 
 
 @holds_run_dir("quantize")
@@ -330,7 +332,7 @@ def _quantize_verified(handle, fmt, precision, run_dir, plan, reference: Referen
     def attempt(change: RepairStep) -> dict:
         exclude = [*config.exclude, *change.keep_float]
         result = _quantize_one(handle, fmt, change.precision or precision, run_dir, staged(run_dir, registry.get(fmt).filename(precision)),
-                               plan, config.model_copy(update=change.update), exclude)
+                               plan, config.model_copy(update=change.update), exclude, reference)
         techniques = list(result.techniques) + [f"keep-float:{layer}" for layer in exclude]
         return verify_artifact(run_dir, result.path.name, result.precision if not exclude else "mixed", techniques, plan,
                                reference, heads, bench=None, notes=list(result.notes), float_ops=list(result.float_ops))

@@ -21,6 +21,7 @@ from compress.errors import UsageError
 from compress.evaluate import fidelity, task_metrics
 from compress.export.cpu_features import cpu_int8_features, int8_speed_explanation, needs_reduce_range
 from compress.export.onnx import export_notes, export_onnx
+from compress.export.faithful import output_fidelity
 from compress.export.onnx_choose import Candidate, pick
 from compress.export.onnx_fusions import fuse_transformer
 from compress.export.onnx_preflight import onnx_preflight
@@ -213,6 +214,18 @@ def test_the_pick_never_trades_fidelity_for_speed_and_breaks_ties_by_size(tmp_pa
     assert pick([default, tie_small]) is tie_small                 # within 5 % of the fastest: the smaller file
     faster = candidate("faster", 1010, 2.00, 31.0, 1.0)
     assert pick([default, tie_small, faster]) is faster            # 2.25 is over 5 % slower than 2.00
+
+
+def test_the_pick_compares_top1_agreement_only_where_an_output_is_class_scores():
+    rng = np.random.default_rng(0)
+    logits, embedding = rng.normal(size=(64, 10)), rng.normal(size=(64, 32))
+    near_ties = embedding.copy()
+    near_ties[np.arange(64), embedding.argmax(1)] -= 5.0  # every argmax of the embedding moves; its direction barely
+    candidate = [logits + 1e-3, near_ties]
+    assert output_fidelity([logits, embedding], candidate)["top1_agreement"] == 0.0     # kinds unknown: every class axis
+    judged = output_fidelity([logits, embedding], candidate, ["classes", "embedding"])
+    assert judged["top1_agreement"] == 1.0 and judged["cosine"] < 0.99                # the embedding is judged by cosine
+    assert output_fidelity([embedding], [near_ties], ["embedding"])["top1_agreement"] is None
 
 
 def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(transformer, tmp_path):

@@ -148,6 +148,7 @@ def test_no_data_warns_and_claims_nothing(cli, tmp_path):
     # fidelity against fp32 torch on the same random inputs, marked as such (never gated, never an accuracy claim)
     assert all(a["metrics"]["fidelity"] is None and a["metrics"]["random_input_fidelity"]["sqnr_db"] > 10 for a in report["artifacts"])
     assert "~" in result.stdout and "same random inputs" in result.stdout
+    assert [o["kind"] for o in report["reference"]["outputs"]] == ["embedding"]  # decided on the random probe
 
 
 def test_gate_failure_exits_1_and_keeps_artifacts(zoo_checkpoint, cli, tmp_path):

@@ -17,6 +17,7 @@ import numpy as np
 FIDELITY_SAMPLES = 64      # calibration samples the candidates are compared with fp32 on
 SQNR_SLACK_DB = 3.0        # a candidate may be this much noisier than the default, never with less top-1 agreement
 COSINE_SLACK = 1e-4        # and as close in direction (embeddings are judged by it)
+CLASS_KINDS = ("classes", "probabilities")  # output kinds whose top-1 agreement means something
 
 
 def first_batches(data, samples: int, size: int) -> list[tuple[np.ndarray, ...]]:
@@ -24,12 +25,15 @@ def first_batches(data, samples: int, size: int) -> list[tuple[np.ndarray, ...]]
     return [arrays for arrays, _ in data.subset(np.arange(samples), data.split_name).batches(size)]
 
 
-def output_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
-    """The worst output's SQNR, cosine and top-1 agreement (None without a class axis) against ``reference``."""
+def output_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray], kinds: list[str] | None = None) -> dict:
+    """The worst output's SQNR, cosine and top-1 agreement against ``reference``. Top-1 agreement counts on outputs
+    whose kind (compress.outputs: the run's reference kinds) is classes or probabilities: the argmax of an embedding
+    or a regression means nothing; without ``kinds``, on every output with a class axis (None without one)."""
     from compress.evaluate import fidelity
 
     rows = [fidelity(r, o) for r, o in zip(reference, outputs)]
-    agreements = [row["top1_agreement"] for row in rows if row["top1_agreement"] is not None]
+    scored = rows if kinds is None else [row for row, kind in zip(rows, kinds) if kind in CLASS_KINDS]
+    agreements = [row["top1_agreement"] for row in scored if row["top1_agreement"] is not None]
     return {"sqnr_db": min(row["sqnr_db"] for row in rows), "cosine": min(row["cosine"] for row in rows),
             "top1_agreement": min(agreements) if agreements else None}
 

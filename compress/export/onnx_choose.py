@@ -82,11 +82,12 @@ def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | Non
     return f"graph fusions ({fusion.describe()}) kept: the fused graph ran faster on the CPU that exported it ({HOW})"
 
 
-def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs):
+def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs, kinds: list[str] | None = None):
     """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm of the fp32 graph as exported
     (fused when the fusions paid in fp32 on this CPU: fused int8 graphs are not tried on top, which halves the cost of
     the pick). ``quantize(source, out, dynamic_op_types)`` makes one file (an OnnxQuantResult); ``fidelity_inputs``:
-    a Dataset the candidates are compared with fp32 on."""
+    a Dataset the candidates are compared with fp32 on; ``kinds``: each output's kind (top-1 agreement is compared on
+    class outputs only, compress.export.faithful.output_fidelity)."""
     model = onnx.load(str(fp32))
     fused_ops = collections.Counter(node.op_type for node in _fused_nodes(model))
     matmuls = any(node.op_type in DYNAMIC_MATMULS for node in model.graph.node)
@@ -105,7 +106,7 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
         batches = first_batches(fidelity_inputs, min(FIDELITY_SAMPLES, fidelity_inputs.size), 16)
         reference = _outputs(fp32, batches)
         for candidate in candidates:
-            candidate.fidelity = output_fidelity(reference, _outputs(candidate.path, batches))
+            candidate.fidelity = output_fidelity(reference, _outputs(candidate.path, batches), kinds)
         time_candidates(candidates, first_batches(fidelity_inputs, 1, 1)[0])
         chosen = pick(candidates)
         shutil.copyfile(chosen.path, out)

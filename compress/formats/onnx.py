@@ -49,7 +49,7 @@ def quantize(job: QuantizeJob):
     if job.dynamic_op_types or job.exclude or not worth_choosing(onnx.load(str(job.fp32), load_external_data=False)):
         return run(job.fp32, job.out, job.dynamic_op_types)  # a configuration spelled out (or a repair step) is kept
     inputs = job.calib_data if job.calib_data is not None else random_calibration(job.fp32, job.seed)
-    return quantize_fastest_int8(job.fp32, job.out, run, inputs)
+    return quantize_fastest_int8(job.fp32, job.out, run, inputs, job.output_kinds)
 
 
 def preflight(job: QuantizeJob) -> list:

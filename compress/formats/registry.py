@@ -26,6 +26,8 @@ class QuantizeJob:
 
     ``fp32``: the format's fp32 file when the format quantizes from it (``quantizes_fp32_file``), else None.
     ``calibration``: the calibration method's name; ``calib_data``: the samples it calibrates on (None: random).
+    ``output_kinds``: each output's kind from the run's reference (compress.outputs), for choices that compare files
+    by fidelity; None where unknown.
     """
 
     handle: Any
@@ -38,6 +40,7 @@ class QuantizeJob:
     exclude: list[str] = field(default_factory=list)
     seed: int = 0
     dynamic_op_types: list[str] = field(default_factory=list)
+    output_kinds: list[str] | None = None
 
 
 @dataclass(frozen=True)
