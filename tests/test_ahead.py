@@ -108,6 +108,42 @@ def test_each_answer_is_waited_for_only_when_asked_and_kept_with_the_bytes_made_
     assert fp32 == build_tflite(net, example, "fp32", None, "minmax", True, [], [])[0]
 
 
+def test_a_second_process_that_ended_before_anyone_waited_counts_its_cpu_in_its_own_phase():
+    import numpy as np
+
+    from compress.data import Dataset
+    from compress.export.reuse import conversions
+    from compress.export.tflite import build_tflite
+    from compress.phases import PhaseClock
+
+    net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
+    calib = Dataset("calib", (np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32),))
+    clock = PhaseClock()
+
+    @contextlib.contextmanager
+    def waiting():
+        asked_by = clock.running
+        clock.begin("second process")
+        yield
+        clock.begin(asked_by)
+
+    with conversions():
+        ahead = convert_ahead(net, example, [Job("tflite", "fp32", None, "minmax", True), Job("tflite", "int8", calib, "minmax", True)],
+                              waiting=waiting)
+        deadline = time.monotonic() + 120
+        while not ahead._ended and time.monotonic() < deadline:  # both answers written, its pipe closed
+            time.sleep(0.1)
+        clock.begin("fp32 tflite")  # the first wait finds everything there: no wait, but the process is reaped
+        build_tflite(net, example, "fp32", None, "minmax", True, [], [])
+        assert ahead.process.returncode == 0 and ahead.made == 1  # reaped; the int8 answer waits to be asked for
+        clock.begin("int8 tflite")
+        build_tflite(net, example, "int8", calib, "minmax", True, [], [])
+        assert ahead.made == 2
+    phases = {row["phase"]: row for row in clock.record()["phases"]}
+    assert phases["second process"]["cpu_s"] > 1.0 > phases["fp32 tflite"]["cpu_s"]  # its conversions, not this phase's
+    assert phases["int8 tflite"]["cpu_s"] < 1.0
+
+
 def test_a_conversion_that_failed_there_is_made_here_with_its_usual_error():
     import numpy as np
 

@@ -90,7 +90,7 @@ class Ahead:
     def wait_for(self, index: int) -> None:
         """Keep the answers up to the ``index``-th job's in the run's cache, waiting for them if they have not come;
         a second process that ended early leaves the rest to this one. A wait, and reaping the process (its CPU time)
-        after the last answer, run in ``waiting()``."""
+        once it has answered everything or ended, run in ``waiting()``."""
         if self.received > index:
             return
         with self._changed:
@@ -99,17 +99,18 @@ class Ahead:
                 return
         from compress.export.reuse import keep
 
-        with self.waiting() if not here or index == len(self.keys) - 1 else contextlib.nullcontext():
+        with self.waiting() if not here else contextlib.nullcontext():
             with self._changed:
                 self._changed.wait_for(lambda: self._here(index))
                 arrived, ended = self._arrived[self.received:index + 1], self._ended
-            for answer in arrived:
-                if answer is not None:
-                    result, notes = answer
-                    keep(self.keys[self.received], result, notes)
-                    self.made += 1
-                self.received += 1
-            if self.received == len(self.keys) or ended:
+        for answer in arrived:
+            if answer is not None:
+                result, notes = answer
+                keep(self.keys[self.received], result, notes)
+                self.made += 1
+            self.received += 1
+        if self.received == len(self.keys) or ended:
+            with self.waiting():  # reaping it counts all its CPU time: in its own phase, whichever phase asked
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.process.wait(timeout=30)  # it exits once its last answer is written
                 self.close()

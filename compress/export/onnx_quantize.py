@@ -65,6 +65,8 @@ COVERED_OPS = {  # weighted ops each path quantizes (the rest of WEIGHTED_OPS st
 FP16_KEEP_FLOAT_OPS = ("Transpose",)
 RANDOM_CALIBRATION_SAMPLES = 32
 CALIBRATION_BATCH = 32
+MINMAX_CALIBRATION_BATCH = 8  # minmax ranges are ReduceMin/ReduceMax nodes over every calibrated tensor: smaller batches
+                              # keep each tensor in cache for them (BERT-like encoder, 256 samples: 9.7 → 7.9 s, same ranges)
 
 
 @dataclass
@@ -333,8 +335,10 @@ def _measure_ranges(model_path: Path, calib_data: Dataset, calibration: str, wor
     try:
         calibrator = create_calibrator(model_path, list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
                                        calibrate_method=_ort_method(calibration), extra_options=dict(CALIBRATIONS[calibration].knobs))
+        calibrator.infer_session = _calibration_session(calibrator)
+        batch = MINMAX_CALIBRATION_BATCH if calibration == "minmax" else CALIBRATION_BATCH
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress; stdout belongs to --json
-            calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calib_data))
+            calibrator.collect_data(_DataReader(onnx.load(str(model_path)), calib_data, batch))
             save_tensors_data(calibrator.compute_data(), measured)
     except CompressError:
         raise
@@ -516,10 +520,22 @@ def _float_reason(op: str, precision: str) -> str:
 # --- calibration ----------------------------------------------------------------------------------------------
 
 
+def _calibration_session(calibrator):
+    """The augmented model's session as onnxruntime's calibrator opens it (no graph optimization: every calibrated
+    tensor stays observable), with idle worker threads sleeping: the second process's conversions share the cores
+    (BERT-like encoder, 256 samples beside a busy core: 16.3 s, 17.9 s with spinning threads)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(calibrator.augmented_model_path, options, providers=calibrator.execution_providers)
+
+
 class _DataReader:
     """Feeds calibration batches to onnxruntime (the model's fixed batch size where it has one)."""
 
-    def __init__(self, model: onnx.ModelProto, data: Dataset):
+    def __init__(self, model: onnx.ModelProto, data: Dataset, batch_size: int = CALIBRATION_BATCH):
         initializers = {i.name for i in model.graph.initializer}
         inputs = [v for v in model.graph.input if v.name not in initializers]
         if len(inputs) != len(data.x):
@@ -528,7 +544,7 @@ class _DataReader:
         dims = inputs[0].type.tensor_type.shape.dim
         axis = data.axes[0] if data.axes else 0
         fixed = len(dims) > axis and dims[axis].dim_value > 0
-        batch = dims[axis].dim_value if fixed else CALIBRATION_BATCH
+        batch = dims[axis].dim_value if fixed else batch_size
         types = [onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type) for v in inputs]
         whole = data.subset(np.arange(data.size - (data.size % batch if fixed else 0)), data.split_name)
         self._feeds = [dict(zip((v.name for v in inputs), (np.ascontiguousarray(a, dtype=t) for a, t in zip(arrays, types))))
