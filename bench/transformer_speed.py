@@ -43,12 +43,13 @@ GEMM_OPS = {"MatMul", "FusedMatMul", "Gemm", "QLinearMatMul", "QGemm", "MatMulIn
 
 
 def ort_variant(name: str, path: Path, threads: int | None, disabled: tuple[str, ...] = ()) -> Variant:
-    """A file in onnxruntime with compress's session settings, optionally without some of ORT's own graph fusions."""
+    """A file in onnxruntime as the bench suite times it (compress's session settings, idle threads not spinning: the
+    runtimes share the cores), optionally without some of ORT's own graph fusions."""
     import onnxruntime as ort
 
     from compress.targets.device_runner import ort_session_options
 
-    session = ort.InferenceSession(str(path), ort_session_options(ort, threads), providers=["CPUExecutionProvider"],
+    session = ort.InferenceSession(str(path), ort_session_options(ort, threads, spinning=False), providers=["CPUExecutionProvider"],
                                    disabled_optimizers=list(disabled))
     names = [i.name for i in session.get_inputs()]
     return Variant(name, "onnxruntime", 8 if ".int8" in name or name.startswith("int8") else 32, path.stat().st_size,
