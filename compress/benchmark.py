@@ -5,10 +5,12 @@ samples into p50/p90/p99, mean, stdev, a distribution-free 95 % confidence inter
 inference, peak memory and throughput, and warns when the spread says the machine was busy.
 
 One method behind every figure: each timed run sets the inputs, runs and reads the outputs, after warm-up runs;
-onnxruntime's idle worker threads do not spin (``spinning=False``: spinning threads starve whatever runs next on
-shared cores). Runs are adaptive: ``runs`` is a cap, and timing stops once the median's 95 % interval is within
+onnxruntime's idle worker threads spin (its default, ``SPINNING``) only where one file has the cores to itself, and
+not where runtimes share them (``spinning=False``: spinning threads starve whatever runs next). Runs are adaptive: ``runs`` is a cap, and timing stops once the median's 95 % interval is within
 ±``TARGET_HALF_WIDTH`` of it (after at least ``MIN_RUNS``); ``adaptive=False`` times exactly ``runs``. Each entry's
 ``conditions`` record how it was taken (process, inputs, threads, spinning, runs, warm-up, why timing stopped).
+Files compared side by side (the bench suite, the int8 ONNX pick) are timed by ``interleaved_samples``: round-robin,
+each timed run right after an untimed one of the same file, so those figures are steady-state latencies too.
 
 Example:
     >>> entry = benchmark_artifact("runs/mnist/model.int8.onnx", target="local", threads=1, runs=200)
