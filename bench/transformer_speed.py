@@ -221,7 +221,7 @@ def markdown(result: dict) -> str:
     lines += [f"| {r['variant']} | {r['accuracy']:.4f} | {r['degradation']:+.4f} | {r['size_bytes']:,} | "
               f"{r['p50_ms_wall_default_threads']:.3f} | {r['vs_best_fp32_wall_default_threads']:.2f}x | "
               f"{r['p50_ms_cpu_1_thread']:.3f} | {r['vs_best_fp32_cpu_1_thread']:.2f}x | "
-              f"{_cold(r, 'p50_ms_cpu_1_thread_cold', '{:.3f}')} | {_cold(r, 'vs_best_fp32_cpu_1_thread_cold', '{:.2f}x')} |"
+              f"{r['p50_ms_cpu_1_thread_cold']:.3f} | {r['vs_best_fp32_cpu_1_thread_cold']:.2f}x |"
               for r in result["rows"]]
     lines.append("")
     lines += [f"- {name}: matrix products {p['gemm_share']:.0%} of the time ({p['gemm_cpu_ms']:.2f} ms CPU for "
@@ -230,10 +230,6 @@ def markdown(result: dict) -> str:
     lines.append(f"- int8 ceiling if every other op took no time: {result['int8_ceiling_if_non_gemm_were_free']}x the best fp32")
     lines.append(f"- compress's pick: {result['compress_pick']['notes'][-1]}")
     return "\n".join(lines)
-
-
-def _cold(row: dict, key: str, spec: str) -> str:
-    return spec.format(row[key]) if key in row else "-"
 
 
 def _print(result: dict) -> None:
@@ -245,7 +241,7 @@ def _print(result: dict) -> None:
         table.add_row(row["variant"], f"{row['accuracy']:.4f}", f"{row['degradation']:+.4f}", f"{row['size_bytes']:,}",
                       f"{row['p50_ms_wall_default_threads']:.3f}", f"{row['vs_best_fp32_wall_default_threads']:.2f}x",
                       f"{row['p50_ms_cpu_1_thread']:.3f}", f"{row['vs_best_fp32_cpu_1_thread']:.2f}x",
-                      _cold(row, "p50_ms_cpu_1_thread_cold", "{:.3f}"), _cold(row, "vs_best_fp32_cpu_1_thread_cold", "{:.2f}x"))
+                      f"{row['p50_ms_cpu_1_thread_cold']:.3f}", f"{row['vs_best_fp32_cpu_1_thread_cold']:.2f}x")
     console = Console(width=200)
     console.print(table)
     for name, profile in result["profiles_1_thread"].items():

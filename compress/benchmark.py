@@ -130,7 +130,7 @@ def interleaved_samples(runs: dict[str, Callable[[], object]], rounds: int, warm
     ``rounds``. ``clock``: wall time, or ``time.thread_time`` for the calling thread's CPU time.
 
     Example:
-        >>> samples = interleaved_samples({"fp32": fp32.run_once, "int8": int8.run_once}, rounds=100)
+        >>> samples = interleaved_samples({"fp32": lambda: fp32.run(inputs), "int8": lambda: int8.run(inputs)}, rounds=100)
         >>> {name: summarize(values)["p50_ms"] for name, values in samples.items()}
         {'fp32': 3.06, 'int8': 0.96}
     """

@@ -124,9 +124,9 @@ def quantize_onnx(
                 calib_data = random_calibration(fp32_path, seed)
                 notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                              "accuracy will suffer and is not measured against real data. Pass --data.")
-            techniques = _static_int8(source, model, tmp, work, calib_data, calibration, per_channel, reduce_range, excluded,
-                                      dynamic_op_types=tuple(dynamic_op_types))
             products = activation_products(model) if "MatMul" in dynamic_op_types else []
+            techniques = _static_int8(source, model, tmp, work, calib_data, calibration, per_channel, reduce_range,
+                                      [*excluded, *products], dynamic_op_types=tuple(dynamic_op_types))
             if products:
                 notes.append(f"{len(products)} products of two activations ({', '.join(products[:4])}) stay float: "
                              "no dynamic int8 kernel takes them")
@@ -260,8 +260,6 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
         if not base.exists():
             onnx.save(gemm_to_matmul(model), str(base))
     chosen = {name: op for name, op in dynamic_nodes.items() if name not in excluded and (only is None or name in only)}
-    if "MatMul" in dynamic_op_types:
-        excluded = [*excluded, *activation_products(model)]
     static_only = None if only is None else [name for name in only if name not in dynamic_nodes]
     techniques, source = [], base
     if chosen:
