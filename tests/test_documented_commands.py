@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import typer
+import yaml
 
 from compress.cli import app
 
@@ -219,7 +220,9 @@ def _install_lines(text: str) -> list[str]:
 def test_install_instructions_get_the_cpu_torch_wheel_before_compress():
     """README's install block and the CI workflow: torch from PyTorch's CPU index first (PyPI's torch is the CUDA build)."""
     readme_install = next(block for block in _blocks(README.read_text(), "bash") if "pip install" in block)
-    for where, text, compress_marker in (("README", readme_install, "-e ."), ("workflow", WORKFLOW.read_text(), "$COMPRESS_PACKAGE")):
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["compress"]["steps"]
+    workflow_install = next(step["run"] for step in steps if "pip install" in step.get("run", ""))
+    for where, text, compress_marker in (("README", readme_install, "-e ."), ("workflow", workflow_install, "$COMPRESS_PACKAGE")):
         lines = _install_lines(text)
         torch_line = next(i for i, line in enumerate(lines) if re.search(r"\btorch==", line))
         compress_line = next(i for i, line in enumerate(lines) if compress_marker in line)
