@@ -7,7 +7,7 @@ report.json ``timings`` ({phase, wall_s, cpu_s}) where compress writes them. Mod
 cached) and two built in code with random weights (bench/cost_models.py: a ~20M-parameter BERT-like encoder and a
 3-layer LSTM encoder), which get compress's random inputs (no ``--data``). Targets are the speed issue's, for a quiet
 2-core machine; the load average at start and end is recorded beside them.
-Writes bench/results/cost.json and cost.md (``python -m bench.readme`` puts the table in README.md).
+Writes bench/results/cost.json and cost.md (``python -m bench.pages`` puts the table in docs/benchmarks.md).
 ``--quick`` builds the code models small (2 × 128 encoder, 128-wide LSTM), prints, and writes nothing.
 
 Example:

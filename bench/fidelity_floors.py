@@ -113,14 +113,12 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-README = Path(__file__).parent.parent / "README.md"
-README_MARKERS = ("<!-- fidelity-floors-table -->", "<!-- /fidelity-floors-table -->")
 FLOOR_MEASURES = {"classes": "top1_agreement", "probabilities": "top1_agreement", "embedding": "neighbour_agreement",
                   "regression": "sqnr_db", "state": "sqnr_db"}
 
 
-def readme_table(record: dict) -> str:
-    """The README's compact table: per model and output, the measure nearest its floor, as configured and repaired."""
+def page_table(record: dict) -> str:
+    """docs/benchmarks.md's compact table: per model and output, the measure nearest its floor, as configured and repaired."""
     from compress.gates import DEFAULT_MAX_DEGRADATION
     from compress.outputs import FIDELITY_FLOORS
 
@@ -134,14 +132,6 @@ def readme_table(record: dict) -> str:
         lines.append(f"| {row['model']} | {row['labels']} | {row['output']} ({row['kind']}) | {row['int8']} | {judged} | "
                      f"{value:.4g} | {limit} | {row['passes']} |")
     return "\n".join(lines)
-
-
-def update_readme(record: dict) -> None:
-    """Rewrite the table between README_MARKERS from ``record`` (figures in README come from this run only)."""
-    start, end = README_MARKERS
-    text = README.read_text()
-    head, rest = text.split(start, 1)
-    README.write_text(f"{head}{start}\n{readme_table(record)}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fidelity_floors.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "fidelity_floors.md").write_text(markdown(record))
-    update_readme(record)
+    from bench.pages import write_page
+
+    write_page()  # docs/benchmarks.md's table from the JSON just written
     print(markdown(record))
 
 

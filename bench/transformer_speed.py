@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def markdown(result: dict) -> str:
-    """The README block: the table, the GEMM profile and the ceiling, from transformer_speed.json."""
+    """The docs/benchmarks.md block: the table, the GEMM profile and the ceiling, from transformer_speed.json."""
     cpu = result["machine"]["cpu"]
     vnni = [k for k in ("avx512_vnni", "avx_vnni", "amx_int8") if cpu.get(k)]
     lines = [f"Measured {result['measured'][:10]} on {cpu['arch']}, {cpu['model']}, {'+'.join(vnni) or 'AVX2 without VNNI'} "

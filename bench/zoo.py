@@ -1,6 +1,6 @@
 """`python -m bench.zoo`: train every zoo model with its defaults and seed, and record what it reaches.
 
-The README's zoo table comes from bench/results/zoo.json. Always trains afresh (and refreshes the checkpoint cache
+docs/benchmarks.md's zoo table comes from bench/results/zoo.json. Always trains afresh (and refreshes the checkpoint cache
 that `python -m bench` then reuses). Training time is wall clock on this machine (noisy);
 the metric is deterministic for a seed on one machine and torch build.
 Options: --models a,b  --seed S

@@ -1,13 +1,16 @@
-"""Every command the user is shown runs: README.md's code blocks and command table, and each verb's ``--help`` example.
+"""Every command the user is shown runs: the code blocks and command tables of README.md and docs/*.md, and each verb's
+``--help`` example.
 
 They run in order in one working directory, as a new user would type them (``zoo train ... --out mnist_cnn.pt`` makes
-the model the later examples use). Fast variants keep each command's shape: the zoo cache is seeded with 1-epoch
+the model the later examples use; README's "your own model" Python block saves the ``model.pt2`` and ``data.npz`` its
+``compress quantize`` line reads). Fast variants keep each command's shape: the zoo cache is seeded with 1-epoch
 checkpoints under the default names, ``--epochs``/``--finetune-epochs`` become 1, training and quantizing verbs get
 ``--no-bench``, ``tune --budget`` becomes 1 s with one worker. A command that needs hardware or a user's own files
 (ssh board, adb phone, CUDA, a qemu ARM64 userspace, a Ray cluster, ``mine.yaml``) is parsed by the verb's own
 option parser (every flag and value accepted) but not run, and so is a command whose flags another example of the
-same verb includes (it would retrace that one's path); the skip reason says which. README's usage synopses
-(``compress quantize MODEL [--data D] ...``) are checked flag by flag against the verb.
+same verb includes (it would retrace that one's path); the skip reason says which. The usage synopses
+(``compress quantize MODEL [--data D] ...``) are checked flag by flag against the verb, and every install line shown
+gets PyTorch's CPU wheel before compress.
 
 Example:
     $ pytest tests/test_documented_commands.py -q
@@ -17,14 +20,21 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import typer
+import yaml
 
 from compress.cli import app
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+WORKFLOW = ROOT / "examples" / "github-actions" / "compress-model.yml"
+CPU_WHEEL = "--index-url https://download.pytorch.org/whl/cpu"
 # Why a command is parsed and not run: the first marker found in it.
 NEEDS = {"ssh://": "an ssh board", "adb": "an adb phone", "cuda": "a CUDA GPU", "qemu-arm64": "a qemu ARM64 userspace",
          "--executor ray": "a Ray cluster", "mine.yaml": "the user's own recipe and package"}
@@ -41,15 +51,26 @@ def _click_app():
     return typer.main.get_command(app)
 
 
+def _blocks(text: str, language: str = "[a-z]*") -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
 def readme_commands() -> list[str]:
-    """``compress ...`` lines of README's fenced blocks (comments dropped) and the Example column of its command table."""
-    text = README.read_text()
-    found = [line.split("  #")[0].strip() for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S)
-             for line in block.splitlines() if line.strip().startswith("compress ")]
-    for line in text.splitlines():
-        if line.startswith("|") and "`compress" in line:
-            found += re.findall(r"`(compress [^`]+)`", line.strip("|").split("|")[-1])
+    """``compress ...`` lines of the pages' fenced blocks (comments dropped) and the Example column of their tables."""
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        found += [line.split("  #")[0].strip() for block in _blocks(text) for line in block.splitlines()
+                  if line.strip().startswith("compress ")]
+        for line in text.splitlines():
+            if line.startswith("|") and "`compress" in line:
+                found += re.findall(r"`(compress [^`]+)`", line.strip("|").split("|")[-1])
     return found
+
+
+def own_model_script() -> str:
+    """README's "your own model" Python block: it saves the model.pt2 and data.npz its quantize line reads."""
+    return next(block for block in _blocks(README.read_text(), "python") if "torch.export.save" in block)
 
 
 def help_examples() -> list[str]:
@@ -146,6 +167,8 @@ def workdir(tmp_path_factory, zoo_checkpoint):
             target = default_checkpoint_path(name, 1.0, zoo_entry(name).epochs, 0)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(zoo_checkpoint(name, epochs=1), target)
+        saved = subprocess.run([sys.executable, "-c", own_model_script()], cwd=folder, capture_output=True, text=True, timeout=300)
+        assert saved.returncode == 0, f"README's own-model script failed:\n{saved.stderr[-3000:]}"
         patch.chdir(folder)
         yield folder
 
@@ -185,5 +208,23 @@ def test_documented_command(where, command, workdir, cli):
 def test_readme_synopsis_flags_exist(synopsis):
     command, _ = _verb(shlex.split(synopsis.split("[", 1)[0])[1:2])
     known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
-    for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", README.read_text().split(synopsis, 1)[1].split("```")[0] + synopsis):
-        assert flag in known, f"README's synopsis of `compress {command.name}` shows {flag}, which the verb does not take"
+    page = next(page.read_text() for page in PAGES if synopsis in page.read_text())
+    for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", page.split(synopsis, 1)[1].split("```")[0] + synopsis):
+        assert flag in known, f"the synopsis of `compress {command.name}` shows {flag}, which the verb does not take"
+
+
+def _install_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if re.match(r"\s*(python3? -m )?pip install ", line)]
+
+
+def test_install_instructions_get_the_cpu_torch_wheel_before_compress():
+    """README's install block and the CI workflow: torch from PyTorch's CPU index first (PyPI's torch is the CUDA build)."""
+    readme_install = next(block for block in _blocks(README.read_text(), "bash") if "pip install" in block)
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["compress"]["steps"]
+    workflow_install = next(step["run"] for step in steps if "pip install" in step.get("run", ""))
+    for where, text, compress_marker in (("README", readme_install, "-e ."), ("workflow", workflow_install, "$COMPRESS_PACKAGE")):
+        lines = _install_lines(text)
+        torch_line = next(i for i, line in enumerate(lines) if re.search(r"\btorch==", line))
+        compress_line = next(i for i, line in enumerate(lines) if compress_marker in line)
+        assert CPU_WHEEL in lines[torch_line], f"{where}: `{lines[torch_line]}` does not name PyTorch's CPU wheel index"
+        assert torch_line < compress_line, f"{where}: compress is installed before the CPU torch wheel"

@@ -1,14 +1,15 @@
-"""`python -m bench.readme`: write the figures README.md quotes from bench/results/*.json, never by hand.
+"""`python -m bench.pages`: write the figures docs/benchmarks.md shows from bench/results/*.json, never by hand.
 
 Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` and is rewritten whole:
 ``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json),
 ``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json), ``transformer_speed``
-(bench/results/transformer_speed.json) and ``cost`` (what `compress quantize` costs, bench/results/cost.json).
+(bench/results/transformer_speed.json), ``cost`` (what `compress quantize` costs, bench/results/cost.json) and
+``fidelity_floors`` (int8 fidelity per output kind against the default floors, bench/results/fidelity_floors.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
-    $ python -m bench && python -m bench.readme        # measure, then put the new figures in README.md
-    $ python -m bench.readme --check
+    $ python -m bench && python -m bench.pages        # measure, then put the new figures in docs/benchmarks.md
+    $ python -m bench.pages --check
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-README = Path(__file__).parents[1] / "README.md"
+PAGE = Path(__file__).parents[1] / "docs" / "benchmarks.md"
 
 
 def latest_block() -> str:
@@ -74,41 +75,52 @@ def cost_block() -> str:
     return markdown(json.loads((RESULTS / "cost.json").read_text())).rstrip("\n")
 
 
+def fidelity_floors_block() -> str:
+    """Per model and output, the measure nearest its floor, as configured and repaired (bench.fidelity_floors)."""
+    from bench.fidelity_floors import page_table
+
+    return page_table(json.loads((RESULTS / "fidelity_floors.json").read_text()))
+
+
 BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block,
-          "transformer_speed": transformer_speed_block, "cost": cost_block}
+          "transformer_speed": transformer_speed_block, "cost": cost_block, "fidelity_floors": fidelity_floors_block}
 
 
 def _pattern(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- bench:{name} -->\n)(.*?)(\n<!-- /bench:{name} -->)", re.S)
 
 
-def rendered(readme: str) -> str:
-    """``readme`` with every generated block rewritten from its JSON."""
+def rendered(page: str) -> str:
+    """``page`` with every generated block rewritten from its JSON."""
     for name, block in BLOCKS.items():
-        if not _pattern(name).search(readme):
-            raise SystemExit(f"README.md has no <!-- bench:{name} --> block")
-        readme = _pattern(name).sub(lambda m, text=block(): m.group(1) + text + m.group(3), readme)
-    return readme
+        if not _pattern(name).search(page):
+            raise SystemExit(f"{PAGE.name} has no <!-- bench:{name} --> block")
+        page = _pattern(name).sub(lambda m, text=block(): m.group(1) + text + m.group(3), page)
+    return page
 
 
-def stale_blocks(readme: str) -> list[str]:
+def stale_blocks(page: str) -> list[str]:
     """Names of the blocks whose text differs from what their JSON gives."""
-    return [name for name, block in BLOCKS.items() if (m := _pattern(name).search(readme)) is None or m.group(2) != block()]
+    return [name for name, block in BLOCKS.items() if (m := _pattern(name).search(page)) is None or m.group(2) != block()]
+
+
+def write_page() -> None:
+    """Rewrite every block of docs/benchmarks.md from bench/results/*.json."""
+    PAGE.write_text(rendered(PAGE.read_text()))
+    print(f"rewrote {', '.join(BLOCKS)} in {PAGE}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="Only check; exit 1 if README.md differs from the JSON.")
+    parser.add_argument("--check", action="store_true", help=f"Only check; exit 1 if {PAGE.name} differs from the JSON.")
     args = parser.parse_args(argv)
-    text = README.read_text()
     if args.check:
-        stale = stale_blocks(text)
+        stale = stale_blocks(PAGE.read_text())
         if stale:
-            sys.exit(f"README.md blocks out of date with bench/results: {', '.join(stale)}; run python -m bench.readme")
-        print("README.md agrees with bench/results")
+            sys.exit(f"{PAGE} blocks out of date with bench/results: {', '.join(stale)}; run python -m bench.pages")
+        print(f"{PAGE} agrees with bench/results")
         return
-    README.write_text(rendered(text))
-    print(f"rewrote {', '.join(BLOCKS)} in {README}")
+    write_page()
 
 
 if __name__ == "__main__":
