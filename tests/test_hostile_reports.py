@@ -117,6 +117,8 @@ def test_the_issue_case_tempfile_mkdtemp_is_not_called(run_copy, cli, tmp_path, 
                                                                 "source": None, "sha256": None}))
     line = assert_refused(cli, ["verify", run_copy / "model.int8.onnx"], run_copy)
     assert "'tempfile:mkdtemp'" in line and "--trust-code-from tempfile" in line
+    document = json_output(cli("verify", run_copy / "model.int8.onnx", "--data", "digits28", "--samples", "64", "--json"))
+    assert document["passed"] and document["data"]["source"] == "digits28"  # --data, as the line says, goes past it
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @shared_options("target", "output")
 def verify_command(
-    artifact: Path = typer.Argument(..., help="An .onnx or .tflite artifact."),
+    artifact: Path = typer.Argument(..., help="An artifact: .onnx, .tflite or .pte (and its run's report.json beside it, or above failed/)."),
     targets: list[str] = typer.Option(None, "--targets", "-t", help="Comma-separated: local, cuda, ssh://user@host[:port], adb[:serial], "
                                       "qemu-arm64 (default local)."),
     reference: Path = typer.Option(None, "--reference", help="The uncompressed model (default: source.path of the report.json next to the artifact)."),
@@ -55,7 +55,8 @@ def verify_command(
                                    **options)
         for warning in (result["data"] or {}).get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-        result["report_updated"] = None if no_report else (str(p) if (p := record_parity(artifact, result)) else None)
+        recorded = None if no_report or result["run"] is None else record_parity(artifact, result)  # only where listed
+        result["report_updated"] = str(recorded) if recorded else None
         emit(result, opts.json_out, lambda: _render(result))
         failures = [f"{row['target']}: {', '.join(row['failures'])}" for row in result["targets"] if not row["passed"]]
         failures += [f"{artifact.name} in its run: {failure}" for failure in (result["run"] or {}).get("failures", [])]

@@ -92,6 +92,7 @@ def verify_on_targets(
     UsageError); ``reference``/``data`` default to it (``source.path``, ``dataset.source``; a warning in
     ``data.warnings`` when that file changed since the run; code it names only as ``trust`` allows). A verdict the run
     reached stays: ``run.failures`` names it and ``passed`` is false; a file the run could not verify is not run again.
+    ``run`` is None when no report lists the file.
     Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "run", "passed"}``; never raises on a
     mismatch.
     """
@@ -110,7 +111,7 @@ def verify_on_targets(
     if record is not None:
         record.check_unchanged()
     tolerance = tolerance or Tolerance()
-    run = None if record is None else {"report": str(record.report_path), "failures": record.failures()}
+    run = None if record is None or record.entry is None else {"report": str(record.report_path), "failures": record.failures()}
     if record is not None and record.failed_verification:  # kept under failed/ for debugging: nothing to measure
         return {"artifact": str(artifact), "runtime": runtime, "reference": None, "data": None,
                 "tolerance": asdict(tolerance), "targets": [], "run": run, "passed": False}
