@@ -8,6 +8,7 @@ traceback, and the run directory's files byte for byte as they were.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -80,9 +81,23 @@ def edit_report(run_dir: Path, change) -> None:
     path.write_text(json.dumps(report))
 
 
+def child_processes() -> set[int]:
+    """The live processes this one started (by their parent pid in /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid():
+            found.add(int(stat.parent.name))
+    return found
+
+
 def assert_refused(cli, args: list, run_dir: Path, sentinel: Path | None = None) -> str:
-    """Exit 2, one line, one JSON document with --json, nothing in the run directory changed, no code ran; the line."""
-    before = snapshot(run_dir)
+    """Exit 2, one line, one JSON document with --json, nothing in the run directory changed, no code ran, no process
+    left behind; the line."""
+    before, children = snapshot(run_dir), child_processes()
     result = cli(*args)
     assert result.exit_code == 2, result.output
     line = one_line(result)
@@ -90,6 +105,7 @@ def assert_refused(cli, args: list, run_dir: Path, sentinel: Path | None = None)
     assert document["exit_code"] == 2 and document["error"] in line
     assert snapshot(run_dir) == before
     assert sentinel is None or not sentinel.exists()
+    assert child_processes() <= children
     return line
 
 
