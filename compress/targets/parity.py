@@ -120,8 +120,8 @@ def verify_on_targets(
         raise UsageError(f"no reference model: pass --reference (no report.json next to {artifact.name} names its source)")
     if not Path(reference).is_file():
         raise UsageError(f"reference model {reference} not found; pass --reference")
-    explicit_data, data_warning = data is not None, None
-    if not explicit_data and record is not None:
+    data_warning = None
+    if data is None and record is not None:
         data, data_warning = record.data(trust)
     opened = [open_target(t, strict=False, **target_options) for t in targets]  # bad names fail before any work
     seed = (record.split_seed() if record else None) or 0
