@@ -133,9 +133,9 @@ def test_the_issue_case_tempfile_mkdtemp_is_not_called(run_copy, cli, tmp_path, 
                                                                 "source": None, "sha256": None}))
     line = assert_refused(cli, ["verify", run_copy / "model.int8.onnx"], run_copy)
     assert "'tempfile:mkdtemp'" in line and "--trust-code-from tempfile" in line
+    assert list((tmp_path / "tmp").iterdir()) == []
     document = json_output(cli("verify", run_copy / "model.int8.onnx", "--data", "digits28", "--samples", "64", "--json"))
     assert document["passed"] and document["data"]["source"] == "digits28"  # --data, as the line says, goes past it
-    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_a_reference_naming_code_as_its_dataset_runs_nothing(run_copy, module_on_path, cli, tmp_path):
