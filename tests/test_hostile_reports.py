@@ -189,8 +189,16 @@ def test_a_file_whose_weights_changed_is_refused_naming_it(artifact, run_copy, z
 def test_an_unchanged_file_verifies_and_its_parity_is_recorded(run_copy, cli):
     document = json_output(cli("verify", run_copy / "model.int8.pte", "--samples", "64", "--json"))
     assert document["passed"] and document["run"] == {"report": str(run_copy / "report.json"), "failures": []}
+    assert document["reference"]["warnings"] == [] and document["data"]["warnings"] == []
     entry = next(a for a in json.loads((run_copy / "report.json").read_text())["artifacts"] if a["path"] == "model.int8.pte")
     assert [row["target"] for row in entry["parity"]] == ["local-cpu"]
+
+
+def test_a_reference_other_than_the_runs_is_named_in_a_warning(run_copy, cli):
+    edit_report(run_copy, lambda report: report["source"].update(sha256="0" * 64))  # the run's model had other bytes
+    result = cli("verify", run_copy / "model.int8.onnx", "--samples", "64", "--no-report")
+    assert result.exit_code == 0, result.output
+    assert "warning: reference " in result.stderr and "changed since the run (sha256 000000000000… then" in result.stderr
 
 
 # --- the verdict its run reached -----------------------------------------------------------------------------------

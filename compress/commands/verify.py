@@ -53,7 +53,7 @@ def verify_command(
         result = verify_on_targets(artifact, split_targets(targets), reference=reference, data=data, samples=samples,
                                    threads=threads, tolerance=tolerance, trust=Trust(roots=tuple(trust_code_from or ())),
                                    **options)
-        for warning in (result["data"] or {}).get("warnings", []):
+        for warning in [*(result["reference"] or {}).get("warnings", []), *(result["data"] or {}).get("warnings", [])]:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         recorded = None if no_report or result["run"] is None else record_parity(artifact, result)  # only where listed
         result["report_updated"] = str(recorded) if recorded else None

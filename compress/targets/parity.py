@@ -90,9 +90,9 @@ def verify_on_targets(
 
     The report.json of the artifact's run (compress.targets.run_record) must still list the file's sha256 (else
     UsageError); ``reference``/``data`` default to it (``source.path``, ``dataset.source``; a warning in
-    ``data.warnings`` when that file changed since the run; code it names only as ``trust`` allows). A verdict the run
-    reached stays: ``run.failures`` names it and ``passed`` is false; a file the run could not verify is not run again.
-    ``run`` is None when no report lists the file.
+    ``reference.warnings``/``data.warnings`` when that file changed since the run; code it names only as ``trust``
+    allows). A verdict the run reached stays: ``run.failures`` names it and ``passed`` is false; a file the run could
+    not verify is not run again. ``run`` is None when no report lists the file.
     Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "run", "passed"}``; never raises on a
     mismatch.
     """
@@ -120,7 +120,7 @@ def verify_on_targets(
         raise UsageError(f"no reference model: pass --reference (no report.json next to {artifact.name} names its source)")
     if not Path(reference).is_file():
         raise UsageError(f"reference model {reference} not found; pass --reference")
-    data_warning = None
+    data_warning, reference_warning = None, record.reference_warning(str(reference)) if record else None
     if data is None and record is not None:
         data, data_warning = record.data(trust)
     opened = [open_target(t, strict=False, **target_options) for t in targets]  # bad names fail before any work
@@ -128,7 +128,8 @@ def verify_on_targets(
     expected, subset, reference_runtime = reference_outputs(str(reference), data, samples, seed=seed)
     rows = _target_rows(artifact, runtime, opened, expected, subset, threads, tolerance)
     return {
-        "artifact": str(artifact), "runtime": runtime, "reference": {"path": str(reference), "runtime": reference_runtime},
+        "artifact": str(artifact), "runtime": runtime,
+        "reference": {"path": str(reference), "runtime": reference_runtime, "warnings": [reference_warning] if reference_warning else []},
         "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint(),
                  "source": str(data) if data else None, "warnings": [data_warning] if data_warning else []},
         "tolerance": asdict(tolerance), "targets": rows, "run": run,

@@ -71,6 +71,19 @@ class RunRecord:
         beside = self.report_path.parent / path
         return str(beside) if not Path(path).is_file() and beside.is_file() else path
 
+    def reference_warning(self, reference: str) -> str | None:
+        """A warning when ``reference`` is the run's source model and its bytes differ from the recorded sha256."""
+        from compress.io import sha256_file
+
+        recorded, source = self._section("source").get("sha256"), self.reference()
+        if not isinstance(recorded, str) or source is None or not _same_file(Path(source), Path(reference)):
+            return None
+        now = sha256_file(reference)
+        if now == recorded:
+            return None
+        return (f"reference {reference} changed since the run (sha256 {recorded[:12]}… then, {now[:12]}… now): "
+                "parity is measured against other weights than the run's")
+
     def split_seed(self) -> int | None:
         seed = self._section("dataset").get("split_seed")
         return seed if isinstance(seed, int) else None
