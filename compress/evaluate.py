@@ -67,6 +67,16 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     return round(10.0 * np.log10(max(signal, 1e-30) / noise), 3)
 
 
+def significant(value: float, digits: int = 6) -> float:
+    """``value`` to ``digits`` significant figures: a small error stays visible (``round(4.2e-07, 6)`` would be 0).
+
+    Example:
+        >>> significant(4.2134567e-07)
+        4.21346e-07
+    """
+    return float(f"{float(value):.{digits}g}")
+
+
 def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     """Top-1 agreement (for outputs with a class axis), SQNR, max abs error and cosine similarity."""
     reference = np.asarray(reference, dtype=np.float64)
@@ -77,7 +87,7 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict:
     result = {
         "top1_agreement": None,
         "sqnr_db": sqnr_db(reference, candidate),
-        "max_abs_error": round(float(np.max(np.abs(reference - candidate))) if reference.size else 0.0, 6),
+        "max_abs_error": significant(np.max(np.abs(reference - candidate))) if reference.size else 0.0,
         "cosine": round(float(np.mean(cosine)), 6),
     }
     if reference.ndim == 2 and reference.shape[1] > 1:

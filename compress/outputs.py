@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compress.evaluate import REGRESSION_MAX_WIDTH, head_fits, sqnr_db
+from compress.evaluate import REGRESSION_MAX_WIDTH, head_fits, significant, sqnr_db
 
 KINDS = ("classes", "probabilities", "embedding", "regression", "state")
 FLOOR_MEASURES = ("top1_agreement", "top5_agreement", "cosine", "cosine_min", "neighbour_agreement", "sqnr_db")  # higher is better
@@ -198,7 +198,7 @@ def output_fidelity(kinds: list[OutputKind], reference: list[np.ndarray], candid
     return {
         "top1_agreement": head.get("top1_agreement"),
         "sqnr_db": sqnr_db(np.asarray(ref), np.asarray(cand).reshape(np.shape(ref))),
-        "max_abs_error": round(float(np.max(np.abs(_rows(ref) - _rows(np.asarray(cand).reshape(np.shape(ref)))))), 6) if np.size(ref) else 0.0,
+        "max_abs_error": significant(np.max(np.abs(_rows(ref) - _rows(np.asarray(cand).reshape(np.shape(ref)))))) if np.size(ref) else 0.0,
         "cosine": head.get("cosine"),
         "worst": {"output": worst["name"], "kind": worst["kind"], "measure": measure_name, "value": head.get(measure_name)},
         "outputs": outputs,

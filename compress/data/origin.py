@@ -46,6 +46,8 @@ def recorded_data(dataset: dict | None) -> tuple[str | None, str | None]:
     path = Path(source)
     if not path.exists():
         return source, f"data {source} (recorded by the run) is gone; pass --data"
+    if not (path.is_file() or path.is_dir()):  # a device or a pipe: reading it to hash it would never end
+        return source, f"data {source} (recorded by the run) is no longer a file or folder; pass --data"
     if _sha256(path) != digest:
         return source, (f"data {source} changed since the run (sha256 {digest[:12]}… then, {_sha256(path)[:12]}… now): "
                         "figures are not comparable with the report's")

@@ -12,13 +12,14 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from compress.errors import UsageError
+from compress.recipe.trust import Trust
+from compress.targets.run_record import run_record
 
 
 @dataclass
@@ -31,28 +32,9 @@ class Tolerance:
     min_agreement: float | None = 0.99        # top-1 agreement with the first target's outputs
 
 
-def defaults_from_report(artifact: Path) -> tuple[str | None, str | None, int | None, str | None]:
-    """(reference model path, data to reuse, split seed, a warning when that data changed) from the report.json next
-    to ``artifact``, when there is one (compress.data.origin)."""
-    from compress.data.origin import recorded_data
-
-    path = artifact.parent / "report.json"
-    if not path.is_file():
-        return None, None, None, None
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None, None, None, None
-    source, dataset = report.get("source") or {}, report.get("dataset") or {}
-    reference = source.get("path")
-    if reference and not Path(reference).is_file() and (artifact.parent / reference).is_file():
-        reference = str(artifact.parent / reference)
-    data, warning = recorded_data(dataset)
-    return reference, data, dataset.get("split_seed"), warning
-
-
 def reference_outputs(reference: str, data, samples: int, seed: int = 0):
-    """The reference model's outputs on (a deterministic subset of) the real test split, and that subset."""
+    """The reference model's outputs on (a deterministic subset of) the real test split, and that subset. Without
+    ``data``, the built-in dataset the reference file names (compress.model loads no other)."""
     from compress.dataplan import plan_data
     from compress.model import load_model
     from compress.runtimes import open_runner, run_dataset
@@ -101,17 +83,21 @@ def verify_on_targets(
     samples: int = 256,
     threads: int | None = None,
     tolerance: Tolerance | None = None,
+    trust: Trust = Trust(),
     **target_options,
 ) -> dict:
     """Run ``artifact`` on every target with the same real inputs; compare each with the reference and the first target.
 
-    ``reference``/``data`` default to the report.json next to the artifact (``source.path``, ``dataset.source``; a
-    warning in ``data.warnings`` when that file changed since the run).
-    Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "passed"}``; never raises on a mismatch.
+    The report.json of the artifact's run (compress.targets.run_record) must still list the file's sha256 (else
+    UsageError); ``reference``/``data`` default to it (``source.path``, ``dataset.source``; a warning in
+    ``reference.warnings``/``data.warnings`` when that file changed since the run; code it names only as ``trust``
+    allows). A verdict the run reached stays: ``run.failures`` names it and ``passed`` is false; a file the run could
+    not verify is not run again. ``run`` is None when no report lists the file.
+    Returns ``{"artifact", "reference", "data", "tolerance", "targets": [...], "run", "passed"}``; never raises on a
+    mismatch.
     """
-    from compress.pipeline import combined_fidelity
     from compress.runtimes.base import runtime_for
-    from compress.targets.base import RunRequest, open_target
+    from compress.targets.base import open_target
 
     artifact = Path(artifact)
     if not artifact.is_file():
@@ -121,16 +107,43 @@ def verify_on_targets(
     if samples < 1:
         raise UsageError("--samples must be at least 1")
     runtime = runtime_for(artifact)
-    default_reference, default_data, split_seed, data_warning = defaults_from_report(artifact)
-    reference = reference or default_reference
+    record = run_record(artifact)
+    if record is not None:
+        record.check_unchanged()
+    tolerance = tolerance or Tolerance()
+    run = None if record is None or record.entry is None else {"report": str(record.report_path), "failures": record.failures()}
+    if record is not None and record.failed_verification:  # kept under failed/ for debugging: nothing to measure
+        return {"artifact": str(artifact), "runtime": runtime, "reference": None, "data": None,
+                "tolerance": asdict(tolerance), "targets": [], "run": run, "passed": False}
+    reference = reference or (record.reference() if record else None)
     if reference is None:
         raise UsageError(f"no reference model: pass --reference (no report.json next to {artifact.name} names its source)")
     if not Path(reference).is_file():
         raise UsageError(f"reference model {reference} not found; pass --reference")
-    explicit_data, data = data is not None, data or default_data
-    tolerance = tolerance or Tolerance()
+    data_warning, reference_warning = None, record.reference_warning(str(reference)) if record else None
+    if data is None and record is not None:
+        data, data_warning = record.data(trust)
     opened = [open_target(t, strict=False, **target_options) for t in targets]  # bad names fail before any work
-    expected, subset, reference_runtime = reference_outputs(str(reference), data, samples, seed=split_seed or 0)
+    seed = (record.split_seed() if record else None) or 0
+    expected, subset, reference_runtime = reference_outputs(str(reference), data, samples, seed=seed)
+    rows = _target_rows(artifact, runtime, opened, expected, subset, threads, tolerance)
+    return {
+        "artifact": str(artifact), "runtime": runtime,
+        "reference": {"path": str(reference), "runtime": reference_runtime, "warnings": [reference_warning] if reference_warning else []},
+        "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint(),
+                 "source": str(data) if data else None, "warnings": [data_warning] if data_warning else []},
+        "tolerance": asdict(tolerance), "targets": rows, "run": run,
+        "passed": all(r["passed"] for r in rows) and not (run and run["failures"]),
+    }
+
+
+def _target_rows(artifact: Path, runtime: str, opened: list, expected: list, subset, threads: int | None,
+                 tolerance: Tolerance) -> list[dict]:
+    """One parity row per opened target: fidelity vs the reference, agreement with the first target, the verdict."""
+    from compress.evaluate import significant
+    from compress.pipeline import combined_fidelity
+    from compress.targets.base import RunRequest
+
     rows, first = [], None
     for target in opened:
         result = target.run(RunRequest(artifact, runtime=runtime, threads=threads, inputs=subset.x, want_outputs=True))
@@ -138,8 +151,8 @@ def verify_on_targets(
         fidelity = combined_fidelity(expected, outputs)
         agreement = None
         if first is not None:
-            agreement = {"target": first[0], "top1_agreement": _top1(first[1][0], outputs[0]),
-                         "max_abs_diff": round(float(max(np.max(np.abs(a.astype(np.float64) - b)) for a, b in zip(first[1], outputs))), 6)}
+            diff = max(np.max(np.abs(a.astype(np.float64) - b)) for a, b in zip(first[1], outputs))
+            agreement = {"target": first[0], "top1_agreement": _top1(first[1][0], outputs[0]), "max_abs_diff": significant(diff)}
         else:
             first = (target.name, outputs)
         failures = judge(fidelity, agreement, tolerance)
@@ -148,12 +161,7 @@ def verify_on_targets(
                      "runtime": runtime, "runtime_version": environment.get("runtime_version"), "fidelity": fidelity,
                      "agreement_with_first": agreement, "passed": not failures, "failures": failures,
                      "warnings": list(getattr(target, "notes", []))})
-    return {
-        "artifact": str(artifact), "runtime": runtime, "reference": {"path": str(reference), "runtime": reference_runtime},
-        "data": {"name": subset.name, "split": subset.split_name, "samples": subset.size, "fingerprint": subset.fingerprint(),
-                 "source": str(data) if data else None, "warnings": [data_warning] if data_warning and not explicit_data else []},
-        "tolerance": asdict(tolerance), "targets": rows, "passed": all(r["passed"] for r in rows),
-    }
+    return rows
 
 
 def record_parity(artifact: str | Path, result: dict) -> Path | None:
