@@ -232,6 +232,7 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
     import yaml
 
     from compress.errors import UsageError
+    from compress.yamlsafe import safe_load
 
     result = {}
     for pair in pairs or []:
@@ -239,7 +240,8 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
         if not sep or not key:
             raise UsageError(f"bad key=value {pair!r}; write it like width=0.5")
         try:
-            result[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UsageError(f"bad value in {pair!r}: not a YAML value; quote it or close its brackets") from None
+            result[key.strip()] = safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"bad value in {pair!r}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'}); "
+                             "quote it or close its brackets") from None
     return result

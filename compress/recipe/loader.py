@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from compress import yamlsafe
 from compress.errors import UsageError
 from compress.recipe.schema import STAGE_CONFIGS, RecipeBase, recipe_model, stage_config_class
 
@@ -95,7 +96,7 @@ def parse_override(override: str) -> tuple[list, object]:
     if not sep or not all(k.strip() for k in keys):
         raise RecipeError(f"--set {override!r}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
     try:
-        value = yaml.safe_load(raw)
+        value = yamlsafe.safe_load(raw)
     except yaml.YAMLError as exc:
         raise RecipeError(f"--set {override!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                           "quote it or close its brackets") from None
@@ -118,18 +119,16 @@ def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -
 
 
 def _load_yaml(text: str, source: str):
-    """``yaml.safe_load`` with a syntax error as a RecipeError naming ``source:line:col``."""
+    """:func:`compress.yamlsafe.load` (bounded: depth, aliases, duplicate keys) with its error as a RecipeError."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        return yamlsafe.load(text, source)
+    except UsageError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> RecipeBase:
     data = _load_yaml(text, source)
-    root = yaml.compose(text)
+    root = yaml.compose(text)  # safe now: _load_yaml bounded its depth
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with model, data, stages, targets, gates, output, seed")
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import UsageError
+from compress.jsonsafe import loads
 
 
 @dataclass
@@ -40,7 +41,7 @@ def defaults_from_report(artifact: Path) -> tuple[str | None, str | None, int | 
     if not path.is_file():
         return None, None, None, None
     try:
-        report = json.loads(path.read_text())
+        report = loads(path.read_text())
     except json.JSONDecodeError:
         return None, None, None, None
     source, dataset = report.get("source") or {}, report.get("dataset") or {}
