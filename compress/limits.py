@@ -18,3 +18,7 @@ MAX_LAYERS = 10_000          # layers kept in float by fallback or search
 # compress.yamlsafe and compress.jsonsafe refuse anything beyond these before any step walks the values.
 MAX_DOCUMENT_DEPTH = 200     # nested lists/mappings (a report nests about 8 deep)
 MAX_YAML_VALUES = 100_000    # values a YAML document stands for once its aliases are expanded
+
+# --- numeric command-line options (compress.commands._options.OPTION_BOUNDS) ---------------------------------------
+MAX_SECONDS = 86_400         # a timing duration or a target's per-call timeout: one day
+MAX_SEED = 2**32 - 1         # numpy's seeds are 32-bit

@@ -139,11 +139,21 @@ def _hide_flag_metavars(command) -> None:
 
 class JsonErrorsGroup(TyperGroup):
     """The root command: with ``--json`` anywhere on the line, click's own parse errors (``--runs abc``, an unknown
-    option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout."""
+    option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout. A number outside
+    its range (compress.commands._options.OPTION_BOUNDS) is one stderr line, with or without ``--json``."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from compress.commands._options import OptionOutOfRange, bound_options
+
         _hide_flag_metavars(self)
+        bound_options(self)
         argv = sys.argv[1:] if args is None else list(args)
+        try:
+            return self._main(argv, prog_name, complete_var, standalone_mode, **extra)
+        except OptionOutOfRange as exc:
+            sys.exit(_fail("error", str(exc), exc.exit_code, json_out="--json" in argv).exit_code)
+
+    def _main(self, argv, prog_name, complete_var, standalone_mode, **extra):
         if "--json" not in argv or not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
         try:
