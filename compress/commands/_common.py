@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from compress.errors import CompressError
@@ -119,7 +120,7 @@ def quiet_third_party_logs(debug: bool) -> Iterator[None]:
 def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exit:
     """Print ``label: message`` on stderr, plus, with --json on exit 2 or 3, ``{"error": message, "exit_code": N}`` on
     stdout (a failed gate, exit 1, has already printed its report there); the Exit to raise."""
-    console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [x] is text, not markup
     if json_out and exit_code != 1:
         sys.stdout.write(dumps({"error": message, "exit_code": exit_code}) + "\n")
         sys.stdout.flush()
