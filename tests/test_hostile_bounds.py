@@ -120,6 +120,20 @@ def test_arch_kwargs_nested_100000_deep_is_refused(tmp_path, zoo_checkpoint):
     assert not (tmp_path / "run").exists()
 
 
+def test_stage_marker_nested_100000_deep_is_refused_on_resume(zoo_checkpoint, tmp_path, cli):
+    model = zoo_checkpoint("mnist_cnn", epochs=1, width=0.25)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: {{source: {model}}}\nstages:\n  - prune: {{method: l1-structured, sparsity: 0.25}}\n"
+                      f"  - evaluate: {{}}\noutput: {{dir: {tmp_path / 'run'}}}\n")
+    assert cli("run", recipe).exit_code == 0
+    marker = next((tmp_path / "run").glob(".stages/00-prune-*/stage.json"))
+    marker.write_text(DEEP_JSON)
+    report = (tmp_path / "run" / "report.json").read_bytes()
+    line = refused(compress("run", recipe, "--json"), True)
+    assert f"{marker} is not JSON compress reads (nested deeper than 200 levels" in line
+    assert (tmp_path / "run" / "report.json").read_bytes() == report
+
+
 # --- shape expressions on the command line ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, message", [
