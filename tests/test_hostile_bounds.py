@@ -86,6 +86,17 @@ def test_the_shipped_recipes_still_validate():
         assert compress("recipe", "validate", recipe).returncode == 0, recipe
 
 
+@pytest.mark.parametrize("line, message", [
+    ("gates: {min_fidelity: {sqnr_db: .nan}}", ":3:33: gates.min_fidelity.sqnr_db: Input should be a finite number"),
+    ("gates: {max_latency_ms: {local: .inf}}", ":3:33: gates.max_latency_ms.local: Input should be a finite number"),
+    ("seed: 99999999999999", ":3:7: seed: Input should be less than or equal to 4294967295"),
+])
+def test_recipe_numbers_are_finite_and_in_range(line, message, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: {{source: zoo:mnist_cnn}}\nstages: [{{quantize: {{}}}}]\n{line}\n")
+    assert f"{recipe}{message}" in refused(compress("recipe", "validate", recipe, "--json"), True)
+
+
 def test_anchors_and_merge_keys_within_the_budget_still_work(tmp_path):
     recipe = tmp_path / "shared.yaml"
     recipe.write_text("model: {source: zoo:mnist_cnn}\nstages:\n  - quantize: &q {formats: [onnx], calibration: entropy}\n"
