@@ -86,6 +86,11 @@ def _explain(error: dict, root: yaml.Node, source: str) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}: {_dotted(loc)}: {message}"
 
 
+def _quoted(override: str) -> str:
+    """``override`` as the error line shows it: quoted, its middle left out past 80 characters."""
+    return repr(override if len(override) <= 80 else f"{override[:60]}...{override[-15:]}")
+
+
 def parse_override(override: str) -> tuple[list, object]:
     """``stages.1.quantize.calibration=entropy`` → ``(["stages", 1, "quantize", "calibration"], "entropy")``.
 
@@ -94,11 +99,11 @@ def parse_override(override: str) -> tuple[list, object]:
     path, sep, raw = override.partition("=")
     keys = path.split(".")
     if not sep or not all(k.strip() for k in keys):
-        raise RecipeError(f"--set {override!r}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
+        raise RecipeError(f"--set {_quoted(override)}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
     try:
         value = yamlsafe.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {override!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+        raise RecipeError(f"--set {_quoted(override)}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                           "quote it or close its brackets") from None
     return [int(k) if k.isascii() and k.isdigit() else k for k in keys], value  # "²".isdigit() too
 
@@ -114,7 +119,7 @@ def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -
                 node = node[key]
             node[keys[-1]] = value
         except (KeyError, IndexError, TypeError):
-            raise RecipeError(f"--set {override!r}: the recipe has no {override.partition('=')[0]!r} to set (stages are numbered from 0)") from None
+            raise RecipeError(f"--set {_quoted(override)}: the recipe has no {override.partition('=')[0]!r} to set (stages are numbered from 0)") from None
     return yaml.safe_dump(data, sort_keys=False)
 
 
