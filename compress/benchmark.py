@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from compress.errors import UsageError
+from compress.jsonsafe import loads
 
 DEFAULT_RUNS = 100             # the cap of adaptive timing (the exact count with adaptive=False)
 DEFAULT_WARMUP = 10
@@ -317,7 +318,7 @@ def record_in_report(artifact: str | Path, key: str, entry: dict, same: tuple[st
     if not report_path.is_file():
         return None
     try:
-        report = json.loads(report_path.read_text())
+        report = loads(report_path.read_text())
     except json.JSONDecodeError:
         return None
     listed = [a for a in report.get("artifacts", []) if Path(a.get("path", "")).name == artifact.name]

@@ -25,6 +25,7 @@ from typing import Callable
 
 import yaml
 
+from compress import yamlsafe
 from compress.errors import CompressError, UsageError
 from compress.recipe.trust import Trust
 from compress.shipping import collect, land, pack, unpack, workdir, worker_identity
@@ -105,7 +106,7 @@ def prepare(recipe_file: Path, trust: Trust) -> FleetTask:
         raise UsageError(f"{recipe_file}: data.name {recipe.data.name} is a folder; a fleet ships files only: make it an .npz")
     inputs = pack(files)
     # the task holds no driver path: shipped fields name the file only, the worker points them at its own copy
-    data = _with_inputs(yaml.safe_load(recipe_file.read_text(encoding="utf-8")), {k: Path(name) for k, (name, _) in inputs.items()})
+    data = _with_inputs(yamlsafe.safe_load(recipe_file.read_text(encoding="utf-8")), {k: Path(name) for k, (name, _) in inputs.items()})
     return FleetTask(recipe_file.stem, data, inputs, trust)
 
 
@@ -186,9 +187,9 @@ def _finished(future: cf.Future, run_dir: Path) -> dict:
 
 def summary(run_dir: Path) -> dict:
     """What the fleet table shows for one landed run: the recommended artifact, its size and loss, the gates."""
-    import json
+    from compress.jsonsafe import read_json
 
-    report = json.loads((run_dir / "report.json").read_text())
+    report = read_json(run_dir / "report.json")
     pick = (report.get("recommended") or {}).get("local-cpu")
     artifacts = {a["name"]: a for a in report["artifacts"]}
     how = "fastest-and-smallest within the limit"

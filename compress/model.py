@@ -17,7 +17,6 @@ import contextlib
 import importlib
 import importlib.util
 import io
-import json
 import pickle
 import sys
 import zipfile
@@ -31,7 +30,7 @@ from torch import nn
 from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
-from compress.jsonsafe import dumps
+from compress.jsonsafe import dumps, parse_json
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
@@ -291,7 +290,7 @@ def _spec_from_extra_files(path: Path) -> InputSpec | None:
         torch.jit.load(str(path), _extra_files=extra)
     except RuntimeError:
         return None
-    return InputSpec.from_list(json.loads(extra["compress_input_spec.json"])) if extra["compress_input_spec.json"] else None
+    return InputSpec.from_list(parse_json(extra["compress_input_spec.json"], f"{path}: compress_input_spec.json")) if extra["compress_input_spec.json"] else None
 
 
 def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | None = None, remedy: str | None = None):
@@ -313,7 +312,7 @@ def _load_exported_program(path: Path, digest: str, override: InputSpec | None, 
                            batch_axes: dict[str, int]) -> ModelHandle:
     extra = {PROGRAM_METADATA: ""}
     program = load_program(path, trust_pickle, extra)
-    meta = json.loads(extra[PROGRAM_METADATA]) if extra[PROGRAM_METADATA] else {}
+    meta = parse_json(extra[PROGRAM_METADATA], f"{path}: {PROGRAM_METADATA}") if extra[PROGRAM_METADATA] else {}
     if override is None and meta.get("input_spec"):
         override = InputSpec.from_list(meta["input_spec"])
     if override is None:

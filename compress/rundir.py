@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 
 from compress.errors import UsageError
 from compress.io import disk_full_cause, fsync_file, make_run_dir, move_atomic
+from compress.jsonsafe import loads
 
 LOCK = ".lock"
 STAGING = ".partial"
@@ -138,7 +139,7 @@ def _lock(run_dir: Path, command: str) -> int:
 
 def _holder(fd: int) -> str:
     try:
-        record = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        record = loads(os.pread(fd, 65536, 0) or b"{}")
     except (OSError, ValueError):
         record = {}
     if not record:

@@ -151,7 +151,7 @@ def test_cli_prints_a_table_and_one_json_document(tiny_files, cli):
     (["--runs", "5", "--seconds", "1"], "not both"),
     (["--target", "bluetooth"], "unknown target"),
     (["--runtime", "tensorrt"], "unknown runtime"),
-    (["--batch", "0"], "at least 1"),
+    (["--batch", "0"], "--batch: give 1 to 65,536"),
     (["--target", "qemu-arm64", "--qemu-cpu", "cortex a76;rm"], "bad --qemu-cpu"),
 ])
 def test_bad_usage_exits_2_with_one_line(tiny_files, cli, args, message):

@@ -176,9 +176,9 @@ def test_out_naming_an_existing_file(cli, mnist, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("prune", "--finetune-epochs", "1000000000000"), "--finetune-epochs: Input should be less than or equal to 10000"),
-    (("qat", "--epochs", "99999999"), "--epochs: Input should be less than or equal to 10000"),
-    (("distill", "--student", "mnist_cnn:width=0.5", "--epochs", "20000"), "--epochs: Input should be less than or equal to 10000"),
+    (("prune", "--finetune-epochs", "1000000000000"), "--finetune-epochs: give 0 to 10,000 epochs (got 1000000000000)"),
+    (("qat", "--epochs", "99999999"), "--epochs: give 1 to 10,000 epochs (got 99999999)"),
+    (("distill", "--student", "mnist_cnn:width=0.5", "--epochs", "20000"), "--epochs: give 1 to 10,000 epochs (got 20000)"),
 ])
 def test_runaway_epochs_are_refused(cli, mnist, tmp_path, args, message):
     verb, *rest = args

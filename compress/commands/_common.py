@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console, ConsoleDimensions
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from compress.errors import CompressError
@@ -119,7 +120,7 @@ def quiet_third_party_logs(debug: bool) -> Iterator[None]:
 def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exit:
     """Print ``label: message`` on stderr, plus, with --json on exit 2 or 3, ``{"error": message, "exit_code": N}`` on
     stdout (a failed gate, exit 1, has already printed its report there); the Exit to raise."""
-    console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [x] is text, not markup
     if json_out and exit_code != 1:
         sys.stdout.write(dumps({"error": message, "exit_code": exit_code}) + "\n")
         sys.stdout.flush()
@@ -139,11 +140,21 @@ def _hide_flag_metavars(command) -> None:
 
 class JsonErrorsGroup(TyperGroup):
     """The root command: with ``--json`` anywhere on the line, click's own parse errors (``--runs abc``, an unknown
-    option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout."""
+    option or verb) also become one stderr line plus ``{"error": ..., "exit_code": 2}`` on stdout. A number outside
+    its range (compress.commands._options.OPTION_BOUNDS) is one stderr line, with or without ``--json``."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from compress.commands._options import OptionOutOfRange, bound_options
+
         _hide_flag_metavars(self)
+        bound_options(self)
         argv = sys.argv[1:] if args is None else list(args)
+        try:
+            return self._main(argv, prog_name, complete_var, standalone_mode, **extra)
+        except OptionOutOfRange as exc:
+            sys.exit(_fail("error", str(exc), exc.exit_code, json_out="--json" in argv).exit_code)
+
+    def _main(self, argv, prog_name, complete_var, standalone_mode, **extra):
         if "--json" not in argv or not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
         try:
@@ -232,6 +243,7 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
     import yaml
 
     from compress.errors import UsageError
+    from compress.yamlsafe import safe_load
 
     result = {}
     for pair in pairs or []:
@@ -239,7 +251,8 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
         if not sep or not key:
             raise UsageError(f"bad key=value {pair!r}; write it like width=0.5")
         try:
-            result[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UsageError(f"bad value in {pair!r}: not a YAML value; quote it or close its brackets") from None
+            result[key.strip()] = safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"bad value in {pair!r}: not a YAML value ({getattr(exc, 'problem', None) or 'unreadable'}); "
+                             "quote it or close its brackets") from None
     return result

@@ -1,21 +1,29 @@
 """Option groups that several verbs share, declared once: ``@shared_options("load", "output")`` appends the groups'
 options to a command's own parameters (in `--help` after them) and hands their values to it as one ``opts``.
+The range of every numeric option of every verb is declared once too, in OPTION_BOUNDS (see :func:`bound_options`).
 
 Example:
     >>> @shared_options("load", "output")
     ... def verb(model: Path = typer.Argument(...), *, opts: Options) -> None:
     ...     with handle_errors(opts.debug, opts.json_out):
     ...         handle = load_model(model, arch=opts.arch)
+    $ compress bench model.onnx --runs 1000000000
+    error: --runs: give 1 to 100,000 runs (got 1000000000)
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import typer
 
+from compress.errors import UsageError
+from compress.limits import (MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS,
+                            MAX_WORKERS)
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION)
@@ -82,3 +90,88 @@ def target_options(opts: Options) -> dict:
                "executor_runner": opts.executor_runner, "cpu": opts.qemu_cpu,
                "timeout_s": opts.timeout}
     return {k: v for k, v in options.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric option takes: finite, from ``low`` to ``high`` (``low`` itself excluded when ``above``)."""
+
+    low: float
+    high: float
+    unit: str = ""
+    above: bool = False
+
+    def refusal(self, value: float) -> str | None:
+        """Why ``value`` is refused (None when it is in range)."""
+        finite = isinstance(value, int) or math.isfinite(value)
+        inside = finite and (value > self.low if self.above else value >= self.low) and value <= self.high
+        got = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:20]}..."
+        return None if inside else f"give {self.text()} (got {got})"
+
+    def text(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if self.above:
+            return f"a number above {_number(self.low)}, at most {_number(self.high)}{unit}"
+        return f"{_number(self.low)} to {_number(self.high)}{unit}"
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
+FRACTION = Bound(0, 1)
+POSITIVE = Bound(0, 1e9, above=True)
+SECONDS = Bound(0, MAX_SECONDS, "seconds", above=True)
+EPOCHS = Bound(1, MAX_EPOCHS, "epochs")
+OPTION_BOUNDS: dict[str, Bound] = {
+    # how long and how much is timed
+    "--runs": Bound(1, MAX_RUNS, "runs"), "--warmup": Bound(0, MAX_RUNS, "runs"), "--batch": Bound(1, MAX_BATCH, "samples"),
+    "--seconds": SECONDS, "--timeout": SECONDS, "--threads": Bound(1, MAX_THREADS, "threads"),
+    "--peak-gops": POSITIVE, "--bandwidth-gbs": POSITIVE,
+    # how much data and training
+    "--samples": Bound(1, MAX_SAMPLES, "samples"), "--calib-samples": Bound(1, MAX_SAMPLES, "samples"),
+    "--seed": Bound(0, MAX_SEED), "--epochs": EPOCHS, "--finetune-epochs": Bound(0, MAX_EPOCHS, "epochs"),
+    "--freeze-bn-after": EPOCHS, "--freeze-observers-after": EPOCHS,
+    "--lr": Bound(0, 10, above=True), "--temperature": Bound(0, 1_000, above=True), "--alpha": FRACTION,
+    "--feature-weight": Bound(0, 1_000), "--width": Bound(0, 16, above=True), "--weight-bits": Bound(2, 8, "bits"),
+    "--sparsity": Bound(0, 0.999), "--max-degradation": FRACTION,
+    # tolerances of verify
+    "--min-top1": FRACTION, "--min-agreement": FRACTION, "--min-sqnr": Bound(-1_000, 1_000, "dB"),
+    "--max-abs-error": Bound(0, 1e30),
+    # how many at once
+    "--trials": Bound(1, MAX_TRIALS, "trials"), "--workers": Bound(1, MAX_WORKERS, "workers"),
+    "--cpus-per-recipe": Bound(1, MAX_THREADS, "CPUs"),
+}
+
+
+class OptionOutOfRange(UsageError):
+    """A numeric option outside its OPTION_BOUNDS range (one line, exit 2, raised while the line is parsed)."""
+
+
+def _checked(flag: str, bound: Bound, callback):
+    def check(ctx, param, value):
+        reason = None if value is None else bound.refusal(value)
+        if reason:
+            raise OptionOutOfRange(f"{flag}: {reason}")
+        return callback(ctx, param, value) if callback else value
+
+    return check
+
+
+def bound_options(command) -> None:
+    """Give every int/float option under ``command`` (a click command or group) its OPTION_BOUNDS range: a value
+    outside it, NaN or infinity is OptionOutOfRange, one line naming the option and its range (exit 2, before
+    anything is imported or written; with --json one error document too; JsonErrorsGroup prints it). A numeric option missing from OPTION_BOUNDS is a
+    KeyError here, so a new option cannot go unbounded."""
+    for param in getattr(command, "params", []):
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        if annotation not in (int, float) or getattr(param, "bound", None) or param.param_type_name != "option":
+            continue
+        flag = next(opt for opt in param.opts if opt.startswith("--"))
+        if flag not in OPTION_BOUNDS:
+            raise KeyError(f"{command.name} {flag}: a numeric option needs its range in OPTION_BOUNDS")
+        param.bound = OPTION_BOUNDS[flag]
+        param.callback = _checked(flag, param.bound, param.callback)
+        param.help = f"{param.help or ''} [{param.bound.text()}]".strip()
+    for sub in getattr(command, "commands", {}).values():
+        bound_options(sub)

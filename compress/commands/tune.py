@@ -28,6 +28,7 @@ def _search_block(path: Path | None) -> dict:
     """The ``search:`` mapping of a YAML file (a recipe or a file of its own); {} without --search."""
     import yaml
 
+    from compress import yamlsafe
     from compress.errors import UsageError
 
     if path is None:
@@ -35,7 +36,7 @@ def _search_block(path: Path | None) -> dict:
     if not path.is_file():
         raise UsageError(f"--search {path}: no such file")
     try:
-        document = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        document = yamlsafe.safe_load(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise UsageError(f"--search {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:

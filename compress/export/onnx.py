@@ -31,6 +31,7 @@ import torch
 
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.io import atomic_path
+from compress.jsonsafe import loads
 from compress.model import ModelHandle
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
@@ -85,7 +86,7 @@ def export_notes(path: str | Path) -> list[str]:
     model = onnx.load(str(path), load_external_data=False)
     for prop in model.metadata_props:
         if prop.key == NOTES_KEY:
-            return json.loads(prop.value)
+            return loads(prop.value)
     return []
 
 

@@ -75,6 +75,7 @@ def parse_student(spec: str) -> tuple[str, dict]:
     """
     import yaml
 
+    from compress import yamlsafe
     from compress.zoo.registry import ZOO
 
     head, _, rest = spec.strip().partition(":")
@@ -92,7 +93,7 @@ def parse_student(spec: str) -> tuple[str, dict]:
         if not sep or not key.strip().isidentifier():
             raise ValueError(f"bad student option {pair!r} in {spec!r}; write options as key=value, e.g. mnist_cnn:width=0.25")
         try:
-            kwargs[key.strip()] = yaml.safe_load(value)
+            kwargs[key.strip()] = yamlsafe.safe_load(value)
         except yaml.YAMLError:
             raise ValueError(f"bad student option {pair!r} in {spec!r}: the value is not valid YAML") from None
     return arch, kwargs

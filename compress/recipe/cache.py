@@ -18,6 +18,7 @@ from pathlib import Path
 
 from compress.errors import UsageError
 from compress.io import sha256_file, write_json_atomic
+from compress.jsonsafe import read_json
 
 MARKER = "stage.json"
 
@@ -36,7 +37,7 @@ class StageCache:
     def done(self, folder: Path) -> dict | None:
         """The recorded result of a finished stage, or None (never started, or interrupted)."""
         marker = folder / MARKER
-        return json.loads(marker.read_text()) if marker.is_file() else None
+        return read_json(marker) if marker.is_file() else None
 
     def start(self, folder: Path) -> Path:
         """A clean folder for a stage about to run (leftovers of an interrupted attempt are removed)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from compress import yamlsafe
 from compress.errors import UsageError
 from compress.recipe.schema import STAGE_CONFIGS, RecipeBase, recipe_model, stage_config_class
 
@@ -85,6 +86,11 @@ def _explain(error: dict, root: yaml.Node, source: str) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}: {_dotted(loc)}: {message}"
 
 
+def _quoted(override: str) -> str:
+    """``override`` as the error line shows it: quoted, its middle left out past 80 characters."""
+    return repr(override if len(override) <= 80 else f"{override[:60]}...{override[-15:]}")
+
+
 def parse_override(override: str) -> tuple[list, object]:
     """``stages.1.quantize.calibration=entropy`` → ``(["stages", 1, "quantize", "calibration"], "entropy")``.
 
@@ -93,11 +99,11 @@ def parse_override(override: str) -> tuple[list, object]:
     path, sep, raw = override.partition("=")
     keys = path.split(".")
     if not sep or not all(k.strip() for k in keys):
-        raise RecipeError(f"--set {override!r}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
+        raise RecipeError(f"--set {_quoted(override)}: write it as dotted.path=value, e.g. stages.1.quantize.calibration=entropy")
     try:
-        value = yaml.safe_load(raw)
+        value = yamlsafe.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {override!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
+        raise RecipeError(f"--set {_quoted(override)}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc}); "
                           "quote it or close its brackets") from None
     return [int(k) if k.isascii() and k.isdigit() else k for k in keys], value  # "²".isdigit() too
 
@@ -113,23 +119,21 @@ def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -
                 node = node[key]
             node[keys[-1]] = value
         except (KeyError, IndexError, TypeError):
-            raise RecipeError(f"--set {override!r}: the recipe has no {override.partition('=')[0]!r} to set (stages are numbered from 0)") from None
+            raise RecipeError(f"--set {_quoted(override)}: the recipe has no {override.partition('=')[0]!r} to set (stages are numbered from 0)") from None
     return yaml.safe_dump(data, sort_keys=False)
 
 
 def _load_yaml(text: str, source: str):
-    """``yaml.safe_load`` with a syntax error as a RecipeError naming ``source:line:col``."""
+    """:func:`compress.yamlsafe.load` (bounded: depth, aliases, duplicate keys) with its error as a RecipeError."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        return yamlsafe.load(text, source)
+    except UsageError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> RecipeBase:
     data = _load_yaml(text, source)
-    root = yaml.compose(text)
+    root = yaml.compose(text)  # safe now: _load_yaml bounded its depth
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a mapping with model, data, stages, targets, gates, output, seed")
     try:

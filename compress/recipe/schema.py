@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
-from compress.limits import MAX_EPOCHS, MAX_SAMPLES
+from compress.limits import MAX_EPOCHS, MAX_SAMPLES, MAX_SEED
 from compress.passes.registry import PASSES, on_register
 from compress.tune.config import SearchSpace
 
@@ -39,7 +39,7 @@ def stage_config_class(kind: str) -> type[BaseModel]:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # `.nan` or `.inf` in a recipe is a typo
 
 
 class ModelSection(Strict):
@@ -97,7 +97,7 @@ class RecipeBase(Strict):
     targets: list[str] = Field(default_factory=lambda: ["local"])
     gates: Gates = Field(default_factory=Gates)
     output: Output = Field(default_factory=Output)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description=f"Seed of data splits, calibration subsets and training (0 to {MAX_SEED:,}).")
     search: SearchSpace | None = Field(None, description="Search space for `compress tune --search THIS_FILE`; `compress run` ignores it.")
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.jsonsafe import loads
 
 RUNNER_PATH = Path(__file__).with_name("device_runner.py")
 MARKER = "COMPRESS_RUNNER_JSON "
@@ -120,7 +121,7 @@ def parse_runner_output(done: subprocess.CompletedProcess, target: str) -> dict:
     if not lines:
         raise EnvironmentFailure(f"{target}: the device runner printed no result (exit {done.returncode}): {last_line(done.stderr or done.stdout)}")
     try:
-        report = json.loads(lines[-1][len(MARKER):])
+        report = loads(lines[-1][len(MARKER):])
     except json.JSONDecodeError:
         raise EnvironmentFailure(f"{target}: the device runner printed a garbled result") from None
     if not report.get("ok"):

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from compress.errors import EnvironmentFailure, UsageError
+from compress.jsonsafe import loads
 from compress.targets.base import (
     register_target,
     RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, run_command, save_inputs,
@@ -125,7 +126,7 @@ def build_rootfs(final: Path, log) -> None:
                  "'onnxruntime': onnxruntime.__version__}))")
         done = _step([qemu, "-cpu", DEFAULT_CPU, "-L", str(rootfs), str(rootfs / "usr/bin/python3"), "-c", check],
                      "the smoke test (import numpy, onnxruntime, ai_edge_litert under qemu)", env=_env(rootfs), timeout=600)
-        stamp = {**json.loads(done.stdout.strip().splitlines()[-1]), "pins": PINS, "suite": SUITE, "qemu": qemu_version(qemu),
+        stamp = {**loads(done.stdout.strip().splitlines()[-1]), "pins": PINS, "suite": SUITE, "qemu": qemu_version(qemu),
                  "build_seconds": round(time.monotonic() - started, 1)}
         (rootfs / "compress-rootfs.json").write_text(json.dumps(stamp, indent=2) + "\n")
         if final.exists():

@@ -6,17 +6,17 @@ Example:
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from compress.io import write_json_atomic
+from compress.jsonsafe import read_json
 from compress.model import ModelHandle
 
 
 def rank_layers(handle: ModelHandle, data: str | None, out_dir: Path, config) -> list[str]:
     cached = out_dir / "sensitivity.json"
     if cached.is_file():
-        return json.loads(cached.read_text())["ranked"]
+        return read_json(cached)["ranked"]
     from compress.dataplan import plan_data
     from compress.quantize import QuantizeConfig, analyze
 

@@ -23,6 +23,7 @@ from compress.io import write_json_atomic
 from compress.model import ModelHandle
 from compress.pipeline import Reference
 from compress.rundir import holds_run_dir
+from compress.jsonsafe import read_json
 from compress.tune.config import TuneConfig, encode_dynamic_ops
 from compress.tune.executors import open_executor
 from compress.tune.remote import open_runner
@@ -138,7 +139,7 @@ def _keep(out_dir: Path, record: dict, name: str) -> None:
     """Copy a trial's artifact and report to ``<out>/<name>/`` (written aside, then swapped in); no-op when already there."""
     final = out_dir / name
     kept = final / "trial.json"
-    if kept.is_file() and json.loads(kept.read_text())["number"] == record["number"]:
+    if kept.is_file() and read_json(kept)["number"] == record["number"]:
         return
     staging = out_dir / f".{name}-new"
     if staging.exists():
