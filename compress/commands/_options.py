@@ -18,7 +18,8 @@ import typer
 
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
-                                     THREADS_OPTION, TRUST_PICKLE_OPTION)
+                                     THREADS_OPTION, TRUST_PICKLE_OPTION, handle_errors)
+from compress.model_file import check_model_file
 
 
 class Options(SimpleNamespace):
@@ -66,6 +67,8 @@ def shared_options(*groups: str):
         @functools.wraps(command)
         def run(**values):
             opts = Options(**{name: values.pop(name) for name in shared})
+            if "load" in groups:
+                _check_model_paths(values, opts)
             return command(**values, opts=opts)
 
         run.__signature__ = own.replace(parameters=params)
@@ -73,6 +76,17 @@ def shared_options(*groups: str):
         return run
 
     return wrap
+
+
+MODEL_PARAMETERS = ("model", "teacher")  # a verb's parameters that name a model file
+
+
+def _check_model_paths(values: dict, opts: Options) -> None:
+    """A missing, unreadable or foreign model file is answered before the verb imports torch (exit 2)."""
+    with handle_errors(getattr(opts, "debug", False), getattr(opts, "json_out", False)):
+        for name in MODEL_PARAMETERS:
+            if isinstance(values.get(name), Path):
+                check_model_file(values[name])
 
 
 def target_options(opts: Options) -> dict:
