@@ -74,7 +74,6 @@ def _head_from_name(name: str) -> tuple[Head, ...]:
     return load_dataset(name).heads
 
 
-# Model files compress does not take as input, and what to give instead.
 def load_model(
     path: str | Path,
     arch: str | None = None,

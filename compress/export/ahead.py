@@ -8,9 +8,9 @@ and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in 
 (compress.export.reuse) under the key the export computes: the first export that asks for it waits for that one
 answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
 in-process conversion writes. The second process dies with this one, however this one ends (SIGKILL included: the
-parent-death signal on Linux, a watch on its parent elsewhere). When the second process cannot help (one core, a module whose classes are not
-compress's or torch's, a pickling or conversion failure), this process converts as before; errors then surface with
-their usual messages.
+parent-death signal on Linux, a watch on its parent elsewhere). When the second process cannot help (one core, a
+module whose classes are not compress's or torch's, a pickling or conversion failure), this process converts as
+before; errors then surface with their usual messages.
 
 Example:
     >>> with conversions():
