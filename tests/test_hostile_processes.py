@@ -106,6 +106,41 @@ def test_a_killed_quantize_takes_its_second_process_with_it(mnist, tmp_path, sig
     assert "report.json" not in {p.name for p in finals}
 
 
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_killed_fleet_takes_its_workers_with_it(mnist, tmp_path):
+    import yaml
+
+    recipe = tmp_path / "mnist.yaml"
+    recipe.write_text(yaml.safe_dump({"seed": 0, "model": {"source": str(mnist)}, "data": {"name": "digits28"},
+                                      "stages": [{"quantize": {"formats": ["onnx"], "bench": False}}]}))
+    parent = subprocess.Popen([sys.executable, "-m", "compress.cli", "fleet", str(recipe), "--executor", "local",
+                               "--workers", "1", "--out", str(tmp_path / "fleet"), "--json"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+    try:
+        workers = []
+
+        def working() -> bool:  # a worker process at its recipe (past its start-up imports)
+            workers[:] = [pid for pid in children(parent.pid)
+                          if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and cpu_seconds(pid) > 2.0]
+            return bool(workers)
+
+        assert wait_until(working, 300), "no worker started"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=60)
+        assert wait_until(lambda: not any(alive(pid) for pid in workers), 5), "a fleet worker outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 # --- --json stdout is one document ---------------------------------------------------------------------------------
 
 NOISY_DATA = '''

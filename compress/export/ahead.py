@@ -7,10 +7,10 @@ here, never read from a file), which converts the jobs the pre-flight and the ex
 and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in the run's conversion cache
 (compress.export.reuse) under the key the export computes: the first export that asks for it waits for that one
 answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
-in-process conversion writes. The second process dies with this one, however this one ends (SIGKILL included: the
-parent-death signal on Linux, a watch on its parent elsewhere). When the second process cannot help (one core, a
-module whose classes are not compress's or torch's, a pickling or conversion failure), this process converts as
-before; errors then surface with their usual messages.
+in-process conversion writes. The second process dies with this one, however this one ends, SIGKILL included
+(compress.lifeline). When the second process cannot help (one core, a module whose classes are not compress's or
+torch's, a pickling or conversion failure), this process converts as before; errors then surface with their usual
+messages.
 
 Example:
     >>> with conversions():
@@ -25,12 +25,10 @@ import contextlib
 import importlib
 import os
 import pickle
-import signal
 import struct
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, ContextManager
 
@@ -266,35 +264,6 @@ def _program_module(path: str, digest: str) -> nn.Module | None:
     return module if model_key(module)[1] == digest else None
 
 
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): the signal this process gets when the thread that started it ends
-
-
-def die_with_parent(parent: int) -> None:
-    """In the second process, first thing: end when ``parent`` (the pid that started it) ends, however it ends.
-
-    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``; the parent starts this
-    process from its main thread, whose end is the process's end); a parent that died before that was set is seen as
-    a changed parent pid. Elsewhere a daemon thread watches the parent pid once a second.
-
-    Example:
-        >>> die_with_parent(int(sys.argv[2]))   # python -m compress.export.ahead WRITER_FD PARENT_PID
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # it died before the signal was set (this process was handed to init)
-        os._exit(0)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
 def main(writer: int) -> None:
     """The second process: read the request from stdin, convert, write each answer to ``writer`` when it is made."""
     import warnings
@@ -322,6 +291,8 @@ def main(writer: int) -> None:
 
 
 if __name__ == "__main__":
+    from compress.lifeline import die_with_parent
+
     die_with_parent(int(sys.argv[2]))
     main(int(sys.argv[1]))
     # everything is written and the pipe closed: exit now, without the seconds the interpreter spends unloading
