@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -55,7 +56,9 @@ for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name
 
 
 def main() -> None:
-    """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line."""
+    """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line; SIGTERM
+    ends a command as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _interrupt)
     loud = {"--verbose", "--debug"} & set(sys.argv[1:])
     rest = [a for a in sys.argv[1:] if a != "--verbose"]  # a global flag, so not a verb's option: the root takes it
     sys.argv = [sys.argv[0], *(["--verbose"] if "--verbose" in loud and rest else []), *rest]
@@ -73,10 +76,20 @@ def main() -> None:
     leave(code)
 
 
+def _interrupt(signum, frame) -> NoReturn:
+    """SIGTERM (a CI timeout, ``kill``): unwind as Ctrl-C does, so that the run directory's staging area is removed,
+    its lock released and the second process stopped (exit 130); nothing unverified gets a final name either way."""
+    raise KeyboardInterrupt
+
+
 def exit_code(command) -> int:
-    """Run ``command()``; the exit status it ends with (a SystemExit message is printed, status 1, as Python does)."""
+    """Run ``command()``; the exit status it ends with (a SystemExit message is printed, status 1, as Python does;
+    an interrupt outside a verb's work is 130)."""
     try:
         command()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

@@ -31,6 +31,7 @@ from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
 from compress.jsonsafe import dumps, parse_json
+from compress.model_file import check_model_file
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
@@ -72,15 +73,6 @@ def _head_from_name(name: str) -> tuple[Head, ...]:
     return load_dataset(name).heads
 
 
-# Model files compress does not take as input, and what to give instead.
-FOREIGN_FORMATS = {
-    ".tflite": "a TFLite file is an output of compress, not an input",
-    ".pte": "an ExecuTorch program is an output, not an input",
-    ".h5": "Keras models are not supported", ".keras": "Keras models are not supported",
-    ".pb": "TensorFlow graphs are not supported", ".mlmodel": "Core ML models are not supported",
-}
-
-
 def load_model(
     path: str | Path,
     arch: str | None = None,
@@ -107,11 +99,7 @@ def load_model(
 
 
 def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes: dict[str, int], data) -> ModelHandle:
-    if not path.is_file():
-        raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
-    if path.suffix.lower() in FOREIGN_FORMATS:
-        raise UsageError(f"{path}: {FOREIGN_FORMATS[path.suffix.lower()]}; give the PyTorch model (checkpoint, TorchScript, "
-                         ".pt2, state_dict with --arch) or an .onnx file")
+    check_model_file(path)
     handle = _read_model(path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes, data)
     check_finite_weights(handle)
     if input_shapes and handle.module is not None:

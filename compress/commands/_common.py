@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
-from compress.quiet import THIRD_PARTY_LOGGERS
+from compress.quiet import THIRD_PARTY_LOGGERS, library_output_aside, result_stream, story_stream
 
 # Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
 # the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
@@ -31,7 +31,16 @@ PIPE_WIDTH = 10_000
 
 
 class FullWidthWhenPiped(Console):
-    """A rich Console that renders at PIPE_WIDTH columns when its stream is not a terminal (checked at each print)."""
+    """A rich Console that renders at PIPE_WIDTH columns when its stream is not a terminal (checked at each print),
+    on compress's own stderr or stdout (compress.quiet: also while libraries' output is set aside)."""
+
+    @property
+    def file(self):
+        return self._file or (story_stream() if self.stderr else result_stream())
+
+    @file.setter
+    def file(self, new_file) -> None:
+        self._file = new_file
 
     @property
     def size(self) -> ConsoleDimensions:
@@ -122,8 +131,8 @@ def _fail(label: str, message: str, exit_code: int, json_out: bool) -> typer.Exi
     stdout (a failed gate, exit 1, has already printed its report there); the Exit to raise."""
     console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)  # [x] is text, not markup
     if json_out and exit_code != 1:
-        sys.stdout.write(dumps({"error": message, "exit_code": exit_code}) + "\n")
-        sys.stdout.flush()
+        result_stream().write(dumps({"error": message, "exit_code": exit_code}) + "\n")
+        result_stream().flush()
     return typer.Exit(exit_code)
 
 
@@ -180,46 +189,47 @@ def validation_message(exc) -> str:
 def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]:
     """Turn CompressError into one red line and its exit code; anything else is exit 3 with the cause.
 
-    With ``json_out`` (the verb's --json) the line also goes to stdout as ``{"error": ..., "exit_code": N}``.
-    A pydantic ValidationError escaping a verb is its options' fault (exit 2). Third-party loggers are silent
-    inside the block unless ``debug``.
+    With ``json_out`` (the verb's --json) the line also goes to stdout as ``{"error": ..., "exit_code": N}``, and
+    nothing else reaches stdout inside the block: what libraries print there (from Python or C) goes to stderr, or to
+    the native log without --verbose (compress.quiet.library_output_aside). A pydantic ValidationError escaping a verb
+    is its options' fault (exit 2). Third-party loggers are silent inside the block unless ``debug``.
     """
     from pydantic import ValidationError
 
-    try:
-        with quiet_third_party_logs(debug):
-            yield
-    except typer.Exit:
-        raise
-    except CompressError as exc:
-        if debug:
+    with library_output_aside(json_out):
+        try:
+            with quiet_third_party_logs(debug):
+                yield
+        except typer.Exit:
             raise
-        raise _fail("error", str(exc), exc.exit_code, json_out) from None
-    except ValidationError as exc:
-        if debug:
-            raise
-        raise _fail("error", validation_message(exc), 2, json_out) from None
-    except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]: nothing half-written was left behind")
-        raise typer.Exit(130) from None
-    except Exception as exc:  # an internal failure: name it, exit 3
-        if debug:
-            raise
-        from compress.io import unwritable_message
+        except CompressError as exc:
+            if debug:
+                raise
+            raise _fail("error", str(exc), exc.exit_code, json_out) from None
+        except ValidationError as exc:
+            if debug:
+                raise
+            raise _fail("error", validation_message(exc), 2, json_out) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (compress.cli)
+            raise _fail("error", "interrupted: nothing half-written was left behind", 130, json_out) from None
+        except Exception as exc:  # an internal failure: name it, exit 3
+            if debug:
+                raise
+            from compress.io import unwritable_message
 
-        if unwritable_message(exc):  # a full disk or a read-only folder outside the run directory
-            console.print(f"[bold red]error:[/] {unwritable_message(exc)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(3) from None
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise _fail("internal error", f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", 3, json_out) from None
+            if unwritable_message(exc):  # a full disk or a read-only folder outside the run directory
+                console.print(f"[bold red]error:[/] {unwritable_message(exc)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(3) from None
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise _fail("internal error", f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)", 3, json_out) from None
 
 
 def emit(document: dict | list, json_out: bool, render: Callable[[], None]) -> None:
     """With --json print one JSON document on stdout (non-finite numbers as null); otherwise ``render()`` prints the
     result for people, on stdout_console. With --verbose, a report's ``timings`` follow as a table on stderr."""
     if json_out:
-        sys.stdout.write(dumps(document) + "\n")
-        sys.stdout.flush()
+        result_stream().write(dumps(document) + "\n")
+        result_stream().flush()
     else:
         render()
     if VERBOSE["on"] and isinstance(document, dict) and document.get("timings"):

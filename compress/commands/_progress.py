@@ -66,7 +66,8 @@ def step_progress(transient: bool = False) -> Iterator[Callable[[str], None]]:
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=transient) as progress:
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=transient,
+                  redirect_stdout=False, redirect_stderr=False) as progress:  # libraries' lines stay aside (compress.quiet)
         current = {"task": None}
 
         def step(message: str) -> None:

@@ -7,9 +7,10 @@ here, never read from a file), which converts the jobs the pre-flight and the ex
 and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in the run's conversion cache
 (compress.export.reuse) under the key the export computes: the first export that asks for it waits for that one
 answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
-in-process conversion writes. When the second process cannot help (one core, a module whose classes are not
-compress's or torch's, a pickling or conversion failure), this process converts as before; errors then surface with
-their usual messages.
+in-process conversion writes. The second process dies with this one, however this one ends, SIGKILL included
+(compress.lifeline). When the second process cannot help (one core, a module whose classes are not compress's or
+torch's, a pickling or conversion failure), this process converts as before; errors then surface with their usual
+messages.
 
 Example:
     >>> with conversions():
@@ -29,11 +30,12 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import TYPE_CHECKING, Callable, ContextManager
 
-from torch import nn
+if TYPE_CHECKING:  # the second process sets its parent-death signal before it imports anything heavy
+    from torch import nn
 
-from compress.data import Dataset
+    from compress.data import Dataset
 
 TRUSTED_MODULES = ("torch", "compress")  # module classes the second process may import to unpickle the model
 
@@ -166,8 +168,8 @@ def prewarm() -> None:
 
 def _spawn() -> tuple[subprocess.Popen, int]:
     reader, writer = os.pipe()
-    process = subprocess.Popen([sys.executable, "-m", "compress.export.ahead", str(writer)], stdin=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, pass_fds=(writer,))
+    process = subprocess.Popen([sys.executable, "-m", "compress.export.ahead", str(writer), str(os.getpid())],
+                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(writer,))
     os.close(writer)
     atexit.register(_stop, process)
     return process, reader
@@ -289,6 +291,9 @@ def main(writer: int) -> None:
 
 
 if __name__ == "__main__":
+    from compress.lifeline import die_with_parent
+
+    die_with_parent(int(sys.argv[2]))
     main(int(sys.argv[1]))
     # everything is written and the pipe closed: exit now, without the seconds the interpreter spends unloading
     # torch, jax and litert-torch, for which the first process would wait to reap it

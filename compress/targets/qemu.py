@@ -33,6 +33,7 @@ from pathlib import Path
 
 from compress.errors import EnvironmentFailure, UsageError
 from compress.jsonsafe import loads
+from compress.quiet import story_stream
 from compress.targets.base import (
     register_target,
     RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, run_command, save_inputs,
@@ -95,7 +96,7 @@ def ensure_rootfs(cache: Path | None = None, log=None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / "compress-rootfs.json").is_file():
             return final
-        build_rootfs(final, log or (lambda message: print(f"{NAME}: {message}", file=sys.stderr, flush=True)))
+        build_rootfs(final, log or (lambda message: print(f"{NAME}: {message}", file=story_stream(), flush=True)))
     return final
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
+import os
 from typing import Callable, Iterator
 
 from compress.errors import EnvironmentFailure
+from compress.lifeline import die_with_parent
 
 
 class LocalPool:
     def __init__(self, workers: int):
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=die_with_parent, initargs=(os.getpid(),))  # none outlives this one
 
     def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
         return self.pool.submit(function, *args)
