@@ -85,7 +85,7 @@ def fleet(
     from compress.fleet import run_fleet
     from compress.recipe.trust import Trust
 
-    with handle_errors(debug):
+    with handle_errors(debug, json_out):
         if executor not in ("local", "ray"):
             raise UsageError(f"--executor {executor}: choose local or ray")
         if workers < 1 or cpus_per_recipe < 1:
