@@ -3,11 +3,13 @@ that names the real cause and says what to do, one JSON document with --json, no
 name. Also: one format that cannot be produced does not stop the others (exit 1, the report says which and why)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_hostile_files import tmpfs  # noqa: F401  (a fixture: a freshly mounted tmpfs)
@@ -104,3 +106,90 @@ def test_fleet_refusal_prints_one_json_document(cli, tmp_path, option):
     line = refused(cli("fleet", tmp_path / "recipe.yaml", *option, "--out", tmp_path / "fleet", "--json"), json_out=True)
     assert "must be at least 1" in line
     assert not (tmp_path / "fleet").exists()
+
+
+# --- one format that cannot be produced ------------------------------------------------------------------------------
+
+ROUNDING_MODEL = '''import torch
+from torch import nn
+
+
+class RoundNet(nn.Module):
+    """Logits rounded to two decimals: ONNX and TFLite express round(decimals=2), ExecuTorch has no kernel for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return torch.round(self.fc(x), decimals=2)
+'''
+
+
+@pytest.fixture(scope="module")
+def pte_refused(cli, tmp_path_factory):
+    """`compress quantize --format onnx,tflite,pte` on a model ExecuTorch cannot lower (a real failure, no injection)."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("rounding")
+    (folder / "rounding.py").write_text(ROUNDING_MODEL)
+    sys.path.insert(0, str(folder))
+    try:
+        import rounding
+
+        torch.manual_seed(0)
+        torch.save(rounding.RoundNet().state_dict(), folder / "round.pt")
+    finally:
+        sys.path.remove(str(folder))
+    np.savez(folder / "inputs.npz", x=np.random.default_rng(0).standard_normal((64, 16)).astype(np.float32))
+    run_dir = folder / "run"
+    return run_dir, quantize_rounding(cli, folder, run_dir, "onnx,tflite,pte")
+
+
+def quantize_rounding(cli, folder: Path, run_dir: Path, formats: str):
+    return cli("quantize", folder / "round.pt", "--arch", f"{folder / 'rounding.py'}:RoundNet", "--data", folder / "inputs.npz",
+               "--format", formats, "--no-bench", "--out", run_dir, "--json")
+
+
+def test_a_format_that_cannot_be_lowered_is_refused_while_the_others_go_on(pte_refused):
+    from compress.report import validate_report
+
+    run_dir, result = pte_refused
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    report = json.loads(result.stdout)  # exactly one JSON document: the report
+    assert report == json.loads((run_dir / "report.json").read_text())
+    validate_report(report)
+    [refusal] = report["refused"]
+    assert refusal["format"] == "pte" and refusal["precisions"] == ["fp32", "int8"]
+    assert "ExecuTorch could not lower the model" in refusal["reason"] and "round.decimals" in refusal["reason"]
+    gate = next(g for g in report["gates"] if not g["passed"])
+    assert (gate["name"], gate["artifact"]) == ("produced", "pte") and report["passed"] is False
+    last = result.stderr.strip().splitlines()[-1]  # after the progress lines
+    assert last.startswith("error: gate produced failed for pte: not produced (fp32, int8): the .pte path cannot lower")
+    assert {a["name"] for a in report["artifacts"]} == {"fp32-onnx", "int8-onnx", "fp32-tflite", "int8-tflite"}
+
+
+def test_the_refused_format_leaves_no_file_and_the_others_are_verified(pte_refused):
+    from compress.runtimes import open_runner
+
+    run_dir, _ = pte_refused
+    assert {p.name for p in run_dir.iterdir() if p.suffix in (".onnx", ".tflite", ".pte")} == {
+        "model.fp32.onnx", "model.int8.onnx", "model.fp32.tflite", "model.int8.tflite"}
+    assert not list(run_dir.rglob("*.pte")) and not (run_dir / ".partial").exists()
+    for name in ("model.int8.onnx", "model.int8.tflite"):
+        (logits,) = open_runner(run_dir / name).run((np.zeros((1, 16), np.float32),))
+        assert logits.shape == (1, 4)
+    for page in ("report.md", "report.html"):
+        text = (run_dir / page).read_text()
+        assert "produced" in text and "round.decimals" in text
+
+
+def test_only_the_refused_format_asked_for_is_exit_2(cli, pte_refused, tmp_path):
+    run_dir, _ = pte_refused
+    result = quantize_rounding(cli, run_dir.parent, tmp_path / "run", "pte")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]  # after the progress lines
+    assert json.loads(result.stdout) == {"error": last.removeprefix("error: "), "exit_code": 2}
+    assert "ExecuTorch could not lower the model" in last
+    assert not (tmp_path / "run").exists()
