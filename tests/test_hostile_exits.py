@@ -193,3 +193,40 @@ def test_only_the_refused_format_asked_for_is_exit_2(cli, pte_refused, tmp_path)
     assert json.loads(result.stdout) == {"error": last.removeprefix("error: "), "exit_code": 2}
     assert "ExecuTorch could not lower the model" in last
     assert not (tmp_path / "run").exists()
+
+
+# --- numpy inside forward ----------------------------------------------------------------------------------------
+
+NUMPY_MODELS = '''import numpy as np
+import torch
+from torch import nn
+
+
+class CallsNumpy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(x) * float(np.abs(x.detach().numpy()).mean())
+
+
+class AsArray(CallsNumpy):
+    def forward(self, x):
+        return self.fc(x) + torch.from_numpy(np.tanh(np.asarray(x.detach()))).sum()
+'''
+
+
+@pytest.mark.parametrize("name, line", [("CallsNumpy", 12), ("AsArray", 17)])
+def test_numpy_inside_forward_is_exit_2_naming_the_line(cli, tmp_path, name, line):
+    """torch.export cannot capture it (before: exit 3 mid-export, or exit 0 with the TorchScript tracer's frozen values)."""
+    import torch
+
+    (tmp_path / "numpy_models.py").write_text(NUMPY_MODELS)
+    torch.save({"fc.weight": torch.zeros(4, 16), "fc.bias": torch.zeros(4)}, tmp_path / "weights.pt")
+    result = cli("quantize", tmp_path / "weights.pt", "--arch", f"{tmp_path / 'numpy_models.py'}:{name}", "--input-shape", "1x16",
+                 "--format", "onnx,tflite", "--no-bench", "--out", tmp_path / "run", "--json")
+    line_text = refused(result, json_out=True)
+    assert f"the model's forward hands a tensor to numpy (numpy_models.py:{line})" in line_text
+    assert "use torch operations in forward" in line_text
+    assert not (tmp_path / "run").exists()
