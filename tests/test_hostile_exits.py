@@ -230,3 +230,17 @@ def test_numpy_inside_forward_is_exit_2_naming_the_line(cli, tmp_path, name, lin
     assert f"the model's forward hands a tensor to numpy (numpy_models.py:{line})" in line_text
     assert "use torch operations in forward" in line_text
     assert not (tmp_path / "run").exists()
+
+
+# --- bench of a file that is not a model ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix, message", [
+    (".onnx", "is not an ONNX model (DecodeError); give a file exported to ONNX"),
+    (".tflite", "is not a .tflite model (its file identifier is missing)"),
+    (".pte", "is not a .pte model (its file identifier is missing)"),
+])
+def test_bench_of_random_bytes_is_exit_2(cli, tmp_path, suffix, message):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    assert f"{path} {message}" in refused(cli("bench", path, "--runs", "3", "--json"), json_out=True)
+    assert not (tmp_path / "report.json").exists()
