@@ -101,6 +101,15 @@ def test_missing_known_hosts_file_is_named(cli, mnist, tmp_path):
     assert "changed" not in line
 
 
+@pytest.mark.parametrize("out, message", [
+    ("/proc/compress-fleet", "cannot write to the run directory /proc/compress-fleet: No such file or directory"),
+    ("{links}/loop", "--out {links}/loop runs into a symlink loop"),
+])
+def test_fleet_out_refused_before_any_recipe_runs(cli, links, out, message):
+    result = cli("fleet", links / "recipe.yaml", "--out", out.format(links=links), "--json")
+    assert message.format(links=links) in refused(result, json_out=True)
+
+
 @pytest.mark.parametrize("option", [["--workers", "0"], ["--cpus-per-recipe", "-1"]])
 def test_fleet_refusal_prints_one_json_document(cli, tmp_path, option):
     line = refused(cli("fleet", tmp_path / "recipe.yaml", *option, "--out", tmp_path / "fleet", "--json"), json_out=True)
