@@ -165,7 +165,7 @@ def refuse_bad_link(path: str | os.PathLike, option: str) -> None:
     for part in (path, *path.parents):
         if part.is_symlink() and not part.exists():
             raise UsageError(f"{option} {path}: {part} is a symlink to {os.readlink(part)}, which does not exist; "
-                             "create that folder or give another path")
+                             "fix the link or give another path")
 
 
 def _unmakeable(exc: OSError, folder: Path, what: str, remedy: str) -> Exception:

@@ -30,7 +30,7 @@ from torch import nn
 
 from compress.data import Head
 from compress.errors import UsageError
-from compress.io import atomic_path, sha256_file
+from compress.io import atomic_path, refuse_bad_link, sha256_file
 from compress.jsonsafe import dumps
 from compress.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
@@ -108,6 +108,7 @@ def load_model(
 
 
 def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes: dict[str, int], data) -> ModelHandle:
+    refuse_bad_link(path, "model")  # a symlink loop, or a link to nothing, said as such (not "not found")
     if not path.is_file():
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
     if path.suffix.lower() in FOREIGN_FORMATS:

@@ -44,7 +44,7 @@ def quantize(cli, model, out, *args):
     ("{links}/loop", "--out {links}/loop runs into a symlink loop; fix the link or give another path"),
     ("{links}/loop/run", "--out {links}/loop/run runs into a symlink loop"),
     ("{links}/dangling", "--out {links}/dangling: {links}/dangling is a symlink to {links}/nowhere, which does not exist; "
-                         "create that folder or give another path"),
+                         "fix the link or give another path"),
 ])
 def test_out_that_cannot_hold_a_run_is_exit_2_naming_the_cause(cli, mnist, links, out, message):
     out = out.format(links=links)
@@ -54,8 +54,10 @@ def test_out_that_cannot_hold_a_run_is_exit_2_naming_the_cause(cli, mnist, links
     assert "an existing file" not in line
 
 
-def test_symlink_loop_as_the_model_is_exit_2(cli, links, tmp_path):
-    assert "loop" in refused(quantize(cli, links / "loop", tmp_path / "run"), json_out=True)
+@pytest.mark.parametrize("verb", [["quantize"], ["prune"], ["zoo", "eval"]])
+def test_symlink_loop_as_the_model_is_exit_2_naming_it(cli, links, tmp_path, verb):
+    result = cli(*verb, links / "loop", "--out", tmp_path / "run", "--json") if verb[0] != "zoo" else cli(*verb, links / "loop", "--json")
+    assert f"model {links / 'loop'} runs into a symlink loop" in refused(result, json_out=True)
     assert not (tmp_path / "run").exists()
 
 
