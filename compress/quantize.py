@@ -22,9 +22,9 @@ from compress.formats.calibration import calibration_names, check_calibration
 from compress.formats.onnx import DYNAMIC_OP_TYPES
 from compress.formats.precisions import check_precisions, exported, quantized, tunable
 from compress.dataplan import DataPlan, plan_data
-from compress.errors import CompressError, GateFailed, UsageError
+from compress.errors import CompressError, GateFailed, UsageError, first_line
 from compress.export.reuse import conversions
-from compress.io import DiskFull
+from compress.io import DiskFull, disk_full_cause
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
@@ -138,12 +138,13 @@ def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, P
         fmt = registry.get(name)
         if fmt.preflight is None:
             continue
-        for precision in config.precisions:
-            job = _job(handle, name, precision, staged(run_dir, fmt.filename(precision)), fp32.get(name), plan, config, [])
-            findings += [_finding_dict(f) for f in fmt.preflight(job)]
-        error = next((f for f in findings if f["format"] == name and f["severity"] == "error"), None)
-        if error is not None:
-            refusals.refuse(name, UsageError(f"{name}: {error['message']} ({error['suggestion']})"))
+        with refusals.producing(name):
+            for precision in config.precisions:
+                job = _job(handle, name, precision, staged(run_dir, fmt.filename(precision)), fp32.get(name), plan, config, [])
+                findings += [_finding_dict(f) for f in fmt.preflight(job)]
+            error = next((f for f in findings if f["format"] == name and f["severity"] == "error"), None)
+            if error is not None:
+                raise UsageError(f"{name}: {error['message']} ({error['suggestion']})")
     return findings
 
 
@@ -152,7 +153,7 @@ class Refusals:
     """Formats asked for and not produced, each with why: one format's failure does not stop the others.
 
     Example:
-        >>> refusals = Refusals(["onnx", "pte"], ["fp32", "int8"])
+        >>> refusals = Refusals(["onnx", "pte"], ["fp32", "int8"], Path("runs/x"))
         >>> with refusals.producing("pte"):
         ...     raise EnvironmentFailure("ExecuTorch could not lower the model to XNNPACK: ...")
         >>> refusals.records([])[0]["reason"]
@@ -161,6 +162,7 @@ class Refusals:
 
     formats: list[str]
     precisions: list[str]
+    run_dir: Path
     reasons: dict[str, str] = field(default_factory=dict)
 
     def wanted(self, name: str) -> bool:
@@ -168,19 +170,23 @@ class Refusals:
 
     @contextlib.contextmanager
     def producing(self, name: str) -> Iterator[None]:
-        """Work towards format ``name``: a CompressError inside refuses it (a full disk or a failed gate never is)."""
+        """Work towards format ``name``: a failure inside refuses it (a full disk or a failed gate never does)."""
         try:
             yield
         except (DiskFull, GateFailed):
             raise
-        except CompressError as exc:
+        except Exception as exc:
+            cause = disk_full_cause(exc, self.run_dir)
+            if cause is not None:
+                raise cause from exc
             self.refuse(name, exc)
 
-    def refuse(self, name: str, error: CompressError) -> None:
+    def refuse(self, name: str, error: Exception) -> None:
         """Refuse ``name`` because of ``error``; with no other format left, ``error`` is raised as it is."""
         if all(other in self.reasons for other in self.formats if other != name):
             raise error
-        self.reasons[name] = str(error).removeprefix(f"{name}: ")
+        reason = str(error) if isinstance(error, CompressError) else f"{type(error).__name__}: {first_line(error)}"
+        self.reasons[name] = reason.removeprefix(f"{name}: ")
 
     def records(self, artifacts: list[dict]) -> list[dict]:
         """report.json ``refused``: each refused format, the precisions it has no file of (``artifacts``: the run's)."""
@@ -272,7 +278,7 @@ def quantize(
     ahead = _convert_ahead(handle, config, plan, waiting)
     later = ahead.formats if ahead is not None else []  # converted there: checked and verified last
     fp32: dict[str, Path] = {}  # exported up front: the files a format quantizes from
-    refusals = Refusals(config.formats, list(dict.fromkeys((["fp32"] if config.include_fp32 else []) + config.precisions)))
+    refusals = Refusals(config.formats, list(dict.fromkeys((["fp32"] if config.include_fp32 else []) + config.precisions)), run_dir)
     for fmt in map(registry.get, config.formats):
         if fmt.quantizes_fp32_file:
             step(f"exporting fp32 {fmt.name}")

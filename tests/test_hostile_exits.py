@@ -255,3 +255,23 @@ def test_bench_of_random_bytes_is_exit_2(cli, tmp_path, suffix, message):
     path.write_bytes(np.random.default_rng(0).bytes(5000))
     assert f"{path} {message}" in refused(cli("bench", path, "--runs", "3", "--json"), json_out=True)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_converter_that_crashes_refuses_its_format_only(cli, pte_refused, tmp_path, monkeypatch):
+    """Injected at the converter boundary (no small model found that only litert-torch fails on): litert_torch.convert
+    raises as a converter bug would; the TFLite format is refused, the ONNX files are verified, exit 1."""
+    import litert_torch
+
+    def crashing(*args, **kwargs):
+        raise RuntimeError("failed to legalize operation 'tfl.custom'\n  (more converter output)")
+
+    monkeypatch.setattr(litert_torch, "convert", crashing)
+    run_dir = tmp_path / "run"
+    result = quantize_rounding(cli, pte_refused[0].parent, run_dir, "onnx,tflite")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    report = json.loads(result.stdout)
+    assert report["refused"] == [{"format": "tflite", "precisions": ["fp32", "int8"],
+                                  "reason": report["refused"][0]["reason"]}]
+    assert "litert-torch could not convert the model to TFLite: failed to legalize operation 'tfl.custom'" in report["refused"][0]["reason"]
+    assert {a["name"] for a in report["artifacts"]} == {"fp32-onnx", "int8-onnx"}
+    assert {p.name for p in run_dir.iterdir() if p.suffix in (".onnx", ".tflite")} == {"model.fp32.onnx", "model.int8.onnx"}
