@@ -275,3 +275,17 @@ def test_a_converter_that_crashes_refuses_its_format_only(cli, pte_refused, tmp_
     assert "litert-torch could not convert the model to TFLite: failed to legalize operation 'tfl.custom'" in report["refused"][0]["reason"]
     assert {a["name"] for a in report["artifacts"]} == {"fp32-onnx", "int8-onnx"}
     assert {p.name for p in run_dir.iterdir() if p.suffix in (".onnx", ".tflite")} == {"model.fp32.onnx", "model.int8.onnx"}
+
+
+def test_a_recipe_quantize_stage_keeps_the_refusal(cli, pte_refused, tmp_path):
+    folder = pte_refused[0].parent
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model:\n  source: {folder / 'round.pt'}\n  arch: {folder / 'rounding.py'}:RoundNet\n"
+                      f"  input_shapes: [1x16]\ndata:\n  name: {folder / 'inputs.npz'}\n"
+                      "stages:\n  - quantize:\n      formats: [onnx, tflite, pte]\n      precisions: [int8]\n")
+    result = cli("run", recipe, "--trust-code", "--out", tmp_path / "run", "--json")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    report = json.loads(result.stdout)
+    assert [r["format"] for r in report["refused"]] == ["pte"] and report["passed"] is False
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["refused"] == report["refused"]
+    assert not list((tmp_path / "run").rglob("model.*.pte"))
