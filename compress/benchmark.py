@@ -192,6 +192,7 @@ def benchmark_artifact(
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"artifact {path} not found; check the path")
+    check_model_file(path)
     if runs is not None and seconds is not None:
         raise UsageError("give --runs or --seconds, not both")
     if batch < 1 or (runs is not None and runs < 1) or (seconds is not None and seconds <= 0) or (warmup is not None and warmup < 0):
@@ -353,3 +354,31 @@ def record_latency(artifact: str | Path, entry: dict) -> Path | None:
 
 __all__ = ["benchmark_artifact", "summarize", "median_ci", "busy_warnings", "record_latency", "record_in_report",
            "describe_conditions", "DEFAULT_RUNS", "DEFAULT_WARMUP", "MIN_RUNS", "TARGET_HALF_WIDTH"]
+
+
+FILE_IDENTIFIERS = {".tflite": b"TFL3", ".pte": b"ET"}  # flatbuffer file identifiers, at bytes 4..8 of the file
+
+
+def check_model_file(path: str | Path) -> None:
+    """UsageError (exit 2) when ``path`` is not a model of the kind its suffix names (random bytes called .onnx), said
+    before any target or runtime is started; other suffixes are left to their runtime.
+
+    Example:
+        >>> check_model_file("runs/mnist/model.int8.tflite")   # a real TFLite file: nothing raised
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise UsageError(f"{path} is not an ONNX model ({type(exc).__name__}); give a file exported to ONNX") from None
+        if not model.ir_version or not model.graph.output:
+            raise UsageError(f"{path} is not an ONNX model (no IR version or no graph outputs); give a file exported to ONNX")
+    elif suffix in FILE_IDENTIFIERS:
+        with open(path, "rb") as handle:
+            header = handle.read(8)
+        if not header[4:].startswith(FILE_IDENTIFIERS[suffix]):
+            raise UsageError(f"{path} is not a {suffix} model (its file identifier is missing); give a file converted to {suffix}")

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -23,11 +24,16 @@ LOW_SPACE_BYTES = 1 << 20  # a failure while a folder has less than this (or 2 %
 
 
 class DiskFull(EnvironmentFailure):
-    """No space left on the device holding ``path`` (exit 3)."""
+    """No space left on the device holding ``path`` (exit 3); ``temporary``: ``path`` is on the temporary folder's
+    device (``$TMPDIR``), not the run directory's, so that folder is named."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, temporary: bool = False):
         self.path = str(path)
-        super().__init__(f"no space left on device ({self.path}): free space and rerun")
+        if temporary:
+            super().__init__(f"no space left in the temporary folder {tempfile.gettempdir()} ($TMPDIR): free space there "
+                             "or set TMPDIR to a folder with room, and rerun")
+        else:
+            super().__init__(f"no space left on device ({self.path}): free space and rerun")
 
 
 @contextlib.contextmanager
@@ -102,14 +108,16 @@ def sha256_file(path: str | os.PathLike) -> str:
 def make_run_dir(path: str | os.PathLike) -> Path:
     """Create the run directory ``path`` (and its parents).
 
-    The run directory is the user's ``--out``: naming an existing file (or a path under one), a read-only or
-    forbidden place is bad input, exit 2; a full disk is DiskFull, exit 3; any other failure is the environment, exit 3.
+    The run directory is the user's ``--out``: naming an existing file (or a path under one), a symlink loop or a
+    symlink to nothing, a read-only, forbidden or impossible place (``/proc/x``) is bad input, exit 2; a full disk is
+    DiskFull, exit 3; any other failure is the environment, exit 3.
 
     Example:
         >>> make_run_dir("runs/mnist")
         PosixPath('runs/mnist')
     """
     path = Path(path)
+    refuse_bad_link(path, "--out")
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is an existing file; give a directory for the run")
     try:
@@ -117,15 +125,58 @@ def make_run_dir(path: str | os.PathLike) -> Path:
     except (FileExistsError, NotADirectoryError):
         raise UsageError(f"--out {path}: a part of the path is an existing file; give a directory for the run") from None
     except OSError as exc:
-        cause = disk_full_cause(exc, path)
-        if cause is not None:
-            raise cause from None
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise UsageError(f"cannot write to the run directory {path}: {exc.strerror}; choose another --out") from None
-        raise EnvironmentFailure(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
+        raise _unmakeable(exc, path, f"the run directory {path}", "choose another --out") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(f"cannot write to the run directory {path}: permission denied or read-only; choose another --out")
     return path
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse (UsageError, exit 2) a file path that cannot be written, before any work: a directory, a symlink loop or
+    a symlink to nothing, a folder that cannot be made or written (``/proc/x.pt``). Its folder is created.
+
+    Example:
+        >>> check_output_file("models/mnist.pt")
+        PosixPath('models/mnist.pt')
+    """
+    path = Path(path)
+    refuse_bad_link(path, option)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{option} {path}: a part of the path is an existing file; give a path in a folder") from None
+    except OSError as exc:
+        raise _unmakeable(exc, path.parent, f"{path}", f"choose another {option}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def refuse_bad_link(path: str | os.PathLike, option: str) -> None:
+    """UsageError when ``path`` (or a folder above it) is a symlink loop or a symlink to nothing."""
+    path = Path(path)
+    try:
+        path.resolve()
+    except (RuntimeError, OSError):  # Python 3.11 says RuntimeError("Symlink loop from ..."), later ones OSError(ELOOP)
+        raise UsageError(f"{option} {path} runs into a symlink loop; fix the link or give another path") from None
+    for part in (path, *path.parents):
+        if part.is_symlink() and not part.exists():
+            raise UsageError(f"{option} {path}: {part} is a symlink to {os.readlink(part)}, which does not exist; "
+                             "fix the link or give another path")
+
+
+def _unmakeable(exc: OSError, folder: Path, what: str, remedy: str) -> Exception:
+    """The error for ``folder`` that could not be created or written: DiskFull (exit 3), a UsageError when the place is
+    impossible or forbidden (exit 2), else an EnvironmentFailure (exit 3)."""
+    cause = disk_full_cause(exc, folder)
+    if cause is not None:
+        return cause
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG, errno.EINVAL):
+        return UsageError(f"cannot write to {what}: {exc.strerror}; {remedy}")
+    return EnvironmentFailure(f"cannot create {what}: {exc.strerror or exc}")
 
 
 def full_folder(*folders: str | os.PathLike) -> Path | None:
@@ -150,14 +201,33 @@ def disk_full_cause(exc: BaseException, *folders: str | os.PathLike) -> DiskFull
         return exc
     for link in _chain(exc):
         if isinstance(link, OSError) and link.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFull(folders[0] if folders else Path(link.filename).parent if link.filename else "?")
+            written = Path(link.filename).parent if link.filename else None
+            full = full_folder(*folders) or written or (folders[0] if folders else "?")
+            return DiskFull(full, temporary=_on_temporary_device(full, folders))
     if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
         return None  # the system named another cause (read-only, permission, missing file)
     if isinstance(exc, Exception):
         folder = full_folder(*folders)
         if folder is not None:
-            return DiskFull(folder)
+            return DiskFull(folder, temporary=_on_temporary_device(folder, folders))
     return None
+
+
+def _on_temporary_device(full: str | os.PathLike, folders: tuple) -> bool:
+    """Whether the full folder ``full`` is on the temporary folder's file system and not on the first of ``folders``'
+    (the run directory's): then $TMPDIR is what to free or move."""
+    def device(folder) -> int | None:
+        existing = Path(folder).absolute()
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        try:
+            return existing.stat().st_dev
+        except OSError:
+            return None
+
+    full_device = device(full)
+    return (full_device is not None and full_device == device(tempfile.gettempdir())
+            and (not folders or device(folders[0]) != full_device))
 
 
 def unwritable_message(exc: BaseException) -> str | None:

@@ -104,6 +104,10 @@ def _load(path: Path, arch, arch_kwargs, input_shapes, trust_pickle, batch_axes:
     check_finite_weights(handle)
     if input_shapes and handle.module is not None:
         _check_runs_on_spec(handle, input_shapes)
+    if handle.source_format in ("state_dict", "pickle"):  # the user's own forward code
+        from compress.capture import refuse_host_calls
+
+        refuse_host_calls(handle.module, handle.input_spec.example_inputs(batch=1), str(path))
     return handle
 
 

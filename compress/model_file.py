@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from compress.errors import UsageError
+from compress.io import refuse_bad_link
 
 FOREIGN_FORMATS = {
     ".tflite": "a TFLite file is an output of compress, not an input",
@@ -25,6 +26,7 @@ FOREIGN_FORMATS = {
 
 def check_model_file(path: Path) -> None:
     """UsageError unless ``path`` is a readable file in a format compress may read (its contents are checked later)."""
+    refuse_bad_link(path, "model")  # a symlink loop, or a link to nothing, said as such (not "not found")
     if not path.is_file():
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
     if path.suffix.lower() in FOREIGN_FORMATS:

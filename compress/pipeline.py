@@ -192,11 +192,12 @@ def verify_artifact(
 
 
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
-                  policy: GatePolicy | None, extra: dict | None = None, candidate=None) -> dict:
+                  policy: GatePolicy | None, extra: dict | None = None, candidate=None, refused: list[dict] | None = None) -> dict:
     """Note each artifact's speed against fp32 (compress.advice.explain_speed), judge the artifacts by ``policy``
     (compress.gates: gates, verdict, recommendation), then assemble, validate and
     write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
-    (default compress.gates.is_candidate)."""
+    (default compress.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
+    ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
     from compress.advice import explain_speed
     from compress.gates import is_candidate, is_failed, judge, verification_gate
     from compress.report.html import write_html
@@ -209,15 +210,29 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
         artifact["techniques"] = technique_records(artifact["techniques"])
     report["artifacts"] = artifacts
     gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
-    report["gates"] = [verification_gate(a) for a in artifacts if is_failed(a)] + gates
+    report["gates"] = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
     report["passed"] = all(g["passed"] for g in report["gates"])
     report["environment"] = library_versions()
     report.update(extra or {})
     report.update(judgement)
+    if refused:
+        report["refused"] = refused
+        report["verdict"]["notes"] += [f"{r['format']} not produced ({', '.join(r['precisions'])}): {r['reason']}" for r in refused]
     write_report(run_dir, report)
     write_markdown(run_dir, report)
     write_html(run_dir, report)
     return report
+
+
+def produced_gate(refusal: dict) -> dict:
+    """The gate a format asked for and not produced fails (``refusal``: a report.json ``refused`` entry).
+
+    Example:
+        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."})["passed"]
+        False
+    """
+    return {"name": "produced", "artifact": refusal["format"], "limit": 1, "value": 0, "passed": False, "judged_by": "runtime",
+            "reason": f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}"}
 
 
 def verifier(run_dir, plan, reference, heads, bench):

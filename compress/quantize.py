@@ -22,8 +22,9 @@ from compress.formats.calibration import calibration_names, check_calibration
 from compress.formats.onnx import DYNAMIC_OP_TYPES
 from compress.formats.precisions import check_precisions, exported, quantized, tunable
 from compress.dataplan import DataPlan, plan_data
-from compress.errors import UsageError
+from compress.errors import CompressError, GateFailed, UsageError, first_line
 from compress.export.reuse import conversions
+from compress.io import DiskFull, disk_full_cause
 from compress.model import ModelHandle
 from compress.gates import GatePolicy, is_compressed, is_failed
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
@@ -128,22 +129,70 @@ def _finding_dict(finding) -> dict:
 
 
 def run_preflight(handle: ModelHandle, config: QuantizeConfig, fp32: dict[str, Path], plan: DataPlan, run_dir: Path,
-                  formats: list[str] | None = None) -> list[dict]:
+                  refusals: "Refusals", formats: list[str] | None = None) -> list[dict]:
     """Ops each format (of ``formats``, default all) cannot quantize or run, found before its verification (``fp32``:
-    the fp32 files exported so far). Each format sees the job it will quantize, with nothing excluded yet. Errors stop
-    the run (exit 2)."""
+    the fp32 files exported so far). Each format sees the job it will quantize, with nothing excluded yet. A format
+    with an error is refused (``refusals``): the others go on; with none left the run stops (exit 2)."""
     findings = []
-    for precision in config.precisions:
-        for name in formats or config.formats:
-            fmt = registry.get(name)
-            if fmt.preflight is not None:
+    for name in formats or config.formats:
+        fmt = registry.get(name)
+        if fmt.preflight is None:
+            continue
+        with refusals.producing(name):
+            for precision in config.precisions:
                 job = _job(handle, name, precision, staged(run_dir, fmt.filename(precision)), fp32.get(name), plan, config, [])
                 findings += [_finding_dict(f) for f in fmt.preflight(job)]
-    errors = [f for f in findings if f["severity"] == "error"]
-    if errors:
-        first = errors[0]
-        raise UsageError(f"{first['format']}: {first['message']} ({first['suggestion']})")
+            error = next((f for f in findings if f["format"] == name and f["severity"] == "error"), None)
+            if error is not None:
+                raise UsageError(f"{name}: {error['message']} ({error['suggestion']})")
     return findings
+
+
+@dataclass
+class Refusals:
+    """Formats asked for and not produced, each with why: one format's failure does not stop the others.
+
+    Example:
+        >>> refusals = Refusals(["onnx", "pte"], ["fp32", "int8"], Path("runs/x"))
+        >>> with refusals.producing("pte"):
+        ...     raise EnvironmentFailure("ExecuTorch could not lower the model to XNNPACK: ...")
+        >>> refusals.records([])[0]["reason"]
+        'ExecuTorch could not lower the model to XNNPACK: ...'
+    """
+
+    formats: list[str]
+    precisions: list[str]
+    run_dir: Path
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def wanted(self, name: str) -> bool:
+        return name not in self.reasons
+
+    @contextlib.contextmanager
+    def producing(self, name: str) -> Iterator[None]:
+        """Work towards format ``name``: a failure inside refuses it (a full disk or a failed gate never does)."""
+        try:
+            yield
+        except (DiskFull, GateFailed):
+            raise
+        except Exception as exc:
+            cause = disk_full_cause(exc, self.run_dir)
+            if cause is not None:
+                raise cause from exc
+            self.refuse(name, exc)
+
+    def refuse(self, name: str, error: Exception) -> None:
+        """Refuse ``name`` because of ``error``; with no other format left, ``error`` is raised as it is."""
+        if all(other in self.reasons for other in self.formats if other != name):
+            raise error
+        reason = str(error) if isinstance(error, CompressError) else f"{type(error).__name__}: {first_line(error)}"
+        self.reasons[name] = reason.removeprefix(f"{name}: ")
+
+    def records(self, artifacts: list[dict]) -> list[dict]:
+        """report.json ``refused``: each refused format, the precisions it has no file of (``artifacts``: the run's)."""
+        made = {(a["format"], a["precision"]) for a in artifacts}
+        return [{"format": name, "precisions": [p for p in self.precisions if (name, p) not in made], "reason": reason}
+                for name, reason in self.reasons.items()]
 
 
 def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[QuantizeConfig, list[dict]]:
@@ -229,13 +278,16 @@ def quantize(
     ahead = _convert_ahead(handle, config, plan, waiting)
     later = ahead.formats if ahead is not None else []  # converted there: checked and verified last
     fp32: dict[str, Path] = {}  # exported up front: the files a format quantizes from
+    refusals = Refusals(config.formats, list(dict.fromkeys((["fp32"] if config.include_fp32 else []) + config.precisions)), run_dir)
     for fmt in map(registry.get, config.formats):
         if fmt.quantizes_fp32_file:
             step(f"exporting fp32 {fmt.name}")
-            fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
-            fmt.export_fp32(handle, fp32[fmt.name])
+            with refusals.producing(fmt.name):
+                fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
+                fp32[fmt.name] = staged(run_dir, fmt.filename("fp32"))
     step("pre-flight")
-    preflight = refused + run_preflight(handle, config, fp32, plan, run_dir, [f for f in config.formats if f not in later])
+    preflight = refused + run_preflight(handle, config, fp32, plan, run_dir, refusals,
+                                        [f for f in config.formats if f not in later and refusals.wanted(f)])
 
     if reference is None:
         step("measuring the reference")
@@ -257,20 +309,23 @@ def quantize(
     if config.analyze:
         ranked_layers()
 
-    for fmt in map(registry.get, sorted(config.formats, key=later.__contains__)):
-        if config.include_fp32:
-            step(f"fp32 {fmt.name}: export and verify")
-            if fmt.name not in fp32:
-                fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
-            artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads))
-        if fmt.name in later:  # converted beside the work above (its fp32 file first): checked before it quantizes
-            step("pre-flight")
-            preflight += run_preflight(handle, config, fp32, plan, run_dir, [fmt.name])
-        fp32_entry = next((a for a in artifacts if a["format"] == fmt.name and a["precision"] == "fp32"), None)
-        for precision in config.precisions:
-            step(f"{precision} {fmt.name}: quantize and verify")
-            artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config,
-                                                policy, fp32_entry, ranked_layers, step))
+    for fmt in map(registry.get, sorted(filter(refusals.wanted, config.formats), key=later.__contains__)):
+        with refusals.producing(fmt.name):  # a format that cannot be made is refused; the others go on
+            if config.include_fp32:
+                step(f"fp32 {fmt.name}: export and verify")
+                if fmt.name not in fp32:
+                    fmt.export_fp32(handle, staged(run_dir, fmt.filename("fp32")))
+                artifacts.append(verify_artifact(run_dir, fmt.filename("fp32"), "fp32", ["export:fp32"], plan, reference, heads))
+            if fmt.name in later:  # converted beside the work above (its fp32 file first): checked before it quantizes
+                step("pre-flight")
+                preflight += run_preflight(handle, config, fp32, plan, run_dir, refusals, [fmt.name])
+                if not refusals.wanted(fmt.name):
+                    continue
+            fp32_entry = next((a for a in artifacts if a["format"] == fmt.name and a["precision"] == "fp32"), None)
+            for precision in config.precisions:
+                step(f"{precision} {fmt.name}: quantize and verify")
+                artifacts.append(_quantize_verified(handle, fmt.name, precision, run_dir, plan, reference, heads, config,
+                                                    policy, fp32_entry, ranked_layers, step))
 
     artifacts.sort(key=lambda a: config.formats.index(a["format"]))  # the order asked for
     if ahead is not None:
@@ -288,7 +343,8 @@ def quantize(
         "sensitivity": sensitivity or None,
         "timings": clock.record(),
     }
-    report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed)
+    report = finish_report(run_dir, handle, plan, reference, artifacts, policy, extra, candidate=is_compressed,
+                           refused=refusals.records(artifacts))
     return QuantizeResult(run_dir, report, preflight)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from compress.errors import UsageError
-from compress.io import disk_full_cause, fsync_file, make_run_dir, move_atomic
+from compress.io import disk_full_cause, fsync_file, make_run_dir, move_atomic, refuse_bad_link
 from compress.jsonsafe import loads
 
 LOCK = ".lock"
@@ -41,6 +41,7 @@ def run_directory(path: str | os.PathLike, command: str) -> Iterator[Path]:
     process does not block (flock dies with its holder). A failure while the disk is full becomes DiskFull (exit 3).
     """
     run_dir = Path(path)
+    refuse_bad_link(run_dir, "--out")  # before resolve(), which a symlink loop makes raise
     key = str(run_dir.resolve())
     if key in _HELD:
         _HELD[key] += 1

@@ -163,8 +163,12 @@ def test_bad_usage_exits_2_with_one_line(tiny_files, cli, args, message):
 def test_missing_and_unloadable_artifacts(tiny_files, cli, tmp_path):
     missing = cli("bench", tmp_path / "nope.onnx")
     assert missing.exit_code == 2 and "not found" in missing.output
+    foreign = tmp_path / "foreign.tflite"
+    foreign.write_bytes(b"not a flatbuffer at all")
+    result = cli("bench", foreign)  # not a TFLite file at all: bad input, said before any runtime starts
+    assert result.exit_code == 2 and "is not a .tflite model" in result.output
     broken = tmp_path / "broken.tflite"
-    broken.write_bytes(b"not a flatbuffer at all")
+    broken.write_bytes(b"\x1c\x00\x00\x00TFL3 but not a flatbuffer")  # the identifier, then garbage: the runtime says
     result = cli("bench", broken)
     assert result.exit_code == 3 and result.output.count("\n") == 1
     assert "local-cpu:" in result.output and "could not load broken.tflite" in result.output

@@ -203,8 +203,11 @@ def test_zoo_train_with_runaway_epochs(cli, tmp_path):
 
 def test_missing_tool_is_exit_3_with_a_json_document(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no adb on it
-    artifact = tmp_path / "model.onnx"
-    artifact.write_bytes(b"onnx")
+    from onnx import TensorProto, helper
+
+    artifact = tmp_path / "model.onnx"  # a real ONNX file (random bytes are refused first, exit 2)
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy")
+    artifact.write_bytes(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])).SerializeToString())
     assert "adb not found" in refused(cli("bench", artifact, "--target", "adb", "--json"), exit_code=3, json_out=True)
 
 

@@ -101,8 +101,11 @@ def test_a_mismatch_fails_with_exit_1_naming_the_target(arm64, int8_run, cli):
 
 
 def test_unloadable_artifact_on_arm64_exits_3_naming_the_target(arm64, cli, tmp_path):
-    broken = tmp_path / "broken.onnx"
-    broken.write_bytes(b"\x08\x07garbage that is no ONNX graph")
+    from onnx import TensorProto, helper
+
+    broken = tmp_path / "broken.onnx"  # an ONNX graph (random bytes are refused before the target: exit 2) no runtime has
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy")
+    broken.write_bytes(helper.make_model(helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])).SerializeToString())
     result = cli("bench", broken, "--target", "qemu-arm64", "--runs", "3")
     assert result.exit_code == 3 and result.output.count("\n") == 1
     assert result.output.startswith("error: qemu-arm64:") and "could not load broken.onnx" in result.output

@@ -196,8 +196,11 @@ def test_environment_failures_exit_3_with_one_line_naming_the_target(sshd, tiny_
         args = ["--identity", sshd["identity"], "--known-hosts", sshd["known_hosts"], "--remote-python", bare]
         expected = "is not installed"
     else:
-        artifact = tmp_path / "broken.onnx"
-        artifact.write_bytes(b"this is not a protobuf")
+        from onnx import TensorProto, helper
+
+        artifact = tmp_path / "broken.onnx"  # an ONNX graph no runtime has an op for (random bytes are refused locally)
+        x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy")
+        artifact.write_bytes(helper.make_model(helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])).SerializeToString())
         expected = "could not load broken.onnx"
     started = time.monotonic()
     result = cli("bench", artifact, "--target", url, "--runs", "3", "--timeout", "120", *args)

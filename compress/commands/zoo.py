@@ -67,6 +67,7 @@ def train(
     Example: compress zoo train mnist_cnn --out mnist_cnn.pt
     """
     from compress.evaluate import metric_text
+    from compress.io import check_output_file
     from compress.zoo import train_zoo_model, zoo_entry
     from compress.zoo.train import check_epochs
 
@@ -74,6 +75,8 @@ def train(
         entry = zoo_entry(name)
         if epochs is not None:
             check_epochs(epochs)
+        if out is not None:
+            check_output_file(out)  # before training, not after it
         total = epochs or entry.epochs
         with training_progress(f"training {name}", total, transient=json_out) as (on_epoch, _):  # a cached checkpoint draws no bar
             result = train_zoo_model(name, out=out, epochs=epochs, seed=seed, width=width, reuse=not force,

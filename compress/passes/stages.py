@@ -83,7 +83,8 @@ def _quantize(context: StageContext, qconfig) -> dict:
     result = quantize(context.handle, qconfig, context.recipe.data.name, context.folder, reference=context.reference)
     for entry in result.report["artifacts"]:
         entry["techniques"] = [*context.handle.techniques, *entry["techniques"]]
-    return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", [])}
+    return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", []),
+            "refused": result.report.get("refused", [])}
 
 
 def _export_quantized(context: StageContext, config) -> dict:

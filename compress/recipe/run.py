@@ -127,7 +127,9 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved(), "timings": clock.record()}
     from compress.gates import is_compressed
 
-    report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra, candidate=is_compressed)
+    refused = [r for entry in stage_log for r in entry.get("refused", [])]  # formats a quantize stage could not make
+    report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra, candidate=is_compressed,
+                           refused=refused)
     manifest = build_manifest(recipe, recipe_path, original, plan, run_dir, artifacts, versions)
     write_json_atomic(run_dir / "manifest.json", manifest)
     return RecipeResult(run_dir, report, manifest, reused)

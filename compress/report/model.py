@@ -270,6 +270,14 @@ class Timings(Open):
     total: PhaseTime = Field(description="from the verb's start to writing the report; at least the phases' sum")
 
 
+class Refused(Open):
+    """A format asked for and not produced (its conversion or pre-flight failed); the other formats went on."""
+
+    format: str = Field(**schema_choices(_format_names))
+    precisions: list[str] = Field(description="The precisions of this format that have no file in the run.")
+    reason: str
+
+
 class Report(Open):
     """The run directory's report.json (schema_version 2)."""
 
@@ -285,6 +293,8 @@ class Report(Open):
     verdict: Verdict
     recommended: Recommended | None = None
     timings: Timings | None = None
+    refused: list[Refused] = Field(default_factory=list, description="Formats asked for and not produced, with the "
+                                   "reason; each also fails a 'produced' gate, so the run exits 1.")
 
 
 def report_json_schema() -> dict:

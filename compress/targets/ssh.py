@@ -72,6 +72,9 @@ class SshTarget:
         if self.identity is not None and not self.identity.is_file():
             raise UsageError(f"{self.name}: identity file {self.identity} not found")
         self.known_hosts = Path(known_hosts).expanduser() if known_hosts else None
+        if self.known_hosts is not None and not self.insecure and not self.known_hosts.is_file():
+            raise UsageError(f"{self.name}: known_hosts file {self.known_hosts} does not exist; check the path, or create "
+                             f"it with ssh-keyscan -p {self.port} {self.host} > {self.known_hosts}")
         self.python = python or "python3"
         self.timeout_s = float(timeout_s or DEFAULT_TIMEOUT_S)
         self.connect_timeout_s = int(connect_timeout_s or CONNECT_TIMEOUT_S)
