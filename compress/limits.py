@@ -13,3 +13,11 @@ MAX_THREADS = 1_024
 MAX_TRIALS = 100_000
 MAX_WORKERS = 1_024
 MAX_LAYERS = 10_000          # layers kept in float by fallback or search
+
+# Archives (compress/archive.py, compress/safe_load.py, compress/data/registry.py): bounds checked on declared sizes
+# before anything is inflated; readers stop at the declared size, so a size that lies costs no more.
+MAX_INFLATE_RATIO = 200            # a deflated zip entry above MIN_BOMB_BYTES may grow at most this much (deflate: ~1000x)
+MIN_BOMB_BYTES = 64 << 20          # smaller entries are not judged by their ratio
+MAX_CHECKED_ENTRY_BYTES = 256 << 20  # an entry the .pt2 safety check reads whole (program JSON, configs, sample inputs)
+MAX_DATA_BYTES = 8 << 30           # the arrays of one .npz, inflated
+MAX_EXPRESSION_DIGITS = 4_300      # a number a .pt2 shape expression may reach (Python's own int-to-text bound)

@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import io
 import json
+import logging
 import pickle
 import sys
 import zipfile
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.archive import is_zip, zip_entries
 from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
@@ -157,13 +159,15 @@ def _check_runs_on_spec(handle: ModelHandle, input_shapes: list[str]) -> None:
 
 def _read_model(path: Path, arch: str | None, arch_kwargs: dict | None, input_shapes: list[str] | None,
                 trust_pickle: bool, batch_axes: dict[str, int], data) -> ModelHandle:
+    names = [entry.name for entry in zip_entries(path)] if path.suffix != ".onnx" and is_zip(path) else None
     digest = sha256_file(path)
     override = InputSpec.parse(input_shapes, batch_axes) if input_shapes else None
     from_data = (lambda: _spec_from_data(data, batch_axes)) if data else None  # only for files without a spec
     if path.suffix == ".onnx":
         return _load_onnx(path, digest, override, batch_axes)
-    if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
+    if names is not None:
+        if any(n.endswith(".npy") for n in names) and not any("/" in n for n in names):
+            raise UsageError(f"{path} is a data file (numpy .npz), not a model: pass it as --data, and the model file first")
         if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
             return _load_torchscript(path, digest, override, from_data)
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
@@ -195,7 +199,7 @@ PICKLE_START = b"\x80"  # the protocol opcode torch.save's legacy (non-zip) form
 
 
 def _safe_torch_load(path: Path, trust_pickle: bool):
-    if not zipfile.is_zipfile(path) and _first_byte(path) != PICKLE_START:
+    if not is_zip(path) and _first_byte(path) != PICKLE_START:
         # torch.load reports any such file as an unsafe pickle ("Weights only load failed"), which it is not
         raise UsageError(f"{path} is corrupt or truncated (neither a PyTorch archive nor a pickle); re-save it")
     try:
@@ -298,15 +302,47 @@ def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | Non
     """``torch.export.load``, after :func:`compress.safe_load.check_program_archive` found nothing that runs code."""
     from compress.safe_load import TRUST_HINT, check_program_archive
 
-    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
     from compress.compat import torch_private
 
     torch_private("torch.ao.quantization.fx._decomposed")  # registers the quantize/dequantize ops of a QAT graph
+    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
 
+    with _logged_exceptions("torch.export") as logged:
+        try:
+            return torch.export.load(str(path), extra_files=extra_files)
+        except Exception as exc:
+            cause = logged[0] if logged else exc  # torch logs the cause, then raises "check the warnings above"
+            first = (str(cause).strip().splitlines() or [""])[0][:160]
+            raise UsageError(f"{path} is not a loadable torch.export program ({type(cause).__name__}: {first}); "
+                             "re-export it with torch.export.save") from None
+
+
+@contextlib.contextmanager
+def _logged_exceptions(name: str):
+    """The exceptions logger ``name`` logs inside the block (``exc_info``), kept even where the CLI silenced it.
+
+    Example:
+        >>> with _logged_exceptions("torch.export") as logged: ...
+        >>> logged
+        [RuntimeError('PytorchStreamReader failed reading zip archive: ...')]
+    """
+    logger = logging.getLogger(name)
+    found: list[BaseException] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: found.append(record.exc_info[1]) if record.exc_info else None
+    quiet = logger.getEffectiveLevel() > logging.WARNING
+    level, propagate, handlers = logger.level, logger.propagate, list(logger.handlers)
+    logger.addHandler(handler)
+    if quiet:  # hear its warnings, but pass none on to the console (torch gives the logger a handler of its own)
+        logger.handlers = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
     try:
-        return torch.export.load(str(path), extra_files=extra_files)
-    except Exception as exc:
-        raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        yield found
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _load_exported_program(path: Path, digest: str, override: InputSpec | None, trust_pickle: bool,
