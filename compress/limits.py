@@ -19,5 +19,5 @@ MAX_LAYERS = 10_000          # layers kept in float by fallback or search
 MAX_INFLATE_RATIO = 200            # a deflated zip entry above MIN_BOMB_BYTES may grow at most this much (deflate: ~1000x)
 MIN_BOMB_BYTES = 64 << 20          # smaller entries are not judged by their ratio
 MAX_CHECKED_ENTRY_BYTES = 256 << 20  # an entry the .pt2 safety check reads whole (program JSON, configs, sample inputs)
-MAX_DATA_BYTES = 8 << 30           # the arrays of one .npz, inflated
+MAX_DATA_BYTES = 2 << 30           # the arrays of one .npz, inflated (held in memory, copied while split)
 MAX_EXPRESSION_DIGITS = 4_300      # a number a .pt2 shape expression may reach (Python's own int-to-text bound)
