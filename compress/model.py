@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import pickle
+import re
 import sys
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -307,14 +308,32 @@ def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | Non
     torch_private("torch.ao.quantization.fx._decomposed")  # registers the quantize/dequantize ops of a QAT graph
     check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
 
-    with _logged_exceptions("torch.export") as logged:
-        try:
-            return torch.export.load(str(path), extra_files=extra_files)
-        except Exception as exc:
-            cause = logged[0] if logged else exc  # torch logs the cause, then raises "check the warnings above"
-            first = (str(cause).strip().splitlines() or [""])[0][:160]
-            raise UsageError(f"{path} is not a loadable torch.export program ({type(cause).__name__}: {first}); "
-                             "re-export it with torch.export.save") from None
+    for attempt in range(2):
+        with _logged_exceptions("torch.export") as logged:
+            try:
+                return torch.export.load(str(path), extra_files=extra_files)
+            except Exception as exc:
+                cause = logged[0] if logged else exc  # torch logs the cause, then raises "check the warnings above"
+        unregistered = re.search(r"Deserializing (\S+)\.\w+ in pytree is not registered", str(cause))
+        if attempt == 0 and unregistered and unregistered.group(1) in OUTPUT_TYPE_MODULES and _importable(unregistered.group(1)):
+            importlib.import_module(unregistered.group(1))  # registers its output classes with torch's pytree
+            continue
+        first = (str(cause).strip().splitlines() or [""])[0][:160]
+        advice = ("; re-export it so that forward returns plain tensors (transformers: return_dict=False)" if unregistered
+                  else "; re-export it with torch.export.save")
+        raise UsageError(f"{path} is not a loadable torch.export program ({type(cause).__name__}: {first}){advice}") from None
+
+
+# Modules of output classes (dataclasses) that a program's outputs may name: compress imports one, by this name, only
+# when torch says a loaded program needs it. Nothing the file names is imported otherwise.
+OUTPUT_TYPE_MODULES = ("transformers.modeling_outputs",)
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -358,9 +377,27 @@ def _load_exported_program(path: Path, digest: str, override: InputSpec | None, 
         override = _spec_from_dims([(name, [int(d) if isinstance(d, int) else None for d in value.shape],
                                      str(value.dtype).replace("torch.", "")) for name, value in values], batch_axes)
     dataset = meta.get("dataset")
-    return ModelHandle(program.module(), override, str(path), "exported_program", digest,
+    module = program.module()
+    out_spec = program.call_spec.out_spec
+    if out_spec is not None and out_spec.type not in (None, tuple, list, dict) and hasattr(module.graph._codegen, "pytree_info"):
+        module = plain_outputs(module)
+    return ModelHandle(module, override, str(path), "exported_program", digest,
                        heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset,
                        techniques=list(meta.get("techniques", [])), original=meta.get("original"))
+
+
+def plain_outputs(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``module`` (a loaded program) made to return its output tensors as a tuple, or the one tensor alone, where it
+    returned a container class (a transformers ``ModelOutput``) that compress's passes and exporters do not take.
+
+    Example: ``plain_outputs(program.module())(input_ids)`` is the logits tensor of a SequenceClassifierOutput.
+    """
+    info = module.graph._codegen.pytree_info
+    count = info.out_spec.num_leaves
+    flat = torch.utils._pytree.tree_flatten(tuple(range(count)) if count > 1 else 0)[1]
+    module.graph._codegen.pytree_info = info._replace(out_spec=flat)
+    module.recompile()
+    return module
 
 
 def _spec_from_dims(inputs: list[tuple[str, list[int | None], str]], batch_axes: dict[str, int]) -> InputSpec:
