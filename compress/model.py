@@ -4,7 +4,8 @@ Formats: a zoo checkpoint (``.pt``), a TorchScript archive (``torch.jit.save``),
 program (``.pt2``; one with pickled entries, compiled code or Python in its graph only with ``trust_pickle=True``,
 see compress/safe_load.py), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
 ``.onnx`` file (no torch module: ONNX paths only), and, only with ``trust_pickle=True``, a fully
-pickled ``nn.Module`` (pickles execute code when loaded).
+pickled ``nn.Module`` (pickles execute code when loaded). Every zip among them must have one reading and bounded
+sizes first (compress/archive.py); a ``.pt2`` whose outputs are a transformers ``ModelOutput`` returns plain tensors.
 
 Example:
     >>> handle = load_model("mnist_cnn.pt")
