@@ -59,7 +59,9 @@ BUILDERS = {
 
 # Which formats quantize each to (measured with torch 2.13, litert-torch 0.10, executorch 1.5); the others are refused
 # with one line that names the reason and the formats that work.
-WORKS = {"bert": {"tflite"}, "distilbert": {"tflite", "pte"}, "gpt2": {"tflite", "pte"}, "llama": {"tflite", "pte"},
+# .pte: XNNPACK's PT2E quantizer turns the token ids of BERT (with a mask input), GPT-2 and Llama into floats before
+# their embedding lookup ("tensors used as indices must be long"), so the .pte path refuses them.
+WORKS = {"bert": {"tflite"}, "distilbert": {"tflite", "pte"}, "gpt2": {"tflite"}, "llama": {"tflite"},
          "vit": {"tflite", "pte"}, "whisper-encoder": {"tflite", "pte"}}
 
 
