@@ -87,6 +87,8 @@ def _refuse(label: str, problem: str) -> UsageError:
 def _read_entries(handle: BinaryIO, label: str) -> list[Entry]:
     size = handle.seek(0, io.SEEK_END)
     count, cd_size, cd_offset, cd_end = _end_records(handle, size, label)
+    if cd_offset + cd_size > size:
+        raise UsageError(f"{label} is corrupt or truncated (its central directory lies past the end of the file); {RESAVE}")
     handle.seek(cd_offset)
     directory = handle.read(cd_size)
     entries, position = [], 0
