@@ -133,8 +133,9 @@ def test_tflite_and_pte_work_or_say_why_in_one_line(name, fmt, saved, tmp_path, 
         assert report["passed"] and list((tmp_path / "out").glob(f"model.int8.{fmt}")), report
     else:
         assert result.exit_code == 2, result.output
-        line = one_line(result)
-        assert fmt in line and "--format onnx" in line
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # after the progress lines
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert fmt in errors[0] and "--format onnx" in errors[0]
         assert json.loads(result.stdout)["exit_code"] == 2
         assert not list((tmp_path / "out").glob(f"model*.{fmt}"))
 
