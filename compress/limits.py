@@ -22,3 +22,11 @@ MAX_YAML_VALUES = 100_000    # values a YAML document stands for once its aliase
 # --- numeric command-line options (compress.commands._options.OPTION_BOUNDS) ---------------------------------------
 MAX_SECONDS = 86_400         # a timing duration or a target's per-call timeout: one day
 MAX_SEED = 2**32 - 1         # numpy's seeds are 32-bit
+
+# Archives (compress/archive.py, compress/safe_load.py, compress/data/registry.py): bounds checked on declared sizes
+# before anything is inflated; readers stop at the declared size, so a size that lies costs no more.
+MAX_INFLATE_RATIO = 200            # a deflated zip entry above MIN_BOMB_BYTES may grow at most this much (deflate: ~1000x)
+MIN_BOMB_BYTES = 64 << 20          # smaller entries are not judged by their ratio
+MAX_CHECKED_ENTRY_BYTES = 256 << 20  # an entry the .pt2 safety check reads whole (program JSON, configs, sample inputs)
+MAX_DATA_BYTES = 2 << 30           # the arrays of one .npz, inflated (held in memory, copied while split)
+MAX_EXPRESSION_DIGITS = 4_300      # a number a .pt2 shape expression may reach (Python's own int-to-text bound)

@@ -4,7 +4,8 @@ Formats: a zoo checkpoint (``.pt``), a TorchScript archive (``torch.jit.save``),
 program (``.pt2``; one with pickled entries, compiled code or Python in its graph only with ``trust_pickle=True``,
 see compress/safe_load.py), a state_dict ``.pt`` with ``arch=`` (``package.module:Class`` or a zoo name), an
 ``.onnx`` file (no torch module: ONNX paths only), and, only with ``trust_pickle=True``, a fully
-pickled ``nn.Module`` (pickles execute code when loaded).
+pickled ``nn.Module`` (pickles execute code when loaded). Every zip among them must have one reading and bounded
+sizes first (compress/archive.py); a ``.pt2`` whose outputs are a transformers ``ModelOutput`` returns plain tensors.
 
 Example:
     >>> handle = load_model("mnist_cnn.pt")
@@ -17,7 +18,9 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import logging
 import pickle
+import re
 import sys
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.archive import is_zip, zip_entries
 from compress.data import Head
 from compress.errors import UsageError
 from compress.io import atomic_path, sha256_file
@@ -148,13 +152,15 @@ def _check_runs_on_spec(handle: ModelHandle, input_shapes: list[str]) -> None:
 
 def _read_model(path: Path, arch: str | None, arch_kwargs: dict | None, input_shapes: list[str] | None,
                 trust_pickle: bool, batch_axes: dict[str, int], data) -> ModelHandle:
+    names = [entry.name for entry in zip_entries(path)] if path.suffix != ".onnx" and is_zip(path) else None
     digest = sha256_file(path)
     override = InputSpec.parse(input_shapes, batch_axes) if input_shapes else None
     from_data = (lambda: _spec_from_data(data, batch_axes)) if data else None  # only for files without a spec
     if path.suffix == ".onnx":
         return _load_onnx(path, digest, override, batch_axes)
-    if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
+    if names is not None:
+        if any(n.endswith(".npy") for n in names) and not any("/" in n for n in names):
+            raise UsageError(f"{path} is a data file (numpy .npz), not a model: pass it as --data, and the model file first")
         if any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names):
             return _load_torchscript(path, digest, override, from_data)
         if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
@@ -186,7 +192,7 @@ PICKLE_START = b"\x80"  # the protocol opcode torch.save's legacy (non-zip) form
 
 
 def _safe_torch_load(path: Path, trust_pickle: bool):
-    if not zipfile.is_zipfile(path) and _first_byte(path) != PICKLE_START:
+    if not is_zip(path) and _first_byte(path) != PICKLE_START:
         # torch.load reports any such file as an unsafe pickle ("Weights only load failed"), which it is not
         raise UsageError(f"{path} is corrupt or truncated (neither a PyTorch archive nor a pickle); re-save it")
     try:
@@ -289,15 +295,65 @@ def load_program(path: Path, trust_pickle: bool = False, extra_files: dict | Non
     """``torch.export.load``, after :func:`compress.safe_load.check_program_archive` found nothing that runs code."""
     from compress.safe_load import TRUST_HINT, check_program_archive
 
-    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
     from compress.compat import torch_private
 
     torch_private("torch.ao.quantization.fx._decomposed")  # registers the quantize/dequantize ops of a QAT graph
+    check_program_archive(path, trust_pickle, remedy or TRUST_HINT)
 
+    for attempt in range(2):
+        with _logged_exceptions("torch.export") as logged:
+            try:
+                return torch.export.load(str(path), extra_files=extra_files)
+            except Exception as exc:
+                cause = logged[0] if logged else exc  # torch logs the cause, then raises "check the warnings above"
+        unregistered = re.search(r"Deserializing (\S+)\.\w+ in pytree is not registered", str(cause))
+        if attempt == 0 and unregistered and unregistered.group(1) in OUTPUT_TYPE_MODULES and _importable(unregistered.group(1)):
+            importlib.import_module(unregistered.group(1))  # registers its output classes with torch's pytree
+            continue
+        first = (str(cause).strip().splitlines() or [""])[0][:160]
+        advice = ("; re-export it so that forward returns plain tensors (transformers: return_dict=False)" if unregistered
+                  else "; re-export it with torch.export.save")
+        raise UsageError(f"{path} is not a loadable torch.export program ({type(cause).__name__}: {first}){advice}") from None
+
+
+# Modules of output classes (dataclasses) that a program's outputs may name: compress imports one, by this name, only
+# when torch says a loaded program needs it. Nothing the file names is imported otherwise.
+OUTPUT_TYPE_MODULES = ("transformers.modeling_outputs",)
+
+
+def _importable(module: str) -> bool:
     try:
-        return torch.export.load(str(path), extra_files=extra_files)
-    except Exception as exc:
-        raise UsageError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def _logged_exceptions(name: str):
+    """The exceptions logger ``name`` logs inside the block (``exc_info``), kept even where the CLI silenced it.
+
+    Example:
+        >>> with _logged_exceptions("torch.export") as logged: ...
+        >>> logged
+        [RuntimeError('PytorchStreamReader failed reading zip archive: ...')]
+    """
+    logger = logging.getLogger(name)
+    found: list[BaseException] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: found.append(record.exc_info[1]) if record.exc_info else None
+    quiet = logger.getEffectiveLevel() > logging.WARNING
+    level, propagate, handlers = logger.level, logger.propagate, list(logger.handlers)
+    logger.addHandler(handler)
+    if quiet:  # hear its warnings, but pass none on to the console (torch gives the logger a handler of its own)
+        logger.handlers = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    try:
+        yield found
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _load_exported_program(path: Path, digest: str, override: InputSpec | None, trust_pickle: bool,
@@ -313,9 +369,27 @@ def _load_exported_program(path: Path, digest: str, override: InputSpec | None, 
         override = _spec_from_dims([(name, [int(d) if isinstance(d, int) else None for d in value.shape],
                                      str(value.dtype).replace("torch.", "")) for name, value in values], batch_axes)
     dataset = meta.get("dataset")
-    return ModelHandle(program.module(), override, str(path), "exported_program", digest,
+    module = program.module()
+    out_spec = program.call_spec.out_spec
+    if out_spec is not None and out_spec.type not in (None, tuple, list, dict) and hasattr(module.graph._codegen, "pytree_info"):
+        module = plain_outputs(module)
+    return ModelHandle(module, override, str(path), "exported_program", digest,
                        heads=_head_from_name(dataset["name"]) if dataset else (), dataset=dataset,
                        techniques=list(meta.get("techniques", [])), original=meta.get("original"))
+
+
+def plain_outputs(module: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``module`` (a loaded program) made to return its output tensors as a tuple, or the one tensor alone, where it
+    returned a container class (a transformers ``ModelOutput``) that compress's passes and exporters do not take.
+
+    Example: ``plain_outputs(program.module())(input_ids)`` is the logits tensor of a SequenceClassifierOutput.
+    """
+    info = module.graph._codegen.pytree_info
+    count = info.out_spec.num_leaves
+    flat = torch.utils._pytree.tree_flatten(tuple(range(count)) if count > 1 else 0)[1]
+    module.graph._codegen.pytree_info = info._replace(out_spec=flat)
+    module.recompile()
+    return module
 
 
 def _spec_from_dims(inputs: list[tuple[str, list[int | None], str]], batch_axes: dict[str, int]) -> InputSpec:

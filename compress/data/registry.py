@@ -18,10 +18,12 @@ from typing import Callable
 
 import numpy as np
 
+from compress.archive import is_zip, zip_entries
 from compress.data import builtin
 from compress.data.dataset import Dataset, Head
 from compress.data.validate import check_dataset, check_dtype
 from compress.errors import UsageError
+from compress.limits import MAX_DATA_BYTES
 
 BUILTIN_DATASETS: dict[str, Callable[[], Dataset]] = {
     "digits8": builtin.digits8,
@@ -75,6 +77,7 @@ def names_callable(spec: str) -> bool:
 def load_npz(path: Path) -> Dataset:
     if not path.is_file():
         raise UsageError(f"data file {path} not found; check the path")
+    _check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -93,6 +96,17 @@ def load_npz(path: Path) -> Dataset:
         return Dataset(path.stem, x, y, heads, meta={"path": str(path)})
     except ValueError as exc:
         raise UsageError(f"{path}: {exc}") from None
+
+
+def _check_npz_size(path: Path) -> None:
+    """UsageError unless the .npz has one reading (compress.archive) and its arrays inflate to at most MAX_DATA_BYTES;
+    numpy reads no entry past its declared size, so this bounds what loading costs."""
+    if not is_zip(path):
+        raise UsageError(f"{path} is not a readable .npz (not a zip archive); save it with numpy.savez")
+    total = sum(entry.size for entry in zip_entries(path))
+    if total > MAX_DATA_BYTES:
+        raise UsageError(f"{path}: its arrays inflate to {total:,} bytes, over the {MAX_DATA_BYTES:,} compress reads "
+                         "(compress.limits.MAX_DATA_BYTES); save fewer samples: a few thousand calibrate and test a model")
 
 
 def _labels(name: str, labels: np.ndarray) -> tuple[Head, np.ndarray]:
