@@ -75,3 +75,9 @@ def test_a_precision_one_format_implements_is_listed_there_only_and_verified(int
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attributes["bits"] == 4 and attributes["block_size"] == 64 and len(node.input) < 4  # symmetric: no zero points
     assert "pre-flight has no table of the ops int4-weight-sym covers" in json.dumps(report)
+
+    refused = cli("quantize", mnist, "--format", "tflite", "--precision", "int4-weight-sym", "--no-bench",
+                  "--out", tmp_path / "refused")
+    assert refused.exit_code == 2
+    assert one_line(refused).startswith("error: unknown TFLite precision 'int4-weight-sym'; choose one of fp32, int8,")
+    assert not list((tmp_path / "refused").glob("model.int4-weight-sym.*"))
