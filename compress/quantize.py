@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Callable, Iterator
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from compress import formats as registry
 from compress.formats.calibration import calibration_names, check_calibration
@@ -55,8 +55,10 @@ def check_dynamic_op_types(value: list[str]) -> list[str]:
 Formats = Annotated[list[str], AfterValidator(check_formats)]
 
 
-def _calibration(name: str) -> str:
-    check_calibration(name)
+def _calibration(name: str, info: ValidationInfo) -> str:
+    """``name`` when each format asked for implements it (compress.formats.calibration; none falls back to another)."""
+    for fmt in info.data.get("formats") or [None]:
+        check_calibration(name, fmt)
     return name
 
 

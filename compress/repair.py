@@ -80,7 +80,7 @@ def cheap_steps(config, fmt: str) -> list[RepairStep]:
         steps.append(RepairStep("dynamic-range int8", precision="int8-dynamic"))
     if not config.per_channel:
         steps.append(RepairStep("per-channel weights", {"per_channel": True}))
-    steps += [RepairStep(f"{method} calibration", {"calibration": method}) for method in calibration_names() if method != config.calibration]
+    steps += [RepairStep(f"{method} calibration", {"calibration": method}) for method in calibration_names(fmt) if method != config.calibration]
     return steps
 
 

@@ -50,7 +50,9 @@ def toy_format():
     """``onnxtoy``: ONNX bytes under another suffix, registered from this file only, removed afterwards."""
     from compress.formats import get, register, unregister
 
-    yield register(replace(get("onnx"), name="onnxtoy", suffixes=(".onnxtoy",), precisions=("int8", "fp16"), default=False))
+    onnx = get("onnx")
+    yield register(replace(onnx, name="onnxtoy", suffixes=(".onnxtoy",), default=False,
+                           quantizers={p: onnx.quantizers[p] for p in ("int8", "fp16")}))
     unregister("onnxtoy")
 
 

@@ -102,7 +102,7 @@ def quantize_onnx(
     if unknown:
         raise UsageError(f"op type {unknown[0]!r} cannot be quantized dynamically; choose from {', '.join(DYNAMIC_OP_TYPES)}")
     try:
-        check_calibration(calibration)
+        check_calibration(calibration, "onnx" if PRECISION_RECORDS[precision].calibrated else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     fp32_path, out_path = Path(fp32_path), Path(out_path)
@@ -275,7 +275,7 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
     # the products before the bias away): the static and dynamic-MatMul files of one run share one calibration
     covered = source == Path(fp32_path) or calibrated_tensors(onnx.load(str(source))) <= calibrated_tensors(model)
     ranges = calibrate(Path(fp32_path) if covered else base, calib_data, calibration, work)
-    _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges, only=static_only)
+    _quantize_static(source, out, per_channel, reduce_range, excluded, ranges, only=static_only)
     return [*techniques, f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
 
 
@@ -327,12 +327,15 @@ def calibrate(model_path: Path, calib_data: Dataset, calibration: str, work: Pat
 
 def _measure_ranges(model_path: Path, calib_data: Dataset, calibration: str, work: Path) -> bytes:
     """The ORT calibration cache (JSON bytes) of ``model_path`` on ``calib_data``."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     measured = work / "measured-ranges.json"
     try:
-        calibrator = create_calibrator(model_path, list(STATIC_OP_TYPES), augmented_model_path=str(work / "augmented.onnx"),
-                                       calibrate_method=_ort_method(calibration), extra_options=dict(CALIBRATIONS[calibration].knobs))
+        create = check_calibration(calibration, "onnx").create
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        calibrator = create(model_path, list(STATIC_OP_TYPES), str(work / "augmented.onnx"), dict(CALIBRATIONS[calibration].knobs))
         calibrator.infer_session = _calibration_session(calibrator)
         batch = MINMAX_CALIBRATION_BATCH if calibration == "minmax" else CALIBRATION_BATCH
         with contextlib.redirect_stdout(io.StringIO()):  # ORT prints progress; stdout belongs to --json
@@ -345,16 +348,18 @@ def _measure_ranges(model_path: Path, calib_data: Dataset, calibration: str, wor
     return measured.read_bytes()
 
 
-def _quantize_static(source, out, calibration, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
-    """ORT static QDQ from calibrated ``ranges``: uint8 activations, int8 weights; ``only`` limits it to those nodes."""
+def _quantize_static(source, out, per_channel, reduce_range, excluded, ranges: Path, only=None) -> None:
+    """ORT static QDQ from calibrated ``ranges`` (tagged with the ORT method that measured them): uint8
+    activations, int8 weights; ``only`` limits it to those nodes."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
     try:
         quantize_static(str(source), str(out), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(STATIC_OP_TYPES), per_channel=per_channel,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=list(only or []), nodes_to_exclude=list(excluded),
-                        calibrate_method=_ort_method(calibration), calibration_cache_path=str(ranges))
+                        calibrate_method=load_tensors_data(ranges).calibration_method, calibration_cache_path=str(ranges))
     except Exception as exc:
         raise EnvironmentFailure(f"onnxruntime static quantization failed: {first_line(exc)}") from None
 
@@ -562,12 +567,6 @@ class _DataReader:
 
     def __len__(self):
         return len(self._feeds)
-
-
-def _ort_method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[name]
 
 
 # --- small utilities ------------------------------------------------------------------------------------------

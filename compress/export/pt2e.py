@@ -177,14 +177,30 @@ def one_thread():
         torch.set_num_threads(previous)
 
 
-def observer(calibration: str):
-    """The PT2E observer that runs ``calibration`` (what ``runs_as["litert"]`` describes)."""
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+def observer(calibration: str, fmt: str):
+    """The PT2E activation observer class that runs ``calibration`` for format ``fmt`` (its ``Pt2eObserver``
+    implementation, compress.formats.calibration); a UsageError where ``fmt`` has none."""
+    try:
+        return check_calibration(calibration, fmt).observer()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
-    if calibration == "minmax":
-        return MinMaxObserver
-    if calibration == "entropy":
-        return HistogramObserver
+
+def minmax_observer() -> type:
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    return MinMaxObserver
+
+
+def histogram_observer() -> type:
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    return HistogramObserver
+
+
+def percentile_observer() -> type:
+    """An observer whose range is the [100 - p, p] percentiles of the observed values (from the running histogram)."""
+    from torchao.quantization.pt2e.observer import HistogramObserver
 
     class PercentileObserver(HistogramObserver):
         """Range = the [100 - p, p] percentiles of the observed values (from the running histogram)."""

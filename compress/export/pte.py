@@ -154,7 +154,7 @@ def _build(module, example, precision, calib_data, calibration, per_channel, exc
     if precision == "int8":
         lowered, per_channel = _lower_static(module, example, calib_data, calibration, per_channel, excluded, notes)
         techniques.append(f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}")
-        notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
+        notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].implementation('pte').runs_as}; "
                      f"{calib_data.size} samples from {calib_data.split_name}")
     elif precision == "int8-dynamic":
         lowered = lower(_quantize(module, example, _dynamic_config(per_channel), excluded, None, None, notes), example)
@@ -191,7 +191,7 @@ def _static_config(calibration: str, per_channel: bool):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration, "pte").with_args(eps=2**-12))
     return dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
 

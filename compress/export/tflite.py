@@ -199,7 +199,7 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
         content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
     granularity = "per-channel" if per_channel else "per-tensor"
     techniques = [f"ptq:int8-static:{calibration}:{granularity}"]
-    notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].runs_as['litert']}; "
+    notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].implementation('tflite').runs_as}; "
                  f"{calib_data.size} samples from {calib_data.split_name}")
     leftovers = TfliteGraph(content, module).float_weighted_scopes(excluded)
     if leftovers:
@@ -234,7 +234,7 @@ def _layer_aware_quantizer(calibration: str, per_channel: bool, excluded: list[s
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
 
     base = get_symmetric_quantization_config(is_per_channel=per_channel)
-    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration).with_args(eps=2**-12))
+    activation = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=observer(calibration, "tflite").with_args(eps=2**-12))
     config = dataclasses.replace(base, input_activation=activation, output_activation=activation)
 
     class LayerAwareQuantizer(PT2EQuantizer):

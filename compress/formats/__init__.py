@@ -10,16 +10,17 @@ Example:
     (('onnx', 'tflite'), 'litert')
 """
 from compress.formats import onnx as _onnx, pte as _pte, pytorch as _pytorch, tflite as _tflite
-from compress.formats.calibration import CALIBRATIONS, CalibrationMethod, register_calibration
-from compress.formats.precisions import PRECISIONS, Precision, register_precision
-from compress.formats.registry import (ArtifactFormat, QuantizeJob, artifact_files, artifact_sha256, artifact_size,
-                                       default_formats, find_format, format_of, formats, get, quantizable, register,
-                                       runtime_by_suffix, runtime_of, schema_choices, unregister)
+from compress.formats.calibration import (CALIBRATIONS, CalibrationMethod, OrtCalibrater, Pt2eObserver,
+                                          register_calibration, unregister_calibration)
+from compress.formats.precisions import PRECISIONS, Precision, register_precision, unregister_precision
+from compress.formats.registry import (ArtifactFormat, QuantizeJob, add_quantizer, artifact_files, artifact_sha256,
+                                       artifact_size, default_formats, find_format, format_of, formats, get, quantizable,
+                                       register, runtime_by_suffix, runtime_of, schema_choices, unregister)
 
 for _format in (_onnx.FORMAT, _tflite.FORMAT, _pte.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
     register(_format)
 
-__all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "PRECISIONS", "Precision", "QuantizeJob",
-           "artifact_files", "artifact_sha256", "artifact_size", "default_formats", "find_format", "format_of", "formats",
-           "get", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
-           "runtime_of", "schema_choices", "unregister"]
+__all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "OrtCalibrater", "PRECISIONS", "Precision",
+           "Pt2eObserver", "QuantizeJob", "add_quantizer", "artifact_files", "artifact_sha256", "artifact_size",
+           "default_formats", "find_format", "format_of", "formats", "get", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
+           "runtime_of", "schema_choices", "unregister", "unregister_calibration", "unregister_precision"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from compress.formats.precisions import quantized
 from compress.formats.registry import ArtifactFormat, QuantizeJob
 
+PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
 DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) run may quantize dynamically instead
 
 
@@ -71,5 +71,6 @@ def float_ops(path: Path, handle, precision: str) -> list[dict]:
             if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT]
 
 
-FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), precisions=quantized(), export_fp32=export_fp32,
-                        quantize=quantize, preflight=preflight, float_ops=float_ops, quantizes_fp32_file=True, default=True)
+FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), quantizers=dict.fromkeys(PRECISIONS, quantize), export_fp32=export_fp32,
+                        preflight=preflight, float_ops=float_ops, calibrates_with="onnxruntime", quantizes_fp32_file=True,
+                        default=True)

@@ -1,7 +1,8 @@
 """The precisions compress knows: one typed record each, the one list every config, schema and branch reads.
 
-A precision says how weights and activations are stored; the formats that implement it declare it in their own
-record (``compress.formats.registry.ArtifactFormat.precisions``), so ``precision.formats`` is derived, never listed.
+A precision says how weights and activations are stored; a format implements it by registering a quantizer for it
+(``ArtifactFormat.quantizers``: the built-in formats in their own modules, a plugin with ``register_precision(...,
+quantizers={format: quantize})``), so ``precision.formats`` is derived, never listed.
 
 Example:
     >>> PRECISIONS["int4-weight"].block_size, PRECISIONS["int4-weight"].weight_only
@@ -12,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 Activations = Literal["float", "static", "dynamic", "mixed"]
 
@@ -60,10 +61,32 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {}
 
 
-def register_precision(precision: Precision) -> Precision:
-    """Add ``precision`` to the registry (a format then lists its name in ``ArtifactFormat.precisions``)."""
+def register_precision(precision: Precision, quantizers: dict[str, Callable] | None = None) -> Precision:
+    """Add ``precision`` to the registry, with ``quantizers``: format name -> ``quantize(job)`` that makes it there
+    (a format lists only the precisions it has a quantizer for).
+
+    Example:
+        >>> from compress.formats import get
+        >>> register_precision(Precision("int4-weight-sym", "4-bit symmetric weights", 4, "float", block_size=64,
+        ...                              symmetric=True), {"onnx": get("onnx").quantizers["int4-weight"]}).formats
+        ('onnx',)
+    """
     PRECISIONS[precision.name] = precision
+    if quantizers:
+        from compress.formats.registry import add_quantizer
+
+        for fmt, quantize in quantizers.items():
+            add_quantizer(fmt, precision.name, quantize)
     return precision
+
+
+def unregister_precision(name: str) -> None:
+    """Remove a registered precision and every format's quantizer for it (a plugin's tests clean up with it)."""
+    from compress.formats.registry import FORMATS, remove_quantizer
+
+    for fmt in list(FORMATS):
+        remove_quantizer(fmt, name)
+    PRECISIONS.pop(name, None)
 
 
 for _precision in (

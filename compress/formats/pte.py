@@ -46,5 +46,5 @@ def unreachable(handle) -> str | None:
     return None
 
 
-FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), precisions=PRECISIONS, export_fp32=export_fp32,
-                        quantize=quantize, preflight=preflight, unreachable=unreachable)
+FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
+                        export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable)

@@ -13,10 +13,11 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from compress.errors import UsageError
 from compress.formats.precisions import PRECISIONS
 
 
@@ -46,15 +47,19 @@ class QuantizeJob:
 @dataclass(frozen=True)
 class ArtifactFormat:
     """One format. Only ``name``, ``suffixes`` and ``runtimes`` are required: a format without ``export_fp32`` and
-    ``quantize`` is verified and timed but never produced by `compress quantize` (``pt2``, ``torchscript``).
+    ``quantizers`` is verified and timed but never produced by `compress quantize` (``pt2``, ``torchscript``).
 
     - ``suffixes``: file-name endings, the first one used for new files (``.onnx``; may have several dots).
     - ``runtimes``: runtime names (compress.runtimes) that load it, the first one by default.
-    - ``precisions``: what ``quantize`` makes (names from compress.formats.precisions; fp32 is ``export_fp32``).
-    - ``export_fp32(handle, out)``: write the fp32 file; ``quantize(job) -> result`` with ``path``, ``precision``,
-      ``techniques``, ``float_ops``, ``notes``; ``preflight(job) -> [Finding]`` before verifying anything (the job quantize
+    - ``quantizers``: precision name (compress.formats.precisions) -> ``quantize(job) -> result`` with ``path``,
+      ``precision``, ``techniques``, ``float_ops``, ``notes``; the format's ``precisions`` are their names (fp32 is
+      ``export_fp32``); ``add_quantizer`` gives a registered format one more.
+    - ``export_fp32(handle, out)``: write the fp32 file; ``preflight(job) -> [Finding]`` before verifying anything (the job quantize
       will get, nothing excluded; the fp32 file is exported by then when ``quantizes_fp32_file``);
       ``float_ops(path, precision) -> [dict]``: the weighted ops a file left in float.
+    - ``calibrates_with``: the calibration backend (compress.formats.calibration: ``"onnxruntime"``, ``"pt2e"``) whose
+      implementation of ``job.calibration`` its quantizer runs; a method without one there is refused. None: the
+      quantizer reads ``job.calibration`` itself.
     - ``quantizes_fp32_file``: ``quantize`` reads the fp32 file (exported before pre-flight); otherwise the fp32
       file is exported only when asked for.
     - ``unreachable(handle) -> reason | None``: why this source cannot become this format.
@@ -65,11 +70,11 @@ class ArtifactFormat:
     name: str
     suffixes: tuple[str, ...]
     runtimes: tuple[str, ...]
-    precisions: tuple[str, ...] = ()
+    quantizers: dict[str, Callable] = field(default_factory=dict)
     export_fp32: Callable | None = None
-    quantize: Callable | None = None
     preflight: Callable | None = None
     float_ops: Callable | None = None
+    calibrates_with: str | None = None
     quantizes_fp32_file: bool = False
     unreachable: Callable[[Any], str | None] = lambda handle: None
     files: Callable[[Path], list[Path]] = lambda path: [Path(path)]
@@ -77,6 +82,18 @@ class ArtifactFormat:
 
     def filename(self, precision: str) -> str:
         return f"model.{precision}{self.suffixes[0]}"
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """What ``quantize`` makes: the precisions this format registers a quantizer for."""
+        return tuple(self.quantizers)
+
+    def quantize(self, job: QuantizeJob):
+        """``job`` through the quantizer of its precision; a UsageError naming this format's precisions otherwise."""
+        if job.precision not in self.quantizers:
+            raise UsageError(f"--precision {job.precision} is not available for {self.name}; "
+                             f"it makes {', '.join(self.precisions) or 'no quantized file'}")
+        return self.quantizers[job.precision](job)
 
     @property
     def runtime(self) -> str:
@@ -113,6 +130,22 @@ def register(fmt: ArtifactFormat) -> ArtifactFormat:
 
 def unregister(name: str) -> None:
     FORMATS.pop(name, None)
+
+
+def add_quantizer(name: str, precision: str, quantize: Callable) -> ArtifactFormat:
+    """Give the registered format ``name`` a quantizer for ``precision`` (a registered one), or replace its own.
+
+    Example:
+        >>> add_quantizer("onnx", "int8", get("onnx").quantizers["int8"]).precisions[0]
+        'int8'
+    """
+    return register(replace(get(name), quantizers={**get(name).quantizers, precision: quantize}))
+
+
+def remove_quantizer(name: str, precision: str) -> None:
+    """Undo ``add_quantizer`` (a plugin's tests clean up with it)."""
+    if name in FORMATS:
+        FORMATS[name] = replace(FORMATS[name], quantizers={p: q for p, q in FORMATS[name].quantizers.items() if p != precision})
 
 
 def formats() -> list[ArtifactFormat]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats.precisions import quantized
 from compress.formats.registry import ArtifactFormat, QuantizeJob, note_static_only
 
+PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
 NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
                 "torch.export.save, or use --format onnx")
 
@@ -52,5 +52,6 @@ def unreachable(handle) -> str | None:
     return None
 
 
-FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), precisions=quantized(), export_fp32=export_fp32,
-                        quantize=quantize, preflight=preflight, float_ops=float_ops, unreachable=unreachable, default=True)
+FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), quantizers=dict.fromkeys(PRECISIONS, quantize),
+                        export_fp32=export_fp32, preflight=preflight, float_ops=float_ops, calibrates_with="pt2e",
+                        unreachable=unreachable, default=True)

@@ -1,0 +1,83 @@
+"""Extension points, proven through `compress quantize`: a toy calibration method and a toy precision, each one module
+under tests/toy_extensions/ plus one registration call here, with no other file edited."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from compress.formats import PRECISIONS, get, register_calibration, register_precision, unregister_calibration, unregister_precision
+from tests.cli_checks import json_output, one_line
+from tests.toy_extensions import int4_weight_sym, mse_calibration
+
+
+@pytest.fixture(scope="module")
+def mnist(zoo_checkpoint):
+    return zoo_checkpoint("mnist_cnn", epochs=1)
+
+
+@pytest.fixture
+def mse():
+    register_calibration(mse_calibration.MSE)
+    yield
+    unregister_calibration("mse")
+
+
+@pytest.fixture
+def int4_sym():
+    register_precision(int4_weight_sym.INT4_WEIGHT_SYM, int4_weight_sym.quantizers())
+    yield
+    unregister_precision("int4-weight-sym")
+
+
+def artifacts(run) -> dict:
+    return {a["name"]: a for a in json.loads((run / "report.json").read_text())["artifacts"]}
+
+
+def test_the_mse_range_search_clips_a_rare_outlier():
+    counts = np.zeros(100)
+    counts[:50], counts[-1] = 1000, 1  # values in [0, 1) and one at 2
+    low, high = mse_calibration.best_range(counts, np.linspace(0.0, 2.0, 101), 0.0, 2.0)
+    assert low == 0.0 and 0.9 < high < 2.0
+
+
+def test_a_calibration_method_for_onnx_only_runs_on_onnx_and_is_refused_on_tflite(mse, mnist, tmp_path, cli):
+    refused = cli("quantize", mnist, "--format", "onnx,tflite", "--calibration", "mse", "--out", tmp_path / "refused", "--json")
+    assert refused.exit_code == 2
+    line = one_line(refused)
+    assert line == "error: --calibration: calibration 'mse' has no implementation for tflite; implemented for: onnx"
+    assert json.loads(refused.stdout) == {"error": line.removeprefix("error: "), "exit_code": 2}
+    assert not (tmp_path / "refused").exists()
+
+    run = tmp_path / "run"
+    json_output(cli("quantize", mnist, "--format", "onnx", "--calibration", "mse", "--calib-samples", "64", "--no-bench",
+                    "--no-auto-fallback", "--out", run, "--json"))
+    int8 = artifacts(run)["int8-onnx"]
+    assert [t["label"] for t in int8["techniques"]][0].startswith("ptq:int8-static:mse:per-channel")
+    assert int8["verified_in"] == ["onnxruntime"] and int8["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+
+
+def test_a_precision_one_format_implements_is_listed_there_only_and_verified(int4_sym, mnist, tmp_path, cli):
+    assert PRECISIONS["int4-weight-sym"].formats == ("onnx",)
+    assert "int4-weight-sym" in get("onnx").precisions and "int4-weight-sym" not in get("tflite").precisions
+
+    run = tmp_path / "run"
+    report = json_output(cli("quantize", mnist, "--format", "onnx", "--precision", "int4-weight-sym", "--calib-samples", "64",
+                             "--no-bench", "--out", run, "--json"))
+    entry = artifacts(run)["int4-weight-sym-onnx"]
+    assert entry["path"] == "model.int4-weight-sym.onnx" and entry["precision"] == "int4-weight-sym"
+    assert entry["verified_in"] == ["onnxruntime"] and entry["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+    nodes = [n for n in onnx.load(run / entry["path"]).graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 2  # the two linears
+    for node in nodes:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["bits"] == 4 and attributes["block_size"] == 64 and len(node.input) < 4  # symmetric: no zero points
+    assert "pre-flight has no table of the ops int4-weight-sym covers" in json.dumps(report)
+
+    refused = cli("quantize", mnist, "--format", "tflite", "--precision", "int4-weight-sym", "--no-bench",
+                  "--out", tmp_path / "refused")
+    assert refused.exit_code == 2
+    assert one_line(refused).startswith("error: unknown TFLite precision 'int4-weight-sym'; choose one of fp32, int8,")
+    assert not list((tmp_path / "refused").glob("model.int4-weight-sym.*"))
