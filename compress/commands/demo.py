@@ -58,7 +58,7 @@ def closing_lines(run_dir: Path, report: dict) -> list[str]:
               f"  open {run_dir / 'report.html'}",
               *([f"  compress verify {run_dir / shipped}      # re-check the recommended file on real inputs"] if shipped else []),
               "  your own model: save it with torch.export.save(torch.export.export(model, example_inputs), 'my.pt2'),",
-              "    put inputs in an .npz (one array per model input, named as the inputs; y = labels, optional), then",
+              "    put its inputs in an .npz (x = the first input, x1, x2 ... the others; y = labels, optional), then",
               "    compress quantize my.pt2 --data my.npz --out runs/mine",
               "  as a reproducible recipe: compress recipe init --model my.pt2 > recipe.yaml && compress recipe validate recipe.yaml"]
     return lines
