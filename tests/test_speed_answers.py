@@ -1,0 +1,137 @@
+"""Speed answers that do not flip under load: intervals too wide to decide say so, `compress bench` says when it
+changes the pick, and a recommendation never compares figures from two timing sessions. report.html shows it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.benchmark import record_latencies, speed_against, speed_pick, start_timing_session, summarize
+from tests.browser import render
+
+REPO = str(Path(__file__).parents[1])
+
+
+def compress(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real console entry point, piped as in CI."""
+    return subprocess.run([sys.executable, "-m", "compress", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": REPO}, timeout=timeout)
+
+
+def busy_samples(steady_ms: float, steady: int, stretched: int) -> list[float]:
+    """Timed runs on a busy machine: ``steady`` runs at the file's own speed, ``stretched`` ones slowed 8x to 17x by
+    other work."""
+    return [*np.linspace(steady_ms, steady_ms * 1.05, steady), *np.linspace(steady_ms * 8, steady_ms * 17, stretched)]
+
+
+def artifact(name: str, size: int, samples: list[float], session: str = "s1") -> dict:
+    return {"name": name, "size_bytes": size, "format": "onnx",
+            "latency": [{"batch": 1, "emulated": False, "measured_on": {"session": session}, **summarize(samples)}]}
+
+
+def evidence(a: dict) -> str:
+    return "judged on test data"
+
+
+def test_intervals_too_wide_to_decide_say_undecided_machine_busy():
+    """The issue's case: a small file at p50 13 ms against the fastest at 1.75 ms, both timed under load."""
+    fast = artifact("fp32-onnx", 400_000, busy_samples(1.754, steady=22, stretched=18))
+    slow = artifact("int8-onnx", 100_000, busy_samples(1.6, steady=18, stretched=22))  # unluckier: most runs stretched
+    assert fast["latency"][0]["p50_ms"] < 1.9 and slow["latency"][0]["p50_ms"] > 13
+    assert slow["latency"][0]["median_ci95_ms"][0] <= fast["latency"][0]["median_ci95_ms"][1], \
+        "the intervals overlap: the old rule called them the same speed and picked the smaller, slower-looking file"
+    assert speed_against(slow, fast) == "undecided"
+    pick = speed_pick([fast, slow], evidence)
+    assert pick["artifact"] == "fp32-onnx" and pick["verdict"] == "undecided: machine busy" and pick["undecided"] == ["int8-onnx"]
+    assert "undecided: machine busy: int8-onnx p50" in pick["why"] and "idle machine" in pick["why"]
+
+
+def test_steady_figures_still_let_the_smaller_file_win():
+    steady = [1.0 + 0.01 * np.sin(i) for i in range(40)]
+    fast, small = artifact("fp32-onnx", 400_000, steady), artifact("int8-onnx", 100_000, [v * 1.005 for v in steady])
+    pick = speed_pick([fast, small], evidence)
+    assert pick["artifact"] == "int8-onnx" and "verdict" not in pick and "not_compared" not in pick
+
+
+def test_figures_from_two_sessions_are_never_compared():
+    steady = [1.0 + 0.01 * np.sin(i) for i in range(40)]
+    old = [artifact(name, size, steady, "quantize") for name, size in (("a", 3), ("b", 2), ("c", 1))]
+    new = [artifact(name, size, [v * 3 for v in steady], "bench") for name, size in (("d", 6), ("e", 5))]
+    pick = speed_pick([*old, *new], evidence)
+    assert pick["artifact"] == "c" and pick["session"] == "quantize"
+    assert [n["artifact"] for n in pick["not_compared"]] == ["d", "e"] and "session quantize" in pick["why"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(zoo_checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("speed") / "run"
+    done = compress("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx", "--precision", "int8,fp16",
+                    "--runs", "30", "--no-gate", "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def figures_in(why: str) -> list[float]:
+    return [float(v) for v in re.findall(r"p50 ([\d.]+) ms", why)]
+
+
+def test_bench_of_some_files_never_mixes_sessions_and_says_a_changed_pick(run_dir, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(run_dir), str(run)], check=True)
+    before = json.loads((run / "report.json").read_text())
+    quantize_session = {a["latency"][0]["measured_on"]["session"] for a in before["artifacts"]}
+    assert len(quantize_session) == 1  # one quantize run: one session, carried by every figure
+
+    one = next(a for a in before["artifacts"] if a["precision"] == "int8")
+    done = compress("bench", run / one["path"], "--runs", "30", "--json")
+    document = json.loads(done.stdout)
+    report = json.loads((run / "report.json").read_text())
+    sessions = {a["name"]: a["latency"][0]["measured_on"]["session"] for a in report["artifacts"]}
+    assert sessions[one["name"]] == document["session"] != quantize_session.pop()
+    pick = report["recommended"]["local-cpu"]
+    assert pick["session"] != document["session"]  # two files of the quantize run outweigh one of the bench run
+    assert [n["artifact"] for n in pick["not_compared"]] == [one["name"]] and "not compared" in pick["why"]
+    same_session = {a["latency"][0]["p50_ms"] for a in report["artifacts"] if sessions[a["name"]] == pick["session"]}
+    assert all(any(abs(f - p) < 5e-4 for p in same_session) for f in figures_in(pick["why"])), pick["why"]
+
+    every = compress("bench", *[run / a["path"] for a in report["artifacts"]], "--runs", "30")
+    assert every.returncode == 0, every.stderr
+    after = json.loads((run / "report.json").read_text())
+    new_pick = after["recommended"]["local-cpu"]
+    assert "not_compared" not in new_pick and new_pick["session"] != pick["session"]
+    if new_pick["artifact"] != pick["artifact"]:  # the new figures moved the pick: said, old → new and why
+        assert f"recommendation changed in {run / 'report.json'}: {pick['artifact']} → {new_pick['artifact']}: " in every.stdout
+        assert after["recommended"]["changed"]["from"] == pick["artifact"]
+    else:
+        assert "recommendation changed" not in every.stdout
+
+
+def test_a_changed_pick_is_recorded_with_old_new_and_why(run_dir, tmp_path):
+    """Fed measured samples: one session makes the first file clearly fastest, the next makes another one."""
+    run = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(run_dir), str(run)], check=True)
+    names = [a["path"] for a in json.loads((run / "report.json").read_text())["artifacts"]]
+    template = json.loads((run / "report.json").read_text())["artifacts"][0]["latency"][0]
+    steady = [1.0 + 0.01 * np.sin(i) for i in range(40)]
+
+    def session_where_fastest(fastest: str) -> list[dict]:
+        session = start_timing_session()
+        entries = []
+        for name in names:
+            samples = steady if name == fastest else [v * 4 for v in steady]
+            entries.append((run / name, {**template, **summarize(samples), "measured_on": {**template["measured_on"], "session": session}}))
+        return record_latencies(entries)
+
+    first = session_where_fastest(names[0])[0]
+    pick = json.loads((run / "report.json").read_text())["recommended"]["local-cpu"]["artifact"]
+    second = session_where_fastest(names[1])[0]
+    report = json.loads((run / "report.json").read_text())
+    assert second["changed"]["from"] == pick and second["changed"]["to"] == report["recommended"]["local-cpu"]["artifact"]
+    assert report["recommended"]["changed"] == second["changed"] and "fastest" in second["changed"]["why"]
+    assert first["report"] == second["report"] == run / "report.json"
