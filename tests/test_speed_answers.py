@@ -135,3 +135,21 @@ def test_a_changed_pick_is_recorded_with_old_new_and_why(run_dir, tmp_path):
     assert second["changed"]["from"] == pick and second["changed"]["to"] == report["recommended"]["local-cpu"]["artifact"]
     assert report["recommended"]["changed"] == second["changed"] and "fastest" in second["changed"]["why"]
     assert first["report"] == second["report"] == run / "report.json"
+
+
+def test_report_html_shows_the_recommendation_and_the_machine_it_was_timed_on(run_dir, tmp_path):
+    from importlib.metadata import version
+
+    from compress.targets.device_runner import cpu_model
+
+    report = json.loads((run_dir / "report.json").read_text())
+    text = render(run_dir / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    pick = report["recommended"]["local-cpu"]
+    section = text.split('<h2 id="recommended">Recommended</h2>', 1)[1].split("<h2>", 1)[0]
+    assert f"<b>For this CPU: {pick['artifact']}</b>" in section and f"p50 {figures_in(pick['why'])[0]:.3f} ms" in section
+    assert "<h3>Per format</h3>" in section and "<td>onnx</td>" in section
+    environment = text.split("<h2>Environment</h2>", 1)[1]
+    where = report["artifacts"][0]["latency"][0]["measured_on"]
+    assert f"<td>executorch</td><td>{version('executorch')}</td>" in environment
+    assert f"<td>CPU</td><td>{cpu_model()}, {os.cpu_count()} cores</td>" in environment
+    assert f"<td>load average, 1 min, when timed</td><td>{where['loadavg_1m']:.2f}</td>" in environment
