@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 
-from compress.benchmark import speed_pick  # the pick: one timing session, intervals that decide
+from compress.benchmark import session_of, speed_pick  # the pick: one timing session, intervals that decide
 from compress.latency import device_p50, device_timing
 
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
-SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32)")
+SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32|speed not compared with fp32)")
 
 
 
@@ -68,6 +68,11 @@ def explain_speed(artifacts: list[dict]) -> None:
         base_entry, own = fp32.get(artifact["format"]), device_p50(artifact)
         if artifact["precision"] == "fp32" or base_entry is None or own is None or own == 0:
             artifact.pop("speedup_vs_fp32", None)
+            continue
+        if session_of(artifact) != session_of(base_entry):  # never a ratio of figures from two timing sessions
+            artifact.pop("speedup_vs_fp32", None)
+            artifact["notes"].append(f"speed not compared with fp32: timed in session {session_of(artifact)}, fp32 in "
+                                     f"{session_of(base_entry)}; `compress bench` on both times them together")
             continue
         base = device_p50(base_entry)
         artifact["speedup_vs_fp32"] = round(base / own, 3)

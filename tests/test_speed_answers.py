@@ -97,6 +97,8 @@ def test_bench_of_some_files_never_mixes_sessions_and_says_a_changed_pick(run_di
     pick = report["recommended"]["local-cpu"]
     assert pick["session"] != document["session"]  # two files of the quantize run outweigh one of the bench run
     assert [n["artifact"] for n in pick["not_compared"]] == [one["name"]] and "not compared" in pick["why"]
+    int8 = next(a for a in report["artifacts"] if a["name"] == one["name"])
+    assert "speedup_vs_fp32" not in int8 and any(n.startswith("speed not compared with fp32: timed in session") for n in int8["notes"])
     same_session = {a["latency"][0]["p50_ms"] for a in report["artifacts"] if sessions[a["name"]] == pick["session"]}
     assert all(any(abs(f - p) < 5e-4 for p in same_session) for f in figures_in(pick["why"])), pick["why"]
 
@@ -105,6 +107,7 @@ def test_bench_of_some_files_never_mixes_sessions_and_says_a_changed_pick(run_di
     after = json.loads((run / "report.json").read_text())
     new_pick = after["recommended"]["local-cpu"]
     assert "not_compared" not in new_pick and new_pick["session"] != pick["session"]
+    assert all("speedup_vs_fp32" in a for a in after["artifacts"] if a["precision"] != "fp32")  # one session again
     if new_pick["artifact"] != pick["artifact"]:  # the new figures moved the pick: said, old → new and why
         assert f"recommendation changed in {run / 'report.json'}: {pick['artifact']} → {new_pick['artifact']}: " in every.stdout
         assert after["recommended"]["changed"]["from"] == pick["artifact"]
