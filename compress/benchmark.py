@@ -11,6 +11,9 @@ not where runtimes share them (``spinning=False``: spinning threads starve whate
 ``conditions`` record how it was taken (process, inputs, threads, spinning, runs, warm-up, why timing stopped).
 Files compared side by side (the bench suite, the int8 ONNX pick) are timed by ``interleaved_samples``: round-robin,
 each timed run right after an untimed one of the same file, so those figures are steady-state latencies too.
+Every entry carries its timing session (``measured_on.session``: one quantize run, one `compress bench`), the CPU and
+the load average; ``speed_pick`` compares figures of one session only and says "undecided: machine busy" when the
+intervals are too wide to tell.
 
 Example:
     >>> entry = benchmark_artifact("runs/mnist/model.int8.onnx", target="local", threads=1, runs=200)
@@ -417,9 +420,9 @@ def record_in_report(artifact: str | Path, key: str, entry: dict, same: tuple[st
 
 def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, ...]) -> list[dict]:
     """:func:`record_in_report` for many files at once: each report.json is read and rewritten once, and its
-    recommendation is judged once, on all the new figures together. One ``{"report": path, "changed": ...}`` per
+    recommendation is judged once, on all the new figures together. One ``{"report", "changed", "recommended"}`` per
     report rewritten; ``changed`` (None when the pick stayed) says ``{"from", "to", "why"}``, also recorded in the
-    report's ``recommended.changed``."""
+    report's ``recommended.changed``; ``recommended`` is the pick for the local CPU now (latency only)."""
     from compress.report import write_report
 
     by_report: dict[Path, list[tuple[Path, dict]]] = {}
@@ -441,7 +444,8 @@ def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, 
         changed = _rejudge_speed(report) if key == "latency" else None
         write_report(report_path.parent, report)
         _rerender(report_path.parent, report)
-        recorded.append({"report": report_path, "changed": changed})
+        recorded.append({"report": report_path, "changed": changed,
+                         "recommended": ((report.get("recommended") or {}).get("local-cpu") if key == "latency" else None)})
     return recorded
 
 

@@ -95,6 +95,7 @@ def test_bench_of_some_files_never_mixes_sessions_and_says_a_changed_pick(run_di
     sessions = {a["name"]: a["latency"][0]["measured_on"]["session"] for a in report["artifacts"]}
     assert sessions[one["name"]] == document["session"] != quantize_session.pop()
     pick = report["recommended"]["local-cpu"]
+    assert document["recommended"] == [{"report": str(run / "report.json"), **pick}]  # bench says the pick it leaves
     assert pick["session"] != document["session"]  # two files of the quantize run outweigh one of the bench run
     assert [n["artifact"] for n in pick["not_compared"]] == [one["name"]] and "not compared" in pick["why"]
     int8 = next(a for a in report["artifacts"] if a["name"] == one["name"])
@@ -113,6 +114,7 @@ def test_bench_of_some_files_never_mixes_sessions_and_says_a_changed_pick(run_di
         assert after["recommended"]["changed"]["from"] == pick["artifact"]
     else:
         assert "recommendation changed" not in every.stdout
+    assert f"recommended in {run / 'report.json'}" in every.stdout and new_pick["why"] in every.stdout
 
 
 def test_a_changed_pick_is_recorded_with_old_new_and_why(run_dir, tmp_path):

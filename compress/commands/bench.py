@@ -72,7 +72,8 @@ def bench_command(
         recorded = [] if no_report else record_latencies(measured)
         document = {"results": results, "estimates": estimates, "session": session,
                     "reports_updated": sorted(str(r["report"]) for r in recorded),
-                    "recommendation_changed": [{"report": str(r["report"]), **r["changed"]} for r in recorded if r["changed"]]}
+                    "recommendation_changed": [{"report": str(r["report"]), **r["changed"]} for r in recorded if r["changed"]],
+                    "recommended": [{"report": str(r["report"]), **r["recommended"]} for r in recorded if r["recommended"]]}
         emit(document, opts.json_out, lambda: _render(document))
 
 
@@ -140,6 +141,10 @@ def _render(document: dict) -> None:
             stdout_console.print(f"  {note}", highlight=False, soft_wrap=True)
     for path in document["reports_updated"]:
         stdout_console.print(f"latency added to {path}", soft_wrap=True)
+    for pick in document["recommended"]:
+        verdict = f" [{pick['verdict']}]" if pick.get("verdict") else ""
+        stdout_console.print(f"recommended in {pick['report']}{verdict}: {pick['artifact']} — {pick['why']}",
+                             highlight=False, soft_wrap=True, markup=False)
     for change in document["recommendation_changed"]:
         stdout_console.print(f"recommendation changed in {change['report']}: {change['from']} → {change['to']}: {change['why']}",
                              highlight=False, soft_wrap=True, markup=False)

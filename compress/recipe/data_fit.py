@@ -4,7 +4,7 @@ A ``.npz`` holds one array per model input, in order: ``x`` for the first input,
 (compress.data.registry), each sample-first or in the model's own layout; ``y`` (optional) holds the labels.
 
 Example:
-    >>> data_mismatches(InputSpec((TensorSpec("tokens", (-1, 16), "int64"),)), "my.npz")
+    >>> array_mismatches(InputSpec((TensorSpec("tokens", (-1, 16), "int64"),)), {"x": np.zeros((100, 16), np.float32)})
     ["array 'x' (input 'tokens'): dtype float32, but the input takes int64 (integer values)"]
     >>> npz_layout(InputSpec((TensorSpec("tokens", (-1, 16), "int64"),)))
     'x = int64 (N, 16) for input tokens'
