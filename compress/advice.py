@@ -1,7 +1,8 @@
 """Speed honesty and recommendations, from measured numbers only.
 
 "Faster" and "not faster" are said only when the two latencies' 95 % confidence intervals of the median separate;
-otherwise the two run at the same speed and, when choosing, the smaller file wins. ``explain_speed`` replaces any
+otherwise the two run at the same speed. Choosing (compress.benchmark.speed_pick), the smaller file wins among those
+shown as fast as the fastest; intervals too wide to tell say "undecided: machine busy". ``explain_speed`` replaces any
 speed note it wrote before, so running it again (a recipe, `compress bench` rewriting a latency) never stacks notes.
 
 Example:
@@ -13,10 +14,11 @@ from __future__ import annotations
 
 import re
 
+from compress.benchmark import session_of, speed_pick  # the pick: one timing session, intervals that decide
 from compress.latency import device_p50, device_timing
 
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
-SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32)")
+SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32|speed not compared with fp32)")
 
 
 
@@ -67,6 +69,11 @@ def explain_speed(artifacts: list[dict]) -> None:
         if artifact["precision"] == "fp32" or base_entry is None or own is None or own == 0:
             artifact.pop("speedup_vs_fp32", None)
             continue
+        if session_of(artifact) != session_of(base_entry):  # never a ratio of figures from two timing sessions
+            artifact.pop("speedup_vs_fp32", None)
+            artifact["notes"].append(f"speed not compared with fp32: timed in session {session_of(artifact)}, fp32 in "
+                                     f"{session_of(base_entry)}; `compress bench` on both times them together")
+            continue
         base = device_p50(base_entry)
         artifact["speedup_vs_fp32"] = round(base / own, 3)
         verdict = speed_verdict(artifact, base_entry)
@@ -92,20 +99,6 @@ def evidence(artifact: dict) -> str:
     return f"no labels: weakest output {worst['output']} ({worst['kind']}) {worst['measure']} {worst['value']}"
 
 
-def _pick(candidates: list[dict]) -> dict | None:
-    timed = [a for a in candidates if device_p50(a) is not None]
-    if not timed:
-        return None
-    fastest = min(timed, key=device_p50)
-    same = [a for a in timed if speed_verdict(a, fastest) != "slower"]
-    choice = min(same, key=lambda a: (a["size_bytes"], device_p50(a)))
-    return {
-        "artifact": choice["name"],
-        "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates and are not slower than "
-                f"the fastest beyond the 95 % intervals (p50 {device_p50(choice):.3f} ms vs best {device_p50(fastest):.3f} ms), {evidence(choice)}"),
-    }
-
-
 def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
     """The artifact to ship for this CPU, overall and per format, by measured speed and size among those with evidence
     (measured on data) that failed no gate in ``judged``; the others are listed under ``excluded`` with the reason."""
@@ -120,7 +113,7 @@ def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
                  for a in artifacts if not is_failed(a) and (a["name"] in failed or not a["metrics"].get("fidelity"))]
     names = {e["artifact"] for e in excluded}
     eligible = [a for a in artifacts if a["name"] not in names]
-    result = {"local-cpu": _pick(eligible), "by_format": {}, "excluded": excluded}
+    result = {"local-cpu": speed_pick(eligible, evidence), "by_format": {}, "excluded": excluded}
     for fmt in sorted({a["format"] for a in artifacts}):
-        result["by_format"][fmt] = _pick([a for a in eligible if a["format"] == fmt])
+        result["by_format"][fmt] = speed_pick([a for a in eligible if a["format"] == fmt], evidence)
     return result

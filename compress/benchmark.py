@@ -11,6 +11,9 @@ not where runtimes share them (``spinning=False``: spinning threads starve whate
 ``conditions`` record how it was taken (process, inputs, threads, spinning, runs, warm-up, why timing stopped).
 Files compared side by side (the bench suite, the int8 ONNX pick) are timed by ``interleaved_samples``: round-robin,
 each timed run right after an untimed one of the same file, so those figures are steady-state latencies too.
+Every entry carries its timing session (``measured_on.session``: one quantize run, one `compress bench`), the CPU and
+the load average; ``speed_pick`` compares figures of one session only and says "undecided: machine busy" when the
+intervals are too wide to tell.
 
 Example:
     >>> entry = benchmark_artifact("runs/mnist/model.int8.onnx", target="local", threads=1, runs=200)
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -32,6 +36,7 @@ import numpy as np
 
 from compress.errors import UsageError
 from compress.jsonsafe import loads
+from compress.latency import device_p50, device_timing
 
 DEFAULT_RUNS = 100             # the cap of adaptive timing (the exact count with adaptive=False)
 DEFAULT_WARMUP = 10
@@ -155,6 +160,102 @@ def interleaved_samples(runs: dict[str, Callable[[], object]], rounds: int, warm
     return samples
 
 
+# --- sessions and the speed pick ----------------------------------------------------------------------------------
+
+SAME_SPEED_MARGIN = 0.25       # "as fast as the fastest": the 95 % intervals show it at most 25 % slower
+_SESSION: dict[str, str] = {}
+
+
+def start_timing_session() -> str:
+    """Begin a new timing session (one `compress bench`, one quantize run): the id every figure measured from now on
+    carries in ``measured_on.session``, the UTC start time plus the process id: ``2026-12-07T17:58:03Z/pid4242``."""
+    _SESSION["id"] = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}/pid{os.getpid()}"
+    return _SESSION["id"]
+
+
+def timing_session() -> str:
+    """The current timing session's id (a process's first timing starts one)."""
+    return _SESSION.get("id") or start_timing_session()
+
+
+def session_of(artifact: dict) -> str | None:
+    """The session of the latency that speaks for ``artifact`` (None: recorded before sessions were)."""
+    entry = device_timing(artifact) or {}
+    return (entry.get("measured_on") or {}).get("session")
+
+
+def speed_against(candidate: dict, fastest: dict) -> str:
+    """``"slower"``, ``"same"`` or ``"undecided"`` against the fastest artifact, from the medians' 95 % intervals.
+
+    Slower: the intervals separate. Same: they overlap and the candidate's upper bound is within SAME_SPEED_MARGIN
+    of the fastest's lower bound. Undecided: they overlap only because they are wide (a busy machine).
+
+    Example:
+        >>> speed_against({"latency": [{"p50_ms": 13.06, "median_ci95_ms": [1.9, 30.0]}]},
+        ...               {"latency": [{"p50_ms": 1.754, "median_ci95_ms": [1.6, 25.0]}]})
+        'undecided'
+    """
+    if candidate is fastest:
+        return "same"
+    own, best = device_timing(candidate), device_timing(fastest)
+    if not own or not best or not own.get("median_ci95_ms") or not best.get("median_ci95_ms"):
+        return "same"  # no interval recorded (older reports): the p50s alone cannot separate them
+    (low, high), (best_low, best_high) = own["median_ci95_ms"], best["median_ci95_ms"]
+    if low > best_high:
+        return "slower"
+    return "same" if high <= best_low * (1 + SAME_SPEED_MARGIN) else "undecided"
+
+
+def _spread(artifact: dict) -> str:
+    entry = device_timing(artifact)
+    low, high = entry.get("median_ci95_ms") or (entry["p50_ms"], entry["p50_ms"])
+    return f"{artifact['name']} p50 {entry['p50_ms']:.3f} ms (95 % interval {low:.3f}-{high:.3f})"
+
+
+def speed_pick(candidates: list[dict], evidence: Callable[[dict], str]) -> dict | None:
+    """The smallest of ``candidates`` that runs as fast as the fastest, comparing only figures from one timing session.
+
+    The session that timed the most candidates (the latest on a tie) is compared; the others are listed under
+    ``not_compared``. Files whose intervals are too wide to say (``speed_against`` "undecided") are never called as
+    fast: the pick is made among the proven ones, and ``verdict`` says "undecided: machine busy" with their figures.
+    ``evidence(artifact)`` says what the artifact was judged on.
+
+    Example:
+        >>> speed_pick(artifacts, evidence)["artifact"]
+        'int8-onnx'
+    """
+    timed = [a for a in candidates if device_p50(a) is not None]
+    if not timed:
+        return None
+    sessions: dict[str | None, list[dict]] = {}
+    for artifact in timed:
+        sessions.setdefault(session_of(artifact), []).append(artifact)
+    session = max(sessions, key=lambda s: (len(sessions[s]), s or ""))
+    compared = sessions[session]
+    fastest = min(compared, key=device_p50)
+    verdicts = {a["name"]: speed_against(a, fastest) for a in compared}
+    same = [a for a in compared if verdicts[a["name"]] == "same"]
+    choice = min(same, key=lambda a: (a["size_bytes"], device_p50(a)))
+    where = f", session {session}" if session else ""
+    pick = {"artifact": choice["name"], "session": session,
+            "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates and run as fast as the "
+                    f"fastest (p50 {device_p50(choice):.3f} ms vs best {device_p50(fastest):.3f} ms, within "
+                    f"{SAME_SPEED_MARGIN:.0%} at the 95 % intervals{where}), {evidence(choice)}")}
+    undecided = [a for a in compared if verdicts[a["name"]] == "undecided"]
+    if undecided:
+        pick["verdict"] = "undecided: machine busy"
+        pick["undecided"] = [a["name"] for a in undecided]
+        pick["why"] += (f"; undecided: machine busy: {'; '.join(map(_spread, undecided))} against {_spread(fastest)}: the "
+                        f"intervals are too wide to tell whether they are as fast; rerun `compress bench` on them on an idle machine")
+    others = [a for s, group in sessions.items() if s != session for a in group]
+    if others:
+        pick["not_compared"] = [{"artifact": a["name"], "session": session_of(a),
+                                 "why": "timed in another session: figures from two sessions are never compared"} for a in others]
+        pick["why"] += (f"; not compared (timed in another session): {', '.join(a['name'] for a in others)}; "
+                        "`compress bench` on all of them times them together")
+    return pick
+
+
 # --- the API --------------------------------------------------------------------------------------------------------
 
 
@@ -223,6 +324,8 @@ def benchmark_artifact(
         return {**base, "device": "none", "runs": 0, "warmup": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None,
                 "mean_ms": None, "skipped": str(skipped), "warnings": [str(skipped)]}
     entry = latency_entry(base, device.describe(result.report), result.report, warmup, getattr(device, "notes", []))
+    host = result.report.get("environment", {})
+    measured_on.update(session=timing_session(), cpu=host.get("cpu"), cpus=host.get("cpus"), loadavg_1m=host.get("loadavg_1m"))
     conditions.update(runs=entry["runs"], warmup=entry["warmup"], stopped=result.report.get("stopped"),
                       spinning=result.report.get("spinning", "runtime default"))  # benchmark_model: not ours to set
     return {**entry, "conditions": conditions, "measured_on": measured_on}
@@ -312,31 +415,58 @@ def _torch_inputs(path: Path, batch: int) -> tuple[np.ndarray, ...]:
 def record_in_report(artifact: str | Path, key: str, entry: dict, same: tuple[str, ...]) -> Path | None:
     """Put ``entry`` into ``artifact``'s ``key`` list (``latency`` or ``parity``) in the report.json next to it,
     replacing an entry that agrees on the ``same`` fields; rewrite report.json/.md/.html. None when no report lists it."""
+    recorded = record_entries([(Path(artifact), entry)], key, same)
+    return recorded[0]["report"] if recorded else None
+
+
+def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, ...]) -> list[dict]:
+    """:func:`record_in_report` for many files at once: each report.json is read and rewritten once, and its
+    recommendation is judged once, on all the new figures together. One ``{"report", "changed", "recommended"}`` per
+    report rewritten; ``changed`` (None when the pick stayed) says ``{"from", "to", "why"}``, also recorded in the
+    report's ``recommended.changed``; ``recommended`` is the pick for the local CPU now (latency only)."""
     from compress.report import write_report
 
-    artifact = Path(artifact)
-    report_path = artifact.parent / "report.json"
-    if not report_path.is_file():
-        return None
-    try:
-        report = loads(report_path.read_text())
-    except json.JSONDecodeError:
-        return None
-    listed = [a for a in report.get("artifacts", []) if Path(a.get("path", "")).name == artifact.name]
-    if not listed:
-        return None
-    entries = listed[0].setdefault(key, [])
-    entries[:] = [e for e in entries if any(e.get(f) != entry.get(f) for f in same)] + [entry]
-    if key == "latency":  # every figure derived from a latency follows it: speedups, speed notes, recommendation
-        from compress.advice import explain_speed
-        from compress.gates import policy_of, recommend_judged
+    by_report: dict[Path, list[tuple[Path, dict]]] = {}
+    for artifact, entry in entries:
+        by_report.setdefault(Path(artifact).parent / "report.json", []).append((Path(artifact), entry))
+    recorded = []
+    for report_path, items in by_report.items():
+        try:
+            report = loads(report_path.read_text()) if report_path.is_file() else None
+        except json.JSONDecodeError:
+            report = None
+        listed = {Path(a.get("path", "")).name: a for a in (report or {}).get("artifacts", [])}
+        items = [(artifact, entry) for artifact, entry in items if artifact.name in listed]
+        if not items:
+            continue
+        for artifact, entry in items:
+            kept = listed[artifact.name].setdefault(key, [])
+            kept[:] = [e for e in kept if any(e.get(f) != entry.get(f) for f in same)] + [entry]
+        changed = _rejudge_speed(report) if key == "latency" else None
+        write_report(report_path.parent, report)
+        _rerender(report_path.parent, report)
+        recorded.append({"report": report_path, "changed": changed,
+                         "recommended": ((report.get("recommended") or {}).get("local-cpu") if key == "latency" else None)})
+    return recorded
 
-        explain_speed(report["artifacts"])
-        if report.get("recommended"):
-            report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
-    write_report(artifact.parent, report)
-    _rerender(artifact.parent, report)
-    return report_path
+
+def _rejudge_speed(report: dict) -> dict | None:
+    """Every figure derived from a latency follows it: speedups, speed notes, the recommendation. A changed pick is
+    said: ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
+    from compress.advice import explain_speed
+    from compress.gates import policy_of, recommend_judged
+
+    explain_speed(report["artifacts"])
+    if not report.get("recommended"):
+        return None
+    before = (report["recommended"].get("local-cpu") or {}).get("artifact")
+    report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
+    pick = report["recommended"].get("local-cpu") or {}
+    if pick.get("artifact") == before:
+        return None
+    changed = {"from": before, "to": pick.get("artifact"), "why": pick.get("why", "no artifact was timed")}
+    report["recommended"]["changed"] = changed
+    return changed
 
 
 def _rerender(run_dir: Path, report: dict) -> None:
@@ -347,12 +477,17 @@ def _rerender(run_dir: Path, report: dict) -> None:
     write_html(run_dir, report)
 
 
-def record_latency(artifact: str | Path, entry: dict) -> Path | None:
-    """Add (or replace: same target, runtime, batch, threads) a latency entry in the report.json next to ``artifact``."""
-    return record_in_report(artifact, "latency", entry, ("target", "runtime", "batch", "threads"))
+def record_latencies(entries: list[tuple[Path, dict]]) -> list[dict]:
+    """Add (or replace: same target, runtime, batch, threads) each ``(artifact, entry)`` latency in the report.json
+    next to the artifact, each report judged once on all of them (see :func:`record_entries`)."""
+    return record_entries(entries, "latency", LATENCY_KEY)
 
 
-__all__ = ["benchmark_artifact", "summarize", "median_ci", "busy_warnings", "record_latency", "record_in_report",
+LATENCY_KEY = ("target", "runtime", "batch", "threads")  # a new entry replaces the one that agrees on these
+
+
+__all__ = ["benchmark_artifact", "summarize", "median_ci", "busy_warnings", "record_latencies", "record_in_report",
+           "speed_pick", "speed_against", "start_timing_session",
            "describe_conditions", "DEFAULT_RUNS", "DEFAULT_WARMUP", "MIN_RUNS", "TARGET_HALF_WIDTH"]
 
 

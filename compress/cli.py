@@ -59,6 +59,7 @@ def main() -> None:
     """The console script: third-party noise off unless ``--verbose`` or ``--debug`` is anywhere on the line; SIGTERM
     ends a command as Ctrl-C does."""
     signal.signal(signal.SIGTERM, _interrupt)
+    plain_help_when_piped()
     loud = {"--verbose", "--debug"} & set(sys.argv[1:])
     rest = [a for a in sys.argv[1:] if a != "--verbose"]  # a global flag, so not a verb's option: the root takes it
     sys.argv = [sys.argv[0], *(["--verbose"] if "--verbose" in loud and rest else []), *rest]
@@ -74,6 +75,17 @@ def main() -> None:
     finally:
         log.unlink(missing_ok=True)
     leave(code)
+
+
+def plain_help_when_piped() -> None:
+    """``--help`` into a pipe (CI logs, ``| less``, a file) is plain text wrapped to the page, not rich's 80-column box;
+    on a terminal it stays rich.
+
+    Example:
+        $ compress quantize --help | less      # Usage:, Options: and one option per line, no box drawing
+    """
+    if not sys.stdout.isatty():
+        app.rich_markup_mode = None
 
 
 def _interrupt(signum, frame) -> NoReturn:

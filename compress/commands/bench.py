@@ -40,18 +40,20 @@ def bench_command(
     """Time artifacts on a target: p50/p90/p99, mean ± stdev, the median's 95 % CI, load time, first inference, peak memory.
 
     Results are added to the artifact's report.json (latency[]) when one lists it, with how they were taken
-    (conditions). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
+    (conditions) and the session (this command) that took them; the report's recommendation is judged again on
+    figures of one session only, and a changed pick is said (old → new, and why). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """
-    from compress.benchmark import benchmark_artifact, record_latency
+    from compress.benchmark import benchmark_artifact, record_latencies, start_timing_session
     from compress.errors import UsageError
 
     with handle_errors(opts.debug, opts.json_out):
         if runs is not None and seconds is not None:
             raise UsageError("give --runs or --seconds, not both")
         options = target_options(opts)
-        results, estimates, saved = [], [], []
+        results, estimates, measured = [], [], []
+        session = start_timing_session()  # every figure of this command is compared only with this command's
         for artifact in artifacts:
             for target in split_targets(targets):
                 if target.startswith("estimate"):
@@ -66,9 +68,12 @@ def bench_command(
                 entry = benchmark_artifact(artifact, target=target, runtime=runtime, threads=threads, batch=batch, runs=runs,
                                            seconds=seconds, warmup=warmup, adaptive=runs is None, **_applicable(target, options))
                 results.append({"artifact": str(artifact), **entry})
-                if not no_report and record_latency(artifact, entry):
-                    saved.append(str(artifact.parent / "report.json"))
-        document = {"results": results, "estimates": estimates, "reports_updated": sorted(set(saved))}
+                measured.append((artifact, entry))
+        recorded = [] if no_report else record_latencies(measured)
+        document = {"results": results, "estimates": estimates, "session": session,
+                    "reports_updated": sorted(str(r["report"]) for r in recorded),
+                    "recommendation_changed": [{"report": str(r["report"]), **r["changed"]} for r in recorded if r["changed"]],
+                    "recommended": [{"report": str(r["report"]), **r["recommended"]} for r in recorded if r["recommended"]]}
         emit(document, opts.json_out, lambda: _render(document))
 
 
@@ -136,3 +141,10 @@ def _render(document: dict) -> None:
             stdout_console.print(f"  {note}", highlight=False, soft_wrap=True)
     for path in document["reports_updated"]:
         stdout_console.print(f"latency added to {path}", soft_wrap=True)
+    for pick in document["recommended"]:
+        verdict = f" [{pick['verdict']}]" if pick.get("verdict") else ""
+        stdout_console.print(f"recommended in {pick['report']}{verdict}: {pick['artifact']} — {pick['why']}",
+                             highlight=False, soft_wrap=True, markup=False)
+    for change in document["recommendation_changed"]:
+        stdout_console.print(f"recommendation changed in {change['report']}: {change['from']} → {change['to']}: {change['why']}",
+                             highlight=False, soft_wrap=True, markup=False)

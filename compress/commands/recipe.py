@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
 @recipe_app.command("validate")
 def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bool = JSON_OPTION, debug: bool = DEBUG_OPTION) -> None:
-    """Check a recipe without running it; errors point at file:line:column. Lists the code it would import
+    """Check a recipe without running it; errors point at file:line:column. The data is checked against the model's
+    inputs (array names, dtypes, shapes: one line per mismatch, exit 2). Lists the code it would import
     (``compress run`` needs --trust-code or --trust-code-from for it).
 
     Example: compress recipe validate recipes/mnist_cnn.yaml
@@ -31,15 +32,38 @@ def validate(file: Path = typer.Argument(..., help="Recipe YAML."), json_out: bo
     with handle_errors(debug, json_out):
         recipe = load_recipe(file)
         imports = code_imports(recipe)
+        data_check = check_data(file, recipe)
         document = {"valid": True, "imports": [{"field": i.field, "name": i.name} for i in imports],
-                    "trust_pickle": recipe.model.trust_pickle, "recipe": recipe.resolved()}
-        emit(document, json_out, lambda: _print_validation(file, recipe, imports))
+                    "trust_pickle": recipe.model.trust_pickle, "data_check": data_check, "recipe": recipe.resolved()}
+        emit(document, json_out, lambda: _print_validation(file, recipe, imports, data_check))
 
 
-def _print_validation(file: Path, recipe, imports) -> None:
+def check_data(file: Path, recipe) -> str:
+    """Raise a UsageError, one line per mismatch, when the recipe's data does not fit its model's inputs; else say
+    what was checked (or why not)."""
+    from compress.errors import UsageError
+    from compress.recipe.data_fit import data_mismatches, recipe_inputs
+
+    name = recipe.data.name
+    if name is None:
+        own = recipe.model.source.startswith("zoo:")
+        return "data: the zoo model's own dataset" if own else "no data: random inputs, judged by fidelity only"
+    spec = recipe_inputs(recipe)
+    if isinstance(spec, str):
+        return f"data not checked against the model: {spec}"
+    problems = data_mismatches(spec, name)
+    if problems is None:
+        return f"data {name}: not checked here (an image folder is resized to the model; a callable runs only with --trust-code)"
+    if problems:
+        raise UsageError("\n".join(f"{file}: data {name}: {problem}" for problem in problems))
+    return f"data {name} fits the model's inputs ({', '.join(spec.names)})"
+
+
+def _print_validation(file: Path, recipe, imports, data_check: str) -> None:
     from rich.table import Table
 
-    stdout_console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)})")
+    stdout_console.print(f"{file}: valid ({len(recipe.stages)} stages: {', '.join(k for k, _ in recipe.stage_list)}); {data_check}",
+                         highlight=False, soft_wrap=True, markup=False)
     if imports:
         table = Table(title="code this recipe imports and runs (compress run needs --trust-code or --trust-code-from)")
         table.add_column("field")

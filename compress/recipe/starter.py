@@ -1,5 +1,7 @@
 """`compress recipe init`: a commented starter recipe for a zoo model or a model file.
 
+For a model file the data section names the .npz to create and the arrays it must hold, read from the model.
+
 Example:
     >>> print(starter_recipe("mnist_cnn"))
 """
@@ -16,7 +18,7 @@ model:
   # input_shapes: [1x3x64x64]    # when the file carries no input spec
 
 data:
-  name: {data}               # dataset name, .npz, image folder or package.module:function (needs --trust-code)
+{data_section}
   calib_samples: 256         # calibration comes from train+val; evaluation uses the test split
 
 stages:
@@ -42,6 +44,30 @@ output:
 """
 
 
+ZOO_DATA = "  name: {data}               # dataset name, .npz, image folder or package.module:function (needs --trust-code)"
+FILE_DATA = """\
+  # your data as .npz, one array per model input, sample-first: {layout};
+  # y = labels (optional: without them the verdict is fidelity to the original model). compress tests on 20 % of the
+  # samples: give a few hundred, so that one sample cannot flip the verdict. `compress recipe validate` checks the file.
+  name: {path}"""
+
+
+def file_data_section(model: str) -> str:
+    """The data section for a model file: the .npz path to create and the arrays it must hold (read from the model
+    when it loads without --trust-* flags)."""
+    from pathlib import Path
+
+    from compress.errors import UsageError
+    from compress.model import load_model
+    from compress.recipe.data_fit import npz_layout
+
+    try:
+        layout = npz_layout(load_model(model).input_spec)
+    except UsageError:  # a pickle, a state_dict without --arch, a missing file: the generic layout
+        layout = "x = the first input, x1, x2 ... the others, in the model's input order"
+    return FILE_DATA.format(layout=layout, path=f"{Path(model).stem}_data.npz")
+
+
 def starter_recipe(model: str) -> str:
     from pathlib import Path
 
@@ -53,6 +79,7 @@ def starter_recipe(model: str) -> str:
     choices = {"formats": ", ".join(default_formats()), "precisions": " | ".join(quantized()),
                "calibrations": " | ".join(calibration_names())}
     if model in ZOO:
-        return TEMPLATE.format(filename=f"{model}.yaml", source=f"zoo:{model}", data=ZOO[model].dataset, name=model, **choices)
-    return TEMPLATE.format(filename="recipe.yaml", source=model, data="digits28  # change to your data", name=Path(model).stem,
+        return TEMPLATE.format(filename=f"{model}.yaml", source=f"zoo:{model}", data_section=ZOO_DATA.format(data=ZOO[model].dataset),
+                               name=model, **choices)
+    return TEMPLATE.format(filename="recipe.yaml", source=model, data_section=file_data_section(model), name=Path(model).stem,
                            **choices)

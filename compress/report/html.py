@@ -1,4 +1,5 @@
-"""report.html: one self-contained page (plots embedded as data URIs) with the summary, tables and environment.
+"""report.html: one self-contained page (plots embedded as data URIs): the recommendation, tables, plots and the
+environment (library versions, CPU model, load while timing).
 
 Example:
     >>> write_html("runs/mnist", report)
@@ -77,17 +78,67 @@ def plots_html(report: dict) -> str:
     return "\n".join(parts)
 
 
+def recommended_html(recommended: dict) -> str:
+    """The Recommended section: the pick for this CPU and why, an undecided verdict, a changed pick, the pick per
+    format, and every artifact left out with the reason.
+
+    Example:
+        >>> recommended_html(report["recommended"])[:36]
+        '<h2 id="recommended">Recommended</h2>'
+    """
+    parts = ['<h2 id="recommended">Recommended</h2>']
+    pick = recommended.get("local-cpu")
+    if not pick:
+        parts.append("<p>Nothing is recommended: no artifact passed its gates and was timed on this CPU.</p>")
+    else:
+        parts.append(f"<p><b>For this CPU: {html.escape(pick['artifact'])}</b> — {html.escape(pick['why'])}</p>")
+        if pick.get("verdict"):
+            parts.append(f'<p class="bad">{html.escape(pick["verdict"])}: not yet told apart from the fastest: '
+                         f'{html.escape(", ".join(pick.get("undecided", [])))}</p>')
+    changed = recommended.get("changed")
+    if changed:
+        parts.append(f'<p class="note">The pick changed: {html.escape(str(changed["from"]))} → {html.escape(str(changed["to"]))}: '
+                     f'{html.escape(changed["why"])}</p>')
+    rows = [[fmt, p["artifact"] if p else "-", p["why"] if p else "none passed its gates and was timed"]
+            for fmt, p in (recommended.get("by_format") or {}).items()]
+    if rows:
+        parts.append("<h3>Per format</h3>" + html_table(["format", "artifact", "why"], rows))
+    left_out = [[e["artifact"], e["why"]] for e in recommended.get("excluded", [])]
+    left_out += [[n["artifact"], f"{n['why']} ({n.get('session')})"] for n in (pick or {}).get("not_compared", [])]
+    if left_out:
+        parts.append("<h3>Not recommended</h3>" + html_table(["artifact", "why"], left_out))
+    return "".join(parts)
+
+
+def environment_rows(report: dict) -> list[list[str]]:
+    """What the report ran with: library versions (executorch among them), and the CPU, its count and the load
+    average when each timing session measured (from the latency entries' ``measured_on``)."""
+    versions = report.get("environment") or {}
+    rows = [["python", versions.get("python", platform.python_version())], ["machine", platform.machine()],
+            *[[k, str(v)] for k, v in versions.items() if k != "python"]]
+    if "executorch" not in versions:
+        rows.append(["executorch", "not recorded (not installed, or a report from before compress recorded it)"])
+    seen = {}
+    for artifact in report["artifacts"]:
+        for entry in artifact.get("latency", []):
+            where = entry.get("measured_on") or {}
+            if where.get("cpu") is not None:
+                seen.setdefault(where.get("session"), where)
+    for session, where in seen.items():
+        label = f" (timing session {session})" if len(seen) > 1 else ""
+        rows += [[f"CPU{label}", f"{where['cpu'] or 'unknown model'}, {where.get('cpus')} cores"],
+                 [f"load average, 1 min, when timed{label}", "-" if where.get("loadavg_1m") is None else f"{where['loadavg_1m']:.2f}"]]
+    if not seen:
+        timed = any(device_timing(a) for a in report["artifacts"])
+        rows.append(["CPU and load", "not recorded with the timings (a report from before compress recorded them)" if timed
+                     else "not recorded: nothing was timed in this run"])
+    return rows
+
+
 def render_html(report: dict) -> str:
     source, dataset, ref = report["source"], report["dataset"], report["reference"]
     task = ref["metrics"].get("task")
-    recommended = report.get("recommended") or {}
-    summary = []
-    if recommended.get("local-cpu"):
-        pick = recommended["local-cpu"]
-        summary.append(f"<p><b>Recommended for the local CPU: {html.escape(pick['artifact'])}</b> — {html.escape(pick['why'])}</p>")
-    for fmt, pick in (recommended.get("by_format") or {}).items():
-        if pick:
-            summary.append(f"<p>Best {html.escape(fmt)} artifact: {html.escape(pick['artifact'])}</p>")
+    recommended = recommended_html(report.get("recommended") or {})
     gates = ""
     if report["gates"]:
         rows = [[g["name"], g.get("artifact"), g.get("judged_by", "-"), g["limit"], g["value"], "passed" if g["passed"] else "FAILED",
@@ -97,8 +148,6 @@ def render_html(report: dict) -> str:
     gates = (f"<p><b>Verdict:</b> {html.escape(summary)}</p>" if summary else "") + gates
     notes = "".join(f'<li class="note">{html.escape(a["name"])}: {html.escape(n)}</li>' for a in report["artifacts"] for n in a.get("notes", []))
     notes += "".join(f'<li class="bad">{html.escape(n)}</li>' for n in report.get("notes", []))
-    versions = (report.get("environment") or {})
-    environment = {"python": platform.python_version(), "machine": platform.machine(), **versions}
     status = '<span class="good">passed</span>' if report["passed"] else '<span class="bad">FAILED</span>'
     timing = "".join(f"<p>{html.escape(line.removeprefix('- '))}</p>" for line in ["How the p50 was timed:", *timing_lines(report)]) if timing_lines(report) else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(source['path'])}</title>
@@ -107,13 +156,13 @@ def render_html(report: dict) -> str:
 <p>Source <code>{html.escape(source['path'])}</code> ({html.escape(source['format'])}), sha256 <code>{source['sha256'][:16]}…</code>.
 {'Data: ' + html.escape(str(dataset['name'])) + f" {dataset['split']} split, {dataset['samples']} samples." if dataset else '<span class="bad">No data: no accuracy claim.</span>'}
 Reference: {html.escape(f"{task['name']} {task['value']:.4f}") if task else '-'}, {ref['size_bytes']:,} bytes.</p>
-<h2>Summary</h2>{''.join(summary) or '<p>No artifact was timed.</p>'}
+{recommended}
 <h2>Artifacts</h2>{html_table(ARTIFACT_COLUMNS, artifact_rows(report))}{timing}
 {''.join(section_html(section) for section in technique_sections(report))}
 {gates}
 <h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul>
 <h2>Plots</h2>{plots_html(report)}
-<h2>Environment</h2>{html_table(["what", "value"], [[k, v] for k, v in environment.items()])}
+<h2>Environment</h2>{html_table(["what", "value"], environment_rows(report))}
 <p>Created {html.escape(report['created'])} by compress {html.escape(report['tool']['version'])}.</p>
 </body></html>
 """

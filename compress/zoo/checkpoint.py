@@ -25,7 +25,7 @@ CHECKPOINT_FORMAT = "compress.zoo/1"
 # every package whose version can change an output's bytes (models, exported files, figures): the stage-cache key,
 # manifests and reports record them; constraints.txt pins the tested set
 OUTPUT_PACKAGES = ("torch", "torchao", "torch-pruning", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "litert-torch",
-                   "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "numpy", "scikit-learn", "scipy")
+                   "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "executorch", "numpy", "scikit-learn", "scipy")
 
 
 def library_versions() -> dict[str, str]:
