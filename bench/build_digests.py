@@ -11,6 +11,8 @@ that format takes (compress.formats), plus one ``prune``, ``distill`` and ``qat`
                      (artifacts the stored file marks ``"deterministic": false`` are compared but not counted)
     --only RUN...    only these runs (names as in the JSON, e.g. quantize-mnist_cnn-onnx); their train run comes along
     --twice          build the matrix a second time in a fresh directory and mark what differs as not deterministic
+    --keep DIR       build under DIR (first/, second/, check/) and keep the files and each run's log
+    --built DIR      with --check: compare the files of an earlier build (DIR = a --keep folder's first/), no building
 
 Example:
     $ python -m bench.build_digests --only quantize-linreg-onnx --out /tmp/d.json
@@ -45,9 +47,12 @@ PASS_MODEL = "mnist_cnn"
 RECIPE = "recipes/linreg.yaml"
 VERSIONED = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "ai-edge-litert", "litert-torch", "ai-edge-quantizer",
              "executorch", "torchao")
-# Why an artifact differs between two builds of the same matrix, by run kind and suffix (found by comparing the files
-# of two builds; see the final message of the commit that wrote bench/results/build_digests.json).
-KNOWN_CAUSES: dict[tuple[str, str], str] = {}
+# Why an artifact differs between two builds of the same matrix, by run kind and file suffix (found by comparing the
+# files of two builds with --twice --keep). A build without --twice marks these as known, a --twice build measures.
+KNOWN_CAUSES: dict[tuple[str, str], str] = {
+    ("train", ".pt"): "the checkpoint stores the wall-clock training time (metrics.train_seconds, compress/zoo/train.py:90); "
+                      "its weights reach the quantize runs, whose files are compared",
+}
 UNEXPLAINED = "differs between two builds of the same matrix on one machine (cause not identified)"
 
 
@@ -149,10 +154,14 @@ def _key(record: dict) -> tuple[str, str]:
     return record["run"], record["file"]
 
 
-def cause(record: dict) -> str:
-    """Why ``record``'s file is not reproducible, from KNOWN_CAUSES (run kind, suffix)."""
-    kind = record["run"].split("-")[0]
-    return KNOWN_CAUSES.get((kind, Path(record["file"]).suffix)) or KNOWN_CAUSES.get(("*", Path(record["file"]).suffix)) or UNEXPLAINED
+def known_cause(record: dict) -> str | None:
+    """Why ``record``'s file is known not to be reproducible (KNOWN_CAUSES by run kind and suffix), or None."""
+    return KNOWN_CAUSES.get((record["run"].split("-")[0], Path(record["file"]).suffix))
+
+
+def mark_known(records: list[dict]) -> list[dict]:
+    """``records`` with ``deterministic: false`` and the reason where KNOWN_CAUSES names one (a build without --twice)."""
+    return [{**r, "deterministic": False, "why": f"known: {known_cause(r)}"} if known_cause(r) else r for r in records]
 
 
 def mark_nondeterministic(first: list[dict], second: list[dict]) -> list[dict]:
@@ -161,7 +170,7 @@ def mark_nondeterministic(first: list[dict], second: list[dict]) -> list[dict]:
     out = []
     for record in first:
         same = again.get(_key(record)) == record["sha256"]
-        out.append({**record, "deterministic": same} | ({} if same else {"why": cause(record)}))
+        out.append({**record, "deterministic": same} | ({} if same else {"why": known_cause(record) or UNEXPLAINED}))
     return out
 
 
@@ -217,10 +226,17 @@ def _print_check(rows: list[dict], console: Console) -> None:
                   + f", {sum(r['ignored'] for r in rows)} changed but marked not deterministic (ignored)")
 
 
-def check(stored_path: Path, runs: list[Run], workdir: Path, console: Console) -> int:
-    """Build ``runs`` and compare with ``stored_path``: 0 when every deterministic artifact is the same, else 1."""
+def hashed(runs: list[Run], workdir: Path) -> list[dict]:
+    """The records of files already built under ``workdir`` (a --keep folder's ``first``), without building."""
+    return [{"run": run.name, "file": str(p.relative_to(workdir / run.name)), "sha256": sha256(p), "bytes": p.stat().st_size}
+            for run in runs for p in artifacts(workdir / run.name)]
+
+
+def check(stored_path: Path, runs: list[Run], workdir: Path, console: Console, built: Path | None = None) -> int:
+    """Build ``runs`` (or hash what ``built`` holds) and compare with ``stored_path``: 0 when every deterministic
+    artifact is the same, else 1."""
     stored = json.loads(stored_path.read_text())
-    fresh, failures = build(runs, workdir, console)
+    fresh, failures = (hashed(runs, built), []) if built else build(runs, workdir, console)
     now = conditions()["versions"]
     for name, version in stored.get("versions", {}).items():
         if now.get(name) != version:
@@ -240,20 +256,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+")
     parser.add_argument("--twice", action="store_true")
     parser.add_argument("--keep", type=Path, help="build here and keep the files (default: a temporary folder)")
+    parser.add_argument("--built", type=Path, help="with --check: compare the files of an earlier --keep FOLDER/first, "
+                                                   "without building")
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     if args.keep and args.keep.exists():
         raise SystemExit(f"error: --keep {args.keep}: already exists; name a new folder (every build starts fresh)")
+    if args.built and not (args.check and args.built.is_dir()):
+        raise SystemExit(f"error: --built {args.built}: needs --check FILE and a folder a --keep build left (its 'first')")
     if args.check and not args.check.is_file():
         raise SystemExit(f"error: --check {args.check}: no such file; write one first with --out")
     runs = select(matrix(), args.only)
     with tempfile.TemporaryDirectory(prefix="build-digests-") as tmp:
         workdir = args.keep or Path(tmp)
         if args.check:
-            return check(args.check, runs, workdir / "check", console)
+            return check(args.check, runs, workdir / "check", console, args.built)
         header = conditions()
         records, failures = build(runs, workdir / "first", console)
-        write(args.out, header, runs, failures, records, twice=False)
+        write(args.out, header, runs, failures, mark_known(records), twice=False)
         if args.twice:
             console.rule("second build, fresh folder, same seeds")
             second, _ = build(runs, workdir / "second", console)
