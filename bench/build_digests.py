@@ -92,6 +92,12 @@ def matrix() -> list[Run]:
     return trains + quantizes + passes
 
 
+def usage_error(message: str) -> None:
+    """Bad input: one line on stderr that says what to do, exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def select(runs: list[Run], only: list[str] | None) -> list[Run]:
     """``only`` and the runs they need; an unknown name is a one-line error."""
     if not only:
@@ -99,7 +105,7 @@ def select(runs: list[Run], only: list[str] | None) -> list[Run]:
     names = {r.name for r in runs}
     unknown = [n for n in only if n not in names]
     if unknown:
-        raise SystemExit(f"error: --only {unknown[0]}: no such run; pick from: {', '.join(sorted(names))}")
+        usage_error(f"--only {unknown[0]}: no such run; pick from: {', '.join(sorted(names))}")
     wanted = set(only) | {need for r in runs if r.name in only for need in r.needs}
     return [r for r in runs if r.name in wanted]
 
@@ -261,11 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     if args.keep and args.keep.exists():
-        raise SystemExit(f"error: --keep {args.keep}: already exists; name a new folder (every build starts fresh)")
+        usage_error(f"--keep {args.keep}: already exists; name a new folder (every build starts fresh)")
     if args.built and not (args.check and args.built.is_dir()):
-        raise SystemExit(f"error: --built {args.built}: needs --check FILE and a folder a --keep build left (its 'first')")
+        usage_error(f"--built {args.built}: needs --check FILE and a folder a --keep build left (its 'first')")
     if args.check and not args.check.is_file():
-        raise SystemExit(f"error: --check {args.check}: no such file; write one first with --out")
+        usage_error(f"--check {args.check}: no such file; write one first with --out")
     runs = select(matrix(), args.only)
     with tempfile.TemporaryDirectory(prefix="build-digests-") as tmp:
         workdir = args.keep or Path(tmp)
