@@ -119,8 +119,10 @@ def sha256(path: Path) -> str:
 
 
 def artifacts(run_dir: Path) -> list[Path]:
-    """The model and checkpoint files a run wrote (not reports, logs, locks or the checkpoint cache)."""
-    return sorted(p for p in run_dir.rglob("*") if p.is_file() and p.suffix in ARTIFACT_SUFFIXES)
+    """The model and checkpoint files a run wrote: not reports, logs or locks, and not hidden folders (a recipe's
+    .stages/ cache holds copies of its files under a key that names the stage's inputs)."""
+    return sorted(p for p in run_dir.rglob("*") if p.is_file() and p.suffix in ARTIFACT_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(run_dir).parts))
 
 
 def _resolve(arg: str, run_dir: Path, workdir: Path) -> str:
