@@ -52,6 +52,9 @@ VERSIONED = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "ai-edge-lit
 KNOWN_CAUSES: dict[tuple[str, str], str] = {
     ("train", ".pt"): "the checkpoint stores the wall-clock training time (metrics.train_seconds, compress/zoo/train.py:90); "
                       "its weights reach the quantize runs, whose files are compared",
+    ("prune", ".pt2"): "extra/compress_handle.json stores the input checkpoint's absolute path and sha256 (original_record, "
+                       "compress/pipeline.py:102, written by compress/workflows/prune.py:46), so the build folder and the "
+                       "train checkpoint's train_seconds reach it; the pruned model's exports are compared",
 }
 UNEXPLAINED = "differs between two builds of the same matrix on one machine (cause not identified)"
 
@@ -227,8 +230,10 @@ def _print_check(rows: list[dict], console: Console) -> None:
     for row in rows:
         status = "changed (ignored)" if row["ignored"] else row["status"]
         table.add_row(row["run"], row["file"], f"[{'dim' if row['ignored'] else style[row['status']]}]{status}[/]",
-                      f"not deterministic: {row['why']}" if row["ignored"] else "")
+                      "not deterministic (why below)" if row["ignored"] else "")
     console.print(table)
+    for why in dict.fromkeys(row["why"] for row in rows if row["ignored"]):
+        console.print(f"[dim]ignored, not deterministic: {why}[/]")
     counts = {s: sum(r["status"] == s and not r["ignored"] for r in rows) for s in ("same", "changed", "missing", "new")}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items())
                   + f", {sum(r['ignored'] for r in rows)} changed but marked not deterministic (ignored)")
@@ -245,10 +250,13 @@ def check(stored_path: Path, runs: list[Run], workdir: Path, console: Console, b
     artifact is the same, else 1."""
     stored = json.loads(stored_path.read_text())
     fresh, failures = (hashed(runs, built), []) if built else build(runs, workdir, console)
-    now = conditions()["versions"]
+    here = conditions()
     for name, version in stored.get("versions", {}).items():
-        if now.get(name) != version:
-            console.print(f"[yellow]{name} {now.get(name)} here, {version} when stored: bytes may differ for that reason[/]")
+        if here["versions"].get(name) != version:
+            console.print(f"[yellow]{name} {here['versions'].get(name)} here, {version} when stored: bytes may differ for that reason[/]")
+    if here["machine"]["vnni"] != stored["machine"].get("vnni"):
+        console.print("[yellow]int8 dot-product instructions (VNNI) differ from the stored machine's: ONNX int8 files differ "
+                      "for that reason (reduce_range is chosen per CPU)[/]")
     rows = compare(stored["artifacts"], fresh, {r.name for r in runs})
     _print_check(rows, console)
     different = [r for r in rows if r["status"] != "same" and not r["ignored"]]
