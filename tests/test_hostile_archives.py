@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import time
 import warnings
@@ -22,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from compress.io import sha256_file
 from tests.cli_checks import json_output
-from tests.test_hostile_code import Tiny, Touch, assert_refused, rewrite, save_program, staged_run, torch_pickle  # noqa: F401
+from tests.test_hostile_code import (Tiny, Touch, assert_refused, poisoned_copy, rewrite, save_program, staged_run,  # noqa: F401
+                                     torch_pickle)
 
 CONSTANTS = "data/constants/model_constants_config.json"
 WEIGHTS = "data/weights/model_weights_config.json"
@@ -150,18 +149,10 @@ def with_decoys_flat(source: Path, target: Path, decoys: dict[str, bytes]) -> Pa
 
 def test_a_forged_stage_cache_with_a_repeated_entry_is_refused(staged_run, tmp_path, cli):
     """The stage model given a decoy weights config and its stage.json digest rewritten to match: still refused."""
-    recipe, run = staged_run
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy)
-    for name in ("report.json", "report.md", "report.html", "manifest.json"):
-        (copy / name).unlink(missing_ok=True)
-    stage = next(copy.glob(".stages/00-prune-*"))
-    sentinel = tmp_path / "code-ran"
-    model = stage / "model.pt2"
-    pickled_weight_decoy(model, tmp_path / "evil.pt2", sentinel).replace(model)
-    marker = json.loads((stage / "stage.json").read_text())
-    marker["files"]["model.pt2"] = sha256_file(model)
-    (stage / "stage.json").write_text(json.dumps(marker))
+    def decoy(model: Path, sentinel: Path) -> None:
+        pickled_weight_decoy(model, tmp_path / "evil.pt2", sentinel).replace(model)
+
+    recipe, copy, sentinel = poisoned_copy(staged_run, tmp_path, record_digest=True, poison=decoy)
     assert_refused(cli("run", recipe, "--out", copy, "--json"), None, sentinel, "model.pt2", REPEATED)
     assert not (copy / "report.json").exists()
 

@@ -208,8 +208,9 @@ def staged_run(zoo_checkpoint, tmp_path_factory, cli):
     return recipe, folder / "run"
 
 
-def poisoned_copy(staged_run, tmp_path: Path, record_digest: bool) -> tuple[Path, Path, Path]:
-    """The run directory copied, its stage model replaced by a hostile program (and the marker's sha256 too if asked)."""
+def poisoned_copy(staged_run, tmp_path: Path, record_digest: bool, poison=None) -> tuple[Path, Path, Path]:
+    """The run directory copied, its stage model replaced by a hostile program (``poison(path, sentinel)``, default
+    :func:`_poison`; and the marker's sha256 too if asked)."""
     import shutil
 
     from compress.io import sha256_file
@@ -221,7 +222,7 @@ def poisoned_copy(staged_run, tmp_path: Path, record_digest: bool) -> tuple[Path
         (copy / name).unlink(missing_ok=True)
     stage = next(copy.glob(".stages/00-prune-*"))
     sentinel = tmp_path / "code-ran"
-    _poison(stage / "model.pt2", sentinel)
+    (poison or _poison)(stage / "model.pt2", sentinel)
     if record_digest:
         marker = json.loads((stage / "stage.json").read_text())
         marker["files"]["model.pt2"] = sha256_file(stage / "model.pt2")

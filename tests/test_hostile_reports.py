@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tests.cli_checks import json_output, one_line
+from tests.test_hostile_files import corrupt_int8  # noqa: F401  (a quantize run whose int8 file failed verification)
 
 HOSTILE_MODULE = """\
 import pathlib
@@ -219,21 +220,9 @@ def test_a_file_that_failed_a_gate_in_its_run_is_failed_exit_1(zoo_checkpoint, c
     assert document["run"]["failures"][0].startswith("gate max_size_bytes failed: ")
 
 
-def test_a_file_that_failed_verification_in_its_run_is_not_run_again(zoo_checkpoint, cli, tmp_path, monkeypatch):
-    import compress.export.onnx_quantize as onnx_quantize
-
-    real = onnx_quantize.quantize_onnx
-
-    def truncating(*args, **kwargs):
-        result = real(*args, **kwargs)
-        with open(result.path, "r+b") as handle:
-            handle.truncate(481)
-        return result
-
-    monkeypatch.setattr(onnx_quantize, "quantize_onnx", truncating)
-    run_dir = tmp_path / "run"
-    assert cli("quantize", zoo_checkpoint("mnist_cnn", epochs=1), "--format", "onnx", "--no-bench", "--out", run_dir).exit_code == 1
-    monkeypatch.undo()
+def test_a_file_that_failed_verification_in_its_run_is_not_run_again(corrupt_int8, cli):
+    run_dir, result = corrupt_int8
+    assert result.exit_code == 1
     before = snapshot(run_dir)
     result = cli("verify", run_dir / "failed" / "model.int8.onnx")
     assert result.exit_code == 1 and "failed verification" in one_line(result) and "not run again" in result.stdout

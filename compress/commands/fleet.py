@@ -89,8 +89,6 @@ def fleet(
     with handle_errors(debug, json_out):
         if executor not in ("local", "ray"):
             raise UsageError(f"--executor {executor}: choose local or ray")
-        if workers < 1 or cpus_per_recipe < 1:
-            raise UsageError("--workers and --cpus-per-recipe must be at least 1")
         make_run_dir(out)  # a place no run directory can go is refused before any recipe runs
         trust = Trust(code=trust_code, roots=tuple(trust_code_from or ()), pickle=trust_pickle)
         bar, update = _progress(len(recipes))
