@@ -1,4 +1,5 @@
-"""What a model path must be before anything heavy loads: an existing, readable file of a kind compress reads.
+"""What a model path (and a ``--data`` file) must be before anything heavy loads: an existing, readable file of a kind
+compress reads.
 
 Checked by every verb that takes a model (compress.commands._options) before torch is imported, so a wrong path is
 answered at once, and again by compress.model.load_model for callers of the Python API.
@@ -34,3 +35,16 @@ def check_model_file(path: Path) -> None:
                          ".pt2, state_dict with --arch) or an .onnx file")
     if not os.access(path, os.R_OK):
         raise UsageError(f"model file {path} is not readable; check its permissions")
+
+
+def check_data_file(spec: str) -> None:
+    """UsageError when ``spec`` names an ``.npz`` file (``--data``) that is not there or not readable; built-in names,
+    folders and ``package.module:function`` are resolved later (compress.data.registry)."""
+    path = Path(spec)
+    if path.suffix.lower() != ".npz":
+        return
+    refuse_bad_link(path, "--data")
+    if not path.is_file():
+        raise UsageError(f"data file {path} not found; check the path (an .npz with an 'x' array, see `compress quantize --help`)")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"data file {path} is not readable; check its permissions")

@@ -188,10 +188,13 @@ NO_TORCH = "import sys\nclass NoTorch:\n    def find_spec(self, name, *args):\n"
     ("quantize", ["missing.pt2", "--format", "onnx,tflite"], "missing.pt2 not found"),
     ("prune", ["missing.pt2"], "missing.pt2 not found"),
     ("qat", ["model.tflite"], "an output of compress, not an input"),
+    ("quantize", ["model.pt2", "--data", "missing.npz"], "data file missing.npz not found"),
+    ("tune", ["model.pt2", "--data", "missing.npz"], "data file missing.npz not found"),
 ])
-def test_a_bad_model_path_is_answered_before_torch_is_imported(tmp_path, verb, args, message):
+def test_a_bad_model_or_data_path_is_answered_before_torch_is_imported(tmp_path, verb, args, message):
     (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
     (tmp_path / "model.tflite").write_bytes(b"TFL3")
+    (tmp_path / "model.pt2").write_bytes(b"PK")  # a model path that exists: the --data check comes next
     done = subprocess.run([sys.executable, "-m", "compress.cli", verb, *args, "--json"], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path, env=env(tmp_path))
     assert done.returncode == 2, done.stderr

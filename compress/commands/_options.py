@@ -27,7 +27,7 @@ from compress.limits import (MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_S
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, handle_errors)
-from compress.model_file import check_model_file
+from compress.model_file import check_data_file, check_model_file
 
 
 class Options(SimpleNamespace):
@@ -76,7 +76,7 @@ def shared_options(*groups: str):
         def run(**values):
             opts = Options(**{name: values.pop(name) for name in shared})
             if "load" in groups:
-                _check_model_paths(values, opts)
+                _check_input_paths(values, opts)
             return command(**values, opts=opts)
 
         run.__signature__ = own.replace(parameters=params)
@@ -89,12 +89,15 @@ def shared_options(*groups: str):
 MODEL_PARAMETERS = ("model", "teacher")  # a verb's parameters that name a model file
 
 
-def _check_model_paths(values: dict, opts: Options) -> None:
-    """A missing, unreadable or foreign model file is answered before the verb imports torch (exit 2)."""
+def _check_input_paths(values: dict, opts: Options) -> None:
+    """A missing, unreadable or foreign model file, or a missing ``--data`` .npz, is answered before the verb imports
+    torch (exit 2)."""
     with handle_errors(getattr(opts, "debug", False), getattr(opts, "json_out", False)):
         for name in MODEL_PARAMETERS:
             if isinstance(values.get(name), Path):
                 check_model_file(values[name])
+        if isinstance(values.get("data"), str):
+            check_data_file(values["data"])
 
 
 def target_options(opts: Options) -> dict:

@@ -70,6 +70,12 @@ def tune_command(
 
     Example: compress tune mnist_cnn.pt --max-degradation 0.005 --budget 10m --workers 2 --out runs/tune
     """
+    from compress.model_file import check_data_file, check_model_file
+
+    with handle_errors(debug, json_out):  # a wrong path is answered before torch loads
+        check_model_file(model)
+        if data:
+            check_data_file(data)
     from pydantic import ValidationError
 
     from compress.errors import GateFailed, UsageError
