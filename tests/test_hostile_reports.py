@@ -179,6 +179,9 @@ def test_a_file_whose_weights_changed_is_refused_naming_it(artifact, run_copy, z
     flip_weight_bytes(run_copy / artifact, zoo_checkpoint("mnist_cnn", epochs=1))
     line = assert_refused(cli, ["verify", run_copy / artifact], run_copy)
     assert f"{run_copy / artifact} changed since its run (sha256" in line and "re-run the command that wrote it" in line
+    # bench would write a latency beside the stale digest: refused the same way, before any timing
+    line = assert_refused(cli, ["bench", run_copy / artifact, "--runs", "3"], run_copy)
+    assert f"{run_copy / artifact} changed since its run (sha256" in line and "--no-report" in line
 
     # only the digest tells: outside its run directory the changed file loads, runs and agrees with the reference
     outside = Path(shutil.copy(run_copy / artifact, tmp_path / artifact))

@@ -52,6 +52,8 @@ def bench_command(
         if runs is not None and seconds is not None:
             raise UsageError("give --runs or --seconds, not both")
         options = target_options(opts)
+        if not no_report:
+            _check_unchanged(artifacts)
         results, estimates, measured = [], [], []
         session = start_timing_session()  # every figure of this command is compared only with this command's
         for artifact in artifacts:
@@ -75,6 +77,17 @@ def bench_command(
                     "recommendation_changed": [{"report": str(r["report"]), **r["changed"]} for r in recorded if r["changed"]],
                     "recommended": [{"report": str(r["report"]), **r["recommended"]} for r in recorded if r["recommended"]]}
         emit(document, opts.json_out, lambda: _render(document))
+
+
+def _check_unchanged(artifacts) -> None:
+    """A file whose bytes differ from the sha256 its run recorded gets no latency written beside that digest: exit 2
+    before any timing (compress.targets.run_record, as verify)."""
+    from compress.targets.run_record import run_record
+
+    for artifact in artifacts:
+        record = run_record(artifact)
+        if record is not None:
+            record.check_unchanged("or pass --no-report to time it without recording")
 
 
 def _applicable(target: str, options: dict) -> dict:

@@ -29,8 +29,8 @@ class RunRecord:
     report: dict
     entry: dict | None  # the artifact's entry in report["artifacts"]; None when the report does not list the file
 
-    def check_unchanged(self) -> None:
-        """UsageError (exit 2) naming the file when its bytes are not the ones its run verified."""
+    def check_unchanged(self, remedy: str = "or verify a copy outside the run directory with --reference") -> None:
+        """UsageError (exit 2) naming the file when its bytes are not the ones its run verified (``remedy`` ends it)."""
         from compress.formats import artifact_sha256
 
         recorded = (self.entry or {}).get("sha256")
@@ -40,7 +40,7 @@ class RunRecord:
         if now != recorded:
             raise UsageError(f"{self.artifact} changed since its run (sha256 {now[:12]}… now, {recorded[:12]}… in "
                              f"{self.report_path}): its figures no longer describe it; re-run the command that wrote it, "
-                             "or verify a copy outside the run directory with --reference")
+                             f"{remedy}")
 
     def failures(self) -> list[str]:
         """What the run failed this file on, in words (empty: it passed, or the report does not list it)."""
