@@ -60,7 +60,7 @@ class TorchDecoder:
             raise UsageError(f"{self.position + len(ids)} positions exceed the KV cache's {self.max_context}; "
                              "shorten the prompt or --max-new-tokens")
         with torch.inference_mode():
-            out = self.module(torch.tensor([list(ids)], dtype=torch.long), past_key_values=self._cache, use_cache=True)
+            out = self.module(torch.tensor([list(ids)], dtype=torch.long), cache=self._cache, use_cache=True)
         self._cache = out.past_key_values
         self.position += len(ids)
         return out.logits[0].float().numpy()
