@@ -197,3 +197,19 @@ def test_smollm2_gguf_is_a_working_model(cli):
     document = json_output(cli("generate", smollm2(), "--prompt", "What is the capital of France?",
                                "--max-new-tokens", "8", "--json"))
     assert "Paris" in document["text"]
+
+
+def test_speed_is_measured_per_thread_count_in_a_child(llama_gguf):
+    from compress.lm.speed import kv_cache_bytes, measure_speed
+
+    speed = measure_speed(llama_gguf, threads=(1, 2), prompt_tokens=32, new_tokens=8, kv_context=256, cores=["cortex-a53", "cortex-a76"])
+    assert speed.runtime == "torch" and set(speed.decode_tokens_per_s) == {1, 2}
+    assert all(v > 0 for v in speed.decode_tokens_per_s.values()) and all(v > 0 for v in speed.ttft_s.values())
+    assert all(50e6 < v < 4e9 for v in speed.peak_rss_bytes.values())  # torch and transformers loaded, a tiny model
+    shape = {"layers": 2, "kv_heads": 2, "head_dim": 16}
+    assert speed.kv_cache_bytes == kv_cache_bytes(shape, 256) == 2 * 2 * 2 * 16 * 256 * 4
+    parameters = sum(p.numel() for p in tiny_module("llama").parameters())
+    assert speed.weight_bytes == 4 * parameters
+    a53, a76 = speed.roofline
+    assert a53["label"] == "estimate" and a53["tokens_per_s"] < a76["tokens_per_s"]
+    assert a76["ms_per_token"] == pytest.approx((speed.weight_bytes + speed.kv_cache_bytes) / 10e9 * 1e3, rel=1e-3)

@@ -186,9 +186,23 @@ def save_tokenizer_files(lm: LanguageModel, out_dir: Path) -> list[Path]:
     lm.tokenizer.save(str(out_dir / "tokenizer.json"))
     meta = {"chat_template": lm.chat_template, "bos_id": lm.bos_id, "eos_ids": lm.eos_ids,
             "model_type": lm.module.config.model_type, "source": lm.source.name, "source_format": lm.source_format,
-            "source_quant": lm.source_quant}
+            "source_quant": lm.source_quant, "kv_shape": kv_shape(lm.module.config)}
     (out_dir / LM_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return [out_dir / "tokenizer.json", out_dir / LM_META]
+
+
+def kv_shape(config) -> dict:
+    """Layers, key/value heads and head size of a transformers config: what sizes the KV cache.
+
+    Example:
+        >>> kv_shape(lm.module.config)
+        {'layers': 30, 'kv_heads': 3, 'head_dim': 64}
+    """
+    heads = getattr(config, "num_attention_heads", None) or config.n_head
+    hidden = getattr(config, "hidden_size", None) or config.n_embd
+    return {"layers": int(getattr(config, "num_hidden_layers", None) or config.n_layer),
+            "kv_heads": int(getattr(config, "num_key_value_heads", None) or heads),
+            "head_dim": int(getattr(config, "head_dim", None) or hidden // heads)}
 
 
 def read_tokenizer_files(folder: Path) -> tuple[object, dict]:
