@@ -61,8 +61,11 @@ def test_a_pickled_checkpoint_is_refused_without_unpickling(tmp_path, cli):
     ("no-file", "no such file"),
     ("text-file", "not a language model"),
     ("template", "chat template failed"),
+    ("truncated-gguf", "not a readable GGUF file"),
+    ("artifact-alone", "no tokenizer.json beside the artifact"),
+    ("other-suffix", "not a language model"),
 ])
-def test_what_is_not_a_usable_lm_is_one_line(case, words, llama_dir, tmp_path, cli):
+def test_what_is_not_a_usable_lm_is_one_line(case, words, llama_dir, llama_gguf, tmp_path, cli):
     target = tmp_path / "model"
     if case == "model_type":
         target.mkdir()
@@ -76,6 +79,12 @@ def test_what_is_not_a_usable_lm_is_one_line(case, words, llama_dir, tmp_path, c
             (target / item.name).write_bytes(item.read_bytes())
         (target / "tokenizer_config.json").write_text(json.dumps({
             "chat_template": "{{ ''.__class__.__mro__[1].__subclasses__() }}", "eos_token": "<|im_end|>"}))
+    elif case == "truncated-gguf":
+        target = tmp_path / "cut.gguf"
+        target.write_bytes(llama_gguf.read_bytes()[:3000])
+    elif case in ("artifact-alone", "other-suffix"):
+        target = tmp_path / ("model.int4-weight.onnx" if case == "artifact-alone" else "model.int8.pt2")
+        target.write_bytes(b"\0" * 64)
     result = cli("generate", target, "--prompt", "hi", "--json")
     assert result.exit_code == 2 and words in one_line(result)
     assert json.loads(result.stdout)["exit_code"] == 2
@@ -101,6 +110,17 @@ def test_gguf_loads_dequantized_with_the_rows_unpermuted(llama_gguf):
     embed = grids["model.embed_tokens.weight"]
     steps = lm.module.state_dict()["model.embed_tokens.weight"].numpy().reshape(-1, 2, 32) / embed.scales[..., None]
     assert embed.quant_type == "Q8_0" and embed.mins is None and np.allclose(steps, np.round(steps), atol=1e-3)
+
+
+def test_tokenizer_files_written_beside_an_artifact_read_back(llama_gguf, tmp_path):
+    from compress.lm.model import load_lm, read_tokenizer_files, save_tokenizer_files
+
+    lm = load_lm(llama_gguf)
+    save_tokenizer_files(lm, tmp_path / "run")
+    tokenizer, meta = read_tokenizer_files(tmp_path / "run")
+    assert tokenizer.encode(SENTENCE).ids == lm.tokenizer.encode(SENTENCE).ids
+    assert (meta["chat_template"], meta["eos_ids"], meta["source_quant"]) == (lm.chat_template, [2], "Q4_1")
+    assert meta["kv_shape"] == {"layers": 2, "kv_heads": 2, "head_dim": 16}
 
 
 def test_torch_decoder_prefill_then_decode_equals_one_full_forward(llama_dir):
