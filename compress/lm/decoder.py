@@ -61,7 +61,7 @@ class TorchDecoder:
                              "shorten the prompt or --max-new-tokens")
         with torch.inference_mode():
             out = self.module(torch.tensor([list(ids)], dtype=torch.long), cache=self._cache, use_cache=True)
-        self._cache = out.past_key_values
+        self._cache = out.cache
         self.position += len(ids)
         return out.logits[0].float().numpy()
 
