@@ -94,18 +94,22 @@ GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weig
 LAYER_NAMES = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
                "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
                "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+               "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+               "self_attn.v_proj.bias": "attn_v.bias",
                "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
                "mlp.down_proj.weight": "ffn_down.weight"}
 
 
 def gguf_file(path: Path, module, tokenizer=None) -> Path:
-    """A llama GGUF of ``module`` as llama.cpp writes it: Q8_0 embedding, Q4_1 projections, F32 norms, q/k rows
-    permuted, the BPE tokenizer and ChatML template in the metadata (tied head: no output.weight)."""
+    """A GGUF of a llama or qwen2 ``module`` as llama.cpp writes it: Q8_0 embedding, Q4_1 projections, F32 norms and
+    biases, llama's q/k rows permuted, the BPE tokenizer and ChatML template in the metadata (tied head: no
+    output.weight)."""
     import gguf
 
     tokenizer = tokenizer or tiny_tokenizer()
     config = module.config
-    writer = gguf.GGUFWriter(str(path), "llama")
+    arch = config.model_type
+    writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -131,9 +135,9 @@ def gguf_file(path: Path, module, tokenizer=None) -> Path:
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
         array = tensor.float().numpy()
-        if name.endswith("q_proj.weight"):
+        if arch == "llama" and name.endswith("q_proj.weight"):
             array = _permute(array, config.num_attention_heads)
-        elif name.endswith("k_proj.weight"):
+        elif arch == "llama" and name.endswith("k_proj.weight"):
             array = _permute(array, config.num_key_value_heads)
         layer = name.split(".")
         target = GGUF_NAMES.get(name) or f"blk.{layer[2]}.{LAYER_NAMES['.'.join(layer[3:])]}"

@@ -112,6 +112,16 @@ def test_gguf_loads_dequantized_with_the_rows_unpermuted(llama_gguf):
     assert embed.quant_type == "Q8_0" and embed.mins is None and np.allclose(steps, np.round(steps), atol=1e-3)
 
 
+def test_a_qwen2_gguf_loads_with_its_biases(tmp_path):
+    from compress.lm.model import load_lm
+
+    original = tiny_module("qwen2")
+    lm = load_lm(gguf_file(tmp_path / "qwen2.gguf", original))
+    ids = tiny_tokenizer().encode(SENTENCE).ids
+    assert lm.module.config.model_type == "qwen2" and not lm.module.config.tie_word_embeddings
+    assert torch.equal(logits(lm.module, ids), logits(dequantized_like_gguf(original), ids))
+
+
 def test_tokenizer_files_written_beside_an_artifact_read_back(llama_gguf, tmp_path):
     from compress.lm.model import load_lm, read_tokenizer_files, save_tokenizer_files
 

@@ -63,8 +63,10 @@ def chat_prompt_ids(tokenizer, template: str | None, prompt: str, bos_id: int | 
     """Token ids of ``prompt`` wrapped in the chat template (the template places any special tokens itself)."""
     if not template:
         raise UsageError("the model has no chat template: use --no-chat to send the prompt as plain text")
-    name = lambda i: (tokenizer.id_to_token(i) or "") if i is not None else ""  # noqa: E731
-    text = render_chat(template, prompt, bos_token=name(bos_id), eos_token=name(eos_ids[0] if eos_ids else None))
+    def text_of(token_id: int | None) -> str:
+        return (tokenizer.id_to_token(token_id) or "") if token_id is not None else ""
+
+    text = render_chat(template, prompt, bos_token=text_of(bos_id), eos_token=text_of(eos_ids[0] if eos_ids else None))
     return tokenizer.encode(text, add_special_tokens=False).ids
 
 

@@ -133,7 +133,7 @@ def read_tensors(path) -> tuple[dict[str, np.ndarray], dict, str | None]:
         except NotImplementedError:
             raise UsageError(f"{path.name}: tensor {tensor.name} is {tensor.tensor_type.name}, which the gguf package "
                              "cannot dequantize; use a Q8_0, Q4_0, Q4_1 or K-quant file") from None
-        array = array.reshape([int(d) for d in reversed(tensor.shape)]) if array.ndim > 1 or len(tensor.shape) > 1 else array.reshape(-1)
+        array = array.reshape([int(d) for d in reversed(tensor.shape)])  # GGUF lists dimensions innermost first
         if (heads := _row_heads(arch, name, meta)) is not None:
             array = unpermute_rows(array, heads)
         tensors[name] = array

@@ -125,9 +125,6 @@ def _load_hf_dir(folder: Path) -> LanguageModel:
 
 def build_module(model_class, hf_config, state: dict, where) -> object:
     """``model_class(hf_config)`` holding ``state`` (float32, eval); UsageError naming missing or mismatched weights."""
-    import torch
-
-    torch.manual_seed(0)  # the init of weights the file then replaces: no randomness survives a complete file
     module = model_class(hf_config).float().eval()
     expected = module.state_dict()
     prefix = module.base_model_prefix + "."
@@ -135,7 +132,8 @@ def build_module(model_class, hf_config, state: dict, where) -> object:
     tied = set()
     if getattr(hf_config, "tie_word_embeddings", False):
         tied = {name for name in expected if name.endswith("lm_head.weight")}
-    missing = [k for k in expected if k not in state and k not in tied and not _is_buffer(module, k)]
+    buffers = {name for name, _ in module.named_buffers()}
+    missing = [k for k in expected if k not in state and k not in tied and k not in buffers]
     if missing:
         raise UsageError(f"{where}: the weights lack {len(missing)} tensors the config needs (first: {missing[0]}); "
                          "is config.json from the same checkpoint?")
@@ -147,10 +145,6 @@ def build_module(model_class, hf_config, state: dict, where) -> object:
     if tied:
         module.tie_weights()
     return module
-
-
-def _is_buffer(module, name: str) -> bool:
-    return name in dict(module.named_buffers())
 
 
 def _tokenizer_config(folder: Path) -> dict:
