@@ -62,6 +62,7 @@ def test_a_pickled_checkpoint_is_refused_without_unpickling(tmp_path, cli):
     ("text-file", "not a language model"),
     ("template", "chat template failed"),
     ("truncated-gguf", "not a readable GGUF file"),
+    ("gguf-architecture", "GGUF architecture 'phi2' is not supported"),
     ("artifact-alone", "no tokenizer.json beside the artifact"),
     ("other-suffix", "not a language model"),
 ])
@@ -82,6 +83,15 @@ def test_what_is_not_a_usable_lm_is_one_line(case, words, llama_dir, llama_gguf,
     elif case == "truncated-gguf":
         target = tmp_path / "cut.gguf"
         target.write_bytes(llama_gguf.read_bytes()[:3000])
+    elif case == "gguf-architecture":
+        import gguf
+
+        writer = gguf.GGUFWriter(str(target := tmp_path / "phi.gguf"), "phi2")
+        writer.add_block_count(1)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     elif case in ("artifact-alone", "other-suffix"):
         target = tmp_path / ("model.int4-weight.onnx" if case == "artifact-alone" else "model.int8.pt2")
         target.write_bytes(b"\0" * 64)

@@ -234,7 +234,12 @@ def load_gguf(path):
     tensors, meta, quant = read_tensors(path)
     arch = meta["general.architecture"]
     tokenizer = gguf_tokenizer(meta)
+    if "model.embed_tokens.weight" not in tensors:
+        raise UsageError(f"{path.name}: the file has no token_embd.weight tensor: not a complete language model")
     vocab = tensors["model.embed_tokens.weight"].shape[0]
+    if tokenizer.get_vocab_size(with_added_tokens=True) > vocab:
+        raise UsageError(f"{path.name}: the tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} tokens, the "
+                         f"embedding {vocab} rows: the metadata and weights are from different models")
     config = _hf_config(arch, meta, tensors, vocab)
     model_class = transformers.LlamaForCausalLM if arch == "llama" else transformers.Qwen2ForCausalLM
     state = {name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in tensors.items()}

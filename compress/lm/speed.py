@@ -77,7 +77,8 @@ def decode_roofline(weight_bytes: int, kv_bytes: int, cores: Sequence[str] | Non
                      "bytes_per_token": weight_bytes + kv_bytes, "ms_per_token": round(seconds * 1e3, 6),
                      "tokens_per_s": round(1 / seconds, 2),
                      "assumption": f"{core.name}, {core.bandwidth_gbs:g} GB/s nominal single-core DRAM bandwidth; "
-                                   "weights and KV cache read once per token, compute hidden"})
+                                   "weights (an untied embedding table counted whole, though one row is read) and KV cache read once per token, "
+                                   "compute hidden"})
     return rows
 
 
