@@ -32,7 +32,6 @@ _LAYER_NAMES = {
 }
 _GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                  "output.weight": "lm_head.weight"}
-_IGNORED = {"rope_freqs.weight"}  # llama 3's precomputed frequencies: transformers derives them from the config
 # tokenizer.ggml.pre -> how text is split before byte-level BPE (as llama.cpp's llama-vocab does)
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
                 r"|\s+(?!\S)|\s+")
@@ -72,18 +71,22 @@ def _architecture(meta: dict, path: Path) -> str:
     if arch not in ARCHITECTURES:
         raise UsageError(f"{path.name}: GGUF architecture {arch!r} is not supported (supported: {', '.join(ARCHITECTURES)}); "
                          "convert the original Hugging Face checkpoint directory instead")
+    if meta.get(f"{arch}.rope.scaling.type", "none") != "none":
+        raise UsageError(f"{path.name}: rope scaling {meta[f'{arch}.rope.scaling.type']!r} is not mapped from GGUF; give the "
+                         "Hugging Face checkpoint directory instead")
     return arch
 
 
-def torch_name(gguf_name: str) -> str | None:
-    """transformers' parameter name for a llama.cpp tensor name (None for tensors transformers derives itself).
+def torch_name(gguf_name: str) -> str:
+    """transformers' parameter name for a llama.cpp tensor name.
 
     Example:
         >>> torch_name("blk.3.attn_q.weight")
         'model.layers.3.self_attn.q_proj.weight'
     """
-    if gguf_name in _IGNORED:
-        return None
+    if gguf_name == "rope_freqs.weight":
+        raise UsageError("this GGUF scales its rotary frequencies (rope_freqs, Llama 3.1 style), which compress does not "
+                         "map: convert the Hugging Face checkpoint directory instead")
     if gguf_name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[gguf_name]
     match = re.fullmatch(r"blk\.(\d+)\.(.+)", gguf_name)
@@ -126,8 +129,6 @@ def read_tensors(path) -> tuple[dict[str, np.ndarray], dict, str | None]:
     tensors, counts = {}, {}
     for tensor in reader.tensors:
         name = torch_name(tensor.name)
-        if name is None:
-            continue
         try:
             array = np.array(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)  # a copy: the file is memory-mapped read-only
         except NotImplementedError:
@@ -158,8 +159,9 @@ def gguf_grids(path) -> dict[str, BlockGrid]:
     grids = {}
     for tensor in reader.tensors:
         kind = tensor.tensor_type.name
-        if kind not in layouts or (name := torch_name(tensor.name)) is None:
+        if kind not in layouts:
             continue
+        name = torch_name(tensor.name)
         block_bytes, has_min = layouts[kind]
         raw = np.asarray(tensor.data, dtype=np.uint8)
         blocks = raw.reshape(raw.shape[0], -1, block_bytes)
