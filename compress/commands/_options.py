@@ -158,6 +158,8 @@ OPTION_BOUNDS: dict[str, Bound] = {
     # how many at once
     "--trials": Bound(1, MAX_TRIALS, "trials"), "--workers": Bound(1, MAX_WORKERS, "workers"),
     "--cpus-per-recipe": Bound(1, MAX_THREADS, "CPUs"),
+    # how much a language model generates
+    "--max-new-tokens": Bound(1, 4096, "tokens"),
 }
 
 
