@@ -37,12 +37,13 @@ WORKFLOW = ROOT / "examples" / "github-actions" / "compress-model.yml"
 CPU_WHEEL = "--index-url https://download.pytorch.org/whl/cpu"
 # Why a command is parsed and not run: the first marker found in it.
 NEEDS = {"ssh://": "an ssh board", "adb": "an adb phone", "cuda": "a CUDA GPU", "qemu-arm64": "a qemu ARM64 userspace",
-         "--executor ray": "a Ray cluster", "mine.yaml": "the user's own recipe and package"}
+         "--executor ray": "a Ray cluster", "mine.yaml": "the user's own recipe and package",
+         "runs/smollm2": "a decoder LM run (tests/test_lm_*.py quantize and generate one)"}
 # Run directories an example compares, made by the examples before it.
 MADE_BY = {"runs/ptq": "runs/mnist", "runs/prune-int8": "runs/mnist_cnn-pruned"}
 # The order a new user follows: what makes a file comes before what reads it.
 ORDER = ["zoo list", "zoo train", "zoo eval", "recipe", "quantize", "report validate", "prune", "qat", "distill", "run",
-         "tune", "report", "bench", "verify", "fleet", "demo"]
+         "tune", "report", "bench", "verify", "generate", "fleet", "demo"]
 FAST_FLAGS = {"--epochs": "1", "--finetune-epochs": "1", "--budget": "1s", "--workers": "1"}
 NO_BENCH_VERBS = {"quantize", "prune", "distill", "qat"}
 
