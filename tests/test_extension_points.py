@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from compress.formats import PRECISIONS, get, register_calibration, register_precision, unregister_calibration, unregister_precision
+from compress.formats import (PRECISIONS, get, register, register_calibration, register_precision, unregister,
+                              unregister_calibration, unregister_precision)
 from tests.cli_checks import json_output, one_line
-from tests.toy_extensions import int4_weight_sym, mse_calibration
+from tests.toy_extensions import int4_weight_sym, mse_calibration, ort_format
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,56 @@ def test_a_precision_one_format_implements_is_listed_there_only_and_verified(int
     assert refused.exit_code == 2
     assert one_line(refused).startswith("error: unknown TFLite precision 'int4-weight-sym'; choose one of fp32, int8,")
     assert not list((tmp_path / "refused").glob("model.int4-weight-sym.*"))
+
+
+@pytest.fixture(scope="module")
+def toys():
+    """The toy precision, method and format, each registered with one call (the format last: it quantizes to every
+    ONNX precision registered by then)."""
+    register_precision(int4_weight_sym.INT4_WEIGHT_SYM, int4_weight_sym.quantizers())
+    register_calibration(mse_calibration.MSE)
+    register(ort_format.ort_format())
+    yield
+    unregister("ort")
+    unregister_calibration("mse")
+    unregister_precision("int4-weight-sym")
+
+
+TOY_FILES = {"int8-onnx": "model.int8.onnx", "int4-weight-sym-onnx": "model.int4-weight-sym.onnx",
+             "int8-ort": "model.int8.ort", "int4-weight-sym-ort": "model.int4-weight-sym.ort"}
+
+
+@pytest.fixture(scope="module")
+def toy_run(toys, mnist, cli, tmp_path_factory):
+    """One quantize run: the toy format beside ONNX, the toy precision beside int8, calibrated by the toy method."""
+    run = tmp_path_factory.mktemp("toys") / "run"
+    report = json_output(cli("quantize", mnist, "--format", "onnx,ort", "--precision", "int8,int4-weight-sym",
+                             "--calibration", "mse", "--calib-samples", "64", "--runs", "5", "--no-auto-fallback",
+                             "--out", run, "--json"))
+    return run, report
+
+
+def test_the_toys_go_through_quantize_verify_bench_and_report(toy_run, cli):
+    run, _ = toy_run
+    made = artifacts(run)
+    assert {name: made[name]["path"] for name in TOY_FILES} == TOY_FILES
+    assert (run / "model.fp32.ort").read_bytes()[4:8] == b"ORTM"  # the ORT format's flatbuffer identifier
+    for name, entry in made.items():
+        assert entry["verified_in"] == ["onnxruntime"] and entry["latency"], name
+    assert made["int8-ort"]["format"] == "ort" and made["int8-ort"]["precision"] == "int8"
+    assert made["int8-ort"]["techniques"][0]["label"].startswith("ptq:int8-static:mse:per-channel")
+    assert made["int8-ort"]["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+    assert made["int4-weight-sym-ort"]["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+
+    verified = json_output(cli("verify", run / "model.int8.ort", "--samples", "64", "--json"))
+    assert verified["artifact"].endswith("model.int8.ort") and verified["runtime"] == "onnxruntime"
+    timed = json_output(cli("bench", run / "model.int4-weight-sym.ort", "--runs", "5", "--json"))
+    [result] = timed["results"]
+    assert result["runtime"] == "onnxruntime" and result["runs"] == 5 and result["p50_ms"] > 0
+    assert artifacts(run)["int4-weight-sym-ort"]["latency"][-1]["measured_on"] == result["measured_on"]  # recorded
+
+    (run / "model.int8.ort").write_bytes((run / "model.int8.ort").read_bytes() + b"\0")  # changed since its run
+    changed = cli("verify", run / "model.int8.ort", "--samples", "64")
+    assert changed.exit_code == 2 and "sha256" in one_line(changed)
+
+    assert cli("report", "validate", run).exit_code == 0
