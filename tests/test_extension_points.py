@@ -135,3 +135,40 @@ def test_the_toys_go_through_quantize_verify_bench_and_report(toy_run, cli):
     assert changed.exit_code == 2 and "sha256" in one_line(changed)
 
     assert cli("report", "validate", run).exit_code == 0
+
+
+RECIPE = """\
+seed: 0
+model: {{source: {source}}}
+stages:
+  - quantize: {{formats: [ort], precisions: [int8, int4-weight-sym], calibration: mse, calib_samples: 64, bench_runs: 5}}
+targets: [local]
+gates: {{max_degradation: 0.05}}
+output: {{dir: {out}}}
+"""
+
+
+def test_the_toys_go_through_a_recipe(toys, mnist, cli, tmp_path):
+    recipe = tmp_path / "toys.yaml"
+    recipe.write_text(RECIPE.format(source=mnist, out=tmp_path / "run"))
+    assert cli("recipe", "validate", recipe).exit_code == 0
+    json_output(cli("run", recipe, "--json"))
+    made = {a["name"]: a for a in json.loads((tmp_path / "run" / "report.json").read_text())["artifacts"]}
+    for name in ("int8-ort", "int4-weight-sym-ort"):
+        assert (tmp_path / "run" / made[name]["path"]).is_file() and made[name]["verified_in"] == ["onnxruntime"]
+        assert made[name]["latency"], name
+    assert made["int8-ort"]["techniques"][0]["label"].startswith("ptq:int8-static:mse:per-channel")
+
+
+def test_the_toys_go_through_tune(toys, mnist, cli, tmp_path):
+    import yaml
+
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"search": {"precisions": ["int8"], "calibrations": ["mse"], "calib_samples": [64],
+                                                 "per_channel": [True], "dynamic_op_types": [[]], "keep_float_max": 0,
+                                                 "prune_methods": ["none"]}}))
+    document = json_output(cli("tune", mnist, "--format", "ort", "--objective", "size", "--trials", "2", "--max-degradation", "0.05",
+                               "--search", search, "--out", tmp_path / "study", "--json"))
+    assert document["trials"] >= 1  # the one point of this search may be the baseline itself
+    best = document["best"]
+    assert best["artifact"].endswith(".ort") and (tmp_path / "study" / "best" / best["artifact"].rsplit("/", 1)[1]).is_file()

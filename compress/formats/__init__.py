@@ -12,6 +12,7 @@ Example:
 from compress.formats import onnx as _onnx, pte as _pte, pytorch as _pytorch, tflite as _tflite
 from compress.formats.calibration import (CALIBRATIONS, CalibrationMethod, OrtCalibrater, Pt2eObserver,
                                           register_calibration, unregister_calibration)
+from compress.formats.extensions import extensions, install, remember_built_ins
 from compress.formats.precisions import PRECISIONS, Precision, register_precision, unregister_precision
 from compress.formats.registry import (ArtifactFormat, QuantizeJob, add_quantizer, artifact_files, artifact_sha256,
                                        artifact_size, default_formats, find_format, format_of, formats, get, quantizable,
@@ -19,8 +20,9 @@ from compress.formats.registry import (ArtifactFormat, QuantizeJob, add_quantize
 
 for _format in (_onnx.FORMAT, _tflite.FORMAT, _pte.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
     register(_format)
+remember_built_ins()
 
 __all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "OrtCalibrater", "PRECISIONS", "Precision",
            "Pt2eObserver", "QuantizeJob", "add_quantizer", "artifact_files", "artifact_sha256", "artifact_size",
-           "default_formats", "find_format", "format_of", "formats", "get", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
+           "default_formats", "extensions", "find_format", "format_of", "formats", "get", "install", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
            "runtime_of", "schema_choices", "unregister", "unregister_calibration", "unregister_precision"]

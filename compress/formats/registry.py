@@ -44,6 +44,16 @@ class QuantizeJob:
     output_kinds: list[str] | None = None
 
 
+def reachable(handle) -> None:
+    """``ArtifactFormat.unreachable``'s default: every source becomes this format."""
+    return None
+
+
+def one_file(path: Path) -> list[Path]:
+    """``ArtifactFormat.files``' default: the artifact is the one file."""
+    return [Path(path)]
+
+
 @dataclass(frozen=True)
 class ArtifactFormat:
     """One format. Only ``name``, ``suffixes`` and ``runtimes`` are required: a format without ``export_fp32`` and
@@ -76,8 +86,8 @@ class ArtifactFormat:
     float_ops: Callable | None = None
     calibrates_with: str | None = None
     quantizes_fp32_file: bool = False
-    unreachable: Callable[[Any], str | None] = lambda handle: None
-    files: Callable[[Path], list[Path]] = lambda path: [Path(path)]
+    unreachable: Callable[[Any], str | None] = reachable
+    files: Callable[[Path], list[Path]] = one_file
     default: bool = False
 
     def filename(self, precision: str) -> str:

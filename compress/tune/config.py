@@ -36,12 +36,13 @@ class SearchBase(BaseModel):
         """Each choice is a valid value of its pass field (its own validators run); a range is [low, high] with low <= high."""
         for spec, field_name, search in search_fields():
             value, config = getattr(self, search["name"]), spec.config_class()
+            unset = {"formats": []} if "formats" in config.model_fields else {}  # TuneConfig checks choices per format
             if search["kind"] == "range" and value[0] > value[1]:
                 raise ValueError(f"{search['name']} {list(value)}: give [low, high] with low <= high")
             if search["kind"] == "choices" and "options" not in search:
                 for choice in value:
                     try:
-                        config.__pydantic_validator__.validate_assignment(config.model_construct(), field_name, choice)
+                        config.__pydantic_validator__.validate_assignment(config.model_construct(**unset), field_name, choice)
                     except ValidationError as exc:
                         raise ValueError(f"{search['name']} {choice!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
@@ -119,6 +120,18 @@ class TuneConfig(BaseModel):
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _calibrations_of_the_format(self) -> "TuneConfig":
+        """Each searched calibration method has an implementation for the format the trials write."""
+        from compress.formats.calibration import check_calibration
+
+        for name in getattr(self.search, "calibrations", []):
+            try:
+                check_calibration(name, self.format)
+            except ValueError as exc:
+                raise ValueError(f"search calibrations {name!r}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _some_limit(self) -> "TuneConfig":
