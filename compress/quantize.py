@@ -123,7 +123,6 @@ class QuantizeResult:
 
 Step = Callable[[str], None]
 AHEAD_PHASE = "second process: TFLite/.pte conversions"  # wall: the wait for it; CPU: all of its work
-AHEAD_FORMATS = ("tflite", "pte")  # converted from the torch module, so a second process can do it beside ONNX
 
 
 def _finding_dict(finding) -> dict:
@@ -353,7 +352,7 @@ def quantize(
 def converts_ahead(config: QuantizeConfig) -> bool:
     """Whether a run with ``config`` converts TFLite/.pte files in a second process while ONNX work goes on (the CLI
     starts that process before it loads the model: compress.export.ahead.prewarm)."""
-    return "onnx" in config.formats and any(name in AHEAD_FORMATS for name in config.formats) and not config.exclude
+    return "onnx" in config.formats and any(registry.get(name).converted_ahead for name in config.formats) and not config.exclude
 
 
 def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, waiting):
@@ -364,7 +363,7 @@ def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, 
 
     if not converts_ahead(config) or plan.calibration is None or handle.module is None or handle.source_format == "torchscript":
         return None
-    converted = [name for name in config.formats if name in AHEAD_FORMATS]
+    converted = [name for name in config.formats if registry.get(name).converted_ahead]
     precisions = (["fp32"] if config.include_fp32 else []) + [p for p in config.precisions if p == "int8"]  # as asked for
     jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
             for name in converted for precision in precisions]

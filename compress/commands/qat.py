@@ -15,7 +15,7 @@ from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.passes.qat_export import QAT_FORMATS
+from compress.formats import qat_formats
 from compress.workflows.qat import run_qat
 
 def register(app: typer.Typer) -> None:
@@ -48,7 +48,7 @@ def qat_command(
     with handle_errors(opts.debug, opts.json_out):
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
                                  freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=opts.seed)
-        fmts = check_formats(split_list(formats), QAT_FORMATS)
+        fmts = check_formats(split_list(formats), qat_formats())
         handle = load_for_pass(model, opts)
         run_dir = out or Path("runs") / f"{model.stem}-qat"
         with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=opts.json_out) as (on_epoch, step):

@@ -44,6 +44,16 @@ class QuantizeJob:
     output_kinds: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """A conversion the second process makes (compress.export.ahead): ``key(module, example, precision, calib_data,
+    calibration, per_channel, excluded)`` names it in the run's conversion cache, ``build(...)`` (the same arguments
+    and a notes list) makes it."""
+
+    key: Callable
+    build: Callable
+
+
 def reachable(handle) -> None:
     """``ArtifactFormat.unreachable``'s default: every source becomes this format."""
     return None
@@ -75,6 +85,15 @@ class ArtifactFormat:
     - ``unreachable(handle) -> reason | None``: why this source cannot become this format.
     - ``files(path) -> [paths]``: every file the artifact consists of (default: the one file).
     - ``default``: produced when no ``--format`` is given.
+    - ``write_qat(converted, path, float_handle) -> [float op]``: write a converted QAT graph as this format's int8
+      file (`compress qat --format`), the weighted ops left in float returned; ``qat_technique``: its export label.
+    - ``converted_ahead``: how the second process of `compress quantize` (compress.export.ahead) converts it from the
+      torch module beside the ONNX work; None: not converted there.
+    - ``device_tool``: the runtime's own timing binary a remote target runs when it is on the device
+      (``benchmark_model``, ``executor_runner``); None: timed by compress's device runner there.
+    - ``estimate_costs(path, batch) -> {int8_macs, float_macs, bytes_moved, ...}``: what `bench --target estimate`
+      reads from the file; None: not estimated.
+    - ``no_cuda``: why the cuda target cannot time it (skipped with that line); None: it can.
     """
 
     name: str
@@ -89,6 +108,12 @@ class ArtifactFormat:
     unreachable: Callable[[Any], str | None] = reachable
     files: Callable[[Path], list[Path]] = one_file
     default: bool = False
+    write_qat: Callable | None = None
+    qat_technique: str | None = None
+    converted_ahead: "Conversion | None" = None
+    device_tool: str | None = None
+    estimate_costs: Callable[[Path, int], dict] | None = None
+    no_cuda: str | None = None
 
     def filename(self, precision: str) -> str:
         return f"model.{precision}{self.suffixes[0]}"
@@ -172,6 +197,16 @@ def get(name: str) -> ArtifactFormat:
 def quantizable() -> tuple[str, ...]:
     """Formats `compress quantize` can produce (they have an fp32 exporter)."""
     return tuple(f.name for f in FORMATS.values() if f.export_fp32)
+
+
+def qat_formats() -> tuple[str, ...]:
+    """Formats `compress qat` writes (they have a QAT writer)."""
+    return tuple(f.name for f in FORMATS.values() if f.write_qat)
+
+
+def estimated_suffixes() -> list[str]:
+    """The suffixes `bench --target estimate` reads (formats with an ``estimate_costs``)."""
+    return [s for f in FORMATS.values() if f.estimate_costs for s in f.suffixes]
 
 
 def default_formats() -> list[str]:
