@@ -26,7 +26,7 @@ from compress.errors import CompressError, GateFailed, UsageError, first_line
 from compress.export.reuse import conversions
 from compress.io import DiskFull, disk_full_cause
 from compress.model import ModelHandle
-from compress.gates import GatePolicy, is_compressed, is_failed
+from compress.gates import GatePolicy, is_compressed, is_failed, max_degradation_field
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.passes.registry import searchable
 from compress.phases import PhaseClock
@@ -85,7 +85,7 @@ class QuantizeConfig(BaseModel):
         f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."),
         json_schema_extra=searchable("dynamic_op_types", [[], ["MatMul", "Gemm"]], description=(
             "With int8: op types quantized dynamically, the rest static ([]: all static).")))
-    max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
+    max_degradation: float | None = max_degradation_field()
     auto_fallback: bool = Field(True, description=(
         "Repair a static int8 file that fails its quality gates (labels or fidelity floors): dynamic int8, other "
         "calibrations, then the most sensitive layers in float (compress.repair)."))

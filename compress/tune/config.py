@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from compress.gates import degradation_limit, max_degradation_field
 from compress.limits import MAX_TRIALS, MAX_WORKERS
 from compress.passes.registry import search_fields
 
@@ -71,9 +72,7 @@ def decode_dynamic_ops(choice: str) -> list[str]:
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_degradation: float | None = Field(None, ge=0, description=(
-        "Metric loss allowed, as a fraction (0.005 = 0.5 pt; default 0.01 with labels). Without labels trials are judged "
-        "by the fidelity floors of their outputs (compress.gates)."))
+    max_degradation: float | None = max_degradation_field()
     objective: Literal["size", "latency", "both"] = Field(
         "both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
     format: str = Field("onnx", description="The format trials write (any format compress quantize produces).")
@@ -89,9 +88,7 @@ class TuneConfig(BaseModel):
     @property
     def degradation_limit(self) -> float:
         """The limit trials with labels are judged by (the gates' default when none was given)."""
-        from compress.gates import DEFAULT_MAX_DEGRADATION
-
-        return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
+        return degradation_limit(self.max_degradation)
 
     @field_validator("format")
     @classmethod
