@@ -87,4 +87,5 @@ def estimate_costs(path: Path, batch: int) -> dict:
 
 FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), quantizers=dict.fromkeys(PRECISIONS, quantize), export_fp32=export_fp32,
                         preflight=preflight, float_ops=float_ops, calibrates_with="onnxruntime", quantizes_fp32_file=True,
-                        default=True, write_qat=write_qat, qat_technique="export:int8-qdq", estimate_costs=estimate_costs)
+                        default=True, write_qat=write_qat, qat_technique="export:int8-qdq", estimate_costs=estimate_costs,
+                        packages=("onnx", "onnxscript", "onnx-ir", "onnxruntime"), loggers=("onnxscript", "onnxruntime"))

@@ -69,4 +69,5 @@ def build(*args):
 FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable,
                         write_qat=write_qat, qat_technique="export:executorch:xnnpack",
-                        converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner")
+                        converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner",
+                        packages=("executorch",))

@@ -94,6 +94,8 @@ class ArtifactFormat:
     - ``estimate_costs(path, batch) -> {int8_macs, float_macs, bytes_moved, ...}``: what `bench --target estimate`
       reads from the file; None: not estimated.
     - ``no_cuda``: why the cuda target cannot time it (skipped with that line); None: it can.
+    - ``packages``: the distributions whose versions can change its files (reports, manifests and the stage cache
+      record them); ``loggers``: its libraries' loggers, quiet unless ``--debug``.
     """
 
     name: str
@@ -114,6 +116,8 @@ class ArtifactFormat:
     device_tool: str | None = None
     estimate_costs: Callable[[Path, int], dict] | None = None
     no_cuda: str | None = None
+    packages: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()
 
     def filename(self, precision: str) -> str:
         return f"model.{precision}{self.suffixes[0]}"
@@ -207,6 +211,16 @@ def qat_formats() -> tuple[str, ...]:
 def estimated_suffixes() -> list[str]:
     """The suffixes `bench --target estimate` reads (formats with an ``estimate_costs``)."""
     return [s for f in FORMATS.values() if f.estimate_costs for s in f.suffixes]
+
+
+def format_packages() -> list[str]:
+    """Every format's ``packages``, in registration order, each once."""
+    return list(dict.fromkeys(p for f in FORMATS.values() for p in f.packages))
+
+
+def format_loggers() -> list[str]:
+    """Every format's ``loggers``, each once."""
+    return list(dict.fromkeys(name for f in FORMATS.values() for name in f.loggers))
 
 
 def default_formats() -> list[str]:

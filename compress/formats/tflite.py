@@ -83,4 +83,6 @@ FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), quantizers=dict.fro
                         unreachable=unreachable, default=True, write_qat=write_qat, qat_technique="export:int8-static-qdq",
                         converted_ahead=Conversion(conversion_key, build), device_tool="benchmark_model",
                         estimate_costs=estimate_costs,
-                        no_cuda="LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)")
+                        no_cuda="LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)",
+                        packages=("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer"),
+                        loggers=("absl", "tensorflow", "litert_torch", "ai_edge_torch"))
