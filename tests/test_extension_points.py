@@ -1,5 +1,6 @@
-"""Extension points, proven through `compress quantize`: a toy calibration method and a toy precision, each one module
-under tests/toy_extensions/ plus one registration call here, with no other file edited."""
+"""Extension points: a toy calibration method, a toy precision and a toy format (onnxruntime's ORT format), each one
+module under tests/toy_extensions/ plus one registration call here, with no other file edited, through quantize,
+verify, bench, report, a recipe and tune."""
 from __future__ import annotations
 
 import json
@@ -135,6 +136,9 @@ def test_the_toys_go_through_quantize_verify_bench_and_report(toy_run, cli):
     assert changed.exit_code == 2 and "sha256" in one_line(changed)
 
     assert cli("report", "validate", run).exit_code == 0
+    estimated = cli("bench", run / "model.int4-weight-sym.ort", "--target", "estimate")  # the record has no estimate reader
+    assert estimated.exit_code == 2
+    assert one_line(estimated) == "error: model.int4-weight-sym.ort: the estimate reads .onnx and .tflite files"
 
 
 RECIPE = """\

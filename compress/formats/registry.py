@@ -112,7 +112,7 @@ class ArtifactFormat:
     default: bool = False
     write_qat: Callable | None = None
     qat_technique: str | None = None
-    converted_ahead: "Conversion | None" = None
+    converted_ahead: Conversion | None = None
     device_tool: str | None = None
     estimate_costs: Callable[[Path, int], dict] | None = None
     no_cuda: str | None = None
