@@ -22,6 +22,8 @@ from compress.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
 # 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models moves the metric by -0.006..+0.003 (bench/results/fidelity_floors.md),
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
 DEFAULT_MAX_DEGRADATION = 0.01
+MAX_DEGRADATION_HELP = (f"Gate: metric loss allowed with labels, as a fraction (0.005 = 0.5 pt; default {DEFAULT_MAX_DEGRADATION:g}); "
+                        "without labels the outputs' fidelity floors judge.")
 BASELINE_PREFIXES = ("dense-", "teacher-", "no-kd-")  # reference points written beside the candidates, never judged
 
 
@@ -38,7 +40,24 @@ class GatePolicy:
 
     @property
     def degradation_limit(self) -> float:
-        return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
+        return degradation_limit(self.max_degradation)
+
+
+def degradation_limit(max_degradation: float | None) -> float:
+    """The limit a ``max_degradation`` setting judges by: the default when none was given."""
+    return DEFAULT_MAX_DEGRADATION if max_degradation is None else max_degradation
+
+
+def max_degradation_field():
+    """The one pydantic field of ``max_degradation`` (QuantizeConfig, TuneConfig, a recipe's gates): None or >= 0.
+
+    Example:
+        >>> class Limits(BaseModel):
+        ...     max_degradation: float | None = max_degradation_field()
+    """
+    from pydantic import Field
+
+    return Field(None, ge=0, description=MAX_DEGRADATION_HELP)
 
 
 def is_failed(artifact: dict) -> bool:

@@ -26,7 +26,7 @@ from compress.errors import CompressError, GateFailed, UsageError, first_line
 from compress.export.reuse import conversions
 from compress.io import DiskFull, disk_full_cause
 from compress.model import ModelHandle
-from compress.gates import GatePolicy, is_compressed, is_failed
+from compress.gates import GatePolicy, is_compressed, is_failed, max_degradation_field
 from compress.pipeline import Reference, finish_report, heads_for, measure_reference, verify_artifact
 from compress.passes.registry import searchable
 from compress.phases import PhaseClock
@@ -85,7 +85,7 @@ class QuantizeConfig(BaseModel):
         f"int8, ONNX only: op types ({', '.join(DYNAMIC_OP_TYPES)}) quantized dynamically, the rest static."),
         json_schema_extra=searchable("dynamic_op_types", [[], ["MatMul", "Gemm"]], description=(
             "With int8: op types quantized dynamically, the rest static ([]: all static).")))
-    max_degradation: float | None = Field(None, ge=0, description="Gate: metric loss allowed (fraction, 0.005 = 0.5 pt).")
+    max_degradation: float | None = max_degradation_field()
     auto_fallback: bool = Field(True, description=(
         "Repair a static int8 file that fails its quality gates (labels or fidelity floors): dynamic int8, other "
         "calibrations, then the most sensitive layers in float (compress.repair)."))
@@ -123,7 +123,6 @@ class QuantizeResult:
 
 Step = Callable[[str], None]
 AHEAD_PHASE = "second process: TFLite/.pte conversions"  # wall: the wait for it; CPU: all of its work
-AHEAD_FORMATS = ("tflite", "pte")  # converted from the torch module, so a second process can do it beside ONNX
 
 
 def _finding_dict(finding) -> dict:
@@ -353,7 +352,7 @@ def quantize(
 def converts_ahead(config: QuantizeConfig) -> bool:
     """Whether a run with ``config`` converts TFLite/.pte files in a second process while ONNX work goes on (the CLI
     starts that process before it loads the model: compress.export.ahead.prewarm)."""
-    return "onnx" in config.formats and any(name in AHEAD_FORMATS for name in config.formats) and not config.exclude
+    return "onnx" in config.formats and any(registry.get(name).converted_ahead for name in config.formats) and not config.exclude
 
 
 def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, waiting):
@@ -364,7 +363,7 @@ def _convert_ahead(handle: ModelHandle, config: QuantizeConfig, plan: DataPlan, 
 
     if not converts_ahead(config) or plan.calibration is None or handle.module is None or handle.source_format == "torchscript":
         return None
-    converted = [name for name in config.formats if name in AHEAD_FORMATS]
+    converted = [name for name in config.formats if registry.get(name).converted_ahead]
     precisions = (["fp32"] if config.include_fp32 else []) + [p for p in config.precisions if p == "int8"]  # as asked for
     jobs = [Job(name, precision, plan.calibration if precision == "int8" else None, config.calibration, config.per_channel)
             for name in converted for precision in precisions]

@@ -31,8 +31,15 @@ import warnings
 from pathlib import Path
 from typing import Iterator, TextIO
 
-# Library loggers whose INFO/WARNING lines are not the user's business (their errors reach the user as compress's).
-THIRD_PARTY_LOGGERS = ("torch", "torchao", "absl", "tensorflow", "onnxscript", "onnxruntime", "litert_torch", "ai_edge_torch")
+# Library loggers whose INFO/WARNING lines are not the user's business (their errors reach the user as compress's):
+# torch's here, each format's in its record (compress.formats: ``loggers``).
+TORCH_LOGGERS = ("torch", "torchao")
+
+
+def third_party_loggers() -> list[str]:
+    from compress.formats import format_loggers
+
+    return [*TORCH_LOGGERS, *format_loggers()]
 # Native log levels, set before the libraries load: 3 = errors only (TensorFlow/LiteRT, glog, absl).
 NATIVE_LOG_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3", "ABSL_MIN_LOG_LEVEL": "3"}
 _STREAMS: dict[str, TextIO] = {}  # "terminal": the user's stderr, "log": the native log (silenced); "result": stdout
@@ -47,7 +54,7 @@ def silence_third_party() -> Path:
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore")
     warnings.filterwarnings("default", module=r"compress(\.|$)")
-    for name in THIRD_PARTY_LOGGERS:
+    for name in third_party_loggers():
         logging.getLogger(name).setLevel(logging.ERROR)
     fd, path = tempfile.mkstemp(prefix="compress-native-", suffix=".log")
     sys.stderr.flush()

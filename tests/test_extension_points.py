@@ -1,5 +1,6 @@
-"""Extension points, proven through `compress quantize`: a toy calibration method and a toy precision, each one module
-under tests/toy_extensions/ plus one registration call here, with no other file edited."""
+"""Extension points: a toy calibration method, a toy precision and a toy format (onnxruntime's ORT format), each one
+module under tests/toy_extensions/ plus one registration call here, with no other file edited, through quantize,
+verify, bench, report, a recipe and tune."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-from compress.formats import PRECISIONS, get, register_calibration, register_precision, unregister_calibration, unregister_precision
+from compress.formats import (PRECISIONS, get, register, register_calibration, register_precision, unregister,
+                              unregister_calibration, unregister_precision)
 from tests.cli_checks import json_output, one_line
-from tests.toy_extensions import int4_weight_sym, mse_calibration
+from tests.toy_extensions import int4_weight_sym, mse_calibration, ort_format
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +83,96 @@ def test_a_precision_one_format_implements_is_listed_there_only_and_verified(int
     assert refused.exit_code == 2
     assert one_line(refused).startswith("error: unknown TFLite precision 'int4-weight-sym'; choose one of fp32, int8,")
     assert not list((tmp_path / "refused").glob("model.int4-weight-sym.*"))
+
+
+@pytest.fixture(scope="module")
+def toys():
+    """The toy precision, method and format, each registered with one call (the format last: it quantizes to every
+    ONNX precision registered by then)."""
+    register_precision(int4_weight_sym.INT4_WEIGHT_SYM, int4_weight_sym.quantizers())
+    register_calibration(mse_calibration.MSE)
+    register(ort_format.ort_format())
+    yield
+    unregister("ort")
+    unregister_calibration("mse")
+    unregister_precision("int4-weight-sym")
+
+
+TOY_FILES = {"int8-onnx": "model.int8.onnx", "int4-weight-sym-onnx": "model.int4-weight-sym.onnx",
+             "int8-ort": "model.int8.ort", "int4-weight-sym-ort": "model.int4-weight-sym.ort"}
+
+
+@pytest.fixture(scope="module")
+def toy_run(toys, mnist, cli, tmp_path_factory):
+    """One quantize run: the toy format beside ONNX, the toy precision beside int8, calibrated by the toy method."""
+    run = tmp_path_factory.mktemp("toys") / "run"
+    report = json_output(cli("quantize", mnist, "--format", "onnx,ort", "--precision", "int8,int4-weight-sym",
+                             "--calibration", "mse", "--calib-samples", "64", "--runs", "5", "--no-auto-fallback",
+                             "--out", run, "--json"))
+    return run, report
+
+
+def test_the_toys_go_through_quantize_verify_bench_and_report(toy_run, cli):
+    run, _ = toy_run
+    made = artifacts(run)
+    assert {name: made[name]["path"] for name in TOY_FILES} == TOY_FILES
+    assert (run / "model.fp32.ort").read_bytes()[4:8] == b"ORTM"  # the ORT format's flatbuffer identifier
+    for name, entry in made.items():
+        assert entry["verified_in"] == ["onnxruntime"] and entry["latency"], name
+    assert made["int8-ort"]["format"] == "ort" and made["int8-ort"]["precision"] == "int8"
+    assert made["int8-ort"]["techniques"][0]["label"].startswith("ptq:int8-static:mse:per-channel")
+    assert made["int8-ort"]["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+    assert made["int4-weight-sym-ort"]["metrics"]["fidelity"]["top1_agreement"] >= 0.9
+
+    verified = json_output(cli("verify", run / "model.int8.ort", "--samples", "64", "--json"))
+    assert verified["artifact"].endswith("model.int8.ort") and verified["runtime"] == "onnxruntime"
+    timed = json_output(cli("bench", run / "model.int4-weight-sym.ort", "--runs", "5", "--json"))
+    [result] = timed["results"]
+    assert result["runtime"] == "onnxruntime" and result["runs"] == 5 and result["p50_ms"] > 0
+    assert artifacts(run)["int4-weight-sym-ort"]["latency"][-1]["measured_on"] == result["measured_on"]  # recorded
+
+    (run / "model.int8.ort").write_bytes((run / "model.int8.ort").read_bytes() + b"\0")  # changed since its run
+    changed = cli("verify", run / "model.int8.ort", "--samples", "64")
+    assert changed.exit_code == 2 and "sha256" in one_line(changed)
+
+    assert cli("report", "validate", run).exit_code == 0
+    estimated = cli("bench", run / "model.int4-weight-sym.ort", "--target", "estimate")  # the record has no estimate reader
+    assert estimated.exit_code == 2
+    assert one_line(estimated) == "error: model.int4-weight-sym.ort: the estimate reads .onnx and .tflite files"
+
+
+RECIPE = """\
+seed: 0
+model: {{source: {source}}}
+stages:
+  - quantize: {{formats: [ort], precisions: [int8, int4-weight-sym], calibration: mse, calib_samples: 64, bench_runs: 5}}
+targets: [local]
+gates: {{max_degradation: 0.05}}
+output: {{dir: {out}}}
+"""
+
+
+def test_the_toys_go_through_a_recipe(toys, mnist, cli, tmp_path):
+    recipe = tmp_path / "toys.yaml"
+    recipe.write_text(RECIPE.format(source=mnist, out=tmp_path / "run"))
+    assert cli("recipe", "validate", recipe).exit_code == 0
+    json_output(cli("run", recipe, "--json"))
+    made = {a["name"]: a for a in json.loads((tmp_path / "run" / "report.json").read_text())["artifacts"]}
+    for name in ("int8-ort", "int4-weight-sym-ort"):
+        assert (tmp_path / "run" / made[name]["path"]).is_file() and made[name]["verified_in"] == ["onnxruntime"]
+        assert made[name]["latency"], name
+    assert made["int8-ort"]["techniques"][0]["label"].startswith("ptq:int8-static:mse:per-channel")
+
+
+def test_the_toys_go_through_tune(toys, mnist, cli, tmp_path):
+    import yaml
+
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"search": {"precisions": ["int8"], "calibrations": ["mse"], "calib_samples": [64],
+                                                 "per_channel": [True], "dynamic_op_types": [[]], "keep_float_max": 0,
+                                                 "prune_methods": ["none"]}}))
+    document = json_output(cli("tune", mnist, "--format", "ort", "--objective", "size", "--trials", "2", "--max-degradation", "0.05",
+                               "--search", search, "--out", tmp_path / "study", "--json"))
+    assert document["trials"] >= 1  # the one point of this search may be the baseline itself
+    best = document["best"]
+    assert best["artifact"].endswith(".ort") and (tmp_path / "study" / "best" / best["artifact"].rsplit("/", 1)[1]).is_file()

@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 
 from compress.errors import CompressError
 from compress.jsonsafe import dumps
-from compress.quiet import THIRD_PARTY_LOGGERS, library_output_aside, result_stream, story_stream
+from compress.quiet import library_output_aside, result_stream, story_stream, third_party_loggers
 
 # Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
 # the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
@@ -107,7 +107,7 @@ def declare_output_kinds(handle, pairs: list[str] | None):
 
 @contextlib.contextmanager
 def quiet_third_party_logs(debug: bool) -> Iterator[None]:
-    """Silence THIRD_PARTY_LOGGERS inside the block unless ``debug``; their levels are restored afterwards.
+    """Silence compress.quiet's third-party loggers inside the block unless ``debug``; their levels are restored afterwards.
 
     They log warnings and tracebacks of their own (torch.export.load logs one before compress reports the file as
     unreadable); without --debug the CLI's one error line is the whole story.
@@ -115,7 +115,7 @@ def quiet_third_party_logs(debug: bool) -> Iterator[None]:
     if debug:
         yield
         return
-    loggers = [logging.getLogger(name) for name in THIRD_PARTY_LOGGERS]
+    loggers = [logging.getLogger(name) for name in third_party_loggers()]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)

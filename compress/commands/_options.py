@@ -22,12 +22,16 @@ from types import SimpleNamespace
 import typer
 
 from compress.errors import UsageError
+from compress.gates import MAX_DEGRADATION_HELP
 from compress.limits import (MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS,
                             MAX_WORKERS)
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, handle_errors)
 from compress.model_file import check_data_file, check_model_file
+
+
+MAX_DEGRADATION_OPTION = typer.Option(None, "--max-degradation", help=f"{MAX_DEGRADATION_HELP} Exit 1 if missed.")
 
 
 class Options(SimpleNamespace):

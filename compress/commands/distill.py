@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import FORMAT_OPTION, emit, gate_policy, handle_errors, parse_kwargs, stdout_console
-from compress.commands._options import Options, shared_options
+from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
@@ -36,7 +36,7 @@ def distill_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the teacher's own)."),
     formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate on the student vs the teacher (fraction, default 0.01); exit 1 if missed."),
+    max_degradation: float = MAX_DEGRADATION_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<teacher>-distilled)."),
     *,
     opts: Options,

@@ -15,7 +15,7 @@ import typer
 
 from compress.commands._common import (FORMAT_OPTION, declare_output_kinds, emit, gate_policy, handle_errors, parse_kwargs,
                                      stdout_console)
-from compress.commands._options import Options, shared_options
+from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import training_progress
 from compress.workflows.common import FORMATS
 from compress.workflows.prune import run_prune
@@ -102,7 +102,7 @@ def prune_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own)."),
     formats: list[str] = FORMAT_OPTION,
     no_int8: bool = typer.Option(False, "--no-int8", help="Export the pruned model in fp32 only (default: also int8, as `compress quantize`)."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
+    max_degradation: float = MAX_DEGRADATION_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-pruned)."),
     *,
     opts: Options,

@@ -11,11 +11,11 @@ from pathlib import Path
 import typer
 
 from compress.commands._common import emit, gate_policy, handle_errors, stdout_console
-from compress.commands._options import Options, shared_options
+from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.passes.qat_export import QAT_FORMATS
+from compress.formats import qat_formats
 from compress.workflows.qat import run_qat
 
 def register(app: typer.Typer) -> None:
@@ -33,7 +33,7 @@ def qat_command(
     freeze_observers_after: int = typer.Option(None, "--freeze-observers-after", help="Epochs before quantization ranges freeze (default: all but the last)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the model's own)."),
     formats: list[str] = typer.Option(None, "--format", "-f", help="onnx, tflite, pte (comma-separated). Default: onnx,tflite."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01); exit 1 if missed."),
+    max_degradation: float = MAX_DEGRADATION_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-qat)."),
     *,
     opts: Options,
@@ -48,7 +48,7 @@ def qat_command(
     with handle_errors(opts.debug, opts.json_out):
         config = config_or_usage(QatConfig, epochs=epochs, lr=lr, per_channel=not per_tensor, weight_bits=weight_bits,
                                  freeze_bn_after=freeze_bn_after, freeze_observers_after=freeze_observers_after, seed=opts.seed)
-        fmts = check_formats(split_list(formats), QAT_FORMATS)
+        fmts = check_formats(split_list(formats), qat_formats())
         handle = load_for_pass(model, opts)
         run_dir = out or Path("runs") / f"{model.stem}-qat"
         with training_progress(f"QAT ({config.scheme()})", config.epochs, transient=opts.json_out) as (on_epoch, step):

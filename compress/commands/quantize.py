@@ -7,7 +7,7 @@ import typer
 
 from compress.commands._common import (BATCH_AXIS_OPTION, FORMAT_OPTION, STATE_OPTION, console, declare_output_kinds, emit,
                                      gate_policy, handle_errors, parse_kwargs, stdout_console)
-from compress.commands._options import Options, shared_options
+from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import step_progress
 from compress.commands._render import artifact_table
 from compress.formats import default_formats
@@ -34,7 +34,7 @@ def quantize_command(
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
     exclude: list[str] = typer.Option(None, "--exclude", help="Keep this layer in float (repeatable)."),
     dynamic_ops: list[str] = typer.Option(None, "--dynamic-ops", help="With int8 on ONNX: quantize these op types (Conv, Gemm, MatMul) dynamically, the rest static; comma-separated."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Gate: allowed metric loss as a fraction (default 0.01 with labels); exit 1 if missed."),
+    max_degradation: float = MAX_DEGRADATION_OPTION,
     auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),

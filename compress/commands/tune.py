@@ -7,6 +7,8 @@ import typer
 
 from compress.commands._common import (DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors,
                                      stdout_console)
+from compress.commands._options import MAX_DEGRADATION_OPTION
+from compress.formats import quantizable
 
 
 def register(app: typer.Typer) -> None:
@@ -49,9 +51,9 @@ def _search_block(path: Path | None) -> dict:
 def tune_command(
     model: Path = typer.Argument(..., help="Model to compress (zoo checkpoint, .pt2, TorchScript, ...)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset (zoo default: its own)."),
-    max_degradation: float = typer.Option(None, "--max-degradation", help="Metric loss allowed with labels, as a fraction (0.005 = 0.5 pt; default 0.01). Without labels trials are judged by the fidelity floors."),
+    max_degradation: float = MAX_DEGRADATION_OPTION,
     objective: str = typer.Option("both", "--objective", help="size, latency or both (Pareto; wins: smallest no slower than int8 PTQ)."),
-    fmt: str = typer.Option("onnx", "--format", help="The format trials write: onnx, tflite or pte."),
+    fmt: str = typer.Option("onnx", "--format", help=f"The format trials write: {', '.join(quantizable())}."),
     target: str = typer.Option("local", "--target", help="Where latency is measured (local, ssh://user@host, adb, ...)."),
     budget: str = typer.Option(None, "--budget", help="Wall-clock budget for the whole command: 90s, 10m, 1h "
                                 "(a trial starts only while one as slow as the slowest so far fits; none is cut)."),

@@ -44,7 +44,7 @@ TRUSTED_MODULES = ("torch", "compress")  # module classes the second process may
 class Job:
     """One conversion: what ``build_tflite`` / ``build_pte`` take besides the module and example (nothing excluded)."""
 
-    fmt: str                # tflite | pte
+    fmt: str                # a format with ``converted_ahead`` (tflite, pte)
     precision: str
     calib_data: Dataset | None
     calibration: str
@@ -221,9 +221,9 @@ def _classes_importable(module: nn.Module) -> bool:
 
 
 def _key(module: nn.Module, example: tuple, job: Job) -> tuple:
-    from compress.export import pte, tflite
+    from compress.formats import get
 
-    keyed = {"tflite": tflite.conversion_key, "pte": pte.conversion_key}[job.fmt]
+    keyed = get(job.fmt).converted_ahead.key
     return keyed(module, example, job.precision, job.calib_data, job.calibration, job.per_channel, [])
 
 
@@ -238,10 +238,9 @@ def _send(stdin, request: bytes) -> None:
 def _convert(module: nn.Module, example: tuple, job: Job) -> tuple[tuple, list[str]] | None:
     """One job's ``(result, notes)`` as ``build_tflite`` / ``build_pte`` return them; None when it failed."""
     from compress.export.pt2e import eval_mode
-    from compress.export.pte import build_pte
-    from compress.export.tflite import build_tflite
+    from compress.formats import get
 
-    build = {"tflite": build_tflite, "pte": build_pte}[job.fmt]
+    build = get(job.fmt).converted_ahead.build
     notes: list[str] = []
     try:
         result = build(eval_mode(module), example, job.precision, job.calib_data, job.calibration, job.per_channel, [], notes)

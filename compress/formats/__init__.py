@@ -12,15 +12,19 @@ Example:
 from compress.formats import onnx as _onnx, pte as _pte, pytorch as _pytorch, tflite as _tflite
 from compress.formats.calibration import (CALIBRATIONS, CalibrationMethod, OrtCalibrater, Pt2eObserver,
                                           register_calibration, unregister_calibration)
+from compress.formats.extensions import extensions, install, remember_built_ins
 from compress.formats.precisions import PRECISIONS, Precision, register_precision, unregister_precision
-from compress.formats.registry import (ArtifactFormat, QuantizeJob, add_quantizer, artifact_files, artifact_sha256,
-                                       artifact_size, default_formats, find_format, format_of, formats, get, quantizable,
+from compress.formats.registry import (ArtifactFormat, Conversion, QuantizeJob, add_quantizer, artifact_files, artifact_sha256,
+                                       artifact_size, default_formats, estimated_suffixes, find_format, format_loggers, format_of,
+                                       format_packages, formats, get,
+                                       qat_formats, quantizable,
                                        register, runtime_by_suffix, runtime_of, schema_choices, unregister)
 
 for _format in (_onnx.FORMAT, _tflite.FORMAT, _pte.FORMAT, _pytorch.PT2, _pytorch.TORCHSCRIPT):
     register(_format)
+remember_built_ins()
 
-__all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "OrtCalibrater", "PRECISIONS", "Precision",
+__all__ = ["ArtifactFormat", "CALIBRATIONS", "CalibrationMethod", "Conversion", "OrtCalibrater", "PRECISIONS", "Precision",
            "Pt2eObserver", "QuantizeJob", "add_quantizer", "artifact_files", "artifact_sha256", "artifact_size",
-           "default_formats", "find_format", "format_of", "formats", "get", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
+           "default_formats", "estimated_suffixes", "extensions", "find_format", "format_loggers", "format_of", "format_packages", "formats", "get", "install", "qat_formats", "quantizable", "register", "register_calibration", "register_precision", "runtime_by_suffix",
            "runtime_of", "schema_choices", "unregister", "unregister_calibration", "unregister_precision"]

@@ -71,6 +71,21 @@ def float_ops(path: Path, handle, precision: str) -> list[dict]:
             if node.op_type in WEIGHTED_OPS and len(node.input) > 1 and initializers.get(node.input[1]) == onnx.TensorProto.FLOAT]
 
 
+def write_qat(converted, path: Path, float_handle=None) -> list[dict]:
+    """A QDQ ONNX file from a converted QAT graph; the weighted ops it left in float."""
+    from compress.passes.qat import export_int8_onnx
+
+    export_int8_onnx(converted, path)
+    return float_ops(path, float_handle or converted, "int8")
+
+
+def estimate_costs(path: Path, batch: int) -> dict:
+    from compress.targets.estimate import onnx_costs
+
+    return onnx_costs(path, batch)
+
+
 FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), quantizers=dict.fromkeys(PRECISIONS, quantize), export_fp32=export_fp32,
                         preflight=preflight, float_ops=float_ops, calibrates_with="onnxruntime", quantizes_fp32_file=True,
-                        default=True)
+                        default=True, write_qat=write_qat, qat_technique="export:int8-qdq", estimate_costs=estimate_costs,
+                        packages=("onnx", "onnxscript", "onnx-ir", "onnxruntime"), loggers=("onnxscript", "onnxruntime"))

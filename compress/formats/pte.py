@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats.registry import ArtifactFormat, QuantizeJob, note_static_only
+from compress.formats.registry import ArtifactFormat, Conversion, QuantizeJob, note_static_only
 
 PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.export.pte.PRECISIONS
 
@@ -46,5 +46,28 @@ def unreachable(handle) -> str | None:
     return None
 
 
+def write_qat(converted, path: Path, float_handle=None) -> list[dict]:
+    """An XNNPACK int8 ``.pte`` from a converted QAT graph; it keeps no layer names, so the ops left in float come
+    from the lowering."""
+    from compress.passes.qat import export_int8_pte
+
+    return export_int8_pte(converted, path).float_ops("int8", [])
+
+
+def conversion_key(*args) -> tuple:
+    from compress.export.pte import conversion_key
+
+    return conversion_key(*args)
+
+
+def build(*args):
+    from compress.export.pte import build_pte
+
+    return build_pte(*args)
+
+
 FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
-                        export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable)
+                        export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable,
+                        write_qat=write_qat, qat_technique="export:executorch:xnnpack",
+                        converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner",
+                        packages=("executorch",))

@@ -45,6 +45,26 @@ class QuantizeJob:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """A conversion the second process makes (compress.export.ahead): ``key(module, example, precision, calib_data,
+    calibration, per_channel, excluded)`` names it in the run's conversion cache, ``build(...)`` (the same arguments
+    and a notes list) makes it."""
+
+    key: Callable
+    build: Callable
+
+
+def reachable(handle) -> None:
+    """``ArtifactFormat.unreachable``'s default: every source becomes this format."""
+    return None
+
+
+def one_file(path: Path) -> list[Path]:
+    """``ArtifactFormat.files``' default: the artifact is the one file."""
+    return [Path(path)]
+
+
+@dataclass(frozen=True)
 class ArtifactFormat:
     """One format. Only ``name``, ``suffixes`` and ``runtimes`` are required: a format without ``export_fp32`` and
     ``quantizers`` is verified and timed but never produced by `compress quantize` (``pt2``, ``torchscript``).
@@ -65,6 +85,17 @@ class ArtifactFormat:
     - ``unreachable(handle) -> reason | None``: why this source cannot become this format.
     - ``files(path) -> [paths]``: every file the artifact consists of (default: the one file).
     - ``default``: produced when no ``--format`` is given.
+    - ``write_qat(converted, path, float_handle) -> [float op]``: write a converted QAT graph as this format's int8
+      file (`compress qat --format`), the weighted ops left in float returned; ``qat_technique``: its export label.
+    - ``converted_ahead``: how the second process of `compress quantize` (compress.export.ahead) converts it from the
+      torch module beside the ONNX work; None: not converted there.
+    - ``device_tool``: the runtime's own timing binary a remote target runs when it is on the device
+      (``benchmark_model``, ``executor_runner``); None: timed by compress's device runner there.
+    - ``estimate_costs(path, batch) -> {int8_macs, float_macs, bytes_moved, ...}``: what `bench --target estimate`
+      reads from the file; None: not estimated.
+    - ``no_cuda``: why the cuda target cannot time it (skipped with that line); None: it can.
+    - ``packages``: the distributions whose versions can change its files (reports, manifests and the stage cache
+      record them); ``loggers``: its libraries' loggers, quiet unless ``--debug``.
     """
 
     name: str
@@ -76,9 +107,17 @@ class ArtifactFormat:
     float_ops: Callable | None = None
     calibrates_with: str | None = None
     quantizes_fp32_file: bool = False
-    unreachable: Callable[[Any], str | None] = lambda handle: None
-    files: Callable[[Path], list[Path]] = lambda path: [Path(path)]
+    unreachable: Callable[[Any], str | None] = reachable
+    files: Callable[[Path], list[Path]] = one_file
     default: bool = False
+    write_qat: Callable | None = None
+    qat_technique: str | None = None
+    converted_ahead: Conversion | None = None
+    device_tool: str | None = None
+    estimate_costs: Callable[[Path, int], dict] | None = None
+    no_cuda: str | None = None
+    packages: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()
 
     def filename(self, precision: str) -> str:
         return f"model.{precision}{self.suffixes[0]}"
@@ -162,6 +201,26 @@ def get(name: str) -> ArtifactFormat:
 def quantizable() -> tuple[str, ...]:
     """Formats `compress quantize` can produce (they have an fp32 exporter)."""
     return tuple(f.name for f in FORMATS.values() if f.export_fp32)
+
+
+def qat_formats() -> tuple[str, ...]:
+    """Formats `compress qat` writes (they have a QAT writer)."""
+    return tuple(f.name for f in FORMATS.values() if f.write_qat)
+
+
+def estimated_suffixes() -> list[str]:
+    """The suffixes `bench --target estimate` reads (formats with an ``estimate_costs``)."""
+    return [s for f in FORMATS.values() if f.estimate_costs for s in f.suffixes]
+
+
+def format_packages() -> list[str]:
+    """Every format's ``packages``, in registration order, each once."""
+    return list(dict.fromkeys(p for f in FORMATS.values() for p in f.packages))
+
+
+def format_loggers() -> list[str]:
+    """Every format's ``loggers``, each once."""
+    return list(dict.fromkeys(name for f in FORMATS.values() for name in f.loggers))
 
 
 def default_formats() -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats.registry import ArtifactFormat, QuantizeJob, note_static_only
+from compress.formats.registry import ArtifactFormat, Conversion, QuantizeJob, note_static_only
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
 NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be converted: save a .pt2 with "
@@ -52,6 +52,37 @@ def unreachable(handle) -> str | None:
     return None
 
 
+def write_qat(converted, path: Path, float_handle=None) -> list[dict]:
+    """A full-integer TFLite file from a converted QAT graph; the weighted ops it left in float."""
+    from compress.passes.qat import export_int8_tflite
+
+    export_int8_tflite(converted, path)
+    return float_ops(path, float_handle or converted, "int8")
+
+
+def conversion_key(*args) -> tuple:
+    from compress.export.tflite import conversion_key
+
+    return conversion_key(*args)
+
+
+def build(*args):
+    from compress.export.tflite import build_tflite
+
+    return build_tflite(*args)
+
+
+def estimate_costs(path: Path, batch: int) -> dict:
+    from compress.targets.estimate import tflite_costs
+
+    return tflite_costs(path, batch)
+
+
 FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, float_ops=float_ops, calibrates_with="pt2e",
-                        unreachable=unreachable, default=True)
+                        unreachable=unreachable, default=True, write_qat=write_qat, qat_technique="export:int8-static-qdq",
+                        converted_ahead=Conversion(conversion_key, build), device_tool="benchmark_model",
+                        estimate_costs=estimate_costs,
+                        no_cuda="LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)",
+                        packages=("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer"),
+                        loggers=("absl", "tensorflow", "litert_torch", "ai_edge_torch"))

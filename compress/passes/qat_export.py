@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-QAT_FORMATS = ("onnx", "tflite", "pte")  # what write_int8 writes
-
-
 def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
     """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX, full-integer TFLite or an XNNPACK int8 ``.pte``) and
     return ``verify``'s report entry for it (see :func:`compress.pipeline.verifier`). ``float_handle`` (the model before QAT) names
@@ -30,14 +27,11 @@ def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=No
 
 
 def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:
-    """Write the converted graph ``converted`` as an int8 ``fmt`` file (one of QAT_FORMATS) at ``path``; return the
+    """Write the converted graph ``converted`` as an int8 ``fmt`` file (its format's ``write_qat``) at ``path``; return the
     weighted ops it left in float (``float_handle``, the model before quantization, names their layers)."""
-    from compress.passes import qat
+    from compress.formats import get
 
-    if fmt == "pte":  # a .pte keeps no layer names: its delegate coverage comes from the lowering
-        return qat.export_int8_pte(converted, path).float_ops("int8", [])
-    (qat.export_int8_onnx if fmt == "onnx" else qat.export_int8_tflite)(converted, path)
-    return float_ops_in(path, float_handle or converted)
+    return get(fmt).write_qat(converted, path, float_handle)
 
 
 def scheme_tag(config) -> str:
@@ -46,7 +40,9 @@ def scheme_tag(config) -> str:
 
 
 def export_technique(fmt: str) -> str:
-    return {"onnx": "export:int8-qdq", "tflite": "export:int8-static-qdq", "pte": "export:executorch:xnnpack"}[fmt]
+    from compress.formats import get
+
+    return get(fmt).qat_technique
 
 
 def scheme_notes(config) -> list[str]:
@@ -55,14 +51,6 @@ def scheme_notes(config) -> list[str]:
     limit = 2 ** (config.weight_bits - 1) - 1
     return [f"weights restricted to the {config.weight_bits}-bit range [-{limit}, {limit}] and stored in int8 "
             "(ONNX and TFLite have no int4 convolutions): this measures accuracy at 4 bits, not 4-bit size"]
-
-
-def float_ops_in(path: Path, handle) -> list[dict]:
-    """Weighted ops whose weights are still float in the file (PT2E leaves e.g. recurrent layers unannotated): the
-    format's float-op reader (compress.formats)."""
-    from compress.formats import format_of
-
-    return format_of(path).float_ops(path, handle, "int8")
 
 
 def has_float_weights(float_ops: list[dict]) -> bool:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
+from compress.gates import max_degradation_field
 from compress.limits import MAX_EPOCHS, MAX_SAMPLES, MAX_SEED
 from compress.passes.registry import PASSES, on_register
 from compress.tune.config import SearchSpace
@@ -62,7 +63,7 @@ class DataSection(Strict):
 
 class Gates(Strict):
     enabled: bool = Field(True, description="false: judge nothing (like --no-gate); the report says gates were off.")
-    max_degradation: float | None = Field(None, ge=0, description="Largest metric loss allowed (fraction; default 0.01 with labels).")
+    max_degradation: float | None = max_degradation_field()
     min_fidelity: dict[str, float] = Field(default_factory=dict, description=(
         "Extra floors on every output that has the measure, e.g. {top1_agreement: 0.99, sqnr_db: 25, cosine: 0.99}."))
     max_size_bytes: int | None = Field(None, ge=1)

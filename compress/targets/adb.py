@@ -160,7 +160,10 @@ class AdbTarget:
 
     def _timing_tool(self, request: RunRequest) -> str | None:
         """The runtime's own benchmark binary for a timing-only request, when it is on the device."""
-        tool = {".tflite": self.benchmark_model, ".pte": self.executor_runner}.get(Path(request.artifact).suffix)
+        from compress.formats import find_format
+
+        fmt = find_format(request.artifact)
+        tool = {"benchmark_model": self.benchmark_model, "executor_runner": self.executor_runner}.get(fmt and fmt.device_tool)
         timing_only = request.inputs is None and not request.want_outputs and not (tool == self.executor_runner and request.seconds)
         if tool and timing_only and self._shell(f"test -x {quote([tool])}").returncode == 0:
             return tool

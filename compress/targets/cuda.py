@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from compress.formats import find_format
 from compress.runtimes.base import runtime_for
 from compress.targets.base import RunRequest, RunResult, TargetSkipped, register_target
 from compress.targets.local import LocalTarget, describe_environment
@@ -47,15 +48,17 @@ def ort_gpu_providers() -> list[str]:
 
 @register_target("cuda", names=("cuda",))
 class CudaTarget(LocalTarget):
-    """Local child process on the GPU. A ``.tflite`` has no CUDA path here: skipped, like a machine without a GPU."""
+    """Local child process on the GPU. A format with no CUDA path (its record's ``no_cuda``: ``.tflite``) is skipped,
+    like a machine without a GPU."""
 
     name = "cuda"
     emulated = False
 
     def run(self, request: RunRequest) -> RunResult:
         runtime = request.runtime if request.runtime != "auto" else runtime_for(request.artifact)
-        if runtime == "litert":
-            raise TargetSkipped("LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)")
+        fmt = find_format(request.artifact)
+        if fmt is not None and fmt.no_cuda and runtime == fmt.runtime:
+            raise TargetSkipped(fmt.no_cuda)
         self.gpu = gpu_visible()
         if self.gpu is None:
             raise TargetSkipped(NO_DEVICE)

@@ -61,12 +61,12 @@ def estimate_artifact(path: str | Path, core: str | None = None, batch: int = 1,
         raise UsageError(f"unknown core {core!r} for the estimate; choose {', '.join(CORES)} (or give --peak-gops and --bandwidth-gbs)")
     if batch < 1 or (peak_gops is not None and peak_gops <= 0) or (bandwidth_gbs is not None and bandwidth_gbs <= 0):
         raise UsageError("--batch, --peak-gops and --bandwidth-gbs must be positive")
-    if path.suffix == ".onnx":
-        costs = onnx_costs(path, batch)
-    elif path.suffix == ".tflite":
-        costs = tflite_costs(path, batch)
-    else:
-        raise UsageError(f"{path.name}: the estimate reads .onnx and .tflite files")
+    from compress.formats import estimated_suffixes, find_format
+
+    fmt = find_format(path)
+    if fmt is None or fmt.estimate_costs is None:
+        raise UsageError(f"{path.name}: the estimate reads {' and '.join(estimated_suffixes())} files")
+    costs = fmt.estimate_costs(path, batch)
     spec = CORES[core]
     int8_peak = peak_gops or spec.peak_gops(int8=True)
     fp32_peak = peak_gops or spec.peak_gops(int8=False)

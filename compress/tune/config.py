@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from compress.gates import degradation_limit, max_degradation_field
 from compress.limits import MAX_TRIALS, MAX_WORKERS
 from compress.passes.registry import search_fields
 
@@ -36,12 +37,13 @@ class SearchBase(BaseModel):
         """Each choice is a valid value of its pass field (its own validators run); a range is [low, high] with low <= high."""
         for spec, field_name, search in search_fields():
             value, config = getattr(self, search["name"]), spec.config_class()
+            unset = {"formats": []} if "formats" in config.model_fields else {}  # TuneConfig checks choices per format
             if search["kind"] == "range" and value[0] > value[1]:
                 raise ValueError(f"{search['name']} {list(value)}: give [low, high] with low <= high")
             if search["kind"] == "choices" and "options" not in search:
                 for choice in value:
                     try:
-                        config.__pydantic_validator__.validate_assignment(config.model_construct(), field_name, choice)
+                        config.__pydantic_validator__.validate_assignment(config.model_construct(**unset), field_name, choice)
                     except ValidationError as exc:
                         raise ValueError(f"{search['name']} {choice!r}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
         return self
@@ -70,9 +72,7 @@ def decode_dynamic_ops(choice: str) -> list[str]:
 class TuneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_degradation: float | None = Field(None, ge=0, description=(
-        "Metric loss allowed, as a fraction (0.005 = 0.5 pt; default 0.01 with labels). Without labels trials are judged "
-        "by the fidelity floors of their outputs (compress.gates)."))
+    max_degradation: float | None = max_degradation_field()
     objective: Literal["size", "latency", "both"] = Field(
         "both", description="both: size and latency (Pareto); the winner is the smallest no slower than plain int8 PTQ.")
     format: str = Field("onnx", description="The format trials write (any format compress quantize produces).")
@@ -88,9 +88,7 @@ class TuneConfig(BaseModel):
     @property
     def degradation_limit(self) -> float:
         """The limit trials with labels are judged by (the gates' default when none was given)."""
-        from compress.gates import DEFAULT_MAX_DEGRADATION
-
-        return DEFAULT_MAX_DEGRADATION if self.max_degradation is None else self.max_degradation
+        return degradation_limit(self.max_degradation)
 
     @field_validator("format")
     @classmethod
@@ -119,6 +117,18 @@ class TuneConfig(BaseModel):
         except UsageError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _calibrations_of_the_format(self) -> "TuneConfig":
+        """Each searched calibration method has an implementation for the format the trials write."""
+        from compress.formats.calibration import check_calibration
+
+        for name in getattr(self.search, "calibrations", []):
+            try:
+                check_calibration(name, self.format)
+            except ValueError as exc:
+                raise ValueError(f"search calibrations {name!r}: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _some_limit(self) -> "TuneConfig":

@@ -17,10 +17,20 @@ from compress.errors import EnvironmentFailure
 from compress.lifeline import die_with_parent
 
 
+def _start_worker(parent: int, registered: dict) -> None:
+    """A worker ends with ``parent`` (none outlives it) and knows the formats, precisions and methods it registered."""
+    from compress.formats import install
+
+    die_with_parent(parent)
+    install(registered)
+
+
 class LocalPool:
     def __init__(self, workers: int):
+        from compress.formats import extensions
+
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=die_with_parent, initargs=(os.getpid(),))  # none outlives this one
+                                           initializer=_start_worker, initargs=(os.getpid(), extensions()))
 
     def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
         return self.pool.submit(function, *args)

@@ -22,20 +22,27 @@ from compress.io import atomic_path
 CHECKPOINT_FORMAT = "compress.zoo/1"
 
 
-# every package whose version can change an output's bytes (models, exported files, figures): the stage-cache key,
-# manifests and reports record them; constraints.txt pins the tested set
-OUTPUT_PACKAGES = ("torch", "torchao", "torch-pruning", "onnx", "onnxscript", "onnx-ir", "onnxruntime", "litert-torch",
-                   "litert-converter", "ai-edge-litert", "ai-edge-quantizer", "executorch", "numpy", "scikit-learn", "scipy")
+# the packages besides the formats' (compress.formats: ``packages``) whose version can change an output's bytes (models,
+# exported files, figures): the stage-cache key, manifests and reports record them; constraints.txt pins the tested set
+TORCH_PACKAGES = ("torch", "torchao", "torch-pruning")
+NUMERIC_PACKAGES = ("numpy", "scikit-learn", "scipy")
+
+
+def output_packages() -> list[str]:
+    """Every package whose version can change an output's bytes: torch's, each format's, then the numeric ones."""
+    from compress.formats import format_packages
+
+    return list(dict.fromkeys([*TORCH_PACKAGES, *format_packages(), *NUMERIC_PACKAGES]))
 
 
 def library_versions() -> dict[str, str]:
-    """Python, compress's own version and every installed :data:`OUTPUT_PACKAGES` version, e.g. ``{"torch": "2.13.0+cpu", ...}``."""
+    """Python, compress's own version and every installed :func:`output_packages` version, e.g. ``{"torch": "2.13.0+cpu", ...}``."""
     from importlib import metadata
 
     from compress import __version__
 
     versions = {"python": platform.python_version(), "compress": __version__}
-    for package in OUTPUT_PACKAGES:
+    for package in output_packages():
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
