@@ -80,7 +80,8 @@ class BuildContext:
 
     ``config``: the quantizer settings (a compress.quantize.QuantizeConfig: calibration, per-channel, exclude, seed,
     dynamic op types, auto-fallback). ``reference``: what files are measured against; None: measured during the build
-    (after the pre-flight with the first fp32 file's size, or else before the first verification with that file's).
+    (after the pre-flight with the first fp32 file's size, or else before the first verification, with its size when it
+    is an fp32 export).
     ``preflight``: export the fp32 files quantizers read first, then check every format before verifying anything,
     refusing a format that cannot be made while the others go on (``refusals``). ``second_process``: convert
     TFLite/.pte in a second process meanwhile (compress.export.ahead). ``repair``: repair failing static int8 files
@@ -206,25 +207,31 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
         context.ranked_layers()
 
     artifacts: list[dict] = []
+
+    def make(spec: ArtifactSpec) -> None:
+        nonlocal reference
+        if spec.phase is not None:
+            step(spec.phase)
+        if spec.source == FP32 and spec.format not in fp32:
+            registry.get(spec.format).export_fp32(handle, staged(run_dir, spec.filename))
+        if reference is None:  # measured once, with the size of the fp32 file just exported
+            from compress.pipeline import measure_reference
+
+            size = staged(run_dir, spec.filename).stat().st_size if spec.source == FP32 else None
+            reference = measure_reference(handle, context.plan, size_bytes=size)
+        artifacts.append(_produce_verified(handle, spec, specs, artifacts, context, reference))
+
     for name in sorted(filter(refusals.wanted, formats), key=later.__contains__):
         with producing(name):  # a format that cannot be made is refused; the others go on
-            checked = name not in later
-            for spec in (s for s in specs if s.format == name):
-                if spec.source != FP32 and not checked:  # converted beside the work above: checked before it quantizes
-                    step("pre-flight")
-                    preflight += _preflight(handle, context, specs, fp32, refusals, [name])
-                    checked = True
-                    if not refusals.wanted(name):
-                        break
-                if spec.phase is not None:
-                    step(spec.phase)
-                if spec.source == FP32 and name not in fp32:
-                    registry.get(name).export_fp32(handle, staged(run_dir, spec.filename))
-                if reference is None:
-                    from compress.pipeline import measure_reference
-
-                    reference = measure_reference(handle, context.plan, size_bytes=staged(run_dir, spec.filename).stat().st_size)
-                artifacts.append(_produce_verified(handle, spec, specs, artifacts, context, reference))
+            for spec in (s for s in specs if s.format == name and s.source == FP32):
+                make(spec)
+            if name in later:  # converted beside the work above (its fp32 file first): checked before it quantizes
+                step("pre-flight")
+                preflight += _preflight(handle, context, specs, fp32, refusals, [name])
+                if not refusals.wanted(name):
+                    continue
+            for spec in (s for s in specs if s.format == name and s.source != FP32):
+                make(spec)
 
     artifacts.sort(key=lambda a: formats.index(a["format"]))  # the order asked for
     if ahead is not None:
