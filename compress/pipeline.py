@@ -150,8 +150,10 @@ def verify_artifact(
     bench: dict | None = None,
     notes: list[str] | None = None,
     float_ops: list[dict] | None = None,
+    fmt: str | None = None,
 ) -> dict:
     """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
+    ``fmt``: the file's format name when the caller knows it (else found from its name).
 
     The one place where a file gets its final name: writers put it at ``staged(run_dir, filename)``; it is verified
     there and renamed into ``run_dir`` only if it loads and runs. A file that fails is moved to ``failed/`` and comes
@@ -165,7 +167,7 @@ def verify_artifact(
     for part in files:
         if not staged(run_dir, part).exists():  # written straight to its final name: verify it all the same
             os.replace(run_dir / part, staged(run_dir, part))
-    fmt = format_of(path).name
+    fmt = fmt or format_of(path).name
     entry = {"name": name or f"{precision}-{fmt}", "path": filename,
              "format": fmt, "precision": precision, "techniques": technique_records(techniques),
              "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
@@ -233,17 +235,3 @@ def produced_gate(refusal: dict) -> dict:
     """
     return {"name": "produced", "artifact": refusal["format"], "limit": 1, "value": 0, "passed": False, "judged_by": "runtime",
             "reason": f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}"}
-
-
-def verifier(run_dir, plan, reference, heads, bench):
-    """``verify(filename, precision, techniques, name, notes=(), float_ops=())`` -> a report entry measured in the
-    file's runtime against ``reference``, with ``compressed_size_bytes``."""
-    from compress.passes.prune import compressed_size
-
-    def verify(filename, precision, techniques, name, notes=(), float_ops=()):
-        entry = verify_artifact(run_dir, filename, precision, techniques, plan, reference, heads, name=name, bench=bench,
-                                notes=list(notes), float_ops=list(float_ops))
-        entry["compressed_size_bytes"] = compressed_size(Path(run_dir) / entry["path"])
-        return entry
-
-    return verify

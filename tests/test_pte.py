@@ -227,7 +227,7 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
     int8 .pte within 0.5 pt of the reference, and the recommendation chosen among all three formats. The pre-flight's
     int8 dry run is the int8 file's lowering (one lowering per file)."""
     import compress.export.pte as pte
-    from compress.quantize import AHEAD_PHASE
+    from compress.build import AHEAD_PHASE
     from compress.report import validate_report
 
     lowered, real = [], pte.lower

@@ -50,7 +50,7 @@ def test_mnist_cnn_int8_onnx_and_tflite_verified_on_real_data(mnist_run):
 
 
 def test_tflite_files_converted_in_a_second_process_are_the_files_converted_here(mnist_run, zoo_checkpoint, cli, tmp_path):
-    from compress.quantize import AHEAD_PHASE
+    from compress.build import AHEAD_PHASE
 
     run_dir, _ = mnist_run
     overlapped = _report(run_dir)  # ONNX and TFLite: the TFLite conversions ran beside the ONNX export

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from compress.commands._common import PIPE_WIDTH
-from compress.quantize import AHEAD_PHASE
+from compress.build import AHEAD_PHASE
 
 PROGRESS_LINE = re.compile(r"^\[\d+:\d\d(:\d\d)?\] ")  # "[0:04] int8 onnx: quantize and verify" in a pipe or a CI log
 

@@ -48,7 +48,7 @@ HOW = (f"batch 1, 1 thread, CPU-time p50 of {MIN_RUNS}-{RUNS} interleaved runs, 
 class Candidate:
     label: str
     path: Path
-    result: object = None   # the quantizer's result (OnnxQuantResult) for int8 candidates
+    result: object = None   # the quantizer's result (compress.build.ExportResult) for int8 candidates
     p50_ms: float = 0.0
     fidelity: dict | None = None
 
@@ -85,7 +85,7 @@ def fuse_fp32_if_faster(path: Path, inputs: tuple[np.ndarray, ...]) -> str | Non
 def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_inputs, kinds: list[str] | None = None):
     """Write ``out``: the fastest faithful int8 file among static / dynamic MatMul+Gemm of the fp32 graph as exported
     (fused when the fusions paid in fp32 on this CPU: fused int8 graphs are not tried on top, which halves the cost of
-    the pick). ``quantize(source, out, dynamic_op_types)`` makes one file (an OnnxQuantResult); ``fidelity_inputs``:
+    the pick). ``quantize(source, out, dynamic_op_types)`` makes one file (an ExportResult); ``fidelity_inputs``:
     a Dataset the candidates are compared with fp32 on; ``kinds``: each output's kind (top-1 agreement is compared on
     class outputs only, compress.export.faithful.output_fidelity)."""
     model = onnx.load(str(fp32))

@@ -28,12 +28,12 @@ import contextlib
 import io
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from compress.build import ExportResult
 from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.export.cpu_features import cpu_int8_features, needs_reduce_range
@@ -69,15 +69,6 @@ MINMAX_CALIBRATION_BATCH = 8  # minmax ranges are ReduceMin/ReduceMax nodes over
                               # keep each tensor in cache for them (BERT-like encoder, 256 samples: 9.7 → 7.9 s, same ranges)
 
 
-@dataclass
-class OnnxQuantResult:
-    path: Path
-    precision: str                      # int8 | int8-dynamic | fp16 | int4-weight | int8-weight | mixed
-    techniques: list[str]
-    float_ops: list[dict] = field(default_factory=list)   # {"op", "node", "layer", "reason"}: weighted ops left in float
-    notes: list[str] = field(default_factory=list)
-
-
 def quantize_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -89,7 +80,7 @@ def quantize_onnx(
     reduce_range: bool | None = None,
     seed: int = 0,
     dynamic_op_types: tuple[str, ...] | list[str] = (),
-) -> OnnxQuantResult:
+) -> ExportResult:
     """Write ``out_path``: ``fp32_path`` quantized to ``precision``; layers in ``exclude`` stay float.
 
     ``reduce_range=None`` picks 7-bit weights only on x86 CPUs without VNNI (see cpu_features); ``seed`` draws the
@@ -145,7 +136,7 @@ def quantize_onnx(
     final = "mixed" if len(techniques) > 1 else precision
     if precision != "fp16" and not any(n.op_type in INTEGER_OPS or n.op_type == "DequantizeLinear" for n in quantized.graph.node):
         notes.append(f"nothing was quantized: the model has no op that the {precision} path covers")
-    return OnnxQuantResult(out_path, final, techniques, float_ops, notes)
+    return ExportResult(out_path, final, techniques, float_ops, notes)
 
 
 def check_precision(precision: str) -> None:

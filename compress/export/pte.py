@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compress.build import ExportResult
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.export.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
@@ -70,16 +71,6 @@ PORTABLE = "runs in ExecuTorch's portable kernels"
 PORTABLE_REASON = f"not delegated to XNNPACK (the partitioner has no pattern for this op): {PORTABLE}"
 
 
-@dataclass
-class PteResult:
-    path: Path
-    precision: str                 # fp32 | int8 | int8-dynamic | mixed
-    techniques: list[str]
-    float_ops: list[dict] = field(default_factory=list)   # not delegated, or fp32 under int8: {"op", "node", "layer", "reason", "count"}
-    notes: list[str] = field(default_factory=list)
-    coverage: dict = field(default_factory=dict)          # {"delegated": {op: n}, "portable": {op: n}}
-
-
 def export_pte(
     handle: ModelHandle,
     out_path: str | Path,
@@ -89,7 +80,7 @@ def export_pte(
     per_channel: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
     seed: int = 0,
-) -> PteResult:
+) -> ExportResult:
     """Write ``out_path``: ``handle``'s model as an XNNPACK-delegated ``.pte`` in ``precision``; ``exclude`` stays float.
 
     ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs and
@@ -106,7 +97,7 @@ def export_pte(
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(content)
-    return PteResult(out_path, final, techniques, float_ops, notes, lowered.coverage())
+    return ExportResult(out_path, final, techniques, float_ops, notes, lowered.coverage())
 
 
 def check_precision(precision: str) -> None:

@@ -31,12 +31,12 @@ import dataclasses
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from compress.build import ExportResult
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.export.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
@@ -55,15 +55,6 @@ DATA_MOVEMENT_OPS = {"RESHAPE", "SLICE", "STRIDED_SLICE", "TRANSPOSE", "CONCATEN
                      "DEQUANTIZE"}
 
 
-@dataclass
-class TfliteResult:
-    path: Path
-    precision: str                 # fp32 | fp16 | int8 | int8-dynamic | int8-weight | int4-weight | mixed
-    techniques: list[str]
-    float_ops: list[dict] = field(default_factory=list)   # {"op", "node", "layer", "reason", "count"}
-    notes: list[str] = field(default_factory=list)
-
-
 def export_tflite(
     handle: ModelHandle,
     out_path: str | Path,
@@ -73,7 +64,7 @@ def export_tflite(
     per_channel: bool = True,
     exclude: tuple[str, ...] | list[str] = (),
     seed: int = 0,
-) -> TfliteResult:
+) -> ExportResult:
     """Write ``out_path``: ``handle``'s model as TFLite in ``precision``; layers in ``exclude`` stay float.
 
     ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs
@@ -96,7 +87,7 @@ def export_tflite(
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(content)
-    return TfliteResult(out_path, final, techniques, float_ops, notes)
+    return ExportResult(out_path, final, techniques, float_ops, notes)
 
 
 def check_precision(precision: str) -> None:

@@ -1,29 +1,29 @@
-"""Write a converted QAT graph (or its PT2E PTQ twin) to int8 ONNX / TFLite / .pte and verify the file like any artifact.
+"""Write a converted QAT graph (or its PT2E PTQ twin) to int8 ONNX / TFLite / .pte: the GRAPH source of compress.build.
 
 Example:
-    >>> entry = export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))
-    >>> entry["name"], entry["precision"]
-    ('qat-int8-onnx', 'int8')
+    >>> spec = qat_spec(trained, QatConfig(), "onnx")
+    >>> spec.name, spec.filename
+    ('qat-int8-onnx', 'model.qat-int8.onnx')
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-def export_qat(trained, config, fmt: str, run_dir: Path, verify, float_handle=None) -> dict:
-    """Export the converted QAT graph ``trained`` to ``model.qat-<tag>.<fmt>`` (QDQ ONNX, full-integer TFLite or an XNNPACK int8 ``.pte``) and
-    return ``verify``'s report entry for it (see :func:`compress.pipeline.verifier`). ``float_handle`` (the model before QAT) names
-    the layers of ops left in float.
+
+def qat_spec(trained, config, fmt: str, float_handle=None, phase: str | None = None):
+    """The build spec (compress.build) of the converted QAT graph ``trained`` as ``model.qat-<tag>.<fmt>`` (QDQ ONNX,
+    full-integer TFLite or an XNNPACK int8 ``.pte``), ``mixed`` when weights stayed float. ``float_handle`` (the model
+    before QAT) names the layers of ops left in float.
 
     Example:
-        >>> export_qat(trained, QatConfig(), "onnx", run_dir, verifier(run_dir, plan, reference, heads, None))["name"]
+        >>> qat_spec(trained, QatConfig(), "onnx").name
         'qat-int8-onnx'
     """
-    from compress.rundir import staged
+    from compress.build import GRAPH, ArtifactSpec
 
-    path = staged(run_dir, f"model.qat-{scheme_tag(config)}.{fmt}")
-    floats = write_int8(trained, fmt, path, float_handle)
-    return verify(path.name, "mixed" if has_float_weights(floats) else "int8", [*trained.techniques, export_technique(fmt)],
-                  f"qat-{scheme_tag(config)}-{fmt}", scheme_notes(config), float_ops=floats)
+    tag = scheme_tag(config)
+    return ArtifactSpec(fmt, "int8", f"qat-{tag}-{fmt}", f"model.qat-{tag}.{fmt}", GRAPH,
+                        (*trained.techniques, export_technique(fmt)), tuple(scheme_notes(config)), phase, trained, float_handle)
 
 
 def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:

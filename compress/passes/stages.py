@@ -95,17 +95,20 @@ def _export_quantized(context: StageContext, config) -> dict:
 
     Example (recipe stages): ``[{qat: {epochs: 3}}, {quantize: {formats: [onnx, tflite]}}]``
     """
+    from compress.build import BuildContext, build
     from compress.passes.qat import QatConfig
-    from compress.passes.qat_export import export_qat
-    from compress.pipeline import heads_for, verifier
+    from compress.passes.qat_export import qat_spec
+    from compress.pipeline import heads_for
 
     if config.precisions != ["int8"]:
         raise UsageError("stage quantize: the model is already int8 after qat; "
                          f"set precisions to int8 only (got {', '.join(config.precisions)})")
     qat_config = next((c for k, c in context.recipe.stage_list if k == "qat"), QatConfig())  # names the files, notes the bits
     bench = {"runs": config.bench_runs, "warmup": config.bench_warmup, "threads": config.threads} if config.bench else None
-    verify = verifier(context.folder, context.plan, context.reference, heads_for(context.handle, context.plan), bench)
-    return {"artifacts": [export_qat(context.handle, qat_config, fmt, context.folder, verify) for fmt in config.formats]}
+    specs = [qat_spec(context.handle, qat_config, fmt) for fmt in config.formats]
+    build_context = BuildContext(context.folder, context.plan, heads_for(context.handle, context.plan), config,
+                                 context.reference, bench=bench, compressed_size=True)
+    return {"artifacts": build(context.handle, specs, build_context).artifacts}
 
 
 def evaluate_stage(context: StageContext, config: EvaluateConfig) -> dict:

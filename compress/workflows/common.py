@@ -3,12 +3,14 @@
 Example:
     >>> splits, plan = resolve_splits(handle, None)            # the model's own dataset and split seed
     >>> entries = export_verified(handle, run_dir, "model", ["onnx"], True, plan, reference, heads, None)
+    >>> [e["name"] for e in entries]
+    ['fp32-onnx', 'int8-onnx']
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from compress.formats import QuantizeJob, default_formats, get as get_format
+from compress.formats import default_formats, get as get_format
 
 FORMATS = tuple(default_formats())
 
@@ -35,31 +37,20 @@ def resolve_splits(handle, data, seed: int = 0, calib_samples: int = 256):
 def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: bool, plan, reference, heads,
                     bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[dict]:
     """Export ``handle`` to fp32 (and PTQ int8) ONNX/TFLite as ``{stem}.{precision}.{fmt}``, verify each file in its
-    runtime on the test split, and return the report entries (with ``compressed_size_bytes``)."""
-    from compress.passes.prune import compressed_size
-    from compress.pipeline import verify_artifact
-    from compress.rundir import located, staged
+    runtime on the test split, and return the report entries (with ``compressed_size_bytes``): compress.build."""
+    from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, build
+    from compress.quantize import QuantizeConfig
 
-    step = step or (lambda message: None)
-    entries = []
-
-    def verify(filename, precision, techniques, name, notes=(), float_ops=()):
-        entry = verify_artifact(run_dir, filename, precision, [*handle.techniques, *techniques], plan, reference, heads,
-                                name=name, bench=bench, notes=list(notes), float_ops=list(float_ops))
-        entry["compressed_size_bytes"] = compressed_size(run_dir / entry["path"])
-        entries.append(entry)
-
+    specs = []
     for fmt in formats:
-        fp32 = f"{stem}.fp32.{fmt}"
-        step(f"{prefix}fp32 {fmt}: export and verify")
-        export_fp32(handle, staged(run_dir, fp32), fmt)
-        verify(fp32, "fp32", ["export:fp32"], f"{prefix}fp32-{fmt}")
+        specs.append(ArtifactSpec(fmt, "fp32", f"{prefix}fp32-{fmt}", f"{stem}.fp32.{fmt}", FP32, tuple(handle.techniques),
+                                  phase=f"{prefix}fp32 {fmt}: export and verify"))
         if int8:
-            step(f"{prefix}int8 {fmt}: quantize and verify")
-            out = staged(run_dir, f"{stem}.int8.{fmt}")
-            result = quantize_int8(handle, fmt, out, located(run_dir, fp32), plan.calibration, seed)
-            verify(out.name, result.precision, result.techniques, f"{prefix}int8-{fmt}", result.notes, result.float_ops)
-    return entries
+            specs.append(ArtifactSpec(fmt, "int8", f"{prefix}int8-{fmt}", f"{stem}.int8.{fmt}", QUANTIZER, tuple(handle.techniques),
+                                      phase=f"{prefix}int8 {fmt}: quantize and verify"))
+    context = BuildContext(run_dir, plan, heads, QuantizeConfig(seed=seed), reference, bench=bench, compressed_size=True,
+                           step=step or (lambda message: None))
+    return build(handle, specs, context).artifacts
 
 
 def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
@@ -78,10 +69,3 @@ def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
 
 def export_fp32(handle, path: Path, fmt: str) -> None:
     get_format(fmt).export_fp32(handle, path)
-
-
-def quantize_int8(handle, fmt: str, out: Path, fp32: Path, calib_data, seed: int = 0):
-    """``fmt``'s static int8 file (what `compress quantize` makes with default settings) at ``out``; ``fp32`` is read
-    by the formats that quantize the fp32 file."""
-    record = get_format(fmt)
-    return record.quantize(QuantizeJob(handle, "int8", out, fp32 if record.quantizes_fp32_file else None, calib_data, seed=seed))

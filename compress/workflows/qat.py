@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.workflows.common import FORMATS, export_fp32, quantize_int8, resolve_splits
+from compress.build import FP32, GRAPH, QUANTIZER, ArtifactSpec
+from compress.workflows.common import FORMATS, resolve_splits
 from compress.phases import PhaseClock
-from compress.rundir import holds_run_dir, located, staged
+from compress.rundir import holds_run_dir
 
 
 @holds_run_dir("qat")
@@ -22,9 +23,11 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     fewer weight bits), the PT2E PTQ twin with the very same quantizer, so the comparison isolates training.
     ``report["comparison"]`` lists PTQ vs QAT degradation per format. Returns the report.
     """
+    from compress.build import BuildContext, build
     from compress.passes import qat
-    from compress.passes.qat_export import export_qat, export_technique, scheme_notes, scheme_tag, write_int8
-    from compress.pipeline import finish_report, heads_for, measure_reference, verifier
+    from compress.passes.qat_export import qat_spec
+    from compress.pipeline import finish_report, heads_for
+    from compress.quantize import QuantizeConfig
 
     clock = PhaseClock()
     step = clock.wrap(step)
@@ -41,40 +44,32 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     trained = qat.apply(handle, config, splits, on_epoch)
     default_scheme = config.weight_bits == 8 and config.per_channel
     twin = None if default_scheme else qat.ptq(handle, config, plan.calibration)
-    reference = None
-    artifacts: list[dict] = []
-    comparison = []
+    specs = []
     for fmt in formats:
-        step(f"fp32 {fmt}: export")
-        fp32 = staged(run_dir, f"model.fp32.{fmt}")
-        export_fp32(handle, fp32, fmt)
-        if reference is None:
-            reference = measure_reference(handle, plan, size_bytes=fp32.stat().st_size)
-        verify = verifier(run_dir, plan, reference, heads, bench)
-        artifacts.append(verify(fp32.name, "fp32", [*handle.techniques, "export:fp32"], f"fp32-{fmt}"))
-        step(f"PTQ {fmt}: quantize and verify")
-        if default_scheme:
-            ptq_entry = _project_ptq(handle, fmt, run_dir, plan, config.seed, verify)
-        else:
-            path = staged(run_dir, f"model.ptq-{scheme_tag(config)}.{fmt}")
-            floats = write_int8(twin, fmt, path, handle)
-            ptq_entry = verify(path.name, "int8", [*twin.techniques, export_technique(fmt)], f"ptq-{scheme_tag(config)}-{fmt}",
-                               scheme_notes(config), float_ops=floats)
-        artifacts.append(ptq_entry)
-        step(f"QAT {fmt}: export and verify")
-        qat_entry = export_qat(trained, config, fmt, run_dir, verify, handle)
-        artifacts.append(qat_entry)
-        comparison.append(_compare(fmt, ptq_entry, qat_entry))
+        specs += [ArtifactSpec(fmt, "fp32", f"fp32-{fmt}", f"model.fp32.{fmt}", FP32, tuple(handle.techniques),
+                               phase=f"fp32 {fmt}: export"),
+                  _ptq_spec(handle, twin, config, fmt),
+                  qat_spec(trained, config, fmt, handle, phase=f"QAT {fmt}: export and verify")]
+    context = BuildContext(run_dir, plan, heads, QuantizeConfig(seed=config.seed), bench=bench, compressed_size=True, step=step)
+    built = build(handle, specs, context)
+    artifacts, reference = built.artifacts, built.reference
+    comparison = [_compare(fmt, *[a for a in artifacts if a["format"] == fmt][1:]) for fmt in formats]
     extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison,
              "timings": clock.record()}
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 
-def _project_ptq(handle, fmt, run_dir: Path, plan, seed: int, verify) -> dict:
-    """The int8 file `compress quantize` makes (onnxruntime static QDQ / PT2E static TFLite), as the PTQ baseline."""
-    out = staged(run_dir, f"model.ptq-int8.{fmt}")
-    result = quantize_int8(handle, fmt, out, located(run_dir, "model.fp32.onnx"), plan.calibration, seed)
-    return verify(out.name, result.precision, [*handle.techniques, *result.techniques], f"ptq-int8-{fmt}", result.notes, result.float_ops)
+def _ptq_spec(handle, twin, config, fmt: str) -> ArtifactSpec:
+    """The PTQ baseline: the int8 file `compress quantize` makes (onnxruntime static QDQ / PT2E static TFLite) for the
+    default scheme, else ``twin`` (the PT2E PTQ twin with QAT's quantizer) written as it is."""
+    from compress.passes.qat_export import export_technique, scheme_notes, scheme_tag
+
+    phase = f"PTQ {fmt}: quantize and verify"
+    if twin is None:
+        return ArtifactSpec(fmt, "int8", f"ptq-int8-{fmt}", f"model.ptq-int8.{fmt}", QUANTIZER, tuple(handle.techniques), phase=phase)
+    tag = scheme_tag(config)
+    return ArtifactSpec(fmt, "int8", f"ptq-{tag}-{fmt}", f"model.ptq-{tag}.{fmt}", GRAPH, (*twin.techniques, export_technique(fmt)),
+                        tuple(scheme_notes(config)), phase, twin, handle, exact_precision=True)
 
 
 def _compare(fmt: str, ptq: dict, qat: dict) -> dict:
