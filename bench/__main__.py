@@ -21,8 +21,8 @@ from rich.table import Table
 
 from bench import peers
 from bench.suite import BATCHES, bench_model, timing_conditions
-from compress.benchmark import describe_conditions
-from compress.export.cpu_features import cpu_int8_features
+from compress.steps.benchmark import describe_conditions
+from compress.backends.onnx.cpu_features import cpu_int8_features
 from compress.zoo import ZOO
 
 RESULTS = Path(__file__).parent / "results"

@@ -50,7 +50,7 @@ def _module_size(module: torch.nn.Module) -> int:
 
 
 def _eager(name: str, module: torch.nn.Module, bits: int, notes: list[str] | None = None) -> Variant:
-    from compress.runtimes.torch_eager import TorchRunner
+    from compress.backends.pytorch.session import TorchRunner
 
     runner = TorchRunner.from_module(module, [])
     return Variant(name, "torch", bits, _module_size(module), runner.run, notes or [])

@@ -2,7 +2,7 @@
 
 Runs a fixed matrix through the real CLI (subprocesses of ``python -m compress``): ``zoo train`` of every zoo model
 (--epochs 1, seed 0, a fresh checkpoint cache), ``quantize`` of each checkpoint to every format at every precision
-that format takes (compress.formats), plus one ``prune``, ``distill`` and ``qat`` of mnist_cnn and one recipe
+that format takes (compress.backends), plus one ``prune``, ``distill`` and ``qat`` of mnist_cnn and one recipe
 (recipes/linreg.yaml). Every model and checkpoint file a run writes (.onnx .tflite .pte .pt .pt2) is recorded as
 ``{run, file, sha256, bytes}``; reports are not (they carry timings).
 
@@ -53,7 +53,7 @@ KNOWN_CAUSES: dict[tuple[str, str], str] = {
     ("train", ".pt"): "the checkpoint stores the wall-clock training time (metrics.train_seconds, compress/zoo/train.py:90); "
                       "its weights reach the quantize runs, whose files are compared",
     ("prune", ".pt2"): "extra/compress_handle.json stores the input checkpoint's absolute path and sha256 (original_record, "
-                       "compress/pipeline.py:102, written by compress/workflows/prune.py:46), so the build folder and the "
+                       "compress/steps/pipeline.py:102, written by compress/passes/prune_workflow.py:46), so the build folder and the "
                        "train checkpoint's train_seconds reach it; the pruned model's exports are compared",
 }
 UNEXPLAINED = "differs between two builds of the same matrix on one machine (cause not identified)"
@@ -74,7 +74,7 @@ def _checkpoint(model: str) -> str:
 
 def matrix() -> list[Run]:
     """The fixed matrix, trains first (the other runs read their checkpoints)."""
-    from compress.formats import formats
+    from compress.backends import formats
     from compress.zoo import ZOO
 
     trains = [Run(f"train-{m}", ("zoo", "train", m, "--epochs", str(TRAIN_EPOCHS), "--seed", str(SEED),
@@ -203,7 +203,7 @@ def compare(stored: list[dict], fresh: list[dict], runs: set[str]) -> list[dict]
 
 def conditions() -> dict:
     """The machine and library versions the digests hold for (a different torch or onnxruntime builds other bytes)."""
-    from compress.export.cpu_features import cpu_int8_features
+    from compress.backends.onnx.cpu_features import cpu_int8_features
 
     features = cpu_int8_features()
     versions = {}

@@ -69,7 +69,7 @@ def timed_quantize(model: Path, out: Path, timeout_s: float) -> dict:
 def _model_file(name: str, folder: Path, quick: bool) -> tuple[Path, int, str]:
     """(path, parameters, how it was made) of a zoo checkpoint or a model built in code."""
     if name in ZOO_MODELS:
-        from compress.model import load_model
+        from compress.loading.model import load_model
         from compress.zoo import train_zoo_model
 
         path = train_zoo_model(name, epochs=ZOO_EPOCHS).path

@@ -1,12 +1,12 @@
 """`python -m bench.fidelity_floors`: the int8 fidelity every zoo model and test model keeps, per output kind.
 
-What the default fidelity floors (compress.outputs.FIDELITY_FLOORS) and the default degradation limit
-(compress.gates.DEFAULT_MAX_DEGRADATION) are set from. Each zoo model is trained for --epochs (default 2: short
+What the default fidelity floors (compress.data.outputs.FIDELITY_FLOORS) and the default degradation limit
+(compress.steps.gates.DEFAULT_MAX_DEGRADATION) are set from. Each zoo model is trained for --epochs (default 2: short
 training is enough to measure what int8 does to it; record says so), quantized to static int8 ONNX (minmax, per
 channel, as `compress quantize` does by default) and measured twice on its test split: with its labels (kinds from
 the dataset heads) and with the labels dropped (kinds inferred from shape: classifier logits become embeddings).
 The test models of tests/models_for_tests.py are measured on random unlabelled data. Every int8 file is judged by the
-default gates (``passes``); one that fails is quantized again with repair on (compress.repair) and measured after it.
+default gates (``passes``); one that fails is quantized again with repair on (compress.steps.repair) and measured after it.
 Writes
 bench/results/fidelity_floors.json and .md. Options: --models a,b  --epochs N
 """
@@ -28,8 +28,8 @@ RESULTS = Path(__file__).parent / "results"
 def _rows(model: str, labels: str, report: dict) -> list[dict]:
     """One row per output of the int8 ONNX artifact: kind and measures, degradation when labelled, whether the file
     passes the default gates, and which repair step was kept (``-``: the file as configured)."""
-    from compress.gates import GatePolicy
-    from compress.repair import quality_failures
+    from compress.steps.gates import GatePolicy
+    from compress.steps.repair import quality_failures
 
     int8 = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
     passes = "yes" if not quality_failures(int8, GatePolicy()) else "NO"
@@ -39,8 +39,8 @@ def _rows(model: str, labels: str, report: dict) -> list[dict]:
 
 
 def _quantize(handle, data, folder: Path, repair: bool = False) -> dict:
-    from compress.gates import GatePolicy
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.steps.gates import GatePolicy
+    from compress.passes.quantize import QuantizeConfig, quantize
 
     config = QuantizeConfig(formats=["onnx"], bench=False, auto_fallback=repair)
     return quantize(handle, config, data, folder, policy=GatePolicy(enabled=repair)).report
@@ -56,7 +56,7 @@ def _measured(model: str, labels: str, handle, data, folder: Path) -> list[dict]
 
 def zoo_rows(name: str, epochs: int, folder: Path) -> list[dict]:
     from compress.data import Dataset, resolve_data
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.zoo import train_zoo_model
 
     handle = load_model(train_zoo_model(name, epochs=epochs, seed=0).path)
@@ -69,7 +69,7 @@ def zoo_rows(name: str, epochs: int, folder: Path) -> list[dict]:
 
 def test_model_rows(folder: Path) -> list[dict]:
     from compress.data import Dataset
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from tests.models_for_tests import Embedder, MultiHead, StatefulGRU, TinyEncoder, WideRangeLSTM
 
     rng = np.random.default_rng(0)
@@ -100,8 +100,8 @@ COLUMNS = ["model", "labels", "int8", "passes", "output", "kind", "degradation",
 
 
 def markdown(record: dict) -> str:
-    from compress.gates import DEFAULT_MAX_DEGRADATION
-    from compress.outputs import FIDELITY_FLOORS
+    from compress.steps.gates import DEFAULT_MAX_DEGRADATION
+    from compress.data.outputs import FIDELITY_FLOORS
 
     floors = "; ".join(f"{kind}: " + ", ".join(f"{m} >= {v}" for m, v in measures.items()) for kind, measures in FIDELITY_FLOORS.items())
     lines = [f"# int8 fidelity per output kind ({record['created']})", "", record["method"], "",
@@ -119,8 +119,8 @@ FLOOR_MEASURES = {"classes": "top1_agreement", "probabilities": "top1_agreement"
 
 def page_table(record: dict) -> str:
     """docs/benchmarks.md's compact table: per model and output, the measure nearest its floor, as configured and repaired."""
-    from compress.gates import DEFAULT_MAX_DEGRADATION
-    from compress.outputs import FIDELITY_FLOORS
+    from compress.steps.gates import DEFAULT_MAX_DEGRADATION
+    from compress.data.outputs import FIDELITY_FLOORS
 
     lines = ["| model | labels | output (kind) | int8 file | judged by | value | floor / limit | passes |", "|---|---|---|---|---|---|---|---|"]
     for row in record["rows"]:

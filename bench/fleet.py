@@ -37,7 +37,7 @@ def recipes(folder: Path, count: int) -> list[Path]:
 
 
 def main() -> None:
-    from compress.fleet import run_fleet
+    from compress.recipe.fleet import run_fleet
     from compress.zoo import train_zoo_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -33,7 +33,7 @@ def latest_block() -> str:
 
 def zoo_block() -> str:
     """The model zoo table from zoo.json (articles from the zoo registry: words, not figures)."""
-    from compress.evaluate import metric_text
+    from compress.data.evaluate import metric_text
     from compress.zoo import ZOO
 
     rows = json.loads((RESULTS / "zoo.json").read_text())["rows"]

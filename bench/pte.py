@@ -2,7 +2,7 @@
 
 Each seed model is exported by compress to all three formats at fp32 and int8 (static, minmax, the same 256
 calibration samples; per-channel weights, except that the ``.pte`` keeps per-tensor ones where they are as faithful:
-compress.export.pte_choose), plus ExecuTorch's own defaults as a baseline (``XNNPACKQuantizer`` with
+compress.backends.pte.choose), plus ExecuTorch's own defaults as a baseline (``XNNPACKQuantizer`` with
 ``get_symmetric_quantization_config()``: per-tensor weights, HistogramObserver; the documented
 ``to_edge_transform_and_lower`` + ``XnnpackPartitioner`` flow, no compress choices). Every file runs in its real
 runtime on the test split: task metric, degradation and SQNR against fp32 torch, size over parameters × bits / 8,
@@ -30,10 +30,10 @@ from rich.table import Table
 
 from bench.baselines import Variant, fp32_torch, timing_runner
 from bench.suite import BATCHES, TIMING_WARMUP, _outputs, interleaved_timing, timing_conditions
-from compress.benchmark import describe_conditions
+from compress.steps.benchmark import describe_conditions
 from compress.data import load_dataset
 from compress.errors import first_line
-from compress.evaluate import degradation, sqnr_db, task_metrics
+from compress.data.evaluate import degradation, sqnr_db, task_metrics
 from compress.zoo import ZOO
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,7 +42,7 @@ COLUMNS = ["variant", "runtime", "metric", "degr.", "SQNR dB", "bytes", "x limit
 
 def runner_variant(name: str, path: Path, bits: int, notes: list[str] | None = None) -> Variant:
     """A file in its runtime, one thread (``.pte`` through ExecuTorchRunner; the rest by suffix)."""
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.session import ExecuTorchRunner
 
     runner = ExecuTorchRunner(path, threads=1) if path.suffix == ".pte" else timing_runner(path, threads=1)
     return Variant(name, runner.name, bits, path.stat().st_size, runner.run, notes or [])
@@ -67,10 +67,10 @@ def executorch_default(module: torch.nn.Module, example: tuple, calibration, pat
 
 def compress_variants(handle, calibration, folder: Path) -> list[Variant]:
     """compress's fp32 and int8 files in the three formats (same calibration samples, minmax, per-channel)."""
-    from compress.export.onnx import export_onnx
-    from compress.export.onnx_quantize import quantize_onnx
-    from compress.export.pte import export_pte
-    from compress.export.tflite import export_tflite
+    from compress.backends.onnx.export import export_onnx
+    from compress.backends.onnx.quantize import quantize_onnx
+    from compress.backends.pte.export import export_pte
+    from compress.backends.tflite.export import export_tflite
 
     fp32_onnx = export_onnx(handle, folder / "model.fp32.onnx")
     int8_onnx = quantize_onnx(fp32_onnx, folder / "model.int8.onnx", "int8", calibration)
@@ -83,7 +83,7 @@ def compress_variants(handle, calibration, folder: Path) -> list[Variant]:
 
 
 def bench_model(name: str, epochs: int | None, runs: int, workdir: Path) -> dict:
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.zoo import train_zoo_model
 
     torch.set_num_threads(1)

@@ -2,7 +2,7 @@
 
 One timing method behind every figure: all variants, compress's files included, are timed in this process,
 interleaved round-robin on the first test samples (``timing_conditions`` records how), with compress's statistics
-(compress.benchmark.summarize). compress's recommendation is re-judged on those same records, so the line that
+(compress.steps.benchmark.summarize). compress's recommendation is re-judged on those same records, so the line that
 quotes it and the table agree.
 
 Example:
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from bench import baselines, peers
-from compress.benchmark import interleaved_samples, summarize
+from compress.steps.benchmark import interleaved_samples, summarize
 from compress.data import load_dataset
-from compress.evaluate import degradation, task_metrics
+from compress.data.evaluate import degradation, task_metrics
 
 BATCHES = (1, 32)
 TIMING_WARMUP = 5
@@ -33,8 +33,8 @@ def _outputs(variant, data, batch_size: int = 64) -> list[np.ndarray]:
 
 def interleaved_timing(variants: list, inputs_by_batch: dict[int, tuple], runs: int, warmup: int = TIMING_WARMUP,
                        seed: int = 0, clock=time.perf_counter, warm: bool = True) -> dict[str, dict[int, dict]]:
-    """Round-robin timing (compress.benchmark.interleaved_samples: shuffled per round, each timed run right after an
-    untimed one of the same variant unless ``warm=False``). Returns compress.benchmark.summarize statistics (p50, the
+    """Round-robin timing (compress.steps.benchmark.interleaved_samples: shuffled per round, each timed run right after an
+    untimed one of the same variant unless ``warm=False``). Returns compress.steps.benchmark.summarize statistics (p50, the
     median's 95 % CI...) per variant and batch. ``clock``: wall time, or ``time.thread_time`` for CPU time."""
     result: dict[str, dict[int, dict]] = {v.name: {} for v in variants}
     for batch, inputs in inputs_by_batch.items():
@@ -46,7 +46,7 @@ def interleaved_timing(variants: list, inputs_by_batch: dict[int, tuple], runs: 
 
 
 def timing_conditions(runs: int, warmup: int = TIMING_WARMUP, threads: int | None = None) -> dict:
-    """How the suite times (a report.json ``latency[].conditions``; compress.benchmark.describe_conditions says it)."""
+    """How the suite times (a report.json ``latency[].conditions``; compress.steps.benchmark.describe_conditions says it)."""
     return {"process": "in-process", "order": "interleaved-warm", "inputs": "test sample", "threads": threads, "spinning": "off",
             "runs": runs, "warmup": warmup, "max_runs": runs, "stopped": "runs"}
 
@@ -55,8 +55,8 @@ def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, 
     """compress's recommendation re-made from the suite's timing: each artifact's latency becomes the suite's records
     for its variant (``labels``: artifact name -> variant name; an artifact without one has no latency, so it is not
     recommended), its speed notes follow, and the report's own policy judges again. Returns the new ``recommended``."""
-    from compress.advice import explain_speed
-    from compress.gates import policy_of, recommend_judged
+    from compress.steps.advice import explain_speed
+    from compress.steps.gates import policy_of, recommend_judged
 
     for artifact in report["artifacts"]:
         stats = timing.get(labels.get(artifact["name"], ""), {})
@@ -79,7 +79,7 @@ def _build(name: str, build, failures: list[dict]):
 def bench_model(name: str, runs: int, workdir: Path) -> dict:
     import torch
 
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.recipe import load_recipe
     from compress.recipe.run import run_recipe
     from compress.zoo import train_zoo_model

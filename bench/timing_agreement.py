@@ -1,7 +1,7 @@
 """`python -m bench.timing_agreement`: do `compress bench` medians agree with a plain timing loop? (acceptance: within 10 %)
 
 For each artifact (by default the fp32 and int8 ONNX and TFLite files of a freshly quantized mnist_cnn), this alternates,
-for several rounds, `compress.benchmark.benchmark_artifact(target="local")` (the device runner in a child process) with
+for several rounds, `compress.steps.benchmark.benchmark_artifact(target="local")` (the device runner in a child process) with
 an independent loop written here with nothing from compress: the same runtime session settings (onnxruntime spinning
 off, as compress times), each run timed with ``time.perf_counter`` around set inputs + run + read outputs, after the
 same warm-up and for the same fixed number of runs (compress's adaptive stop is off here). Alternating rounds spread machine
@@ -81,8 +81,8 @@ def plain_median(path: Path, threads: int, runs: int, warmup: int) -> float:
 
 
 def default_artifacts(folder: Path) -> list[Path]:
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
     from compress.zoo import train_zoo_model
 
     trained = train_zoo_model("mnist_cnn", out=folder / "mnist_cnn.pt", epochs=1)
@@ -91,7 +91,7 @@ def default_artifacts(folder: Path) -> list[Path]:
 
 
 def compare(path: Path, threads: int, runs: int, warmup: int, rounds: int) -> dict:
-    from compress.benchmark import benchmark_artifact
+    from compress.steps.benchmark import benchmark_artifact
 
     bench, plain = [], []
     for _ in range(rounds):
@@ -130,7 +130,7 @@ def main() -> None:
                                       "mnist_cnn trained 1 epoch, quantized: fp32/int8 ONNX and TFLite"}, "tolerance": TOLERANCE, "rows": rows,
               "all_within_tolerance": all(r["within_tolerance"] for r in rows)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    from compress.io import write_json_atomic
+    from compress.safety.io import write_json_atomic
 
     write_json_atomic(RESULTS / "timing_agreement.json", result)
     console.print(f"wrote {RESULTS / 'timing_agreement.json'}; all within {TOLERANCE:.0%}: {result['all_within_tolerance']}")

@@ -34,7 +34,7 @@ from rich.table import Table
 from bench.baselines import Variant, fp32_litert, fp32_torch
 from bench.suite import _outputs, interleaved_timing
 from compress.data import load_dataset
-from compress.evaluate import degradation, task_metrics
+from compress.data.evaluate import degradation, task_metrics
 
 RESULTS = Path(__file__).parent / "results"
 TORCH_THREADS = torch.get_num_threads()
@@ -106,12 +106,12 @@ def gemm_macs(module: torch.nn.Module, inputs: tuple) -> int:
 
 def build(workdir: Path, epochs: int | None):
     """Every variant's file: compress's fp32 export, its fusion, the int8 candidates and compress's own pick."""
-    from compress.export.onnx import export_onnx
-    from compress.export.onnx_fusions import fuse_transformer
-    from compress.export.onnx_quantize import quantize_onnx
-    from compress.formats import get as get_format
-    from compress.formats.registry import QuantizeJob
-    from compress.model import load_model
+    from compress.backends.onnx.export import export_onnx
+    from compress.backends.onnx.fusions import fuse_transformer
+    from compress.backends.onnx.quantize import quantize_onnx
+    from compress.backends import get as get_format
+    from compress.backends.registry import QuantizeJob
+    from compress.loading.model import load_model
     from compress.zoo import train_zoo_model
 
     handle = load_model(train_zoo_model("transformer", epochs=epochs).path)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=200, help="timed rounds per timing mode (every variant once per round)")
     parser.add_argument("--epochs", type=int, default=None, help="zoo training epochs (default: the zoo's)")
     args = parser.parse_args(argv)
-    from compress.export.cpu_features import cpu_int8_features
+    from compress.backends.onnx.cpu_features import cpu_int8_features
 
     with tempfile.TemporaryDirectory(prefix="bench-transformer-") as work:
         work = Path(work)

@@ -21,7 +21,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from compress.evaluate import metric_text
+    from compress.data.evaluate import metric_text
     from compress.zoo import ZOO, train_zoo_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -3,7 +3,7 @@
 ``build(handle, specs, context)`` takes each :class:`ArtifactSpec` through the same steps: export fp32 → pre-flight →
 conversion (the fp32 exporter, the format's quantizer, or a converted graph's writer) → verification in the file's
 runtime → repair of a static int8 file that fails its gates → timing. The second process that converts TFLite/.pte
-beside the ONNX work (compress.export.ahead) is an execution option of the build, not a route of its own.
+beside the ONNX work (compress.steps.ahead) is an execution option of the build, not a route of its own.
 
 Example:
     >>> specs = [ArtifactSpec("onnx", "fp32", "fp32-onnx", "model.fp32.onnx", FP32),
@@ -77,17 +77,17 @@ class ArtifactSpec:
 class BuildContext:
     """How a build runs: where, on what data, with which quantizer settings, and which optional steps.
 
-    ``config``: the quantizer settings (a compress.quantize.QuantizeConfig: calibration, per-channel, exclude, seed,
+    ``config``: the quantizer settings (a compress.passes.quantize.QuantizeConfig: calibration, per-channel, exclude, seed,
     dynamic op types, auto-fallback). ``reference``: what files are measured against; None: measured during the build
     (after the pre-flight with the first fp32 file's size, or else before the first verification, with its size when it
     is an fp32 export).
     ``preflight``: export the fp32 files quantizers read first, then check every format before verifying anything,
     refusing a format that cannot be made while the others go on (``refusals``). ``second_process``: convert
-    TFLite/.pte in a second process meanwhile (compress.export.ahead). ``repair``: repair failing static int8 files
-    (compress.repair; ``policy`` and ``ranked_layers`` judge and rank). ``bench``: benchmark_artifact kwargs (None: not
+    TFLite/.pte in a second process meanwhile (compress.steps.ahead). ``repair``: repair failing static int8 files
+    (compress.steps.repair; ``policy`` and ``ranked_layers`` judge and rank). ``bench``: benchmark_artifact kwargs (None: not
     timed); ``time_last``: time every file after all are built, in a phase of its own, else each right after its
     verification. ``rank_first``: rank the layers before building anything (--analyze). ``compressed_size``: add ``compressed_size_bytes`` to each entry. ``output_kinds``: give the
-    quantizers the reference's output kinds. ``step``: progress callback; ``clock``: the run's compress.phases.PhaseClock.
+    quantizers the reference's output kinds. ``step``: progress callback; ``clock``: the run's compress.steps.phases.PhaseClock.
     """
 
     run_dir: Path
@@ -144,7 +144,7 @@ class Refusals:
     def producing(self, name: str) -> Iterator[None]:
         """Work towards format ``name``: a failure inside refuses it (a full disk or a failed gate never does)."""
         from compress.errors import GateFailed
-        from compress.io import DiskFull, disk_full_cause
+        from compress.safety.io import DiskFull, disk_full_cause
 
         try:
             yield
@@ -175,8 +175,8 @@ class Refusals:
 def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
     """Produce, verify, repair and time every spec of ``handle`` (see the module docstring); a format that fails is
     refused when ``context.refusals`` is given, else its error propagates."""
-    from compress import formats as registry
-    from compress.rundir import staged
+    from compress import backends as registry
+    from compress.safety.rundir import staged
 
     step, run_dir = context.step, Path(context.run_dir)
     refusals = context.refusals or Refusals([], [], run_dir)
@@ -197,7 +197,7 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
         step("pre-flight")
         preflight += _preflight(handle, context, specs, fp32, refusals, [f for f in formats if f not in later and refusals.wanted(f)])
         if reference is None:
-            from compress.pipeline import measure_reference
+            from compress.steps.pipeline import measure_reference
 
             step("measuring the reference")
             first = next(iter(fp32.values()), None)
@@ -214,7 +214,7 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
         if spec.source == FP32 and spec.format not in fp32:
             registry.get(spec.format).export_fp32(handle, staged(run_dir, spec.filename))
         if reference is None:  # measured once, with the size of the fp32 file just exported
-            from compress.pipeline import measure_reference
+            from compress.steps.pipeline import measure_reference
 
             size = staged(run_dir, spec.filename).stat().st_size if spec.source == FP32 else None
             reference = measure_reference(handle, context.plan, size_bytes=size)
@@ -242,9 +242,9 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
 
 
 def time_artifacts(run_dir: Path, artifacts: list[dict], bench: dict) -> None:
-    """Time every verified file (compress.benchmark.benchmark_artifact with ``bench``) into its ``latency``."""
-    from compress.benchmark import benchmark_artifact
-    from compress.gates import is_failed
+    """Time every verified file (compress.steps.benchmark.benchmark_artifact with ``bench``) into its ``latency``."""
+    from compress.steps.benchmark import benchmark_artifact
+    from compress.steps.gates import is_failed
 
     for entry in artifacts:
         if not is_failed(entry):
@@ -253,7 +253,7 @@ def time_artifacts(run_dir: Path, artifacts: list[dict], bench: dict) -> None:
 
 def _verify(spec: ArtifactSpec, context: BuildContext, reference, filename: str, precision: str, techniques: list,
             notes=(), float_ops=(), name: str | None = None) -> dict:
-    from compress.pipeline import verify_artifact
+    from compress.steps.pipeline import verify_artifact
 
     entry = verify_artifact(context.run_dir, filename, precision, [*spec.techniques, *techniques], context.plan, reference,
                             context.heads, name=name, bench=None if context.time_last else context.bench,
@@ -268,7 +268,7 @@ def _verify(spec: ArtifactSpec, context: BuildContext, reference, filename: str,
 def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,
                       reference) -> dict:
     """``spec``'s file, written by its source and verified; a static int8 file failing its gates is repaired."""
-    from compress.rundir import staged
+    from compress.safety.rundir import staged
 
     if spec.source == FP32:
         return _verify(spec, context, reference, spec.filename, "fp32", ["export:fp32"], name=spec.name)
@@ -285,9 +285,9 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
 def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,
                reference) -> dict:
     """The format's quantizer for ``spec``; with ``context.repair``, a failing static int8 file is repaired."""
-    from compress import formats as registry
-    from compress.repair import RepairStep, repair, should_repair
-    from compress.rundir import located, staged
+    from compress import backends as registry
+    from compress.steps.repair import RepairStep, repair, should_repair
+    from compress.safety.rundir import located, staged
 
     config, fmt = context.config, registry.get(spec.format)
     fp32_name = next((s.filename for s in specs if s.format == spec.format and s.source == FP32), fmt.filename("fp32"))
@@ -317,7 +317,7 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
 
 def _job(handle, name: str, precision: str, out: Path, fp32: Path | None, context: BuildContext, config, exclude: list[str],
          reference=None):
-    from compress import formats as registry
+    from compress import backends as registry
 
     kinds = [k.kind for k in reference.kinds] if context.output_kinds and reference is not None and reference.kinds else None
     return registry.QuantizeJob(handle, precision, out, fp32 if registry.get(name).quantizes_fp32_file else None,
@@ -334,9 +334,9 @@ def _preflight(handle, context: BuildContext, specs: list[ArtifactSpec], fp32: d
     """Ops each of ``formats`` cannot quantize or run, found before its verification (``fp32``: the fp32 files exported
     so far). Each format sees the job it will quantize, with nothing excluded yet. A format with an error is refused
     (``refusals``): the others go on; with none left the run stops (exit 2)."""
-    from compress import formats as registry
+    from compress import backends as registry
     from compress.errors import UsageError
-    from compress.rundir import staged
+    from compress.safety.rundir import staged
 
     findings = []
     for name in formats:
@@ -356,18 +356,18 @@ def _preflight(handle, context: BuildContext, specs: list[ArtifactSpec], fp32: d
 
 def converts_ahead(config) -> bool:
     """Whether a run with ``config`` converts TFLite/.pte files in a second process while ONNX work goes on (the CLI
-    starts that process before it loads the model: compress.export.ahead.prewarm)."""
-    from compress import formats as registry
+    starts that process before it loads the model: compress.steps.ahead.prewarm)."""
+    from compress import backends as registry
 
     return "onnx" in config.formats and any(registry.get(name).converted_ahead for name in config.formats) and not config.exclude
 
 
 def _convert_ahead(handle, formats: list[str], context: BuildContext):
-    """Start the TFLite/.pte conversions the build will ask for in a second process (compress.export.ahead), when ONNX
+    """Start the TFLite/.pte conversions the build will ask for in a second process (compress.steps.ahead), when ONNX
     work can overlap them; None when it cannot help."""
-    from compress import formats as registry
-    from compress.export.ahead import Job, convert_ahead
-    from compress.export.pt2e import eval_mode, export_batch
+    from compress import backends as registry
+    from compress.steps.ahead import Job, convert_ahead
+    from compress.backends.pt2e import eval_mode, export_batch
 
     config, plan = context.config, context.plan
     if not converts_ahead(config) or plan.calibration is None or handle.module is None or handle.source_format == "torchscript":

@@ -65,7 +65,7 @@ def main() -> None:
     sys.argv = [sys.argv[0], *(["--verbose"] if "--verbose" in loud and rest else []), *rest]
     if loud:
         leave(exit_code(app))
-    from compress.quiet import native_log_tail, silence_third_party
+    from compress.safety.quiet import native_log_tail, silence_third_party
 
     log = silence_third_party()
     try:

@@ -15,7 +15,7 @@ MAX_WORKERS = 1_024
 MAX_LAYERS = 10_000          # layers kept in float by fallback or search
 
 # --- documents read (YAML and JSON: recipes, report.json, stage.json, manifests, --arch-kwargs values) -------------
-# compress.yamlsafe and compress.jsonsafe refuse anything beyond these before any step walks the values.
+# compress.safety.yamlsafe and compress.safety.jsonsafe refuse anything beyond these before any step walks the values.
 MAX_DOCUMENT_DEPTH = 200     # nested lists/mappings (a report nests about 8 deep)
 MAX_YAML_VALUES = 100_000    # values a YAML document stands for once its aliases are expanded
 
@@ -23,7 +23,7 @@ MAX_YAML_VALUES = 100_000    # values a YAML document stands for once its aliase
 MAX_SECONDS = 86_400         # a timing duration or a target's per-call timeout: one day
 MAX_SEED = 2**32 - 1         # numpy's seeds are 32-bit
 
-# Archives (compress/archive.py, compress/safe_load.py, compress/data/registry.py): bounds checked on declared sizes
+# Archives (compress/loading/archive.py, compress/loading/safe_load.py, compress/data/registry.py): bounds checked on declared sizes
 # before anything is inflated; readers stop at the declared size, so a size that lies costs no more.
 MAX_INFLATE_RATIO = 200            # a deflated zip entry above MIN_BOMB_BYTES may grow at most this much (deflate: ~1000x)
 MIN_BOMB_BYTES = 64 << 20          # smaller entries are not judged by their ratio

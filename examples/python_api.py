@@ -4,8 +4,8 @@ Run: python examples/python_api.py [run-dir]
 """
 import sys
 
-from compress.model import load_model
-from compress.quantize import QuantizeConfig, quantize
+from compress.loading.model import load_model
+from compress.passes.quantize import QuantizeConfig, quantize
 from compress.zoo import train_zoo_model
 
 run_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/python-api"

@@ -1,4 +1,4 @@
-"""The second process that converts TFLite/.pte files beside the ONNX work (compress.export.ahead): what it refuses
+"""The second process that converts TFLite/.pte files beside the ONNX work (compress.steps.ahead): what it refuses
 to take, and that it never outlives the process that started it. The files it makes are compared with in-process
 conversions in tests/test_quantize.py."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from compress.export.ahead import Job, convert_ahead
+from compress.steps.ahead import Job, convert_ahead
 from tests.models_for_tests import MultiHead
 
 
@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_an_unused_prewarmed_process_ends_with_its_parent():
-    script = "from compress.export import ahead; ahead.prewarm(); print(ahead._WARM[0][0].pid, flush=True)"
+    script = "from compress.backends import ahead; ahead.prewarm(); print(ahead._WARM[0][0].pid, flush=True)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout.split()[0])
@@ -57,10 +57,10 @@ def test_an_unused_prewarmed_process_ends_with_its_parent():
 
 
 def test_a_pt2_model_is_reloaded_there_and_converted_to_the_same_bytes(tmp_path):
-    from compress.export.pt2e import eval_mode, export_batch
-    from compress.export.reuse import conversions
-    from compress.export.tflite import build_tflite
-    from compress.model import load_model
+    from compress.backends.pt2e import eval_mode, export_batch
+    from compress.backends.reuse import conversions
+    from compress.backends.tflite.export import build_tflite
+    from compress.loading.model import load_model
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
@@ -90,8 +90,8 @@ def test_each_answer_is_waited_for_only_when_asked_and_kept_with_the_bytes_made_
     import numpy as np
 
     from compress.data import Dataset
-    from compress.export.reuse import conversions
-    from compress.export.tflite import build_tflite
+    from compress.backends.reuse import conversions
+    from compress.backends.tflite.export import build_tflite
 
     net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
     calib = Dataset("calib", (np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32),))
@@ -112,9 +112,9 @@ def test_a_second_process_that_ended_before_anyone_waited_counts_its_cpu_in_its_
     import numpy as np
 
     from compress.data import Dataset
-    from compress.export.reuse import conversions
-    from compress.export.tflite import build_tflite
-    from compress.phases import PhaseClock
+    from compress.backends.reuse import conversions
+    from compress.backends.tflite.export import build_tflite
+    from compress.steps.phases import PhaseClock
 
     net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
     calib = Dataset("calib", (np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32),))
@@ -148,8 +148,8 @@ def test_a_conversion_that_failed_there_is_made_here_with_its_usual_error():
     import numpy as np
 
     from compress.data import Dataset
-    from compress.export.reuse import conversions
-    from compress.export.tflite import build_tflite
+    from compress.backends.reuse import conversions
+    from compress.backends.tflite.export import build_tflite
 
     net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
     wrong = Dataset("calib", (np.zeros((4, 1, 5, 5), np.float32),))  # too small for the convolution and the linear
@@ -162,7 +162,7 @@ def test_a_conversion_that_failed_there_is_made_here_with_its_usual_error():
 
 
 def test_a_run_that_ends_first_stops_the_second_process():
-    from compress.export.reuse import conversions
+    from compress.backends.reuse import conversions
 
     net, example = _small_net(), (torch.zeros(1, 1, 8, 8),)
     with conversions():

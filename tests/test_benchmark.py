@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.benchmark import benchmark_artifact, busy_warnings, median_ci, summarize
+from compress.steps.benchmark import benchmark_artifact, busy_warnings, median_ci, summarize
 
 
 class Tiny(nn.Module):
@@ -179,8 +179,8 @@ def test_missing_and_unloadable_artifacts(tiny_files, cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def quantized_run(zoo_checkpoint, tmp_path_factory):
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
 
     run_dir = tmp_path_factory.mktemp("run")
     config = QuantizeConfig(formats=["onnx"], include_fp32=False, bench=False, calib_samples=64)
@@ -302,7 +302,7 @@ def test_benchmark_model_parser_on_real_output():
 
 
 def test_benchmark_model_summary_becomes_a_valid_latency_entry():
-    from compress.benchmark import latency_entry
+    from compress.steps.benchmark import latency_entry
     from compress.targets.adb import parse_benchmark_model_output
 
     summary = parse_benchmark_model_output(BENCHMARK_MODEL_2020)
@@ -351,7 +351,7 @@ def test_executor_runner_parser_keeps_per_iteration_times_after_warmup():
 
 
 def test_executor_runner_times_become_valid_latency_entries_with_percentiles():
-    from compress.benchmark import latency_entry
+    from compress.steps.benchmark import latency_entry
     from compress.targets.adb import parse_executor_runner_output
 
     base = {"target": "adb:R58M", "runtime": "executorch", "batch": 1, "threads": 4, "emulated": False}

@@ -9,7 +9,7 @@ import pytest
 def test_specs_name_the_files_each_command_writes():
     from compress.passes.qat import QatConfig
     from compress.passes.qat_export import qat_spec
-    from compress.quantize import QuantizeConfig, artifact_specs
+    from compress.passes.quantize import QuantizeConfig, artifact_specs
 
     specs = artifact_specs(QuantizeConfig(formats=["onnx", "tflite"], precisions=["int8", "fp16"]))
     assert [(s.name, s.filename, s.source) for s in specs] == [
@@ -29,10 +29,10 @@ def test_specs_name_the_files_each_command_writes():
 def test_build_exports_verifies_and_measures_the_reference(zoo_checkpoint, tmp_path):
     """Without a reference, the first fp32 file's size becomes the reference's; each file is verified in its runtime."""
     from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, build
-    from compress.model import load_model
-    from compress.pipeline import heads_for
-    from compress.quantize import QuantizeConfig
-    from compress.workflows.common import resolve_splits
+    from compress.loading.model import load_model
+    from compress.steps.pipeline import heads_for
+    from compress.passes.quantize import QuantizeConfig
+    from compress.passes.workflow_common import resolve_splits
 
     handle = load_model(zoo_checkpoint("linreg", epochs=1))
     _, plan = resolve_splits(handle, None)
@@ -50,10 +50,10 @@ def test_build_without_refusals_stops_at_the_first_failure(zoo_checkpoint, tmp_p
     """Only a build given ``refusals`` goes on past a format that cannot be made (quantize); prune, distill and qat stop."""
     from compress.build import QUANTIZER, ArtifactSpec, BuildContext, build
     from compress.errors import UsageError
-    from compress.model import load_model
-    from compress.pipeline import heads_for, measure_reference
-    from compress.quantize import QuantizeConfig
-    from compress.workflows.common import resolve_splits
+    from compress.loading.model import load_model
+    from compress.steps.pipeline import heads_for, measure_reference
+    from compress.passes.quantize import QuantizeConfig
+    from compress.passes.workflow_common import resolve_splits
 
     handle = load_model(zoo_checkpoint("linreg", epochs=1))
     _, plan = resolve_splits(handle, None)

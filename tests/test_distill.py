@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from compress.data.dataset import Head
-from compress.model import load_model
+from compress.loading.model import load_model
 from compress.passes.distill import DistillConfig, apply, build_student, kd_loss, parse_student
 from compress.report import validate_report
 
@@ -90,7 +90,7 @@ def test_feature_distillation_with_a_learned_projection(teacher, splits):
 
 
 def test_onnx_teacher_gives_soft_targets_through_onnxruntime(teacher, splits, tmp_path):
-    from compress.export.onnx import export_onnx
+    from compress.backends.onnx.export import export_onnx
 
     export_onnx(load_model(teacher), tmp_path / "teacher.onnx")
     handle = load_model(tmp_path / "teacher.onnx")

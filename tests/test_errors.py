@@ -49,7 +49,7 @@ def test_npz_without_x(tmp_path):
 
 def test_pickled_module_refused_without_trust(tmp_path):
     from compress.errors import UsageError
-    from compress.model import load_model
+    from compress.loading.model import load_model
 
     path = tmp_path / "pickled.pt"
     torch.save(torch.nn.Linear(2, 2), path)

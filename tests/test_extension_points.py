@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from compress.formats import (PRECISIONS, get, register, register_calibration, register_precision, unregister,
+from compress.backends import (PRECISIONS, get, register, register_calibration, register_precision, unregister,
                               unregister_calibration, unregister_precision)
 from tests.cli_checks import json_output, one_line
 from tests.toy_extensions import int4_weight_sym, mse_calibration, ort_format

@@ -9,7 +9,7 @@ import pickle
 import pytest
 import yaml
 
-from compress.io import sha256_file
+from compress.safety.io import sha256_file
 from compress.report import validate_report
 from tests.cli_checks import json_output
 

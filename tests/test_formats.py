@@ -9,7 +9,7 @@ import pytest
 
 
 def test_the_device_runner_table_agrees_with_the_format_registry():
-    from compress.formats import runtime_by_suffix
+    from compress.backends import runtime_by_suffix
     from compress.targets import device_runner
 
     assert device_runner.SUFFIX_RUNTIME == runtime_by_suffix()
@@ -18,9 +18,9 @@ def test_the_device_runner_table_agrees_with_the_format_registry():
 def test_configs_cli_and_report_schema_list_the_registered_names(cli):
     from pydantic import ValidationError
 
-    from compress.formats import PRECISIONS, formats
-    from compress.formats.calibration import CALIBRATIONS
-    from compress.quantize import QuantizeConfig
+    from compress.backends import PRECISIONS, formats
+    from compress.backends.calibration import CALIBRATIONS
+    from compress.passes.quantize import QuantizeConfig
     from compress.report.model import report_json_schema
 
     artifact = report_json_schema()["$defs"]["Artifact"]["properties"]
@@ -48,7 +48,7 @@ def test_recipe_calib_samples_reaches_each_quantize_stage():
 @pytest.fixture
 def toy_format():
     """``onnxtoy``: ONNX bytes under another suffix, registered from this file only, removed afterwards."""
-    from compress.formats import get, register, unregister
+    from compress.backends import get, register, unregister
 
     onnx = get("onnx")
     yield register(replace(onnx, name="onnxtoy", suffixes=(".onnxtoy",), default=False,
@@ -57,9 +57,9 @@ def toy_format():
 
 
 def test_a_toy_format_registered_from_a_test_quantizes_verifies_and_reports(toy_format, zoo_checkpoint, tmp_path, cli):
-    from compress.formats import format_of
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.backends import format_of
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
     from compress.report import validate_report
     from compress.runtimes import open_runner
 
@@ -82,8 +82,8 @@ def test_a_toy_format_registered_from_a_test_quantizes_verifies_and_reports(toy_
 
 
 def test_a_multi_file_artifact_is_sized_and_hashed_over_all_its_files(tmp_path):
-    from compress.formats import ArtifactFormat, artifact_sha256, artifact_size, register, unregister
-    from compress.io import sha256_file
+    from compress.backends import ArtifactFormat, artifact_sha256, artifact_size, register, unregister
+    from compress.safety.io import sha256_file
 
     register(ArtifactFormat("twofile", (".xml",), ("onnxruntime",), files=lambda path: [path, path.with_suffix(".bin")]))
     try:

@@ -213,7 +213,7 @@ def poisoned_copy(staged_run, tmp_path: Path, record_digest: bool, poison=None) 
     :func:`_poison`; and the marker's sha256 too if asked)."""
     import shutil
 
-    from compress.io import sha256_file
+    from compress.safety.io import sha256_file
 
     recipe, run = staged_run
     copy = tmp_path / "run"

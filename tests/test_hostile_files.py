@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.io import LOW_SPACE_BYTES, DiskFull, atomic_path, disk_full_named
+from compress.safety.io import LOW_SPACE_BYTES, DiskFull, atomic_path, disk_full_named
 from compress.report import validate_report
-from compress.rundir import LOCK, STAGING, run_directory
+from compress.safety.rundir import LOCK, STAGING, run_directory
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_SUFFIXES = (".onnx", ".tflite")
-HOLDER = ("import sys, time; from compress.rundir import run_directory\n"
+HOLDER = ("import sys, time; from compress.safety.rundir import run_directory\n"
           "with run_directory(sys.argv[1], 'quantize'):\n    print('held', flush=True); time.sleep(120)\n")
 
 
@@ -81,7 +81,7 @@ def tmpfs(tmp_path):
 @pytest.fixture(scope="module")
 def corrupt_int8(zoo_checkpoint, cli, tmp_path_factory):
     """`compress quantize --format onnx` whose int8 file is truncated to 481 bytes after quantization."""
-    import compress.export.onnx_quantize as onnx_quantize
+    import compress.backends.onnx.quantize as onnx_quantize
 
     real = onnx_quantize.quantize_onnx
 
@@ -131,8 +131,8 @@ def test_no_third_party_temporaries_in_the_run_directory(zoo_checkpoint, tmp_pat
     calibration cache are written elsewhere and removed; the run directory holds finished files only."""
     import onnx
 
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
 
     written = []
     real = onnx.shape_inference.infer_shapes_path
@@ -198,7 +198,7 @@ def test_lock_released_and_staging_removed_on_an_exception(tmp_path):
 
 def test_interrupt_mid_export_leaves_no_final_file(zoo_checkpoint, cli, tmp_path, monkeypatch):
     """KeyboardInterrupt while the fp32 ONNX file is written (before its load check): nothing under a final name."""
-    import compress.runtimes.onnxruntime as ort_runtime
+    import compress.backends.onnx.session as ort_runtime
 
     def interrupted(path):
         assert Path(path).stat().st_size > 0  # the file was being written
@@ -213,7 +213,7 @@ def test_interrupt_mid_export_leaves_no_final_file(zoo_checkpoint, cli, tmp_path
 
 def test_interrupt_before_verification_leaves_no_final_file(zoo_checkpoint, cli, tmp_path, monkeypatch):
     """KeyboardInterrupt once the int8 file is written but before it is verified: only the verified fp32 file stays."""
-    import compress.export.onnx_quantize as onnx_quantize
+    import compress.backends.onnx.quantize as onnx_quantize
 
     real = onnx_quantize.quantize_onnx
 

@@ -270,7 +270,7 @@ def test_non_finite_figures_become_null_with_a_note(cli, tmp_path):
 
     report = new_report({"path": "m.pt", "format": "zoo", "sha256": "0" * 64}, None,
                         {"metrics": {"task": {"name": "r2", "value": float("-inf"), "higher_is_better": True}}, "size_bytes": 1})
-    from compress.jsonsafe import read_json
+    from compress.safety.jsonsafe import read_json
 
     written = read_json(write_report(tmp_path, report))  # raises on a NaN or Infinity literal
     assert written["reference"]["metrics"]["task"]["value"] is None
@@ -292,7 +292,7 @@ SHAPE_TEXT = st.one_of(
 @PROPERTY
 @given(SHAPE_TEXT)
 def test_input_shape_parsing_is_a_spec_or_a_usage_error(text):
-    from compress.spec import DTYPES, InputSpec
+    from compress.loading.spec import DTYPES, InputSpec
 
     try:
         spec = InputSpec.parse([text])

@@ -81,7 +81,7 @@ def test_a_killed_quantize_takes_its_second_process_with_it(mnist, tmp_path, sig
 
         def converting() -> bool:  # the second process has its request: the ONNX work (staged) goes on meanwhile
             converters[:] = [pid for pid in children(parent.pid)
-                             if b"compress.export.ahead" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                             if b"compress.steps.ahead" in Path(f"/proc/{pid}/cmdline").read_bytes()]
             return bool(converters) and (out / ".partial").is_dir() and any((out / ".partial").iterdir())
 
         assert wait_until(converting, 300), parent.stderr.read1().decode() if parent.poll() is not None else "no second process"

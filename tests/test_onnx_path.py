@@ -15,21 +15,21 @@ import torch
 from torch import nn
 
 from compress.data import Dataset, load_dataset
-from compress.formats import get as get_format
-from compress.formats.registry import QuantizeJob
+from compress.backends import get as get_format
+from compress.backends.registry import QuantizeJob
 from compress.errors import UsageError
-from compress.evaluate import fidelity, task_metrics
-from compress.export.cpu_features import cpu_int8_features, int8_speed_explanation, needs_reduce_range
-from compress.export.onnx import export_notes, export_onnx
-from compress.export.faithful import output_fidelity
-from compress.export.onnx_choose import Candidate, pick
-from compress.export.onnx_fusions import fuse_transformer
-from compress.export.onnx_preflight import onnx_preflight
-from compress.export.onnx_quantize import analyze_sensitivity, quantize_onnx
-from compress.model import ModelHandle, load_model
+from compress.data.evaluate import fidelity, task_metrics
+from compress.backends.onnx.cpu_features import cpu_int8_features, int8_speed_explanation, needs_reduce_range
+from compress.backends.onnx.export import export_notes, export_onnx
+from compress.backends.faithful import output_fidelity
+from compress.backends.onnx.choose import Candidate, pick
+from compress.backends.onnx.fusions import fuse_transformer
+from compress.backends.onnx.preflight import onnx_preflight
+from compress.backends.onnx.quantize import analyze_sensitivity, quantize_onnx
+from compress.loading.model import ModelHandle, load_model
 from compress.runtimes import open_runner, run_dataset
-from compress.runtimes.onnxruntime import OrtRunner
-from compress.spec import InputSpec
+from compress.backends.onnx.session import OrtRunner
+from compress.loading.spec import InputSpec
 from compress.zoo import ZOO
 from tests.models_for_tests import StatefulGRU, TokenClassifier
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.advice import SPEED_NOTE, speed_verdict
-from compress.benchmark import session_of
+from compress.steps.advice import SPEED_NOTE, speed_verdict
+from compress.steps.benchmark import session_of
 from tests.cli_checks import json_output, one_line
 
 

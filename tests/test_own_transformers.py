@@ -97,7 +97,7 @@ def quantize(cli, saved, name: str, formats: str, out: Path):
 
 
 def test_the_mask_operator_is_in_the_graph_and_loads_without_flags(saved):
-    from compress.model import load_model
+    from compress.loading.model import load_model
 
     model, _ = saved("bert")
     program = torch.export.load(model)

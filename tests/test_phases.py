@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-import compress.export.tflite as tflite
-from compress.export.reuse import conversions
-from compress.model import load_model
-from compress.phases import PhaseClock
+import compress.backends.tflite.export as tflite
+from compress.backends.reuse import conversions
+from compress.loading.model import load_model
+from compress.steps.phases import PhaseClock
 from compress.report import validate_report
 
 
@@ -81,9 +81,9 @@ def test_phase_clock_adds_a_repeated_phase_and_never_exceeds_its_total():
 
 
 def test_one_run_calibrates_an_onnx_file_once_per_data_and_method(zoo_checkpoint, tmp_path, monkeypatch):
-    import compress.export.onnx_quantize as onnx_quantize
+    import compress.backends.onnx.quantize as onnx_quantize
     from compress.data import load_dataset
-    from compress.export.onnx import export_onnx
+    from compress.backends.onnx.export import export_onnx
 
     handle = load_model(zoo_checkpoint("mnist_cnn"))
     calibration = load_dataset(handle.dataset["name"]).split(handle.dataset["split_seed"]).calibration(32)

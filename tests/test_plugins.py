@@ -89,7 +89,7 @@ def test_a_registered_pass_config_is_validated_like_the_built_in_ones(plugins):
 
 def test_search_space_comes_from_the_pass_fields_and_their_validators():
     from compress.passes.prune import PruneConfig
-    from compress.quantize import QuantizeConfig
+    from compress.passes.quantize import QuantizeConfig
     from compress.tune.config import SearchSpace
 
     assert SearchSpace().calib_samples == QuantizeConfig.model_fields["calib_samples"].json_schema_extra["search"]["default"]

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from compress.data import load_dataset
-from compress.model import ModelHandle, load_model
+from compress.loading.model import ModelHandle, load_model
 from compress.passes.prune import PruneConfig, apply, check_n_m, compressed_size, n_m_mask
 from compress.passes.schedule import polynomial_schedule, ramp_epochs
 from compress.report import validate_report
-from compress.spec import InputSpec, TensorSpec
+from compress.loading.spec import InputSpec, TensorSpec
 
 from tests.cli_checks import json_output, one_line
 
@@ -57,9 +57,9 @@ def test_structured_pruning_removes_channels_and_shrinks_the_onnx_file(structure
 
 
 def test_degradation_is_against_the_original_model_not_the_pruned_one(structured_run, mnist):
-    from compress.dataplan import plan_data
-    from compress.evaluate import task_metrics
-    from compress.training import predict
+    from compress.data.plan import plan_data
+    from compress.data.evaluate import task_metrics
+    from compress.passes.training import predict
 
     run_dir, report = structured_run
     original = load_model(mnist)
@@ -145,7 +145,7 @@ def test_cnn_same_structured_on_real_data(zoo_checkpoint, splits):
 
 
 def test_magnitude_pruning_is_permanent_and_compresses(mnist, splits, tmp_path):
-    from compress.export.onnx import export_onnx
+    from compress.backends.onnx.export import export_onnx
 
     handle = load_model(mnist)
     pruned = apply(handle, PruneConfig(method="magnitude", sparsity=0.8, scope="global", finetune_epochs=1), splits)

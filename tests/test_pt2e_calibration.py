@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-import compress.export.pt2e as pt2e
+import compress.backends.pt2e as pt2e
 from compress.data import Dataset
-from compress.export.tflite import _layer_aware_quantizer
+from compress.backends.tflite.export import _layer_aware_quantizer
 
 
 class Reshaping(torch.nn.Module):

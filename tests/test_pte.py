@@ -14,10 +14,10 @@ import torch
 
 from compress.data import load_dataset
 from compress.errors import EnvironmentFailure, UsageError
-from compress.model import ModelHandle, load_model
+from compress.loading.model import ModelHandle, load_model
 from compress.runtimes.base import run_dataset
-from compress.spec import InputSpec, TensorSpec
-from compress.training import predict
+from compress.loading.spec import InputSpec, TensorSpec
+from compress.passes.training import predict
 from tests.models_for_tests import MultiHead, TokenClassifier
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
@@ -34,7 +34,7 @@ def _sha(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def mnist(zoo_checkpoint, tmp_path_factory):
-    from compress.export.pte import export_pte
+    from compress.backends.pte.export import export_pte
 
     handle = load_model(zoo_checkpoint("mnist_cnn", epochs=2))
     splits = load_dataset(handle.dataset["name"]).split(int(handle.dataset.get("split_seed", 0)))
@@ -47,7 +47,7 @@ def mnist(zoo_checkpoint, tmp_path_factory):
 
 @needs_executorch
 def test_fp32_pte_matches_torch_at_any_batch(mnist):
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.session import ExecuTorchRunner
 
     handle, splits, fp32, _, reference = mnist
     assert fp32.precision == "fp32" and fp32.techniques == ["export:executorch:xnnpack"] and fp32.float_ops == []
@@ -66,8 +66,8 @@ def test_fp32_pte_matches_torch_at_any_batch(mnist):
 
 @needs_executorch
 def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_path):
-    from compress.export.pte import export_pte
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.export import export_pte
+    from compress.backends.pte.session import ExecuTorchRunner
 
     handle, splits, fp32, int8, reference = mnist
     assert int8.precision == "int8"
@@ -109,7 +109,7 @@ class UnevenChannels(torch.nn.Module):
 
 @needs_executorch
 def test_per_channel_scales_are_kept_when_per_tensor_loses_fidelity(tmp_path):
-    from compress.export.pte import export_pte
+    from compress.backends.pte.export import export_pte
 
     spec = InputSpec((TensorSpec("x", (-1, 16)),))
     handle = ModelHandle(UnevenChannels().eval(), spec, "mem", "pickle", "")
@@ -123,9 +123,9 @@ def test_per_channel_scales_are_kept_when_per_tensor_loses_fidelity(tmp_path):
 
 @needs_executorch
 def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
-    from compress.export.pte import export_pte
-    from compress.export.pte_preflight import pte_preflight
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.export import export_pte
+    from compress.backends.pte.preflight import pte_preflight
+    from compress.backends.pte.session import ExecuTorchRunner
 
     torch.manual_seed(0)
     model = TokenClassifier().eval()
@@ -148,8 +148,8 @@ def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
 
 @needs_executorch
 def test_several_outputs_in_model_order(tmp_path):
-    from compress.export.pte import export_pte
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.export import export_pte
+    from compress.backends.pte.session import ExecuTorchRunner
 
     torch.manual_seed(0)
     model = MultiHead().eval()
@@ -176,7 +176,7 @@ def test_device_runner_times_a_pte(mnist):
 
 
 def test_unavailable_precisions_say_why():
-    from compress.export.pte import check_precision
+    from compress.backends.pte.export import check_precision
 
     for precision, why in (("int8-weight", "weight-only"), ("int4-weight", "int8-dynamic"), ("fp16", "half-precision")):
         with pytest.raises(UsageError, match=why):
@@ -186,8 +186,8 @@ def test_unavailable_precisions_say_why():
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
-    from compress.export.pte import export_pte
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.export import export_pte
+    from compress.backends.pte.session import ExecuTorchRunner
 
     monkeypatch.setitem(sys.modules, "executorch", None)   # import executorch... now raises ImportError
     monkeypatch.setitem(sys.modules, "executorch.runtime", None)
@@ -202,8 +202,8 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
 
 @needs_executorch
 def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist, tmp_path):
-    from compress.export.pte import export_pte
-    from compress.runtimes.executorch import ExecuTorchRunner
+    from compress.backends.pte.export import export_pte
+    from compress.backends.pte.session import ExecuTorchRunner
 
     handle, splits, _, _, reference = mnist
     kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), calibration="percentile", exclude=["classifier.3"])
@@ -226,7 +226,7 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
     """`compress quantize --format onnx,tflite,pte`: every file verified in its own runtime on the test split, the
     int8 .pte within 0.5 pt of the reference, and the recommendation chosen among all three formats. The pre-flight's
     int8 dry run is the int8 file's lowering (one lowering per file)."""
-    import compress.export.pte as pte
+    import compress.backends.pte.export as pte
     from compress.build import AHEAD_PHASE
     from compress.report import validate_report
 
@@ -245,7 +245,7 @@ def test_quantize_format_pte_verifies_and_recommends_across_all_three_formats(zo
     assert any("delegate coverage" in note for note in int8["notes"])
     assert set(report["recommended"]["by_format"]) >= {"onnx", "tflite", "pte"}
     # both programs were lowered once, in the second process beside the ONNX work; the pre-flight and the exports
-    # here reused them (compress.export.ahead, compress.export.reuse)
+    # here reused them (compress.steps.ahead, compress.backends.reuse)
     assert lowered == [] and AHEAD_PHASE in [p["phase"] for p in report["timings"]["phases"]]
     refused = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "pte", "--precision", "fp16", "--out", tmp_path / "fp16")
     assert refused.exit_code == 2 and "not available for .pte" in refused.stderr
@@ -288,7 +288,7 @@ def test_tune_searches_pte_files(zoo_checkpoint, cli, tmp_path):
 
 @needs_executorch
 def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
-    from compress.export.pte_preflight import pte_preflight
+    from compress.backends.pte.preflight import pte_preflight
 
     class Recurrent(torch.nn.Module):
         def __init__(self):

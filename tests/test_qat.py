@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from compress.model import ModelHandle, load_model
+from compress.loading.model import ModelHandle, load_model
 from compress.passes import qat
 from compress.report import validate_report
 from compress.runtimes import open_runner, run_dataset
-from compress.spec import InputSpec, TensorSpec
-from compress.training import fit
+from compress.loading.spec import InputSpec, TensorSpec
+from compress.passes.training import fit
 
 from tests.cli_checks import json_output, one_line
 
@@ -118,7 +118,7 @@ def test_three_bit_weights_qat_beats_ptq_with_the_same_scheme(mnist, splits, tmp
 
 
 def test_pruned_pt2_chains_into_qat_from_the_cli(mnist, splits, cli, tmp_path):
-    from compress.model import save_program
+    from compress.loading.model import save_program
     from compress.passes.prune import PruneConfig, apply
 
     pruned = apply(load_model(mnist), PruneConfig(method="l1-structured", sparsity=0.5), splits)

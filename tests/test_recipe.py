@@ -115,7 +115,7 @@ def test_interrupted_run_resumes(quick_recipe, tmp_path, monkeypatch):
 
     recipe = load_recipe(quick_recipe)
     calls = {"n": 0}
-    import compress.quantize as quantize_module
+    import compress.passes.quantize as quantize_module
 
     real = quantize_module.quantize
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.benchmark import record_latencies, speed_against, speed_pick, start_timing_session, summarize
+from compress.steps.benchmark import record_latencies, speed_against, speed_pick, start_timing_session, summarize
 from tests.browser import render
 
 REPO = str(Path(__file__).parents[1])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from compress.model import load_model
+from compress.loading.model import load_model
 from tests.cli_checks import json_output
 from tests.models_for_tests import TinyVad
 

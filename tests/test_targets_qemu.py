@@ -43,8 +43,8 @@ def monkeypatch_module():
 @pytest.fixture(scope="module")
 def int8_run(zoo_checkpoint, tmp_path_factory):
     """A real `quantize` run directory: int8 ONNX (static QDQ) and int8 TFLite (PT2E) of a trained mnist_cnn."""
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
 
     run_dir = tmp_path_factory.mktemp("int8")
     config = QuantizeConfig(formats=["onnx", "tflite"], include_fp32=False, bench=False, calib_samples=128)

@@ -150,10 +150,10 @@ def test_ssh_parity_outputs_match_the_local_runtime(sshd, tiny_onnx):
 
 def test_pte_over_ssh_runs_in_executorch_like_locally(sshd, tmp_path, cli):
     pytest.importorskip("executorch")
-    from compress.export.pte import export_pte
-    from compress.model import ModelHandle
+    from compress.backends.pte.export import export_pte
+    from compress.loading.model import ModelHandle
     from compress.runtimes import open_runner
-    from compress.spec import InputSpec, TensorSpec
+    from compress.loading.spec import InputSpec, TensorSpec
     from compress.targets.base import RunRequest, open_target
 
     handle = ModelHandle(Tiny().eval(), InputSpec((TensorSpec("image", (-1, 1, 8, 8)),)), "mem", "pickle", "")

@@ -27,13 +27,13 @@ def test_readme_quantize_prints_its_table_on_stdout_and_only_compress_lines_on_s
     foreign = [line for line in done.stderr.splitlines() if line.strip() and not PROGRESS_LINE.match(line)
                and not line.startswith("error: ")]  # exit 1 (the gate on a 1-epoch model) ends with compress's own line
     assert foreign == [], f"{len(foreign)} stderr lines are not compress's:\n" + "\n".join(foreign)
-    # steps over 2 s print: the wait for the second process's TFLite conversions (compress.export.ahead)
+    # steps over 2 s print: the wait for the second process's TFLite conversions (compress.steps.ahead)
     assert any(AHEAD_PHASE in line for line in done.stderr.splitlines()), done.stderr
 
 
 def test_native_logs_and_foreign_warnings_are_kept_off_stderr():
     script = ("import os, sys, warnings\n"
-              "from compress.quiet import native_log_tail, silence_third_party\n"
+              "from compress.safety.quiet import native_log_tail, silence_third_party\n"
               "log = silence_third_party()\n"
               "os.write(2, b'I0000 flatbuffer_export.cc:4410] Estimated count of arithmetic ops\\n')\n"
               "warnings.warn('isinstance(treespec, LeafSpec) is deprecated', FutureWarning)\n"

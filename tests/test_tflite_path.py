@@ -10,13 +10,13 @@ from torch import nn
 
 from compress.data import Dataset, load_dataset
 from compress.errors import UsageError
-from compress.export.tflite import export_tflite
-from compress.export.tflite_preflight import tflite_preflight
-from compress.model import ModelHandle, load_model
+from compress.backends.tflite.export import export_tflite
+from compress.backends.tflite.preflight import tflite_preflight
+from compress.loading.model import ModelHandle, load_model
 from compress.runtimes.base import open_runner, run_dataset
-from compress.runtimes.litert import LiteRTRunner
-from compress.spec import InputSpec, TensorSpec
-from compress.training import predict
+from compress.backends.tflite.session import LiteRTRunner
+from compress.loading.spec import InputSpec, TensorSpec
+from compress.passes.training import predict
 
 
 def _splits(handle):

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from compress.advice import SPEED_NOTE, explain_speed
-from compress.benchmark import TARGET_HALF_WIDTH, benchmark_artifact, describe_conditions
+from compress.steps.advice import SPEED_NOTE, explain_speed
+from compress.steps.benchmark import TARGET_HALF_WIDTH, benchmark_artifact, describe_conditions
 from compress.report.model import TimingConditions
-from compress.runtimes.onnxruntime import OrtRunner
+from compress.backends.onnx.session import OrtRunner
 from compress.targets.device_runner import OrtSession, prepare, random_inputs, time_session
 
 RECIPE = """\

@@ -158,7 +158,7 @@ def test_tune_without_labels_judges_trials_by_their_fidelity_floors(mnist, cli, 
     import numpy as np
 
     from compress.data import resolve_data
-    from compress.model import load_model
+    from compress.loading.model import load_model
 
     unlabelled = tmp_path / "x.npz"
     np.savez(unlabelled, x=resolve_data(load_model(mnist).dataset["name"]).x[0][:300])

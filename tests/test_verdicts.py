@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compress.gates import GatePolicy, evaluate_gates, fidelity_floor_check
-from compress.outputs import infer_kinds, measure, neighbour_agreement
+from compress.steps.gates import GatePolicy, evaluate_gates, fidelity_floor_check
+from compress.data.outputs import infer_kinds, measure, neighbour_agreement
 from compress.report import load_schema, validate_report
 from compress.report.model import report_json_schema
 from tests.models_for_tests import MultiHead, TinyEncoder, WideRangeLSTM

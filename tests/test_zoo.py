@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from compress.data import load_dataset
-from compress.model import load_model
-from compress.training import predict
+from compress.loading.model import load_model
+from compress.passes.training import predict
 from compress.zoo import ZOO
 
 SHORT_EPOCHS = {"linreg": 50, "lstm": 2, "rnn": 2, "attention": 2, "multitask": 2, "transformer": 1, "cnn_same": 1, "mnist_cnn": 1, "cnn64": 1}

@@ -21,8 +21,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from compress.errors import CompressError
-from compress.jsonsafe import dumps
-from compress.quiet import library_output_aside, result_stream, story_stream, third_party_loggers
+from compress.safety.jsonsafe import dumps
+from compress.safety.quiet import library_output_aside, result_stream, story_stream, third_party_loggers
 
 # Where text goes follows git, pip and ruff: stdout is the result (tables, summaries, the --json document), stderr is
 # the story (progress, logs, warnings, the one error line). A terminal wraps at its width; a pipe or a CI log gets
@@ -32,7 +32,7 @@ PIPE_WIDTH = 10_000
 
 class FullWidthWhenPiped(Console):
     """A rich Console that renders at PIPE_WIDTH columns when its stream is not a terminal (checked at each print),
-    on compress's own stderr or stdout (compress.quiet: also while libraries' output is set aside)."""
+    on compress's own stderr or stdout (compress.safety.quiet: also while libraries' output is set aside)."""
 
     @property
     def file(self):
@@ -57,7 +57,7 @@ stdout_console = FullWidthWhenPiped()  # the result: tables and summaries
 VERBOSE = {"on": False}  # --verbose on the line (set by the root command): also the time per phase, on stderr
 
 def _format_help() -> str:
-    from compress.formats import default_formats, quantizable
+    from compress.backends import default_formats, quantizable
 
     return f"Any of {', '.join(quantizable())} (comma-separated). Default: {', '.join(default_formats())}."
 
@@ -80,15 +80,15 @@ NO_BENCH_OPTION = typer.Option(False, "--no-bench", help="Skip latency measureme
 RUNS_OPTION = typer.Option(100, "--runs", help="Timed runs per artifact, at most (timing stops earlier once the median is known to ±2 %).")
 THREADS_OPTION = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own).")
 SEED_OPTION = typer.Option(0, "--seed", help="Seed for data splits, calibration subsets and training.")
-# How artifacts are judged (compress.gates): the same options on every verb that judges artifacts.
+# How artifacts are judged (compress.steps.gates): the same options on every verb that judges artifacts.
 OUTPUT_KIND_OPTION = typer.Option(None, "--output-kind", help=(
     "Declare an output's kind, NAME=classes|probabilities|embedding|regression|state (repeatable; default: inferred)."))
 NO_GATE_OPTION = typer.Option(False, "--no-gate", help="Judge nothing: exit 0 whatever the artifacts lost (the report says gates were off).")
 
 
 def gate_policy(max_degradation: float | None, no_gate: bool):
-    """The compress.gates.GatePolicy of ``--max-degradation`` / ``--no-gate`` (default gates on)."""
-    from compress.gates import GatePolicy
+    """The compress.steps.gates.GatePolicy of ``--max-degradation`` / ``--no-gate`` (default gates on)."""
+    from compress.steps.gates import GatePolicy
 
     return GatePolicy(enabled=not no_gate, max_degradation=max_degradation)
 
@@ -96,7 +96,7 @@ def gate_policy(max_degradation: float | None, no_gate: bool):
 def declare_output_kinds(handle, pairs: list[str] | None):
     """Set ``--output-kind NAME=KIND`` values on ``handle`` (a bad kind is exit 2); return the handle."""
     from compress.errors import UsageError
-    from compress.outputs import parse_output_kinds
+    from compress.data.outputs import parse_output_kinds
 
     try:
         handle.output_kinds = parse_output_kinds([item for value in pairs or [] for item in value.split(",") if item.strip()])
@@ -107,7 +107,7 @@ def declare_output_kinds(handle, pairs: list[str] | None):
 
 @contextlib.contextmanager
 def quiet_third_party_logs(debug: bool) -> Iterator[None]:
-    """Silence compress.quiet's third-party loggers inside the block unless ``debug``; their levels are restored afterwards.
+    """Silence compress.safety.quiet's third-party loggers inside the block unless ``debug``; their levels are restored afterwards.
 
     They log warnings and tracebacks of their own (torch.export.load logs one before compress reports the file as
     unreadable); without --debug the CLI's one error line is the whole story.
@@ -191,7 +191,7 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
 
     With ``json_out`` (the verb's --json) the line also goes to stdout as ``{"error": ..., "exit_code": N}``, and
     nothing else reaches stdout inside the block: what libraries print there (from Python or C) goes to stderr, or to
-    the native log without --verbose (compress.quiet.library_output_aside). A pydantic ValidationError escaping a verb
+    the native log without --verbose (compress.safety.quiet.library_output_aside). A pydantic ValidationError escaping a verb
     is its options' fault (exit 2). Third-party loggers are silent inside the block unless ``debug``.
     """
     from pydantic import ValidationError
@@ -215,7 +215,7 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
         except Exception as exc:  # an internal failure: name it, exit 3
             if debug:
                 raise
-            from compress.io import unwritable_message
+            from compress.safety.io import unwritable_message
 
             if unwritable_message(exc):  # a full disk or a read-only folder outside the run directory
                 console.print(f"[bold red]error:[/] {unwritable_message(exc)}", highlight=False, soft_wrap=True)
@@ -240,7 +240,7 @@ def print_timings(timings: dict) -> None:
     """The run's time per phase (report.json ``timings``) as a table on stderr."""
     from rich.table import Table
 
-    from compress.phases import timing_rows
+    from compress.steps.phases import timing_rows
 
     table = Table("phase", "wall", "CPU", title="time per phase", title_justify="left")
     for row in timing_rows(timings):
@@ -253,7 +253,7 @@ def parse_kwargs(pairs: list[str] | None) -> dict:
     import yaml
 
     from compress.errors import UsageError
-    from compress.yamlsafe import safe_load
+    from compress.safety.yamlsafe import safe_load
 
     result = {}
     for pair in pairs or []:

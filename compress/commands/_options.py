@@ -22,13 +22,13 @@ from types import SimpleNamespace
 import typer
 
 from compress.errors import UsageError
-from compress.gates import MAX_DEGRADATION_HELP
+from compress.steps.gates import MAX_DEGRADATION_HELP
 from compress.limits import (MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS,
                             MAX_WORKERS)
 from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, handle_errors)
-from compress.model_file import check_data_file, check_model_file
+from compress.loading.model_file import check_data_file, check_model_file
 
 
 MAX_DEGRADATION_OPTION = typer.Option(None, "--max-degradation", help=f"{MAX_DEGRADATION_HELP} Exit 1 if missed.")
@@ -39,9 +39,9 @@ class Options(SimpleNamespace):
 
 
 GROUPS: dict[str, dict[str, tuple[type, typer.models.OptionInfo]]] = {
-    # how artifacts are judged (compress.gates)
+    # how artifacts are judged (compress.steps.gates)
     "judge": {"output_kind": (list[str], OUTPUT_KIND_OPTION), "no_gate": (bool, NO_GATE_OPTION)},
-    # how a model is loaded (compress.model.load_model)
+    # how a model is loaded (compress.loading.model.load_model)
     "load": {"arch": (str, ARCH_OPTION), "arch_kwargs": (list[str], ARCH_KWARGS_OPTION),
              "input_shape": (list[str], INPUT_SHAPE_OPTION), "trust_pickle": (bool, TRUST_PICKLE_OPTION)},
     # how artifacts are timed, and the seed of everything random

@@ -14,7 +14,7 @@ import time
 from typing import Callable, Iterator
 
 from compress.commands._common import console
-from compress.epochs import epoch_info
+from compress.passes.epochs import epoch_info
 
 
 def _clock(seconds: float) -> str:
@@ -67,7 +67,7 @@ def step_progress(transient: bool = False) -> Iterator[Callable[[str], None]]:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=transient,
-                  redirect_stdout=False, redirect_stderr=False) as progress:  # libraries' lines stay aside (compress.quiet)
+                  redirect_stdout=False, redirect_stderr=False) as progress:  # libraries' lines stay aside (compress.safety.quiet)
         current = {"task": None}
 
         def step(message: str) -> None:

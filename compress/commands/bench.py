@@ -45,7 +45,7 @@ def bench_command(
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """
-    from compress.benchmark import benchmark_artifact, record_latencies, start_timing_session
+    from compress.steps.benchmark import benchmark_artifact, record_latencies, start_timing_session
     from compress.errors import UsageError
 
     with handle_errors(opts.debug, opts.json_out):
@@ -109,7 +109,7 @@ def _render(document: dict) -> None:
     from rich import box
     from rich.table import Table
 
-    from compress.benchmark import describe_conditions
+    from compress.steps.benchmark import describe_conditions
 
     if document["results"]:
         table = Table(title="latency per inference (ms)", title_justify="left", box=box.SIMPLE_HEAD)

@@ -23,8 +23,8 @@ def demo(
     """
     from compress.commands._progress import step_progress
     from compress.commands._render import artifact_table
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, quantize
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, quantize
     from compress.zoo import train_zoo_model
 
     with handle_errors(debug):

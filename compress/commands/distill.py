@@ -15,7 +15,7 @@ from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_o
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.workflows.distill import run_distill
+from compress.passes.distill_workflow import run_distill
 
 
 def register(app: typer.Typer) -> None:

@@ -82,8 +82,8 @@ def fleet(
     Example: compress fleet recipes/*.yaml --executor ray --address auto --out runs/fleet
     """
     from compress.errors import UsageError
-    from compress.fleet import run_fleet
-    from compress.io import make_run_dir
+    from compress.recipe.fleet import run_fleet
+    from compress.safety.io import make_run_dir
     from compress.recipe.trust import Trust
 
     with handle_errors(debug, json_out):

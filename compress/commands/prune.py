@@ -17,8 +17,8 @@ from compress.commands._common import (FORMAT_OPTION, declare_output_kinds, emit
                                      stdout_console)
 from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import training_progress
-from compress.workflows.common import FORMATS
-from compress.workflows.prune import run_prune
+from compress.passes.workflow_common import FORMATS
+from compress.passes.prune_workflow import run_prune
 
 
 
@@ -37,7 +37,7 @@ def check_formats(formats: list[str], allowed: tuple[str, ...] | None = None) ->
     """The --format values, deduplicated (default: the default formats); one outside ``allowed`` (default: every
     format compress can produce) is a UsageError naming the choices."""
     from compress.errors import UsageError
-    from compress.formats import quantizable
+    from compress.backends import quantizable
 
     allowed = allowed or quantizable()
     formats = list(dict.fromkeys(formats or FORMATS))
@@ -68,7 +68,7 @@ def bench_options(opts: Options) -> dict | None:
 
 def raise_failed_gates(report: dict, run_dir: Path) -> None:
     from compress.errors import GateFailed
-    from compress.gates import failure_message
+    from compress.steps.gates import failure_message
 
     message = failure_message(report, run_dir)
     if message:
@@ -77,7 +77,7 @@ def raise_failed_gates(report: dict, run_dir: Path) -> None:
 
 def load_for_pass(model: Path, opts: Options):
     """The model of the shared "load" options, with the "judge" options' declared output kinds."""
-    from compress.model import load_model
+    from compress.loading.model import load_model
 
     handle = load_model(model, arch=opts.arch, arch_kwargs=parse_kwargs(opts.arch_kwargs), input_shapes=opts.input_shape,
                         trust_pickle=opts.trust_pickle)

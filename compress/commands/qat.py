@@ -15,8 +15,8 @@ from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_o
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
-from compress.formats import qat_formats
-from compress.workflows.qat import run_qat
+from compress.backends import qat_formats
+from compress.passes.qat_workflow import run_qat
 
 def register(app: typer.Typer) -> None:
     app.command("qat")(qat_command)

@@ -10,9 +10,9 @@ from compress.commands._common import (BATCH_AXIS_OPTION, FORMAT_OPTION, STATE_O
 from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
 from compress.commands._progress import step_progress
 from compress.commands._render import artifact_table
-from compress.formats import default_formats
-from compress.formats.calibration import calibration_names
-from compress.formats.precisions import quantized
+from compress.backends import default_formats
+from compress.backends.calibration import calibration_names
+from compress.catalog import quantized
 
 
 def register(app: typer.Typer) -> None:
@@ -50,9 +50,9 @@ def quantize_command(
     from pydantic import ValidationError
 
     from compress.errors import GateFailed, UsageError
-    from compress.gates import failure_message
-    from compress.model import load_model
-    from compress.quantize import QuantizeConfig, converts_ahead, quantize
+    from compress.steps.gates import failure_message
+    from compress.loading.model import load_model
+    from compress.passes.quantize import QuantizeConfig, converts_ahead, quantize
 
     with handle_errors(opts.debug, opts.json_out):
         try:
@@ -67,10 +67,10 @@ def quantize_command(
             error = exc.errors()[0]
             option = {"dynamic_op_types": "dynamic-ops"}.get(str(error["loc"][0]), "-".join(str(p) for p in error["loc"]))
             raise UsageError(f"--{option}: {error['msg'].removeprefix('Value error, ')}") from None
-        from compress.streams import parse_batch_axes, parse_pairs
+        from compress.data.streams import parse_batch_axes, parse_pairs
 
         if converts_ahead(config):
-            from compress.export.ahead import prewarm
+            from compress.steps.ahead import prewarm
 
             prewarm()  # the second process imports its libraries while this one loads the model
         handle = load_model(model, arch=opts.arch, arch_kwargs=parse_kwargs(opts.arch_kwargs), input_shapes=opts.input_shape,

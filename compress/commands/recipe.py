@@ -131,6 +131,6 @@ def run(
                                 say=lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
         emit(result.report, json_out, lambda: stdout_console.print(artifact_table(result.report, result.run_dir)))
         if not result.report["passed"]:
-            from compress.gates import failure_message
+            from compress.steps.gates import failure_message
 
             raise GateFailed(failure_message(result.report, result.run_dir))

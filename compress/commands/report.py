@@ -34,7 +34,7 @@ def validate(path: Path = typer.Argument(..., help="A report.json or a run direc
     Example: compress report validate runs/mnist
     """
     from compress.errors import UsageError
-    from compress.jsonsafe import read_json
+    from compress.safety.jsonsafe import read_json
     from compress.report import ReportInvalid, validate_report
 
     with handle_errors(debug):
@@ -63,7 +63,7 @@ def compare(
     """
     from rich.table import Table
 
-    from compress.io import write_text_atomic
+    from compress.safety.io import write_text_atomic
     from compress.report.compare import COMPARE_COLUMNS, compare_rows, compare_runs, data_warnings
 
     with handle_errors(debug, json_out):

@@ -8,7 +8,7 @@ import typer
 from compress.commands._common import (DEBUG_OPTION, JSON_OPTION, OUTPUT_KIND_OPTION, console, declare_output_kinds, emit, handle_errors,
                                      stdout_console)
 from compress.commands._options import MAX_DEGRADATION_OPTION
-from compress.formats import quantizable
+from compress.backends import quantizable
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +30,7 @@ def _search_block(path: Path | None) -> dict:
     """The ``search:`` mapping of a YAML file (a recipe or a file of its own); {} without --search."""
     import yaml
 
-    from compress import yamlsafe
+    from compress.safety import yamlsafe
     from compress.errors import UsageError
 
     if path is None:
@@ -72,7 +72,7 @@ def tune_command(
 
     Example: compress tune mnist_cnn.pt --max-degradation 0.005 --budget 10m --workers 2 --out runs/tune
     """
-    from compress.model_file import check_data_file, check_model_file
+    from compress.loading.model_file import check_data_file, check_model_file
 
     with handle_errors(debug, json_out):  # a wrong path is answered before torch loads
         check_model_file(model)
@@ -81,7 +81,7 @@ def tune_command(
     from pydantic import ValidationError
 
     from compress.errors import GateFailed, UsageError
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.tune import TuneConfig, tune
     from compress.tune.outputs import judged_by, quality
 

@@ -22,7 +22,7 @@ def list_models(json_out: bool = JSON_OPTION) -> None:
 
     Example: compress zoo list --json
     """
-    from compress.evaluate import metric_text
+    from compress.data.evaluate import metric_text
     from compress.zoo import ZOO
 
     rows = []
@@ -66,8 +66,8 @@ def train(
 
     Example: compress zoo train mnist_cnn --out mnist_cnn.pt
     """
-    from compress.evaluate import metric_text
-    from compress.io import check_output_file
+    from compress.data.evaluate import metric_text
+    from compress.safety.io import check_output_file
     from compress.zoo import train_zoo_model, zoo_entry
     from compress.zoo.train import check_epochs
 
@@ -106,8 +106,8 @@ def evaluate(
     Example: compress zoo eval mnist_cnn.pt --json
     """
     from compress.errors import UsageError
-    from compress.evaluate import metric_text
-    from compress.model import load_model
+    from compress.data.evaluate import metric_text
+    from compress.loading.model import load_model
     from compress.zoo.train import evaluate_module
 
     with handle_errors(debug, json_out):

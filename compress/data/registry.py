@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from compress.archive import is_zip, zip_entries
+from compress.loading.archive import is_zip, zip_entries
 from compress.data import builtin
 from compress.data.dataset import Dataset, Head
 from compress.data.validate import check_dataset, check_dtype
@@ -99,7 +99,7 @@ def load_npz(path: Path) -> Dataset:
 
 
 def _check_npz_size(path: Path) -> None:
-    """UsageError unless the .npz has one reading (compress.archive) and its arrays inflate to at most MAX_DATA_BYTES;
+    """UsageError unless the .npz has one reading (compress.loading.archive) and its arrays inflate to at most MAX_DATA_BYTES;
     numpy reads no entry past its declared size, so this bounds what loading costs."""
     if not is_zip(path):
         raise UsageError(f"{path} is not a readable .npz (not a zip archive); save it with numpy.savez")

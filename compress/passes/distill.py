@@ -34,8 +34,8 @@ from torch.nn import functional as F
 
 from compress.data import Dataset, Head, Splits
 from compress.errors import UsageError
-from compress.model import ModelHandle
-from compress.training import as_tuple, fit, predict, set_mode
+from compress.loading.model import ModelHandle
+from compress.passes.training import as_tuple, fit, predict, set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 EpochCallback = Callable[[dict], None]
@@ -75,7 +75,7 @@ def parse_student(spec: str) -> tuple[str, dict]:
     """
     import yaml
 
-    from compress import yamlsafe
+    from compress.safety import yamlsafe
     from compress.zoo.registry import ZOO
 
     head, _, rest = spec.strip().partition(":")
@@ -316,7 +316,7 @@ def _projection(student: torch.Tensor, teacher: torch.Tensor, s_name: str, t_nam
 
 
 def _metric(module: nn.Module | None, handle: ModelHandle | None, split: Dataset) -> dict | None:
-    from compress.evaluate import task_metrics
+    from compress.data.evaluate import task_metrics
 
     if not split.size or not split.labeled:
         return None

@@ -40,10 +40,10 @@ from torch import nn
 
 from compress.data import Splits
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.model import ModelHandle
+from compress.loading.model import ModelHandle
 from compress.passes.registry import searchable
 from compress.passes.schedule import POWERS, polynomial_schedule, ramp_epochs, torch_pruning_scheduler
-from compress.training import set_mode
+from compress.passes.training import set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 STRUCTURED = ("l1-structured", "l2-structured")
@@ -465,8 +465,8 @@ def _steps(config: PruneConfig) -> int:
 
 def _prune_and_finetune(module: nn.Module, pruner, config: PruneConfig, data: Splits | None,
                         on_epoch: EpochCallback | None) -> list[dict]:
-    from compress.evaluate import task_metrics
-    from compress.training import fit, predict
+    from compress.data.evaluate import task_metrics
+    from compress.passes.training import fit, predict
 
     steps = _steps(config)
     if not config.finetune_epochs:

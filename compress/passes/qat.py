@@ -52,8 +52,8 @@ from torch import nn
 from compress.compat import litert_qat_annotation_fix
 from compress.data import Dataset, Splits
 from compress.errors import UsageError
-from compress.model import ModelHandle
-from compress.training import fit, predict, set_graph_training, set_mode
+from compress.loading.model import ModelHandle
+from compress.passes.training import fit, predict, set_graph_training, set_mode
 from compress.limits import MAX_BATCH, MAX_EPOCHS
 
 EpochCallback = Callable[[dict], None]
@@ -180,7 +180,7 @@ def is_quantized(module: nn.Module | None) -> bool:
 
 def export_int8_onnx(handle: ModelHandle, path: str | Path) -> Path:
     """A QDQ ONNX file from the converted graph: int8 weight initializers, Quantize/DequantizeLinear activations."""
-    from compress.export.onnx import export_onnx
+    from compress.backends.onnx.export import export_onnx
 
     _require_quantized(handle)
     return export_onnx(handle.with_module(_weights_folded(handle.module), "export:int8-qdq"), path)
@@ -189,9 +189,9 @@ def export_int8_onnx(handle: ModelHandle, path: str | Path) -> Path:
 def export_int8_pte(handle: ModelHandle, path: str | Path):
     """An XNNPACK-delegated int8 ``.pte`` from the converted graph (weights folded to int8 constants, as for ONNX,
     so the partitioner sees its int8 convolution/linear patterns), at a fixed batch of 1. Returns the lowered program
-    (compress.export.pte.Lowered: delegate coverage, the ops left in float)."""
-    from compress.export.pte import lower
-    from compress.io import atomic_path
+    (compress.backends.pte.export.Lowered: delegate coverage, the ops left in float)."""
+    from compress.backends.pte.export import lower
+    from compress.safety.io import atomic_path
 
     _require_quantized(handle)
     lowered = lower(_weights_folded(handle.module), handle.input_spec.example_inputs(batch=EXPORT_BATCH, seed=0))
@@ -206,8 +206,8 @@ def export_int8_tflite(handle: ModelHandle, path: str | Path) -> Path:
     from litert_torch.quantize.quant_config import QuantConfig
 
     from compress.compat import litert_strict_qdq
-    from compress.export.tflite import convert, quiet
-    from compress.io import atomic_path
+    from compress.backends.tflite.export import convert, quiet
+    from compress.safety.io import atomic_path
 
     _require_quantized(handle)
     module = handle.module
@@ -260,7 +260,7 @@ def _has_batch_norm(graph: torch.fx.GraphModule) -> bool:
 
 def _val(model: nn.Module, data: Splits) -> float | None:
     """The validation metric of the fake-quantized model (observers paused: validation data never sets a range)."""
-    from compress.evaluate import task_metrics
+    from compress.data.evaluate import task_metrics
 
     if not data.val.size or not data.val.labeled:
         return None
@@ -301,7 +301,7 @@ def _float_module(handle: ModelHandle) -> nn.Module:
 
 def _capture(module: nn.Module, handle: ModelHandle) -> tuple[torch.fx.GraphModule, str | None]:
     """torch.export with a dynamic batch axis: strict first (the quantizer then sees add/cat), non-strict if needed."""
-    from compress.capture import capture
+    from compress.loading.capture import capture
 
     example = handle.input_spec.example_inputs(batch=2)
     dims = tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)

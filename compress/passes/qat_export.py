@@ -29,7 +29,7 @@ def qat_spec(trained, config, fmt: str, float_handle=None, phase: str | None = N
 def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:
     """Write the converted graph ``converted`` as an int8 ``fmt`` file (its format's ``write_qat``) at ``path``; return the
     weighted ops it left in float (``float_handle``, the model before quantization, names their layers)."""
-    from compress.formats import get
+    from compress.backends import get
 
     return get(fmt).write_qat(converted, path, float_handle)
 
@@ -40,7 +40,7 @@ def scheme_tag(config) -> str:
 
 
 def export_technique(fmt: str) -> str:
-    from compress.formats import get
+    from compress.backends import get
 
     return get(fmt).qat_technique
 
@@ -55,7 +55,7 @@ def scheme_notes(config) -> list[str]:
 
 def has_float_weights(float_ops: list[dict]) -> bool:
     """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
-    from compress.export.onnx_quantize import WEIGHTED_OPS
-    from compress.export.tflite import WEIGHT_OPERANDS
+    from compress.backends.onnx.quantize import WEIGHTED_OPS
+    from compress.backends.tflite.export import WEIGHT_OPERANDS
 
     return any(op["op"] in WEIGHTED_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)

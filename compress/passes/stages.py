@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import UsageError
 from compress.limits import MAX_BATCH, MAX_RUNS, MAX_THREADS
-from compress.model import ModelHandle
+from compress.loading.model import ModelHandle
 
 
 @dataclass
@@ -27,8 +27,8 @@ class StageContext:
 
     handle: ModelHandle
     recipe: object                 # the RecipeBase being run
-    plan: object                   # compress.dataplan.DataPlan
-    reference: object              # compress.pipeline.Reference (the recipe's input model)
+    plan: object                   # compress.data.plan.DataPlan
+    reference: object              # compress.steps.pipeline.Reference (the recipe's input model)
     folder: Path                   # the stage's own folder (cached stages) or the run directory (measurements)
     run_dir: Path
     artifacts: list[dict] = field(default_factory=list)
@@ -66,7 +66,7 @@ def quantize_stage(context: StageContext, config) -> dict:
 def export_stage(context: StageContext, config) -> dict:
     """fp32 (and fp16) files: quantize with the float precisions only."""
     from compress.passes.qat import is_quantized
-    from compress.quantize import QuantizeConfig
+    from compress.passes.quantize import QuantizeConfig
 
     if is_quantized(context.handle.module):
         raise UsageError("stage export: the model is already int8 after qat; put the export stage (fp32 files) before qat")
@@ -78,7 +78,7 @@ def export_stage(context: StageContext, config) -> dict:
 
 
 def _quantize(context: StageContext, qconfig) -> dict:
-    from compress.quantize import quantize
+    from compress.passes.quantize import quantize
 
     result = quantize(context.handle, qconfig, context.recipe.data.name, context.folder, reference=context.reference)
     for entry in result.report["artifacts"]:
@@ -98,7 +98,7 @@ def _export_quantized(context: StageContext, config) -> dict:
     from compress.build import BuildContext, build
     from compress.passes.qat import QatConfig
     from compress.passes.qat_export import qat_spec
-    from compress.pipeline import heads_for
+    from compress.steps.pipeline import heads_for
 
     if config.precisions != ["int8"]:
         raise UsageError("stage quantize: the model is already int8 after qat; "
@@ -112,8 +112,8 @@ def _export_quantized(context: StageContext, config) -> dict:
 
 
 def evaluate_stage(context: StageContext, config: EvaluateConfig) -> dict:
-    from compress.evaluate import task_metrics
-    from compress.training import predict
+    from compress.data.evaluate import task_metrics
+    from compress.passes.training import predict
 
     handle, data = context.handle, context.plan.test if config.split == "test" else None
     metrics = task_metrics(data.heads, predict(handle.module, data), data.y) if data is not None and handle.module is not None else None
@@ -122,8 +122,8 @@ def evaluate_stage(context: StageContext, config: EvaluateConfig) -> dict:
 
 def benchmark_stage(context: StageContext, config: BenchmarkConfig) -> dict:
     """Add (or replace) one latency entry per artifact × target × batch; returns what the stage log records."""
-    from compress.benchmark import benchmark_artifact
-    from compress.gates import is_failed
+    from compress.steps.benchmark import benchmark_artifact
+    from compress.steps.gates import is_failed
 
     targets = context.recipe.targets
     for artifact in (a for a in context.artifacts if not is_failed(a)):

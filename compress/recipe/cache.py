@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 
 from compress.errors import UsageError
-from compress.io import sha256_file, write_json_atomic
-from compress.jsonsafe import read_json
+from compress.safety.io import sha256_file, write_json_atomic
+from compress.safety.jsonsafe import read_json
 
 MARKER = "stage.json"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import UsageError
-from compress.spec import InputSpec, TensorSpec
+from compress.loading.spec import InputSpec, TensorSpec
 
-MIN_SAMPLES = 10  # compress.dataplan refuses fewer: calibration and test must not overlap
+MIN_SAMPLES = 10  # compress.data.plan refuses fewer: calibration and test must not overlap
 
 
 def npz_key(index: int) -> str:
@@ -104,7 +104,7 @@ def data_mismatches(spec: InputSpec, data: str) -> list[str] | None:
 def recipe_inputs(recipe) -> InputSpec | str:
     """The inputs of a recipe's model, read without running code from it; a string says why they were not read
     (a pickle or an imported class needs the --trust-* flags of `compress run`)."""
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.zoo.registry import ZOO
 
     model = recipe.model

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from compress import yamlsafe
+from compress.safety import yamlsafe
 from compress.errors import UsageError
 from compress.recipe.schema import STAGE_CONFIGS, RecipeBase, recipe_model, stage_config_class
 
@@ -124,7 +124,7 @@ def apply_overrides(text: str, overrides: list[str], source: str = "<recipe>") -
 
 
 def _load_yaml(text: str, source: str):
-    """:func:`compress.yamlsafe.load` (bounded: depth, aliases, duplicate keys) with its error as a RecipeError."""
+    """:func:`compress.safety.yamlsafe.load` (bounded: depth, aliases, duplicate keys) with its error as a RecipeError."""
     try:
         return yamlsafe.load(text, source)
     except UsageError as exc:

@@ -12,18 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from compress.dataplan import plan_data
-from compress.epochs import epoch_info
-from compress.io import copy_atomic, sha256_file, write_json_atomic
-from compress.model import ModelHandle, load_model
+from compress.data.plan import plan_data
+from compress.passes.epochs import epoch_info
+from compress.safety.io import copy_atomic, sha256_file, write_json_atomic
+from compress.loading.model import ModelHandle, load_model
 from compress.passes.registry import get_pass
-from compress.phases import PhaseClock
-from compress.pipeline import finish_report, measure_reference
+from compress.steps.phases import PhaseClock
+from compress.steps.pipeline import finish_report, measure_reference
 from compress.recipe.cache import StageCache
 from compress.recipe.schema import RecipeBase
 from compress.passes.stages import StageContext
 from compress.recipe.trust import Trust, check_trust
-from compress.rundir import holds_run_dir
+from compress.safety.rundir import holds_run_dir
 from compress.zoo.checkpoint import library_versions
 
 @dataclass
@@ -53,8 +53,8 @@ def resolve_model(recipe: RecipeBase, trust: Trust) -> ModelHandle:
 
 def _save_module(handle: ModelHandle, path: Path) -> None:
     """Intermediate models are stored as torch.export programs (reloaded through the .pt2 check, never with pickles)."""
-    from compress.model import save_program
-    from compress.training import set_mode
+    from compress.loading.model import save_program
+    from compress.passes.training import set_mode
 
     set_mode(handle.module, False)
     save_program(handle, path)
@@ -62,7 +62,7 @@ def _save_module(handle: ModelHandle, path: Path) -> None:
 
 def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle:
     """A stage's own model.pt2 (its sha256 already checked); never trusted with pickles: compress writes none."""
-    from compress.model import load_program
+    from compress.loading.model import load_program
 
     remedy = "compress writes no such entries: the run directory was tampered with; rerun with --force to recompute every stage"
     return handle.with_module(load_program(path, remedy=remedy).module(), technique)
@@ -125,7 +125,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
 
     step("gates")
     extra = {"command": "run", "stages": stage_log, "recipe": recipe.resolved(), "timings": clock.record()}
-    from compress.gates import is_compressed
+    from compress.steps.gates import is_compressed
 
     refused = [r for entry in stage_log for r in entry.get("refused", [])]  # formats a quantize stage could not make
     report = finish_report(run_dir, original, plan, reference, artifacts, recipe.gates.policy(), extra, candidate=is_compressed,
@@ -142,7 +142,7 @@ def _run_stage(stage, config, context: StageContext, on_epoch: Callable[[dict], 
     distillation lost as well as what quantization lost. A training pass reports each epoch to ``on_epoch``.
     """
     if stage.produces == "model":
-        from compress.dataplan import model_splits
+        from compress.data.plan import model_splits
 
         recipe = context.recipe
         new = stage.run(context.handle, config, model_splits(context.handle, recipe.data.name, recipe.seed), on_epoch=on_epoch)
@@ -153,7 +153,7 @@ def _run_stage(stage, config, context: StageContext, on_epoch: Callable[[dict], 
 
 def build_manifest(recipe: RecipeBase, recipe_path: str | None, handle: ModelHandle, plan, run_dir: Path,
                    artifacts: list[dict], versions: dict) -> dict:
-    from compress.export.cpu_features import cpu_int8_features
+    from compress.backends.onnx.cpu_features import cpu_int8_features
 
     return {
         "recipe": recipe.resolved(),

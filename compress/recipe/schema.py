@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 
-from compress.gates import max_degradation_field
+from compress.steps.gates import max_degradation_field
 from compress.limits import MAX_EPOCHS, MAX_SAMPLES, MAX_SEED
 from compress.passes.registry import PASSES, on_register
 from compress.tune.config import SearchSpace
@@ -71,7 +71,7 @@ class Gates(Strict):
 
     @model_validator(mode="after")
     def _known_fidelity(self) -> "Gates":
-        from compress.outputs import FLOOR_MEASURES
+        from compress.data.outputs import FLOOR_MEASURES
 
         unknown = set(self.min_fidelity) - set(FLOOR_MEASURES)
         if unknown:
@@ -79,8 +79,8 @@ class Gates(Strict):
         return self
 
     def policy(self):
-        """The compress.gates.GatePolicy these settings mean."""
-        from compress.gates import GatePolicy
+        """The compress.steps.gates.GatePolicy these settings mean."""
+        from compress.steps.gates import GatePolicy
 
         return GatePolicy(enabled=self.enabled, max_degradation=self.max_degradation, min_fidelity=dict(self.min_fidelity),
                           max_size_bytes=self.max_size_bytes, max_latency_ms=dict(self.max_latency_ms))

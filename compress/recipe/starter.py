@@ -58,7 +58,7 @@ def file_data_section(model: str) -> str:
     from pathlib import Path
 
     from compress.errors import UsageError
-    from compress.model import load_model
+    from compress.loading.model import load_model
     from compress.recipe.data_fit import npz_layout
 
     try:
@@ -71,9 +71,9 @@ def file_data_section(model: str) -> str:
 def starter_recipe(model: str) -> str:
     from pathlib import Path
 
-    from compress.formats import default_formats
-    from compress.formats.calibration import calibration_names
-    from compress.formats.precisions import quantized
+    from compress.backends import default_formats
+    from compress.backends.calibration import calibration_names
+    from compress.catalog import quantized
     from compress.zoo.registry import ZOO
 
     choices = {"formats": ", ".join(default_formats()), "precisions": " | ".join(quantized()),

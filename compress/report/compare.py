@@ -9,8 +9,8 @@ import html
 from pathlib import Path
 
 from compress.errors import UsageError
-from compress.jsonsafe import read_json
-from compress.latency import device_p50
+from compress.safety.jsonsafe import read_json
+from compress.steps.latency import device_p50
 from compress.report.contract import ReportInvalid, validate_report
 from compress.report.html import STYLE, html_table, img_tag, metric_name, trade_points
 from compress.report.plots import tradeoff_plot

@@ -12,8 +12,8 @@ from importlib import resources
 from pathlib import Path
 
 from compress import __version__
-from compress.io import write_json_atomic
-from compress.jsonsafe import finite
+from compress.safety.io import write_json_atomic
+from compress.safety.jsonsafe import finite
 
 from compress.report.model import SCHEMA_VERSION, report_json_schema
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.io import write_text_atomic
-from compress.latency import device_p50, device_timing
-from compress.phases import timing_rows
+from compress.safety.io import write_text_atomic
+from compress.steps.latency import device_p50, device_timing
+from compress.steps.phases import timing_rows
 
 
 def repair_rows(repair: dict) -> list[list[str]]:
@@ -49,8 +49,8 @@ ARTIFACT_COLUMNS = ["artifact", "format", "precision", "bytes", "metric", "degra
 
 
 def timing_lines(report: dict) -> list[str]:
-    """How each artifact's headline p50 (the p50 column) was taken: compress.benchmark.describe_conditions per artifact."""
-    from compress.benchmark import describe_conditions
+    """How each artifact's headline p50 (the p50 column) was taken: compress.steps.benchmark.describe_conditions per artifact."""
+    from compress.steps.benchmark import describe_conditions
 
     timed = [(a["name"], device_timing(a)) for a in report["artifacts"]]
     return [f"- {name}: {describe_conditions(entry['conditions'])}" for name, entry in timed if entry and entry.get("conditions")]

@@ -18,19 +18,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.formats.registry import SOURCE_FORMATS, schema_choices
+from compress.backends.registry import SOURCE_FORMATS, schema_choices
 
 SCHEMA_VERSION = 2
 
 
 def _format_names():
-    from compress.formats import formats
+    from compress.backends import formats
 
     return [f.name for f in formats()]
 
 
 def _precision_names():
-    from compress.formats.precisions import PRECISIONS
+    from compress.catalog import PRECISIONS
 
     return list(PRECISIONS)
 
@@ -135,7 +135,7 @@ class MeasuredOn(Open):
 
 
 class TimingConditions(Open):
-    """How a latency was taken (compress.benchmark.describe_conditions says it in one line)."""
+    """How a latency was taken (compress.steps.benchmark.describe_conditions says it in one line)."""
 
     process: Literal["in-process", "child process", "device", "emulator"] = Field(
         description="where the timed loop ran: in the measuring process, a child process on this machine, a remote device, an emulator")
@@ -216,7 +216,7 @@ class Artifact(Open):
     verified_in: list[Annotated[str, Field(**schema_choices(_runtime_names))]]
     metrics: ArtifactMetrics
     latency: list[Latency]
-    repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.repair)")
+    repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.steps.repair)")
 
 
 class Gate(Open):
@@ -264,7 +264,7 @@ class Phase(PhaseTime):
 
 
 class Timings(Open):
-    """Where the run's time went (compress.phases): one row per progress step, in order; not deterministic."""
+    """Where the run's time went (compress.steps.phases): one row per progress step, in order; not deterministic."""
 
     phases: list[Phase]
     total: PhaseTime = Field(description="from the verb's start to writing the report; at least the phases' sum")

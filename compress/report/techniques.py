@@ -27,7 +27,7 @@ def technique_record(label) -> dict:
     """The record a technique label encodes (see the module docstring)."""
     if isinstance(label, dict):
         return label
-    from compress.formats.calibration import CALIBRATIONS
+    from compress.backends.calibration import CALIBRATIONS
 
     kind, *parts = label.split(":")
     record: dict = {"kind": kind}

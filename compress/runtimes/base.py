@@ -18,11 +18,11 @@ import numpy as np
 from compress.data import Dataset
 from compress.errors import UsageError
 
-RUNTIME_MODULES = {  # runtime name -> its runner class; the format registry (compress.formats) says which runs what
-    "onnxruntime": "compress.runtimes.onnxruntime:OrtRunner",
-    "litert": "compress.runtimes.litert:LiteRTRunner",
-    "torch": "compress.runtimes.torch_eager:TorchRunner",
-    "executorch": "compress.runtimes.executorch:ExecuTorchRunner",
+RUNTIME_MODULES = {  # runtime name -> its runner class; the format registry (compress.backends) says which runs what
+    "onnxruntime": "compress.backends.onnx.session:OrtRunner",
+    "litert": "compress.backends.tflite.session:LiteRTRunner",
+    "torch": "compress.backends.pytorch.session:TorchRunner",
+    "executorch": "compress.backends.pte.session:ExecuTorchRunner",
 }
 
 
@@ -48,7 +48,7 @@ def runtime_for(path: str | Path, runtime: str = "auto") -> str:
         if runtime not in RUNTIME_MODULES:
             raise UsageError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIME_MODULES)}")
         return runtime
-    from compress.formats import find_format, runtime_by_suffix
+    from compress.backends import find_format, runtime_by_suffix
 
     fmt = find_format(path)
     if fmt is None:

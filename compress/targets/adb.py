@@ -160,7 +160,7 @@ class AdbTarget:
 
     def _timing_tool(self, request: RunRequest) -> str | None:
         """The runtime's own benchmark binary for a timing-only request, when it is on the device."""
-        from compress.formats import find_format
+        from compress.backends import find_format
 
         fmt = find_format(request.artifact)
         tool = {"benchmark_model": self.benchmark_model, "executor_runner": self.executor_runner}.get(fmt and fmt.device_tool)

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from compress.errors import EnvironmentFailure, UsageError
-from compress.jsonsafe import loads
+from compress.safety.jsonsafe import loads
 
 RUNNER_PATH = Path(__file__).with_name("device_runner.py")
 MARKER = "COMPRESS_RUNNER_JSON "
@@ -53,7 +53,7 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         if Path(self.artifact).suffix == ".pt2":  # refused here, before any target's torch.export.load runs its code
-            from compress.safe_load import check_program_archive
+            from compress.loading.safe_load import check_program_archive
 
             check_program_archive(Path(self.artifact), trust_pickle=False)
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from compress.formats import find_format
+from compress.backends import find_format
 from compress.runtimes.base import runtime_for
 from compress.targets.base import RunRequest, RunResult, TargetSkipped, register_target
 from compress.targets.local import LocalTarget, describe_environment

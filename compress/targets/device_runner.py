@@ -31,7 +31,7 @@ import sys
 import time
 
 MARKER = "COMPRESS_RUNNER_JSON "
-SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pte": "executorch", ".pt2": "torch", ".pt": "torch"}  # = compress.formats'
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".tflite": "litert", ".pte": "executorch", ".pt2": "torch", ".pt": "torch"}  # = compress.backends'
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int64)": "int64",
               "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
 MAX_SAMPLES = 100000  # --seconds mode stops here even if time is left
@@ -237,7 +237,7 @@ class TorchSession:
         try:
             return torch.jit.load(path, map_location="cpu").eval()
         except Exception:
-            from compress.model import load_model  # zoo checkpoints and state_dicts need compress's loader
+            from compress.loading.model import load_model  # zoo checkpoints and state_dicts need compress's loader
             return load_model(path).module.eval()
 
     def run(self, arrays):

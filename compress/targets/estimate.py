@@ -61,7 +61,7 @@ def estimate_artifact(path: str | Path, core: str | None = None, batch: int = 1,
         raise UsageError(f"unknown core {core!r} for the estimate; choose {', '.join(CORES)} (or give --peak-gops and --bandwidth-gbs)")
     if batch < 1 or (peak_gops is not None and peak_gops <= 0) or (bandwidth_gbs is not None and bandwidth_gbs <= 0):
         raise UsageError("--batch, --peak-gops and --bandwidth-gbs must be positive")
-    from compress.formats import estimated_suffixes, find_format
+    from compress.backends import estimated_suffixes, find_format
 
     fmt = find_format(path)
     if fmt is None or fmt.estimate_costs is None:
@@ -103,7 +103,7 @@ def onnx_costs(path: Path, batch: int) -> dict:
     import onnx
     from onnx import numpy_helper, shape_inference
 
-    from compress.export.onnx_quantize import INTEGER_OPS
+    from compress.backends.onnx.quantize import INTEGER_OPS
 
     model = onnx.load(str(path))
     for value in model.graph.input:  # fix the batch axis so every shape is known
@@ -165,7 +165,7 @@ def _onnx_macs(node, shapes: dict) -> int | None:
 
 
 def tflite_costs(path: Path, batch: int) -> dict:
-    from compress.runtimes.litert import open_session
+    from compress.backends.tflite.session import open_session
 
     interpreter = open_session(path, None).interpreter
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}

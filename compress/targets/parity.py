@@ -34,9 +34,9 @@ class Tolerance:
 
 def reference_outputs(reference: str, data, samples: int, seed: int = 0):
     """The reference model's outputs on (a deterministic subset of) the real test split, and that subset. Without
-    ``data``, the built-in dataset the reference file names (compress.model loads no other)."""
-    from compress.dataplan import plan_data
-    from compress.model import load_model
+    ``data``, the built-in dataset the reference file names (compress.loading.model loads no other)."""
+    from compress.data.plan import plan_data
+    from compress.loading.model import load_model
     from compress.runtimes import open_runner, run_dataset
 
     handle = load_model(reference)
@@ -47,7 +47,7 @@ def reference_outputs(reference: str, data, samples: int, seed: int = 0):
     if handle.module is None:
         runner = open_runner(handle.onnx_path)
     else:
-        from compress.runtimes.torch_eager import TorchRunner
+        from compress.backends.pytorch.session import TorchRunner
 
         runner = TorchRunner.from_module(handle.module, handle.input_spec)
     return run_dataset(runner, subset), subset, runner.name
@@ -140,8 +140,8 @@ def verify_on_targets(
 def _target_rows(artifact: Path, runtime: str, opened: list, expected: list, subset, threads: int | None,
                  tolerance: Tolerance) -> list[dict]:
     """One parity row per opened target: fidelity vs the reference, agreement with the first target, the verdict."""
-    from compress.evaluate import significant
-    from compress.pipeline import combined_fidelity
+    from compress.data.evaluate import significant
+    from compress.steps.pipeline import combined_fidelity
     from compress.targets.base import RunRequest
 
     rows, first = [], None
@@ -166,7 +166,7 @@ def _target_rows(artifact: Path, runtime: str, opened: list, expected: list, sub
 
 def record_parity(artifact: str | Path, result: dict) -> Path | None:
     """Add each target's parity row to ``artifact``'s ``parity`` list in the report.json next to it (same target replaced)."""
-    from compress.benchmark import record_in_report
+    from compress.steps.benchmark import record_in_report
 
     saved = None
     for row in result["targets"]:

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 from compress.errors import EnvironmentFailure, UsageError
-from compress.jsonsafe import loads
-from compress.quiet import story_stream
+from compress.safety.jsonsafe import loads
+from compress.safety.quiet import story_stream
 from compress.targets.base import (
     register_target,
     RUNNER_PATH, RunRequest, RunResult, last_line, load_outputs, parse_runner_output, run_command, save_inputs,

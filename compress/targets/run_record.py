@@ -19,7 +19,7 @@ from pathlib import Path
 
 from compress.errors import UsageError
 from compress.recipe.trust import CodeImport, Trust
-from compress.rundir import FAILED
+from compress.safety.rundir import FAILED
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class RunRecord:
 
     def check_unchanged(self, remedy: str = "or verify a copy outside the run directory with --reference") -> None:
         """UsageError (exit 2) naming the file when its bytes are not the ones its run verified (``remedy`` ends it)."""
-        from compress.formats import artifact_sha256
+        from compress.backends import artifact_sha256
 
         recorded = (self.entry or {}).get("sha256")
         if not isinstance(recorded, str):
@@ -73,7 +73,7 @@ class RunRecord:
 
     def reference_warning(self, reference: str) -> str | None:
         """A warning when ``reference`` is the run's source model and its bytes differ from the recorded sha256."""
-        from compress.io import sha256_file
+        from compress.safety.io import sha256_file
 
         recorded, source = self._section("source").get("sha256"), self.reference()
         if not isinstance(recorded, str) or source is None or not _same_file(Path(source), Path(reference)):
@@ -122,8 +122,8 @@ def _refuse_untrusted_data(spec: object, where: str, trust: Trust) -> None:
 
 def run_record(artifact: str | Path) -> RunRecord | None:
     """The record of the run directory holding ``artifact`` (its report.json beside it, or above ``failed/``); None
-    when there is none. An unreadable report.json is exit 2 (compress.jsonsafe.read_json)."""
-    from compress.jsonsafe import read_json
+    when there is none. An unreadable report.json is exit 2 (compress.safety.jsonsafe.read_json)."""
+    from compress.safety.jsonsafe import read_json
 
     artifact = Path(artifact)
     folder = artifact.parent

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from compress.gates import degradation_limit, max_degradation_field
+from compress.steps.gates import degradation_limit, max_degradation_field
 from compress.limits import MAX_TRIALS, MAX_WORKERS
 from compress.passes.registry import search_fields
 
@@ -93,7 +93,7 @@ class TuneConfig(BaseModel):
     @field_validator("format")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        from compress.formats import quantizable
+        from compress.backends import quantizable
 
         if value not in quantizable():
             raise ValueError(f"unknown format {value!r}; choose from {', '.join(quantizable())}")
@@ -121,7 +121,7 @@ class TuneConfig(BaseModel):
     @model_validator(mode="after")
     def _calibrations_of_the_format(self) -> "TuneConfig":
         """Each searched calibration method has an implementation for the format the trials write."""
-        from compress.formats.calibration import check_calibration
+        from compress.backends.calibration import check_calibration
 
         for name in getattr(self.search, "calibrations", []):
             try:

@@ -14,12 +14,12 @@ import os
 from typing import Callable, Iterator
 
 from compress.errors import EnvironmentFailure
-from compress.lifeline import die_with_parent
+from compress.safety.lifeline import die_with_parent
 
 
 def _start_worker(parent: int, registered: dict) -> None:
     """A worker ends with ``parent`` (none outlives it) and knows the formats, precisions and methods it registered."""
-    from compress.formats import install
+    from compress.backends import install
 
     die_with_parent(parent)
     install(registered)
@@ -27,7 +27,7 @@ def _start_worker(parent: int, registered: dict) -> None:
 
 class LocalPool:
     def __init__(self, workers: int):
-        from compress.formats import extensions
+        from compress.backends import extensions
 
         self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                            initializer=_start_worker, initargs=(os.getpid(), extensions()))

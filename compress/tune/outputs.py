@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from compress.io import write_text_atomic
-from compress.model import ModelHandle
+from compress.safety.io import write_text_atomic
+from compress.loading.model import ModelHandle
 
 
 def _ms(value: float | None) -> str:

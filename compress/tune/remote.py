@@ -14,7 +14,7 @@ import concurrent.futures as cf
 from dataclasses import replace
 from pathlib import Path
 
-from compress.shipping import collect, land, pack, unpack, workdir, worker_identity
+from compress.targets.shipping import collect, land, pack, unpack, workdir, worker_identity
 from compress.tune.trial import TrialSpec, run_trial
 
 

@@ -19,11 +19,11 @@ from typing import Callable
 import optuna
 import torch
 
-from compress.io import write_json_atomic
-from compress.model import ModelHandle
-from compress.pipeline import Reference
-from compress.rundir import holds_run_dir
-from compress.jsonsafe import read_json
+from compress.safety.io import write_json_atomic
+from compress.loading.model import ModelHandle
+from compress.steps.pipeline import Reference
+from compress.safety.rundir import holds_run_dir
+from compress.safety.jsonsafe import read_json
 from compress.tune.config import TuneConfig, encode_dynamic_ops
 from compress.tune.executors import open_executor
 from compress.tune.remote import open_runner
@@ -108,7 +108,7 @@ def shortfall(record: dict, limit: float) -> float:
 
 
 def feasible(records: list[dict], limit: float) -> list[dict]:
-    """Trials within the degradation limit (labels) whose unlabelled outputs keep their fidelity floor (compress.gates)."""
+    """Trials within the degradation limit (labels) whose unlabelled outputs keep their fidelity floor (compress.steps.gates)."""
     return [r for r in records if "size_bytes" in r and shortfall(r, limit) <= 0 and not r.get("floor_failures")]
 
 
@@ -155,9 +155,9 @@ def _keep(out_dir: Path, record: dict, name: str) -> None:
 
 def _reference(handle: ModelHandle, data: str | None, seed: int) -> Reference:
     """The original model on the test split: every trial's degradation and fidelity are measured against it."""
-    from compress.dataplan import plan_data
+    from compress.data.plan import plan_data
     from compress.errors import UsageError
-    from compress.pipeline import measure_reference
+    from compress.steps.pipeline import measure_reference
 
     plan = plan_data(handle, data, 1, seed)
     if plan.synthetic:
@@ -283,8 +283,8 @@ def _hosts(records: list[dict]) -> set[str]:
 
 def retime(records: list[dict], target: str, rounds: int = 3, runs: int = 100) -> None:
     """Replace each record's ``p50_ms`` by the median of ``rounds`` interleaved timings (the trial's own is kept as ``trial_p50_ms``)."""
-    from compress.benchmark import benchmark_artifact
-    from compress.timing_lock import node_identity
+    from compress.steps.benchmark import benchmark_artifact
+    from compress.safety.timing_lock import node_identity
 
     unique = list({r["number"]: r for r in records}.values())
     timings: dict[int, list[float]] = {r["number"]: [] for r in unique}

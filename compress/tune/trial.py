@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compress.pipeline import Reference
+from compress.steps.pipeline import Reference
 from compress.report.techniques import labels
 
 
@@ -33,7 +33,7 @@ class TrialSpec:
 
 
 def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: int, bench_runs: int):
-    from compress.quantize import QuantizeConfig
+    from compress.passes.quantize import QuantizeConfig
     from compress.tune.config import decode_dynamic_ops
 
     return QuantizeConfig(formats=[fmt], precisions=[params["precision"]], calibration=params["calibration"],
@@ -55,16 +55,16 @@ def run_trial(spec: TrialSpec) -> dict:
     import torch
 
     from compress.errors import EnvironmentFailure
-    from compress.gates import is_failed
-    from compress.model import load_model
-    from compress.quantize import quantize
+    from compress.steps.gates import is_failed
+    from compress.loading.model import load_model
+    from compress.passes.quantize import quantize
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     handle = load_model(spec.source, **spec.load_kwargs)
     prune = prune_config_for(spec.params, spec.seed)
     if prune is not None:
-        from compress.dataplan import model_splits
+        from compress.data.plan import model_splits
         from compress.passes.prune import apply as prune_apply
 
         handle = prune_apply(handle, prune, model_splits(handle, spec.data, spec.seed))
@@ -74,8 +74,8 @@ def run_trial(spec: TrialSpec) -> dict:
     if is_failed(artifact):
         raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
-    from compress.gates import fidelity_floor_check
-    from compress.outputs import floor_margin
+    from compress.steps.gates import fidelity_floor_check
+    from compress.data.outputs import floor_margin
 
     unlabelled = [o for o in (metrics["fidelity"] or {}).get("outputs", []) if not o.get("labelled")]
     timing = _timing(artifact, out, spec)
@@ -93,9 +93,9 @@ def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:
     from compress.targets.local import LocalTarget
 
     if target_class(spec.target)[0] is not LocalTarget:
-        from compress.benchmark import benchmark_artifact
+        from compress.steps.benchmark import benchmark_artifact
 
         return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs)
-    from compress.latency import device_timing
+    from compress.steps.latency import device_timing
 
     return device_timing(artifact) or {}

@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from compress.errors import UsageError
-from compress.io import atomic_path
+from compress.safety.io import atomic_path
 
 CHECKPOINT_FORMAT = "compress.zoo/1"
 
 
-# the packages besides the formats' (compress.formats: ``packages``) whose version can change an output's bytes (models,
+# the packages besides the formats' (compress.backends: ``packages``) whose version can change an output's bytes (models,
 # exported files, figures): the stage-cache key, manifests and reports record them; constraints.txt pins the tested set
 TORCH_PACKAGES = ("torch", "torchao", "torch-pruning")
 NUMERIC_PACKAGES = ("numpy", "scikit-learn", "scipy")
@@ -30,7 +30,7 @@ NUMERIC_PACKAGES = ("numpy", "scikit-learn", "scipy")
 
 def output_packages() -> list[str]:
     """Every package whose version can change an output's bytes: torch's, each format's, then the numeric ones."""
-    from compress.formats import format_packages
+    from compress.backends import format_packages
 
     return list(dict.fromkeys([*TORCH_PACKAGES, *format_packages(), *NUMERIC_PACKAGES]))
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from compress.spec import InputSpec, TensorSpec
+from compress.loading.spec import InputSpec, TensorSpec
 from compress.zoo import architectures as arch
 
 

@@ -17,9 +17,9 @@ from torch import nn
 
 from compress.data import load_dataset
 from compress.errors import UsageError
-from compress.evaluate import task_metrics
+from compress.data.evaluate import task_metrics
 from compress.limits import MAX_EPOCHS
-from compress.training import fit, predict
+from compress.passes.training import fit, predict
 from compress.zoo.checkpoint import save_checkpoint
 from compress.zoo.registry import zoo_entry
 

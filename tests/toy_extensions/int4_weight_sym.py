@@ -9,7 +9,7 @@ Example:
 """
 from __future__ import annotations
 
-from compress.formats import Precision, get
+from compress.backends import Precision, get
 
 INT4_WEIGHT_SYM = Precision("int4-weight-sym", "4-bit symmetric weights in blocks of 64", 4, "float", block_size=64,
                             symmetric=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.formats import CalibrationMethod, OrtCalibrater
+from compress.backends import CalibrationMethod, OrtCalibrater
 
 BINS = 2048
 SHRINKS = np.linspace(0.25, 1.0, 61)  # candidate ranges: the observed range scaled towards zero

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from compress.formats import ArtifactFormat, QuantizeJob, get
+from compress.backends import ArtifactFormat, QuantizeJob, get
 
 CONVERTED = "convert:ort-format (onnxruntime.tools.convert_onnx_models_to_ort, fixed optimizations)"
 

@@ -1,0 +1,73 @@
+"""The ExecuTorch format: a ``.pte`` program lowered to the XNNPACK delegate, run in ExecuTorch's runtime.
+
+Optional: needs ``pip install 'compress[executorch]'``; without it every ``.pte`` step fails with one line naming the
+extra. Precisions: fp32, static int8 and dynamic int8 (XNNPACK lowers nothing else; compress.backends.pte.export says why).
+
+Example:
+    >>> from compress.backends import get
+    >>> get("pte").runtime, get("pte").filename("int8")
+    ('executorch', 'model.int8.pte')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.backends.registry import ArtifactFormat, Conversion, QuantizeJob, note_static_only
+
+PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.backends.pte.export.PRECISIONS
+
+
+def export_fp32(handle, out: Path) -> None:
+    from compress.backends.pte.export import export_pte
+
+    export_pte(handle, out, "fp32")
+
+
+def quantize(job: QuantizeJob):
+    from compress.backends.pte.export import export_pte
+
+    result = export_pte(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
+                        per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    return note_static_only(job, result, " (use --precision int8-dynamic for dynamic linears)")
+
+
+def preflight(job: QuantizeJob) -> list:
+    from compress.backends.pte.preflight import pte_preflight
+
+    return pte_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
+
+
+def unreachable(handle) -> str | None:
+    if handle.module is None:
+        return f"{handle.source_path} is an ONNX model: a .pte needs the torch model (use --format onnx)"
+    if handle.source_format == "torchscript":
+        return ("pte needs a torch.export-able model; TorchScript cannot be lowered: save a .pt2 with "
+                "torch.export.save, or use --format onnx")
+    return None
+
+
+def write_qat(converted, path: Path, float_handle=None) -> list[dict]:
+    """An XNNPACK int8 ``.pte`` from a converted QAT graph; it keeps no layer names, so the ops left in float come
+    from the lowering."""
+    from compress.passes.qat import export_int8_pte
+
+    return export_int8_pte(converted, path).float_ops("int8", [])
+
+
+def conversion_key(*args) -> tuple:
+    from compress.backends.pte.export import conversion_key
+
+    return conversion_key(*args)
+
+
+def build(*args):
+    from compress.backends.pte.export import build_pte
+
+    return build_pte(*args)
+
+
+FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
+                        export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable,
+                        write_qat=write_qat, qat_technique="export:executorch:xnnpack",
+                        converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner",
+                        packages=("executorch",))

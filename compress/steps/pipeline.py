@@ -1,0 +1,237 @@
+"""Verify exported artifacts in their real runtimes and assemble the run directory's report.
+
+Every verb that produces models (quantize, prune, distill, qat, run) ends here: each artifact file is
+loaded by its runtime, run on the real test split, compared with the reference, timed on the local CPU,
+and written into report.json (shared/report-contract.md), report.md and report.html.
+
+Example:
+    >>> reference = measure_reference(handle, plan)
+    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", ["ptq:int8-static:minmax"], plan, reference, heads)
+    >>> finish_report(run_dir, handle, plan, reference, [entry], GatePolicy())
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.data import Head
+from compress.data.plan import DataPlan
+from compress.data.evaluate import degradation, fidelity, task_metrics
+from compress.steps.gates import GatePolicy
+from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, output_names
+from compress.backends import artifact_files, artifact_sha256, artifact_size, format_of
+from compress.safety.io import disk_full_cause
+from compress.loading.model import ModelHandle
+from compress.report import new_report, write_report
+from compress.report.techniques import technique_records
+from compress.runtimes import open_runner, run_dataset
+
+
+@dataclass
+class Reference:
+    """The uncompressed model measured the same way as every artifact."""
+
+    outputs: list[np.ndarray] | None
+    metrics: dict | None
+    size_bytes: int
+    runtime: str
+    original: dict | None = None   # set when ``metrics`` are the original model's (see ``measure_reference``)
+    kinds: list[OutputKind] | None = None   # each output's kind (compress.data.outputs), decided on the reference outputs
+
+    def report_dict(self) -> dict:
+        entry = {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
+        if self.kinds:
+            entry["outputs"] = [k.as_dict() for k in self.kinds]
+        if self.original:
+            entry["original"] = self.original
+        return entry
+
+
+def heads_for(handle: ModelHandle, plan: DataPlan) -> tuple[Head, ...]:
+    if plan.test is not None and plan.test.heads:
+        return plan.test.heads
+    return handle.heads
+
+
+def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | None = None) -> Reference:
+    """Eager PyTorch outputs on the test split (ONNX sources: onnxruntime on the source file).
+
+    Fidelity is always against these outputs; the task metric that degradation subtracts from is the original
+    model's when the handle carries one measured on the same split (a ``.pt2`` written by `compress prune`).
+    """
+    if handle.module is None:
+        runner = open_runner(handle.onnx_path, spec=handle.input_spec)
+    else:
+        from compress.backends.pytorch.session import TorchRunner
+
+        runner = TorchRunner.from_module(handle.module, handle.input_spec)
+    if plan.test is None:  # no data: outputs on the random probe, for fidelity only (kinds by shape and values)
+        outputs = run_dataset(runner, plan.probe) if plan.probe is not None else None
+        kinds = output_kinds(handle, handle.heads, outputs, getattr(runner, "output_names", None), False) if outputs else None
+        return Reference(outputs, None, size_bytes or Path(handle.source_path).stat().st_size, runner.name, kinds=kinds)
+    outputs = run_dataset(runner, plan.test)
+    heads = heads_for(handle, plan)
+    metrics = task_metrics(heads, outputs, plan.test.y)
+    size = size_bytes or Path(handle.source_path).stat().st_size
+    kinds = output_kinds(handle, heads, outputs, getattr(runner, "output_names", None), plan.test.labeled)
+    if _same_test_split(handle.original, plan):  # a chained .pt2: degradation against the model before the passes
+        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original, kinds=kinds)
+    return Reference(outputs, metrics, size, runner.name, kinds=kinds)
+
+
+def output_kinds(handle: ModelHandle, heads, outputs: list[np.ndarray], names: list[str] | None, labelled: bool) -> list[OutputKind]:
+    """Each reference output's kind: ``handle.output_kinds`` (declared) first, then inferred (compress.data.outputs)."""
+    from compress.errors import UsageError
+
+    names = names or output_names(handle.heads, handle.input_spec.names, len(outputs))  # the exported files' names
+    spec = handle.input_spec
+    states = [tuple(t.sample_shape) for t in spec.tensors if t.dtype.startswith("float")]
+    try:
+        return infer_kinds(outputs, heads, handle.output_kinds, names, labelled, states, {index for _, index in spec.state})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def original_record(handle: ModelHandle, plan: DataPlan, reference: Reference) -> dict | None:
+    """What a saved intermediate model remembers of the model before the first pass (see ``save_program``)."""
+    if handle.original or reference.metrics is None or plan.name is None:
+        return handle.original
+    return {"source": handle.source_path, "sha256": handle.source_sha256, "metrics": reference.metrics,
+            "dataset": {"name": plan.name, "split_seed": plan.split_seed}}
+
+
+def _same_test_split(original: dict | None, plan: DataPlan) -> bool:
+    """Whether ``original``'s recorded metric was measured on this run's test split (same dataset and split seed)."""
+    return bool(original and original.get("metrics") and original.get("dataset") and plan.test is not None
+                and original["dataset"].get("name") == plan.name and original["dataset"].get("split_seed") == plan.split_seed)
+
+
+def combined_fidelity(reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
+    """Kind-blind fidelity (target parity): the first output's; the others (several heads) under ``outputs``."""
+    per_output = [fidelity(r, c) for r, c in zip(reference, candidate)]
+    result = dict(per_output[0])
+    if len(per_output) > 1:
+        result["outputs"] = per_output
+        result["sqnr_db"] = min(f["sqnr_db"] for f in per_output)
+        result["max_abs_error"] = max(f["max_abs_error"] for f in per_output)
+    return result
+
+
+def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -> tuple[dict, str]:
+    """Run ``path`` in its runtime on the test split: task metric, degradation and fidelity."""
+    runner = open_runner(path, spec=plan.spec)
+    if plan.test is None:  # no real data: prove it loads and runs, claim nothing about accuracy
+        runner.run(next(plan.calibration.batches(1))[0])
+        metrics = {"task": None, "degradation": None, "fidelity": None}
+        if reference.outputs is not None and plan.probe is not None:  # vs fp32 torch on the same random inputs; not gated
+            metrics["random_input_fidelity"] = combined_fidelity(reference.outputs, run_dataset(runner, plan.probe))
+        return metrics, runner.name
+    outputs = run_dataset(runner, plan.test)
+    task = task_metrics(heads, outputs, plan.test.y)
+    return {
+        "task": task,
+        "degradation": degradation(reference.metrics, task),
+        "fidelity": output_fidelity(reference.kinds, reference.outputs, outputs),
+    }, runner.name
+
+
+def verify_artifact(
+    run_dir: Path,
+    filename: str,
+    precision: str,
+    techniques: list[str | dict],
+    plan: DataPlan,
+    reference: Reference,
+    heads,
+    name: str | None = None,
+    bench: dict | None = None,
+    notes: list[str] | None = None,
+    float_ops: list[dict] | None = None,
+    fmt: str | None = None,
+) -> dict:
+    """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
+    ``fmt``: the file's format name when the caller knows it (else found from its name).
+
+    The one place where a file gets its final name: writers put it at ``staged(run_dir, filename)``; it is verified
+    there and renamed into ``run_dir`` only if it loads and runs. A file that fails is moved to ``failed/`` and comes
+    back as a failed entry (``status: failed`` with the reason; see ``compress.steps.gates.verification_gate``).
+    """
+    from compress.safety.rundir import fail, publish, staged
+
+    run_dir = Path(run_dir)
+    path = staged(run_dir, filename)
+    files = [p.name for p in artifact_files(path)]  # a multi-file artifact moves as one
+    for part in files:
+        if not staged(run_dir, part).exists():  # written straight to its final name: verify it all the same
+            os.replace(run_dir / part, staged(run_dir, part))
+    fmt = fmt or format_of(path).name
+    entry = {"name": name or f"{precision}-{fmt}", "path": filename,
+             "format": fmt, "precision": precision, "techniques": technique_records(techniques),
+             "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
+             "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
+             "float_ops": float_ops or [], "notes": notes or []}
+    try:
+        metrics, runtime = evaluate_artifact(path, plan, reference, heads)
+    except Exception as exc:
+        cause = disk_full_cause(exc, run_dir)
+        if cause is not None:
+            raise cause from exc
+        reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        failed = [fail(run_dir, part) for part in files][0]
+        entry.update(path=str(failed.relative_to(run_dir)), status="failed", failure=reason)
+        entry["notes"].append(f"FAILED verification, kept in {entry['path']} for debugging: {reason}")
+        return entry
+    final = [publish(run_dir, part) for part in files][0]
+    entry.update(verified_in=[runtime], metrics=metrics)
+    if bench is not None:
+        from compress.steps.benchmark import benchmark_artifact
+
+        entry["latency"].append(benchmark_artifact(final, **bench))
+    return entry
+
+
+def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
+                  policy: GatePolicy | None, extra: dict | None = None, candidate=None, refused: list[dict] | None = None) -> dict:
+    """Note each artifact's speed against fp32 (compress.steps.advice.explain_speed), judge the artifacts by ``policy``
+    (compress.steps.gates: gates, verdict, recommendation), then assemble, validate and
+    write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
+    (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
+    ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
+    from compress.steps.advice import explain_speed
+    from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
+    from compress.report.html import write_html
+    from compress.report.markdown import write_markdown
+    from compress.zoo.checkpoint import library_versions
+
+    explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
+    report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
+    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
+        artifact["techniques"] = technique_records(artifact["techniques"])
+    report["artifacts"] = artifacts
+    gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
+    report["gates"] = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
+    report["passed"] = all(g["passed"] for g in report["gates"])
+    report["environment"] = library_versions()
+    report.update(extra or {})
+    report.update(judgement)
+    if refused:
+        report["refused"] = refused
+        report["verdict"]["notes"] += [f"{r['format']} not produced ({', '.join(r['precisions'])}): {r['reason']}" for r in refused]
+    write_report(run_dir, report)
+    write_markdown(run_dir, report)
+    write_html(run_dir, report)
+    return report
+
+
+def produced_gate(refusal: dict) -> dict:
+    """The gate a format asked for and not produced fails (``refusal``: a report.json ``refused`` entry).
+
+    Example:
+        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."})["passed"]
+        False
+    """
+    return {"name": "produced", "artifact": refusal["format"], "limit": 1, "value": 0, "passed": False, "judged_by": "runtime",
+            "reason": f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}"}

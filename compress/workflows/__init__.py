@@ -1,1 +1,0 @@
-"""Whole-command workflows behind the prune, distill and qat verbs (the CLI only parses and renders)."""
