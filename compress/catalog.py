@@ -1,19 +1,46 @@
-"""The precisions compress knows: one typed record each, the one list every config, schema and branch reads.
+"""The catalog: every name compress knows, as typed records — formats (suffixes, runtimes), precisions, calibration
+methods and runtimes — in one module that imports nothing from compress or third parties, so any module may read it.
+
+Behaviour registers into it. Each backend (compress/backends/<format>/adapter.py) registers an ``ArtifactFormat`` that
+carries its exporter, its quantizer per precision (a format's precisions are derived from these), pre-flight and
+runtime; a calibration method registers one implementation per calibration backend (the built-in ones in
+compress.backends.calibration) and is refused where one is missing; a runtime registers its runner class by name.
+The built-in backends register on the first lookup (``_builtins`` imports ``compress.backends`` by name).
 
 A precision says how weights and activations are stored; a format implements it by registering a quantizer for it
 (``ArtifactFormat.quantizers``: the built-in formats in their own modules, a plugin with ``register_precision(...,
-quantizers={format: quantize})``), so ``precision.formats`` is derived, never listed.
+quantizers={format: quantize})``), so ``precision.formats`` is derived, never listed. An artifact may be several
+files (``ArtifactFormat.files``): its size and sha256 cover all of them.
 
 Example:
     >>> PRECISIONS["int4-weight"].block_size, PRECISIONS["int4-weight"].weight_only
     (32, True)
     >>> quantized()
     ('int8', 'int8-dynamic', 'fp16', 'int8-weight', 'int4-weight')
+    >>> format_of("runs/x/model.int8.tflite").name, runtime_of("m.onnx"), get("onnx").filename("int8")
+    ('tflite', 'onnxruntime', 'model.int8.onnx')
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+import importlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+usage_error: type[Exception] = ValueError  # compress.errors puts its UsageError (exit 2) here when it loads
+_LOADED: list[bool] = []
+
+
+def _builtins() -> None:
+    """Register the built-in backends (formats, calibration implementations, runtimes) once, before a lookup."""
+    if not _LOADED:
+        _LOADED.append(True)
+        try:
+            importlib.import_module("compress.backends")
+        except BaseException:
+            _LOADED.clear()
+            raise
+
 
 Activations = Literal["float", "static", "dynamic", "mixed"]
 
@@ -35,8 +62,6 @@ class Precision:
     @property
     def formats(self) -> tuple[str, ...]:
         """The registered formats that implement this precision."""
-        from compress.backends.registry import formats
-
         return tuple(f.name for f in formats() if self.name in f.precisions or self.name == "fp32" and f.export_fp32)
 
     @property
@@ -66,15 +91,12 @@ def register_precision(precision: Precision, quantizers: dict[str, Callable] | N
     (a format lists only the precisions it has a quantizer for).
 
     Example:
-        >>> from compress.backends import get
         >>> register_precision(Precision("int4-weight-sym", "4-bit symmetric weights", 4, "float", block_size=64,
         ...                              symmetric=True), {"onnx": get("onnx").quantizers["int4-weight"]}).formats
         ('onnx',)
     """
     PRECISIONS[precision.name] = precision
     if quantizers:
-        from compress.backends.registry import add_quantizer
-
         for fmt, quantize in quantizers.items():
             add_quantizer(fmt, precision.name, quantize)
     return precision
@@ -82,8 +104,6 @@ def register_precision(precision: Precision, quantizers: dict[str, Callable] | N
 
 def unregister_precision(name: str) -> None:
     """Remove a registered precision and every format's quantizer for it (a plugin's tests clean up with it)."""
-    from compress.backends.registry import FORMATS, remove_quantizer
-
     for fmt in list(FORMATS):
         remove_quantizer(fmt, name)
     PRECISIONS.pop(name, None)
@@ -130,3 +150,336 @@ def check_precisions(value: list[str], choices) -> list[str]:
     if not value:
         raise ValueError("give at least one precision")
     return value
+
+@dataclass
+class QuantizeJob:
+    """One file to write: ``handle`` quantized to ``precision`` at ``out``.
+
+    ``fp32``: the format's fp32 file when the format quantizes from it (``quantizes_fp32_file``), else None.
+    ``calibration``: the calibration method's name; ``calib_data``: the samples it calibrates on (None: random).
+    ``output_kinds``: each output's kind from the run's reference (compress.data.outputs), for choices that compare files
+    by fidelity; None where unknown.
+    """
+
+    handle: Any
+    precision: str
+    out: Path
+    fp32: Path | None
+    calib_data: Any
+    calibration: str = "minmax"
+    per_channel: bool = True
+    exclude: list[str] = field(default_factory=list)
+    seed: int = 0
+    dynamic_op_types: list[str] = field(default_factory=list)
+    output_kinds: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A conversion the second process makes (compress.steps.ahead): ``key(module, example, precision, calib_data,
+    calibration, per_channel, excluded)`` names it in the run's conversion cache, ``build(...)`` (the same arguments
+    and a notes list) makes it."""
+
+    key: Callable
+    build: Callable
+
+
+def reachable(handle) -> None:
+    """``ArtifactFormat.unreachable``'s default: every source becomes this format."""
+    return None
+
+
+def one_file(path: Path) -> list[Path]:
+    """``ArtifactFormat.files``' default: the artifact is the one file."""
+    return [Path(path)]
+
+
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """One format. Only ``name``, ``suffixes`` and ``runtimes`` are required: a format without ``export_fp32`` and
+    ``quantizers`` is verified and timed but never produced by `compress quantize` (``pt2``, ``torchscript``).
+
+    - ``suffixes``: file-name endings, the first one used for new files (``.onnx``; may have several dots).
+    - ``runtimes``: runtime names (compress.runtimes) that load it, the first one by default.
+    - ``quantizers``: precision name (compress.catalog) -> ``quantize(job) -> result`` with ``path``,
+      ``precision``, ``techniques``, ``float_ops``, ``notes``; the format's ``precisions`` are their names (fp32 is
+      ``export_fp32``); ``add_quantizer`` gives a registered format one more.
+    - ``export_fp32(handle, out)``: write the fp32 file; ``preflight(job) -> [Finding]`` before verifying anything (the job quantize
+      will get, nothing excluded; the fp32 file is exported by then when ``quantizes_fp32_file``);
+      ``float_ops(path, precision) -> [dict]``: the weighted ops a file left in float.
+    - ``calibrates_with``: the calibration backend (compress.backends.calibration: ``"onnxruntime"``, ``"pt2e"``) whose
+      implementation of ``job.calibration`` its quantizer runs; a method without one there is refused. None: the
+      quantizer reads ``job.calibration`` itself.
+    - ``quantizes_fp32_file``: ``quantize`` reads the fp32 file (exported before pre-flight); otherwise the fp32
+      file is exported only when asked for.
+    - ``unreachable(handle) -> reason | None``: why this source cannot become this format.
+    - ``files(path) -> [paths]``: every file the artifact consists of (default: the one file).
+    - ``default``: produced when no ``--format`` is given.
+    - ``write_qat(converted, path, float_handle) -> [float op]``: write a converted QAT graph as this format's int8
+      file (`compress qat --format`), the weighted ops left in float returned; ``qat_technique``: its export label.
+    - ``converted_ahead``: how the second process of `compress quantize` (compress.steps.ahead) converts it from the
+      torch module beside the ONNX work; None: not converted there.
+    - ``device_tool``: the runtime's own timing binary a remote target runs when it is on the device
+      (``benchmark_model``, ``executor_runner``); None: timed by compress's device runner there.
+    - ``estimate_costs(path, batch) -> {int8_macs, float_macs, bytes_moved, ...}``: what `bench --target estimate`
+      reads from the file; None: not estimated.
+    - ``no_cuda``: why the cuda target cannot time it (skipped with that line); None: it can.
+    - ``packages``: the distributions whose versions can change its files (reports, manifests and the stage cache
+      record them); ``loggers``: its libraries' loggers, quiet unless ``--debug``.
+    """
+
+    name: str
+    suffixes: tuple[str, ...]
+    runtimes: tuple[str, ...]
+    quantizers: dict[str, Callable] = field(default_factory=dict)
+    export_fp32: Callable | None = None
+    preflight: Callable | None = None
+    float_ops: Callable | None = None
+    calibrates_with: str | None = None
+    quantizes_fp32_file: bool = False
+    unreachable: Callable[[Any], str | None] = reachable
+    files: Callable[[Path], list[Path]] = one_file
+    default: bool = False
+    write_qat: Callable | None = None
+    qat_technique: str | None = None
+    converted_ahead: Conversion | None = None
+    device_tool: str | None = None
+    estimate_costs: Callable[[Path, int], dict] | None = None
+    no_cuda: str | None = None
+    packages: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()
+
+    def filename(self, precision: str) -> str:
+        return f"model.{precision}{self.suffixes[0]}"
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """What ``quantize`` makes: the precisions this format registers a quantizer for."""
+        return tuple(self.quantizers)
+
+    def quantize(self, job: QuantizeJob):
+        """``job`` through the quantizer of its precision; a usage error (compress.errors.UsageError) naming this format's precisions otherwise."""
+        if job.precision not in self.quantizers:
+            raise usage_error(f"--precision {job.precision} is not available for {self.name}; "
+                             f"it makes {', '.join(self.precisions) or 'no quantized file'}")
+        return self.quantizers[job.precision](job)
+
+    @property
+    def runtime(self) -> str:
+        return self.runtimes[0]
+
+
+FORMATS: dict[str, ArtifactFormat] = {}
+SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")  # what a model comes in as
+
+
+
+def schema_choices(names: Callable[[], Any]) -> dict:
+    """pydantic ``Field`` keywords that list ``names()`` as the JSON schema's enum, read each time a schema is
+    generated, so a format, precision or method registered later is listed (and accepted by report validation)."""
+    return {"json_schema_extra": lambda schema: schema.update(enum=list(names()))}
+
+
+def register(fmt: ArtifactFormat) -> ArtifactFormat:
+    """Add ``fmt`` (replacing a format of that name); its precisions must be registered ones."""
+    unknown = [p for p in fmt.precisions if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"format {fmt.name}: unknown precision {unknown[0]!r} (register it in compress.catalog)")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def unregister(name: str) -> None:
+    FORMATS.pop(name, None)
+
+
+def add_quantizer(name: str, precision: str, quantize: Callable) -> ArtifactFormat:
+    """Give the registered format ``name`` a quantizer for ``precision`` (a registered one), or replace its own.
+
+    Example:
+        >>> add_quantizer("onnx", "int8", get("onnx").quantizers["int8"]).precisions[0]
+        'int8'
+    """
+    return register(replace(get(name), quantizers={**get(name).quantizers, precision: quantize}))
+
+
+def remove_quantizer(name: str, precision: str) -> None:
+    """Undo ``add_quantizer`` (a plugin's tests clean up with it)."""
+    if name in FORMATS:
+        FORMATS[name] = replace(FORMATS[name], quantizers={p: q for p, q in FORMATS[name].quantizers.items() if p != precision})
+
+
+def formats() -> list[ArtifactFormat]:
+    _builtins()
+    return list(FORMATS.values())
+
+
+def get(name: str) -> ArtifactFormat:
+    """The format called ``name``; a ValueError naming the choices otherwise."""
+    _builtins()
+    if name not in FORMATS:
+        raise ValueError(f"unknown format {name!r}; choose from {', '.join(quantizable())}")
+    return FORMATS[name]
+
+
+def quantizable() -> tuple[str, ...]:
+    """Formats `compress quantize` can produce (they have an fp32 exporter)."""
+    _builtins()
+    return tuple(f.name for f in FORMATS.values() if f.export_fp32)
+
+
+def qat_formats() -> tuple[str, ...]:
+    """Formats `compress qat` writes (they have a QAT writer)."""
+    _builtins()
+    return tuple(f.name for f in FORMATS.values() if f.write_qat)
+
+
+def estimated_suffixes() -> list[str]:
+    """The suffixes `bench --target estimate` reads (formats with an ``estimate_costs``)."""
+    _builtins()
+    return [s for f in FORMATS.values() if f.estimate_costs for s in f.suffixes]
+
+
+def format_packages() -> list[str]:
+    """Every format's ``packages``, in registration order, each once."""
+    _builtins()
+    return list(dict.fromkeys(p for f in FORMATS.values() for p in f.packages))
+
+
+def format_loggers() -> list[str]:
+    """Every format's ``loggers``, each once."""
+    _builtins()
+    return list(dict.fromkeys(name for f in FORMATS.values() for name in f.loggers))
+
+
+def default_formats() -> list[str]:
+    _builtins()
+    return [f.name for f in FORMATS.values() if f.default]
+
+
+def find_format(path: str | Path) -> ArtifactFormat | None:
+    """The format whose suffix ``path`` ends with (the longest suffix wins: ``.toy.onnx`` before ``.onnx``)."""
+    _builtins()
+    name = Path(path).name
+    matches = [(len(s), f) for f in FORMATS.values() for s in f.suffixes if name.endswith(s)]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+def format_of(path: str | Path) -> ArtifactFormat:
+    """The format of ``path``; a ValueError naming the known suffixes otherwise."""
+    found = find_format(path)
+    if found is None:
+        known = ", ".join(s for f in FORMATS.values() for s in f.suffixes)
+        raise ValueError(f"{path}: not an artifact compress knows (suffixes: {known})")
+    return found
+
+
+def runtime_of(path: str | Path) -> str:
+    return format_of(path).runtime
+
+
+def runtime_by_suffix() -> dict[str, str]:
+    """``{suffix: default runtime}`` over every format (what the device runner's own table must agree with)."""
+    _builtins()
+    return {s: f.runtime for f in FORMATS.values() for s in f.suffixes}
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    """Every file the artifact at ``path`` consists of (its format's ``files``; one file for unknown suffixes)."""
+    found = find_format(path)
+    return found.files(Path(path)) if found else [Path(path)]
+
+
+@dataclass(frozen=True)
+class OrtCalibrater:
+    """onnxruntime's implementation: ``create(model_path, op_types, augmented_model_path, extra_options)`` returns a
+    calibrater (``onnxruntime.quantization.calibrate.CalibraterBase``) with its augmented graph and session made;
+    its ``compute_data()`` names the ORT method the ranges are tagged with."""
+
+    runs_as: str
+    create: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Pt2eObserver:
+    """The PT2E implementation (TFLite, ``.pte``): ``observer()`` returns the activation observer class."""
+
+    runs_as: str
+    observer: Callable[[], type]
+
+
+@dataclass(frozen=True)
+class CalibrationMethod:
+    """``knobs``: the method's settings (onnxruntime calibraters take them as ``extra_options``, PT2E observers
+    read the same values); ``implementations``: backend (``"onnxruntime"``, ``"pt2e"``) -> ``OrtCalibrater`` or
+    ``Pt2eObserver``."""
+
+    name: str
+    summary: str
+    knobs: dict = field(default_factory=dict)
+    implementations: dict[str, OrtCalibrater | Pt2eObserver] = field(default_factory=dict)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The registered formats whose calibration backend implements this method."""
+        return tuple(f.name for f in formats() if f.calibrates_with in self.implementations)
+
+    @property
+    def runs_as(self) -> dict[str, str]:
+        """Runtime name (each implementing format's default runtime) -> what really computes the range there."""
+        return {get(fmt).runtime: self.implementation(fmt).runs_as for fmt in self.formats}
+
+    def implementation(self, fmt: str) -> OrtCalibrater | Pt2eObserver:
+        """What runs this method for format ``fmt``; a ValueError naming the formats that have one otherwise."""
+        backend = get(fmt).calibrates_with
+        if backend not in self.implementations:
+            raise ValueError(f"calibration {self.name!r} has no implementation for {fmt}; implemented for: "
+                             f"{', '.join(self.formats) or 'no format'}")
+        return self.implementations[backend]
+
+
+CALIBRATIONS: dict[str, CalibrationMethod] = {}
+
+
+def register_calibration(method: CalibrationMethod) -> CalibrationMethod:
+    """Add ``method`` (replacing one of that name); only the formats whose backend it implements accept it."""
+    CALIBRATIONS[method.name] = method
+    return method
+
+
+def unregister_calibration(name: str) -> None:
+    CALIBRATIONS.pop(name, None)
+
+
+def calibration_names(fmt: str | None = None) -> tuple[str, ...]:
+    """Registered method names; with ``fmt``, those that format can run (all, for a format without a backend)."""
+    _builtins()
+    return tuple(name for name, method in CALIBRATIONS.items() if fmt is None or _runs_on(method, fmt))
+
+
+def _runs_on(method: CalibrationMethod, fmt: str) -> bool:
+    return get(fmt).calibrates_with in (None, *method.implementations)
+
+
+def check_calibration(name: str, fmt: str | None = None):
+    """The record for ``name``; with ``fmt``, its implementation for that format (None for a format that names no
+    backend: its quantizer reads ``job.calibration`` itself). A ValueError saying what to choose otherwise."""
+    _builtins()
+    if name not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration method {name!r}; choose one of {', '.join(CALIBRATIONS)}")
+    if fmt is None:
+        return CALIBRATIONS[name]
+    return None if get(fmt).calibrates_with is None else CALIBRATIONS[name].implementation(fmt)
+
+
+RUNTIME_MODULES = {  # runtime name -> its runner class; the formats say which runs what
+    "onnxruntime": "compress.backends.onnx.session:OrtRunner",
+    "litert": "compress.backends.tflite.session:LiteRTRunner",
+    "torch": "compress.backends.pytorch.session:TorchRunner",
+    "executorch": "compress.backends.pte.session:ExecuTorchRunner",
+}
+
+
+def register_runtime(name: str, runner: str) -> None:
+    """Make ``runner`` (``"package.module:Class"``, a ``Runner``) the runtime called ``name``."""
+    RUNTIME_MODULES[name] = runner

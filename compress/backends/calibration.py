@@ -1,4 +1,5 @@
-"""Calibration methods (how static int8 picks each activation's range): one typed record each, carrying its work.
+"""The built-in calibration methods (how static int8 picks each activation's range), each registered in
+compress.catalog with its implementation per calibration backend.
 
 A method declares its knobs once (bins, percentile, symmetry) and one implementation per calibration backend, the
 one a format names in ``ArtifactFormat.calibrates_with``: ``"onnxruntime"`` (ONNX) takes an ``OrtCalibrater`` (a
@@ -20,78 +21,16 @@ Example:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
+
+from compress.catalog import (CALIBRATIONS, CalibrationMethod, OrtCalibrater, Pt2eObserver, calibration_names,
+                              check_calibration, register_calibration, unregister_calibration)
+
+__all__ = ["CALIBRATIONS", "CalibrationMethod", "HISTOGRAM_BINS", "OrtCalibrater", "PERCENTILE", "Pt2eObserver",
+           "calibration_names", "check_calibration", "register_calibration", "unregister_calibration"]
 
 HISTOGRAM_BINS = 2048
 PERCENTILE = 99.999
-
-
-@dataclass(frozen=True)
-class OrtCalibrater:
-    """onnxruntime's implementation: ``create(model_path, op_types, augmented_model_path, extra_options)`` returns a
-    calibrater (``onnxruntime.quantization.calibrate.CalibraterBase``) with its augmented graph and session made;
-    its ``compute_data()`` names the ORT method the ranges are tagged with."""
-
-    runs_as: str
-    create: Callable[..., Any]
-
-
-@dataclass(frozen=True)
-class Pt2eObserver:
-    """The PT2E implementation (TFLite, ``.pte``): ``observer()`` returns the activation observer class."""
-
-    runs_as: str
-    observer: Callable[[], type]
-
-
-@dataclass(frozen=True)
-class CalibrationMethod:
-    """``knobs``: the method's settings (onnxruntime calibraters take them as ``extra_options``, PT2E observers
-    read the same values); ``implementations``: backend (``"onnxruntime"``, ``"pt2e"``) -> ``OrtCalibrater`` or
-    ``Pt2eObserver``."""
-
-    name: str
-    summary: str
-    knobs: dict = field(default_factory=dict)
-    implementations: dict[str, OrtCalibrater | Pt2eObserver] = field(default_factory=dict)
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        """The registered formats whose calibration backend implements this method."""
-        from compress.backends.registry import formats
-
-        return tuple(f.name for f in formats() if f.calibrates_with in self.implementations)
-
-    @property
-    def runs_as(self) -> dict[str, str]:
-        """Runtime name (each implementing format's default runtime) -> what really computes the range there."""
-        from compress.backends.registry import get
-
-        return {get(fmt).runtime: self.implementation(fmt).runs_as for fmt in self.formats}
-
-    def implementation(self, fmt: str) -> OrtCalibrater | Pt2eObserver:
-        """What runs this method for format ``fmt``; a ValueError naming the formats that have one otherwise."""
-        from compress.backends.registry import get
-
-        backend = get(fmt).calibrates_with
-        if backend not in self.implementations:
-            raise ValueError(f"calibration {self.name!r} has no implementation for {fmt}; implemented for: "
-                             f"{', '.join(self.formats) or 'no format'}")
-        return self.implementations[backend]
-
-
-CALIBRATIONS: dict[str, CalibrationMethod] = {}
-
-
-def register_calibration(method: CalibrationMethod) -> CalibrationMethod:
-    """Add ``method`` (replacing one of that name); only the formats whose backend it implements accept it."""
-    CALIBRATIONS[method.name] = method
-    return method
-
-
-def unregister_calibration(name: str) -> None:
-    CALIBRATIONS.pop(name, None)
 
 
 def _lazy(module: str, name: str) -> Callable:
@@ -137,26 +76,3 @@ for _method in (
              "torchao has no KL-divergence observer, this is the closest)", "histogram_observer"),
 ):
     register_calibration(_method)
-
-
-def calibration_names(fmt: str | None = None) -> tuple[str, ...]:
-    """Registered method names; with ``fmt``, those that format can run (all, for a format without a backend)."""
-    return tuple(name for name, method in CALIBRATIONS.items() if fmt is None or _runs_on(method, fmt))
-
-
-def _runs_on(method: CalibrationMethod, fmt: str) -> bool:
-    from compress.backends.registry import get
-
-    return get(fmt).calibrates_with in (None, *method.implementations)
-
-
-def check_calibration(name: str, fmt: str | None = None):
-    """The record for ``name``; with ``fmt``, its implementation for that format (None for a format that names no
-    backend: its quantizer reads ``job.calibration`` itself). A ValueError saying what to choose otherwise."""
-    if name not in CALIBRATIONS:
-        raise ValueError(f"unknown calibration method {name!r}; choose one of {', '.join(CALIBRATIONS)}")
-    if fmt is None:
-        return CALIBRATIONS[name]
-    from compress.backends.registry import get
-
-    return None if get(fmt).calibrates_with is None else CALIBRATIONS[name].implementation(fmt)

@@ -17,7 +17,8 @@ from torch import nn
 
 from compress.data import Dataset
 from compress.errors import UsageError
-from compress.backends.calibration import PERCENTILE, check_calibration
+from compress.backends.calibration import PERCENTILE
+from compress.catalog import check_calibration
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
 from compress.loading.model import ModelHandle
 

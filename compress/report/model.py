@@ -18,26 +18,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.backends.registry import SOURCE_FORMATS, schema_choices
+from compress.catalog import PRECISIONS, RUNTIME_MODULES, SOURCE_FORMATS, formats, schema_choices
 
 SCHEMA_VERSION = 2
 
 
 def _format_names():
-    from compress.backends import formats
-
     return [f.name for f in formats()]
 
 
 def _precision_names():
-    from compress.catalog import PRECISIONS
-
     return list(PRECISIONS)
 
 
 def _runtime_names():
-    from compress.runtimes.base import RUNTIME_MODULES
-
     return list(RUNTIME_MODULES)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 OutputKindName = Literal["classes", "probabilities", "embedding", "regression", "state"]

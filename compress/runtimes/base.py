@@ -15,20 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
+from compress.catalog import RUNTIME_MODULES, find_format, register_runtime, runtime_by_suffix
 from compress.data import Dataset
 from compress.errors import UsageError
 
-RUNTIME_MODULES = {  # runtime name -> its runner class; the format registry (compress.backends) says which runs what
-    "onnxruntime": "compress.backends.onnx.session:OrtRunner",
-    "litert": "compress.backends.tflite.session:LiteRTRunner",
-    "torch": "compress.backends.pytorch.session:TorchRunner",
-    "executorch": "compress.backends.pte.session:ExecuTorchRunner",
-}
-
-
-def register_runtime(name: str, runner: str) -> None:
-    """Make ``runner`` (``"package.module:Class"``, a ``Runner``) the runtime called ``name``."""
-    RUNTIME_MODULES[name] = runner
+__all__ = ["RUNTIME_MODULES", "Runner", "io_layout", "open_runner", "register_runtime", "run_dataset", "runtime_for"]
 
 
 class Runner(Protocol):
@@ -48,8 +39,6 @@ def runtime_for(path: str | Path, runtime: str = "auto") -> str:
         if runtime not in RUNTIME_MODULES:
             raise UsageError(f"unknown runtime {runtime!r}; choose auto, {', '.join(RUNTIME_MODULES)}")
         return runtime
-    from compress.backends import find_format, runtime_by_suffix
-
     fmt = find_format(path)
     if fmt is None:
         raise UsageError(f"{path}: no runtime for {Path(path).suffix or 'a file without suffix'}; "

@@ -38,8 +38,7 @@ from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.backends.onnx.cpu_features import cpu_int8_features, needs_reduce_range
 from compress.backends.onnx.export import node_layer, quiet_logger
-from compress.backends import get as get_format
-from compress.backends.calibration import CALIBRATIONS, check_calibration
+from compress.catalog import CALIBRATIONS, check_calibration, get as get_format
 from compress.backends.onnx.adapter import DYNAMIC_OP_TYPES
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
 from compress.safety.io import atomic_path, disk_full_named

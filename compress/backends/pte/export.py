@@ -46,7 +46,7 @@ from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.backends.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
                                   fixed_batch_note, node_in, observer, prepared_and_calibrated, pt2e_inputs)
 from compress.backends.tflite.export import format_counts
-from compress.backends.calibration import CALIBRATIONS
+from compress.catalog import CALIBRATIONS
 from compress.safety.io import atomic_path
 from compress.loading.model import ModelHandle
 from compress.backends.pte.session import require_executorch

@@ -42,7 +42,7 @@ from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.backends.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
                                   observer, prepared_and_calibrated, pt2e_inputs)
 from compress.safety.io import atomic_path
-from compress.backends.calibration import CALIBRATIONS
+from compress.catalog import CALIBRATIONS
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
 from compress.loading.model import ModelHandle
 
@@ -92,7 +92,7 @@ def export_tflite(
 
 def check_precision(precision: str) -> None:
     """A UsageError unless TFLite implements ``precision`` (fp32, or one of the format's precisions)."""
-    from compress.backends import get
+    from compress.catalog import get
 
     choices = ("fp32", *get("tflite").precisions)
     if precision not in choices:
