@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compress.steps.benchmark import record_latencies, speed_against, speed_pick, start_timing_session, summarize
+from compress.steps.benchmark import speed_against, speed_pick, start_timing_session, summarize
+from compress.steps.recording import record_latencies
 from tests.browser import render
 
 REPO = str(Path(__file__).parents[1])

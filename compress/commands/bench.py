@@ -45,7 +45,8 @@ def bench_command(
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """
-    from compress.steps.benchmark import benchmark_artifact, record_latencies, start_timing_session
+    from compress.steps.benchmark import benchmark_artifact, start_timing_session
+    from compress.steps.recording import record_latencies
     from compress.errors import UsageError
 
     with handle_errors(opts.debug, opts.json_out):

@@ -166,7 +166,7 @@ def _target_rows(artifact: Path, runtime: str, opened: list, expected: list, sub
 
 def record_parity(artifact: str | Path, result: dict) -> Path | None:
     """Add each target's parity row to ``artifact``'s ``parity`` list in the report.json next to it (same target replaced)."""
-    from compress.steps.benchmark import record_in_report
+    from compress.steps.recording import record_in_report
 
     saved = None
     for row in result["targets"]:
