@@ -96,7 +96,7 @@ def load_model(
     ``input_shapes`` the model runs on inputs of those shapes and dtypes.
     """
     handle = _load(Path(path), arch, arch_kwargs, input_shapes, trust_pickle, batch_axes or {}, data)
-    from compress.data.streams import describe_io
+    from compress.loading.describe import describe_io
 
     handle.input_spec = describe_io(handle, batch_axes or {}, state or {})
     return handle
