@@ -1,4 +1,9 @@
-"""Datasets: built-in real data that ships offline, plus a user's .npz, image folder or Python callable.
+"""Data: the samples a run uses, and how outputs are judged on them.
+
+- registry, builtin, dataset, origin, validate: datasets (built-in real data that ships offline, plus a user's .npz,
+  image folder or Python callable), where they come from, and their checks.
+- plan: which samples calibrate and which evaluate; outputs: each model output's kind and fidelity floor;
+  evaluate: task metrics and fidelity against the reference; streams: state fed back over a stream, evaluated.
 
 Example:
     >>> from compress.data import load_dataset

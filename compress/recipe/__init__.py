@@ -1,4 +1,5 @@
-"""Recipes: reproducible YAML pipelines (`compress run recipe.yaml`).
+"""Recipes: reproducible YAML pipelines (`compress run recipe.yaml`), and fleets of them (fleet: many recipes at once,
+each its own task).
 
 Example:
     >>> recipe = load_recipe("recipes/mnist_cnn.yaml")      # RecipeError points at file:line:column
