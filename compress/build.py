@@ -26,25 +26,6 @@ GRAPH = "converted graph writer"    # an int8 file written from a converted (QAT
 AHEAD_PHASE = "second process: TFLite/.pte conversions"  # wall: the wait for it; CPU: all of its work
 
 
-@dataclass
-class ExportResult:
-    """What an exporter or quantizer wrote (ONNX, TFLite and .pte alike): the file, the precision it holds, its
-    technique labels, the weighted ops left in float (``{"op", "node", "layer", "reason", "count"}``) and notes;
-    ``coverage`` (.pte): ``{"delegated": {op: n}, "portable": {op: n}}``.
-
-    Example:
-        >>> ExportResult(Path("model.int8.onnx"), "int8", ["ptq:int8-static:minmax:per-channel"]).float_ops
-        []
-    """
-
-    path: Path
-    precision: str
-    techniques: list[str]
-    float_ops: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    coverage: dict = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class ArtifactSpec:
     """One file to build: its format, the precision asked for, its report ``name`` and ``filename`` in the run
@@ -52,7 +33,7 @@ class ArtifactSpec:
 
     ``techniques``: labels before the file's own (the passes the model went through; for GRAPH, all of them);
     ``notes``: notes of the entry; ``phase``: the progress step announced before it (None: none).
-    GRAPH only: ``graph`` (the converted model written by compress.passes.qat_export.write_int8), ``float_handle``
+    GRAPH only: ``graph`` (the converted model written by write_int8), ``float_handle``
     (the model before quantization, naming the layers left in float) and ``exact_precision`` (report ``precision``
     as given even when weights stayed float; otherwise such a file is ``mixed``).
 
@@ -175,7 +156,7 @@ class Refusals:
 def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
     """Produce, verify, repair and time every spec of ``handle`` (see the module docstring); a format that fails is
     refused when ``context.refusals`` is given, else its error propagates."""
-    from compress import backends as registry
+    from compress import catalog as registry
     from compress.safety.rundir import staged
 
     step, run_dir = context.step, Path(context.run_dir)
@@ -273,7 +254,6 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
     if spec.source == FP32:
         return _verify(spec, context, reference, spec.filename, "fp32", ["export:fp32"], name=spec.name)
     if spec.source == GRAPH:
-        from compress.passes.qat_export import has_float_weights, write_int8
 
         path = staged(context.run_dir, spec.filename)
         floats = write_int8(spec.graph, spec.format, path, spec.float_handle)
@@ -285,7 +265,7 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
 def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,
                reference) -> dict:
     """The format's quantizer for ``spec``; with ``context.repair``, a failing static int8 file is repaired."""
-    from compress import backends as registry
+    from compress import catalog as registry
     from compress.steps.repair import RepairStep, repair, should_repair
     from compress.safety.rundir import located, staged
 
@@ -317,7 +297,7 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
 
 def _job(handle, name: str, precision: str, out: Path, fp32: Path | None, context: BuildContext, config, exclude: list[str],
          reference=None):
-    from compress import backends as registry
+    from compress import catalog as registry
 
     kinds = [k.kind for k in reference.kinds] if context.output_kinds and reference is not None and reference.kinds else None
     return registry.QuantizeJob(handle, precision, out, fp32 if registry.get(name).quantizes_fp32_file else None,
@@ -334,7 +314,7 @@ def _preflight(handle, context: BuildContext, specs: list[ArtifactSpec], fp32: d
     """Ops each of ``formats`` cannot quantize or run, found before its verification (``fp32``: the fp32 files exported
     so far). Each format sees the job it will quantize, with nothing excluded yet. A format with an error is refused
     (``refusals``): the others go on; with none left the run stops (exit 2)."""
-    from compress import backends as registry
+    from compress import catalog as registry
     from compress.errors import UsageError
     from compress.safety.rundir import staged
 
@@ -357,7 +337,7 @@ def _preflight(handle, context: BuildContext, specs: list[ArtifactSpec], fp32: d
 def converts_ahead(config) -> bool:
     """Whether a run with ``config`` converts TFLite/.pte files in a second process while ONNX work goes on (the CLI
     starts that process before it loads the model: compress.steps.ahead.prewarm)."""
-    from compress import backends as registry
+    from compress import catalog as registry
 
     return "onnx" in config.formats and any(registry.get(name).converted_ahead for name in config.formats) and not config.exclude
 
@@ -365,7 +345,7 @@ def converts_ahead(config) -> bool:
 def _convert_ahead(handle, formats: list[str], context: BuildContext):
     """Start the TFLite/.pte conversions the build will ask for in a second process (compress.steps.ahead), when ONNX
     work can overlap them; None when it cannot help."""
-    from compress import backends as registry
+    from compress import catalog as registry
     from compress.steps.ahead import Job, convert_ahead
     from compress.backends.pt2e import eval_mode, export_batch
 
@@ -389,3 +369,19 @@ def _convert_ahead(handle, formats: list[str], context: BuildContext):
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     program = handle.source_path if handle.source_format == "exported_program" else None
     return convert_ahead(eval_mode(handle.module), example, jobs, program, waiting)
+
+
+def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:
+    """Write the converted graph ``converted`` as an int8 ``fmt`` file (its format's ``write_qat``) at ``path``; return the
+    weighted ops it left in float (``float_handle``, the model before quantization, names their layers)."""
+    from compress.catalog import get
+
+    return get(fmt).write_qat(converted, path, float_handle)
+
+
+def has_float_weights(float_ops: list[dict]) -> bool:
+    """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
+    from compress.backends.onnx.quantize import WEIGHTED_OPS
+    from compress.backends.tflite.export import WEIGHT_OPERANDS
+
+    return any(op["op"] in WEIGHTED_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)

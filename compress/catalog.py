@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -172,6 +173,25 @@ class QuantizeJob:
     seed: int = 0
     dynamic_op_types: list[str] = field(default_factory=list)
     output_kinds: list[str] | None = None
+
+
+@dataclass
+class ExportResult:
+    """What an exporter or quantizer wrote (ONNX, TFLite and .pte alike): the file, the precision it holds, its
+    technique labels, the weighted ops left in float (``{"op", "node", "layer", "reason", "count"}``) and notes;
+    ``coverage`` (.pte): ``{"delegated": {op: n}, "portable": {op: n}}``.
+
+    Example:
+        >>> ExportResult(Path("model.int8.onnx"), "int8", ["ptq:int8-static:minmax:per-channel"]).float_ops
+        []
+    """
+
+    path: Path
+    precision: str
+    techniques: list[str]
+    float_ops: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    coverage: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -382,6 +402,27 @@ def runtime_by_suffix() -> dict[str, str]:
     """``{suffix: default runtime}`` over every format (what the device runner's own table must agree with)."""
     _builtins()
     return {s: f.runtime for f in FORMATS.values() for s in f.suffixes}
+
+
+def artifact_size(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in artifact_files(path))
+
+
+def artifact_sha256(path: str | Path) -> str:
+    """The file's sha256; for a multi-file artifact, the sha256 of its files' ``name sha256`` lines."""
+    files = artifact_files(path)
+    if len(files) == 1:
+        return file_sha256(files[0])
+    lines = "".join(f"{p.name} {file_sha256(p)}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def artifact_files(path: str | Path) -> list[Path]:

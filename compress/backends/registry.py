@@ -9,11 +9,10 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from compress.catalog import (FORMATS, SOURCE_FORMATS, ArtifactFormat, Conversion, QuantizeJob, add_quantizer,
-                              artifact_files, default_formats, estimated_suffixes, find_format, format_loggers,
+                              artifact_files, artifact_sha256, artifact_size, default_formats, estimated_suffixes, find_format, format_loggers,
                               format_of, format_packages, formats, get, one_file, qat_formats, quantizable, reachable,
                               register, remove_quantizer, runtime_by_suffix, runtime_of, schema_choices, unregister)
 
@@ -31,18 +30,3 @@ def note_static_only(job: QuantizeJob, result, hint: str = ""):
         result.notes.append(f"dynamic_op_types ({', '.join(job.dynamic_op_types)}) applies to ONNX only: "
                             f"this file is static int8 throughout{hint}")
     return result
-
-
-def artifact_size(path: str | Path) -> int:
-    return sum(p.stat().st_size for p in artifact_files(path))
-
-
-def artifact_sha256(path: str | Path) -> str:
-    """The file's sha256; for a multi-file artifact, the sha256 of its files' ``name sha256`` lines."""
-    from compress.safety.io import sha256_file
-
-    files = artifact_files(path)
-    if len(files) == 1:
-        return sha256_file(files[0])
-    lines = "".join(f"{p.name} {sha256_file(p)}\n" for p in files)
-    return hashlib.sha256(lines.encode()).hexdigest()

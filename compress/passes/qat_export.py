@@ -26,21 +26,13 @@ def qat_spec(trained, config, fmt: str, float_handle=None, phase: str | None = N
                         (*trained.techniques, export_technique(fmt)), tuple(scheme_notes(config)), phase, trained, float_handle)
 
 
-def write_int8(converted, fmt: str, path: Path, float_handle=None) -> list[dict]:
-    """Write the converted graph ``converted`` as an int8 ``fmt`` file (its format's ``write_qat``) at ``path``; return the
-    weighted ops it left in float (``float_handle``, the model before quantization, names their layers)."""
-    from compress.backends import get
-
-    return get(fmt).write_qat(converted, path, float_handle)
-
-
 def scheme_tag(config) -> str:
     """``int8`` for the default scheme, else e.g. ``w4a8-per-tensor``."""
     return "int8" if config.weight_bits == 8 and config.per_channel else config.scheme().replace(":", "-")
 
 
 def export_technique(fmt: str) -> str:
-    from compress.backends import get
+    from compress.catalog import get
 
     return get(fmt).qat_technique
 
@@ -51,11 +43,3 @@ def scheme_notes(config) -> list[str]:
     limit = 2 ** (config.weight_bits - 1) - 1
     return [f"weights restricted to the {config.weight_bits}-bit range [-{limit}, {limit}] and stored in int8 "
             "(ONNX and TFLite have no int4 convolutions): this measures accuracy at 4 bits, not 4-bit size"]
-
-
-def has_float_weights(float_ops: list[dict]) -> bool:
-    """Whether a weighted op kept float weights (float softmax/exp between Q/DQ pairs do not make a file "mixed")."""
-    from compress.backends.onnx.quantize import WEIGHTED_OPS
-    from compress.backends.tflite.export import WEIGHT_OPERANDS
-
-    return any(op["op"] in WEIGHTED_OPS or op["op"] in WEIGHT_OPERANDS for op in float_ops)

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 
 from compress import backends as registry
 from compress.backends.calibration import calibration_names, check_calibration
-from compress.backends.onnx.adapter import DYNAMIC_OP_TYPES
+from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
 from compress.catalog import check_precisions, exported, quantized, tunable
 from compress.data.plan import DataPlan, plan_data
 from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, Refusals, build

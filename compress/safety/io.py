@@ -98,11 +98,9 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from compress.catalog import file_sha256
+
+    return file_sha256(path)
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:

@@ -221,7 +221,7 @@ def _classes_importable(module: nn.Module) -> bool:
 
 
 def _key(module: nn.Module, example: tuple, job: Job) -> tuple:
-    from compress.backends import get
+    from compress.catalog import get
 
     keyed = get(job.fmt).converted_ahead.key
     return keyed(module, example, job.precision, job.calib_data, job.calibration, job.per_channel, [])
@@ -238,7 +238,7 @@ def _send(stdin, request: bytes) -> None:
 def _convert(module: nn.Module, example: tuple, job: Job) -> tuple[tuple, list[str]] | None:
     """One job's ``(result, notes)`` as ``build_tflite`` / ``build_pte`` return them; None when it failed."""
     from compress.backends.pt2e import eval_mode
-    from compress.backends import get
+    from compress.catalog import get
 
     build = get(job.fmt).converted_ahead.build
     notes: list[str] = []

@@ -22,7 +22,7 @@ from compress.data.plan import DataPlan
 from compress.data.evaluate import degradation, fidelity, task_metrics
 from compress.steps.gates import GatePolicy
 from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, output_names
-from compress.backends import artifact_files, artifact_sha256, artifact_size, format_of
+from compress.catalog import artifact_files, artifact_sha256, artifact_size, format_of
 from compress.safety.io import disk_full_cause
 from compress.loading.model import ModelHandle
 from compress.report import new_report, write_report

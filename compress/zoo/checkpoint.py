@@ -30,7 +30,7 @@ NUMERIC_PACKAGES = ("numpy", "scikit-learn", "scipy")
 
 def output_packages() -> list[str]:
     """Every package whose version can change an output's bytes: torch's, each format's, then the numeric ones."""
-    from compress.backends import format_packages
+    from compress.catalog import format_packages
 
     return list(dict.fromkeys([*TORCH_PACKAGES, *format_packages(), *NUMERIC_PACKAGES]))
 

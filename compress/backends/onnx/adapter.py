@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
 from compress.backends.registry import ArtifactFormat, QuantizeJob
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
-DYNAMIC_OP_TYPES = ("Conv", "Gemm", "MatMul")  # weighted ops an int8 (static) run may quantize dynamically instead
 
 
 def export_fp32(handle, out: Path) -> None:
@@ -80,7 +80,7 @@ def write_qat(converted, path: Path, float_handle=None) -> list[dict]:
 
 
 def estimate_costs(path: Path, batch: int) -> dict:
-    from compress.targets.estimate import onnx_costs
+    from compress.backends.onnx.costs import onnx_costs
 
     return onnx_costs(path, batch)
 

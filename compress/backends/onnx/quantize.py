@@ -33,16 +33,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.build import ExportResult
+from compress.catalog import ExportResult
 from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.backends.onnx.cpu_features import cpu_int8_features, needs_reduce_range
 from compress.backends.onnx.export import node_layer, quiet_logger
 from compress.catalog import CALIBRATIONS, check_calibration, get as get_format
-from compress.backends.onnx.adapter import DYNAMIC_OP_TYPES
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
 from compress.safety.io import atomic_path, disk_full_named
 from compress.backends.onnx.session import check_loads_in_child
+from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "Attention", "Gather")
 INTEGER_OPS = ("MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul", "MatMulNBits",

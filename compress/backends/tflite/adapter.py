@@ -73,7 +73,7 @@ def build(*args):
 
 
 def estimate_costs(path: Path, batch: int) -> dict:
-    from compress.targets.estimate import tflite_costs
+    from compress.backends.tflite.costs import tflite_costs
 
     return tflite_costs(path, batch)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.build import ExportResult
+from compress.catalog import ExportResult
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.backends.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
