@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_an_unused_prewarmed_process_ends_with_its_parent():
-    script = "from compress.backends import ahead; ahead.prewarm(); print(ahead._WARM[0][0].pid, flush=True)"
+    script = "from compress.steps import ahead; ahead.prewarm(); print(ahead._WARM[0][0].pid, flush=True)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout.split()[0])
