@@ -7,6 +7,7 @@ through the CLI into real ONNX files checked in onnxruntime.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -79,3 +80,33 @@ def test_landmarks_are_regression_and_need_no_repair(cli, tmp_path):
     assert declared.exit_code == 0, declared.output
     output = _output(json.loads((tmp_path / "declared" / "report.json").read_text()))
     assert (output["kind"], output["kind_from"], output["kind_reason"]) == ("embedding", "declared", "--output-kind")
+
+
+def test_labels_of_a_few_classes_judge_the_output_they_fit(cli, tmp_path):
+    """Only classes 0-3 of a 10-class model in the sample: its argmax matches them far above chance, so they are used."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)).eval()
+    _save(model, torch.zeros(2, 12), tmp_path / "net.pt2")
+    x = RNG.standard_normal((1000, 12)).astype(np.float32)
+    predicted = model(torch.from_numpy(x)).argmax(1).numpy()
+    keep = predicted < 4
+    np.savez(tmp_path / "few.npz", x=x[keep], y=predicted[keep])
+    result, report = _quantize(cli, tmp_path / "net.pt2", tmp_path / "few.npz", tmp_path / "run")
+    assert report["reference"]["metrics"]["task"] == {"name": "accuracy", "value": 1.0, "higher_is_better": True}
+    note = report["reference"]["labels"][0]
+    assert re.match(r"y used for output_0: [1-4] of its 10 classes present \(the reference model's argmax matches y on 100.0 %", note)
+    assert note in report["verdict"]["notes"] and note in (tmp_path / "run" / "report.md").read_text()
+    assert note[:40] in result.stdout
+    assert report["verdict"]["summary"].startswith("labels: judged by max_degradation")
+    assert _output(report)["labelled"] and _output(report)["kind_from"] == "head"
+
+
+def test_labels_that_do_not_label_an_embedding_are_set_aside_in_words(cli, tmp_path):
+    torch.manual_seed(0)
+    _save(Embedder(), torch.zeros(2, 1, 8, 8), tmp_path / "emb.pt2")
+    np.savez(tmp_path / "digits.npz", x=RNG.standard_normal((300, 1, 8, 8)).astype(np.float32), y=RNG.integers(0, 10, 300))
+    result, report = _quantize(cli, tmp_path / "emb.pt2", tmp_path / "digits.npz", tmp_path / "run")
+    assert report["reference"]["metrics"]["task"] is None and _output(report)["kind"] == "embedding"
+    note = report["reference"]["labels"][0]
+    assert note.startswith("y not used: its 10 classes (0 to 9) do not label output_0's 16 values") and "judged by fidelity alone" in note
+    assert note in report["verdict"]["notes"] and note[:40] in result.stdout

@@ -114,6 +114,7 @@ class Reference(Open):
     metrics: ReferenceMetrics
     size_bytes: int = Field(ge=0)
     outputs: list[OutputInfo] | None = None
+    labels: list[str] | None = Field(None, description="What was done with each label array (y): used for which output, or why not.")
 
 
 class ArtifactMetrics(Open):
