@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models_for_tests import CtcHead, Embedder, Landmarks, PitchBins
+from tests.models_for_tests import CtcHead, Embedder, FloatTable, Landmarks, PitchBins
 
 RNG = np.random.default_rng(0)
 
@@ -110,3 +110,36 @@ def test_labels_that_do_not_label_an_embedding_are_set_aside_in_words(cli, tmp_p
     note = report["reference"]["labels"][0]
     assert note.startswith("y not used: its 10 classes (0 to 9) do not label output_0's 16 values") and "judged by fidelity alone" in note
     assert note in report["verdict"]["notes"] and note[:40] in result.stdout
+
+
+def test_a_repair_that_keeps_everything_float_is_not_an_int8_artifact(cli, tmp_path):
+    """The pitch bins' argmax moves under int8 of both layers, so repair keeps them both in float: that file holds no
+    integer weight, and is listed as what it is."""
+    torch.manual_seed(0)
+    _save(PitchBins(), torch.zeros(2, 64), tmp_path / "pitch.pt2")
+    np.savez(tmp_path / "frames.npz", x=RNG.standard_normal((200, 64)).astype(np.float32))
+    result, report = _quantize(cli, tmp_path / "pitch.pt2", tmp_path / "frames.npz", tmp_path / "run")
+    repaired = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
+    assert repaired["repair"]["kept"].startswith("keep float: ")
+    assert repaired["precision"] == "fp32" and "speedup_vs_fp32" not in repaired
+    note = "repair kept everything float: this is an fp32 file (no integer weights); listed as precision fp32, never recommended as"
+    assert any(n.startswith(note) for n in repaired["notes"]) and note in result.stdout
+    recommended = report["recommended"]
+    assert "int8-onnx" not in {(pick or {}).get("artifact") for pick in [recommended["local-cpu"], *recommended["by_format"].values()]}
+    assert any(e["artifact"] == "int8-onnx" and e["why"].startswith("repair kept everything float") for e in recommended["excluded"])
+    assert not any(g["artifact"] == "int8-onnx" and g["passed"] for g in report["gates"])
+
+
+def test_an_int8_file_no_smaller_than_fp32_says_so_and_is_not_recommended(cli, tmp_path):
+    torch.manual_seed(0)
+    _save(FloatTable(), torch.zeros(2, 16), tmp_path / "table.pt2")
+    np.savez(tmp_path / "t.npz", x=RNG.standard_normal((200, 16)).astype(np.float32))
+    result, report = _quantize(cli, tmp_path / "table.pt2", tmp_path / "t.npz", tmp_path / "run")
+    int8 = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
+    fp32 = next(a for a in report["artifacts"] if a["name"] == "fp32-onnx")
+    assert int8["precision"] == "int8" and int8["size_bytes"] >= 0.95 * fp32["size_bytes"]
+    note = f"gains nothing in size: {int8['size_bytes'] / fp32['size_bytes']:.3f}x the fp32 file"
+    assert any(n.startswith(note) and n.endswith("not recommended for size") for n in int8["notes"])
+    assert note in result.stdout and note in (tmp_path / "run" / "report.md").read_text()
+    assert {"artifact": "int8-onnx", "why": f"{note} ({int8['size_bytes']:,} vs {fp32['size_bytes']:,} bytes), and was not "
+            "measured faster than fp32"} in report["recommended"]["excluded"]

@@ -207,12 +207,13 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
     (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
     ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
-    from compress.steps.advice import explain_speed
+    from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
 
+    check_int8_gains(artifacts)  # an "int8" file that is fp32, or no smaller: said, and never recommended as such
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
