@@ -33,13 +33,13 @@ def binomial_tail(hits: int, trials: int, chance: float) -> float:
     """
     if hits <= 0:
         return 1.0
-    terms = [lgamma(trials + 1) - lgamma(k + 1) - lgamma(trials - k + 1) + k * log(chance) + (trials - k) * log1m(chance)
+    terms = [lgamma(trials + 1) - lgamma(k + 1) - lgamma(trials - k + 1) + k * log(chance) + (trials - k) * _log1m(chance)
              for k in range(hits, trials + 1)]
     top = max(terms)
     return min(1.0, exp(top) * sum(exp(t - top) for t in terms))
 
 
-def log1m(p: float) -> float:
+def _log1m(p: float) -> float:
     return log(1.0 - p) if p < 1.0 else float("-inf")
 
 

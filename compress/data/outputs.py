@@ -237,7 +237,7 @@ def measure(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
             result["top5_agreement"] = float(np.mean([r in set(c) for r, c in zip(ref.argmax(1), np.argsort(-cand, axis=1)[:, :5])]))
         result["kl_divergence"] = _kl(_softmax(ref), _softmax(cand)) if kind == "classes" else _kl(ref, cand)
     elif kind == "sequence":
-        classes = np.shape(reference)[-1]
+        classes = np.shape(reference)[-1] if np.ndim(reference) > 1 else 1
         ref_steps = np.asarray(reference, dtype=np.float64).reshape(len(ref), -1, classes)
         cand_steps = np.asarray(candidate, dtype=np.float64).reshape(ref_steps.shape)
         agree = ref_steps.argmax(-1) == cand_steps.argmax(-1)
