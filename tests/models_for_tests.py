@@ -111,3 +111,57 @@ class TinyVad(nn.Module):
             h = torch.tanh(rec(h) + state[i])
             layers.append(h)
         return torch.sigmoid(self.out(h)), torch.stack(layers)
+
+
+class PitchBins(nn.Module):
+    """A pitch classifier over 360 ordered bins (CREPE-like): a frame of 64 samples -> a bump of logits centred on the
+    predicted bin, or with ``sigmoid`` the independent per-bin probabilities."""
+
+    def __init__(self, sigmoid: bool = False, width: float = 4.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 1))
+        self.register_buffer("bins", torch.arange(360, dtype=torch.float32))
+        self.sigmoid, self.width = sigmoid, width
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        centre = 180.0 + 150.0 * torch.tanh(self.net(frame))
+        logits = -0.5 * ((self.bins - centre) / self.width) ** 2
+        return torch.sigmoid(logits + 3.0) if self.sigmoid else logits
+
+
+class CtcHead(nn.Module):
+    """Per-timestep CTC logits (B, T, C) over 12 symbols from (B, T, 16) features, confident as a trained head is."""
+
+    def __init__(self, features: int = 16, symbols: int = 12):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(features, 32), nn.ReLU())
+        self.head = nn.Linear(32, symbols)
+        with torch.no_grad():
+            self.head.weight *= 20.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class Landmarks(nn.Module):
+    """5 facial landmarks as 10 pixel coordinates (x, y) on a 32x32 image."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return 32.0 * torch.sigmoid(self.net(image))
+
+
+class FloatTable(nn.Module):
+    """A small Linear before a large table used in an elementwise product (Mul, which int8 ONNX keeps in float): the
+    int8 file is the fp32 file's size, less 3/4 of the Linear's few weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 8)
+        self.table = nn.Parameter(torch.randn(8, 4000))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.lin(x).unsqueeze(-1) * self.table).mean(-1)

@@ -14,7 +14,8 @@ TERMINAL_COLUMNS = {"artifact": "artifact", "bytes": "bytes", "metric": "metric"
 
 
 def artifact_table(report: dict, run_dir: Path) -> Group:
-    from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows  # imported late: `compress --help` stays fast
+    from compress.data.outputs import kind_line  # imported late: `compress --help` stays fast
+    from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
 
     table = Table(title=f"{report.get('command', 'run')}: {report['source']['path']}")
     keep = [ARTIFACT_COLUMNS.index(column) for column in TERMINAL_COLUMNS]
@@ -36,9 +37,13 @@ def artifact_table(report: dict, run_dir: Path) -> Group:
             lines.append(Text(f"• {artifact['name']}: {note}", style="yellow" if "not faster" in note else ""))
     for note in report.get("notes", []):
         lines.append(Text(f"! {note}", style="bold red"))
+    for output in report["reference"].get("outputs") or []:
+        lines.append(Text(f"output {kind_line(output)}"))
     summary = (report.get("verdict") or {}).get("summary")
     if summary:
         lines.append(Text(f"verdict: {summary}", style="bold" if report["passed"] else "bold red"))
+    for note in (report.get("verdict") or {}).get("notes", []):
+        lines.append(Text(f"  - {note}"))
     for gate in report["gates"]:
         if not gate["passed"]:
             lines.append(Text(f"gate {gate['name']} FAILED for {gate['artifact']}: {gate['reason']}", style="bold red"))

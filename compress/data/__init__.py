@@ -2,7 +2,8 @@
 
 - registry, builtin, dataset, origin, validate: datasets (built-in real data that ships offline, plus a user's .npz,
   image folder or Python callable), where they come from, and their checks.
-- plan: which samples calibrate and which evaluate; outputs: each model output's kind and fidelity floor;
+- plan: which samples calibrate and which evaluate; outputs: each model output's kind and fidelity floor; labels:
+  whether y judges an output (and the note that says so);
   evaluate: task metrics and fidelity against the reference; streams: state fed back over a stream, evaluated.
 
 Example:

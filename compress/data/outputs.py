@@ -1,8 +1,11 @@
 """What each model output is (its kind), how it is measured, and the fidelity floor it must meet without labels.
 
-Kinds: ``classes`` (logits), ``probabilities`` (rows summing to 1), ``embedding`` (a float vector), ``regression``
-(a few values per sample: scalars, points, boxes) and ``state`` (a recurrent state fed back as an input). Each kind
-has its own measures; none is computed where it means nothing (no top-1 on a regressor, no cosine of one value).
+Kinds: ``classes`` (logits, or independent sigmoid bins), ``probabilities`` (rows summing to 1), ``sequence``
+(per-step class scores, e.g. CTC logits ``(B, T, C)``: top-1 agreement at every step), ``embedding`` (a float
+vector), ``regression`` (a few values per sample: scalars, points, boxes, landmarks) and ``state`` (a recurrent state
+fed back as an input). Each kind has its own measures; none is computed where it means nothing (no top-1 on a
+regressor, no cosine of one value). Every decision carries its reason (``OutputKind.reason``), shown beside the kind
+with the flag that overrides it (``--output-kind NAME=KIND``).
 
 Example:
     >>> kinds = infer_kinds([ref_logits, ref_emb], heads=(), declared={}, names=["output_0", "output_1"])
@@ -19,8 +22,13 @@ import numpy as np
 
 from compress.data.evaluate import REGRESSION_MAX_WIDTH, head_fits, significant, sqnr_db
 
-KINDS = ("classes", "probabilities", "embedding", "regression", "state")
-FLOOR_MEASURES = ("top1_agreement", "top5_agreement", "cosine", "cosine_min", "neighbour_agreement", "sqnr_db")  # higher is better
+KINDS = ("classes", "probabilities", "sequence", "embedding", "regression", "state")
+FLOOR_MEASURES = ("top1_agreement", "top5_agreement", "step_top1_agreement", "cosine", "cosine_min", "neighbour_agreement",
+                  "sqnr_db")  # higher is better
+VECTOR_REGRESSION_MAX_WIDTH = 12  # up to 12 values (6 landmarks) sharing one offset are regression; 16 and more: a vector
+PARALLEL_COSINE = 0.95       # every sample's vector this close to the mean vector: cosine cannot tell samples apart
+BIN_SMOOTHNESS = 0.9         # lag-1 autocorrelation along the axis of ordered bins (pitch, depth, angle)
+DECISIVE_TOP1 = 0.5          # per-step logits whose softmax top-1 averages this much pick one class per step
 NEIGHBOURS = 5               # k of the neighbour-rank agreement
 NEIGHBOUR_SAMPLES = 2000     # neighbour agreement is computed on the first 2000 samples (an N x N similarity matrix)
 
@@ -29,6 +37,7 @@ NEIGHBOUR_SAMPLES = 2000     # neighbour agreement is computed on the first 2000
 FIDELITY_FLOORS: dict[str, dict[str, float]] = {
     "classes": {"top1_agreement": 0.98},
     "probabilities": {"top1_agreement": 0.98},
+    "sequence": {"step_top1_agreement": 0.98},
     "embedding": {"cosine": 0.98, "neighbour_agreement": 0.9},
     "regression": {"sqnr_db": 20.0},
     "state": {"sqnr_db": 20.0},
@@ -37,15 +46,29 @@ FIDELITY_FLOORS: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class OutputKind:
-    """One model output: its name, kind, how the kind was decided, and whether labels judge it."""
+    """One model output: its name, kind, how the kind was decided (``source`` and, in words, ``reason``), and whether
+    labels judge it."""
 
     name: str
     kind: str
-    source: str          # "declared" | "head" | "shape" | "values" | "state-input"
+    source: str          # "declared" | "head" | "shape" | "values" | "state-pair" | "state-input"
     labelled: bool = False
+    reason: str = ""
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "kind_from": self.source, "labelled": self.labelled}
+        entry = {"name": self.name, "kind": self.kind, "kind_from": self.source, "labelled": self.labelled}
+        return {**entry, "kind_reason": self.reason} if self.reason else entry
+
+
+def kind_line(output: dict) -> str:
+    """One output's kind, why, and how to override it, for report.md and the terminal (``output``: an ``as_dict``).
+
+    Example:
+        >>> kind_line({"name": "pitch", "kind": "classes", "kind_from": "values", "kind_reason": "360 values in [0, 1]"})
+        'pitch: classes (360 values in [0, 1]); another kind: --output-kind pitch=KIND'
+    """
+    why = output.get("kind_reason") or output.get("kind_from", "")
+    return f"{output['name']}: {output['kind']} ({why}); another kind: --output-kind {output['name']}=KIND"
 
 
 def parse_output_kinds(pairs: list[str] | dict | None) -> dict[str, str]:
@@ -76,6 +99,67 @@ def _looks_like_probabilities(rows: np.ndarray) -> bool:
     return rows.shape[1] > 1 and bool(np.all(rows >= -1e-6)) and bool(np.allclose(rows.sum(1), 1.0, atol=1e-3))
 
 
+def _looks_like_log_probabilities(rows: np.ndarray) -> bool:
+    return rows.shape[1] > 1 and bool(np.all(rows <= 1e-6)) and bool(np.allclose(np.exp(rows).sum(1), 1.0, atol=1e-3))
+
+
+def _in_unit_interval(rows: np.ndarray) -> bool:
+    return bool(np.all(rows >= 0.0)) and bool(np.all(rows <= 1.0))
+
+
+def _smoothness(rows: np.ndarray) -> float:
+    """Mean lag-1 autocorrelation along the axis: near 1 for ordered bins (a bump over pitch bins), ~0 for an embedding."""
+    centred = rows - rows.mean(1, keepdims=True)
+    power = np.maximum((centred**2).sum(1), 1e-30)
+    return float(np.mean((centred[:, 1:] * centred[:, :-1]).sum(1) / power))
+
+
+def _parallel(rows: np.ndarray) -> float:
+    """Mean cosine between each sample's vector and the mean vector: near 1 when the values share one offset."""
+    mean = rows.mean(0)
+    norms = np.linalg.norm(rows, axis=1) * max(np.linalg.norm(mean), 1e-30)
+    return float(np.mean(rows @ mean / np.maximum(norms, 1e-30)))
+
+
+def _class_like_steps(output: np.ndarray) -> str | None:
+    """Why the last axis of a rank >= 3 output holds class scores per step (None: it does not look so)."""
+    classes = output.shape[-1]
+    steps = np.asarray(output, dtype=np.float64).reshape(-1, classes)
+    where = f"{int(np.prod(output.shape[1:-1]))} steps x {classes} classes per sample"
+    if _looks_like_probabilities(steps):
+        return f"{where}, probabilities at every step"
+    if _looks_like_log_probabilities(steps):
+        return f"{where}, log-probabilities at every step"
+    if classes > REGRESSION_MAX_WIDTH and steps.min() < 0 < steps.max():
+        top1 = float(_softmax(steps).max(1).mean())
+        if top1 >= DECISIVE_TOP1:
+            return f"{where}, logits that pick one class per step (mean softmax top-1 {top1:.2f})"
+    return None
+
+
+def _by_values(output: np.ndarray) -> tuple[str, str, str]:
+    """(kind, source, reason) of an output no declaration, label or state decides."""
+    rows = _rows(output)
+    width = rows.shape[1]
+    if output.ndim >= 3 and output.shape[-1] > 1:
+        steps = _class_like_steps(output)
+        if steps:
+            return "sequence", "values", f"{steps}: judged by top-1 agreement at every step of every sample"
+    if width <= REGRESSION_MAX_WIDTH:
+        return "regression", "shape", f"{width} value(s) per sample"
+    if _looks_like_probabilities(rows):
+        return "probabilities", "values", f"{width} values summing to 1"
+    if output.ndim == 2 and width > VECTOR_REGRESSION_MAX_WIDTH and _in_unit_interval(rows):
+        return "classes", "values", f"{width} independent bins in [0, 1] (sigmoid): judged by argmax agreement"
+    if output.ndim == 2 and width > VECTOR_REGRESSION_MAX_WIDTH and _smoothness(rows) >= BIN_SMOOTHNESS:
+        return "classes", "values", (f"{width} ordered bins (neighbouring values move together, lag-1 autocorrelation "
+                                     f"{_smoothness(rows):.2f}): judged by argmax agreement")
+    if output.ndim == 2 and width <= VECTOR_REGRESSION_MAX_WIDTH and _parallel(rows) >= PARALLEL_COSINE:
+        return "regression", "values", (f"{width} values sharing one offset (each sample within cosine {_parallel(rows):.3f} "
+                                        "of the mean: cosine cannot tell samples apart), like points or landmarks")
+    return "embedding", "shape", f"{width} unbounded values per sample: judged by cosine and nearest neighbours"
+
+
 def infer_kinds(outputs: list[np.ndarray], heads=(), declared: dict[str, str] | None = None, names: list[str] | None = None,
                 labelled: bool = False, state_shapes: list[tuple] = (), state_outputs: set[int] = frozenset()) -> list[OutputKind]:
     """Each output's kind: declared > the dataset head (when it fits the output) > state > shape and values.
@@ -94,20 +178,17 @@ def infer_kinds(outputs: list[np.ndarray], heads=(), declared: dict[str, str] | 
         width = rows.shape[1]
         head = heads[index] if index < len(heads) and head_fits(heads[index], output) else None
         if name in declared:
-            kinds.append(OutputKind(name, declared[name], "declared", labelled and head is not None))
+            kinds.append(OutputKind(name, declared[name], "declared", labelled and head is not None, "--output-kind"))
         elif head is not None:
             kind = "regression" if head.kind == "regression" else ("probabilities" if _looks_like_probabilities(rows) else "classes")
-            kinds.append(OutputKind(name, kind, "head", labelled))
+            kinds.append(OutputKind(name, kind, "head", labelled, f"the labels {head.name!r} fit its {width} values"))
         elif index in state_outputs:
-            kinds.append(OutputKind(name, "state", "state-pair"))
+            kinds.append(OutputKind(name, "state", "state-pair", reason="fed back as an input (--state)"))
         elif tuple(output.shape[1:]) in state_shapes and width > 1:
-            kinds.append(OutputKind(name, "state", "state-input"))
-        elif width <= REGRESSION_MAX_WIDTH:
-            kinds.append(OutputKind(name, "regression", "shape"))
-        elif _looks_like_probabilities(rows):
-            kinds.append(OutputKind(name, "probabilities", "values"))
+            kinds.append(OutputKind(name, "state", "state-input", reason="same shape as a float input: the state fed back"))
         else:
-            kinds.append(OutputKind(name, "embedding", "shape"))
+            kind, source, reason = _by_values(np.asarray(output))
+            kinds.append(OutputKind(name, kind, source, reason=reason))
     return kinds
 
 
@@ -155,6 +236,13 @@ def measure(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
         if ref.shape[1] > 5:
             result["top5_agreement"] = float(np.mean([r in set(c) for r, c in zip(ref.argmax(1), np.argsort(-cand, axis=1)[:, :5])]))
         result["kl_divergence"] = _kl(_softmax(ref), _softmax(cand)) if kind == "classes" else _kl(ref, cand)
+    elif kind == "sequence":
+        classes = np.shape(reference)[-1] if np.ndim(reference) > 1 else 1
+        ref_steps = np.asarray(reference, dtype=np.float64).reshape(len(ref), -1, classes)
+        cand_steps = np.asarray(candidate, dtype=np.float64).reshape(ref_steps.shape)
+        agree = ref_steps.argmax(-1) == cand_steps.argmax(-1)
+        result = {"step_top1_agreement": float(agree.mean()), "worst_sample_step_agreement": float(agree.mean(1).min()),
+                  "steps": float(agree.size)}
     elif kind == "embedding":
         cosine = _cosines(ref, cand)
         result = {"cosine": float(cosine.mean()), "cosine_min": float(cosine.min()), "neighbour_agreement": neighbour_agreement(ref, cand)}

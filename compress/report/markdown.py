@@ -66,6 +66,14 @@ def output_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def output_kind_lines(report: dict) -> list[str]:
+    """Each output's kind, how it was decided and the flag that overrides it (compress.data.outputs.kind_line)."""
+    from compress.data.outputs import kind_line
+
+    outputs = report["reference"].get("outputs") or []
+    return ["", "## Outputs (what each is judged as)", *(f"- {kind_line(o)}" for o in outputs)] if outputs else []
+
+
 def verdict_lines(report: dict) -> list[str]:
     """What was judged and why, and what was never recommended."""
     verdict = report.get("verdict") or {}
@@ -220,6 +228,7 @@ def render_markdown(report: dict) -> str:
         "",
         "## Verdict",
         *verdict_lines(report),
+        *output_kind_lines(report),
         "",
         "## Artifacts",
         _table(ARTIFACT_COLUMNS, artifact_rows(report)),

@@ -34,7 +34,7 @@ def _precision_names():
 def _runtime_names():
     return list(RUNTIME_MODULES)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
-OutputKindName = Literal["classes", "probabilities", "embedding", "regression", "state"]
+OutputKindName = Literal["classes", "probabilities", "sequence", "embedding", "regression", "state"]
 
 
 class Open(BaseModel):
@@ -81,6 +81,7 @@ class OutputInfo(Open):
     kind: OutputKindName
     kind_from: str
     labelled: bool
+    kind_reason: str | None = Field(None, description="How the kind was decided, in words (override: --output-kind NAME=KIND).")
 
 
 class OutputFidelity(OutputInfo):
@@ -113,6 +114,7 @@ class Reference(Open):
     metrics: ReferenceMetrics
     size_bytes: int = Field(ge=0)
     outputs: list[OutputInfo] | None = None
+    labels: list[str] | None = Field(None, description="What was done with each label array (y): used for which output, or why not.")
 
 
 class ArtifactMetrics(Open):

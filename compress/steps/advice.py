@@ -19,6 +19,10 @@ from compress.steps.latency import device_p50, device_timing
 
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
 SPEED_NOTE = re.compile(r"^(not faster than fp32|same speed as fp32|\d+(\.\d+)?x faster than fp32|speed not compared with fp32)")
+NO_SIZE_GAIN = 0.95                 # a quantized file at this fraction of the fp32 file's size or more saves nothing
+ALL_FLOAT_NOTE = re.compile(r"^(repair kept everything float|nothing was quantized): this is (the|an) fp32 file")
+NO_GAIN_NOTE = re.compile(r"^gains nothing in size: ")
+NOTHING_QUANTIZED = "nothing was quantized"   # the note the ONNX writer leaves on a file with no integer op
 
 
 
@@ -88,6 +92,46 @@ def explain_speed(artifacts: list[dict]) -> None:
             artifact["notes"].append(f"not faster than fp32 on this CPU ({figures}; slower beyond the 95 % intervals): {why}")
 
 
+def check_int8_gains(artifacts: list[dict]) -> None:
+    """A quantized file that is the fp32 file (same bytes) or holds nothing quantized becomes precision fp32 with a
+    note and is never recommended; one at >= ``NO_SIZE_GAIN`` of the fp32 size gets a note that it gains nothing in
+    size (and is not recommended unless it is faster). Notes written before are replaced."""
+    from compress.steps.gates import is_failed
+
+    fp32 = {a["format"]: a for a in artifacts if a["precision"] == "fp32" and not is_failed(a) and not _all_float(a)}
+    for artifact in artifacts:
+        artifact["notes"] = [n for n in artifact.get("notes", []) if not NO_GAIN_NOTE.match(n)]
+        base = fp32.get(artifact["format"])
+        if base is None or artifact is base or is_failed(artifact) or artifact["precision"] == "fp16" or _all_float(artifact):
+            continue
+        same = artifact["sha256"] == base["sha256"]
+        if same or any(n.startswith(NOTHING_QUANTIZED) for n in artifact["notes"]):
+            who = "repair kept everything float" if artifact.get("repair") else NOTHING_QUANTIZED
+            what = f"this is the fp32 file (same bytes as {base['name']})" if same else "this is an fp32 file (no integer weights)"
+            artifact["notes"].append(f"{who}: {what}; listed as precision fp32, never recommended as {artifact['precision']}")
+            artifact["precision"] = "fp32"
+            continue
+        ratio = artifact["size_bytes"] / max(base["size_bytes"], 1)
+        if ratio >= NO_SIZE_GAIN:
+            artifact["notes"].append(f"gains nothing in size: {ratio:.3f}x the fp32 file ({artifact['size_bytes']:,} vs "
+                                     f"{base['size_bytes']:,} bytes); not recommended for size")
+
+
+def _all_float(artifact: dict) -> bool:
+    return any(ALL_FLOAT_NOTE.match(n) for n in artifact.get("notes", []))
+
+
+def _no_gain_why(artifact: dict) -> str | None:
+    """Why a file is never recommended though it passed: it is all float, or smaller by nothing and not faster."""
+    for note in artifact.get("notes", []):
+        if ALL_FLOAT_NOTE.match(note):
+            return note
+    gain = next((n for n in artifact.get("notes", []) if NO_GAIN_NOTE.match(n)), None)
+    if gain and not any(re.match(r"^\d+(\.\d+)?x faster than fp32", n) for n in artifact["notes"]):
+        return f"{gain.split(';')[0]}, and was not measured faster than fp32"
+    return None
+
+
 def evidence(artifact: dict) -> str:
     """What the artifact was judged on, in words: its measured loss, else its weakest output's fidelity."""
     metrics = artifact["metrics"]
@@ -111,6 +155,8 @@ def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
     excluded = [{"artifact": a["name"], "why": f"failed verification: {a.get('failure')}"} for a in artifacts if is_failed(a)]
     excluded += [{"artifact": a["name"], "why": "; ".join(failed[a["name"]]) if a["name"] in failed else "not measured on data"}
                  for a in artifacts if not is_failed(a) and (a["name"] in failed or not a["metrics"].get("fidelity"))]
+    excluded += [{"artifact": a["name"], "why": _no_gain_why(a)} for a in artifacts
+                 if not is_failed(a) and a["name"] not in {e["artifact"] for e in excluded} and _no_gain_why(a)]
     names = {e["artifact"] for e in excluded}
     eligible = [a for a in artifacts if a["name"] not in names]
     result = {"local-cpu": speed_pick(eligible, evidence), "by_format": {}, "excluded": excluded}

@@ -20,6 +20,7 @@ import numpy as np
 from compress.data import Head
 from compress.data.plan import DataPlan
 from compress.data.evaluate import degradation, fidelity, task_metrics
+from compress.data.labels import fit_labels
 from compress.steps.gates import GatePolicy
 from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, output_names
 from compress.catalog import artifact_files, artifact_sha256, artifact_size, format_of
@@ -40,11 +41,15 @@ class Reference:
     runtime: str
     original: dict | None = None   # set when ``metrics`` are the original model's (see ``measure_reference``)
     kinds: list[OutputKind] | None = None   # each output's kind (compress.data.outputs), decided on the reference outputs
+    heads: tuple[Head, ...] | None = None  # the heads that judge the outputs (compress.data.labels), None: the plan's
+    labels: list[str] | None = None        # what was done with each label array, in words
 
     def report_dict(self) -> dict:
         entry = {"metrics": {"task": self.metrics}, "size_bytes": self.size_bytes, "runtime": self.runtime}
         if self.kinds:
             entry["outputs"] = [k.as_dict() for k in self.kinds]
+        if self.labels:
+            entry["labels"] = self.labels
         if self.original:
             entry["original"] = self.original
         return entry
@@ -73,13 +78,15 @@ def measure_reference(handle: ModelHandle, plan: DataPlan, size_bytes: int | Non
         kinds = output_kinds(handle, handle.heads, outputs, getattr(runner, "output_names", None), False) if outputs else None
         return Reference(outputs, None, size_bytes or Path(handle.source_path).stat().st_size, runner.name, kinds=kinds)
     outputs = run_dataset(runner, plan.test)
-    heads = heads_for(handle, plan)
+    names = getattr(runner, "output_names", None) or output_names(handle.heads, handle.input_spec.names, len(outputs))
+    heads, labels = fit_labels(heads_for(handle, plan), outputs, plan.test.y, names)
     metrics = task_metrics(heads, outputs, plan.test.y)
     size = size_bytes or Path(handle.source_path).stat().st_size
-    kinds = output_kinds(handle, heads, outputs, getattr(runner, "output_names", None), plan.test.labeled)
+    kinds = output_kinds(handle, heads, outputs, names, plan.test.labeled)
     if _same_test_split(handle.original, plan):  # a chained .pt2: degradation against the model before the passes
-        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original, kinds=kinds)
-    return Reference(outputs, metrics, size, runner.name, kinds=kinds)
+        return Reference(outputs, handle.original["metrics"], size, runner.name, original=handle.original, kinds=kinds,
+                         heads=heads, labels=labels)
+    return Reference(outputs, metrics, size, runner.name, kinds=kinds, heads=heads, labels=labels)
 
 
 def output_kinds(handle: ModelHandle, heads, outputs: list[np.ndarray], names: list[str] | None, labelled: bool) -> list[OutputKind]:
@@ -130,7 +137,7 @@ def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -
             metrics["random_input_fidelity"] = combined_fidelity(reference.outputs, run_dataset(runner, plan.probe))
         return metrics, runner.name
     outputs = run_dataset(runner, plan.test)
-    task = task_metrics(heads, outputs, plan.test.y)
+    task = task_metrics(reference.heads if reference.heads is not None else heads, outputs, plan.test.y)
     return {
         "task": task,
         "degradation": degradation(reference.metrics, task),
@@ -200,12 +207,13 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
     (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
     ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
-    from compress.steps.advice import explain_speed
+    from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
     from compress.report.html import write_html
     from compress.report.markdown import write_markdown
     from compress.zoo.checkpoint import library_versions
 
+    check_int8_gains(artifacts)  # an "int8" file that is fp32, or no smaller: said, and never recommended as such
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
@@ -217,6 +225,7 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     report["environment"] = library_versions()
     report.update(extra or {})
     report.update(judgement)
+    report["verdict"]["notes"] = (reference.labels or []) + report["verdict"]["notes"]
     if refused:
         report["refused"] = refused
         report["verdict"]["notes"] += [f"{r['format']} not produced ({', '.join(r['precisions'])}): {r['reason']}" for r in refused]
