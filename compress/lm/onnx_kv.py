@@ -53,6 +53,7 @@ except ImportError:  # the quant engineer's module is not merged yet: the contra
 ONNX_PRECISIONS = ("fp32", "int8-weight", "int4-weight", "8da4w")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 _EXTERNAL_DATA_BYTES = 1_800_000_000   # protobuf's 2 GB limit, with room
+_GENAI_TYPES = {"gpt2": "llama"}      # genai's own "gpt2" type expects another graph; its generic decoder runs ours
 
 
 def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512, block_size: int = 32,
@@ -231,7 +232,7 @@ def write_genai_config(spec: DecoderSpec, onnx_path: Path, max_context: int, con
     genai = {
         "model": {"bos_token_id": token("bos_token_id"), "context_length": max_context, "decoder": decoder,
                   "eos_token_id": token("eos_token_id"), "pad_token_id": token("pad_token_id") or token("eos_token_id"),
-                  "type": spec.family, "vocab_size": spec.vocab_size},
+                  "type": _GENAI_TYPES.get(spec.family, spec.family), "vocab_size": spec.vocab_size},
         "search": {"diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
                    "max_length": max_context, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
                    "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
