@@ -83,7 +83,7 @@ def test_prefill_is_one_runtime_call(tmp_path):
 @pytest.mark.parametrize("precision,options,bits,blocks,level,min_top1", [
     ("int4-weight", {}, 4, {32}, 0, 0.8),
     ("int4-weight", {"block_size": 64, "symmetric": True}, 4, {64}, 0, 0.8),
-    ("int8-weight", {}, 8, {64, 128}, 0, 0.95),            # per output channel: one block spans a row (64 or 128)
+    ("int8-weight", {}, 8, {32}, 4, 0.95),
     ("8da4w", {"block_size": 32}, 4, {32}, 4, 0.8),
 ])
 def test_quantized_file_holds_matmulnbits_as_asked_and_agrees_with_torch(
@@ -103,9 +103,10 @@ def test_quantized_file_holds_matmulnbits_as_asked_and_agrees_with_torch(
 
 
 @pytest.mark.parametrize("precision,options", [("int4-weight", {}), ("int4-weight", {"symmetric": True}),
-                                               ("int8-weight", {})])
+                                               ("int8-weight", {"accuracy_level": 0})])
 def test_weight_only_file_computes_torch_with_the_same_rounded_weights(precision, options, tmp_path):
-    """The file is exactly the model with its weights rounded to the reported grid (float compute)."""
+    """With float compute (accuracy_level 0), the file is exactly the model with its weights rounded to the
+    reported grid."""
     module = tiny("qwen2")
     export = export_onnx_lm(module, tmp_path / "m.onnx", precision, max_context=64, **options)
     choices = {c.name: c for c in export.layers}
@@ -181,7 +182,7 @@ def test_grid_aware_int4_holds_a_q4_1_source_exactly(tmp_path):
     reference = torch_logits(module, ids)
     aware = export_onnx_lm(module, tmp_path / "grid.onnx", "int4-weight", max_context=64, grids=grids)
     plain = export_onnx_lm(module, tmp_path / "plain.onnx", "int4-weight", max_context=64)
-    assert aware.techniques == ["export:onnx:kv-cache", "grid:gguf-Q4_1:g32:MatMulNBits-float-zero-point"]
+    assert aware.techniques == ["export:onnx:kv-cache", "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute"]
     assert all(c.reason.startswith("source Q4_1 g32") for c in aware.layers if c.kind != "embedding")
     aware_error = np.abs(OnnxDecoder(aware.path).prefill(ids) - reference).max()
     plain_error = np.abs(OnnxDecoder(plain.path).prefill(ids) - reference).max()
@@ -256,7 +257,7 @@ def test_smollm2_grid_aware_int4_perplexity_stays_at_the_float_reference(tmp_pat
     float_ppl = float(torch.nn.functional.cross_entropy(reference[:-1], target).exp())
     export = export_onnx_lm(module, tmp_path / "model.int4-weight.onnx", "int4-weight", max_context=512,
                             grids=grids)
-    assert "grid:gguf-Q4_1:g32:MatMulNBits-float-zero-point" in export.techniques
+    assert "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute" in export.techniques
     logits = torch.from_numpy(OnnxDecoder(export.path, threads=2).prefill(ids))
     onnx_ppl = float(torch.nn.functional.cross_entropy(logits[:-1], target).exp())
     assert abs(onnx_ppl / float_ppl - 1) < 0.002, (onnx_ppl, float_ppl)

@@ -2,11 +2,11 @@
 Decoder that runs such a file (a whole prompt in one run, then one run per token).
 
 Precisions: ``int4-weight`` = MatMulNBits 4-bit blocks (asymmetric with a uint8 zero point by default, symmetric on
-request), float compute; ``int8-weight`` = MatMulNBits 8-bit, symmetric, one block per output row (per channel);
+request), float compute; ``int8-weight`` = MatMulNBits 8-bit symmetric blocks (g32 by default), int8 compute;
 ``8da4w`` = MatMulNBits 4-bit symmetric with ``accuracy_level=4``: onnxruntime quantizes the activations to int8
 per block at run time and multiplies in int8. With ``grids`` (a GGUF source's blocks, per parameter name), a layer
-whose source grid the target can hold (Q4_1 → asymmetric int4 g32 with float zero points, Q4_0 → symmetric int4 g32,
-Q8_0 → int8 g32) is written from that grid, so the file holds exactly the source's values.
+whose source grid the target can hold (Q4_1 → int4 g32 with zero point 0 plus a block-min term, Q4_0 → symmetric
+int4 g32, Q8_0 → int8 g32) is written from that grid, so the file holds exactly the source's values.
 
 Example:
     >>> export = export_onnx_lm(module, Path("run/model.int4-weight.onnx"), "int4-weight", block_size=32)  # doctest: +SKIP
@@ -52,18 +52,27 @@ except ImportError:  # the quant engineer's module is not merged yet: the contra
 
 ONNX_PRECISIONS = ("fp32", "int8-weight", "int4-weight", "8da4w")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+
 _EXTERNAL_DATA_BYTES = 1_800_000_000   # protobuf's 2 GB limit, with room
 _GENAI_TYPES = {"gpt2": "llama"}      # genai's own "gpt2" type expects another graph; its generic decoder runs ours
 
 
 def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512, block_size: int = 32,
-                   symmetric: bool | None = None, layers: list[LayerChoice] | None = None, grids=None) -> LMExport:
+                   symmetric: bool | None = None, layers: list[LayerChoice] | None = None, grids=None,
+                   accuracy_level: int | None = None) -> LMExport:
     """Write ``module`` (a transformers causal LM) as ONNX with past/present key-values at ``out``, a
-    ``genai_config.json`` for onnxruntime-genai beside it, and return what was done per layer."""
+    ``genai_config.json`` for onnxruntime-genai beside it, and return what was done per layer.
+
+    ``accuracy_level`` is MatMulNBits' compute: 0 = float activations, 4 = int8 activations (per block, at run time).
+    Default: 0 for 4-bit int4-weight layers, 4 for 8da4w and for every 8-bit layer (onnxruntime 1.32's 8-bit kernel
+    has no fast float path: 10.6 ms vs 0.13 ms for a 576x1536 product, bench/lm_onnx.py's notes).
+    """
     if precision not in ONNX_PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(ONNX_PRECISIONS)} for ONNX decoders")
     if block_size not in BLOCK_SIZES:
         raise UsageError(f"block size {block_size} is not one MatMulNBits runs (use one of {BLOCK_SIZES})")
+    if accuracy_level not in (None, 0, 4):
+        raise UsageError(f"accuracy_level {accuracy_level} is not one compress writes (0 float compute, 4 int8)")
     if max_context < 1:
         raise UsageError(f"max_context must be positive, got {max_context}")
     spec = read_decoder(module)
@@ -85,9 +94,10 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
         if choice.precision == "fp32":
             return emit_float_linear(g, x, lin)
         weight, how = _quantized_weight(lin, choice, grids.get(f"{lin.name}.weight"))
+        level = _accuracy_level(choice.precision, weight.bits, accuracy_level)
+        how += ":int8-compute" if level == 4 else ":float-compute"
         if how not in techniques:
             techniques.append(how)
-        level = 4 if choice.precision == "8da4w" else 0
         y = emit_matmul_nbits(g, x, weight, lin.name, level)
         return y if lin.bias is None else g.op("Add", y, g.init(f"{lin.name}.bias", lin.bias))
 
@@ -100,9 +110,12 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     if precision == "8da4w":
         notes.append("8da4w: MatMulNBits int4 symmetric with accuracy_level 4: onnxruntime's CPU kernel quantizes "
                      "each activation block to int8 and multiplies in int8")
+    if any(t.startswith(("ptq:int8", "grid:gguf-Q8")) and t.endswith("int8-compute") for t in techniques):
+        notes.append("8-bit layers run MatMulNBits accuracy_level 4 (activations rounded to int8 per block at run "
+                     "time): onnxruntime 1.32's 8-bit float-compute path is ~80x slower")
     if precision == "int8-weight":
-        notes.append("int8-weight: MatMulNBits 8-bit symmetric, one block per output row (block = next power of "
-                     "two >= the layer's width, zero-padded): per-channel scales")
+        notes.append("int8-weight: blocks rather than one scale per output channel: a row-wide block (1024 for "
+                     "width 576) makes the int8 activation rounding coarse (+3.7 % perplexity on SmolLM2 vs g32)")
     out = Path(out)
     _save(model, out)
     write_genai_config(spec, out, max_context, getattr(module, "config", None))
@@ -128,9 +141,7 @@ def _default_choice(lin: Linear, precision: str, block_size: int, symmetric: boo
             return LayerChoice(lin.name, lin.kind, held, grid.block_size, sym,
                                f"source {grid.quant_type} g{grid.block_size}: its own grid, values kept exactly")
     width = lin.weight.shape[1]
-    if precision == "int8-weight":
-        return LayerChoice(lin.name, lin.kind, precision, _row_block(width), True, "per output channel")
-    sym = True if precision == "8da4w" else bool(symmetric)
+    sym = True if precision in ("8da4w", "int8-weight") else bool(symmetric)
     block = block_size
     reason = f"g{block_size}"
     if width % block_size:
@@ -152,8 +163,12 @@ def _grid_precision(quant_type: str, precision: str) -> str | None:
     return precision if precision in ("int4-weight", "8da4w") else None      # Q4_0
 
 
-def _row_block(width: int) -> int:
-    return max(16, 1 << (width - 1).bit_length())
+def _accuracy_level(precision: str, bits: int, asked: int | None) -> int:
+    if precision == "8da4w":
+        return 4
+    if asked is not None:
+        return asked
+    return 4 if bits == 8 else 0
 
 
 def _check_choices(spec: DecoderSpec, choices: dict) -> None:
@@ -182,7 +197,7 @@ def _quantized_weight(lin: Linear, choice: LayerChoice, grid) -> tuple[NBitsWeig
         if err > 1e-3 * max(float(np.abs(lin.weight).max()), 1e-12):
             raise UsageError(f"{lin.name}: the {grid.quant_type} grid does not reproduce the model's weights "
                              f"(max error {err:.3g}); was the model loaded from this GGUF?")
-        zp = "float-zero-point" if grid.quant_type == "Q4_1" else "implied-zero-point"
+        zp = "zero-point-0+block-mins" if grid.quant_type == "Q4_1" else "implied-zero-point"
         return weight, f"grid:gguf-{grid.quant_type}:g{grid.block_size}:MatMulNBits-{zp}"
     sym = bool(choice.symmetric)
     weight = quantize_blocks(lin.weight, bits, choice.block_size, sym)
@@ -194,7 +209,7 @@ def _width_notes(spec: DecoderSpec, choices: dict) -> list[str]:
     notes = []
     for lin in spec.linears():
         c = choices[lin.name]
-        if c.precision != "fp32" and c.precision != "int8-weight" and lin.weight.shape[1] % c.block_size:
+        if c.precision != "fp32" and lin.weight.shape[1] % c.block_size:
             notes.append(f"{lin.name}: width {lin.weight.shape[1]} is not a multiple of block {c.block_size}: "
                          f"the last block is zero-padded (MatMulNBits reads only the real columns)")
         elif "not a multiple" in c.reason:
