@@ -83,6 +83,7 @@ def test_prefill_is_one_runtime_call(tmp_path):
 @pytest.mark.parametrize("precision,options,bits,blocks,level,min_top1", [
     ("int4-weight", {}, 4, {32}, 0, 0.8),
     ("int4-weight", {"block_size": 64, "symmetric": True}, 4, {64}, 0, 0.8),
+    ("int4-weight", {"accuracy_level": 4}, 4, {32}, 4, 0.8),
     ("int8-weight", {}, 8, {32}, 4, 0.95),
     ("8da4w", {"block_size": 32}, 4, {32}, 4, 0.8),
 ])
@@ -102,19 +103,17 @@ def test_quantized_file_holds_matmulnbits_as_asked_and_agrees_with_torch(
     assert agreement >= min_top1, agreement
 
 
-@pytest.mark.parametrize("precision,options", [("int4-weight", {}), ("int4-weight", {"symmetric": True}),
-                                               ("int8-weight", {"accuracy_level": 0})])
-def test_weight_only_file_computes_torch_with_the_same_rounded_weights(precision, options, tmp_path):
-    """With float compute (accuracy_level 0), the file is exactly the model with its weights rounded to the
+@pytest.mark.parametrize("options", [{}, {"symmetric": True, "block_size": 64}])
+def test_int4_weight_file_computes_torch_with_the_same_rounded_weights(options, tmp_path):
+    """With float compute (int4-weight's default), the file is exactly the model with its weights rounded to the
     reported grid."""
     module = tiny("qwen2")
-    export = export_onnx_lm(module, tmp_path / "m.onnx", precision, max_context=64, **options)
+    export = export_onnx_lm(module, tmp_path / "m.onnx", "int4-weight", max_context=64, **options)
     choices = {c.name: c for c in export.layers}
     for name, layer in module.named_modules():
         if isinstance(layer, torch.nn.Linear):
             c = choices[name]
-            rounded = quantize_blocks(layer.weight.detach().numpy(), 8 if precision == "int8-weight" else 4,
-                                      c.block_size, c.symmetric).dequantize()
+            rounded = quantize_blocks(layer.weight.detach().numpy(), 4, c.block_size, c.symmetric).dequantize()
             layer.weight.data = torch.from_numpy(rounded)
     ids = tokens(20)
     np.testing.assert_allclose(OnnxDecoder(export.path).prefill(ids), torch_logits(module, ids), atol=5e-5, rtol=0)

@@ -63,9 +63,9 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     """Write ``module`` (a transformers causal LM) as ONNX with past/present key-values at ``out``, a
     ``genai_config.json`` for onnxruntime-genai beside it, and return what was done per layer.
 
-    ``accuracy_level`` is MatMulNBits' compute: 0 = float activations, 4 = int8 activations (per block, at run time).
-    Default: 0 for 4-bit int4-weight layers, 4 for 8da4w and for every 8-bit layer (onnxruntime 1.32's 8-bit kernel
-    has no fast float path: 10.6 ms vs 0.13 ms for a 576x1536 product, bench/lm_onnx.py's notes).
+    ``accuracy_level`` is the compute of the 4-bit int4-weight layers: 0 (default) = float activations, 4 = int8
+    activations (rounded per block at run time; ~4x faster kernels). 8da4w and every 8-bit layer always run 4:
+    onnxruntime 1.32's 8-bit float-compute path is ~100x slower (bench/lm_onnx.py, kernel_us_576x1536_t1).
     """
     if precision not in ONNX_PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(ONNX_PRECISIONS)} for ONNX decoders")
@@ -112,7 +112,7 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
                      "each activation block to int8 and multiplies in int8")
     if any(t.startswith(("ptq:int8", "grid:gguf-Q8")) and t.endswith("int8-compute") for t in techniques):
         notes.append("8-bit layers run MatMulNBits accuracy_level 4 (activations rounded to int8 per block at run "
-                     "time): onnxruntime 1.32's 8-bit float-compute path is ~80x slower")
+                     "time): onnxruntime 1.32's 8-bit float-compute path is ~100x slower")
     if precision == "int8-weight":
         notes.append("int8-weight: blocks rather than one scale per output channel: a row-wide block (1024 for "
                      "width 576) makes the int8 activation rounding coarse (+3.7 % perplexity on SmolLM2 vs g32)")
@@ -164,11 +164,9 @@ def _grid_precision(quant_type: str, precision: str) -> str | None:
 
 
 def _accuracy_level(precision: str, bits: int, asked: int | None) -> int:
-    if precision == "8da4w":
+    if precision == "8da4w" or bits == 8:
         return 4
-    if asked is not None:
-        return asked
-    return 4 if bits == 8 else 0
+    return asked or 0
 
 
 def _check_choices(spec: DecoderSpec, choices: dict) -> None:

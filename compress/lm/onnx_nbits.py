@@ -31,7 +31,7 @@ class NBitsWeight:
 
     q: np.ndarray
     scales: np.ndarray                 # float32 [N, blocks]
-    zero_points: np.ndarray | None     # uint8 [N, blocks]; None = 2**(bits-1)
+    zero_points: np.ndarray | None     # uint8 (or float32, which the op also reads) [N, blocks]; None = 2**(bits-1)
     bits: int
     block_size: int
     k: int
@@ -52,7 +52,7 @@ class NBitsWeight:
         else:
             b = self.q.astype(np.uint8)
         zp = self.zero_points
-        if zp is not None and self.bits == 4:
+        if zp is not None and zp.dtype == np.uint8 and self.bits == 4:
             padded = np.zeros((n, blocks + blocks % 2), np.uint8)
             padded[:, :blocks] = zp
             zp = padded[:, 0::2] | (padded[:, 1::2] << 4)
