@@ -56,11 +56,13 @@ class GraphWriter:
             self._consts[key] = self.init(f"const_f32_{len(self._consts)}", np.array(value, np.float32))
         return self._consts[key]
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, domain: str = "", name: str | None = None, **attrs):
-        """Append one node; returns its output name (or a list when ``outputs`` > 1)."""
+    def op(self, op_type: str, *inputs: str, outputs: int | list[str] = 1, domain: str = "", name: str | None = None,
+           **attrs):
+        """Append one node; returns its output name (or a list when ``outputs`` > 1). ``outputs`` may name them."""
         self._count += 1
         base = name or f"{op_type}_{self._count}"
-        outs = [f"{base}/out{i}" for i in range(outputs)]
+        outs = outputs if isinstance(outputs, list) else [f"{base}/out{i}" for i in range(outputs)]
+        outputs = len(outs)
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=base, domain=domain, **attrs))
         return outs[0] if outputs == 1 else outs
 

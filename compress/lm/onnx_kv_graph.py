@@ -119,8 +119,8 @@ def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: Linear
         q, k, v = _heads(g, q, nh, hd), _heads(g, k, kvh, hd), _heads(g, v, kvh, hd)
         if cos is not None:
             q, k = _rotate(g, q, cos, sin, hd // 2), _rotate(g, k, cos, sin, hd // 2)
-        key = g.op("Concat", pasts[i][0], k, axis=2)
-        value = g.op("Concat", pasts[i][1], v, axis=2)
+        key = g.op("Concat", pasts[i][0], k, axis=2, outputs=[f"present.{i}.key"])        # no copy to an output
+        value = g.op("Concat", pasts[i][1], v, axis=2, outputs=[f"present.{i}.value"])
         g.output(key, f"present.{i}.key", "float", ["batch_size", kvh, "total_sequence_length", hd])
         g.output(value, f"present.{i}.value", "float", ["batch_size", kvh, "total_sequence_length", hd])
         q5 = g.op("Reshape", q, g.ints(0, kvh, groups, -1, hd))
