@@ -4,7 +4,8 @@ each precision, measured in onnxruntime on held-out text.
 The float reference is the GGUF dequantized (torch, float32). Variants: fp32; int4 written on the source's own grid
 (Q4_1 → MatMulNBits g32 zero point 0 plus block mins; the Q8_0 tied head → 8-bit g32); plain MatMulNBits int4 g32
 asymmetric (uint8 zero point) and symmetric; int8-weight (8-bit g32 and g128); 8da4w (int4 symmetric g32). "float
-compute" is MatMulNBits accuracy_level 0, "int8 compute" accuracy_level 4 (activations rounded to int8 per block). Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same
+compute" is MatMulNBits accuracy_level 0, "int8 compute" accuracy_level 4 (activations rounded to int8 per block);
+"GQA" rows use onnxruntime's fused GroupQueryAttention instead of standard attention ops. Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same
 chunks (each chunk one prefill run), time to first token for a 128-token prompt and decode tokens/s at 1 and 2 threads.
 Text: Python's reference manual as shipped in ``pydoc_data.topics`` (offline; never calibration text here).
 Prints a table and writes bench/results/lm_onnx.json.
@@ -41,6 +42,9 @@ VARIANTS = [  # name, precision, options, grid-aware
     ("int8-weight g32, int8 compute", "int8-weight", {}, False),
     ("int8-weight g128, int8 compute", "int8-weight", {"block_size": 128}, False),
     ("8da4w g32 (int4 sym, int8 compute)", "8da4w", {}, False),
+    ("fp32, GroupQueryAttention", "fp32", {"attention": "gqa"}, False),
+    ("int4 grid-aware, int8 compute, GQA", "int4-weight", {"accuracy_level": 4, "attention": "gqa"}, True),
+    ("8da4w g32, GQA", "8da4w", {"attention": "gqa"}, False),
 ]
 
 

@@ -53,12 +53,15 @@ def nbits_nodes(path: Path) -> list[dict]:
             for n in model.graph.node if n.op_type == "MatMulNBits"]
 
 
+@pytest.mark.parametrize("attention", ["matmul", "gqa"])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gemma", "gpt2"])
-def test_fp32_logits_equal_torch_at_prefill_and_every_decode_step(family, tmp_path):
+def test_fp32_logits_equal_torch_at_prefill_and_every_decode_step(family, attention, tmp_path):
     module = tiny(family)
     ids = tokens(12)
     reference = torch_logits(module, ids)
-    export = export_onnx_lm(module, tmp_path / "model.fp32.onnx", "fp32", max_context=64)
+    export = export_onnx_lm(module, tmp_path / "model.fp32.onnx", "fp32", max_context=64, attention=attention)
+    ops = {n.op_type for n in onnx.load(str(export.path)).graph.node}
+    assert ("GroupQueryAttention" in ops) == (attention == "gqa")
     decoder = OnnxDecoder(export.path)
     np.testing.assert_allclose(decoder.prefill(ids[:7]), reference[:7], atol=2e-5, rtol=0)
     for position in range(7, 12):
@@ -68,6 +71,7 @@ def test_fp32_logits_equal_torch_at_prefill_and_every_decode_step(family, tmp_pa
     assert decoder.max_context == 64 and decoder.vocab_size == 256
     decoder.reset()
     np.testing.assert_allclose(decoder.prefill(ids[:3]), reference[:3], atol=2e-5, rtol=0)
+    np.testing.assert_allclose(decoder.prefill(ids[3:8]), reference[3:8], atol=2e-5, rtol=0)   # a second chunk
 
 
 def test_prefill_is_one_runtime_call(tmp_path):

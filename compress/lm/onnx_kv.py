@@ -59,14 +59,17 @@ _GENAI_TYPES = {"gpt2": "llama"}      # genai's own "gpt2" type expects another 
 
 def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512, block_size: int = 32,
                    symmetric: bool | None = None, layers: list[LayerChoice] | None = None, grids=None,
-                   accuracy_level: int | None = None) -> LMExport:
+                   accuracy_level: int | None = None, attention: str = "matmul") -> LMExport:
     """Write ``module`` (a transformers causal LM) as ONNX with past/present key-values at ``out``, a
     ``genai_config.json`` for onnxruntime-genai beside it, and return what was done per layer.
 
     ``accuracy_level`` is the compute of the 4-bit int4-weight layers: 0 (default) = float activations, 4 = int8
     activations (rounded per block at run time; ~4x faster kernels). 8da4w and every 8-bit layer always run 4:
     onnxruntime 1.32's 8-bit float-compute path is ~100x slower (bench/lm_onnx.py, kernel_us_576x1536_t1).
+    ``attention``: "matmul" (standard ONNX ops, any runtime) or "gqa" (onnxruntime's GroupQueryAttention).
     """
+    if attention not in ("matmul", "gqa"):
+        raise UsageError(f"attention {attention!r} is not one of matmul, gqa")
     if precision not in ONNX_PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(ONNX_PRECISIONS)} for ONNX decoders")
     if block_size not in BLOCK_SIZES:
@@ -105,7 +108,10 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
                 "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim, "vocab_size": spec.vocab_size,
                 "hidden_size": spec.hidden_size, "family": spec.family, "precision": precision,
                 "kv_layout": "past_key_values.{i}.key/value [batch, kv_heads, past, head_dim] -> present.{i}.*"}
-    model = build_decoder_graph(spec, max_context, emit, metadata)
+    metadata["attention"] = attention
+    model = build_decoder_graph(spec, max_context, emit, metadata, attention)
+    if attention == "gqa":
+        techniques.append("attention:GroupQueryAttention")
     notes += _width_notes(spec, choices)
     if precision == "8da4w":
         notes.append("8da4w: MatMulNBits int4 symmetric with accuracy_level 4: onnxruntime's CPU kernel quantizes "

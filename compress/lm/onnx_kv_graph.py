@@ -18,7 +18,7 @@ import onnx
 import torch
 
 from compress.lm.onnx_families import DecoderSpec, Linear, Norm
-from compress.lm.onnx_graph import GraphWriter
+from compress.lm.onnx_graph import MS_DOMAIN, GraphWriter
 
 LinearEmitter = Callable[[GraphWriter, str, Linear], str]   # (graph, input, layer) -> output name
 
@@ -86,9 +86,34 @@ def _attention_bias(g: GraphWriter, input_ids: str, mask: str) -> str:
     return g.op("Where", allowed, g.scalar(0.0), g.scalar(float(np.finfo(np.float32).min)), name="attention_bias")
 
 
+def _gqa_lengths(g: GraphWriter, mask: str) -> tuple[str, str]:
+    """GroupQueryAttention's ``seqlens_k`` (int32 [B], tokens seen minus one) and ``total_sequence_length``."""
+    seen = g.op("ReduceSum", mask, g.ints(1), keepdims=0)
+    seqlens = g.op("Cast", g.op("Sub", seen, g.ints(1)), to=onnx.TensorProto.INT32)
+    total = g.op("Squeeze", g.op("Gather", g.op("Shape", mask), g.ints(1), axis=0))
+    return seqlens, g.op("Cast", total, to=onnx.TensorProto.INT32)
+
+
+def _declare_presents(g: GraphWriter, i: int, kvh: int, hd: int) -> None:
+    for kv in ("key", "value"):
+        g.output(f"present.{i}.{kv}", f"present.{i}.{kv}", "float", ["batch_size", kvh, "total_sequence_length", hd])
+
+
+def _mlp(g: GraphWriter, h: str, block, spec: DecoderSpec, i: int, emit_linear: LinearEmitter) -> str:
+    x = _norm(g, h, block.mlp_norm, spec.norm_kind, f"layers.{i}.mlp_norm")
+    if len(block.mlp_in) == 2:
+        gate, up = (emit_linear(g, x, lin) for lin in block.mlp_in)
+        act = g.op("Mul", _activation(g, gate, spec.activation), up)
+    else:
+        act = _activation(g, emit_linear(g, x, block.mlp_in[0]), spec.activation)
+    return g.op("Add", h, emit_linear(g, act, block.mlp_out))
+
+
 def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: LinearEmitter,
-                        metadata: dict[str, str]) -> onnx.ModelProto:
-    """The whole decoder as one ONNX model; ``emit_linear`` writes each linear layer (float or MatMulNBits)."""
+                        metadata: dict[str, str], attention: str = "matmul") -> onnx.ModelProto:
+    """The whole decoder as one ONNX model; ``emit_linear`` writes each linear layer (float or MatMulNBits).
+    ``attention``: "matmul" (standard ops) or "gqa" (onnxruntime's fused GroupQueryAttention: rotary, cache append,
+    causal softmax in one node; needs unpadded rows, as OnnxDecoder feeds)."""
     g = GraphWriter()
     kvh, hd, nh = spec.num_kv_heads, spec.head_dim, spec.num_heads
     ids = g.input("input_ids", "int64", ["batch_size", "sequence_length"])
@@ -106,23 +131,39 @@ def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: Linear
     cos = sin = None
     if spec.inv_freq is not None:
         cos_t, sin_t = _rotary_tables(spec, max_context)
-        cos = g.op("Unsqueeze", g.op("Gather", g.init("cos_cache", cos_t), pos, axis=0), g.ints(1))
-        sin = g.op("Unsqueeze", g.op("Gather", g.init("sin_cache", sin_t), pos, axis=0), g.ints(1))
-    bias = _attention_bias(g, ids, mask)
+        if attention != "gqa":
+            cos = g.op("Unsqueeze", g.op("Gather", g.init("cos_cache", cos_t), pos, axis=0), g.ints(1))
+            sin = g.op("Unsqueeze", g.op("Gather", g.init("sin_cache", sin_t), pos, axis=0), g.ints(1))
     groups = nh // kvh
+    if attention == "gqa":
+        seqlens, total = _gqa_lengths(g, mask)
+        if spec.inv_freq is not None:
+            cos_half, sin_half = (g.init(n, t[:, : hd // 2]) for n, t in zip(("cos_half", "sin_half"), (cos_t, sin_t)))
+    else:
+        bias = _attention_bias(g, ids, mask)
     for i, block in enumerate(spec.blocks):
         x = _norm(g, h, block.attn_norm, spec.norm_kind, f"layers.{i}.attn_norm")
         if len(block.qkv) == 1:
             q, k, v = g.op("Split", emit_linear(g, x, block.qkv[0]), axis=-1, outputs=3, num_outputs=3)
         else:
             q, k, v = (emit_linear(g, x, lin) for lin in block.qkv)
+        if attention == "gqa":
+            rotary = spec.inv_freq is not None
+            ctx = g.op("GroupQueryAttention", q, k, v, pasts[i][0], pasts[i][1], seqlens, total,
+                       cos_half if rotary else "", sin_half if rotary else "", domain=MS_DOMAIN,
+                       outputs=[f"layers.{i}.attention", f"present.{i}.key", f"present.{i}.value"],
+                       num_heads=nh, kv_num_heads=kvh, scale=spec.scaling, do_rotary=int(rotary),
+                       rotary_interleaved=0)[0]
+            _declare_presents(g, i, kvh, hd)
+            h = g.op("Add", h, emit_linear(g, ctx, block.out))
+            h = _mlp(g, h, block, spec, i, emit_linear)
+            continue
         q, k, v = _heads(g, q, nh, hd), _heads(g, k, kvh, hd), _heads(g, v, kvh, hd)
         if cos is not None:
             q, k = _rotate(g, q, cos, sin, hd // 2), _rotate(g, k, cos, sin, hd // 2)
         key = g.op("Concat", pasts[i][0], k, axis=2, outputs=[f"present.{i}.key"])        # no copy to an output
         value = g.op("Concat", pasts[i][1], v, axis=2, outputs=[f"present.{i}.value"])
-        g.output(key, f"present.{i}.key", "float", ["batch_size", kvh, "total_sequence_length", hd])
-        g.output(value, f"present.{i}.value", "float", ["batch_size", kvh, "total_sequence_length", hd])
+        _declare_presents(g, i, kvh, hd)
         q5 = g.op("Reshape", q, g.ints(0, kvh, groups, -1, hd))
         k5 = g.op("Unsqueeze", g.op("Transpose", key, perm=[0, 1, 3, 2]), g.ints(2))
         scores = g.op("Add", g.op("Mul", g.op("MatMul", q5, k5), g.scalar(spec.scaling)), bias)
@@ -131,13 +172,7 @@ def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: Linear
         ctx = g.op("Reshape", g.op("Transpose", g.op("Reshape", ctx, g.ints(0, nh, -1, hd)), perm=[0, 2, 1, 3]),
                    g.ints(0, 0, nh * hd))
         h = g.op("Add", h, emit_linear(g, ctx, block.out))
-        x = _norm(g, h, block.mlp_norm, spec.norm_kind, f"layers.{i}.mlp_norm")
-        if len(block.mlp_in) == 2:
-            gate, up = (emit_linear(g, x, lin) for lin in block.mlp_in)
-            act = g.op("Mul", _activation(g, gate, spec.activation), up)
-        else:
-            act = _activation(g, emit_linear(g, x, block.mlp_in[0]), spec.activation)
-        h = g.op("Add", h, emit_linear(g, act, block.mlp_out))
+        h = _mlp(g, h, block, spec, i, emit_linear)
     h = _norm(g, h, spec.final_norm, spec.norm_kind, "final_norm")
     g.output(emit_linear(g, h, spec.head), "logits", "float", ["batch_size", "sequence_length", spec.vocab_size])
     g.outputs.insert(0, g.outputs.pop())          # logits first, then present.0.key, present.0.value, ...
