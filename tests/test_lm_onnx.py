@@ -185,7 +185,8 @@ def test_grid_aware_int4_holds_a_q4_1_source_exactly(tmp_path):
     reference = torch_logits(module, ids)
     aware = export_onnx_lm(module, tmp_path / "grid.onnx", "int4-weight", max_context=64, grids=grids)
     plain = export_onnx_lm(module, tmp_path / "plain.onnx", "int4-weight", max_context=64)
-    assert aware.techniques == ["export:onnx:kv-cache", "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute"]
+    assert aware.techniques == ["export:onnx:kv-cache", "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute",
+                                "attention:GroupQueryAttention"]
     assert all(c.reason.startswith("source Q4_1 g32") for c in aware.layers if c.kind != "embedding")
     aware_error = np.abs(OnnxDecoder(aware.path).prefill(ids) - reference).max()
     plain_error = np.abs(OnnxDecoder(plain.path).prefill(ids) - reference).max()
@@ -203,9 +204,10 @@ def test_grid_that_does_not_match_the_weights_is_refused(tmp_path):
 
 def test_onnxruntime_genai_generates_the_same_tokens_from_the_written_config(tmp_path):
     og = pytest.importorskip("onnxruntime_genai")
-    for family in ("llama", "gpt2"):
-        folder = tmp_path / family
-        export = export_onnx_lm(tiny(family), folder / "model.int4-weight.onnx", "int4-weight", max_context=64)
+    for family, attention in (("llama", "gqa"), ("gpt2", "gqa"), ("llama", "matmul")):
+        folder = tmp_path / f"{family}-{attention}"
+        export = export_onnx_lm(tiny(family), folder / "model.int4-weight.onnx", "int4-weight", max_context=64,
+                                attention=attention)
         assert json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
             "model.int4-weight.onnx"
         decoder, prompt, ours = OnnxDecoder(export.path), [5, 17, 33, 2, 9], []
@@ -247,20 +249,26 @@ def test_bad_requests_are_refused_with_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_smollm2_grid_aware_int4_perplexity_stays_at_the_float_reference(tmp_path):
-    """SmolLM2-135M ships as Q4_1: written on its own grid, the int4 file's perplexity is the float reference's."""
+    """SmolLM2-135M ships as Q4_1: written on its own grid, the int4 file keeps the float reference's perplexity (the
+    body exactly; the Q8_0 head's int8 activation rounding measured +0.2-0.7 %), where re-quantizing the dequantized
+    weights with plain asymmetric int4 g32 costs about +36 % (bench/lm_onnx.py)."""
     from pydoc_data.topics import topics
 
     from compress.lm.onnx_gguf import read_llama_gguf, smollm2_gguf
 
     module, grids, tokenizer = read_llama_gguf(smollm2_gguf())
     ids = tokenizer.encode(topics["assignment"]).ids[:256]
-    with torch.no_grad():
-        reference = module(torch.tensor([ids])).logits[0]
     target = torch.tensor(ids[1:])
-    float_ppl = float(torch.nn.functional.cross_entropy(reference[:-1], target).exp())
-    export = export_onnx_lm(module, tmp_path / "model.int4-weight.onnx", "int4-weight", max_context=512,
-                            grids=grids)
-    assert "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute" in export.techniques
-    logits = torch.from_numpy(OnnxDecoder(export.path, threads=2).prefill(ids))
-    onnx_ppl = float(torch.nn.functional.cross_entropy(logits[:-1], target).exp())
-    assert abs(onnx_ppl / float_ppl - 1) < 0.002, (onnx_ppl, float_ppl)
+
+    def perplexity(logits) -> float:
+        return float(torch.nn.functional.cross_entropy(torch.as_tensor(logits)[:-1], target).exp())
+
+    with torch.no_grad():
+        float_ppl = perplexity(module(torch.tensor([ids])).logits[0])
+    aware = export_onnx_lm(module, tmp_path / "aware.onnx", "int4-weight", max_context=512, grids=grids)
+    assert "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute" in aware.techniques
+    aware_ppl = perplexity(OnnxDecoder(aware.path, threads=2).prefill(ids))
+    plain = export_onnx_lm(module, tmp_path / "plain.onnx", "int4-weight", max_context=512)
+    plain_ppl = perplexity(OnnxDecoder(plain.path, threads=2).prefill(ids))
+    assert abs(aware_ppl / float_ppl - 1) < 0.01, (aware_ppl, float_ppl)
+    assert plain_ppl / float_ppl > 1.2, (plain_ppl, float_ppl)
