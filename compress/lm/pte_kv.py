@@ -108,19 +108,19 @@ def check_precision(precision: str) -> None:
 
 
 def refuse_unsupported(module) -> None:
-    """UsageError, in one line with the reason, for models the static-KV program cannot represent."""
+    """UsageError, in one line with the reason, for models the KV-cache attention here cannot represent."""
     config = getattr(module, "config", None)
     if config is None or not hasattr(module, "get_output_embeddings"):
         raise UsageError(f"{type(module).__name__} is not a transformers *ForCausalLM model: a .pte LM export needs one")
     if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None):
-        raise UsageError(f"{config.model_type}: attention logit soft-capping has no ExecuTorch custom_sdpa equivalent; "
-                         "export it to ONNX instead")
+        raise UsageError(f"{config.model_type}: attention logit soft-capping is not in compress's KV-cache attention "
+                         "(.pte and .tflite); export it to ONNX instead")
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and "sliding_attention" in (getattr(config, "layer_types", None) or []):
-        raise UsageError(f"{config.model_type}: sliding-window attention layers need a ring-buffer cache the static "
-                         "KV program does not build; export it to ONNX instead")
+        raise UsageError(f"{config.model_type}: sliding-window attention layers need a ring-buffer cache that compress's "
+                         "KV-cache attention (.pte and .tflite) does not build; export it to ONNX instead")
     if not attention_modules(module):
-        raise UsageError(f"{config.model_type}: no attention layers with a layer_idx found: not a decoder the .pte "
-                         "static-KV export knows")
+        raise UsageError(f"{config.model_type}: no attention layers with a layer_idx found: not a decoder compress's "
+                         "KV-cache export (.pte and .tflite) knows")
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
