@@ -189,7 +189,9 @@ def test_tflite_refuses_what_it_cannot_build_with_the_reason(tmp_path):
 @pytest.mark.slow
 def test_smollm2_8da4w_pte_perplexity_close_to_float(tmp_path):
     """The real SmolLM2-135M (its Q4_1 GGUF dequantized), cut to its first 4 layers to keep the lowering short: the
-    8da4w .pte's perplexity on held-out text in ExecuTorch vs the same float layers in torch."""
+    8da4w .pte on held-out text in ExecuTorch vs the same float layers in torch. A 4-layer cut is no language model
+    (its perplexity is in the millions: measured 2.8e7 float, 1.5e7 8da4w), so top-1 agreement carries the check;
+    the full model's perplexities are bench/lm_pte.py's."""
     import time
 
     from bench.lm_pte import _load_smollm2, held_out_windows, scores, torch_logits
@@ -213,4 +215,4 @@ def test_smollm2_8da4w_pte_perplexity_close_to_float(tmp_path):
         token = int(decoder.decode(token).argmax())
     print(f"4-layer SmolLM2: float ppl {float_ppl:.1f}, 8da4w .pte ppl {ppl:.1f}, top-1 {top1:.2f}, "
           f"decode {16 / (time.perf_counter() - start):.1f} tok/s at 2 threads")
-    assert ppl < 1.25 * float_ppl and top1 > 0.7, (float_ppl, ppl, top1)
+    assert ppl < 1.25 * float_ppl and top1 > 0.6, (float_ppl, ppl, top1)   # top-1 measured 0.73

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -73,9 +73,10 @@ except ImportError:  # pragma: no cover - until compress/lm/schemes.py merges (t
 
 
 def export_pte_lm(module, out: Path, precision: str, *, max_context: int = 512, block_size: int = 32,
-                  layers: list | None = None) -> LMExport:
+                  layers: list | None = None, progress: Callable[[str], None] = lambda message: None) -> LMExport:
     """Write ``out``: ``module`` (a transformers ``*ForCausalLM``, left untouched) as a ``.pte`` with a static KV cache
-    of ``max_context`` positions. ``layers`` (``LayerChoice`` list) overrides the per-layer precision."""
+    of ``max_context`` positions. ``layers`` (``LayerChoice`` list) overrides the per-layer precision; ``progress``
+    hears each long step (quantizing, capturing, lowering, serializing)."""
     check_precision(precision)
     if max_context < 2:
         raise UsageError(f"max_context must be at least 2 positions, got {max_context}")
@@ -83,9 +84,11 @@ def export_pte_lm(module, out: Path, precision: str, *, max_context: int = 512, 
     model = copy.deepcopy(module).eval().float()
     choices = list(layers) if layers is not None else plan_linears(model, precision, block_size)
     notes: list[str] = []
+    if choices:
+        progress(f"quantizing {sum(c.precision != 'fp32' for c in choices)} linear layers ({precision})")
     techniques = ["export:executorch:xnnpack:static-kv-cache", *quantize_linears(model, choices)]
     program = StaticKVProgram(model, max_context)
-    lowered = lower_lm(program, max_context, model.config.vocab_size)
+    lowered = lower_lm(program, max_context, model.config.vocab_size, progress)
     notes.append(lowered.summary())
     notes.append(f"static KV cache: {max_context} positions, fp32, {program.cache_bytes()} bytes in the program's state; "
                  "a prompt is prefilled in one call (dynamic sequence length)")
@@ -239,7 +242,7 @@ class StaticKVProgram(nn.Module):
         return sum(b.numel() * b.element_size() for name, b in self.named_buffers() if name.endswith(("kv_keys", "kv_values")))
 
 
-def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int):
+def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int, progress: Callable[[str], None] = lambda message: None):
     """``torch.export`` (dynamic sequence length) → XNNPACK → ExecuTorch; a ``compress.export.pte.Lowered``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -248,6 +251,7 @@ def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int):
 
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))
     seq = torch.export.Dim("seq_len", min=1, max=max_context)
+    progress("capturing the model with torch.export (dynamic sequence length)")
     try:
         with torch.no_grad():
             exported = torch.export.export(program, example, dynamic_shapes=({1: seq}, None), strict=False)
@@ -256,8 +260,10 @@ def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int):
     constants = {MAX_SEQ_LEN: max_context, VOCAB_SIZE: int(vocab_size)}
     with _partitioner_reasons() as reasons:
         try:
+            progress("lowering to ExecuTorch with the XNNPACK partitioner")
             edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=constants)
             delegated, portable = _split_ops(edge.exported_program().graph_module, reasons)
+            progress("serializing the ExecuTorch program")
             content = edge.to_executorch().buffer
         except Exception as exc:
             raise EnvironmentFailure(f"ExecuTorch could not lower the language model to XNNPACK: {first_line(exc)}") from None
