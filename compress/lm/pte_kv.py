@@ -118,7 +118,8 @@ def refuse_unsupported(module) -> None:
     if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None):
         raise UsageError(f"{config.model_type}: attention logit soft-capping is not in compress's KV-cache attention "
                          "(.pte and .tflite); export it to ONNX instead")
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and "sliding_attention" in (getattr(config, "layer_types", None) or []):
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or [])
+    if sliding and getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         raise UsageError(f"{config.model_type}: sliding-window attention layers need a ring-buffer cache that compress's "
                          "KV-cache attention (.pte and .tflite) does not build; export it to ONNX instead")
     if not attention_modules(module):
