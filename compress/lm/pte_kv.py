@@ -246,7 +246,7 @@ class StaticKVProgram(nn.Module):
 def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int, progress: Callable[[str], None] = lambda message: None):
     """``torch.export`` (dynamic sequence length) → XNNPACK → ExecuTorch; a ``compress.export.pte.Lowered``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     from compress.export.pte import Lowered, _partitioner_reasons, _split_ops
 
@@ -262,7 +262,10 @@ def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int, progre
     with _partitioner_reasons() as reasons:
         try:
             progress("lowering to ExecuTorch with the XNNPACK partitioner")
-            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+            # no edge-dialect IR check (as ExecuTorch's own LLM builder): it re-runs every op on fake tensors once per
+            # delegated partition, which held SmolLM2's 8da4w lowering for over 12 minutes (py-spy)
+            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], constant_methods=constants,
+                                               compile_config=EdgeCompileConfig(_check_ir_validity=False))
             delegated, portable = _split_ops(edge.exported_program().graph_module, reasons)
             progress("serializing the ExecuTorch program")
             content = edge.to_executorch().buffer
