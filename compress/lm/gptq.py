@@ -75,7 +75,7 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
     scale = grid.scale.to(torch.float64).repeat_interleave(block, dim=1)
     offset = None if grid.offset is None else grid.offset.to(torch.float64).repeat_interleave(block, dim=1)
     safe = torch.where(scale == 0, torch.ones_like(scale), scale)
-    qmin, qmax = (-127, 127) if choice.precision == "int8-weight" else (-8, 7) if choice.symmetric else (0, 15)
+    qmin, qmax = (-128, 127) if choice.precision == "int8-weight" else (-8, 7) if choice.symmetric else (0, 15)
     anchor = _anchors(weight.detach().to(torch.float32), choice, block)
     fixed_q = grid.q.to(torch.float64)
 

@@ -204,7 +204,7 @@ def quantize_weight(weight: torch.Tensor, precision: str, block_size: int | None
                     scale: torch.Tensor | None = None, offset: torch.Tensor | None = None) -> QuantizedWeight:
     """Round a [out, in] weight onto a precision's integer grid (see QuantizedWeight), optionally with given scales.
 
-    int8-weight: symmetric, q in [-127, 127], scale = max|w| / 127 per group. int4 symmetric: q in [-8, 7], scale =
+    int8-weight: symmetric, scale = max|w| / 127 per group (q in [-127, 127]; -128 only from a Q8_0 source's scale). int4 symmetric: q in [-8, 7], scale =
     (the group's largest-magnitude value) / -8, so it is exact (as llama.cpp Q4_0). int4 asymmetric: q in [0, 15],
     scale = (max - min) / 15, offset = min (a float zero, as Q4_1). Given ``scale`` (and ``offset``) they are used as
     they are: the grid-aware path that keeps a GGUF source's values.
@@ -221,7 +221,7 @@ def quantize_weight(weight: torch.Tensor, precision: str, block_size: int | None
         raise UsageError(f"block size {block} does not divide width {width}: plan the layer with plan_layers")
     groups = w.reshape(out, width // block, block)
     if precision == "int8-weight" or symmetric:
-        qmin, qmax = (-127, 127) if precision == "int8-weight" else (-8, 7)
+        qmin, qmax = (-128, 127) if precision == "int8-weight" else (-8, 7)  # -128: Q8_0 sources use it
         if scale is None:
             if precision == "int8-weight":
                 scale = groups.abs().amax(-1) / 127
