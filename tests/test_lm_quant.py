@@ -146,19 +146,20 @@ def test_grid_aware_snap_leaves_a_q4_1_source_bit_identical():
     assert "re-rounded from source Q4_1 g32 (a second rounding error" in symmetric[names[0]].reason
 
 
-def test_grid_aware_snap_keeps_q8_0_at_int8_g32():
-    model = tiny_llama(outliers=False)
-    name = "model.layers.0.mlp.up_proj"
-    w = weight_matrix(model.get_submodule(name))
+def test_grid_aware_snap_keeps_q8_0_at_int8_g32_for_a_tied_embedding_and_head():
+    model = tiny_llama(tie=True, outliers=False)  # as SmolLM2's GGUF: token_embd is Q8_0, the head tied to it
+    w = weight_matrix(model.model.embed_tokens)
     d = (torch.rand(w.shape[0], w.shape[1] // 32) * 0.001 + 1e-4).half().float()
     q = torch.randint(-128, 128, w.shape).float()
     with torch.no_grad():
         w.copy_(q * d.repeat_interleave(32, dim=1))
     source = w.clone()
-    grids = {name + ".weight": SimpleNamespace(quant_type="Q8_0", block_size=32, scales=d.numpy(), mins=None)}
-    applied = {c.name: c for c in snap_weights_(model, plan_layers(model, "int8-weight"), grids)}
-    assert torch.equal(w, source)
-    assert applied[name].block_size == 32 and applied[name].reason.startswith("grid-aware: source Q8_0 g32")
+    grids = {"model.embed_tokens.weight": SimpleNamespace(quant_type="Q8_0", block_size=32, scales=d.numpy(),
+                                                          mins=None)}
+    applied = {c.name: c for c in snap_weights_(model, plan_layers(model, "int4-weight"), grids)}
+    assert torch.equal(model.lm_head.weight, source) and model.lm_head.weight is model.model.embed_tokens.weight
+    for name in ("model.embed_tokens", "lm_head"):
+        assert applied[name].block_size == 32 and applied[name].reason.startswith("grid-aware: source Q8_0 g32")
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

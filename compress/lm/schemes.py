@@ -252,10 +252,15 @@ def align_to_source(layers: Sequence[LayerChoice], module: nn.Module,
         >>> align_to_source([LayerChoice("lm_head", "head", "fp32", None, None, "kept float")], nn.Module(), {})[0].reason
         'kept float'
     """
-    grids = grids or {}
+    if not grids:
+        return list(layers)
+    names: dict[int, list[str]] = {}  # a tied head finds its grid under the embedding's name
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
     aligned = []
     for choice in layers:
-        grid = grids.get(choice.name + ".weight")
+        weight = module.get_submodule(choice.name).weight
+        grid = next((grids[n] for n in [choice.name + ".weight", *names.get(id(weight), [])] if n in grids), None)
         if grid is None or choice.precision == "fp32":
             aligned.append(choice)
             continue
@@ -275,10 +280,13 @@ def align_to_source(layers: Sequence[LayerChoice], module: nn.Module,
     return aligned
 
 
-def _source_scales(choice: LayerChoice, grids: Mapping[str, object]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _source_scales(module: nn.Module, choice: LayerChoice,
+                   grids: Mapping[str, object]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if not choice.reason.startswith("grid-aware"):
         return None, None
-    grid = grids[choice.name + ".weight"]
+    weight = module.get_submodule(choice.name).weight
+    names = [n for n, p in module.named_parameters(remove_duplicate=False) if p is weight]
+    grid = next(grids[n] for n in [choice.name + ".weight", *names] if n in grids)
     mins = None if grid.mins is None else torch.as_tensor(grid.mins, dtype=torch.float32)
     return torch.as_tensor(grid.scales, dtype=torch.float32), mins
 
@@ -320,7 +328,7 @@ def snap_weights_(module: nn.Module, layers: Sequence[LayerChoice],
             if choice.precision == "fp32":
                 continue
             w = weight_matrix(module.get_submodule(choice.name))
-            scale, offset = _source_scales(choice, grids or {})
+            scale, offset = _source_scales(module, choice, grids or {})
             qw = quantize_weight(w, choice.precision, choice.block_size, choice.symmetric, scale, offset)
             w.copy_(qw.dequantize().to(w.dtype))
     return applied
