@@ -216,6 +216,11 @@ def test_sensitivity_ranks_a_damaged_layer_first_and_mixed_precision_keeps_it_at
     plan = plan_layers(model, "int4-weight", symmetric=True)
     scores = layer_sensitivity(model, plan, ids)
     assert max(scores, key=scores.get) == damaged
+    alone = copy.deepcopy(model)  # measured from its own layer on (cached inputs), the KL is the full model's
+    snap_weights_(alone, [c for c in plan if c.name == damaged])
+    with torch.no_grad():
+        p, q = model(ids).logits.log_softmax(-1), alone(ids).logits.log_softmax(-1)
+    assert scores[damaged] == pytest.approx(float((p.exp() * (p - q)).sum(-1).mean()), rel=1e-3)
     mixed = {c.name: c for c in mix_by_sensitivity(model, plan, ids)}
     assert mixed[damaged].precision == "int8-weight"
     assert mixed[damaged].reason.startswith("int8 per output channel: sensitivity rank 1/")

@@ -67,30 +67,33 @@ def window_batches(windows: Windows, batch: int = 8) -> list[torch.Tensor]:
 
 @dataclass
 class LayerInputs:
-    """What a decoder layer receives, per calibration batch: hidden states and the keyword arguments."""
+    """What a decoder layer receives, per calibration batch: hidden states, the other arguments (GPT-2 passes its
+    mask positionally) and the keyword arguments."""
 
     hidden: list[torch.Tensor]
+    args: list[tuple]
     kwargs: list[dict]
 
     @torch.no_grad()
     def outputs(self, layer: nn.Module) -> list[torch.Tensor]:
         """The layer's outputs on these inputs."""
-        outs = [layer(h, **kw) for h, kw in zip(self.hidden, self.kwargs)]
+        outs = [layer(h, *a, **kw) for h, a, kw in zip(self.hidden, self.args, self.kwargs)]
         return [o[0] if isinstance(o, tuple) else o for o in outs]
 
     def through(self, layer: nn.Module) -> "LayerInputs":
         """The next layer's inputs: these run through ``layer``."""
-        return LayerInputs(self.outputs(layer), self.kwargs)
+        return LayerInputs(self.outputs(layer), self.args, self.kwargs)
 
 
 @torch.no_grad()
 def first_layer_inputs(module: nn.Module, windows: Windows) -> LayerInputs:
     """Run the model up to its first decoder layer on each window batch and keep what that layer receives."""
     first = decoder_layers(module)[0]
-    hidden, kwargs = [], []
+    hidden, rest, kwargs = [], [], []
 
     def grab(_m, args, kw):
         hidden.append(args[0] if args else kw.pop("hidden_states"))
+        rest.append(tuple(args[1:]))
         kwargs.append({k: v for k, v in kw.items() if k not in ("cache", "past_key_values", "past_key_value")}
                       | {"use_cache": False})
         raise _Captured
@@ -102,7 +105,7 @@ def first_layer_inputs(module: nn.Module, windows: Windows) -> LayerInputs:
                 module(input_ids=ids, use_cache=False)
     finally:
         handle.remove()
-    return LayerInputs(hidden, kwargs)
+    return LayerInputs(hidden, rest, kwargs)
 
 
 @contextlib.contextmanager
