@@ -226,3 +226,19 @@ def test_sensitivity_ranks_a_damaged_layer_first_and_mixed_precision_keeps_it_at
     assert mixed[damaged].reason.startswith("int8 per output channel: sensitivity rank 1/")
     assert plan_bytes(model, list(mixed.values())) <= 1.1 * plan_bytes(model, plan)
     assert all("sensitivity rank" in c.reason for c in mixed.values())
+
+
+@pytest.mark.slow
+def test_smollm2_q4_1_converts_grid_aware_to_int4_without_moving_a_weight():
+    from bench.lm_algorithms import load_smollm2
+
+    model, _tokenizer, grids = load_smollm2()
+    assert {g.quant_type for g in grids.values()} == {"Q4_1", "Q8_0"}  # linears Q4_1, the tied token_embd Q8_0
+    source = {n: p.detach().clone() for n, p in model.named_parameters()}
+    applied = snap_weights_(model, plan_layers(model, "int4-weight", block_size=32), grids)
+    assert len(applied) == 30 * 7 + 2 and all(c.reason.startswith("grid-aware: source Q") for c in applied)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, source[n])]
+    assert moved == []
+    blind = snap_weights_(model, plan_layers(model, "int4-weight", symmetric=True), grids)
+    assert all("a second rounding error" in c.reason for c in blind if c.kind == "linear")
