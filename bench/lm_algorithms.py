@@ -272,9 +272,9 @@ def main(argv=None) -> None:
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "model": GGUF_NAME, "reference": "the dequantized Q4_1 GGUF (float32)",
               "text": {"calibration_windows": args.calibration_windows, "evaluation_windows": args.evaluation_windows,
-                       "tokens_per_window": args.length,
-                       "sensitivity_tokens": args.sensitivity_tokens, "source": "Python reference prose (pydoc_data.topics), "
-                                                                  "held-out topics disjoint from calibration"},
+                       "tokens_per_window": args.length, "sensitivity_tokens": args.sensitivity_tokens,
+                       "source": "Python reference prose (pydoc_data.topics), held-out topics disjoint from "
+                                 "calibration"},
               "threads": args.threads, "total_s": round(time.perf_counter() - started, 1),
               "machine": {"description": f"{platform.machine()}, {os.cpu_count()} cpus",
                           "loadavg_1m_at_start": round(load_start, 2),

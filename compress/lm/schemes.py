@@ -204,9 +204,10 @@ def quantize_weight(weight: torch.Tensor, precision: str, block_size: int | None
                     scale: torch.Tensor | None = None, offset: torch.Tensor | None = None) -> QuantizedWeight:
     """Round a [out, in] weight onto a precision's integer grid (see QuantizedWeight), optionally with given scales.
 
-    int8-weight: symmetric, scale = max|w| / 127 per group (q in [-127, 127]; -128 only from a Q8_0 source's scale). int4 symmetric: q in [-8, 7], scale =
-    (the group's largest-magnitude value) / -8, so it is exact (as llama.cpp Q4_0). int4 asymmetric: q in [0, 15],
-    scale = (max - min) / 15, offset = min (a float zero, as Q4_1). Given ``scale`` (and ``offset``) they are used as
+    int8-weight: symmetric, scale = max|w| / 127 per group (q in [-127, 127]; -128 only from a Q8_0 source's
+    scale). int4 symmetric: q in [-8, 7], scale = (the group's largest-magnitude value) / -8, so that value is exact
+    (as llama.cpp's Q4_0; the scale may be negative). int4 asymmetric: q in [0, 15], scale = (max - min) / 15,
+    offset = min (a float zero, as Q4_1). Given ``scale`` (and ``offset``) they are used as
     they are: the grid-aware path that keeps a GGUF source's values.
 
     Example:
@@ -249,7 +250,8 @@ def align_to_source(layers: Sequence[LayerChoice], module: nn.Module,
     reason says the second rounding.
 
     Example:
-        >>> align_to_source([LayerChoice("lm_head", "head", "fp32", None, None, "kept float")], nn.Module(), {})[0].reason
+        >>> kept = LayerChoice("lm_head", "head", "fp32", None, None, "kept float")
+        >>> align_to_source([kept], nn.Module(), {})[0].reason
         'kept float'
     """
     if not grids:
