@@ -57,8 +57,10 @@ def _anchors(weight: torch.Tensor, choice: LayerChoice, block: int) -> torch.Ten
 
 @torch.no_grad()
 def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp: float = 0.01,
-                columns: int = 128) -> torch.Tensor:
-    """The GPTQ-rounded [out, in] weight on ``choice``'s grid, given the Hessian ``h`` of its inputs.
+                columns: int = 128, act_order: bool = True) -> torch.Tensor:
+    """The GPTQ-rounded [out, in] weight on ``choice``'s grid, given the Hessian ``h`` of its inputs; with
+    ``act_order`` the columns with the largest activations are rounded first (the grid stays the one fixed per group
+    beforehand, so the order is free).
 
     Example:
         >>> from compress.lm.schemes import LayerChoice
@@ -84,6 +86,10 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
     h[dead, dead] = 1
     w[:, dead] = 0
     h += damp * torch.mean(torch.diag(h)) * torch.eye(width, dtype=h.dtype)
+    order = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
+    w, h = w[:, order], h[order][:, order]
+    scale, safe, anchor, fixed_q = scale[:, order], safe[:, order], anchor[:, order], fixed_q[:, order]
+    offset = None if offset is None else offset[:, order]
     hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
 
     for start in range(0, width, columns):
@@ -102,7 +108,7 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
             err1[:, i] = err
         w[:, start:stop] = w1
         w[:, stop:] -= err1 @ hinv[start:stop, stop:]
-    return w.to(weight.dtype)
+    return w[:, torch.argsort(order)].to(weight.dtype)
 
 
 @torch.no_grad()
