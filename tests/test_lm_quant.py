@@ -185,13 +185,16 @@ def test_awq_beats_round_to_nearest_at_int4_and_keeps_the_float_function():
     plan = plan_layers(reference, "int4-weight", symmetric=True)
     rtn, awq = copy.deepcopy(reference), copy.deepcopy(reference)
     snap_weights_(rtn, plan)
-    done = awq_(awq, plan, ids)
+    scaled_only = copy.deepcopy(reference)
+    awq_(scaled_only, plan, ids, clip=False)
     with torch.no_grad():  # folding the scales leaves the float model's function unchanged
-        assert torch.allclose(reference(ids[:2]).logits, awq(ids[:2]).logits, atol=1e-4)
+        assert torch.allclose(reference(ids[:2]).logits, scaled_only(ids[:2]).logits, atol=1e-4)
+    done = awq_(awq, plan, ids)
     snap_weights_(awq, done)
     errors = layer_output_error(reference, rtn, ids), layer_output_error(reference, awq, ids)
     assert errors[1] < 0.8 * errors[0], errors
-    assert any("AWQ alpha 0." in c.reason and not c.reason.endswith("alpha 0.00") for c in done)
+    assert any("AWQ alpha 0." in c.reason and "AWQ alpha 0.00" not in c.reason for c in done)
+    assert all(", clip " in c.reason for c in done if c.name.endswith(("v_proj", "up_proj", "down_proj")))
 
 
 def test_smoothquant_lowers_w8a8_error():

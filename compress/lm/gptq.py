@@ -64,6 +64,7 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
 
     Example:
         >>> from compress.lm.schemes import LayerChoice
+        >>> torch.manual_seed(0) and None
         >>> w, x = torch.randn(8, 64), torch.randn(256, 64)
         >>> q = gptq_weight(w, hessian([x]), LayerChoice("l", "linear", "int4-weight", 32, True, ""))
         >>> rtn = quantize_weight(w, "int4-weight", 32, True).dequantize()
