@@ -216,6 +216,8 @@ def variants(grids, sensitivity_tokens: int):
         "int4 g32 sym RTN": rtn("int4-weight", True),
         "int4 g32 sym GPTQ": algorithm(gptq_),
         "int4 g32 sym AWQ": algorithm(awq_),
+        "int4 g32 sym AWQ+GPTQ": algorithm(lambda model, plan, calib, progress: gptq_(
+            model, awq_(model, plan, calib, progress=progress), calib, progress=progress)),
         "8da4w-style (int4 sym + int8 act)": da8w4,
         "int4 sym mixed by sensitivity": mixed,
         "W8A8 (int8 act per token)": w8a8(False),
@@ -231,7 +233,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sensitivity-tokens", type=int, default=128, help="tokens of one calibration window that "
                         "rank the layers (one pass per layer)")
     parser.add_argument("--evaluation-windows", type=int, default=8)
-    parser.add_argument("--only", default="", help="comma-separated substrings of variant names to run")
+    parser.add_argument("--only", default="", help="comma-separated substrings of variant names to run (the "
+                        "reference always runs; the other variants keep their rows from the last run)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     say = lambda message: print(f"  {message}", file=sys.stderr, flush=True)  # noqa: E731
@@ -258,6 +261,7 @@ def main(argv=None) -> None:
                      "perplexity_increase_pct": round(100 * (ppl / reference_ppl - 1), 2),
                      "top1_agreement": round(agree, 4),
                      "weight_bytes": plan_bytes(model, choices) if choices else fp32_bytes,
+                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                      "prepare_s": round(prepared, 1), "evaluate_s": round(time.perf_counter() - t0 - prepared, 1),
                      "layers": {"count": len(choices),
                                 "int8": sum(c.precision == "int8-weight" for c in choices),
@@ -268,6 +272,11 @@ def main(argv=None) -> None:
               file=sys.stderr, flush=True)
         if model is not source:
             del model
+    path = RESULTS / "lm_algorithms.json"
+    if args.only and path.exists():  # variants not run now keep their earlier rows, in the variants' order
+        earlier = {r["variant"]: r for r in json.loads(path.read_text())["variants"]}
+        fresh = {r["variant"]: r for r in rows}
+        rows = [fresh.get(name) or earlier[name] for name in variants(grids, 0) if name in fresh or name in earlier]
     _print(rows)
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "model": GGUF_NAME, "reference": "the dequantized Q4_1 GGUF (float32)",
@@ -281,7 +290,6 @@ def main(argv=None) -> None:
                           "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
               "versions": {"torch": torch.__version__}, "variants": rows}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "lm_algorithms.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
 
