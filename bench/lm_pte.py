@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from compress.lm.pte_kv import PteDecoder, export_pte_lm
-from compress.runtimes.executorch import set_threads
+from compress.backends.pte.session import set_threads
 
 RESULTS = Path(__file__).parent / "results" / "lm_pte.json"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

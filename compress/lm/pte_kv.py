@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.io import atomic_path
+from compress.safety.io import atomic_path
 
 PRECISIONS = ("fp32", "8da4w")
 WEIGHT_ONLY = ("XNNPACK takes torchao's weight-only linears into its delegate but keeps float-sized weights and computes "
@@ -244,11 +244,11 @@ class StaticKVProgram(nn.Module):
 
 
 def lower_lm(program: StaticKVProgram, max_context: int, vocab_size: int, progress: Callable[[str], None] = lambda message: None):
-    """``torch.export`` (dynamic sequence length) → XNNPACK → ExecuTorch; a ``compress.export.pte.Lowered``."""
+    """``torch.export`` (dynamic sequence length) → XNNPACK → ExecuTorch; a ``compress.backends.pte.export.Lowered``."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from compress.export.pte import Lowered, _partitioner_reasons, _split_ops
+    from compress.backends.pte.export import Lowered, _partitioner_reasons, _split_ops
 
     example = (torch.zeros(1, 2, dtype=torch.long), torch.tensor([0]))
     seq = torch.export.Dim("seq_len", min=1, max=max_context)
@@ -282,7 +282,7 @@ class PteDecoder:
     continues at the current position (``reset()`` starts a new sequence at 0)."""
 
     def __init__(self, path, threads: int | None = None):
-        from compress.runtimes.executorch import require_executorch, set_threads
+        from compress.backends.pte.session import require_executorch, set_threads
 
         runtime = require_executorch()
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (the llama:: kernels the program calls)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.io import atomic_path
+from compress.safety.io import atomic_path
 from compress.lm.pte_kv import LMExport, attention_modules, refuse_unsupported
 
 PRECISIONS = ("fp32", "int8-weight", "8da4w")
