@@ -109,6 +109,8 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
 
         step("reading the GGUF grids")
         grids = gguf_grids(lm.source)
+        if getattr(lm.module.config, "tie_word_embeddings", False) and "model.embed_tokens.weight" in grids:
+            grids.setdefault("lm_head.weight", grids["model.embed_tokens.weight"])  # the tied head is the table's grid
     specs, not_made = lm_specs(config, grids)
     save_tokenizer_files(lm, run_dir)
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
