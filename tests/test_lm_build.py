@@ -98,3 +98,15 @@ def test_smollm2_gguf_int4_passes_grid_aware(tmp_path, cli):
     assert any("grid:gguf-Q4_1" in t["label"] for t in artifact["techniques"]), artifact["techniques"]
     assert report["gates"][0]["passed"] and artifact["metrics"]["perplexity"]["perplexity_increase"] < 0.03
     assert "Q4_1" in report["reference"]["language_model"]["reference"]
+
+
+def test_bench_reports_token_metrics(llama_run, cli):
+    _, out = llama_run
+    document = json_output(cli("bench", out / "model.8da4w.onnx", "--threads", "1", "--json"))
+    row = document["tokens"][0]
+    assert row["decode_tokens_per_s"]["1"] > 0 and row["ttft_s"]["1"] > 0 and row["prompt_tokens"] == 128
+    assert not document["results"], "a language model is timed in tokens, not batch latency"
+    report = json.loads((out / "report.json").read_text())
+    timed = next(a for a in report["artifacts"] if a["path"] == "model.8da4w.onnx")
+    assert timed["tokens"]["decode_tokens_per_s"] == row["decode_tokens_per_s"]
+    assert cli("report", "validate", out).exit_code == 0

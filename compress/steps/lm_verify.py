@@ -194,6 +194,21 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     return entry
 
 
+def is_decoder_artifact(path) -> bool:
+    """An exported decoder language model: a .onnx/.pte/.tflite file with the tokenizer.json and lm_meta.json that
+    `compress quantize` writes beside it.
+
+    Example:
+        >>> is_decoder_artifact("runs/smollm2/model.int4-weight.onnx"), is_decoder_artifact("runs/mnist/model.int8.onnx")
+        (True, False)
+    """
+    from compress.lm.decoder import OPENERS
+    from compress.lm.model import LM_META
+
+    path = Path(path)
+    return path.suffix.lower() in OPENERS and (path.parent / LM_META).is_file() and (path.parent / "tokenizer.json").is_file()
+
+
 def measure_tokens(path: Path, bench: dict, progress: Callable[[str], None] = lambda message: None) -> dict:
     """``tokens``: compress.lm.speed's figures (TTFT for a 128-token prompt, decode tokens/s and peak RSS per thread
     count, KV-cache bytes, roofline estimates) for the published file."""
