@@ -110,3 +110,15 @@ def test_bench_reports_token_metrics(llama_run, cli):
     timed = next(a for a in report["artifacts"] if a["path"] == "model.8da4w.onnx")
     assert timed["tokens"]["decode_tokens_per_s"] == row["decode_tokens_per_s"]
     assert cli("report", "validate", out).exit_code == 0
+
+
+def test_failing_8da4w_is_repaired_by_gptq(llama_dir, tmp_path, cli):
+    """A gate tighter than rounding allows (+0.1 %): the file as configured fails, GPTQ's file passes and is kept."""
+    report = json_output(cli("quantize", llama_dir, "--format", "onnx", "--precision", "8da4w", "--max-degradation",
+                             "0.001", "--no-bench", "--json", "--out", tmp_path / "run"))
+    artifact = report["artifacts"][0]
+    steps = artifact["repair"]["steps"]
+    assert steps[0]["step"] == "as configured" and not steps[0]["passed"]
+    assert artifact["repair"]["kept"] == steps[-1]["step"] and steps[-1]["passed"]
+    assert any(t["label"] == "algorithm:gptq" for t in artifact["techniques"])
+    assert report["passed"] and report["gates"][0]["judged_by"] == "perplexity"
