@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 FP32 = "fp32 export"                # the format's fp32 exporter
 QUANTIZER = "quantizer"             # the format's quantizer for the spec's precision (repaired when allowed)
 GRAPH = "converted graph writer"    # an int8 file written from a converted (QAT or PT2E PTQ) graph as it is
+DECODER = "decoder exporter"        # a decoder language model with its KV cache (the format's export_decoder)
 
 AHEAD_PHASE = "second process: TFLite/.pte conversions"  # wall: the wait for it; CPU: all of its work
 
@@ -33,6 +34,7 @@ class ArtifactSpec:
 
     ``techniques``: labels before the file's own (the passes the model went through; for GRAPH, all of them);
     ``notes``: notes of the entry; ``phase``: the progress step announced before it (None: none).
+    DECODER only: ``decoder`` (a DecoderOptions: context length, block size, algorithm, the source's GGUF grids).
     GRAPH only: ``graph`` (the converted model written by write_int8), ``float_handle``
     (the model before quantization, naming the layers left in float) and ``exact_precision`` (report ``precision``
     as given even when weights stayed float; otherwise such a file is ``mixed``).
@@ -52,6 +54,22 @@ class ArtifactSpec:
     graph: Any = None
     float_handle: Any = None
     exact_precision: bool = False
+    decoder: Any = None
+
+
+@dataclass(frozen=True)
+class DecoderOptions:
+    """How a decoder language model's files are written: KV-cache positions, int4 block size, the accuracy algorithm
+    (rtn, gptq, awq, smoothquant) and the source's GGUF grids (a grid-aware conversion where the target holds them).
+
+    Example:
+        >>> DecoderOptions(max_context=512, block_size=32, algorithm="gptq")
+    """
+
+    max_context: int = 512
+    block_size: int = 32
+    algorithm: str = "rtn"
+    grids: Any = None
 
 
 @dataclass
@@ -253,6 +271,8 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
 
     if spec.source == FP32:
         return _verify(spec, context, reference, spec.filename, "fp32", ["export:fp32"], name=spec.name)
+    if spec.source == DECODER:
+        return _decoder_file(handle, spec, context, reference)
     if spec.source == GRAPH:
 
         path = staged(context.run_dir, spec.filename)
@@ -260,6 +280,37 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
         precision = spec.precision if spec.exact_precision or not has_float_weights(floats) else "mixed"
         return _verify(spec, context, reference, path.name, precision, [], float_ops=floats, name=spec.name)
     return _quantized(handle, spec, specs, artifacts, context, reference)
+
+
+def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> dict:
+    """``spec``'s decoder LM file (``lm``: a compress.lm.model.LanguageModel), written by its format's
+    ``export_decoder`` after the options' algorithm, verified on text (compress.steps.lm_verify); with
+    ``context.repair``, an int4/8da4w file failing its perplexity gate is repaired."""
+    from compress import catalog as registry
+    from compress.safety.rundir import staged
+    from compress.steps.gates import GatePolicy
+    from compress.steps.lm_verify import (REPAIRED, measure_tokens, perplexity_gate_failed, prepared, repair_decoder,
+                                          verify_decoder)
+
+    options, fmt, policy = spec.decoder, registry.get(spec.format), context.policy or GatePolicy()
+
+    def attempt(label: str, algorithm: str, layers) -> dict:
+        module, plan, techniques = prepared(lm, spec.precision, algorithm, options.block_size, layers, context.step)
+        grids = options.grids if algorithm == "rtn" and layers is None else None
+        export = fmt.export_decoder(module, staged(context.run_dir, spec.filename), spec.precision,
+                                    max_context=options.max_context, block_size=options.block_size, layers=plan,
+                                    grids=grids, progress=context.step)
+        return verify_decoder(context.run_dir, spec.filename, spec.format, spec.precision, export, reference,
+                              name=spec.name, techniques=[*spec.techniques, *techniques], notes=spec.notes,
+                              max_increase=policy.max_degradation, progress=context.step)
+
+    entry = attempt("as configured", options.algorithm, None)
+    if context.repair and policy.enabled and spec.precision in REPAIRED and perplexity_gate_failed(entry, policy):
+        entry = repair_decoder(attempt, entry, spec.precision, options.algorithm, policy, lm, options.block_size,
+                               context.step)
+    if context.bench is not None and entry.get("status") != "failed":  # the kept file only
+        entry["tokens"] = measure_tokens(Path(context.run_dir) / entry["path"], context.bench, context.step)
+    return entry
 
 
 def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,

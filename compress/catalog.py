@@ -16,7 +16,7 @@ Example:
     >>> PRECISIONS["int4-weight"].block_size, PRECISIONS["int4-weight"].weight_only
     (32, True)
     >>> quantized()
-    ('int8', 'int8-dynamic', 'fp16', 'int8-weight', 'int4-weight')
+    ('int8', 'int8-dynamic', 'fp16', 'int8-weight', 'int4-weight', '8da4w')
     >>> format_of("runs/x/model.int8.tflite").name, runtime_of("m.onnx"), get("onnx").filename("int8")
     ('tflite', 'onnxruntime', 'model.int8.onnx')
 """
@@ -117,6 +117,8 @@ for _precision in (
     Precision("fp16", "float16 weights (and compute where the runtime has fp16 kernels)", 16, "float"),
     Precision("int8-weight", "8-bit weights dequantized before float compute", 8, "float", block_size=32, symmetric=False),
     Precision("int4-weight", "4-bit weights dequantized before float compute", 4, "float", block_size=32, symmetric=False),
+    Precision("8da4w", "int4 symmetric grouped weights, int8 activations quantized on every call (decoder language "
+              "models: ExecuTorch XNNPACK, onnxruntime MatMulNBits)", 4, "dynamic", block_size=32, symmetric=True),
     Precision("mixed", "several schemes in one file (layers kept float, or static next to dynamic)", 8, "mixed",
               selectable=False),
 ):
@@ -244,6 +246,9 @@ class ArtifactFormat:
     - ``estimate_costs(path, batch) -> {int8_macs, float_macs, bytes_moved, ...}``: what `bench --target estimate`
       reads from the file; None: not estimated.
     - ``no_cuda``: why the cuda target cannot time it (skipped with that line); None: it can.
+    - ``export_decoder(module, out, precision, *, max_context, block_size, layers, grids, progress) -> LMExport``:
+      write a decoder language model with its KV cache (compress.lm); ``decoder_precisions``: the precisions it takes;
+      ``no_decoder``: why a format has none (a decoder LM asked for it is refused with this reason).
     - ``packages``: the distributions whose versions can change its files (reports, manifests and the stage cache
       record them); ``loggers``: its libraries' loggers, quiet unless ``--debug``.
     """
@@ -266,6 +271,9 @@ class ArtifactFormat:
     device_tool: str | None = None
     estimate_costs: Callable[[Path, int], dict] | None = None
     no_cuda: str | None = None
+    export_decoder: Callable | None = None
+    decoder_precisions: tuple[str, ...] = ()
+    no_decoder: str | None = None
     packages: tuple[str, ...] = ()
     loggers: tuple[str, ...] = ()
 
@@ -290,7 +298,7 @@ class ArtifactFormat:
 
 
 FORMATS: dict[str, ArtifactFormat] = {}
-SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx")  # what a model comes in as
+SOURCE_FORMATS = ("zoo", "torchscript", "exported_program", "state_dict", "pickle", "onnx", "hf", "gguf")  # what a model comes in as
 
 
 
@@ -346,6 +354,12 @@ def quantizable() -> tuple[str, ...]:
     """Formats `compress quantize` can produce (they have an fp32 exporter)."""
     _builtins()
     return tuple(f.name for f in FORMATS.values() if f.export_fp32)
+
+
+def decoder_formats() -> tuple[str, ...]:
+    """Formats `compress quantize` writes a decoder language model to (they have an ``export_decoder``)."""
+    _builtins()
+    return tuple(f.name for f in FORMATS.values() if f.export_decoder)
 
 
 def qat_formats() -> tuple[str, ...]:

@@ -163,7 +163,8 @@ OPTION_BOUNDS: dict[str, Bound] = {
     "--trials": Bound(1, MAX_TRIALS, "trials"), "--workers": Bound(1, MAX_WORKERS, "workers"),
     "--cpus-per-recipe": Bound(1, MAX_THREADS, "CPUs"),
     # how much a language model generates
-    "--max-new-tokens": Bound(1, 4096, "tokens"),
+    "--max-new-tokens": Bound(1, 4096, "tokens"), "--max-context": Bound(2, 32_768, "positions"),
+    "--block-size": Bound(16, 256, "weights"),
 }
 
 

@@ -47,6 +47,7 @@ def bench_command(
     """
     from compress.steps.benchmark import benchmark_artifact, start_timing_session
     from compress.steps.recording import record_latencies
+    from compress.steps.lm_verify import is_decoder_artifact
     from compress.errors import UsageError
 
     with handle_errors(opts.debug, opts.json_out):
@@ -55,9 +56,12 @@ def bench_command(
         options = target_options(opts)
         if not no_report:
             _check_unchanged(artifacts)
-        results, estimates, measured = [], [], []
+        results, estimates, measured, tokens = [], [], [], []
         session = start_timing_session()  # every figure of this command is compared only with this command's
         for artifact in artifacts:
+            if is_decoder_artifact(artifact):  # a language model: time to first token and decode tokens/s
+                tokens.append(_time_tokens(artifact, targets, threads, no_report))
+                continue
             for target in split_targets(targets):
                 if target.startswith("estimate"):
                     from compress.targets.estimate import estimate_artifact
@@ -73,11 +77,24 @@ def bench_command(
                 results.append({"artifact": str(artifact), **entry})
                 measured.append((artifact, entry))
         recorded = [] if no_report else record_latencies(measured)
-        document = {"results": results, "estimates": estimates, "session": session,
+        document = {"results": results, "estimates": estimates, "session": session, "tokens": tokens,
                     "reports_updated": sorted(str(r["report"]) for r in recorded),
                     "recommendation_changed": [{"report": str(r["report"]), **r["changed"]} for r in recorded if r["changed"]],
                     "recommended": [{"report": str(r["report"]), **r["recommended"]} for r in recorded if r["recommended"]]}
         emit(document, opts.json_out, lambda: _render(document))
+
+
+def _time_tokens(artifact: Path, targets, threads: int | None, no_report: bool) -> dict:
+    """A decoder LM artifact timed in tokens on this machine (compress.lm.speed), recorded in its report.json."""
+    from compress.errors import UsageError
+    from compress.steps.lm_verify import measure_tokens
+    from compress.steps.recording import record_tokens
+
+    if set(split_targets(targets)) != {"local"}:
+        raise UsageError(f"{artifact.name}: a language model is timed in tokens on the local target only (drop --target)")
+    tokens = measure_tokens(artifact, {"threads": (threads,) if threads else (1, 2)})
+    report = None if no_report else record_tokens(artifact, tokens)
+    return {"artifact": str(artifact), **tokens, "report": str(report) if report else None}
 
 
 def _check_unchanged(artifacts) -> None:
@@ -111,6 +128,14 @@ def _render(document: dict) -> None:
     from rich.table import Table
 
     from compress.steps.benchmark import describe_conditions
+
+    for row in document.get("tokens", []):
+        for n, rate in row["decode_tokens_per_s"].items():
+            stdout_console.print(f"  {Path(row['artifact']).name} ({row['runtime']}, {n} thread{'s' if n != '1' else ''}): "
+                                 f"time to first token {row['ttft_s'][n]:.3f} s for {row['prompt_tokens']} tokens, decode "
+                                 f"{rate:.1f} tokens/s, peak RSS {row['peak_rss_bytes'][n] / 2**20:.0f} MB; KV cache "
+                                 f"{row['kv_cache_bytes'] / 2**20:.1f} MB at {row['kv_context']} positions",
+                                 highlight=False, soft_wrap=True)
 
     if document["results"]:
         table = Table(title="latency per inference (ms)", title_justify="left", box=box.SIMPLE_HEAD)

@@ -25,10 +25,12 @@ def _split(values: list[str] | None) -> list[str]:
 
 @shared_options("judge", "load", "time", "output")
 def quantize_command(
-    model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch) or .onnx."),
+    model: Path = typer.Argument(..., help="Zoo checkpoint, TorchScript .pt, torch.export .pt2, state_dict .pt (with --arch), .onnx, "
+                                 "or a decoder language model (a directory with config.json, *.safetensors, tokenizer.json, or a .gguf file)."),
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
     formats: list[str] = FORMAT_OPTION,
-    precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8); comma-separated."),
+    precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8; a language model: "
+                                         "int8-weight,int4-weight,8da4w); comma-separated."),
     calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
@@ -37,6 +39,9 @@ def quantize_command(
     max_degradation: float = MAX_DEGRADATION_OPTION,
     auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
+    block_size: int = typer.Option(32, "--block-size", help="Language models: weights per int4 scale (16, 32, 64, 128, 256)."),
+    algorithm: str = typer.Option("rtn", "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only)."),
+    max_context: int = typer.Option(512, "--max-context", help="Language models: positions the exported KV cache holds."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
     batch_axis: list[str] = BATCH_AXIS_OPTION,
     state: list[str] = STATE_OPTION,
@@ -55,6 +60,12 @@ def quantize_command(
     from compress.passes.quantize import QuantizeConfig, converts_ahead, quantize
 
     with handle_errors(opts.debug, opts.json_out):
+        from compress.lm.model import is_language_model
+
+        if is_language_model(model):  # before any torch model loading
+            _quantize_language_model(model, formats, precisions, block_size, algorithm, max_context, max_degradation,
+                                     auto_fallback, out, opts)
+            return
         try:
             config = QuantizeConfig(
                 formats=_split(formats) or default_formats(), precisions=_split(precisions) or ["int8"],
@@ -88,3 +99,26 @@ def quantize_command(
         emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
         if not report["passed"]:
             raise GateFailed(failure_message(report, run_dir))
+
+
+def _quantize_language_model(model: Path, formats, precisions, block_size: int, algorithm: str, max_context: int,
+                             max_degradation, auto_fallback: bool, out: Path | None, opts: Options) -> None:
+    """`compress quantize` of a decoder LM (compress.passes.quantize_lm): the same run directory, report and exit codes."""
+    from compress.errors import GateFailed
+    from compress.lm.model import load_lm
+    from compress.passes.quantize_lm import LMQuantizeConfig, quantize_lm
+    from compress.steps.gates import failure_message
+
+    config = LMQuantizeConfig(**{k: v for k, v in {"formats": _split(formats), "precisions": _split(precisions)}.items() if v},
+                              block_size=block_size, algorithm=algorithm, max_context=max_context,
+                              max_degradation=max_degradation, auto_fallback=auto_fallback, bench=not opts.no_bench,
+                              threads=(opts.threads,) if opts.threads else (1, 2))
+    run_dir = out or Path("runs") / model.stem
+    with step_progress(transient=opts.json_out) as step:
+        step("loading the language model")
+        lm = load_lm(model)
+        result = quantize_lm(lm, config, run_dir, step=step, policy=gate_policy(max_degradation, opts.no_gate))
+    report = result.report
+    emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir)))
+    if not report["passed"]:
+        raise GateFailed(failure_message(report, run_dir))

@@ -68,7 +68,8 @@ class LMQuality:
 
 def window_nll(decoder: Decoder, window: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(negative log-likelihood of each next token, argmax of each position's logits) over one window, prefilled in
-    one call."""
+    one call (from an empty cache: the runtimes' prefill continues the cache it holds)."""
+    decoder.reset()
     logits = np.asarray(decoder.prefill(list(window)), dtype=np.float64)
     if logits.shape[0] != len(window):
         raise UsageError(f"the decoder returned {logits.shape[0]} rows of logits for a {len(window)}-token prefill")
@@ -94,7 +95,8 @@ def ratio_interval(candidate: np.ndarray, reference: np.ndarray, seed: int = 0) 
 
 
 def greedy(decoder: Decoder, prompt: Sequence[int], tokens: int, stop: Sequence[int] = ()) -> list[int]:
-    """``tokens`` greedy next tokens after ``prompt`` (prefill once, then one decode call per token)."""
+    """``tokens`` greedy next tokens after ``prompt`` (from an empty cache: prefill once, then one decode call per token)."""
+    decoder.reset()
     logits = decoder.prefill(list(prompt))[-1]
     out = []
     for step in range(tokens):

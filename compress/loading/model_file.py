@@ -28,6 +28,10 @@ FOREIGN_FORMATS = {
 def check_model_file(path: Path) -> None:
     """UsageError unless ``path`` is a readable file in a format compress may read (its contents are checked later)."""
     refuse_bad_link(path, "model")  # a symlink loop, or a link to nothing, said as such (not "not found")
+    from compress.lm.model import is_language_model
+
+    if is_language_model(path):  # a decoder LM directory or .gguf: compress.lm.model.load_lm checks its files
+        return
     if not path.is_file():
         raise UsageError(f"model file {path} not found; check the path (train one with `compress zoo train mnist_cnn`)")
     if path.suffix.lower() in FOREIGN_FORMATS:

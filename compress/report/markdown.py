@@ -34,6 +34,12 @@ def artifact_rows(report: dict) -> list[list[str]]:
     rows = []
     for a in report["artifacts"]:
         fid, mark = a["metrics"].get("fidelity") or {}, ""
+        ppl = a["metrics"].get("perplexity")
+        if ppl:  # a decoder language model: its perplexity ratio and teacher-forced top-1 agreement with the reference
+            rows.append([a["name"], a["format"], a["precision"], f"{a['size_bytes']:,}",
+                         f"perplexity x{_num(ppl['perplexity_ratio'])}", "-", _num(ppl["top1_agreement"]), "-", "-", "-",
+                         ", ".join(a["verified_in"])])
+            continue
         if not fid and a["metrics"].get("random_input_fidelity"):  # no data: vs fp32 torch on random inputs, marked ~
             fid, mark = a["metrics"]["random_input_fidelity"], "~"
         rows.append([
@@ -46,6 +52,30 @@ def artifact_rows(report: dict) -> list[list[str]]:
 
 ARTIFACT_COLUMNS = ["artifact", "format", "precision", "bytes", "metric", "degradation", "top-1 agree", "SQNR dB",
                     "p50 ms (b=1)", "vs fp32", "verified in"]
+
+
+def language_model_rows(report: dict) -> list[list[str]]:
+    """One row per decoder-LM artifact: perplexity (its ratio's 95 % interval), agreement, token speed, the sample."""
+    rows = []
+    for a in report["artifacts"]:
+        ppl, tokens = a["metrics"].get("perplexity"), a.get("tokens") or {}
+        if not ppl:
+            continue
+        low, high = ppl["ratio_interval"]
+        rate = ", ".join(f"{v:.1f} ({n}t)" for n, v in (tokens.get("decode_tokens_per_s") or {}).items()) or "-"
+        ttft = ", ".join(f"{v:.3f} ({n}t)" for n, v in (tokens.get("ttft_s") or {}).items()) or "-"
+        rss = max((tokens.get("peak_rss_bytes") or {}).values(), default=None)
+        layers = a.get("layers") or []
+        rows.append([a["name"], f"{_num(ppl['perplexity'], '{:.2f}')} vs {_num(ppl['reference_perplexity'], '{:.2f}')}",
+                     f"{_num(ppl['perplexity_ratio'])} [{_num(low)}, {_num(high)}]", _num(ppl["top1_agreement"]),
+                     _num(ppl["greedy_agreement"]), ttft, rate, "-" if rss is None else f"{rss / 2**20:.0f}",
+                     f"{sum(c['precision'] != 'fp32' for c in layers)}/{len(layers)}",
+                     repr(ppl["sample_text"])[:80].replace("|", "\\|") if ppl["generation_ran"] else "**generation failed: no verdict**"])
+    return rows
+
+
+LANGUAGE_MODEL_COLUMNS = ["artifact", "perplexity vs ref", "ratio [95 %]", "top-1 agree", "greedy agree", "TTFT s (128 tok)",
+                          "decode tok/s", "peak RSS MB", "layers quantized", "sample"]
 
 
 def timing_lines(report: dict) -> list[str]:
@@ -238,6 +268,10 @@ def render_markdown(report: dict) -> str:
     if output_rows(report):
         parts += ["", "## Fidelity per output (the weakest is the headline: top-1 agree / SQNR above)",
                   _table(["artifact", "output", "kind", "measures"], output_rows(report))]
+    if language_model_rows(report):
+        reference = (report["reference"].get("language_model") or {}).get("reference", "the float model")
+        parts += ["", f"## Language model (held-out text; reference: {reference})",
+                  _table(LANGUAGE_MODEL_COLUMNS, language_model_rows(report))]
     for section in technique_sections(report):
         parts += section_markdown(section)
     for artifact in (a for a in report["artifacts"] if a.get("repair")):

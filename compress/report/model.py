@@ -117,10 +117,58 @@ class Reference(Open):
     labels: list[str] | None = Field(None, description="What was done with each label array (y): used for which output, or why not.")
 
 
+class LMQuality(Open):
+    """A decoder language model measured in its runtime against the float reference on held-out text
+    (compress.lm.quality): perplexity, its ratio's bootstrap interval, top-1 and greedy agreement, a sample."""
+
+    windows: int = Field(ge=1)
+    window_length: int = Field(ge=1)
+    perplexity: float | None = Field(description="null when not finite (a note names it)")
+    reference_perplexity: float | None
+    perplexity_ratio: float | None = Field(description="exp(mean NLL - reference mean NLL); null when not finite")
+    perplexity_increase: float | None = Field(description="perplexity_ratio - 1: what the gate judges")
+    ratio_interval: list[float | None] = Field(min_length=2, max_length=2, description="bootstrap 95 % over windows")
+    top1_agreement: float = Field(ge=0, le=1, description="teacher-forced next-token argmax equal to the reference's")
+    greedy_agreement: float = Field(ge=0, le=1, description="share of greedy tokens equal to the reference's before the first divergence")
+    greedy_tokens: int = Field(ge=0)
+    greedy_prompts: int = Field(ge=0)
+    sample_prompt: str
+    sample_text: str | None = Field(description="the file's greedy continuation of sample_prompt")
+    reference_sample_text: str | None
+    generation_ran: bool = Field(description="false: no verdict is given")
+    verdict: Literal["pass", "fail", "no verdict"]
+
+
 class ArtifactMetrics(Open):
     task: Task | None
     degradation: float | None
     fidelity: Fidelity | None
+    perplexity: LMQuality | None = Field(None, description="decoder language models: judged by this instead of fidelity")
+
+
+class LayerChoice(Open):
+    """How one layer of a decoder language model was stored (compress.lm.schemes.LayerChoice)."""
+
+    name: str
+    kind: Literal["linear", "embedding", "head"]
+    precision: str
+    block_size: int | None
+    symmetric: bool | None
+    reason: str
+
+
+class TokenSpeed(Open):
+    """A decoder language model timed as a user meets it (compress.lm.speed); keys of the per-thread maps are thread counts."""
+
+    runtime: str
+    prompt_tokens: int = Field(ge=1)
+    new_tokens: int = Field(ge=1)
+    ttft_s: dict[str, float] = Field(description="time to first token (prefill of the prompt), per thread count")
+    decode_tokens_per_s: dict[str, float] = Field(description="decode rate per thread count")
+    peak_rss_bytes: dict[str, int] = Field(description="peak resident memory of loading and generating, per thread count")
+    kv_cache_bytes: int = Field(ge=0)
+    kv_context: int = Field(ge=1)
+    roofline: list[dict] = Field(description="decode tokens/s estimates per named ARM core (label: estimate)")
 
 
 class MeasuredOn(Open):
@@ -212,7 +260,10 @@ class Artifact(Open):
     verified_in: list[Annotated[str, Field(**schema_choices(_runtime_names))]]
     metrics: ArtifactMetrics
     latency: list[Latency]
-    repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.steps.repair)")
+    repair: Repair | None = Field(None, description="present when a static int8 file failed its quality gates (compress.steps.repair), "
+                                  "or an int4/8da4w language model its perplexity gate (compress.steps.lm_verify)")
+    layers: list[LayerChoice] | None = Field(None, description="decoder language models: every layer's precision and why")
+    tokens: TokenSpeed | None = Field(None, description="decoder language models: token metrics in place of batch latency")
 
 
 class Gate(Open):
@@ -221,7 +272,7 @@ class Gate(Open):
     limit: float
     value: float | None
     passed: bool
-    judged_by: Literal["runtime", "labels", "fidelity", "size", "latency"]
+    judged_by: Literal["runtime", "labels", "fidelity", "perplexity", "size", "latency"]
     reason: str
 
 

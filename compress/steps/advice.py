@@ -135,6 +135,8 @@ def _no_gain_why(artifact: dict) -> str | None:
 def evidence(artifact: dict) -> str:
     """What the artifact was judged on, in words: its measured loss, else its weakest output's fidelity."""
     metrics = artifact["metrics"]
+    if metrics.get("perplexity"):
+        return f"perplexity ratio {metrics['perplexity']['perplexity_ratio']} vs the float reference"
     if metrics["degradation"] is not None:
         return f"losing {metrics['degradation']:.4f} of {metrics['task']['name']}"
     worst = (metrics.get("fidelity") or {}).get("worst")
@@ -154,11 +156,17 @@ def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
 
     excluded = [{"artifact": a["name"], "why": f"failed verification: {a.get('failure')}"} for a in artifacts if is_failed(a)]
     excluded += [{"artifact": a["name"], "why": "; ".join(failed[a["name"]]) if a["name"] in failed else "not measured on data"}
-                 for a in artifacts if not is_failed(a) and (a["name"] in failed or not a["metrics"].get("fidelity"))]
+                 for a in artifacts if not is_failed(a) and (a["name"] in failed or not (a["metrics"].get("fidelity")
+                                                                           or a["metrics"].get("perplexity")))]
     excluded += [{"artifact": a["name"], "why": _no_gain_why(a)} for a in artifacts
                  if not is_failed(a) and a["name"] not in {e["artifact"] for e in excluded} and _no_gain_why(a)]
     names = {e["artifact"] for e in excluded}
     eligible = [a for a in artifacts if a["name"] not in names]
+    if any(a["metrics"].get("perplexity") for a in artifacts):  # language models: by decode tokens/s
+        from compress.steps.lm_verify import lm_pick
+
+        return {"local-cpu": lm_pick(eligible), "excluded": excluded,
+                "by_format": {fmt: lm_pick([a for a in eligible if a["format"] == fmt]) for fmt in sorted({a["format"] for a in artifacts})}}
     result = {"local-cpu": speed_pick(eligible, evidence), "by_format": {}, "excluded": excluded}
     for fmt in sorted({a["format"] for a in artifacts}):
         result["by_format"][fmt] = speed_pick([a for a in eligible if a["format"] == fmt], evidence)

@@ -23,7 +23,8 @@ from compress.data.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfall
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
 DEFAULT_MAX_DEGRADATION = 0.01
 MAX_DEGRADATION_HELP = (f"Gate: metric loss allowed with labels, as a fraction (0.005 = 0.5 pt; default {DEFAULT_MAX_DEGRADATION:g}); "
-                        "without labels the outputs' fidelity floors judge.")
+                        "without labels the outputs' fidelity floors judge; for a decoder language model, the relative "
+                        "perplexity increase allowed (0.02 = +2 %; default per precision).")
 BASELINE_PREFIXES = ("dense-", "teacher-", "no-kd-")  # reference points written beside the candidates, never judged
 
 
@@ -122,6 +123,31 @@ def floor_gate(artifact: dict, policy: GatePolicy, labelled: bool) -> dict | Non
                  output=output["name"], kind=output["kind"], measure=measure)
 
 
+def perplexity_gate(artifact: dict, policy: GatePolicy) -> dict:
+    """A decoder language model's gate: its perplexity increase over the float reference on held-out text, at most
+    ``policy.max_degradation`` when given, else its precision's default (compress.lm.quality.DEFAULT_GATES); never
+    passed without a generation having run."""
+    from compress.lm.quality import DEFAULT_GATES
+
+    lm = artifact["metrics"]["perplexity"]
+    limit = policy.max_degradation if policy.max_degradation is not None else DEFAULT_GATES.get(artifact["precision"], 0.15)
+    value = lm["perplexity_increase"]
+    if not lm["generation_ran"]:
+        return _gate("max_perplexity_increase", artifact, limit, value, False, "perplexity",
+                     f"no verdict: generation did not run ({lm.get('generation_error')})")
+    passed = value is not None and value <= limit + 1e-12
+    low, high = lm["ratio_interval"]
+    shown = f"{value:+.2%}" if value is not None else "not finite"
+    default = " (default for " + artifact["precision"] + ")" if policy.max_degradation is None else ""
+    return _gate("max_perplexity_increase", artifact, limit, value, passed, "perplexity",
+                 f"perplexity {shown} vs the float reference (ratio 95 % interval {_round(low)}..{_round(high)}) "
+                 f"{'<=' if passed else '>'} {limit:+.2%}{default}")
+
+
+def _round(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _measure_gate(artifact: dict, measure: str, limit: float) -> dict:
     values = [(o["measures"][measure], o["name"]) for o in (artifact["metrics"].get("fidelity") or {}).get("outputs", [])
               if o["measures"].get(measure) is not None]
@@ -140,6 +166,8 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
     gates = []
     for artifact in (a for a in artifacts if candidate(a) and not is_failed(a)):
         labelled = artifact["metrics"]["degradation"] is not None
+        if artifact["metrics"].get("perplexity"):
+            gates.append(perplexity_gate(artifact, policy))
         if labelled:
             gates.append(degradation_gate(artifact, policy))
         floor = floor_gate(artifact, policy, labelled)
@@ -166,6 +194,13 @@ def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candid
     notes = []
     if not policy.enabled:
         return {"gates": "off", "judged_by": [], "summary": "gates off (--no-gate): nothing was judged", "notes": notes}
+    if any(a["metrics"].get("perplexity") for a in judged):
+        limit = (f"max_degradation {policy.max_degradation} (relative perplexity increase)" if policy.max_degradation
+                 is not None else "the default perplexity increase of each precision")
+        failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
+        summary = (f"language model: judged by perplexity on held-out text vs the float reference, {limit}"
+                   + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed"))
+        return {"gates": "on", "judged_by": sorted({g["judged_by"] for g in gates}), "summary": summary, "notes": notes}
     if not measured:
         return {"gates": "on", "judged_by": [], "summary": "no data: nothing could be judged (pass --data)", "notes": notes}
     judged_by = sorted({g["judged_by"] for g in gates})

@@ -86,4 +86,27 @@ def record_latencies(entries: list[tuple[Path, dict]]) -> list[dict]:
     return record_entries(entries, "latency", LATENCY_KEY)
 
 
+def record_tokens(artifact: Path, tokens: dict) -> Path | None:
+    """Put a decoder language model's token metrics (compress.steps.lm_verify.measure_tokens) into its entry of the
+    report.json next to it (replacing the ones it had), judge the recommendation again and re-render; None when no
+    report lists it."""
+    from compress.report import write_report
+    from compress.steps.gates import policy_of, recommend_judged
+
+    report_path = Path(artifact).parent / "report.json"
+    try:
+        report = loads(report_path.read_text()) if report_path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+    listed = {Path(a.get("path", "")).name: a for a in (report or {}).get("artifacts", [])}
+    if Path(artifact).name not in listed:
+        return None
+    listed[Path(artifact).name]["tokens"] = tokens
+    if report.get("recommended"):
+        report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
+    write_report(report_path.parent, report)
+    _rerender(report_path.parent, report)
+    return report_path
+
+
 LATENCY_KEY = ("target", "runtime", "batch", "threads")  # a new entry replaces the one that agrees on these

@@ -28,7 +28,7 @@ from compress.backends.calibration import calibration_names
 from compress.catalog import PRECISIONS
 from compress.steps.gates import GatePolicy, evaluate_gates, is_failed
 
-QUALITY_JUDGES = ("labels", "fidelity")
+QUALITY_JUDGES = ("labels", "fidelity", "perplexity")
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,22 @@ def estimate_costs(path: Path, batch: int) -> dict:
     return onnx_costs(path, batch)
 
 
+def export_decoder(module, out: Path, precision: str, *, max_context: int, block_size: int, layers=None, grids=None,
+                   progress=None):
+    """A decoder language model as ONNX with past/present key-values and MatMulNBits (compress.lm.onnx_kv)."""
+    import dataclasses
+
+    from compress.lm.onnx_kv import export_onnx_lm
+
+    if layers is not None:  # MatMulNBits stores every 8-bit layer in blocks too (int8 per channel = one block size)
+        layers = [c if c.precision == "fp32" or c.block_size else dataclasses.replace(c, block_size=block_size)
+                  for c in layers]
+    return export_onnx_lm(module, out, precision, max_context=max_context, block_size=block_size, layers=layers,
+                          grids=grids)
+
+
 FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), quantizers=dict.fromkeys(PRECISIONS, quantize), export_fp32=export_fp32,
                         preflight=preflight, float_ops=float_ops, calibrates_with="onnxruntime", quantizes_fp32_file=True,
                         default=True, write_qat=write_qat, qat_technique="export:int8-qdq", estimate_costs=estimate_costs,
+                        export_decoder=export_decoder, decoder_precisions=("fp32", "int8-weight", "int4-weight", "8da4w"),
                         packages=("onnx", "onnxscript", "onnx-ir", "onnxruntime"), loggers=("onnxscript", "onnxruntime"))

@@ -66,8 +66,19 @@ def build(*args):
     return build_pte(*args)
 
 
+def export_decoder(module, out: Path, precision: str, *, max_context: int, block_size: int, layers=None, grids=None,
+                   progress=None):
+    """A decoder language model as a ``.pte`` with a static KV cache, XNNPACK (compress.lm.pte_kv); GGUF grids are
+    not read (8da4w's symmetric grid cannot hold an asymmetric source)."""
+    from compress.lm.pte_kv import export_pte_lm
+
+    return export_pte_lm(module, out, precision, max_context=max_context, block_size=block_size, layers=layers,
+                         progress=progress or (lambda message: None))
+
+
 FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable,
                         write_qat=write_qat, qat_technique="export:executorch:xnnpack",
                         converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner",
+                        export_decoder=export_decoder, decoder_precisions=("fp32", "8da4w"),
                         packages=("executorch",))

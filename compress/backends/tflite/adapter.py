@@ -78,11 +78,21 @@ def estimate_costs(path: Path, batch: int) -> dict:
     return tflite_costs(path, batch)
 
 
+def export_decoder(module, out: Path, precision: str, *, max_context: int, block_size: int, layers=None, grids=None,
+                   progress=None):
+    """A decoder language model as a ``.tflite`` with prefill and decode signatures over an external KV cache
+    (compress.lm.tflite_kv: litert-torch's generative path; per-layer plans and block sizes are its own)."""
+    from compress.lm.tflite_kv import export_tflite_lm
+
+    return export_tflite_lm(module, out, precision, max_context=max_context)
+
+
 FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, float_ops=float_ops, calibrates_with="pt2e",
                         unreachable=unreachable, default=True, write_qat=write_qat, qat_technique="export:int8-static-qdq",
                         converted_ahead=Conversion(conversion_key, build), device_tool="benchmark_model",
                         estimate_costs=estimate_costs,
+                        export_decoder=export_decoder, decoder_precisions=("fp32", "int8-weight", "8da4w"),
                         no_cuda="LiteRT has no CUDA path in Python: skipped (time a .tflite on local, ssh://, adb or qemu-arm64)",
                         packages=("litert-torch", "litert-converter", "ai-edge-litert", "ai-edge-quantizer"),
                         loggers=("absl", "tensorflow", "litert_torch", "ai_edge_torch"))
