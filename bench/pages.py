@@ -4,7 +4,8 @@ Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME
 ``latest`` (the benchmark tables, bench/results/latest.json), ``zoo`` (the zoo table, bench/results/zoo.json),
 ``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json), ``transformer_speed``
 (bench/results/transformer_speed.json), ``cost`` (what `compress quantize` costs, bench/results/cost.json) and
-``fidelity_floors`` (int8 fidelity per output kind against the default floors, bench/results/fidelity_floors.json).
+``fidelity_floors`` (int8 fidelity per output kind against the default floors, bench/results/fidelity_floors.json)
+and ``lm`` (SmolLM2 through ONNX and the accuracy algorithms, bench/results/lm_onnx.json and lm_algorithms.json).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -82,8 +83,30 @@ def fidelity_floors_block() -> str:
     return page_table(json.loads((RESULTS / "fidelity_floors.json").read_text()))
 
 
+def lm_block() -> str:
+    """SmolLM2 through each LM route: ONNX files measured in onnxruntime (bench.lm_onnx) and the accuracy algorithms
+    in torch (bench.lm_algorithms), with the machine's load when they ran."""
+    onnx_run = json.loads((RESULTS / "lm_onnx.json").read_text())
+    algorithms = json.loads((RESULTS / "lm_algorithms.json").read_text())
+    lines = [f"ONNX files of {onnx_run['model']} in onnxruntime; reference: {onnx_run['reference']} (perplexity "
+             f"{onnx_run['reference_perplexity']}); text: {onnx_run['text']}; {onnx_run['timing']}; measured "
+             f"{onnx_run['date'][:10]} on {onnx_run['machine']['cpus']} CPUs, load {onnx_run['machine']['loadavg_1m_at_end']} "
+             "at the end (speeds on a loaded machine are rough).", "",
+             "| file | MB | perplexity change | top-1 agreement | decode tok/s (1 thread) | TTFT 128 tokens (1 thread) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {v['variant']} | {v['bytes'] / 1e6:.0f} | {v['ppl_increase_pct']:+.2f} % | {v['top1_agreement']:.3f} | "
+              f"{v['decode_tok_s_t1']:.1f} | {v['ttft_ms_128_t1']:.0f} ms |" for v in onnx_run["variants"]]
+    lines += ["", f"Weights rounded in torch (fake-quant) by each algorithm; reference: {algorithms['reference']}; "
+              f"{algorithms['text']['evaluation_windows']} x {algorithms['text']['tokens_per_window']} held-out tokens; "
+              f"measured {algorithms['date'][:10]}.", "",
+              "| variant | perplexity change | top-1 agreement | weight MB |", "|---|---|---|---|"]
+    lines += [f"| {v['variant']} | {v['perplexity_increase_pct']:+.2f} % | {v['top1_agreement']:.3f} | "
+              f"{v['weight_bytes'] / 1e6:.0f} |" for v in algorithms["variants"]]
+    return "\n".join(lines)
+
 BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block,
-          "transformer_speed": transformer_speed_block, "cost": cost_block, "fidelity_floors": fidelity_floors_block}
+          "transformer_speed": transformer_speed_block, "cost": cost_block, "fidelity_floors": fidelity_floors_block,
+          "lm": lm_block}
 
 
 def _pattern(name: str) -> re.Pattern:
