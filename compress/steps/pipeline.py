@@ -6,7 +6,7 @@ and written into report.json (shared/report-contract.md), report.md and report.h
 
 Example:
     >>> reference = measure_reference(handle, plan)
-    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", ["ptq:int8-static:minmax"], plan, reference, heads)
+    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", [Technique("ptq", precision="int8", scheme="static")], plan, reference, heads)
     >>> finish_report(run_dir, handle, plan, reference, [entry], GatePolicy())
 """
 from __future__ import annotations
