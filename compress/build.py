@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from compress.catalog import FP32_EXPORT, Technique
+
 FP32 = "fp32 export"                # the format's fp32 exporter
 QUANTIZER = "quantizer"             # the format's quantizer for the spec's precision (repaired when allowed)
 GRAPH = "converted graph writer"    # an int8 file written from a converted (QAT or PT2E PTQ) graph as it is
@@ -270,7 +272,7 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
     from compress.safety.rundir import staged
 
     if spec.source == FP32:
-        return _verify(spec, context, reference, spec.filename, "fp32", ["export:fp32"], name=spec.name)
+        return _verify(spec, context, reference, spec.filename, "fp32", [FP32_EXPORT], name=spec.name)
     if spec.source == DECODER:
         return _decoder_file(handle, spec, context, reference)
     if spec.source == GRAPH:
@@ -328,7 +330,7 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
         job = _job(handle, spec.format, change.precision or spec.precision, staged(context.run_dir, spec.filename),
                    located(context.run_dir, fp32_name), context, config.model_copy(update=change.update), exclude, reference)
         result = fmt.quantize(job)
-        techniques = list(result.techniques) + [f"keep-float:{layer}" for layer in exclude]
+        techniques = list(result.techniques) + [Technique("keep-float", layer=layer) for layer in exclude]
         return _verify(spec, context, reference, result.path.name, result.precision if not exclude else "mixed", techniques,
                        result.notes, result.float_ops, name=spec.name)
 

@@ -177,20 +177,143 @@ class QuantizeJob:
     output_kinds: list[str] | None = None
 
 
+@dataclass(frozen=True)
+class Technique:
+    """One technique applied to a model or file, built where it happens; ``label`` and ``as_dict()`` (the report.json
+    record) are derived from the fields, never parsed back.
+
+    ``kind`` (export, ptq, wq, cast, keep-float, prune, qat, distill, train, ...), ``precision`` with its ``scheme``
+    (static, dynamic, weight-only) or ``variant``, ``calibration``, ``per_channel``, ``reduce_range``, ``block_size``,
+    ``symmetric``, ``op_types``, ``layer``, ``method``, ``sparsity``, ``scope``, ``value``, ``settings`` (key=value
+    pairs, in order) and ``args`` (further words). ``written``: how the label spells the precision where it is not
+    ``{precision}-{scheme}`` (``int8-qdq``); it stays out of the record. ``Technique.named(label)`` wraps a plain
+    label (kind and words) for callers that have no fields to give.
+
+    Example:
+        >>> Technique("ptq", precision="int8", scheme="static", calibration="minmax", per_channel=True).label
+        'ptq:int8-static:minmax:per-channel'
+        >>> Technique("prune", method="l1-structured", sparsity=0.5, scope="layer", settings=(("finetune", 2),)).as_dict()
+        {'kind': 'prune', 'method': 'l1-structured', 'sparsity': 0.5, 'scope': 'layer', 'finetune': 2, 'label': 'prune:l1-structured:0.5:layer:finetune=2'}
+    """
+
+    kind: str
+    precision: str | None = None
+    scheme: str | None = None
+    variant: str | None = None
+    calibration: str | None = None
+    per_channel: bool | None = None
+    reduce_range: bool = False
+    block_size: int | None = None
+    symmetric: bool | None = None
+    op_types: tuple[str, ...] = ()
+    layer: str | None = None
+    method: str | None = None
+    sparsity: float | None = None
+    scope: str | None = None
+    value: float | None = None
+    settings: tuple[tuple[str, Any], ...] = ()
+    args: tuple[str, ...] = ()
+    written: str | None = None
+
+    @classmethod
+    def named(cls, label: str) -> "Technique":
+        """A record for a plain label: its kind and the words after it (``export:onnx:kv-cache``)."""
+        kind, *words = label.split(":")
+        return cls(kind, args=tuple(words))
+
+    @property
+    def label(self) -> str:
+        return ":".join([self.kind, *(text for text, _ in self._parts())])
+
+    def as_dict(self) -> dict:
+        record: dict = {"kind": self.kind}
+        for _, fields in self._parts():
+            for key, value in fields.items():
+                record[key] = [*record[key], *value] if key == "args" and key in record else value
+        return {**record, "label": self.label}
+
+    def _parts(self) -> list[tuple[str, dict]]:
+        """Each word of the label with the record fields it stands for, in label order."""
+        parts: list[tuple[str, dict]] = []
+        granularity = ([("per-channel" if self.per_channel else "per-tensor", {"per_channel": self.per_channel})]
+                       if self.per_channel is not None else [])
+        if self.method is not None:
+            parts.append((self.method, {"method": self.method}))
+        if self.precision is not None:
+            scheme = {"scheme": self.scheme} if self.scheme else {}
+            variant = {"variant": self.variant} if self.variant else {}
+            parts.append((self.written or self._precision_word(), {"precision": self.precision, **scheme, **variant}))
+        if self.scheme is None:  # the PT2E form puts the granularity first: ptq:int8:per-channel:minmax:pt2e
+            parts, granularity = parts + granularity, []
+        if self.calibration is not None:
+            parts.append((self.calibration, {"calibration": self.calibration}))
+        parts += granularity
+        if self.reduce_range:
+            parts.append(("reduce-range", {"reduce_range": True}))
+        if self.block_size is not None:
+            parts.append((f"block{self.block_size}", {"block_size": self.block_size}))
+        if self.symmetric is not None:
+            parts.append(("symmetric" if self.symmetric else "asymmetric", {"symmetric": self.symmetric}))
+        if self.op_types:
+            parts.append(("+".join(self.op_types), {"op_types": list(self.op_types)}))
+        for name, number in (("sparsity", self.sparsity), ("value", self.value)):
+            if number is not None:
+                parts.append((f"{number:g}", {name: _plain_number(number)}))
+        if self.scope is not None:
+            parts.append((self.scope, {"scope": self.scope}))
+        if self.layer is not None:
+            parts.append((self.layer, {"layer": self.layer}))
+        parts += [(f"{key}={_word(value)}", {key: _plain_number(value)}) for key, value in self.settings]
+        parts += [(word, {"args": [word]}) for word in self.args]
+        return parts
+
+    def _precision_word(self) -> str:
+        scheme = f"-{self.scheme}" if self.scheme in ("static", "dynamic") else ""
+        return f"{self.precision}{scheme}" + (f"-{self.variant}" if self.variant else "")
+
+
+FP32_EXPORT = Technique("export", precision="fp32")  # the float file every format writes first
+
+
+def technique_record(technique: "Technique | dict | str") -> dict:
+    """The report.json record of a technique: a record's dict, a dict read back from a file as it is, a plain label
+    through ``Technique.named``."""
+    if isinstance(technique, Technique):
+        return technique.as_dict()
+    return technique if isinstance(technique, dict) else Technique.named(technique).as_dict()
+
+
+def technique_label(technique: "Technique | dict | str") -> str:
+    """The one-line form of a record, a record read back from a file or a plain label (older files)."""
+    return technique if isinstance(technique, str) else technique["label"] if isinstance(technique, dict) else technique.label
+
+
+def _word(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _plain_number(value):
+    """A float as its label spells it (``4.0`` -> ``4``), so the record and the label agree."""
+    if not isinstance(value, float):
+        return value
+    text = f"{value:g}"
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 @dataclass
 class ExportResult:
     """What an exporter or quantizer wrote (ONNX, TFLite and .pte alike): the file, the precision it holds, its
-    technique labels, the weighted ops left in float (``{"op", "node", "layer", "reason", "count"}``) and notes;
+    technique records, the weighted ops left in float (``{"op", "node", "layer", "reason", "count"}``) and notes;
     ``coverage`` (.pte): ``{"delegated": {op: n}, "portable": {op: n}}``.
 
     Example:
-        >>> ExportResult(Path("model.int8.onnx"), "int8", ["ptq:int8-static:minmax:per-channel"]).float_ops
+        >>> ExportResult(Path("model.int8.onnx"), "int8", [Technique("cast", precision="fp16")]).float_ops
         []
     """
 
     path: Path
     precision: str
-    techniques: list[str]
+    techniques: list[Technique]
     float_ops: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     coverage: dict = field(default_factory=dict)
@@ -238,7 +361,7 @@ class ArtifactFormat:
     - ``files(path) -> [paths]``: every file the artifact consists of (default: the one file).
     - ``default``: produced when no ``--format`` is given.
     - ``write_qat(converted, path, float_handle) -> [float op]``: write a converted QAT graph as this format's int8
-      file (`compress qat --format`), the weighted ops left in float returned; ``qat_technique``: its export label.
+      file (`compress qat --format`), the weighted ops left in float returned; ``qat_technique``: its export record.
     - ``converted_ahead``: how the second process of `compress quantize` (compress.steps.ahead) converts it from the
       torch module beside the ONNX work; None: not converted there.
     - ``device_tool``: the runtime's own timing binary a remote target runs when it is on the device
@@ -266,7 +389,7 @@ class ArtifactFormat:
     files: Callable[[Path], list[Path]] = one_file
     default: bool = False
     write_qat: Callable | None = None
-    qat_technique: str | None = None
+    qat_technique: Technique | None = None
     converted_ahead: Conversion | None = None
     device_tool: str | None = None
     estimate_costs: Callable[[Path, int], dict] | None = None

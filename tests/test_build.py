@@ -22,13 +22,14 @@ def test_specs_name_the_files_each_command_writes():
         techniques = ["qat:int8"]
 
     spec = qat_spec(Trained(), QatConfig(weight_bits=4), "tflite")
-    assert (spec.name, spec.filename, spec.techniques[-1]) == ("qat-w4a8-per-channel-tflite", "model.qat-w4a8-per-channel.tflite", "export:int8-static-qdq")
+    assert (spec.name, spec.filename, spec.techniques[-1].label) == ("qat-w4a8-per-channel-tflite", "model.qat-w4a8-per-channel.tflite", "export:int8-static-qdq")
     assert spec.notes and "4-bit range" in spec.notes[0]
 
 
 def test_build_exports_verifies_and_measures_the_reference(zoo_checkpoint, tmp_path):
     """Without a reference, the first fp32 file's size becomes the reference's; each file is verified in its runtime."""
     from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, build
+    from compress.catalog import Technique
     from compress.loading.model import load_model
     from compress.steps.pipeline import heads_for
     from compress.passes.quantize import QuantizeConfig
@@ -37,12 +38,12 @@ def test_build_exports_verifies_and_measures_the_reference(zoo_checkpoint, tmp_p
     handle = load_model(zoo_checkpoint("linreg", epochs=1))
     _, plan = resolve_splits(handle, None)
     specs = [ArtifactSpec("onnx", "fp32", "base-onnx", "base.fp32.onnx", FP32),
-             ArtifactSpec("onnx", "int8", "small-onnx", "small.int8.onnx", QUANTIZER, ("prune:l1:0.5",))]
+             ArtifactSpec("onnx", "int8", "small-onnx", "small.int8.onnx", QUANTIZER, (Technique("prune", method="l1", sparsity=0.5),))]
     built = build(handle, specs, BuildContext(tmp_path, plan, heads_for(handle, plan), QuantizeConfig(), compressed_size=True))
     assert [(a["name"], a["path"], a["format"], a["verified_in"]) for a in built.artifacts] == [
         ("base-onnx", "base.fp32.onnx", "onnx", ["onnxruntime"]), ("small-onnx", "small.int8.onnx", "onnx", ["onnxruntime"])]
     assert built.reference.size_bytes == Path(tmp_path, "base.fp32.onnx").stat().st_size
-    assert built.artifacts[1]["techniques"][0]["label"] == "prune:l1:0.5" and "compressed_size_bytes" in built.artifacts[1]
+    assert built.artifacts[1]["techniques"][0] == {"kind": "prune", "method": "l1", "sparsity": 0.5, "label": "prune:l1:0.5"} and "compressed_size_bytes" in built.artifacts[1]
     assert built.preflight == []
 
 

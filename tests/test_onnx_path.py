@@ -132,7 +132,7 @@ def test_mnist_int8_keeps_accuracy_is_about_4x_smaller_and_really_int8(mnist):
     weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(weighted) == 5 and all(_weight_fed_by_dequantize(model, n) for n in weighted)
     assert result.precision == "int8" and result.float_ops == []
-    assert result.techniques == ["ptq:int8-static:minmax:per-channel" + (":reduce-range" if needs_reduce_range(cpu_int8_features()) else "")]
+    assert [t.label for t in result.techniques] == ["ptq:int8-static:minmax:per-channel" + (":reduce-range" if needs_reduce_range(cpu_int8_features()) else "")]
     assert any(note.startswith("reduce_range") for note in result.notes)
     again = quantize_onnx(mnist["fp32"], mnist["folder"] / "again.int8.onnx", "int8", splits.calibration(256))
     assert again.path.read_bytes() == result.path.read_bytes()
@@ -197,7 +197,7 @@ def test_transformer_fuses_attention_and_skip_layernorm_and_int8_of_the_fused_gr
     result = quantize_onnx(fused, tmp_path / "int8.onnx", "int8", transformer["splits"].calibration(128))
     ops = _ops(result.path)
     assert ops.count("QAttention") == 1 and ops.count("SkipLayerNormalization") == 2 and "Attention" not in ops
-    assert result.techniques[0] == "ptq:int8-dynamic:Attention" and result.float_ops == []
+    assert result.techniques[0].label == "ptq:int8-dynamic:Attention" and result.float_ops == []
     assert fidelity(expected, run_dataset(OrtRunner(result.path), test)[0])["top1_agreement"] >= 0.97
 
 
@@ -235,7 +235,7 @@ def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(t
     note = next(n for n in result.notes if n.startswith("int8 variant picked by timing on this CPU"))
     assert "static " in note and "dynamic MatMul/Gemm " in note and "fused" not in note  # two quantizations, not four
     assert note.count("(kept)") == 1 and result.path == job.out and result.path.is_file()
-    fused = result.techniques[0].startswith("graph-fusion:")  # when the fp32 file is the fused graph
+    fused = result.techniques[0].kind == "graph-fusion"  # when the fp32 file is the fused graph
     assert ("SkipLayerNormalization" in _ops(result.path)) == fused
     expected = _torch_outputs(transformer["handle"], splits.test)
     assert fidelity(expected, run_dataset(OrtRunner(result.path), splits.test)[0])["top1_agreement"] >= 0.97
@@ -263,8 +263,8 @@ def test_lstm_int8_really_quantizes_the_lstm_and_shrinks_the_file(lstm):
     result = quantize_onnx(lstm["fp32"], lstm["fp32"].with_name("model.int8.onnx"), "int8", splits.calibration(256))
     ops = _ops(result.path)
     assert "LSTM" not in ops and ops.count("DynamicQuantizeLSTM") == 1
-    assert result.precision == "mixed" and result.techniques[0] == "ptq:int8-dynamic:LSTM"
-    assert result.techniques[1].startswith("ptq:int8-static:minmax") and result.float_ops == []
+    assert result.precision == "mixed" and result.techniques[0].label == "ptq:int8-dynamic:LSTM"
+    assert result.techniques[1].label.startswith("ptq:int8-static:minmax") and result.float_ops == []
     model = onnx.load(str(result.path))
     head = next(n for n in model.graph.node if n.op_type == "MatMul")  # the Linear head, rewritten from Gemm
     assert _weight_fed_by_dequantize(model, head)
@@ -438,5 +438,5 @@ def test_the_int8_pick_on_a_fused_fp32_graph_records_the_fusion(transformer, tmp
     onnx.save(fuse_transformer(onnx.load(str(transformer["fp32"]))).model, str(fused))  # as when the fusions paid in fp32
     job = QuantizeJob(transformer["handle"], "int8", tmp_path / "model.int8.onnx", fused, transformer["splits"].calibration(64))
     result = get_format("onnx").quantize(job)
-    assert result.techniques[0] == "graph-fusion:Attention=1:SkipLayerNormalization=2"
+    assert result.techniques[0].label == "graph-fusion:Attention=1:SkipLayerNormalization=2"
     assert "SkipLayerNormalization" in _ops(result.path)

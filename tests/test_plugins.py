@@ -11,6 +11,7 @@ import torch
 from onnx import numpy_helper
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.catalog import Technique
 from compress.passes.registry import register_pass, unregister_pass
 from compress.recipe import RecipeError, parse_recipe, recipe_json_schema
 from compress.recipe.run import run_recipe
@@ -42,7 +43,7 @@ def round_weights(handle, config: RoundConfig, splits):
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.copy_(torch.round(parameter, decimals=config.decimals))
-    rounded = handle.with_module(module, f"round:{config.decimals}")
+    rounded = handle.with_module(module, Technique("round", value=config.decimals))
     return replace(rounded, metrics={**handle.metrics, "round": {"decimals": config.decimals}})
 
 
@@ -68,7 +69,7 @@ def test_a_registered_pass_and_target_run_from_a_recipe(plugins, zoo_checkpoint,
 
     result = run_recipe(recipe)
     (artifact,) = result.report["artifacts"]
-    assert artifact["techniques"][0]["label"] == "round:1"
+    assert artifact["techniques"][0] == {"kind": "round", "value": 1, "label": "round:1"}
     assert [e["target"] for e in artifact["latency"] if e["target"] == "toy-cpu"] == ["toy-cpu"]
     assert result.report["stages"][0] == {**result.report["stages"][0], "kind": "round", "metrics": {"decimals": 1}}
     weights = [numpy_helper.to_array(t) for t in onnx.load(result.run_dir / artifact["path"]).graph.initializer if t.dims]

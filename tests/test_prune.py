@@ -98,7 +98,7 @@ def test_pruned_model_pt2_chains_without_data(structured_run):
     run_dir, report = structured_run
     handle = load_model(run_dir / "model.pt2")
     assert handle.dataset["name"] == "digits28" and handle.input_spec.names == ["image"]
-    assert handle.techniques == ["prune:l1-structured:0.5:layer:finetune=2"]
+    assert [(t["label"], t["sparsity"]) for t in handle.techniques] == [("prune:l1-structured:0.5:layer:finetune=2", 0.5)]
     params = sum(p.numel() for p in handle.module.parameters())
     assert params == report["prune"]["params_after"]
 

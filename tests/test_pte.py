@@ -50,7 +50,7 @@ def test_fp32_pte_matches_torch_at_any_batch(mnist):
     from compress.backends.pte.session import ExecuTorchRunner
 
     handle, splits, fp32, _, reference = mnist
-    assert fp32.precision == "fp32" and fp32.techniques == ["export:executorch:xnnpack"] and fp32.float_ops == []
+    assert fp32.precision == "fp32" and [t.label for t in fp32.techniques] == ["export:executorch:xnnpack"] and fp32.float_ops == []
     assert fp32.coverage["portable"] == {} and fp32.coverage["delegated"]["convolution"] == 3
     runner = ExecuTorchRunner(fp32.path, threads=1)
     assert runner.name == "executorch" and runner.input_names == ["input_0"] and runner.fixed_batch == 1
@@ -72,7 +72,7 @@ def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_
     handle, splits, fp32, int8, reference = mnist
     assert int8.precision == "int8"
     # per-tensor scales are as faithful on mnist_cnn, and 4.6 KB smaller: the choice and its evidence are noted
-    assert int8.techniques == ["export:executorch:xnnpack", "ptq:int8-static:minmax:per-tensor"]
+    assert [t.label for t in int8.techniques] == ["export:executorch:xnnpack", "ptq:int8-static:minmax:per-tensor"]
     assert any(note.startswith("weight scales per tensor: as faithful to fp32 as per channel (SQNR") for note in int8.notes)
     assert int8.float_ops == [] and int8.coverage["portable"] == {}
     assert {"convolution", "linear"} <= set(int8.coverage["delegated"])
@@ -114,10 +114,10 @@ def test_per_channel_scales_are_kept_when_per_tensor_loses_fidelity(tmp_path):
     spec = InputSpec((TensorSpec("x", (-1, 16)),))
     handle = ModelHandle(UnevenChannels().eval(), spec, "mem", "pickle", "")
     result = export_pte(handle, tmp_path / "uneven.pte", "int8", spec.random_dataset(128, 0))
-    assert result.techniques[-1] == "ptq:int8-static:minmax:per-channel"
+    assert result.techniques[-1].label == "ptq:int8-static:minmax:per-channel" and result.techniques[-1].per_channel
     assert any(note.startswith("weight scales per channel: per tensor is less faithful to fp32") for note in result.notes)
     tensor = export_pte(handle, tmp_path / "uneven.tensor.pte", "int8", spec.random_dataset(128, 0), per_channel=False)
-    assert tensor.techniques[-1] == "ptq:int8-static:minmax:per-tensor"   # asked per tensor: no comparison, no note
+    assert tensor.techniques[-1].label == "ptq:int8-static:minmax:per-tensor"   # asked per tensor: no comparison, no note
     assert not any(note.startswith("weight scales") for note in tensor.notes)
 
 
@@ -207,7 +207,7 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
 
     handle, splits, _, _, reference = mnist
     kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), calibration="percentile", exclude=["classifier.3"])
-    assert kept.precision == "mixed" and kept.techniques[-1] == "ptq:int8-static:percentile:per-tensor"  # as faithful, smaller
+    assert kept.precision == "mixed" and kept.techniques[-1].label == "ptq:int8-static:percentile:per-tensor"  # as faithful, smaller
     assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
         ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]
     labels = splits.test.y[0]

@@ -54,7 +54,7 @@ def mnist(zoo_checkpoint, tmp_path_factory):
 
 def test_fp32_matches_torch_at_any_batch(mnist):
     handle, splits, fp32, _, reference = mnist
-    assert fp32.precision == "fp32" and fp32.techniques == ["export:fp32"] and fp32.float_ops == []
+    assert fp32.precision == "fp32" and [t.label for t in fp32.techniques] == ["export:fp32"] and fp32.float_ops == []
     runner = open_runner(fp32.path, threads=1)
     assert isinstance(runner, LiteRTRunner) and runner.name == "litert" and runner.input_names == ["args_0"]
     outputs = run_dataset(runner, splits.test, batch_size=64)[0]
@@ -68,7 +68,7 @@ def test_fp32_matches_torch_at_any_batch(mnist):
 
 def test_int8_is_full_integer_small_accurate_and_reproducible(mnist, tmp_path):
     handle, splits, fp32, int8, reference = mnist
-    assert int8.precision == "int8" and int8.techniques == ["ptq:int8-static:minmax:per-channel"] and int8.float_ops == []
+    assert int8.precision == "int8" and [t.label for t in int8.techniques] == ["ptq:int8-static:minmax:per-channel"] and int8.float_ops == []
     outputs = run_dataset(LiteRTRunner(int8.path), splits.test)[0]
     loss = _accuracy(reference, splits.test.y[0]) - _accuracy(outputs, splits.test.y[0])
     assert loss <= 0.005
@@ -85,7 +85,7 @@ def test_int8_is_full_integer_small_accurate_and_reproducible(mnist, tmp_path):
 def test_fp16_halves_the_file(mnist, tmp_path):
     handle, splits, fp32, _, reference = mnist
     fp16 = export_tflite(handle, tmp_path / "model.fp16.tflite", "fp16")
-    assert fp16.precision == "fp16" and "cast:fp16-weights" in fp16.techniques
+    assert fp16.precision == "fp16" and "cast:fp16-weights" in [t.label for t in fp16.techniques]
     assert fp16.path.stat().st_size < 0.55 * fp32.path.stat().st_size
     assert any(d["dtype"] == np.float16 for d in _tensors(fp16.path))
     outputs = run_dataset(LiteRTRunner(fp16.path), splits.test)[0]
@@ -100,7 +100,7 @@ def test_fp16_halves_the_file(mnist, tmp_path):
 def test_weight_quantized_precisions(mnist, tmp_path, precision, per_channel, smaller_than):
     handle, splits, fp32, _, reference = mnist
     result = export_tflite(handle, tmp_path / f"model.{precision}.tflite", precision, per_channel=per_channel)
-    assert result.precision == precision and result.techniques[0] == "export:fp32"
+    assert result.precision == precision and result.techniques[0].label == "export:fp32"
     assert result.path.stat().st_size < smaller_than * fp32.path.stat().st_size
     outputs = run_dataset(LiteRTRunner(result.path), splits.test)[0]
     assert _accuracy(reference, splits.test.y[0]) - _accuracy(outputs, splits.test.y[0]) <= 0.01
@@ -130,7 +130,7 @@ def test_lstm_int8_is_smaller_and_accurate(zoo_checkpoint, tmp_path):
     fp32 = export_tflite(handle, tmp_path / "lstm.fp32.tflite", "fp32")
     int8 = export_tflite(handle, tmp_path / "lstm.int8.tflite", "int8", splits.calibration(256))
     assert int8.precision == "mixed"
-    assert int8.techniques == ["ptq:int8-static:minmax:per-channel", "ptq:int8-dynamic:per-channel"]
+    assert [t.label for t in int8.techniques] == ["ptq:int8-static:minmax:per-channel", "ptq:int8-dynamic:per-channel"]
     assert int8.path.stat().st_size < 0.65 * fp32.path.stat().st_size  # measured 0.61: the unrolled graph itself stays
     assert _int8_weight_for(_tensors(int8.path), handle.module.lstm.weight_hh_l0)
     assert any("dynamic-range" in note and "lstm" in note for note in int8.notes)

@@ -39,6 +39,7 @@ from compress.loading.model_file import check_model_file
 from compress.loading.spec import InputSpec
 from compress.zoo.checkpoint import build_from_checkpoint, is_zoo_checkpoint
 from compress.zoo.registry import ZOO
+from compress.catalog import Technique, technique_record
 
 # Optional JSON inside a .pt2 (torch.export.save extra_files): {"input_spec", "dataset", "techniques"}, written by
 # compress when it saves an intermediate model (e.g. `compress prune`), so a chained command needs no --data.
@@ -58,12 +59,12 @@ class ModelHandle:
     dataset: dict | None = None          # {"name", "split_seed"} for zoo checkpoints
     arch: dict | None = None             # {"name", "config"} when the architecture is known
     onnx_path: str | None = None         # set for .onnx sources
-    techniques: list[str] = field(default_factory=list)
+    techniques: list[Technique | dict | str] = field(default_factory=list)  # dicts/labels: read back from files
     metrics: dict = field(default_factory=dict)
     original: dict | None = None         # {"source", "sha256", "dataset", "metrics"} of the model before the first pass
     output_kinds: dict[str, str] = field(default_factory=dict)  # declared kinds by output name (--output-kind)
 
-    def with_module(self, module: nn.Module, technique: str) -> "ModelHandle":
+    def with_module(self, module: nn.Module, technique: Technique | dict | str) -> "ModelHandle":
         """The handle of a transformed model: same provenance, one more technique."""
         return replace(self, module=module, techniques=[*self.techniques, technique])
 
@@ -474,7 +475,7 @@ def save_program(handle, path: Path, original: dict | None = None) -> Path:
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = tuple({axis: batch} for axis in handle.input_spec.input_axes)
     program = torch.export.export(handle.module, example, dynamic_shapes=dims, strict=False)
-    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": handle.techniques,
+    meta = {"input_spec": handle.input_spec.to_list(), "dataset": handle.dataset, "techniques": [technique_record(t) for t in handle.techniques],
             "original": original or handle.original}
     buffer = io.BytesIO()  # torch.export.save warns about a temporary name not ending in .pt2
     torch.export.save(program, buffer, extra_files={PROGRAM_METADATA: dumps(meta, indent=None)})

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.nn import functional as F
 
+from compress.catalog import Technique
 from compress.data import Dataset, Head, Splits
 from compress.errors import UsageError
 from compress.loading.model import ModelHandle
@@ -63,9 +64,11 @@ class DistillConfig(BaseModel):
         parse_student(value)
         return value
 
-    def technique(self) -> str:
-        feats = f":features={len(self.features)}" if self.features else ""
-        return f"distill:kd:T={self.temperature:g}:alpha={self.alpha:g}:student={self.student}{feats}"
+    def technique(self) -> Technique:
+        """Labelled e.g. ``distill:kd:T=4:alpha=0.7:student=mnist_cnn:width=0.45``."""
+        feats = (("features", len(self.features)),) if self.features else ()
+        return Technique("distill", method="kd", settings=(("T", self.temperature), ("alpha", self.alpha),
+                                                            *student_settings(self.student), *feats))
 
 
 def parse_student(spec: str) -> tuple[str, dict]:
@@ -97,6 +100,12 @@ def parse_student(spec: str) -> tuple[str, dict]:
         except yaml.YAMLError:
             raise ValueError(f"bad student option {pair!r} in {spec!r}: the value is not valid YAML") from None
     return arch, kwargs
+
+
+def student_settings(spec: str) -> tuple[tuple[str, object], ...]:
+    """The student as technique settings: ``mnist_cnn:width=0.25`` -> (("student", "mnist_cnn"), ("width", 0.25))."""
+    arch, options = parse_student(spec)
+    return (("student", arch), *options.items())
 
 
 def build_student(spec: str, seed: int = 0) -> tuple[nn.Module, dict]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.catalog import FP32_EXPORT, Technique, technique_label
 from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, resolve_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir, staged
@@ -25,7 +26,7 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     """
     from dataclasses import replace
 
-    from compress.passes.distill import distill
+    from compress.passes.distill import distill, student_settings
     from compress.steps.pipeline import finish_report, heads_for, measure_reference
 
     clock = PhaseClock()
@@ -50,19 +51,19 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     if staged(run_dir, "teacher.fp32.onnx").exists():
         from compress.steps.pipeline import verify_artifact
 
-        teacher_entries.append(verify_artifact(run_dir, "teacher.fp32.onnx", "fp32", ["export:fp32"], plan, reference, heads,
+        teacher_entries.append(verify_artifact(run_dir, "teacher.fp32.onnx", "fp32", [FP32_EXPORT], plan, reference, heads,
                                                name="teacher-fp32-onnx", bench=bench, notes=["the teacher, for comparison"]))
     artifacts = teacher_entries + export_verified(student, run_dir, "student", list(formats), int8, plan, reference, heads, bench,
                                                   seed=config.seed, step=step)
     if result.baseline is not None:
-        twin = replace(teacher, module=result.baseline, onnx_path=None, techniques=[f"train:no-kd:student={config.student}"])
+        twin = replace(teacher, module=result.baseline, onnx_path=None, techniques=[Technique("train", method="no-kd", settings=student_settings(config.student))])
         artifacts += export_verified(twin, run_dir, "no-kd", list(formats), False, plan, reference, heads, bench,
                                      prefix="no-kd-", seed=config.seed, step=step)
     compare_latency(artifacts, "teacher-")
     summary = dict(result.summary)
     summary["runtime_check"] = _runtime_verdict(artifacts)
     extra = {"command": "distill", "config": config.model_dump(mode="json"), "distill": summary,
-             "chain": {"model": student_file.name, "techniques": student.techniques}, "timings": clock.record()}
+             "chain": {"model": student_file.name, "techniques": [technique_label(t) for t in student.techniques]}, "timings": clock.record()}
     return finish_report(run_dir, teacher, plan, reference, artifacts, policy, extra)
 
 
@@ -81,7 +82,7 @@ def _save_student(student, run_dir: Path, split_seed: int, seed: int) -> Path:
     if student.arch and student.arch["name"] in ZOO and (student.dataset or {}).get("name") == ZOO[student.arch["name"]].dataset:
         metrics = {"task": summary["student"]["test"], "split": "test", "distilled": True}
         return save_checkpoint(run_dir / "student.pt", student.arch["name"], student.arch["config"], student.module, split_seed,
-                               metrics, extra={"techniques": student.techniques})
+                               metrics, extra={"techniques": [technique_label(t) for t in student.techniques]})
     return save_program(student, run_dir / "student.pt2")
 
 

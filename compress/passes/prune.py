@@ -38,6 +38,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from compress.catalog import Technique
 from compress.data import Splits
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.loading.model import ModelHandle
@@ -118,11 +119,12 @@ class PruneConfig(BaseModel):
     def structured(self) -> bool:
         return self.method in STRUCTURED
 
-    def technique(self) -> str:
-        """The string recorded in ``ModelHandle.techniques``, e.g. ``prune:l1-structured:0.5:layer:finetune=3``."""
-        target = f"{self.n_m_sparsity:g}" if self.n_m else f"{self.sparsity:g}:{self.scope}"
-        tuned = f":finetune={self.finetune_epochs}" if self.finetune_epochs else ""
-        return f"prune:{self.method}:{target}{tuned}"
+    def technique(self) -> Technique:
+        """The record kept in ``ModelHandle.techniques``, labelled e.g. ``prune:l1-structured:0.5:layer:finetune=3``."""
+        tuned = (("finetune", self.finetune_epochs),) if self.finetune_epochs else ()
+        if self.n_m:
+            return Technique("prune", method=self.method, sparsity=self.n_m_sparsity, settings=tuned)
+        return Technique("prune", method=self.method, sparsity=self.sparsity, scope=self.scope, settings=tuned)
 
 
 def apply(handle: ModelHandle, config: PruneConfig, data: Splits | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.catalog import FP32_EXPORT, technique_label
 from compress.passes.workflow_common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir, staged
@@ -45,7 +46,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     step("saving model.pt2 (for chaining)")
     save_program(pruned, run_dir / "model.pt2", original=original_record(handle, plan, reference))
     for fmt in formats:
-        entry = verify_artifact(run_dir, f"dense.fp32.{fmt}", "fp32", ["export:fp32"], plan, reference, heads,
+        entry = verify_artifact(run_dir, f"dense.fp32.{fmt}", "fp32", [FP32_EXPORT], plan, reference, heads,
                                 name=f"dense-fp32-{fmt}", bench=bench, notes=["the unpruned model, for comparison"])
         entry["compressed_size_bytes"] = compressed_size(run_dir / entry["path"])
         artifacts.append(entry)
@@ -54,7 +55,7 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     _size_notes(artifacts, config)
     compare_latency(artifacts, "dense-")
     extra = {"command": "prune", "config": config.model_dump(mode="json"), "prune": summary,
-             "chain": {"model": "model.pt2", "techniques": pruned.techniques}, "timings": clock.record()}
+             "chain": {"model": "model.pt2", "techniques": [technique_label(t) for t in pruned.techniques]}, "timings": clock.record()}
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 

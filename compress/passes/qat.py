@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from compress.compat import litert_qat_annotation_fix
+from compress.catalog import Technique
 from compress.data import Dataset, Splits
 from compress.errors import UsageError
 from compress.loading.model import ModelHandle
@@ -92,11 +93,15 @@ class QatConfig(BaseModel):
 
     def scheme(self) -> str:
         """``int8`` or e.g. ``w4a8``, plus the weight granularity."""
-        bits = "int8" if self.weight_bits == 8 else f"w{self.weight_bits}a8"
-        return f"{bits}:{'per-channel' if self.per_channel else 'per-tensor'}"
+        return f"{self.bits()}:{'per-channel' if self.per_channel else 'per-tensor'}"
 
-    def technique(self) -> str:
-        return f"qat:{self.scheme()}:epochs={self.epochs}"
+    def technique(self) -> Technique:
+        """Labelled e.g. ``qat:int8:per-channel:epochs=3``."""
+        return Technique("qat", precision=self.bits(), per_channel=self.per_channel, settings=(("epochs", self.epochs),))
+
+    def bits(self) -> str:
+        """``int8``, or e.g. ``w4a8`` for 4-bit weights."""
+        return "int8" if self.weight_bits == 8 else f"w{self.weight_bits}a8"
 
 
 def quantizer(config: QatConfig, qat: bool = True):
@@ -168,7 +173,8 @@ def ptq(handle: ModelHandle, config: QatConfig, calibration: Dataset) -> ModelHa
             prepared(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
     converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
     set_mode(converted, False)
-    return handle.with_module(converted, f"ptq:{config.scheme()}:minmax:pt2e")
+    return handle.with_module(converted, Technique("ptq", precision=config.bits(), per_channel=config.per_channel,
+                                                   calibration="minmax", args=("pt2e",)))
 
 
 def is_quantized(module: nn.Module | None) -> bool:
@@ -183,7 +189,9 @@ def export_int8_onnx(handle: ModelHandle, path: str | Path) -> Path:
     from compress.backends.onnx.export import export_onnx
 
     _require_quantized(handle)
-    return export_onnx(handle.with_module(_weights_folded(handle.module), "export:int8-qdq"), path)
+    from compress.catalog import get
+
+    return export_onnx(handle.with_module(_weights_folded(handle.module), get("onnx").qat_technique), path)
 
 
 def export_int8_pte(handle: ModelHandle, path: str | Path):

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compress.catalog import technique_label, technique_record
 from compress.errors import UsageError
 from compress.limits import MAX_BATCH, MAX_RUNS, MAX_THREADS
 from compress.loading.model import ModelHandle
@@ -82,7 +83,7 @@ def _quantize(context: StageContext, qconfig) -> dict:
 
     result = quantize(context.handle, qconfig, context.recipe.data.name, context.folder, reference=context.reference)
     for entry in result.report["artifacts"]:
-        entry["techniques"] = [*context.handle.techniques, *entry["techniques"]]
+        entry["techniques"] = [*map(technique_record, context.handle.techniques), *entry["techniques"]]
     return {"artifacts": result.report["artifacts"], "preflight": result.report.get("preflight", []),
             "refused": result.report.get("refused", [])}
 
@@ -117,7 +118,7 @@ def evaluate_stage(context: StageContext, config: EvaluateConfig) -> dict:
 
     handle, data = context.handle, context.plan.test if config.split == "test" else None
     metrics = task_metrics(data.heads, predict(handle.module, data), data.y) if data is not None and handle.module is not None else None
-    return {"metrics": metrics, "techniques": handle.techniques}
+    return {"metrics": metrics, "techniques": [technique_label(t) for t in handle.techniques]}
 
 
 def benchmark_stage(context: StageContext, config: BenchmarkConfig) -> dict:

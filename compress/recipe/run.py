@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from compress.catalog import technique_label, technique_record
 from compress.data.plan import plan_data
 from compress.passes.epochs import epoch_info
 from compress.safety.io import copy_atomic, sha256_file, write_json_atomic
@@ -60,7 +61,7 @@ def _save_module(handle: ModelHandle, path: Path) -> None:
     save_program(handle, path)
 
 
-def _load_module(handle: ModelHandle, path: Path, technique: str) -> ModelHandle:
+def _load_module(handle: ModelHandle, path: Path, technique: dict | str) -> ModelHandle:
     """A stage's own model.pt2 (its sha256 already checked); never trusted with pickles: compress writes none."""
     from compress.loading.model import load_program
 
@@ -115,12 +116,12 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
             files = (["model.pt2"] if stage.produces == "model" else []) + [a["path"] for a in record.get("artifacts", [])]
             record = cache.finish(folder, record, files)
         if stage.produces == "model":
-            handle = _load_module(handle, folder / "model.pt2", record["technique"])
+            handle = _load_module(handle, folder / "model.pt2", record.get("record", record["technique"]))  # older markers: the label
         for entry in record.get("artifacts", []):
             copy_atomic(folder / entry["path"], run_dir / entry["path"])
             artifacts = [a for a in artifacts if a["name"] != entry["name"]] + [entry]
         stage_log.append({"index": index, "kind": kind, "key": key, "reused": f"{index}:{kind}" in reused,
-                          **{k: v for k, v in record.items() if k not in ("artifacts", "files")}})
+                          **{k: v for k, v in record.items() if k not in ("artifacts", "files", "record")}})
         previous = key
 
     step("gates")
@@ -147,7 +148,8 @@ def _run_stage(stage, config, context: StageContext, on_epoch: Callable[[dict], 
         recipe = context.recipe
         new = stage.run(context.handle, config, model_splits(context.handle, recipe.data.name, recipe.seed), on_epoch=on_epoch)
         _save_module(new, context.folder / "model.pt2")
-        return {"technique": new.techniques[-1], "metrics": new.metrics.get(stage.name, {})}
+        return {"technique": technique_label(new.techniques[-1]), "record": technique_record(new.techniques[-1]),
+                "metrics": new.metrics.get(stage.name, {})}
     return stage.run(context, config)
 
 

@@ -220,7 +220,7 @@ class Latency(Open):
 
 
 class Technique(Open):
-    """One technique applied to an artifact (compress.report.techniques): ``label`` is its one-line form, the other
+    """One technique applied to an artifact (compress.catalog.Technique.as_dict): ``label`` is its one-line form, the other
     fields spell it out (precision, scheme, calibration, per_channel...)."""
 
     kind: str

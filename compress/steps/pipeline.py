@@ -6,7 +6,7 @@ and written into report.json (shared/report-contract.md), report.md and report.h
 
 Example:
     >>> reference = measure_reference(handle, plan)
-    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", ["ptq:int8-static:minmax"], plan, reference, heads)
+    >>> entry = verify_artifact(run_dir, "model.int8.onnx", "int8", [Technique("ptq", precision="int8", scheme="static")], plan, reference, heads)
     >>> finish_report(run_dir, handle, plan, reference, [entry], GatePolicy())
 """
 from __future__ import annotations
@@ -23,11 +23,10 @@ from compress.data.evaluate import degradation, fidelity, task_metrics
 from compress.data.labels import fit_labels
 from compress.steps.gates import GatePolicy
 from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, output_names
-from compress.catalog import artifact_files, artifact_sha256, artifact_size, format_of
+from compress.catalog import artifact_files, artifact_sha256, artifact_size, format_of, technique_record
 from compress.safety.io import disk_full_cause
 from compress.loading.model import ModelHandle
 from compress.report import new_report, write_report
-from compress.report.techniques import technique_records
 from compress.runtimes import open_runner, run_dataset
 
 
@@ -149,7 +148,7 @@ def verify_artifact(
     run_dir: Path,
     filename: str,
     precision: str,
-    techniques: list[str | dict],
+    techniques: list,
     plan: DataPlan,
     reference: Reference,
     heads,
@@ -176,7 +175,7 @@ def verify_artifact(
             os.replace(run_dir / part, staged(run_dir, part))
     fmt = fmt or format_of(path).name
     entry = {"name": name or f"{precision}-{fmt}", "path": filename,
-             "format": fmt, "precision": precision, "techniques": technique_records(techniques),
+             "format": fmt, "precision": precision, "techniques": [technique_record(t) for t in techniques],
              "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
              "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
              "float_ops": float_ops or [], "notes": notes or []}
@@ -217,7 +216,7 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
-        artifact["techniques"] = technique_records(artifact["techniques"])
+        artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
     report["artifacts"] = artifacts
     gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
     report["gates"] = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.steps.pipeline import Reference
-from compress.report.techniques import labels
+from compress.catalog import technique_label
 
 
 @dataclass
@@ -84,7 +84,7 @@ def run_trial(spec: TrialSpec) -> dict:
             "floor_gap": 1 - min(floor_margin(o)[0] for o in unlabelled) if unlabelled else None,
             "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": timing.get("p50_ms"),
             "measured_on": timing.get("measured_on"), "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
-            "techniques": labels([*handle.techniques, *artifact["techniques"]]), "sha256": artifact["sha256"]}
+            "techniques": [technique_label(t) for t in [*handle.techniques, *artifact["techniques"]]], "sha256": artifact["sha256"]}
 
 
 def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:

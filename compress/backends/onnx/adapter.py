@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
+from compress.catalog import Technique
 from compress.backends.registry import ArtifactFormat, QuantizeJob
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
@@ -101,6 +102,6 @@ def export_decoder(module, out: Path, precision: str, *, max_context: int, block
 
 FORMAT = ArtifactFormat("onnx", (".onnx",), ("onnxruntime",), quantizers=dict.fromkeys(PRECISIONS, quantize), export_fp32=export_fp32,
                         preflight=preflight, float_ops=float_ops, calibrates_with="onnxruntime", quantizes_fp32_file=True,
-                        default=True, write_qat=write_qat, qat_technique="export:int8-qdq", estimate_costs=estimate_costs,
+                        default=True, write_qat=write_qat, qat_technique=Technique("export", precision="int8", scheme="static", written="int8-qdq"), estimate_costs=estimate_costs,
                         export_decoder=export_decoder, decoder_precisions=("fp32", "int8-weight", "int4-weight", "8da4w"),
                         packages=("onnx", "onnxscript", "onnx-ir", "onnxruntime"), loggers=("onnxscript", "onnxruntime"))

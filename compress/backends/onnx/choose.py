@@ -32,6 +32,7 @@ from compress.steps.benchmark import TARGET_HALF_WIDTH, interleaved_samples
 from compress.errors import CompressError, first_line
 from compress.backends.faithful import FIDELITY_SAMPLES, as_faithful, first_batches, output_fidelity
 from compress.backends.onnx.fusions import FUSED_OPS, fuse_transformer, has_transformer_patterns
+from compress.catalog import Technique
 from compress.safety.io import atomic_path
 
 RUNS = 30                  # timed runs per candidate at most (interleaved, batch 1)
@@ -113,7 +114,7 @@ def quantize_fastest_int8(fp32: Path, out: Path, quantize: Callable, fidelity_in
     result = chosen.result
     result.path = Path(out)
     if fused_ops:
-        result.techniques.insert(0, ":".join(["graph-fusion", *(f"{op}={n}" for op, n in sorted(fused_ops.items()))]))
+        result.techniques.insert(0, Technique("graph-fusion", settings=tuple(sorted(fused_ops.items()))))
     listed = ", ".join([*(f"{c.label} {c.p50_ms:.2f} ms" + (" (kept)" if c is chosen else "") for c in candidates), *failed])
     result.notes.append(f"int8 variant picked by timing on this CPU ({HOW}; fidelity vs fp32 on "
                         f"{min(FIDELITY_SAMPLES, fidelity_inputs.size)} calibration samples): {listed}")

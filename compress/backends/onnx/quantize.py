@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.catalog import ExportResult
+from compress.catalog import ExportResult, Technique
 from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.backends.onnx.cpu_features import cpu_int8_features, needs_reduce_range
@@ -235,7 +235,7 @@ def _worst_fidelity(reference: list[np.ndarray], outputs: list[np.ndarray]) -> d
 
 
 def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_channel, reduce_range, excluded, only=None,
-                 dynamic_op_types: tuple[str, ...] = ()) -> list[str]:
+                 dynamic_op_types: tuple[str, ...] = ()) -> list[Technique]:
     """Static QDQ for the covered ops. LSTMs and fused Attention (no static kernels) and ``dynamic_op_types`` are first
     quantized dynamically.
 
@@ -257,7 +257,7 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
         op_types = sorted({"MatMul" if op == "Gemm" else op for op in chosen.values()})  # Gemms are MatMuls by now
         _quantize_dynamic(base, source, per_channel, reduce_range, excluded, op_types=op_types, only=list(chosen))
         _rename_dynamic_quantizers(source)
-        techniques.append(f"ptq:int8-dynamic:{'+'.join(k for k in kinds if k in chosen.values())}")
+        techniques.append(Technique("ptq", precision="int8", scheme="dynamic", op_types=tuple(k for k in kinds if k in chosen.values())))
     if static_only == []:
         shutil.copyfile(source, out)
         return techniques
@@ -266,7 +266,8 @@ def _static_int8(fp32_path, model, out, work, calib_data, calibration, per_chann
     covered = source == Path(fp32_path) or calibrated_tensors(onnx.load(str(source))) <= calibrated_tensors(model)
     ranges = calibrate(Path(fp32_path) if covered else base, calib_data, calibration, work)
     _quantize_static(source, out, per_channel, reduce_range, excluded, ranges, only=static_only)
-    return [*techniques, f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+    return [*techniques, Technique("ptq", precision="int8", scheme="static", calibration=calibration, per_channel=per_channel,
+                                   reduce_range=reduce_range)]
 
 
 def _rename_dynamic_quantizers(path: Path) -> None:
@@ -354,11 +355,11 @@ def _quantize_static(source, out, per_channel, reduce_range, excluded, ranges: P
         raise EnvironmentFailure(f"onnxruntime static quantization failed: {first_line(exc)}") from None
 
 
-def _dynamic_int8(model, out, work, per_channel, reduce_range, excluded) -> list[str]:
+def _dynamic_int8(model, out, work, per_channel, reduce_range, excluded) -> list[Technique]:
     prepared = work / "matmul.onnx"
     onnx.save(gemm_to_matmul(model), str(prepared))
     _quantize_dynamic(prepared, out, per_channel, reduce_range, excluded, op_types=None)
-    return [f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}" + (":reduce-range" if reduce_range else "")]
+    return [Technique("ptq", precision="int8", scheme="dynamic", per_channel=per_channel, reduce_range=reduce_range)]
 
 
 def _quantize_dynamic(source, out, per_channel, reduce_range, excluded, op_types, only=None) -> None:
@@ -372,16 +373,16 @@ def _quantize_dynamic(source, out, per_channel, reduce_range, excluded, op_types
         raise EnvironmentFailure(f"onnxruntime dynamic quantization failed: {first_line(exc)}") from None
 
 
-def _fp16(model, out, excluded) -> list[str]:
+def _fp16(model, out, excluded) -> list[Technique]:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(excluded),
                                          op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FLOAT_OPS])
     onnx.save(_topologically_sorted(converted), str(out))  # the converter appends the input Casts at the end
-    return ["cast:fp16"]
+    return [Technique("cast", precision="fp16")]
 
 
-def _weight_only(model, out, precision, excluded) -> list[str]:
+def _weight_only(model, out, precision, excluded) -> list[Technique]:
     """MatMulNBits with the precision's bits, block size and symmetry (compress.catalog)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -393,7 +394,7 @@ def _weight_only(model, out, precision, excluded) -> list[str]:
     except Exception as exc:
         raise EnvironmentFailure(f"onnxruntime {bits}-bit weight quantization failed: {first_line(exc)}") from None
     quantizer.model.save_model_to_file(str(out), False)
-    return [f"wq:int{bits}-weight:block{block}:{'symmetric' if symmetric else 'asymmetric'}"]
+    return [Technique("wq", precision=f"int{bits}-weight", scheme="weight-only", block_size=block, symmetric=symmetric)]
 
 
 # --- graph helpers --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.catalog import Technique
 from compress.backends.registry import ArtifactFormat, Conversion, QuantizeJob, note_static_only
 
 PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.backends.pte.export.PRECISIONS
@@ -78,7 +79,7 @@ def export_decoder(module, out: Path, precision: str, *, max_context: int, block
 
 FORMAT = ArtifactFormat("pte", (".pte",), ("executorch",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, calibrates_with="pt2e", unreachable=unreachable,
-                        write_qat=write_qat, qat_technique="export:executorch:xnnpack",
+                        write_qat=write_qat, qat_technique=Technique("export", args=("executorch", "xnnpack")),
                         converted_ahead=Conversion(conversion_key, build), device_tool="executor_runner",
                         export_decoder=export_decoder, decoder_precisions=("fp32", "8da4w"),
                         packages=("executorch",))

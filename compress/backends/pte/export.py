@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.catalog import ExportResult
+from compress.catalog import ExportResult, Technique
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.backends.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
@@ -119,7 +119,7 @@ def exportable(handle: ModelHandle) -> nn.Module:
 
 
 def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
-              per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str], "Lowered"]:
+              per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[Technique], "Lowered"]:
     """The ``.pte`` bytes of ``module`` at ``precision``, the techniques applied and the lowered program.
 
     Within one run (compress.backends.reuse) the same inputs lower once: the pre-flight's dry run is the real export's."""
@@ -139,17 +139,17 @@ def conversion_key(module: nn.Module, example: tuple, precision: str, calib_data
             calibration if calibrated else None, per_channel, tuple(excluded))
 
 
-def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str], "Lowered"]:
-    techniques = ["export:executorch:xnnpack"]
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[Technique], "Lowered"]:
+    techniques = [Technique("export", args=("executorch", "xnnpack"))]
     recurrent = {name: type(m).__name__ for name, m in module.named_modules() if isinstance(m, (nn.LSTM, nn.RNN, nn.GRU))}
     if precision == "int8":
         lowered, per_channel = _lower_static(module, example, calib_data, calibration, per_channel, excluded, notes)
-        techniques.append(f"ptq:int8-static:{calibration}:{'per-channel' if per_channel else 'per-tensor'}")
+        techniques.append(Technique("ptq", precision="int8", scheme="static", calibration=calibration, per_channel=per_channel))
         notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].implementation('pte').runs_as}; "
                      f"{calib_data.size} samples from {calib_data.split_name}")
     elif precision == "int8-dynamic":
         lowered = lower(_quantize(module, example, _dynamic_config(per_channel), excluded, None, None, notes), example)
-        techniques.append(f"ptq:int8-dynamic:{'per-channel' if per_channel else 'per-tensor'}")
+        techniques.append(Technique("ptq", precision="int8", scheme="dynamic", per_channel=per_channel))
         notes.append("int8-dynamic: linear layers get int8 weights and per-call int8 activations; other ops stay fp32")
     else:
         lowered = lower(module, example)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.catalog import Technique
 from compress.backends.registry import ArtifactFormat, Conversion, QuantizeJob, note_static_only
 
 PRECISIONS = ("int8", "int8-dynamic", "fp16", "int8-weight", "int4-weight")  # beside fp32 (export_fp32), one quantizer each
@@ -89,7 +90,7 @@ def export_decoder(module, out: Path, precision: str, *, max_context: int, block
 
 FORMAT = ArtifactFormat("tflite", (".tflite",), ("litert",), quantizers=dict.fromkeys(PRECISIONS, quantize),
                         export_fp32=export_fp32, preflight=preflight, float_ops=float_ops, calibrates_with="pt2e",
-                        unreachable=unreachable, default=True, write_qat=write_qat, qat_technique="export:int8-static-qdq",
+                        unreachable=unreachable, default=True, write_qat=write_qat, qat_technique=Technique("export", precision="int8", scheme="static", written="int8-static-qdq"),
                         converted_ahead=Conversion(conversion_key, build), device_tool="benchmark_model",
                         estimate_costs=estimate_costs,
                         export_decoder=export_decoder, decoder_precisions=("fp32", "int8-weight", "8da4w"),

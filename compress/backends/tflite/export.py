@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.catalog import ExportResult
+from compress.catalog import FP32_EXPORT, ExportResult, Technique
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.backends.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
@@ -83,7 +83,7 @@ def export_tflite(
         notes.append("int64 inputs are int32 in the file (litert-torch downcasts 64-bit types): token ids must be < 2**31")
     notes.append(fixed_batch_note(export_batch(handle)))
     kept_float = any(op["reason"] == KEPT_BY_EXCLUDE for op in float_ops)
-    final = "mixed" if kept_float or len([t for t in techniques if t.startswith(("ptq:", "cast:"))]) > 1 else precision
+    final = "mixed" if kept_float or len([t for t in techniques if t.kind in ("ptq", "cast")]) > 1 else precision
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(content)
@@ -100,7 +100,7 @@ def check_precision(precision: str) -> None:
 
 
 def build_tflite(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,
-                 per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[str]]:
+                 per_channel: bool, excluded: list[str], notes: list[str]) -> tuple[bytes, list[Technique]]:
     """The TFLite bytes of ``module`` at ``precision`` and the techniques applied (notes appended to ``notes``).
 
     Within one run (compress.backends.reuse) the same inputs convert once: the pre-flight's dry run, the fp32 file
@@ -121,12 +121,12 @@ def conversion_key(module: nn.Module, example: tuple, precision: str, calib_data
             calibration if calibrated else None, *((per_channel, tuple(excluded)) if precision != "fp32" else ()))
 
 
-def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
+def _build(module, example, precision, calib_data, calibration, per_channel, excluded, notes) -> tuple[bytes, list[Technique]]:
     with quiet():
         if precision == "int8":
             return _static_int8(module, example, calib_data, calibration, per_channel, excluded, notes)
         if precision == "fp32":
-            return convert(module, example), ["export:fp32"]
+            return convert(module, example), [FP32_EXPORT]
     content, _ = build_tflite(module, example, "fp32", None, calibration, per_channel, [], notes)
     with quiet():
         return _aeq_precision(content, module, precision, per_channel, excluded, notes)
@@ -177,7 +177,7 @@ def convert(module: nn.Module, example: tuple, quant_config=None) -> bytes:
 # --- int8: PT2E static ---------------------------------------------------------------------------------------------
 
 
-def _static_int8(module, example, calib_data: Dataset, calibration, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
+def _static_int8(module, example, calib_data: Dataset, calibration, per_channel, excluded, notes) -> tuple[bytes, list[Technique]]:
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
 
@@ -188,14 +188,13 @@ def _static_int8(module, example, calib_data: Dataset, calibration, per_channel,
 
     with litert_strict_qdq():
         content = convert(converted, example, QuantConfig(pt2e_quantizer=quantizer))
-    granularity = "per-channel" if per_channel else "per-tensor"
-    techniques = [f"ptq:int8-static:{calibration}:{granularity}"]
+    techniques = [Technique("ptq", precision="int8", scheme="static", calibration=calibration, per_channel=per_channel)]
     notes.append(f"calibration {calibration}: activation observer {CALIBRATIONS[calibration].implementation('tflite').runs_as}; "
                  f"{calib_data.size} samples from {calib_data.split_name}")
     leftovers = TfliteGraph(content, module).float_weighted_scopes(excluded)
     if leftovers:
         content = _aeq(content, leftovers, "dynamic", 8, per_channel, notes)
-        techniques.append(f"ptq:int8-dynamic:{granularity}")
+        techniques.append(Technique("ptq", precision="int8", scheme="dynamic", per_channel=per_channel))
         layers = sorted({op["layer"] or "unnamed layers" for op in leftovers.values()})
         gaps = sorted({static_gap(module, op["layer"]) for op in leftovers.values()})
         notes.append(f"static int8 left {len(leftovers)} weighted op(s) on float weights in {', '.join(layers)} "
@@ -257,19 +256,21 @@ def _float_scalars(model) -> None:
 # --- ai-edge-quantizer: fp16, dynamic-range, weight-only -----------------------------------------------------------
 
 
-def _aeq_precision(fp32: bytes, module, precision, per_channel, excluded, notes) -> tuple[bytes, list[str]]:
+def _aeq_precision(fp32: bytes, module, precision, per_channel, excluded, notes) -> tuple[bytes, list[Technique]]:
     scopes = TfliteGraph(fp32, module).float_weighted_scopes(excluded)
     if not scopes:
         raise UsageError(f"{precision} quantizes weighted ops and this model has none outside --exclude: nothing would change")
-    granularity = "per-channel" if per_channel else "per-tensor"
     if precision == "fp16":
-        return _aeq(fp32, scopes, "fp16", 16, per_channel, notes), ["export:fp32", "cast:fp16-weights"]
+        return _aeq(fp32, scopes, "fp16", 16, per_channel, notes), [FP32_EXPORT, Technique("cast", precision="fp16", variant="weights")]
     if precision == "int8-dynamic":
-        return _aeq(fp32, scopes, "dynamic", 8, per_channel, notes), ["export:fp32", f"ptq:int8-dynamic:{granularity}"]
+        dynamic = Technique("ptq", precision="int8", scheme="dynamic", per_channel=per_channel)
+        return _aeq(fp32, scopes, "dynamic", 8, per_channel, notes), [FP32_EXPORT, dynamic]
     bits = PRECISION_RECORDS[precision].weight_bits
     content = _aeq(fp32, scopes, "weight", bits, per_channel, notes)
     notes.append(f"weight-only int{bits}: weights are dequantized to float before each op (smaller file, float compute)")
-    return content, ["export:fp32", f"ptq:int{bits}-weight-only:{granularity}"]
+    weight_only = Technique("ptq", precision=f"int{bits}-weight", scheme="weight-only", per_channel=per_channel,
+                            written=f"int{bits}-weight-only")
+    return content, [FP32_EXPORT, weight_only]
 
 
 def _aeq(content: bytes, scopes: dict[str, dict], mode: str, bits: int, per_channel: bool, notes: list[str]) -> bytes:
