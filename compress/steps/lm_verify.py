@@ -154,10 +154,9 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     """The artifact entry of the staged ``filename`` (written by ``export``, an LMExport): measured in its runtime
     against ``reference`` on held-out text; moved to ``failed/`` when it cannot load or generate; timed in tokens
     with ``bench`` (``{"threads": (1, 2)}``; None: not timed)."""
-    from compress.catalog import artifact_sha256, artifact_size, get
+    from compress.catalog import artifact_sha256, artifact_size, get, technique_record
     from compress.lm.decoder import open_decoder
     from compress.lm.quality import evaluate_lm
-    from compress.report.techniques import technique_records
     from compress.safety.io import disk_full_cause
     from compress.safety.rundir import fail, publish, staged
 
@@ -165,7 +164,7 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     path = staged(run_dir, filename)
     lm = reference.lm
     entry = {"name": name, "path": filename, "format": fmt, "precision": export.precision,
-             "techniques": technique_records([*techniques, *export.techniques]),
+             "techniques": [technique_record(t) for t in [*techniques, *export.techniques]],
              "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
              "metrics": {"task": None, "degradation": None, "fidelity": None, "perplexity": None}, "latency": [],
              "float_ops": [], "notes": [*notes, *export.notes], "layers": layer_records(export.layers)}
