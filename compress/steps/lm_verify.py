@@ -34,6 +34,7 @@ class LMReference:
 
     lm: object  # compress.lm.model.LanguageModel
     max_context: int
+    labels: list[str] | None = None  # what was done with labels: a language model is judged on text, never on ``y``
 
     @classmethod
     def of(cls, lm, max_context: int) -> "LMReference":
