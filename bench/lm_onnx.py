@@ -5,8 +5,9 @@ The float reference is the GGUF dequantized (torch, float32). Variants: fp32; in
 (Q4_1 → MatMulNBits g32 zero point 0 plus block mins; the Q8_0 tied head → 8-bit g32); plain MatMulNBits int4 g32
 asymmetric (uint8 zero point) and symmetric; int8-weight (8-bit g32 and g128); 8da4w (int4 symmetric g32). "float
 compute" is MatMulNBits accuracy_level 0, "int8 compute" accuracy_level 4 (activations rounded to int8 per block);
-"GQA" rows use onnxruntime's fused GroupQueryAttention (the default), "standard attention" plain ONNX ops. Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same
-chunks (each chunk one prefill run), time to first token for a 128-token prompt and decode tokens/s at 1 and 2 threads.
+"GQA" rows use onnxruntime's fused GroupQueryAttention (the default), "standard attention" plain ONNX ops.
+Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same chunks (each chunk
+one prefill run), time to first token for a 128-token prompt and decode tokens/s at 1 and 2 threads.
 Text: Python's reference manual as shipped in ``pydoc_data.topics`` (offline; never calibration text here).
 Prints a table and writes bench/results/lm_onnx.json.
 
@@ -86,7 +87,7 @@ def kernel_paths(runs: int = 200) -> dict[str, float]:
     from compress.lm.onnx_families import Linear
     from compress.lm.onnx_graph import GraphWriter
     from compress.lm.onnx_kv_graph import emit_float_linear
-    from compress.lm.onnx_nbits import emit_matmul_nbits, from_grid, quantize_blocks
+    from compress.lm.onnx_nbits import NBitsWeight, emit_matmul_nbits, from_grid, quantize_blocks
 
     rng = np.random.default_rng(0)
     k, n = 576, 1536
@@ -94,7 +95,7 @@ def kernel_paths(runs: int = 200) -> dict[str, float]:
     a = rng.standard_normal((1, 1, k)).astype(np.float32)
     d = np.abs(rng.standard_normal((n, k // 32))).astype(np.float32) * 0.01
     q41 = from_grid(w, "Q4_1", 32, d, -7 * d)
-    float_zp = q41.__class__(q41.q, d, (7 * np.ones_like(d)).astype(np.float32), 4, 32, k)
+    float_zp = NBitsWeight(q41.q, d, np.full_like(d, 7.0), 4, 32, k)          # the same values, zero point -m/d
     paths = {"fp32 MatMul": lambda g, x: emit_float_linear(g, x, Linear("l", w, None)),
              "int4 g32 asym, float compute": lambda g, x: emit_matmul_nbits(g, x, quantize_blocks(w, 4, 32, False), "l", 0),
              "int4 g32 asym, int8 compute": lambda g, x: emit_matmul_nbits(g, x, quantize_blocks(w, 4, 32, False), "l", 4),
