@@ -5,8 +5,9 @@ The float reference is the GGUF dequantized (torch, float32). Variants: fp32; in
 (Q4_1 → MatMulNBits g32 zero point 0 plus block mins; the Q8_0 tied head → 8-bit g32); plain MatMulNBits int4 g32
 asymmetric (uint8 zero point) and symmetric; int8-weight (8-bit g32 and g128); 8da4w (int4 symmetric g32). "float
 compute" is MatMulNBits accuracy_level 0, "int8 compute" accuracy_level 4 (activations rounded to int8 per block);
-"GQA" rows use onnxruntime's fused GroupQueryAttention instead of standard attention ops. Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same
-chunks (each chunk one prefill run), time to first token for a 128-token prompt and decode tokens/s at 1 and 2 threads.
+"GQA" rows use onnxruntime's fused GroupQueryAttention (the default), "standard attention" plain ONNX ops.
+Each file: size, perplexity and teacher-forced top-1 agreement with the reference over the same chunks (each chunk
+one prefill run), time to first token for a 128-token prompt and decode tokens/s at 1 and 2 threads.
 Text: Python's reference manual as shipped in ``pydoc_data.topics`` (offline; never calibration text here).
 Prints a table and writes bench/results/lm_onnx.json.
 
@@ -32,19 +33,19 @@ from compress.lm.onnx_kv import OnnxDecoder, export_onnx_lm
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("assignment", "for", "function", "class", "exceptions", "import", "with", "lambda")
-VARIANTS = [  # name, precision, options, grid-aware
-    ("fp32", "fp32", {}, False),
-    ("int4 grid-aware, float compute", "int4-weight", {"accuracy_level": 0}, True),
-    ("int4 grid-aware, int8 compute", "int4-weight", {"accuracy_level": 4}, True),
-    ("int4 g32 asym, float compute", "int4-weight", {"accuracy_level": 0}, False),
-    ("int4 g32 asym, int8 compute", "int4-weight", {"accuracy_level": 4}, False),
-    ("int4 g32 sym, float compute", "int4-weight", {"symmetric": True, "accuracy_level": 0}, False),
-    ("int8-weight g32, int8 compute", "int8-weight", {}, False),
-    ("int8-weight g128, int8 compute", "int8-weight", {"block_size": 128}, False),
-    ("8da4w g32 (int4 sym, int8 compute)", "8da4w", {}, False),
-    ("fp32, GroupQueryAttention", "fp32", {"attention": "gqa"}, False),
-    ("int4 grid-aware, int8 compute, GQA", "int4-weight", {"accuracy_level": 4, "attention": "gqa"}, True),
-    ("8da4w g32, GQA", "8da4w", {"attention": "gqa"}, False),
+VARIANTS = [  # name, precision, options, grid-aware (GQA = onnxruntime's GroupQueryAttention, compress's default)
+    ("fp32, standard attention", "fp32", {"attention": "matmul"}, False),
+    ("fp32, GQA", "fp32", {}, False),
+    ("int4 grid-aware, float compute, GQA", "int4-weight", {}, True),
+    ("int4 grid-aware, int8 compute, GQA", "int4-weight", {"accuracy_level": 4}, True),
+    ("int4 grid-aware, int8 compute, std attn", "int4-weight", {"accuracy_level": 4, "attention": "matmul"}, True),
+    ("int4 g32 asym, float compute, GQA", "int4-weight", {}, False),
+    ("int4 g32 asym, int8 compute, GQA", "int4-weight", {"accuracy_level": 4}, False),
+    ("int4 g32 sym, float compute, GQA", "int4-weight", {"symmetric": True}, False),
+    ("int8-weight g32, GQA", "int8-weight", {}, False),
+    ("int8-weight g128, GQA", "int8-weight", {"block_size": 128}, False),
+    ("8da4w g32, GQA", "8da4w", {}, False),
+    ("8da4w g32, standard attention", "8da4w", {"attention": "matmul"}, False),
 ]
 
 
@@ -86,7 +87,7 @@ def kernel_paths(runs: int = 200) -> dict[str, float]:
     from compress.lm.onnx_families import Linear
     from compress.lm.onnx_graph import GraphWriter
     from compress.lm.onnx_kv_graph import emit_float_linear
-    from compress.lm.onnx_nbits import emit_matmul_nbits, from_grid, quantize_blocks
+    from compress.lm.onnx_nbits import NBitsWeight, emit_matmul_nbits, from_grid, quantize_blocks
 
     rng = np.random.default_rng(0)
     k, n = 576, 1536
@@ -94,7 +95,7 @@ def kernel_paths(runs: int = 200) -> dict[str, float]:
     a = rng.standard_normal((1, 1, k)).astype(np.float32)
     d = np.abs(rng.standard_normal((n, k // 32))).astype(np.float32) * 0.01
     q41 = from_grid(w, "Q4_1", 32, d, -7 * d)
-    float_zp = q41.__class__(q41.q, d, (7 * np.ones_like(d)).astype(np.float32), 4, 32, k)
+    float_zp = NBitsWeight(q41.q, d, np.full_like(d, 7.0), 4, 32, k)          # the same values, zero point -m/d
     paths = {"fp32 MatMul": lambda g, x: emit_float_linear(g, x, Linear("l", w, None)),
              "int4 g32 asym, float compute": lambda g, x: emit_matmul_nbits(g, x, quantize_blocks(w, 4, 32, False), "l", 0),
              "int4 g32 asym, int8 compute": lambda g, x: emit_matmul_nbits(g, x, quantize_blocks(w, 4, 32, False), "l", 4),
@@ -151,14 +152,15 @@ def main(argv=None) -> None:
             top1 = float(np.mean([(a.argmax(-1) == b.argmax(-1)).mean() for a, b in zip(logits, reference)]))
             ttft1, tps1 = speed(export.path, prompt, args.decode, 1)
             ttft2, tps2 = speed(export.path, prompt, args.decode, 2)
-            rows.append({"variant": name, "precision": precision, "bytes": export.path.stat().st_size,
+            rows.append({"variant": name, "precision": precision, "attention": options.get("attention", "gqa"),
+                         "grid_aware": aware, "bytes": export.path.stat().st_size,
                          "perplexity": round(ppl, 3), "ppl_increase_pct": round(100 * (ppl / ref_ppl - 1), 2),
                          "top1_agreement": round(top1, 4), "ttft_ms_128_t1": round(ttft1, 1),
                          "ttft_ms_128_t2": round(ttft2, 1), "decode_tok_s_t1": round(tps1, 1),
                          "decode_tok_s_t2": round(tps2, 1), "export_s": round(export_s, 1),
                          "techniques": export.techniques, "notes": export.notes})
             r = rows[-1]
-            print(f"{name:38s} {r['bytes'] / 1e6:7.1f} MB  ppl {ppl:8.3f} ({r['ppl_increase_pct']:+6.2f} %)  "
+            print(f"{name:40s} {r['bytes'] / 1e6:7.1f} MB  ppl {ppl:8.3f} ({r['ppl_increase_pct']:+6.2f} %)  "
                   f"top1 {top1:.3f}  ttft {ttft1:6.0f}/{ttft2:6.0f} ms  decode {tps1:5.1f}/{tps2:5.1f} tok/s  "
                   f"export {export_s:4.0f} s", flush=True)
     results = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -122,3 +122,9 @@ def test_failing_8da4w_is_repaired_by_gptq(llama_dir, tmp_path, cli):
     assert artifact["repair"]["kept"] == steps[-1]["step"] and steps[-1]["passed"]
     assert any(t["label"] == "algorithm:gptq" for t in artifact["techniques"])
     assert report["passed"] and report["gates"][0]["judged_by"] == "perplexity"
+
+
+def test_lm_options_on_another_model_exit_2(llama_run, tmp_path, cli):
+    _, out = llama_run
+    done = cli("quantize", out / "model.8da4w.onnx", "--algorithm", "gptq", "--out", tmp_path / "x")
+    assert done.exit_code == 2 and "--algorithm applies to decoder language models only" in one_line(done)

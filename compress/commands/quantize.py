@@ -66,6 +66,11 @@ def quantize_command(
             _quantize_language_model(model, formats, precisions, block_size, algorithm, max_context, max_degradation,
                                      auto_fallback, out, opts)
             return
+        asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, "rtn"),
+                                                   ("--max-context", max_context, 512)) if value != default]
+        if asked:
+            raise UsageError(f"{asked[0]} applies to decoder language models only (a model directory with config.json "
+                             f"or a .gguf file); {model.name} is not one: drop {asked[0]}")
         try:
             config = QuantizeConfig(
                 formats=_split(formats) or default_formats(), precisions=_split(precisions) or ["int8"],

@@ -35,15 +35,20 @@ class LMReference:
     lm: object  # compress.lm.model.LanguageModel
     max_context: int
     labels: list[str] | None = None  # what was done with labels: a language model is judged on text, never on ``y``
+    _memo: "RememberingDecoder | None" = None
 
     @classmethod
     def of(cls, lm, max_context: int) -> "LMReference":
         return cls(lm, max_context)
 
-    def decoder(self):
-        from compress.lm.decoder import TorchDecoder
+    def decoder(self) -> "RememberingDecoder":
+        """The torch reference, remembering its logits: every file of the run is compared on the same text, so the
+        reference runs once per run, not once per file."""
+        if self._memo is None:
+            from compress.lm.decoder import TorchDecoder
 
-        return TorchDecoder(self.lm.module, max_context=self.max_context)
+            self._memo = RememberingDecoder(TorchDecoder(self.lm.module, max_context=self.max_context))
+        return self._memo
 
     @property
     def what(self) -> str:
@@ -58,6 +63,50 @@ class LMReference:
                 "language_model": {"reference": self.what, "source_format": self.lm.source_format,
                                    "source_quant": self.lm.source_quant, "parameters": params,
                                    "model_type": self.lm.module.config.model_type}}
+
+
+class RememberingDecoder:
+    """A deterministic Decoder whose logits are kept by token sequence: asked again for a sequence it has seen, it
+    answers without running (the reference's figures are the same for every file of a run).
+
+    Example:
+        >>> memo = RememberingDecoder(TorchDecoder(lm.module))
+        >>> first = memo.prefill([1, 2, 3]); again = memo.prefill([1, 2, 3])   # the second runs nothing
+    """
+
+    def __init__(self, inner):
+        self.inner, self.vocab_size, self.max_context = inner, inner.vocab_size, inner.max_context
+        self._seen: dict[tuple, object] = {}
+        self._tokens: list[int] = []
+        self._in_step = False  # whether the inner decoder's cache holds exactly self._tokens
+
+    def reset(self) -> None:
+        self._tokens, self._in_step = [], False
+
+    def prefill(self, ids):
+        self._tokens = [int(i) for i in ids]
+        key = tuple(self._tokens)
+        if key not in self._seen:
+            self.inner.reset()
+            self._seen[key] = self.inner.prefill(self._tokens)
+            self._in_step = True
+        else:
+            self._in_step = False
+        return self._seen[key]
+
+    def decode(self, token: int):
+        before = list(self._tokens)
+        self._tokens.append(int(token))
+        key = tuple(self._tokens)
+        if key not in self._seen:
+            if not self._in_step:  # catch the inner cache up with the tokens so far
+                self.inner.reset()
+                self.inner.prefill(before)
+            self._seen[key] = self.inner.decode(int(token))
+            self._in_step = True
+        else:
+            self._in_step = False
+        return self._seen[key]
 
 
 @dataclass
