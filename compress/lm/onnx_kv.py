@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -30,26 +29,7 @@ from compress.lm.onnx_families import DecoderSpec, Linear, read_decoder
 from compress.lm.onnx_graph import GraphWriter
 from compress.lm.onnx_kv_graph import build_decoder_graph, emit_float_linear
 from compress.lm.onnx_nbits import GRID_BITS, NBitsWeight, emit_matmul_nbits, from_grid, quantize_blocks
-
-try:
-    from compress.lm.schemes import LayerChoice, LMExport
-except ImportError:  # the quant engineer's module is not merged yet: the contract's exact definitions
-    @dataclass
-    class LayerChoice:
-        name: str
-        kind: str
-        precision: str
-        block_size: int | None
-        symmetric: bool | None
-        reason: str
-
-    @dataclass
-    class LMExport:
-        path: Path
-        precision: str
-        layers: list[LayerChoice]
-        techniques: list[str]
-        notes: list[str] = field(default_factory=list)
+from compress.lm.schemes import LayerChoice, LMExport
 
 ONNX_PRECISIONS = ("fp32", "int8-weight", "int4-weight", "8da4w")
 BLOCK_SIZES = (16, 32, 64, 128, 256)

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -39,6 +38,7 @@ import torch
 from torch import nn
 
 from compress.errors import EnvironmentFailure, UsageError, first_line
+from compress.lm.schemes import LayerChoice, LMExport
 from compress.safety.io import atomic_path
 
 PRECISIONS = ("fp32", "8da4w")
@@ -50,26 +50,6 @@ METHOD = "forward"
 MAX_SEQ_LEN = "get_max_seq_len"
 VOCAB_SIZE = "get_vocab_size"
 MIN_BLOCK = 16
-
-try:  # the algorithms owner's definitions, once merged
-    from compress.lm.schemes import LayerChoice, LMExport
-except ImportError:  # pragma: no cover - until compress/lm/schemes.py merges (the lead dedupes)
-    @dataclass
-    class LayerChoice:
-        name: str
-        kind: str
-        precision: str
-        block_size: int | None
-        symmetric: bool | None
-        reason: str
-
-    @dataclass
-    class LMExport:
-        path: Path
-        precision: str
-        layers: list
-        techniques: list[str]
-        notes: list[str]
 
 
 def export_pte_lm(module, out: Path, precision: str, *, max_context: int = 512, block_size: int = 32,
