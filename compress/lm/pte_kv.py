@@ -262,18 +262,14 @@ class PteDecoder:
     continues at the current position (``reset()`` starts a new sequence at 0)."""
 
     def __init__(self, path, threads: int | None = None):
-        from compress.backends.pte.session import require_executorch, set_threads
+        from compress.backends.pte.session import load_program, require_executorch
 
-        runtime = require_executorch()
+        require_executorch()
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401  (the llama:: kernels the program calls)
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise UsageError(f"ExecuTorch program {self.path} not found; check the path")
-        if threads:
-            set_threads(int(threads))
         try:
-            program = runtime.Runtime.get().load_program(self.path)
+            program = load_program(self.path, threads)
             names = program.method_names
             if not {METHOD, MAX_SEQ_LEN, VOCAB_SIZE} <= set(names):
                 raise ValueError(f"methods {sorted(names)}")

@@ -39,22 +39,27 @@ def require_executorch():
     return runtime
 
 
+def load_program(path: Path, threads: int | None = None):
+    """The ExecuTorch program at ``path``, read by ``executorch.runtime`` with ``threads`` set first. A missing file is a
+    UsageError; what the runtime raises for a file it cannot read (RuntimeError, ValueError) is the caller's to word."""
+    runtime = require_executorch()
+    if not Path(path).is_file():
+        raise UsageError(f"ExecuTorch program {path} not found; check the path")
+    if threads:
+        set_threads(int(threads))
+    return runtime.Runtime.get().load_program(Path(path))
+
+
 class ExecuTorchRunner:
     """Load ``path`` in the ExecuTorch runtime; ``run`` takes one array per input (batch first), returns one per output."""
 
     name = "executorch"
 
     def __init__(self, path: str | Path, threads: int | None = None, spec=None):
-        runtime = require_executorch()
         self.path = Path(path)
         self.threads = threads
-        if not self.path.is_file():
-            raise UsageError(f"ExecuTorch program {self.path} not found; check the path")
-        if threads:
-            set_threads(int(threads))
         try:
-            program = runtime.Runtime.get().load_program(self.path)
-            self.method = program.load_method(METHOD)
+            self.method = load_program(self.path, threads).load_method(METHOD)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UsageError(f"{self.path} is not a loadable ExecuTorch program with a {METHOD!r} method ({first_line(exc)})") from None
         meta = self.method.metadata
