@@ -25,6 +25,15 @@ def _start_worker(parent: int, registered: dict) -> None:
     install(registered)
 
 
+def with_registrations(registered: dict, function: Callable, *args):
+    """``function(*args)`` on a Ray worker, which imports only the built-in records, after registering the driver's
+    formats, precisions and methods (``registered``: its ``compress.backends.extensions()``)."""
+    from compress.backends import install
+
+    install(registered)
+    return function(*args)
+
+
 class LocalPool:
     def __init__(self, workers: int):
         from compress.backends import extensions
@@ -55,7 +64,9 @@ class RayPool:
             import ray
         except ImportError:
             raise EnvironmentFailure("--executor ray needs Ray: pip install 'compress[ray]'") from None
-        self.ray = ray
+        from compress.backends import extensions
+
+        self.ray, self.registered = ray, extensions()
         self.owned = not ray.is_initialized()  # shut down only the Ray this pool started
         if self.owned and address:
             try:
@@ -67,7 +78,8 @@ class RayPool:
 
     def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
         options = {"num_cpus": 1, "max_retries": 0, **(resources or {})}
-        return self.ray.remote(**options)(function).remote(*args).future()
+        task = self.ray.remote(**options)(with_registrations).options(name=function.__name__)
+        return task.remote(self.registered, function, *args).future()
 
     def put(self, value):
         """One copy in the object store; a task given the reference gets the value on whatever node it runs."""
