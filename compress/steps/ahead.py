@@ -7,7 +7,8 @@ here, never read from a file), which converts the jobs the pre-flight and the ex
 and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in the run's conversion cache
 (compress.backends.reuse) under the key the export computes: the first export that asks for it waits for that one
 answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
-in-process conversion writes. The second process dies with this one, however this one ends, SIGKILL included
+in-process conversion writes. The request carries this process's registrations (compress.backends.extensions), so a
+plugin's calibration method or format converts there too. The second process dies with this one, however this one ends, SIGKILL included
 (compress.safety.lifeline). When the second process cannot help (one core, a module whose classes are not compress's or
 torch's, a pickling or conversion failure), this process converts as before; errors then surface with their usual
 messages.
