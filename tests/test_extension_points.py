@@ -182,7 +182,8 @@ def test_the_toy_precision_goes_through_tune(int4_sym, mnist, cli, tmp_path):
     import yaml
 
     search = tmp_path / "search.yaml"
-    search.write_text(yaml.safe_dump({"search": {"precisions": ["int4-weight-sym"], "keep_float_max": 0, "prune_methods": ["none"]}}))
+    search.write_text(yaml.safe_dump({"search": {"precisions": ["int4-weight-sym"], "calibrations": ["minmax"], "keep_float_max": 0,
+                                                 "prune_methods": ["none"]}}))
     document = json_output(cli("tune", mnist, "--format", "onnx", "--objective", "size", "--trials", "2", "--max-degradation", "0.05",
                                "--search", search, "--out", tmp_path / "study", "--json"))
     best = document["best"]
@@ -193,8 +194,9 @@ def test_the_toy_precision_goes_through_tune(int4_sym, mnist, cli, tmp_path):
 
     refused = cli("tune", mnist, "--format", "tflite", "--trials", "1", "--search", search, "--out", tmp_path / "refused")
     assert refused.exit_code == 2 and not (tmp_path / "refused").exists()
+    implemented = ", ".join(PRECISIONS["int4-weight-sym"].formats)  # onnx (and ort, when the toy format is registered)
     assert one_line(refused) == (f"error: --search {search}: search precisions 'int4-weight-sym': the tflite format has no "
-                                 "quantizer for it; formats that do: onnx")
+                                 f"quantizer for it; formats that do: {implemented}")
 
 
 @pytest.fixture
