@@ -53,7 +53,7 @@ KNOWN_CAUSES: dict[tuple[str, str], str] = {
     ("train", ".pt"): "the checkpoint stores the wall-clock training time (metrics.train_seconds, compress/zoo/train.py:90); "
                       "its weights reach the quantize runs, whose files are compared",
     ("prune", ".pt2"): "extra/compress_handle.json stores the input checkpoint's absolute path and sha256 (original_record, "
-                       "compress/steps/pipeline.py:102, written by compress/passes/prune_workflow.py:46), so the build folder and the "
+                       "compress/steps/pipeline.py:102, written by compress/passes/prune_workflow.py:48), so the build folder and the "
                        "train checkpoint's train_seconds reach it; the pruned model's exports are compared",
     ("distill", ".pt"): "the student checkpoint stores library_versions() (compress/zoo/checkpoint.py: python and every "
                         "output package's version), so it changes with the installed set; the student's exports are compared",

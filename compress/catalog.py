@@ -50,7 +50,9 @@ Activations = Literal["float", "static", "dynamic", "mixed"]
 class Precision:
     """``weight_bits``: bits per stored weight; ``activations``: float, static (calibrated ranges), dynamic (ranges
     measured on every call) or mixed (a result: several schemes in one file). ``block_size``/``symmetric``: the
-    weight-only block quantization knobs (ONNX MatMulNBits; TFLite's ai-edge-quantizer quantizes per channel)."""
+    weight-only block quantization knobs (ONNX MatMulNBits; TFLite's ai-edge-quantizer quantizes per channel).
+    ``tunable``: a candidate precision of `compress tune`'s search (its trials draw the calibration knobs only for a
+    precision with int8 compute)."""
 
     name: str
     summary: str
@@ -59,6 +61,7 @@ class Precision:
     block_size: int | None = None
     symmetric: bool | None = None
     selectable: bool = True          # False: a result only ("mixed"), never asked for
+    tunable: bool = False
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -112,8 +115,8 @@ def unregister_precision(name: str) -> None:
 
 for _precision in (
     Precision("fp32", "float32 everywhere: the plain export", 32, "float"),
-    Precision("int8", "static int8: int8 weights, activations calibrated on train+val samples", 8, "static"),
-    Precision("int8-dynamic", "int8 weights, activation ranges measured on every call", 8, "dynamic"),
+    Precision("int8", "static int8: int8 weights, activations calibrated on train+val samples", 8, "static", tunable=True),
+    Precision("int8-dynamic", "int8 weights, activation ranges measured on every call", 8, "dynamic", tunable=True),
     Precision("fp16", "float16 weights (and compute where the runtime has fp16 kernels)", 16, "float"),
     Precision("int8-weight", "8-bit weights dequantized before float compute", 8, "float", block_size=32, symmetric=False),
     Precision("int4-weight", "4-bit weights dequantized before float compute", 4, "float", block_size=32, symmetric=False),
@@ -141,8 +144,9 @@ def exported() -> tuple[str, ...]:
 
 
 def tunable() -> tuple[str, ...]:
-    """What `compress tune` searches over: the int8 schemes with int8 compute (static, dynamic)."""
-    return names(lambda p: p.selectable and p.weight_bits == 8 and p.activations in ("static", "dynamic"))
+    """What `compress tune` may search over: the precisions that declare themselves ``tunable`` (built in: int8 and
+    int8-dynamic)."""
+    return names(lambda p: p.selectable and p.tunable)
 
 
 def check_precisions(value: list[str], choices) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from compress.backends import (PRECISIONS, get, register, register_calibration, register_precision, unregister,
                               unregister_calibration, unregister_precision)
 from tests.cli_checks import json_output, one_line
-from tests.toy_extensions import int4_weight_sym, mse_calibration, ort_format
+from tests.toy_extensions import ema_calibration, int4_weight_sym, mse_calibration, ort_format
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +176,59 @@ def test_the_toys_go_through_tune(toys, mnist, cli, tmp_path):
     assert document["trials"] >= 1  # the one point of this search may be the baseline itself
     best = document["best"]
     assert best["artifact"].endswith(".ort") and (tmp_path / "study" / "best" / best["artifact"].rsplit("/", 1)[1]).is_file()
+
+
+def test_the_toy_precision_goes_through_tune(int4_sym, mnist, cli, tmp_path):
+    import yaml
+
+    search = tmp_path / "search.yaml"
+    search.write_text(yaml.safe_dump({"search": {"precisions": ["int4-weight-sym"], "calibrations": ["minmax"], "keep_float_max": 0,
+                                                 "prune_methods": ["none"]}}))
+    document = json_output(cli("tune", mnist, "--format", "onnx", "--objective", "size", "--trials", "2", "--max-degradation", "0.05",
+                               "--search", search, "--out", tmp_path / "study", "--json"))
+    best = document["best"]
+    assert best["params"] == {"precision": "int4-weight-sym", "keep_float": 0, "prune": "none"}  # no calibration knobs drawn
+    assert best["artifact"].endswith("model.int4-weight-sym.onnx") and (tmp_path / "study" / "best" / "model.int4-weight-sym.onnx").is_file()
+    recipe = yaml.safe_load((tmp_path / "study" / "recipe.yaml").read_text())
+    assert recipe["stages"][-1]["quantize"]["precisions"] == ["int4-weight-sym"]
+
+    refused = cli("tune", mnist, "--format", "tflite", "--trials", "1", "--search", search, "--out", tmp_path / "refused")
+    assert refused.exit_code == 2 and not (tmp_path / "refused").exists()
+    implemented = ", ".join(PRECISIONS["int4-weight-sym"].formats)  # onnx (and ort, when the toy format is registered)
+    assert one_line(refused) == (f"error: --search {search}: search precisions 'int4-weight-sym': the tflite format has no "
+                                 f"quantizer for it; formats that do: {implemented}")
+
+
+@pytest.fixture
+def ema():
+    register_calibration(ema_calibration.EMA)
+    yield
+    unregister_calibration("ema")
+
+
+def test_a_registered_method_reaches_the_second_process(ema, mnist, cli, tmp_path, monkeypatch):
+    """``--format onnx,tflite`` converts TFLite in a second process (compress.steps.ahead): the registration goes
+    there with the request, so this process converts nothing itself."""
+    from compress.backends.tflite import export
+
+    converted_here, convert = [], export._build
+    monkeypatch.setattr(export, "_build", lambda *args: converted_here.append(args[2]) or convert(*args))
+    run = tmp_path / "run"
+    json_output(cli("quantize", mnist, "--format", "onnx,tflite", "--calibration", "ema", "--calib-samples", "64",
+                    "--max-degradation", "0.05", "--no-bench", "--no-auto-fallback", "--out", run, "--json"))
+    assert converted_here == []  # fp32 and int8 both came from the second process
+    made = artifacts(run)
+    for name in ("int8-tflite", "int8-onnx"):
+        assert made[name]["techniques"][0]["label"].startswith("ptq:int8-static:ema:per-channel"), name
+        assert made[name]["verified_in"] and made[name]["metrics"]["fidelity"]["top1_agreement"] >= 0.8, name
+
+
+def test_a_ray_worker_registers_the_drivers_records_before_its_task(toys):
+    import multiprocessing
+
+    from compress.backends import extensions, quantizable
+    from compress.tune.executors import with_registrations
+
+    with multiprocessing.get_context("spawn").Pool(1) as fresh:  # a new interpreter: the built-in records only
+        assert "ort" not in fresh.apply(quantizable)
+        assert "ort" in fresh.apply(with_registrations, (extensions(), quantizable))

@@ -190,6 +190,8 @@ NO_TORCH = "import sys\nclass NoTorch:\n    def find_spec(self, name, *args):\n"
     ("qat", ["model.tflite"], "an output of compress, not an input"),
     ("quantize", ["model.pt2", "--data", "missing.npz"], "data file missing.npz not found"),
     ("tune", ["model.pt2", "--data", "missing.npz"], "data file missing.npz not found"),
+    ("prune", ["model.pt2", "--data", "missing.npz"], "data file missing.npz not found"),  # --data: a shared option
+    ("distill", ["--teacher", "model.pt2", "--student", "mnist_cnn", "--data", "missing.npz"], "data file missing.npz not found"),
 ])
 def test_a_bad_model_or_data_path_is_answered_before_torch_is_imported(tmp_path, verb, args, message):
     (tmp_path / "sitecustomize.py").write_text(NO_TORCH)

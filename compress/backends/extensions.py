@@ -1,9 +1,11 @@
-"""The registrations made after import (a plugin's format, precision or calibration method), carried into a spawned
-worker process, which imports only the built-in records.
+"""The registrations made after import (a plugin's format, precision or calibration method), carried into every
+process compress starts, which imports only the built-in records: tune's local workers and Ray tasks
+(compress.tune.executors) and the second process of `compress quantize` (compress.steps.ahead). The records travel
+pickled by reference: installing them imports the modules that define them, which the parent has run already.
 
 Example:
     >>> state = extensions()   # in the parent, after its register(...) calls
-    >>> install(state)         # in the worker (compress.tune.executors passes it to each one it starts)
+    >>> install(state)         # in the worker
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from compress.errors import UsageError
 from compress.steps.gates import MAX_DEGRADATION_HELP
 from compress.limits import (MAX_BATCH, MAX_EPOCHS, MAX_RUNS, MAX_SAMPLES, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TRIALS,
                             MAX_WORKERS)
-from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
+from compress.commands._common import (ARCH_KWARGS_OPTION, ARCH_OPTION, DEBUG_OPTION, FORMAT_OPTION, INPUT_SHAPE_OPTION, JSON_OPTION,
                                      NO_BENCH_OPTION, NO_GATE_OPTION, OUTPUT_KIND_OPTION, RUNS_OPTION, SEED_OPTION,
                                      THREADS_OPTION, TRUST_PICKLE_OPTION, handle_errors)
 from compress.loading.model_file import check_data_file, check_model_file
@@ -63,6 +63,15 @@ GROUPS: dict[str, dict[str, tuple[type, typer.models.OptionInfo]]] = {
     },
     # what the verb prints
     "output": {"json_out": (bool, JSON_OPTION), "debug": (bool, DEBUG_OPTION)},
+    # what a training pass (prune, distill) trains on, the files it exports and the gate they are held to
+    "pass": {
+        "data": (str, typer.Option(None, "--data", "-d", help=(
+            "Dataset name, .npz, image folder or package.module:function (default: the model's own)."))),
+        "formats": (list[str], FORMAT_OPTION),
+        "no_int8": (bool, typer.Option(False, "--no-int8", help=(
+            "Export fp32 files only (default: also int8, by the same PTQ as `compress quantize`)."))),
+        "max_degradation": (float, MAX_DEGRADATION_OPTION),
+    },
 }
 
 
@@ -100,8 +109,9 @@ def _check_input_paths(values: dict, opts: Options) -> None:
         for name in MODEL_PARAMETERS:
             if isinstance(values.get(name), Path):
                 check_model_file(values[name])
-        if isinstance(values.get("data"), str):
-            check_data_file(values["data"])
+        data = values.get("data", getattr(opts, "data", None))
+        if isinstance(data, str):
+            check_data_file(data)
 
 
 def target_options(opts: Options) -> dict:

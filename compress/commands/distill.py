@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import FORMAT_OPTION, emit, gate_policy, handle_errors, parse_kwargs, stdout_console
-from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
+from compress.commands._common import emit, gate_policy, handle_errors, parse_kwargs, stdout_console
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.commands.prune import (bench_options, check_formats, config_or_usage, load_for_pass, raise_failed_gates,
                                      split_list)
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("distill")(distill_command)
 
 
-@shared_options("judge", "load", "time", "output")
+@shared_options("pass", "judge", "load", "time", "output")
 def distill_command(
     teacher: Path = typer.Option(..., "--teacher", "-t", help="Any loadable model: zoo checkpoint, state_dict (with --arch), TorchScript, .pt2 or .onnx."),
     student: str = typer.Option(..., "--student", "-s", help="A zoo architecture with options (mnist_cnn:width=0.25) or package.module:Class."),
@@ -33,10 +33,6 @@ def distill_command(
     features: list[str] = typer.Option(None, "--features", help="Intermediate-feature pair student_layer=teacher_layer (repeatable)."),
     feature_weight: float = typer.Option(None, "--feature-weight", help="Weight of each feature term (default 1)."),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip training the no-KD twin (KD's benefit is then not measured)."),
-    data: str = typer.Option(None, "--data", "-d", help="Dataset (default: the teacher's own)."),
-    formats: list[str] = FORMAT_OPTION,
-    no_int8: bool = typer.Option(False, "--no-int8", help="Export the student in fp32 only."),
-    max_degradation: float = MAX_DEGRADATION_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<teacher>-distilled)."),
     *,
     opts: Options,
@@ -52,13 +48,13 @@ def distill_command(
         pairs = {k: str(v) for k, v in parse_kwargs(features).items()}
         config = config_or_usage(DistillConfig, student=student, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
                                  features=pairs, feature_weight=feature_weight, baseline=not no_baseline, seed=opts.seed)
-        fmts = check_formats(split_list(formats))
+        fmts = check_formats(split_list(opts.formats))
         handle = load_for_pass(teacher, opts)
         run_dir = out or Path("runs") / f"{teacher.stem}-distilled"
         total = config.epochs * (2 if config.baseline else 1)
         with training_progress(f"distilling into {config.student}", total, transient=opts.json_out) as (on_epoch, step):
-            report = run_distill(handle, config, data, run_dir, fmts, not no_int8, bench_options(opts),
-                                 gate_policy(max_degradation, opts.no_gate), on_epoch, step)
+            report = run_distill(handle, config, opts.data, run_dir, fmts, not opts.no_int8, bench_options(opts),
+                                 gate_policy(opts.max_degradation, opts.no_gate), on_epoch, step)
         emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir), distill_lines(report["distill"])))
         raise_failed_gates(report, run_dir)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import typer
 
-from compress.commands._common import (FORMAT_OPTION, declare_output_kinds, emit, gate_policy, handle_errors, parse_kwargs,
+from compress.commands._common import (declare_output_kinds, emit, gate_policy, handle_errors, parse_kwargs,
                                      stdout_console)
-from compress.commands._options import MAX_DEGRADATION_OPTION, Options, shared_options
+from compress.commands._options import Options, shared_options
 from compress.commands._progress import training_progress
 from compress.passes.workflow_common import FORMATS
 from compress.passes.prune_workflow import run_prune
@@ -87,7 +87,7 @@ def load_for_pass(model: Path, opts: Options):
 # --- prune ------------------------------------------------------------------------------------------------------
 
 
-@shared_options("judge", "load", "time", "output")
+@shared_options("pass", "judge", "load", "time", "output")
 def prune_command(
     model: Path = typer.Argument(..., help="Zoo checkpoint, state_dict .pt (with --arch), torch.export .pt2 (magnitude/N:M only)."),
     method: str = typer.Option("magnitude", "--method", "-m", help="magnitude, l1-structured, l2-structured, or N:M such as 2:4."),
@@ -99,10 +99,6 @@ def prune_command(
     finetune_epochs: int = typer.Option(0, "--finetune-epochs", "-e", help="Fine-tune epochs while sparsity ramps up (cubic schedule)."),
     schedule: str = typer.Option("cubic", "--schedule", help="cubic, linear or one-shot."),
     lr: float = typer.Option(None, "--lr", help="Fine-tuning learning rate (Adam; default 5e-4)."),
-    data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own)."),
-    formats: list[str] = FORMAT_OPTION,
-    no_int8: bool = typer.Option(False, "--no-int8", help="Export the pruned model in fp32 only (default: also int8, as `compress quantize`)."),
-    max_degradation: float = MAX_DEGRADATION_OPTION,
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>-pruned)."),
     *,
     opts: Options,
@@ -123,12 +119,12 @@ def prune_command(
             ratios[name] = float(value)
         config = config_or_usage(PruneConfig, method=method, sparsity=sparsity, scope=scope, layer_sparsity=ratios,
                                  skip=split_list(skip), finetune_epochs=finetune_epochs, schedule=schedule, lr=lr, seed=opts.seed)
-        fmts = check_formats(split_list(formats))
+        fmts = check_formats(split_list(opts.formats))
         handle = load_for_pass(model, opts)
         run_dir = out or Path("runs") / f"{model.stem}-pruned"
         with training_progress(f"pruning ({config.method})", config.finetune_epochs, transient=opts.json_out) as (on_epoch, step):
-            report = run_prune(handle, config, data, run_dir, fmts, not no_int8, bench_options(opts),
-                               gate_policy(max_degradation, opts.no_gate), on_epoch, step)
+            report = run_prune(handle, config, opts.data, run_dir, fmts, not opts.no_int8, bench_options(opts),
+                               gate_policy(opts.max_degradation, opts.no_gate), on_epoch, step)
         emit(report, opts.json_out, lambda: stdout_console.print(artifact_table(report, run_dir), prune_table(report["prune"])))
         raise_failed_gates(report, run_dir)
 

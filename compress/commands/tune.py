@@ -94,8 +94,11 @@ def tune_command(
             error = exc.errors()[0]
             loc = [str(p) for p in error["loc"]]
             option = f"--{'-'.join(loc).replace('_', '-') or 'options'}"
+            message = error["msg"].removeprefix("Value error, ")
+            if not loc and message.startswith("search "):  # a choice the format cannot take (TuneConfig's checks)
+                raise UsageError(f"--search {search}: {message}") from None
             where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else option
-            raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
+            raise UsageError(f"{where}: {message}") from None
         handle = declare_output_kinds(load_model(model), output_kind)
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.catalog import FP32_EXPORT, Technique, technique_label
-from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, resolve_splits
+from compress.catalog import Technique, technique_label
+from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, load_splits
 from compress.steps.phases import PhaseClock
-from compress.safety.rundir import holds_run_dir, staged
+from compress.safety.rundir import holds_run_dir
 
 
 @holds_run_dir("distill")
@@ -26,34 +26,29 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     """
     from dataclasses import replace
 
+    from compress.build import FP32, ArtifactSpec, BuildContext, build
     from compress.passes.distill import distill, student_settings
-    from compress.steps.pipeline import finish_report, heads_for, measure_reference
+    from compress.passes.quantize import QuantizeConfig
+    from compress.steps.pipeline import finish_report, measure_reference
 
     clock = PhaseClock()
     step = clock.wrap(step)
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
-    clock.begin("loading data")
-    splits, plan = resolve_splits(teacher, data, config.seed)
-    heads = heads_for(teacher, plan)
+    splits, plan, heads = load_splits(clock, teacher, data, config.seed)
     clock.begin("distilling")
     result = distill(teacher, config, splits, on_epoch)
     student = result.student
     step("saving the student (for chaining)")
     student_file = _save_student(student, run_dir, plan.split_seed, config.seed)
 
-    teacher_entries = []
-    if teacher.module is not None and "onnx" in formats:
-        step("teacher fp32 onnx: export")
-        from compress.backends.onnx.export import export_onnx
-
-        export_onnx(teacher, staged(run_dir, "teacher.fp32.onnx"))
-    reference = measure_reference(teacher, plan, size_bytes=_teacher_size(teacher, run_dir))
-    if staged(run_dir, "teacher.fp32.onnx").exists():
-        from compress.steps.pipeline import verify_artifact
-
-        teacher_entries.append(verify_artifact(run_dir, "teacher.fp32.onnx", "fp32", [FP32_EXPORT], plan, reference, heads,
-                                               name="teacher-fp32-onnx", bench=bench, notes=["the teacher, for comparison"]))
-    artifacts = teacher_entries + export_verified(student, run_dir, "student", list(formats), int8, plan, reference, heads, bench,
+    # the teacher's fp32 ONNX file, whose size is the reference's (else the teacher's own file)
+    exported = teacher.module is not None and "onnx" in formats
+    specs = [ArtifactSpec("onnx", "fp32", "teacher-fp32-onnx", "teacher.fp32.onnx", FP32, notes=("the teacher, for comparison",),
+                          phase="teacher fp32 onnx: export and verify")] if exported else []
+    reference = None if exported else measure_reference(teacher, plan, size_bytes=Path(teacher.source_path).stat().st_size)
+    built = build(teacher, specs, BuildContext(run_dir, plan, heads, QuantizeConfig(seed=config.seed), reference, bench=bench, step=step))
+    reference = built.reference
+    artifacts = built.artifacts + export_verified(student, run_dir, "student", list(formats), int8, plan, reference, heads, bench,
                                                   seed=config.seed, step=step)
     if result.baseline is not None:
         twin = replace(teacher, module=result.baseline, onnx_path=None, techniques=[Technique("train", method="no-kd", settings=student_settings(config.student))])
@@ -65,11 +60,6 @@ def run_distill(teacher, config, data=None, out_dir: str | Path = "runs/distill"
     extra = {"command": "distill", "config": config.model_dump(mode="json"), "distill": summary,
              "chain": {"model": student_file.name, "techniques": [technique_label(t) for t in student.techniques]}, "timings": clock.record()}
     return finish_report(run_dir, teacher, plan, reference, artifacts, policy, extra)
-
-
-def _teacher_size(teacher, run_dir: Path) -> int:
-    exported = staged(run_dir, "teacher.fp32.onnx")
-    return exported.stat().st_size if exported.exists() else Path(teacher.source_path).stat().st_size
 
 
 def _save_student(student, run_dir: Path, split_seed: int, seed: int) -> Path:

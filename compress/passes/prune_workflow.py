@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.catalog import FP32_EXPORT, technique_label
-from compress.passes.workflow_common import FORMATS, compare_latency, export_fp32, export_verified, resolve_splits
+from compress.catalog import technique_label
+from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, load_splits
 from compress.steps.phases import PhaseClock
-from compress.safety.rundir import holds_run_dir, staged
+from compress.safety.rundir import holds_run_dir
 
 
 @holds_run_dir("prune")
@@ -25,31 +25,27 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     (the pruned model, int8 by the same PTQ as `compress quantize`), plus ``model.pt2`` for chaining. ``policy``: the
     compress.steps.gates.GatePolicy judging them (default gates when None). Returns the report.
     """
+    from compress.build import FP32, ArtifactSpec, BuildContext, build
     from compress.loading.model import save_program
-    from compress.passes.prune import apply, check_prunable, compressed_size
-    from compress.steps.pipeline import finish_report, heads_for, measure_reference, original_record, verify_artifact
+    from compress.passes.prune import apply, check_prunable
+    from compress.passes.quantize import QuantizeConfig
+    from compress.steps.pipeline import finish_report, original_record
 
     clock = PhaseClock()
     step = clock.wrap(step)
     check_prunable(handle)
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
-    clock.begin("loading data")
-    splits, plan = resolve_splits(handle, data, config.seed)
-    heads = heads_for(handle, plan)
+    splits, plan, heads = load_splits(clock, handle, data, config.seed)
     clock.begin("pruning and fine-tuning")
     pruned = apply(handle, config, splits, on_epoch)
-    artifacts: list[dict] = []
-    for fmt in formats:  # the dense fp32 file is the reference's size and the latency baseline
-        step(f"dense fp32 {fmt}: export")
-        export_fp32(handle, staged(run_dir, f"dense.fp32.{fmt}"), fmt)
-    reference = measure_reference(handle, plan, size_bytes=staged(run_dir, f"dense.fp32.{formats[0]}").stat().st_size)
+    # the dense fp32 files: the latency baseline, and the first one's size is the reference's
+    dense = [ArtifactSpec(fmt, "fp32", f"dense-fp32-{fmt}", f"dense.fp32.{fmt}", FP32, notes=("the unpruned model, for comparison",),
+                          phase=f"dense fp32 {fmt}: export and verify") for fmt in formats]
+    built = build(handle, dense, BuildContext(run_dir, plan, heads, QuantizeConfig(seed=config.seed), bench=bench,
+                                              compressed_size=True, step=step))
+    artifacts, reference = built.artifacts, built.reference
     step("saving model.pt2 (for chaining)")
     save_program(pruned, run_dir / "model.pt2", original=original_record(handle, plan, reference))
-    for fmt in formats:
-        entry = verify_artifact(run_dir, f"dense.fp32.{fmt}", "fp32", [FP32_EXPORT], plan, reference, heads,
-                                name=f"dense-fp32-{fmt}", bench=bench, notes=["the unpruned model, for comparison"])
-        entry["compressed_size_bytes"] = compressed_size(run_dir / entry["path"])
-        artifacts.append(entry)
     artifacts += export_verified(pruned, run_dir, "model", list(formats), int8, plan, reference, heads, bench, seed=config.seed, step=step)
     summary = pruned.metrics["prune"]
     _size_notes(artifacts, config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.build import FP32, GRAPH, QUANTIZER, ArtifactSpec
-from compress.passes.workflow_common import FORMATS, resolve_splits
+from compress.passes.workflow_common import FORMATS, load_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir
 
@@ -26,7 +26,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     from compress.build import BuildContext, build
     from compress.passes import qat
     from compress.passes.qat_export import qat_spec
-    from compress.steps.pipeline import finish_report, heads_for
+    from compress.steps.pipeline import finish_report
     from compress.passes.quantize import QuantizeConfig
 
     clock = PhaseClock()
@@ -37,9 +37,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
 
         require_executorch()
     run_dir = Path(out_dir)  # created and locked by holds_run_dir
-    clock.begin("loading data")
-    splits, plan = resolve_splits(handle, data, config.seed)
-    heads = heads_for(handle, plan)
+    splits, plan, heads = load_splits(clock, handle, data, config.seed)
     clock.begin("QAT training")
     trained = qat.apply(handle, config, splits, on_epoch)
     default_scheme = config.weight_bits == 8 and config.per_channel

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from compress import backends as registry
 from compress.backends.calibration import calibration_names, check_calibration
 from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
-from compress.catalog import check_precisions, exported, quantized, tunable
+from compress.catalog import check_precisions, exported, quantized
 from compress.data.plan import DataPlan, plan_data
 from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, Refusals, build
 from compress.build import converts_ahead  # noqa: F401  (compress.commands.quantize asks it before loading the model)
@@ -71,7 +71,7 @@ class QuantizeConfig(BaseModel):
         f"Artifact formats to produce: {', '.join(registry.quantizable())}."))
     precisions: Annotated[list[str], AfterValidator(lambda v: check_precisions(v, quantized))] = Field(
         default_factory=lambda: ["int8"], description=f"Any of {', '.join(quantized())}.",
-        json_schema_extra=searchable("precisions", ["int8", "int8-dynamic"], options=list(tunable())))
+        json_schema_extra=searchable("precisions", ["int8", "int8-dynamic"], options="compress.catalog:tunable"))
     calibration: Annotated[str, AfterValidator(_calibration)] = Field(
         "minmax", description="How static int8 picks activation ranges (compress.backends.calibration).",
         json_schema_extra={**searchable("calibrations", list(calibration_names())), "enum": list(calibration_names())})

@@ -88,19 +88,27 @@ def get_pass(name: str) -> Pass:
     return PASSES[name]
 
 
-def searchable(name: str, default: Any, kind: Literal["choices", "range", "max"] = "choices", options: list | None = None,
+def searchable(name: str, default: Any, kind: Literal["choices", "range", "max"] = "choices", options: list | str | None = None,
                off: Any = None, le: int | None = None, description: str | None = None) -> dict:
     """The ``json_schema_extra`` that puts a config field into tune's search space (``SearchSpace.<name>``).
 
     ``choices``: a list of values drawn per trial (each validated as this field's value); ``range``: ``[low, high]``;
-    ``max``: an upper bound (at most ``le``). ``options`` closes the set of allowed choices; ``off`` is a choice that
-    switches the pass off (an empty list then means off too).
+    ``max``: an upper bound (at most ``le``). ``options`` closes the set of allowed choices: a list, or
+    ``"module:function"`` naming a function that returns them when a search is validated (choices that come from
+    records registered later, such as a plugin's precision); ``off`` is a choice that switches the pass off (an empty
+    list then means off too).
 
     Example: ``calib_samples: int = Field(256, json_schema_extra=searchable("calib_samples", [128, 256, 512]))``
     """
     spec = {"name": name, "kind": kind, "default": default}
     spec.update({k: v for k, v in (("options", options), ("off", off), ("le", le), ("description", description)) if v is not None})
     return {"search": spec}
+
+
+def search_options(spec: dict) -> list:
+    """The allowed choices of a search spec with ``options`` (a list, or read now from its ``"module:function"``)."""
+    options = spec["options"]
+    return list(_resolve(options)()) if isinstance(options, str) else options
 
 
 def search_fields() -> list[tuple[Pass, str, dict]]:

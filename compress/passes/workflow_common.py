@@ -2,6 +2,7 @@
 
 Example:
     >>> splits, plan = resolve_splits(handle, None)            # the model's own dataset and split seed
+    >>> splits, plan, heads = load_splits(clock, handle, None)  # the same, timed, with the heads verification reads
     >>> entries = export_verified(handle, run_dir, "model", ["onnx"], True, plan, reference, heads, None)
     >>> [e["name"] for e in entries]
     ['fp32-onnx', 'int8-onnx']
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.backends import default_formats, get as get_format
+from compress.backends import default_formats
 
 FORMATS = tuple(default_formats())
 
@@ -32,6 +33,20 @@ def resolve_splits(handle, data, seed: int = 0, calib_samples: int = 256):
         raise UsageError(f"data {dataset.name!r} has no labels: training and evaluation need labeled data")
     plan = plan_data(handle, None if own else dataset, calib_samples, seed)
     return dataset.split(plan.split_seed), plan
+
+
+def load_splits(clock, handle, data, seed: int = 0):
+    """``(splits, plan, heads)``: ``resolve_splits`` timed as the phase "loading data" on ``clock`` (a PhaseClock),
+    and the output heads verification reads (compress.steps.pipeline.heads_for).
+
+    Example:
+        >>> splits, plan, heads = load_splits(PhaseClock(), handle, None, seed=0)
+    """
+    from compress.steps.pipeline import heads_for
+
+    clock.begin("loading data")
+    splits, plan = resolve_splits(handle, data, seed)
+    return splits, plan, heads_for(handle, plan)
 
 
 def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: bool, plan, reference, heads,
@@ -65,7 +80,3 @@ def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
         artifact["speedup_vs_baseline"] = round(p50(reference) / p50(artifact), 3)
         artifact["notes"].append(f"p50 {p50(artifact):.3f} ms vs {p50(reference):.3f} ms for {reference['name']} at batch 1 "
                                  f"({artifact['speedup_vs_baseline']:.2f}x)")
-
-
-def export_fp32(handle, path: Path, fmt: str) -> None:
-    get_format(fmt).export_fp32(handle, path)

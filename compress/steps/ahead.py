@@ -7,7 +7,8 @@ here, never read from a file), which converts the jobs the pre-flight and the ex
 and sends each one's bytes back as soon as it is made. Each is ``expect``-ed in the run's conversion cache
 (compress.backends.reuse) under the key the export computes: the first export that asks for it waits for that one
 answer only, so the ONNX work goes on meanwhile, nothing is converted twice and every file holds the bytes an
-in-process conversion writes. The second process dies with this one, however this one ends, SIGKILL included
+in-process conversion writes. The request carries this process's registrations (compress.backends.extensions), so a
+plugin's calibration method or format converts there too. The second process dies with this one, however this one ends, SIGKILL included
 (compress.safety.lifeline). When the second process cannot help (one core, a module whose classes are not compress's or
 torch's, a pickling or conversion failure), this process converts as before; errors then surface with their usual
 messages.
@@ -196,7 +197,11 @@ def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: s
     if not jobs or (os.cpu_count() or 1) < 2 or not _classes_importable(module):
         return None
     keys = [_key(module, example, job) for job in jobs]
-    request = {"module": module, "example": example, "jobs": jobs}
+    try:
+        registered = _registrations()
+    except Exception:  # a plugin's record that does not pickle by reference: converted here
+        return None
+    request = {"module": module, "example": example, "jobs": jobs, **registered}
     try:
         data = pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -213,6 +218,23 @@ def convert_ahead(module: nn.Module, example: tuple, jobs: list[Job], program: s
         expect(key, lambda index=index: ahead.wait_for(index))
     on_close(ahead.close)
     return ahead
+
+
+def _registrations() -> dict:
+    """What the second process needs to know this process's registrations (a plugin's format, precision or
+    calibration method, compress.backends.extensions): where they are imported from and the records, pickled here
+    (by reference: unpickling imports the modules that define them, which this process has run already)."""
+    from compress.backends import extensions
+
+    return {"path": list(sys.path), "extensions": pickle.dumps(extensions(), protocol=pickle.HIGHEST_PROTOCOL)}
+
+
+def _install(request: dict) -> None:
+    """Register this process's registrations (``_registrations()``) in the second process."""
+    from compress.backends import install
+
+    sys.path[:0] = [entry for entry in request["path"] if entry not in sys.path]
+    install(pickle.loads(request["extensions"]))  # written by the process that started this one
 
 
 def _classes_importable(module: nn.Module) -> bool:
@@ -278,6 +300,7 @@ def main(writer: int) -> None:
     if not received:  # prewarmed, then not needed
         return
     request = pickle.loads(received)  # sent by the process that started this one
+    _install(request)
     module = request["module"]
     if module is None:
         module = _program_module(request["program"], request["digest"])

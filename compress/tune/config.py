@@ -10,11 +10,26 @@ import copy
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from compress.steps.gates import degradation_limit, max_degradation_field
 from compress.limits import MAX_TRIALS, MAX_WORKERS
-from compress.passes.registry import search_fields
+from compress.passes.registry import search_fields, search_options
+
+
+def _one_of(spec: dict):
+    """The type of one choice among ``spec``'s options: a Literal for a fixed list, a string checked against the
+    options when validated for options read from the records (a precision registered after import is among them)."""
+    if not isinstance(spec["options"], str):
+        return Literal[tuple(spec["options"])]
+
+    def check(value: str) -> str:
+        allowed = search_options(spec)
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not searchable; choose from {', '.join(allowed)}")
+        return value
+
+    return Annotated[str, AfterValidator(check)]
 
 
 def _search_field(spec: dict, info) -> tuple:
@@ -22,7 +37,7 @@ def _search_field(spec: dict, info) -> tuple:
     default, description = spec["default"], spec.get("description")
     if spec["kind"] == "max":
         return int, Field(default, ge=0, le=spec["le"], description=description)
-    item = Literal[tuple(spec["options"])] if "options" in spec else info.annotation
+    item = _one_of(spec) if "options" in spec else info.annotation
     item = Annotated[item, *info.metadata] if info.metadata and "options" not in spec else item
     if spec["kind"] == "range":
         return tuple[item, item], Field(tuple(default), description=description)
@@ -128,6 +143,17 @@ class TuneConfig(BaseModel):
                 check_calibration(name, self.format)
             except ValueError as exc:
                 raise ValueError(f"search calibrations {name!r}: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _precisions_of_the_format(self) -> "TuneConfig":
+        """Each searched precision has a quantizer in the format the trials write."""
+        from compress.catalog import PRECISIONS
+
+        for name in getattr(self.search, "precisions", []):
+            if self.format not in PRECISIONS[name].formats:
+                raise ValueError(f"search precisions {name!r}: the {self.format} format has no quantizer for it; "
+                                 f"formats that do: {', '.join(PRECISIONS[name].formats) or 'none'}")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import multiprocessing
 import os
 from typing import Callable, Iterator
@@ -23,6 +24,24 @@ def _start_worker(parent: int, registered: dict) -> None:
 
     die_with_parent(parent)
     install(registered)
+
+
+def with_registrations(registered: dict, function: Callable, *args):
+    """``function(*args)`` in a worker that imports only the built-in records, after registering the driver's formats,
+    precisions and methods (``registered``: its ``compress.backends.extensions()``)."""
+    from compress.backends import install
+
+    install(registered)
+    return function(*args)
+
+
+def registered_task(registered: dict, function: Callable) -> Callable:
+    """``function`` as a Ray task body that runs ``with_registrations`` (named as ``function`` in Ray's timeline)."""
+    @functools.wraps(function)
+    def task(*args):
+        return with_registrations(registered, function, *args)
+
+    return task
 
 
 class LocalPool:
@@ -55,7 +74,9 @@ class RayPool:
             import ray
         except ImportError:
             raise EnvironmentFailure("--executor ray needs Ray: pip install 'compress[ray]'") from None
-        self.ray = ray
+        from compress.backends import extensions
+
+        self.ray, self.registered = ray, extensions()
         self.owned = not ray.is_initialized()  # shut down only the Ray this pool started
         if self.owned and address:
             try:
@@ -67,7 +88,7 @@ class RayPool:
 
     def submit(self, function: Callable, *args, resources: dict | None = None) -> cf.Future:
         options = {"num_cpus": 1, "max_retries": 0, **(resources or {})}
-        return self.ray.remote(**options)(function).remote(*args).future()
+        return self.ray.remote(**options)(registered_task(self.registered, function)).remote(*args).future()
 
     def put(self, value):
         """One copy in the object store; a task given the reference gets the value on whatever node it runs."""

@@ -52,15 +52,18 @@ def _objectives(config: TuneConfig, result: dict) -> list[float]:
 
 
 def _sample(trial: optuna.Trial, config: TuneConfig, ranked: list[str]) -> dict:
+    """A trial's parameters; the calibration knobs are drawn for a precision with int8 compute only (a weight-only
+    precision's own record holds its knobs)."""
+    from compress.catalog import PRECISIONS
+
     space = config.search
-    params = {
-        "precision": trial.suggest_categorical("precision", space.precisions),
-        "calibration": trial.suggest_categorical("calibration", space.calibrations),
-        "calib_samples": trial.suggest_categorical("calib_samples", space.calib_samples),
-        "per_channel": trial.suggest_categorical("per_channel", space.per_channel),
-        "keep_float": trial.suggest_int("keep_float", 0, min(space.keep_float_max, len(ranked))),
-        "prune": trial.suggest_categorical("prune", space.prune_methods or ["none"]),
-    }
+    params = {"precision": trial.suggest_categorical("precision", space.precisions)}
+    if PRECISIONS[params["precision"]].int8_compute:
+        params.update(calibration=trial.suggest_categorical("calibration", space.calibrations),
+                      calib_samples=trial.suggest_categorical("calib_samples", space.calib_samples),
+                      per_channel=trial.suggest_categorical("per_channel", space.per_channel))
+    params.update(keep_float=trial.suggest_int("keep_float", 0, min(space.keep_float_max, len(ranked))),
+                  prune=trial.suggest_categorical("prune", space.prune_methods or ["none"]))
     if params["prune"] != "none":
         params["sparsity"] = round(trial.suggest_float("sparsity", *space.prune_sparsity, step=0.05), 2)
         params["finetune_epochs"] = trial.suggest_categorical("finetune_epochs", space.finetune_epochs)

@@ -36,8 +36,8 @@ def quantize_config_for(params: dict, ranked_layers: list[str], fmt: str, seed: 
     from compress.passes.quantize import QuantizeConfig
     from compress.tune.config import decode_dynamic_ops
 
-    return QuantizeConfig(formats=[fmt], precisions=[params["precision"]], calibration=params["calibration"],
-                          calib_samples=params["calib_samples"], per_channel=params["per_channel"],
+    drawn = {knob: params[knob] for knob in ("calibration", "calib_samples", "per_channel") if knob in params}  # int8 compute
+    return QuantizeConfig(formats=[fmt], precisions=[params["precision"]], **drawn,
                           dynamic_op_types=decode_dynamic_ops(params.get("dynamic_ops", "none")),
                           exclude=ranked_layers[: params["keep_float"]], include_fp32=False, bench_runs=bench_runs, seed=seed,
                           auto_fallback=False)  # the search itself explores the repairs
