@@ -20,14 +20,13 @@ NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be c
 def export_fp32(handle, out: Path) -> None:
     from compress.backends.tflite.export import export_tflite
 
-    export_tflite(handle, out, "fp32", None)
+    export_tflite(QuantizeJob(handle, "fp32", out))
 
 
 def quantize(job: QuantizeJob):
     from compress.backends.tflite.export import export_tflite
 
-    result = export_tflite(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
-                           per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    result = export_tflite(job)
     return note_static_only(job, result)
 
 
