@@ -144,7 +144,7 @@ def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
     assert embedding["layer"] == "embed" and "portable kernels" in embedding["reason"]
     assert any("int64 tensors" in row["reason"] for row in result.float_ops)
     assert "linear" in result.coverage["delegated"]
-    findings = pte_preflight(handle, "fp32")
+    findings = pte_preflight(QuantizeJob(handle, "fp32", tmp_path / "tokens.fp32.pte"))
     assert any(f.format == "pte" and f.op == "embedding" and f.layer == "embed" and f.severity == "info" for f in findings)
 
 
@@ -291,7 +291,7 @@ def test_tune_searches_pte_files(zoo_checkpoint, cli, tmp_path):
 
 
 @needs_executorch
-def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
+def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte(tmp_path):
     from compress.backends.pte.preflight import pte_preflight
 
     class Recurrent(torch.nn.Module):
@@ -305,5 +305,6 @@ def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
 
     torch.manual_seed(0)
     handle = ModelHandle(Recurrent().eval(), InputSpec((TensorSpec("x", (-1, 6, 8)),)), "mem", "pickle", "")
-    findings = [f for f in pte_preflight(handle, "int8") if f.layer == "lstm" and f.op == "linear"]
+    findings = pte_preflight(QuantizeJob(handle, "int8", tmp_path / "lstm.int8.pte"))
+    findings = [f for f in findings if f.layer == "lstm" and f.op == "linear"]
     assert findings and "unrolls LSTM" in findings[0].message and "--format onnx" in findings[0].suggestion

@@ -176,20 +176,22 @@ def test_transformer_takes_int64_tokens(zoo_checkpoint, tmp_path):
     assert got.shape == (5, 10) and np.abs(got - want).max() < 0.5 * np.abs(want).max() + 0.1
 
 
-def test_preflight_flags_the_lstm_and_refuses_what_cannot_convert(zoo_checkpoint):
+def test_preflight_flags_the_lstm_and_refuses_what_cannot_convert(zoo_checkpoint, tmp_path):
     handle = load_model(zoo_checkpoint("lstm"))
-    findings = tflite_preflight(handle, "int8")
+    out = tmp_path / "model.int8.tflite"  # what the run would write; a pre-flight writes nothing
+    findings = tflite_preflight(QuantizeJob(handle, "int8", out))
     lstm = [f for f in findings if f.layer == "lstm"]
     assert lstm and "LSTM" in lstm[0].message and "dynamic-range" in lstm[0].message and lstm[0].severity == "info"
     assert not [f for f in findings if f.severity == "error"]
     # `compress quantize` dry-runs on its own calibration set and method (the real export then reuses the file):
     # the findings are the same as on random inputs
-    calibrated = tflite_preflight(handle, "int8", _splits(handle).calibration(64), "percentile", per_channel=False)
+    calibrated = tflite_preflight(QuantizeJob(handle, "int8", out, calib_data=_splits(handle).calibration(64),
+                                              calibration="percentile", per_channel=False))
     assert [(f.layer, f.message) for f in calibrated] == [(f.layer, f.message) for f in findings]
     onnx_only = ModelHandle(None, handle.input_spec, "m.onnx", "onnx", "")
-    assert tflite_preflight(onnx_only, "int8")[0].severity == "error"
+    assert tflite_preflight(QuantizeJob(onnx_only, "int8", out))[0].severity == "error"
     with pytest.raises(UsageError, match="unknown TFLite precision"):
-        tflite_preflight(handle, "int3")
+        tflite_preflight(QuantizeJob(handle, "int3", out))
 
 
 class _Affine(nn.Module):

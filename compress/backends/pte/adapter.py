@@ -34,7 +34,7 @@ def quantize(job: QuantizeJob):
 def preflight(job: QuantizeJob) -> list:
     from compress.backends.pte.preflight import pte_preflight
 
-    return pte_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
+    return pte_preflight(job)
 
 
 def unreachable(handle) -> str | None:

@@ -35,7 +35,7 @@ def preflight(job: QuantizeJob) -> list:
         return []
     from compress.backends.tflite.preflight import tflite_preflight
 
-    return tflite_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
+    return tflite_preflight(job)
 
 
 def float_ops(path: Path, handle, precision: str) -> list[dict]:
