@@ -158,7 +158,7 @@ def main(argv=None) -> None:
                          "top1_agreement": round(top1, 4), "ttft_ms_128_t1": round(ttft1, 1),
                          "ttft_ms_128_t2": round(ttft2, 1), "decode_tok_s_t1": round(tps1, 1),
                          "decode_tok_s_t2": round(tps2, 1), "export_s": round(export_s, 1),
-                         "techniques": export.techniques, "notes": export.notes})
+                         "techniques": [t.label for t in export.techniques], "notes": export.notes})
             r = rows[-1]
             print(f"{name:40s} {r['bytes'] / 1e6:7.1f} MB  ppl {ppl:8.3f} ({r['ppl_increase_pct']:+6.2f} %)  "
                   f"top1 {top1:.3f}  ttft {ttft1:6.0f}/{ttft2:6.0f} ms  decode {tps1:5.1f}/{tps2:5.1f} tok/s  "

@@ -135,7 +135,7 @@ def main() -> None:
                                    progress=lambda message: print(f"  {time.strftime('%H:%M:%S')} {precision}: {message}", flush=True))
             export_s = round(time.perf_counter() - start, 1)
             rows[f"pte-{precision}"] = {**measure(result.path, windows, reference, args.decode_tokens), "export_s": export_s,
-                                        "techniques": result.techniques, "coverage": result.notes[0]}
+                                        "techniques": [t.label for t in result.techniques], "coverage": result.notes[0]}
             print(f"{precision}: {rows[f'pte-{precision}']}", flush=True)
             write_results(rows, args)   # after each variant: a long run cut short keeps what it measured
     print_table(rows)

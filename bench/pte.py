@@ -71,13 +71,15 @@ def compress_variants(handle, calibration, folder: Path) -> list[Variant]:
     from compress.backends.onnx.quantize import quantize_onnx
     from compress.backends.pte.export import export_pte
     from compress.backends.tflite.export import export_tflite
+    from compress.catalog import QuantizeJob
 
     fp32_onnx = export_onnx(handle, folder / "model.fp32.onnx")
-    int8_onnx = quantize_onnx(fp32_onnx, folder / "model.int8.onnx", "int8", calibration)
+    int8_onnx = quantize_onnx(QuantizeJob(None, "int8", folder / "model.int8.onnx", fp32_onnx, calibration))
     files = [("compress-fp32-onnx", fp32_onnx, 32, []), ("compress-int8-onnx", int8_onnx.path, 8, int8_onnx.notes)]
     for suffix, export in (("tflite", export_tflite), ("pte", export_pte)):
         for precision, bits in (("fp32", 32), ("int8", 8)):
-            result = export(handle, folder / f"model.{precision}.{suffix}", precision, calibration if precision == "int8" else None)
+            result = export(QuantizeJob(handle, precision, folder / f"model.{precision}.{suffix}",
+                                        calib_data=calibration if precision == "int8" else None))
             files.append((f"compress-{precision}-{suffix}", result.path, bits, [*result.notes, *(f"not delegated/float: {op}" for op in result.float_ops)]))
     return [runner_variant(name, path, bits, notes) for name, path, bits, notes in files]
 

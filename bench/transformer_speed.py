@@ -123,10 +123,13 @@ def build(workdir: Path, epochs: int | None):
     onnx.save(fusion.model, str(files["fp32-fused"]))
     for source in ("fp32", "fp32-fused"):
         tag = source.replace("fp32", "int8")
-        files[f"{tag}-static"] = quantize_onnx(files[source], workdir / f"{tag}-static.onnx", "int8", calibration).path
-        files[f"{tag}-dynamic-matmul"] = quantize_onnx(files[source], workdir / f"{tag}-dynamic-matmul.onnx", "int8", calibration,
-                                                       dynamic_op_types=("MatMul", "Gemm")).path
-    files["int8-dynamic"] = quantize_onnx(files["fp32"], workdir / "int8-dynamic.onnx", "int8-dynamic").path
+        files[f"{tag}-static"] = quantize_onnx(QuantizeJob(None, "int8", workdir / f"{tag}-static.onnx", files[source],
+                                                           calibration)).path
+        dynamic_matmul = QuantizeJob(None, "int8", workdir / f"{tag}-dynamic-matmul.onnx", files[source], calibration,
+                                     dynamic_op_types=["MatMul", "Gemm"])
+        files[f"{tag}-dynamic-matmul"] = quantize_onnx(dynamic_matmul).path
+    files["int8-dynamic"] = quantize_onnx(QuantizeJob(None, "int8-dynamic", workdir / "int8-dynamic.onnx",
+                                                      files["fp32"])).path
     picked = get_format("onnx").quantize(QuantizeJob(handle, "int8", workdir / "compress-int8.onnx", files["fp32"], calibration))
     files["compress-int8"] = picked.path
     tflite = get_format("tflite").quantize(QuantizeJob(handle, "int8", workdir / "compress-int8.tflite", None, calibration))

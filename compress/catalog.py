@@ -165,14 +165,20 @@ class QuantizeJob:
     ``fp32``: the format's fp32 file when the format quantizes from it (``quantizes_fp32_file``), else None.
     ``calibration``: the calibration method's name; ``calib_data``: the samples it calibrates on (None: random).
     ``output_kinds``: each output's kind from the run's reference (compress.data.outputs), for choices that compare files
-    by fidelity; None where unknown.
+    by fidelity; None where unknown. Every exporter and quantizer takes one job (``export_pte(job)``,
+    ``quantize_onnx(job)``), so a setting walks from the CLI to the backend without being listed again.
+
+    Example:
+        >>> job = QuantizeJob(handle, "int8", Path("model.int8.tflite"), calib_data=splits.calibration(256))
+        >>> export_tflite(job).precision
+        'int8'
     """
 
     handle: Any
     precision: str
     out: Path
-    fp32: Path | None
-    calib_data: Any
+    fp32: Path | None = None
+    calib_data: Any = None
     calibration: str = "minmax"
     per_channel: bool = True
     exclude: list[str] = field(default_factory=list)

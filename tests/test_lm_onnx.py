@@ -101,7 +101,7 @@ def test_quantized_file_holds_matmulnbits_as_asked_and_agrees_with_torch(
     assert len(nodes) == 2 * 7 + 1                      # q k v o gate up down per layer, and the head
     assert {(n["bits"], n["accuracy_level"]) for n in nodes} == {(bits, level)}
     assert {n["block_size"] for n in nodes} == blocks
-    assert any(t.startswith(f"ptq:{precision}") for t in export.techniques)
+    assert any(t.kind == "ptq" and t.precision == precision and t.op_types == ("MatMulNBits",) for t in export.techniques)
     logits = OnnxDecoder(export.path).prefill(ids)
     agreement = float((logits.argmax(-1) == torch_logits(module, ids).argmax(-1)).mean())
     assert agreement >= min_top1, agreement
@@ -185,8 +185,12 @@ def test_grid_aware_int4_holds_a_q4_1_source_exactly(tmp_path):
     reference = torch_logits(module, ids)
     aware = export_onnx_lm(module, tmp_path / "grid.onnx", "int4-weight", max_context=64, grids=grids)
     plain = export_onnx_lm(module, tmp_path / "plain.onnx", "int4-weight", max_context=64)
-    assert aware.techniques == ["export:onnx:kv-cache", "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute",
-                                "attention:GroupQueryAttention"]
+    assert [t.label for t in aware.techniques] == [
+        "export:onnx:kv-cache", "grid:gguf-Q4_1:int4-weight:block32:asymmetric:MatMulNBits:compute=float",
+        "attention:GroupQueryAttention"]
+    assert {k: v for k, v in aware.techniques[1].as_dict().items() if k != "label"} == {
+        "kind": "grid", "method": "gguf-Q4_1", "precision": "int4-weight", "scheme": "weight-only", "block_size": 32,
+        "symmetric": False, "op_types": ["MatMulNBits"], "compute": "float"}
     assert all(c.reason.startswith("source Q4_1 g32") for c in aware.layers if c.kind != "embedding")
     aware_error = np.abs(OnnxDecoder(aware.path).prefill(ids) - reference).max()
     plain_error = np.abs(OnnxDecoder(plain.path).prefill(ids) - reference).max()
@@ -266,7 +270,7 @@ def test_smollm2_grid_aware_int4_perplexity_stays_at_the_float_reference(tmp_pat
     with torch.no_grad():
         float_ppl = perplexity(module(torch.tensor([ids])).logits[0])
     aware = export_onnx_lm(module, tmp_path / "aware.onnx", "int4-weight", max_context=512, grids=grids)
-    assert "grid:gguf-Q4_1:g32:MatMulNBits-zero-point-0+block-mins:float-compute" in aware.techniques
+    assert "grid:gguf-Q4_1:int4-weight:block32:asymmetric:MatMulNBits:compute=float" in [t.label for t in aware.techniques]
     aware_ppl = perplexity(OnnxDecoder(aware.path, threads=2).prefill(ids))
     plain = export_onnx_lm(module, tmp_path / "plain.onnx", "int4-weight", max_context=512)
     plain_ppl = perplexity(OnnxDecoder(plain.path, threads=2).prefill(ids))

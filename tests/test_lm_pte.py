@@ -73,7 +73,7 @@ def test_fp32_pte_equals_torch_on_prefill_and_decode(fp32_export):
     np.testing.assert_allclose(logits, torch_logits(module, ids), atol=1e-4, rtol=1e-4)
     # reset starts a new sequence: the same logits again, nothing carried over from the cache
     np.testing.assert_allclose(teacher_forced(decoder, ids), logits, atol=1e-6)
-    assert result.precision == "fp32" and result.techniques == ["export:executorch:xnnpack:static-kv-cache"]
+    assert result.precision == "fp32" and [t.label for t in result.techniques] == ["export:executorch:xnnpack:static-kv-cache"]
     assert delegates(result.path) and set(delegates(result.path)) == {"XnnpackBackend"}
     # the caller's model is left as it was: no cache buffers, its own attention
     assert module.config._attn_implementation != "compress_static_kv"
@@ -83,7 +83,8 @@ def test_fp32_pte_equals_torch_on_prefill_and_decode(fp32_export):
 def test_8da4w_pte_is_xnnpack_int4_and_agrees_with_torch(llama_8da4w):
     module, result, folder = llama_8da4w
     assert result.precision == "8da4w"
-    assert "ptq:8da4w:g32:sym:xnnpack" in result.techniques
+    assert result.techniques[-1].as_dict() == {"kind": "ptq", "precision": "8da4w", "scheme": "dynamic", "block_size": 32,
+                                               "symmetric": True, "args": ["xnnpack"], "label": "ptq:8da4w:block32:symmetric:xnnpack"}
     assert {c.precision for c in result.layers} == {"8da4w"} and all(c.symmetric and c.block_size == 32 for c in result.layers)
     assert "lm_head" in {c.name for c in result.layers}
     assert set(delegates(result.path)) == {"XnnpackBackend"}
@@ -158,7 +159,7 @@ def test_fp32_tflite_equals_torch_on_prefill_and_decode(llama_tflite):
     from compress.lm.tflite_kv import TfliteDecoder
 
     module, result = llama_tflite
-    assert result.techniques == ["export:tflite:litert:external-kv-cache"]
+    assert [t.label for t in result.techniques] == ["export:tflite:litert:external-kv-cache"]
     decoder = TfliteDecoder(result.path, threads=1)
     assert (decoder.max_context, decoder.vocab_size) == (MAX_CONTEXT, 256)
     assert sorted(decoder.runners) == ["decode", "prefill_32"]
@@ -173,7 +174,7 @@ def test_fp32_tflite_equals_torch_on_prefill_and_decode(llama_tflite):
 
 # precision → (technique, file size / fp32 file's, top-1 floor, max |logit difference|); measured on this random
 # model: 8da4w 0.42 of the size, top-1 0.72 (as the 8da4w .pte's 0.78), max diff 0.15; int8-weight 0.56, 0.94, 0.007
-TFLITE_QUANTIZED = {"8da4w": ("ptq:8da4w:g32:litert-recipe", 0.5, 0.6, 0.5),
+TFLITE_QUANTIZED = {"8da4w": ("ptq:8da4w:block32:litert-recipe", 0.5, 0.6, 0.5),
                     "int8-weight": ("ptq:int8-weight:per-channel:litert-recipe", 0.65, 0.85, 0.05)}
 
 
@@ -184,7 +185,7 @@ def test_quantized_tflite_is_smaller_and_agrees_with_torch(precision, llama_tfli
     technique, size_ratio, top1_floor, max_diff = TFLITE_QUANTIZED[precision]
     module, fp32 = llama_tflite
     result = export_tflite_lm(module, tmp_path / f"model.{precision}.tflite", precision, max_context=MAX_CONTEXT)
-    assert result.techniques[-1] == technique
+    assert result.techniques[-1].label == technique
     assert result.path.stat().st_size < size_ratio * fp32.path.stat().st_size
     ids = token_ids(seed=2)
     logits = teacher_forced(TfliteDecoder(result.path, threads=2), ids)

@@ -123,7 +123,8 @@ def test_op_without_onnx_translation_is_a_usage_error_naming_op_and_layer(tmp_pa
 
 def test_mnist_int8_keeps_accuracy_is_about_4x_smaller_and_really_int8(mnist):
     splits = mnist["splits"]
-    result = quantize_onnx(mnist["fp32"], mnist["folder"] / "model.int8.onnx", "int8", splits.calibration(256))
+    result = quantize_onnx(QuantizeJob(None, "int8", mnist["folder"] / "model.int8.onnx", mnist["fp32"],
+                                       splits.calibration(256)))
     accuracy = _accuracy(result.path, splits.test)
     assert mnist["fp32_accuracy"] > 0.9
     assert mnist["fp32_accuracy"] - accuracy <= 0.005
@@ -134,12 +135,14 @@ def test_mnist_int8_keeps_accuracy_is_about_4x_smaller_and_really_int8(mnist):
     assert result.precision == "int8" and result.float_ops == []
     assert [t.label for t in result.techniques] == ["ptq:int8-static:minmax:per-channel" + (":reduce-range" if needs_reduce_range(cpu_int8_features()) else "")]
     assert any(note.startswith("reduce_range") for note in result.notes)
-    again = quantize_onnx(mnist["fp32"], mnist["folder"] / "again.int8.onnx", "int8", splits.calibration(256))
+    again = quantize_onnx(QuantizeJob(None, "int8", mnist["folder"] / "again.int8.onnx", mnist["fp32"],
+                                      splits.calibration(256)))
     assert again.path.read_bytes() == result.path.read_bytes()
 
 
 def test_int8_dynamic_quantizes_conv_and_linear_layers(mnist):
-    result = quantize_onnx(mnist["fp32"], mnist["folder"] / "model.int8-dynamic.onnx", "int8-dynamic")
+    result = quantize_onnx(QuantizeJob(None, "int8-dynamic", mnist["folder"] / "model.int8-dynamic.onnx",
+                                       mnist["fp32"]))
     ops = _ops(result.path)
     assert ops.count("ConvInteger") == 3 and ops.count("MatMulInteger") == 2  # Linear layers rewritten Gemm -> MatMul
     assert mnist["fp32_accuracy"] - _accuracy(result.path, mnist["splits"].test) <= 0.005
@@ -147,7 +150,7 @@ def test_int8_dynamic_quantizes_conv_and_linear_layers(mnist):
 
 
 def test_fp16_halves_the_file_and_keeps_float32_inputs(mnist):
-    result = quantize_onnx(mnist["fp32"], mnist["folder"] / "model.fp16.onnx", "fp16")
+    result = quantize_onnx(QuantizeJob(None, "fp16", mnist["folder"] / "model.fp16.onnx", mnist["fp32"]))
     assert result.path.stat().st_size <= 0.52 * mnist["fp32"].stat().st_size
     model = onnx.load(str(result.path))
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -156,8 +159,8 @@ def test_fp16_halves_the_file_and_keeps_float32_inputs(mnist):
 
 
 def test_exclude_keeps_the_named_torch_layer_in_float(mnist):
-    result = quantize_onnx(mnist["fp32"], mnist["folder"] / "model.mixed.onnx", "int8",
-                           mnist["splits"].calibration(128), exclude=["classifier.1"])
+    result = quantize_onnx(QuantizeJob(None, "int8", mnist["folder"] / "model.mixed.onnx", mnist["fp32"],
+                                       mnist["splits"].calibration(128), exclude=["classifier.1"]))
     model = onnx.load(str(result.path))
     gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
     float_weight = [n for n in gemms if not _weight_fed_by_dequantize(model, n)]
@@ -165,10 +168,12 @@ def test_exclude_keeps_the_named_torch_layer_in_float(mnist):
     weight = next(i for i in model.graph.initializer if i.name == float_weight[0].input[1])
     assert weight.data_type == onnx.TensorProto.FLOAT and list(weight.dims) == [64, 576]  # classifier.1 = Linear(576, 64)
     assert result.float_ops == [{"op": "Gemm", "node": float_weight[0].name, "layer": "classifier.1", "reason": "kept in float by --exclude"}]
-    fp16 = quantize_onnx(mnist["fp32"], mnist["folder"] / "mixed.fp16.onnx", "fp16", exclude=["classifier.1"])
+    fp16 = quantize_onnx(QuantizeJob(None, "fp16", mnist["folder"] / "mixed.fp16.onnx", mnist["fp32"],
+                                     exclude=["classifier.1"]))
     assert [(row["layer"], row["reason"]) for row in fp16.float_ops] == [("classifier.1", "kept in float by --exclude")]
     with pytest.raises(UsageError, match="layers: classifier.1, classifier.3, features.0, features.3, features.6$"):
-        quantize_onnx(mnist["fp32"], mnist["folder"] / "bad.onnx", "int8", mnist["splits"].calibration(32), exclude=["no.such"])
+        quantize_onnx(QuantizeJob(None, "int8", mnist["folder"] / "bad.onnx", mnist["fp32"],
+                                  mnist["splits"].calibration(32), exclude=["no.such"]))
 
 
 def test_sensitivity_ranks_layers_by_torch_name(mnist):
@@ -194,7 +199,8 @@ def test_transformer_fuses_attention_and_skip_layernorm_and_int8_of_the_fused_gr
     test = transformer["splits"].test
     expected = _torch_outputs(transformer["handle"], test)
     np.testing.assert_allclose(run_dataset(OrtRunner(fused), test)[0], expected, rtol=1e-4, atol=1e-4)
-    result = quantize_onnx(fused, tmp_path / "int8.onnx", "int8", transformer["splits"].calibration(128))
+    result = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "int8.onnx", fused,
+                                       transformer["splits"].calibration(128)))
     ops = _ops(result.path)
     assert ops.count("QAttention") == 1 and ops.count("SkipLayerNormalization") == 2 and "Attention" not in ops
     assert result.techniques[0].label == "ptq:int8-dynamic:Attention" and result.float_ops == []
@@ -243,8 +249,8 @@ def test_int8_onnx_of_a_transformer_is_the_fastest_faithful_variant_timed_here(t
 
 def test_dynamic_matmuls_leave_the_attention_products_float_and_quantize_every_weighted_matmul(transformer, tmp_path):
     splits = transformer["splits"]
-    result = quantize_onnx(transformer["fp32"], tmp_path / "int8.onnx", "int8", splits.calibration(64),
-                           dynamic_op_types=("MatMul", "Gemm"))
+    result = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "int8.onnx", transformer["fp32"],
+                                       splits.calibration(64), dynamic_op_types=["MatMul", "Gemm"]))
     model = onnx.load(str(result.path))
     weights = {i.name for i in model.graph.initializer}
     float_matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
@@ -260,7 +266,8 @@ def test_dynamic_matmuls_leave_the_attention_products_float_and_quantize_every_w
 
 def test_lstm_int8_really_quantizes_the_lstm_and_shrinks_the_file(lstm):
     splits = lstm["splits"]
-    result = quantize_onnx(lstm["fp32"], lstm["fp32"].with_name("model.int8.onnx"), "int8", splits.calibration(256))
+    result = quantize_onnx(QuantizeJob(None, "int8", lstm["fp32"].with_name("model.int8.onnx"), lstm["fp32"],
+                                       splits.calibration(256)))
     ops = _ops(result.path)
     assert "LSTM" not in ops and ops.count("DynamicQuantizeLSTM") == 1
     assert result.precision == "mixed" and result.techniques[0].label == "ptq:int8-dynamic:LSTM"
@@ -280,7 +287,7 @@ def test_int8_onnx_of_an_lstm_keeps_the_fused_lstm_op_and_the_smaller_of_equally
     result = get_format("onnx").quantize(job)
     assert _ops(result.path).count("DynamicQuantizeLSTM") == 1
     assert any(n.startswith("int8 variant picked by timing on this CPU") for n in result.notes)
-    static = quantize_onnx(lstm["fp32"], tmp_path / "static.onnx", "int8", splits.calibration(256))
+    static = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "static.onnx", lstm["fp32"], splits.calibration(256)))
     assert result.path.stat().st_size <= static.path.stat().st_size
     assert _accuracy(lstm["fp32"], splits.test) - _accuracy(result.path, splits.test) <= 0.005
 
@@ -304,7 +311,7 @@ def test_int8_with_dynamic_linear_layers_keeps_convs_static(zoo_checkpoint, cli,
     assert bad.exit_code == 2 and bad.stderr.strip() == \
         "error: --dynamic-ops: op type 'Relu' cannot be quantized dynamically; choose from Conv, Gemm, MatMul"
     with pytest.raises(UsageError, match="'LSTM' cannot be quantized dynamically"):
-        quantize_onnx(tmp_path / "model.fp32.onnx", tmp_path / "x.onnx", "int8", dynamic_op_types=["LSTM"])
+        quantize_onnx(QuantizeJob(None, "int8", tmp_path / "x.onnx", tmp_path / "model.fp32.onnx", dynamic_op_types=["LSTM"]))
 
 
 def test_preflight_flags_the_lstm_under_static_int8(lstm):
@@ -319,7 +326,7 @@ def test_rnn_int8_is_smaller_and_accurate(zoo_checkpoint, tmp_path):
     handle = load_model(zoo_checkpoint("rnn", epochs=10))
     splits = load_dataset(handle.dataset["name"]).split(handle.dataset["split_seed"])
     fp32 = export_onnx(handle, tmp_path / "model.fp32.onnx")
-    result = quantize_onnx(fp32, tmp_path / "model.int8.onnx", "int8", splits.calibration(256))
+    result = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "model.int8.onnx", fp32, splits.calibration(256)))
     model = onnx.load(str(result.path))
     matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
     assert matmuls and all(_weight_fed_by_dequantize(model, n) for n in matmuls)  # nn.RNN is unrolled into MatMuls
@@ -337,7 +344,7 @@ def test_weight_only_quantizes_linear_layers_to_matmulnbits(zoo_checkpoint, tmp_
     fp32 = export_onnx(handle, tmp_path / "model.fp32.onnx")
     reference = run_dataset(OrtRunner(fp32), test)
     for precision, bits, max_ratio in (("int4-weight", 4, 0.25), ("int8-weight", 8, 0.4)):
-        result = quantize_onnx(fp32, tmp_path / f"model.{precision}.onnx", precision)
+        result = quantize_onnx(QuantizeJob(None, precision, tmp_path / f"model.{precision}.onnx", fp32))
         nodes = [n for n in onnx.load(str(result.path)).graph.node if n.op_type == "MatMulNBits"]
         assert len(nodes) == 3 and all(onnx.helper.get_node_attr_value(n, "bits") == bits for n in nodes)
         assert result.path.stat().st_size < max_ratio * fp32.stat().st_size
@@ -371,7 +378,8 @@ def test_two_int64_inputs_from_torchscript_export_quantize_and_run(tmp_path):
     handle = load_model(tmp_path / "tokens.pt", input_shapes=["ids=1x12:int64:0-50", "mask=1x12:int64:0-2"])
     fp32 = export_onnx(handle, tmp_path / "tokens.fp32.onnx")
     assert "TorchScript" in export_notes(fp32)[0]
-    result = quantize_onnx(fp32, tmp_path / "tokens.int8.onnx", "int8", _random_inputs(handle.input_spec, 128, 0))
+    result = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "tokens.int8.onnx", fp32,
+                                       _random_inputs(handle.input_spec, 128, 0)))
     data = _random_inputs(handle.input_spec, 64, 1)
     runner = open_runner(result.path)
     assert runner.name == "onnxruntime" and runner.input_names == ["ids", "mask"]
@@ -392,7 +400,8 @@ def test_recurrent_state_program_exports_quantizes_and_runs(tmp_path):
     graph = onnx.load(str(fp32)).graph
     assert [o.name for o in graph.output] == ["output_0", "output_1"]
     assert all(v.type.tensor_type.shape.dim[0].dim_param == "batch" for v in (*graph.input, *graph.output))
-    result = quantize_onnx(fp32, tmp_path / "gru.int8.onnx", "int8", _random_inputs(handle.input_spec, 128, 0))
+    result = quantize_onnx(QuantizeJob(None, "int8", tmp_path / "gru.int8.onnx", fp32,
+                                       _random_inputs(handle.input_spec, 128, 0)))
     data = _random_inputs(handle.input_spec, 50, 1)
     with torch.no_grad():
         expected = [t.numpy() for t in model(*(torch.from_numpy(a) for a in data.x))]

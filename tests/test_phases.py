@@ -7,6 +7,7 @@ import pytest
 
 import compress.backends.tflite.export as tflite
 from compress.backends.reuse import conversions
+from compress.catalog import QuantizeJob
 from compress.loading.model import load_model
 from compress.steps.phases import PhaseClock
 from compress.report import validate_report
@@ -57,13 +58,13 @@ def test_outside_a_run_every_export_converts(zoo_checkpoint, tmp_path, monkeypat
     converted = []
     real = tflite.convert
     monkeypatch.setattr(tflite, "convert", lambda *args, **kwargs: converted.append(1) or real(*args, **kwargs))
-    first = tflite.export_tflite(handle, tmp_path / "a.tflite", "fp32")
-    tflite.export_tflite(handle, tmp_path / "b.tflite", "fp32")
+    first = tflite.export_tflite(QuantizeJob(handle, "fp32", tmp_path / "a.tflite"))
+    tflite.export_tflite(QuantizeJob(handle, "fp32", tmp_path / "b.tflite"))
     with conversions():
-        tflite.export_tflite(handle, tmp_path / "c.tflite", "fp32")
+        tflite.export_tflite(QuantizeJob(handle, "fp32", tmp_path / "c.tflite"))
         handle.module.classifier[1].weight.data.mul_(0.5)  # a model changed in place is converted again
-        tflite.export_tflite(handle, tmp_path / "d.tflite", "fp32")
-        tflite.export_tflite(handle, tmp_path / "e.tflite", "fp32")
+        tflite.export_tflite(QuantizeJob(handle, "fp32", tmp_path / "d.tflite"))
+        tflite.export_tflite(QuantizeJob(handle, "fp32", tmp_path / "e.tflite"))
     assert len(converted) == 4
     assert (tmp_path / "c.tflite").read_bytes() == first.path.read_bytes()
     assert (tmp_path / "e.tflite").read_bytes() == (tmp_path / "d.tflite").read_bytes() != first.path.read_bytes()
@@ -91,10 +92,12 @@ def test_one_run_calibrates_an_onnx_file_once_per_data_and_method(zoo_checkpoint
     measured = []
     real = onnx_quantize._measure_ranges
     monkeypatch.setattr(onnx_quantize, "_measure_ranges", lambda *args: measured.append(args[2]) or real(*args))
-    alone = onnx_quantize.quantize_onnx(fp32, tmp_path / "alone.onnx", "int8", calibration)
+    alone = onnx_quantize.quantize_onnx(QuantizeJob(None, "int8", tmp_path / "alone.onnx", fp32, calibration))
     with conversions():  # repair's keep-float attempts: same file, data and method
-        onnx_quantize.quantize_onnx(fp32, tmp_path / "a.onnx", "int8", calibration)
-        onnx_quantize.quantize_onnx(fp32, tmp_path / "b.onnx", "int8", calibration, exclude=["classifier.1"])
-        onnx_quantize.quantize_onnx(fp32, tmp_path / "c.onnx", "int8", calibration, calibration="percentile")
+        onnx_quantize.quantize_onnx(QuantizeJob(None, "int8", tmp_path / "a.onnx", fp32, calibration))
+        onnx_quantize.quantize_onnx(QuantizeJob(None, "int8", tmp_path / "b.onnx", fp32, calibration,
+                                                exclude=["classifier.1"]))
+        onnx_quantize.quantize_onnx(QuantizeJob(None, "int8", tmp_path / "c.onnx", fp32, calibration,
+                                                calibration="percentile"))
     assert measured == ["minmax", "minmax", "percentile"]
     assert (tmp_path / "a.onnx").read_bytes() == alone.path.read_bytes()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from compress.catalog import QuantizeJob
 from compress.data import load_dataset
 from compress.errors import EnvironmentFailure, UsageError
 from compress.loading.model import ModelHandle, load_model
@@ -39,8 +40,8 @@ def mnist(zoo_checkpoint, tmp_path_factory):
     handle = load_model(zoo_checkpoint("mnist_cnn", epochs=2))
     splits = load_dataset(handle.dataset["name"]).split(int(handle.dataset.get("split_seed", 0)))
     out = tmp_path_factory.mktemp("mnist-pte")
-    fp32 = export_pte(handle, out / "model.fp32.pte", "fp32")
-    int8 = export_pte(handle, out / "model.int8.pte", "int8", splits.calibration(256))
+    fp32 = export_pte(QuantizeJob(handle, "fp32", out / "model.fp32.pte"))
+    int8 = export_pte(QuantizeJob(handle, "int8", out / "model.int8.pte", calib_data=splits.calibration(256)))
     reference = predict(handle.module, splits.test)[0]
     return handle, splits, fp32, int8, reference
 
@@ -84,7 +85,7 @@ def test_int8_pte_is_accurate_small_fully_delegated_and_reproducible(mnist, tmp_
     size = int8.path.stat().st_size
     assert size <= 1.10 * params   # the bound: 100,392 bytes for 93,322 parameters (1.076x)
     assert size * 3.5 < fp32.path.stat().st_size
-    again = export_pte(handle, tmp_path / "again.int8.pte", "int8", splits.calibration(256))
+    again = export_pte(QuantizeJob(handle, "int8", tmp_path / "again.int8.pte", calib_data=splits.calibration(256)))
     assert _sha(again.path) == _sha(int8.path)
 
 
@@ -113,10 +114,11 @@ def test_per_channel_scales_are_kept_when_per_tensor_loses_fidelity(tmp_path):
 
     spec = InputSpec((TensorSpec("x", (-1, 16)),))
     handle = ModelHandle(UnevenChannels().eval(), spec, "mem", "pickle", "")
-    result = export_pte(handle, tmp_path / "uneven.pte", "int8", spec.random_dataset(128, 0))
+    result = export_pte(QuantizeJob(handle, "int8", tmp_path / "uneven.pte", calib_data=spec.random_dataset(128, 0)))
     assert result.techniques[-1].label == "ptq:int8-static:minmax:per-channel" and result.techniques[-1].per_channel
     assert any(note.startswith("weight scales per channel: per tensor is less faithful to fp32") for note in result.notes)
-    tensor = export_pte(handle, tmp_path / "uneven.tensor.pte", "int8", spec.random_dataset(128, 0), per_channel=False)
+    tensor = export_pte(QuantizeJob(handle, "int8", tmp_path / "uneven.tensor.pte",
+                                    calib_data=spec.random_dataset(128, 0), per_channel=False))
     assert tensor.techniques[-1].label == "ptq:int8-static:minmax:per-tensor"   # asked per tensor: no comparison, no note
     assert not any(note.startswith("weight scales") for note in tensor.notes)
 
@@ -131,7 +133,7 @@ def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
     model = TokenClassifier().eval()
     spec = InputSpec((TensorSpec("ids", (-1, 12), "int64", 0, 50), TensorSpec("mask", (-1, 12), "int64", 0, 2)))
     handle = ModelHandle(model, spec, "mem", "pickle", "")
-    result = export_pte(handle, tmp_path / "tokens.fp32.pte", "fp32")
+    result = export_pte(QuantizeJob(handle, "fp32", tmp_path / "tokens.fp32.pte"))
     runner = ExecuTorchRunner(result.path)
     assert runner.input_dtypes == [np.int64, np.int64]
     inputs = spec.example_inputs(batch=5, seed=1)
@@ -142,7 +144,7 @@ def test_int64_inputs_run_and_portable_ops_are_named(tmp_path):
     assert embedding["layer"] == "embed" and "portable kernels" in embedding["reason"]
     assert any("int64 tensors" in row["reason"] for row in result.float_ops)
     assert "linear" in result.coverage["delegated"]
-    findings = pte_preflight(handle, "fp32")
+    findings = pte_preflight(QuantizeJob(handle, "fp32", tmp_path / "tokens.fp32.pte"))
     assert any(f.format == "pte" and f.op == "embedding" and f.layer == "embed" and f.severity == "info" for f in findings)
 
 
@@ -154,7 +156,7 @@ def test_several_outputs_in_model_order(tmp_path):
     torch.manual_seed(0)
     model = MultiHead().eval()
     handle = ModelHandle(model, InputSpec((TensorSpec("x", (-1, 8, 8)),)), "mem", "pickle", "")
-    result = export_pte(handle, tmp_path / "multi.fp32.pte", "fp32")
+    result = export_pte(QuantizeJob(handle, "fp32", tmp_path / "multi.fp32.pte"))
     x = torch.randn(7, 8, 8)
     outputs = ExecuTorchRunner(result.path).run((x.numpy(),))
     with torch.no_grad():
@@ -194,7 +196,8 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
     program = tmp_path / "model.pte"
     program.write_bytes(b"\0" * 64)
     handle = ModelHandle(MultiHead().eval(), InputSpec((TensorSpec("x", (-1, 8, 8)),)), "mem", "pickle", "")
-    for attempt in (lambda: ExecuTorchRunner(program), lambda: export_pte(handle, tmp_path / "m.pte", "fp32")):
+    job = QuantizeJob(handle, "fp32", tmp_path / "m.pte")
+    for attempt in (lambda: ExecuTorchRunner(program), lambda: export_pte(job)):
         with pytest.raises(EnvironmentFailure) as failure:
             attempt()
         assert str(failure.value) == "ExecuTorch is not installed (needed for .pte files): pip install 'compress[executorch]'"
@@ -206,14 +209,15 @@ def test_calibration_method_exclude_and_dynamic_int8_name_what_stays_float(mnist
     from compress.backends.pte.session import ExecuTorchRunner
 
     handle, splits, _, _, reference = mnist
-    kept = export_pte(handle, tmp_path / "kept.pte", "int8", splits.calibration(256), calibration="percentile", exclude=["classifier.3"])
+    kept = export_pte(QuantizeJob(handle, "int8", tmp_path / "kept.pte", calib_data=splits.calibration(256),
+                                  calibration="percentile", exclude=["classifier.3"]))
     assert kept.precision == "mixed" and kept.techniques[-1].label == "ptq:int8-static:percentile:per-tensor"  # as faithful, smaller
     assert [(r["op"], r["layer"], r["reason"]) for r in kept.float_ops] == [
         ("linear", "classifier.3", "kept in float by --exclude: runs in XNNPACK in fp32")]
     labels = splits.test.y[0]
     outputs = run_dataset(ExecuTorchRunner(kept.path), splits.test)[0]
     assert _accuracy(reference, labels) - _accuracy(outputs, labels) <= 0.005
-    dynamic = export_pte(handle, tmp_path / "dynamic.pte", "int8-dynamic")
+    dynamic = export_pte(QuantizeJob(handle, "int8-dynamic", tmp_path / "dynamic.pte"))
     assert dynamic.precision == "int8-dynamic" and dynamic.coverage["portable"] == {}
     assert sorted(r["layer"] for r in dynamic.float_ops) == ["features.0", "features.3", "features.6"]
     assert all(r["op"] == "convolution" and "linear layers only" in r["reason"] for r in dynamic.float_ops)
@@ -287,7 +291,7 @@ def test_tune_searches_pte_files(zoo_checkpoint, cli, tmp_path):
 
 
 @needs_executorch
-def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
+def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte(tmp_path):
     from compress.backends.pte.preflight import pte_preflight
 
     class Recurrent(torch.nn.Module):
@@ -301,5 +305,6 @@ def test_an_lstm_says_before_calibrating_that_its_weights_stay_fp32_in_a_pte():
 
     torch.manual_seed(0)
     handle = ModelHandle(Recurrent().eval(), InputSpec((TensorSpec("x", (-1, 6, 8)),)), "mem", "pickle", "")
-    findings = [f for f in pte_preflight(handle, "int8") if f.layer == "lstm" and f.op == "linear"]
+    findings = pte_preflight(QuantizeJob(handle, "int8", tmp_path / "lstm.int8.pte"))
+    findings = [f for f in findings if f.layer == "lstm" and f.op == "linear"]
     assert findings and "unrolls LSTM" in findings[0].message and "--format onnx" in findings[0].suggestion

@@ -151,13 +151,14 @@ def test_ssh_parity_outputs_match_the_local_runtime(sshd, tiny_onnx):
 def test_pte_over_ssh_runs_in_executorch_like_locally(sshd, tmp_path, cli):
     pytest.importorskip("executorch")
     from compress.backends.pte.export import export_pte
+    from compress.catalog import QuantizeJob
     from compress.loading.model import ModelHandle
     from compress.runtimes import open_runner
     from compress.loading.spec import InputSpec, TensorSpec
     from compress.targets.base import RunRequest, open_target
 
     handle = ModelHandle(Tiny().eval(), InputSpec((TensorSpec("image", (-1, 1, 8, 8)),)), "mem", "pickle", "")
-    program = export_pte(handle, tmp_path / "tiny.fp32.pte", "fp32").path
+    program = export_pte(QuantizeJob(handle, "fp32", tmp_path / "tiny.fp32.pte")).path
     x = np.random.default_rng(1).standard_normal((3, 1, 8, 8)).astype(np.float32)
     target = open_target(sshd["url"], identity=sshd["identity"], known_hosts=sshd["known_hosts"], python=sys.executable)
     result = target.run(RunRequest(program, batch=1, inputs=(x,), want_outputs=True))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from compress.catalog import QuantizeJob
 from compress.data import Dataset, load_dataset
 from compress.errors import UsageError
 from compress.backends.tflite.export import export_tflite
@@ -46,8 +47,8 @@ def mnist(zoo_checkpoint, tmp_path_factory):
     handle = load_model(zoo_checkpoint("mnist_cnn"))
     splits = _splits(handle)
     out = tmp_path_factory.mktemp("mnist-tflite")
-    fp32 = export_tflite(handle, out / "model.fp32.tflite", "fp32")
-    int8 = export_tflite(handle, out / "model.int8.tflite", "int8", splits.calibration(256))
+    fp32 = export_tflite(QuantizeJob(handle, "fp32", out / "model.fp32.tflite"))
+    int8 = export_tflite(QuantizeJob(handle, "int8", out / "model.int8.tflite", calib_data=splits.calibration(256)))
     reference = predict(handle.module, splits.test)[0]
     return handle, splits, fp32, int8, reference
 
@@ -78,13 +79,13 @@ def test_int8_is_full_integer_small_accurate_and_reproducible(mnist, tmp_path):
         if isinstance(layer, (nn.Conv2d, nn.Linear)):
             assert _int8_weight_for(details, layer.weight), name
     assert not any(d["dtype"] == np.float32 and int(np.prod(d["shape"])) > 1000 for d in details)
-    again = export_tflite(handle, tmp_path / "again.tflite", "int8", splits.calibration(256))
+    again = export_tflite(QuantizeJob(handle, "int8", tmp_path / "again.tflite", calib_data=splits.calibration(256)))
     assert hashlib.sha256(again.path.read_bytes()).digest() == hashlib.sha256(int8.path.read_bytes()).digest()
 
 
 def test_fp16_halves_the_file(mnist, tmp_path):
     handle, splits, fp32, _, reference = mnist
-    fp16 = export_tflite(handle, tmp_path / "model.fp16.tflite", "fp16")
+    fp16 = export_tflite(QuantizeJob(handle, "fp16", tmp_path / "model.fp16.tflite"))
     assert fp16.precision == "fp16" and "cast:fp16-weights" in [t.label for t in fp16.techniques]
     assert fp16.path.stat().st_size < 0.55 * fp32.path.stat().st_size
     assert any(d["dtype"] == np.float16 for d in _tensors(fp16.path))
@@ -99,7 +100,8 @@ def test_fp16_halves_the_file(mnist, tmp_path):
 ])
 def test_weight_quantized_precisions(mnist, tmp_path, precision, per_channel, smaller_than):
     handle, splits, fp32, _, reference = mnist
-    result = export_tflite(handle, tmp_path / f"model.{precision}.tflite", precision, per_channel=per_channel)
+    result = export_tflite(QuantizeJob(handle, precision, tmp_path / f"model.{precision}.tflite",
+                                       per_channel=per_channel))
     assert result.precision == precision and result.techniques[0].label == "export:fp32"
     assert result.path.stat().st_size < smaller_than * fp32.path.stat().st_size
     outputs = run_dataset(LiteRTRunner(result.path), splits.test)[0]
@@ -110,7 +112,8 @@ def test_weight_quantized_precisions(mnist, tmp_path, precision, per_channel, sm
 
 def test_exclude_keeps_that_layer_float(mnist, tmp_path):
     handle, splits, _, int8, _ = mnist
-    result = export_tflite(handle, tmp_path / "mixed.tflite", "int8", splits.calibration(256), exclude=["classifier.1"])
+    result = export_tflite(QuantizeJob(handle, "int8", tmp_path / "mixed.tflite", calib_data=splits.calibration(256),
+                                       exclude=["classifier.1"]))
     assert result.precision == "mixed"
     assert [(op["op"], op["layer"], op["reason"]) for op in result.float_ops] == [
         ("FULLY_CONNECTED", "classifier.1", "kept in float by --exclude")]
@@ -121,14 +124,15 @@ def test_exclude_keeps_that_layer_float(mnist, tmp_path):
     assert _int8_weight_for(details, handle.module.classifier[3].weight)
     assert result.path.stat().st_size > int8.path.stat().st_size + 2.5 * weight.numel()  # 4-byte weights, not 1
     with pytest.raises(UsageError, match="not a layer"):
-        export_tflite(handle, tmp_path / "bad.tflite", "int8", splits.calibration(8), exclude=["classifier.9"])
+        export_tflite(QuantizeJob(handle, "int8", tmp_path / "bad.tflite", calib_data=splits.calibration(8),
+                                  exclude=["classifier.9"]))
 
 
 def test_lstm_int8_is_smaller_and_accurate(zoo_checkpoint, tmp_path):
     handle = load_model(zoo_checkpoint("lstm"))
     splits = _splits(handle)
-    fp32 = export_tflite(handle, tmp_path / "lstm.fp32.tflite", "fp32")
-    int8 = export_tflite(handle, tmp_path / "lstm.int8.tflite", "int8", splits.calibration(256))
+    fp32 = export_tflite(QuantizeJob(handle, "fp32", tmp_path / "lstm.fp32.tflite"))
+    int8 = export_tflite(QuantizeJob(handle, "int8", tmp_path / "lstm.int8.tflite", calib_data=splits.calibration(256)))
     assert int8.precision == "mixed"
     assert [t.label for t in int8.techniques] == ["ptq:int8-static:minmax:per-channel", "ptq:int8-dynamic:per-channel"]
     assert int8.path.stat().st_size < 0.65 * fp32.path.stat().st_size  # measured 0.61: the unrolled graph itself stays
@@ -146,7 +150,8 @@ def test_multitask_outputs_come_in_torch_order(zoo_checkpoint, tmp_path):
     splits = _splits(handle)
     reference = predict(handle.module, splits.test)
     for precision in ("fp32", "int8"):
-        result = export_tflite(handle, tmp_path / f"mt.{precision}.tflite", precision, splits.calibration(256))
+        result = export_tflite(QuantizeJob(handle, precision, tmp_path / f"mt.{precision}.tflite",
+                                           calib_data=splits.calibration(256)))
         runner = LiteRTRunner(result.path)
         assert runner.output_names == ["output_0", "output_1"]
         outputs = run_dataset(runner, splits.test)
@@ -160,7 +165,8 @@ def test_multitask_outputs_come_in_torch_order(zoo_checkpoint, tmp_path):
 def test_transformer_takes_int64_tokens(zoo_checkpoint, tmp_path):
     handle = load_model(zoo_checkpoint("transformer", epochs=1, width=0.125))
     splits = _splits(handle)
-    result = export_tflite(handle, tmp_path / "tokens.int8.tflite", "int8", splits.calibration(64))
+    result = export_tflite(QuantizeJob(handle, "int8", tmp_path / "tokens.int8.tflite",
+                                       calib_data=splits.calibration(64)))
     assert result.precision == "mixed"  # the embedding table gets dynamic-range int8 weights
     assert any("int32" in note for note in result.notes)
     tokens = splits.test.x[0][:5]
@@ -170,20 +176,22 @@ def test_transformer_takes_int64_tokens(zoo_checkpoint, tmp_path):
     assert got.shape == (5, 10) and np.abs(got - want).max() < 0.5 * np.abs(want).max() + 0.1
 
 
-def test_preflight_flags_the_lstm_and_refuses_what_cannot_convert(zoo_checkpoint):
+def test_preflight_flags_the_lstm_and_refuses_what_cannot_convert(zoo_checkpoint, tmp_path):
     handle = load_model(zoo_checkpoint("lstm"))
-    findings = tflite_preflight(handle, "int8")
+    out = tmp_path / "model.int8.tflite"  # what the run would write; a pre-flight writes nothing
+    findings = tflite_preflight(QuantizeJob(handle, "int8", out))
     lstm = [f for f in findings if f.layer == "lstm"]
     assert lstm and "LSTM" in lstm[0].message and "dynamic-range" in lstm[0].message and lstm[0].severity == "info"
     assert not [f for f in findings if f.severity == "error"]
     # `compress quantize` dry-runs on its own calibration set and method (the real export then reuses the file):
     # the findings are the same as on random inputs
-    calibrated = tflite_preflight(handle, "int8", _splits(handle).calibration(64), "percentile", per_channel=False)
+    calibrated = tflite_preflight(QuantizeJob(handle, "int8", out, calib_data=_splits(handle).calibration(64),
+                                              calibration="percentile", per_channel=False))
     assert [(f.layer, f.message) for f in calibrated] == [(f.layer, f.message) for f in findings]
     onnx_only = ModelHandle(None, handle.input_spec, "m.onnx", "onnx", "")
-    assert tflite_preflight(onnx_only, "int8")[0].severity == "error"
+    assert tflite_preflight(QuantizeJob(onnx_only, "int8", out))[0].severity == "error"
     with pytest.raises(UsageError, match="unknown TFLite precision"):
-        tflite_preflight(handle, "int3")
+        tflite_preflight(QuantizeJob(handle, "int3", out))
 
 
 class _Affine(nn.Module):
@@ -227,7 +235,7 @@ def test_runner_resizes_files_with_a_dynamic_batch(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     handle = ModelHandle(model, InputSpec((TensorSpec("x", (-1, 6)),)), "mem", "pickle", "")
-    fixed = export_tflite(handle, tmp_path / "fixed.tflite", "fp32")
+    fixed = export_tflite(QuantizeJob(handle, "fp32", tmp_path / "fixed.tflite"))
     flat = flatbuffer_utils.read_model_from_bytearray(bytearray(fixed.path.read_bytes()))
     graph = flat.subgraphs[0]
     for index in graph.inputs:
@@ -258,8 +266,9 @@ def test_runner_rejects_bad_input(mnist, tmp_path):
 
 def test_no_calibration_data_is_said_loudly(tmp_path):
     handle = ModelHandle(_Affine().eval(), InputSpec((TensorSpec("x", (-1, 6)),)), "mem", "pickle", "")
-    result = export_tflite(handle, tmp_path / "affine.int8.tflite", "int8", None)
+    result = export_tflite(QuantizeJob(handle, "int8", tmp_path / "affine.int8.tflite"))
     assert result.precision == "int8" and any(note.startswith("NO CALIBRATION DATA") for note in result.notes)
     assert LiteRTRunner(result.path).run((np.ones((3, 6), np.float32),))[0].shape == (3, 1 * 3)
     with pytest.raises(UsageError, match="unknown calibration method"):
-        export_tflite(handle, tmp_path / "x.tflite", "int8", Dataset("d", (np.ones((4, 6), np.float32),)), calibration="magic")
+        export_tflite(QuantizeJob(handle, "int8", tmp_path / "x.tflite",
+                                  calib_data=Dataset("d", (np.ones((4, 6), np.float32),)), calibration="magic"))

@@ -3,7 +3,7 @@ the calibration inputs (random ones, loudly noted, when there is no data), the a
 method runs as, the layers kept in float, and eval mode for captured graphs.
 
 Example:
-    >>> excluded, calib_data, example, notes = pt2e_inputs(handle, module, "int8", None, "minmax", [], seed=0)
+    >>> excluded, calib_data, example, notes = pt2e_inputs(QuantizeJob(handle, "int8", Path("model.int8.tflite")), module)
     >>> notes[0][:19], export_batch(handle)
     ('NO CALIBRATION DATA', 1)
 """
@@ -18,7 +18,7 @@ from torch import nn
 from compress.data import Dataset
 from compress.errors import UsageError
 from compress.backends.calibration import PERCENTILE
-from compress.catalog import check_calibration
+from compress.catalog import QuantizeJob, check_calibration
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
 from compress.loading.model import ModelHandle
 
@@ -28,23 +28,34 @@ RANDOM_CALIBRATION_SAMPLES = 32
 KEPT_BY_EXCLUDE = "kept in float by --exclude"
 
 
-def pt2e_inputs(handle: ModelHandle, module: nn.Module, precision: str, calib_data: Dataset | None, calibration: str,
-                exclude, seed: int) -> tuple[list[str], Dataset | None, tuple, list[str]]:
-    """What a PT2E export (TFLite, ``.pte``) starts from: ``(excluded layers, calibration data, example inputs at the
-    export batch, notes)``. The method name is checked; a calibrated precision without data calibrates on random
-    inputs drawn with ``seed``, and the first note says so loudly.
+def pt2e_inputs(job: QuantizeJob, module: nn.Module) -> tuple[list[str], Dataset | None, tuple, list[str]]:
+    """What a PT2E export (TFLite, ``.pte``) of ``job`` starts from: ``(excluded layers, calibration data, example
+    inputs at the export batch, notes)``. The method name is checked; a calibrated precision without data calibrates
+    on random inputs drawn with the job's seed, and the first note says so loudly.
     """
+    handle, calib_data = job.handle, job.calib_data
     try:
-        check_calibration(calibration)
+        check_calibration(job.calibration)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     notes: list[str] = []
-    if PRECISION_RECORDS[precision].calibrated and calib_data is None:
-        calib_data = random_calibration(handle, seed)
+    if PRECISION_RECORDS[job.precision].calibrated and calib_data is None:
+        calib_data = random_calibration(handle, job.seed)
         notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                      "accuracy will suffer and is not measured against real data. Pass --data.")
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
-    return resolve_exclude(module, exclude), calib_data, example, notes
+    return resolve_exclude(module, job.exclude), calib_data, example, notes
+
+
+def torch_module(handle: ModelHandle, needs: str, converter: str) -> nn.Module:
+    """``handle``'s torch module in inference mode; a UsageError for an ONNX or TorchScript source, in the words of the
+    format (``torch_module(handle, "a .pte", "ExecuTorch lowers")``)."""
+    if handle.module is None:
+        raise UsageError(f"{handle.source_path} is an ONNX model: {needs} needs the torch model (use --format onnx)")
+    if isinstance(handle.module, torch.jit.ScriptModule):
+        raise UsageError(f"{handle.source_path} is TorchScript: {converter} torch.export programs only; "
+                         "save the model with torch.export (.pt2) or as a state_dict with --arch, or use --format onnx")
+    return eval_mode(handle.module)
 
 
 def export_batch(handle: ModelHandle) -> int:

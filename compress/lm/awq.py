@@ -7,12 +7,10 @@ torchao 0.18's AWQ (torchao.prototype.awq) keeps the scale as a runtime multiply
 quantized tensor subclass; compress folds it into the float weights instead, so any backend's grid applies unchanged.
 
 Example:
-    >>> import torch, transformers
+    >>> import torch
     >>> from compress.lm.schemes import plan_layers
-    >>> torch.manual_seed(0) and None
-    >>> cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-    ...                                num_attention_heads=4, num_key_value_heads=2)
-    >>> model = transformers.LlamaForCausalLM(cfg).eval()
+    >>> from tests.lm_models import tiny_module
+    >>> model = tiny_module("llama")  # a seeded 2-layer random Llama
     >>> done = awq_(model, plan_layers(model, "int4-weight", symmetric=True), torch.randint(0, 64, (4, 32)))
     >>> [c.reason.split("; ")[1].split(" ")[0] for c in done if c.name.endswith("down_proj")]
     ['AWQ']
@@ -25,8 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from compress.lm.calibrate import Progress, Windows, decoder_layers, first_layer_inputs, recording_inputs, say
-from compress.lm.folding import ScalingGroup, fold_scales, scaling_groups
+from compress.lm.calibrate import Progress, Windows
+from compress.lm.folding import ScalingGroup, fold_scales, groups_with_inputs
 from compress.lm.schemes import LayerChoice, quantize_weight
 
 ALPHAS = tuple(i / 20 for i in range(20))
@@ -113,27 +111,15 @@ def awq_(module: nn.Module, layers: Sequence[LayerChoice], windows: Windows, *, 
     well. Returns the choices with the reason saying AWQ, the alpha found and the mean clip ratio.
     """
     wanted = {c.name: c for c in layers if c.kind == "linear" and c.precision != "fp32"}
-    named = dict(module.named_modules())
-    inputs = first_layer_inputs(module, windows)
-    stack = decoder_layers(module)
     alphas: dict[str, str] = {}
-    for index, layer in enumerate(stack):
-        prefix = next(n for n, m in named.items() if m is layer)
-        groups = [g for g in scaling_groups(layer, prefix) if any(n in wanted for n in g.linears)]
-        firsts = {next(iter(g.linears)): next(iter(g.linears.values())) for g in groups}
-        with recording_inputs(firsts) as seen:
-            inputs.outputs(layer)
-        for group in groups:
-            x = torch.cat(seen[next(iter(group.linears))])
-            x = x[torch.linspace(0, len(x) - 1, min(max_tokens, len(x))).long()]
-            s, alpha = search_scale(x, group, wanted)
-            fold_scales(group, s)
-            alphas.update({name: f"alpha {alpha:.2f}" for name in group.linears})
-            for name, linear in group.linears.items():
-                if clip and name in wanted and not name.endswith(NOT_CLIPPED):
-                    ratio = clip_weight_(x[:: max(1, len(x) // clip_tokens)] / s, linear, wanted[name])
-                    alphas[name] += f", clip {ratio:.2f}"
-        inputs = inputs.through(layer)
-        say(progress, f"AWQ: decoder layer {index + 1}/{len(stack)} ({len(groups)} scale groups)")
+    for group, x in groups_with_inputs(module, wanted, windows, "AWQ", progress):
+        x = x[torch.linspace(0, len(x) - 1, min(max_tokens, len(x))).long()]
+        s, alpha = search_scale(x, group, wanted)
+        fold_scales(group, s)
+        alphas.update({name: f"alpha {alpha:.2f}" for name in group.linears})
+        for name, linear in group.linears.items():
+            if clip and name in wanted and not name.endswith(NOT_CLIPPED):
+                ratio = clip_weight_(x[:: max(1, len(x) // clip_tokens)] / s, linear, wanted[name])
+                alphas[name] += f", clip {ratio:.2f}"
     return [dataclasses.replace(c, reason=f"{c.reason}; AWQ {alphas[c.name]}") if c.name in alphas else c
             for c in layers]

@@ -18,11 +18,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection, Iterator
 
 import torch
 from torch import nn
 
 from compress.errors import UsageError
+from compress.lm.calibrate import Progress, Windows, decoder_layers, first_layer_inputs, recording_inputs, say
 
 
 @dataclass
@@ -73,3 +75,28 @@ def fold_scales(group: ScalingGroup, s: torch.Tensor) -> None:
             source.bias.div_(s)
     for linear in group.linears.values():
         linear.weight.mul_(s.unsqueeze(0))
+
+
+def groups_with_inputs(module: nn.Module, wanted: Collection[str], windows: Windows, method: str,
+                       progress: Progress = None) -> Iterator[tuple[ScalingGroup, torch.Tensor]]:
+    """Each decoder layer's scaling groups that hold a ``wanted`` linear, with the inputs their linears received on
+    ``windows`` (tokens × channels), layer after layer: what the caller folds into one layer before asking for the
+    next is in the inputs the next layer receives. ``method`` names the caller in ``progress``.
+
+    Example:
+        >>> for group, x in groups_with_inputs(model, {"model.layers.0.mlp.down_proj"}, windows, "AbsMax"):
+        ...     fold_scales(group, x.abs().amax(0).clamp(min=1e-5).sqrt())
+    """
+    named = dict(module.named_modules())
+    inputs = first_layer_inputs(module, windows)
+    stack = decoder_layers(module)
+    for index, layer in enumerate(stack):
+        prefix = next(n for n, m in named.items() if m is layer)
+        groups = [g for g in scaling_groups(layer, prefix) if any(n in wanted for n in g.linears)]
+        firsts = {next(iter(g.linears)): next(iter(g.linears.values())) for g in groups}
+        with recording_inputs(firsts) as seen:
+            inputs.outputs(layer)
+        for group in groups:
+            yield group, torch.cat(seen[next(iter(group.linears))])
+        inputs = inputs.through(layer)
+        say(progress, f"{method}: decoder layer {index + 1}/{len(stack)} ({len(groups)} scale groups)")

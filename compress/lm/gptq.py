@@ -8,12 +8,10 @@ weights and the element that sets it kept at its grid end, so the result is a fi
 backend quantizing these float weights with the layer's grid writes exactly these values.
 
 Example:
-    >>> import torch, transformers
+    >>> import torch
     >>> from compress.lm.schemes import plan_layers
-    >>> torch.manual_seed(0) and None
-    >>> cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-    ...                                num_attention_heads=4, num_key_value_heads=2)
-    >>> model = transformers.LlamaForCausalLM(cfg).eval()
+    >>> from tests.lm_models import tiny_module
+    >>> model = tiny_module("llama")  # a seeded 2-layer random Llama
     >>> layers = plan_layers(model, "int4-weight", symmetric=True)
     >>> done = gptq_(model, layers, torch.randint(0, 64, (4, 32)))
     >>> [c.reason for c in done if c.name.endswith("q_proj")]

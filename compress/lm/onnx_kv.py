@@ -24,12 +24,13 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from compress.catalog import Technique
 from compress.errors import UsageError
 from compress.lm.onnx_families import DecoderSpec, Linear, read_decoder
 from compress.lm.onnx_graph import GraphWriter
 from compress.lm.onnx_kv_graph import build_decoder_graph, emit_float_linear
 from compress.lm.onnx_nbits import GRID_BITS, NBitsWeight, emit_matmul_nbits, from_grid, quantize_blocks
-from compress.lm.schemes import LayerChoice, LMExport
+from compress.lm.schemes import LayerChoice, LMExport, weights_technique
 
 ONNX_PRECISIONS = ("fp32", "int8-weight", "int4-weight", "8da4w")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -66,7 +67,7 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     grids = grids or {}
     choices = {c.name: c for c in (layers or plan_onnx_layers(spec, precision, block_size, symmetric, grids))}
     notes: list[str] = []
-    techniques = ["export:onnx:kv-cache"]
+    techniques = [Technique("export", args=("onnx", "kv-cache"))]
     _check_choices(spec, choices)
     if spec.tied and choices["lm_head"].precision != "fp32":
         notes.append("tied embedding untied: lm_head is quantized as its own MatMulNBits weight, the embedding "
@@ -78,9 +79,8 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
         choice = choices[lin.name]
         if choice.precision == "fp32":
             return emit_float_linear(g, x, lin)
-        weight, how = _quantized_weight(lin, choice, grids.get(f"{lin.name}.weight"))
-        level = _accuracy_level(choice.precision, weight.bits, accuracy_level)
-        how += ":int8-compute" if level == 4 else ":float-compute"
+        level = _accuracy_level(choice.precision, accuracy_level)
+        weight, how = _quantized_weight(lin, choice, grids.get(f"{lin.name}.weight"), "int8" if level == 4 else "float")
         if how not in techniques:
             techniques.append(how)
         y = emit_matmul_nbits(g, x, weight, lin.name, level)
@@ -93,12 +93,12 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     metadata["attention"] = attention
     model = build_decoder_graph(spec, max_context, emit, metadata, attention)
     if attention == "gqa":
-        techniques.append("attention:GroupQueryAttention")
+        techniques.append(Technique("attention", op_types=("GroupQueryAttention",)))
     notes += _width_notes(spec, choices)
     if precision == "8da4w":
         notes.append("8da4w: MatMulNBits int4 symmetric with accuracy_level 4: onnxruntime's CPU kernel quantizes "
                      "each activation block to int8 and multiplies in int8")
-    if any(t.startswith(("ptq:int8", "grid:gguf-Q8")) and t.endswith("int8-compute") for t in techniques):
+    if any(t.precision == "int8-weight" and ("compute", "int8") in t.settings for t in techniques):
         notes.append("8-bit layers run MatMulNBits accuracy_level 4 (activations rounded to int8 per block at run "
                      "time): onnxruntime 1.32's 8-bit float-compute path is ~100x slower")
     if precision == "int8-weight":
@@ -151,8 +151,8 @@ def _grid_precision(quant_type: str, precision: str) -> str | None:
     return precision if precision in ("int4-weight", "8da4w") else None      # Q4_0
 
 
-def _accuracy_level(precision: str, bits: int, asked: int | None) -> int:
-    if precision == "8da4w" or bits == 8:
+def _accuracy_level(precision: str, asked: int | None) -> int:
+    if precision in ("8da4w", "int8-weight"):  # int8 compute: 8da4w by definition, 8-bit blocks for speed
         return 4
     return asked or 0
 
@@ -173,7 +173,9 @@ def _check_choices(spec: DecoderSpec, choices: dict) -> None:
         raise UsageError(f"{spec.embed_name}: quantized embeddings are not written to ONNX here; keep it fp32")
 
 
-def _quantized_weight(lin: Linear, choice: LayerChoice, grid) -> tuple[NBitsWeight, str]:
+def _quantized_weight(lin: Linear, choice: LayerChoice, grid, compute: str) -> tuple[NBitsWeight, Technique]:
+    """``lin``'s weight as MatMulNBits blocks: the GGUF ``grid`` itself where it holds the choice's grid, else rounded
+    here; the record says which (``compute``: int8 or float, MatMulNBits' accuracy level)."""
     bits = 8 if choice.precision == "int8-weight" else 4
     if grid is not None and grid.quant_type in GRID_BITS and GRID_BITS[grid.quant_type] == bits \
             and grid.block_size == choice.block_size and (choice.symmetric is not False) == (grid.quant_type != "Q4_1"):
@@ -183,12 +185,13 @@ def _quantized_weight(lin: Linear, choice: LayerChoice, grid) -> tuple[NBitsWeig
         if err > 1e-3 * max(float(np.abs(lin.weight).max()), 1e-12):
             raise UsageError(f"{lin.name}: the {grid.quant_type} grid does not reproduce the model's weights "
                              f"(max error {err:.3g}); was the model loaded from this GGUF?")
-        zp = "zero-point-0+block-mins" if grid.quant_type == "Q4_1" else "implied-zero-point"
-        return weight, f"grid:gguf-{grid.quant_type}:g{grid.block_size}:MatMulNBits-{zp}"
+        return weight, weights_technique(choice.precision, "grid", method=f"gguf-{grid.quant_type}",
+                                         block_size=grid.block_size, symmetric=grid.quant_type != "Q4_1",
+                                         op_types=("MatMulNBits",), settings=(("compute", compute),))
     sym = bool(choice.symmetric)
     weight = quantize_blocks(lin.weight, bits, choice.block_size, sym)
-    label = "sym" if sym else "asym"
-    return weight, f"ptq:{choice.precision}:g{choice.block_size}:{label}:MatMulNBits"
+    return weight, weights_technique(choice.precision, block_size=choice.block_size, symmetric=sym,
+                                     op_types=("MatMulNBits",), settings=(("compute", compute),))
 
 
 def _width_notes(spec: DecoderSpec, choices: dict) -> list[str]:

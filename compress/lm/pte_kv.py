@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.catalog import Technique
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.lm.schemes import LayerChoice, LMExport
+from compress.lm.schemes import LayerChoice, LMExport, weights_technique
 from compress.safety.io import atomic_path
 
 PRECISIONS = ("fp32", "8da4w")
@@ -66,7 +67,7 @@ def export_pte_lm(module, out: Path, precision: str, *, max_context: int = 512, 
     notes: list[str] = []
     if choices:
         progress(f"quantizing {sum(c.precision != 'fp32' for c in choices)} linear layers ({precision})")
-    techniques = ["export:executorch:xnnpack:static-kv-cache", *quantize_linears(model, choices)]
+    techniques = [Technique("export", args=("executorch", "xnnpack", "static-kv-cache")), *quantize_linears(model, choices)]
     program = StaticKVProgram(model, max_context)
     lowered = lower_lm(program, max_context, model.config.vocab_size, progress)
     notes.append(lowered.summary())
@@ -137,12 +138,12 @@ def plan_linears(model: nn.Module, precision: str, block_size: int) -> list[Laye
     return choices
 
 
-def quantize_linears(model: nn.Module, choices: list) -> list[str]:
+def quantize_linears(model: nn.Module, choices: list) -> list[Technique]:
     """Apply ``choices`` with torchao in place; the techniques applied (one per precision/block/symmetry)."""
     from torchao.quantization import quantize_
 
     modules = dict(model.named_modules())
-    techniques: dict[str, None] = {}
+    techniques: dict[Technique, None] = {}
     for choice in choices:
         if choice.precision == "fp32":
             continue
@@ -158,8 +159,8 @@ def quantize_linears(model: nn.Module, choices: list) -> list[str]:
     return list(techniques)
 
 
-def torchao_config(choice) -> tuple[object, str]:
-    """The torchao config for one layer choice, and its technique name."""
+def torchao_config(choice) -> tuple[object, Technique]:
+    """The torchao config for one layer choice, and its technique record."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig
     from torchao.quantization.granularity import PerGroup
     from torchao.quantization.quant_primitives import MappingType
@@ -171,7 +172,7 @@ def torchao_config(choice) -> tuple[object, str]:
                              "there; use symmetric weights (the default) or int4-weight")
         return (Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(block),
                                                       weight_mapping_type=MappingType.SYMMETRIC),
-                f"ptq:8da4w:g{block}:sym:xnnpack")
+                weights_technique("8da4w", block_size=block, symmetric=True, args=("xnnpack",)))
     if choice.precision in UNAVAILABLE:
         raise UsageError(f"{choice.name}: {choice.precision} is not available in a .pte: {UNAVAILABLE[choice.precision]}")
     raise UsageError(f"{choice.name}: precision {choice.precision!r} is not one the .pte export builds ({', '.join(PRECISIONS)})")

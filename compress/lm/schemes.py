@@ -29,6 +29,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from compress.catalog import PRECISIONS, Technique
 from compress.errors import UsageError
 
 LM_PRECISIONS = ("fp32", "int8-weight", "int4-weight", "8da4w")
@@ -58,15 +59,30 @@ class LMExport:
     """What an LM exporter returns: the file, its precision, the per-layer choices it wrote, techniques and notes.
 
     Example:
-        >>> LMExport(Path("m.onnx"), "fp32", [], ["export:onnx:kv-cache"], []).precision
+        >>> LMExport(Path("m.onnx"), "fp32", [], [Technique("export", args=("onnx", "kv-cache"))], []).precision
         'fp32'
     """
 
     path: Path
     precision: str
     layers: list[LayerChoice]
-    techniques: list[str]  # e.g. ["export:onnx:kv-cache", "ptq:int4-weight:g32:asym:MatMulNBits"]
+    techniques: list[Technique]  # e.g. export:onnx:kv-cache, ptq:int4-weight:block32:asymmetric:MatMulNBits:compute=float
     notes: list[str]
+
+
+def weights_technique(precision: str, kind: str = "ptq", **fields) -> Technique:
+    """The record of a decoder's weights put on ``precision``'s grid, its scheme from the precision (``weight-only``;
+    8da4w: ``dynamic``, int8 activations quantized on every call); ``fields`` as ``Technique`` takes them.
+
+    Example:
+        >>> weights_technique("int4-weight", block_size=32, symmetric=False, op_types=("MatMulNBits",)).label
+        'ptq:int4-weight:block32:asymmetric:MatMulNBits'
+        >>> weights_technique("8da4w", block_size=32, symmetric=True, args=("xnnpack",)).as_dict()["scheme"]
+        'dynamic'
+    """
+    record = PRECISIONS[precision]
+    scheme = "weight-only" if record.weight_only else record.activations
+    return Technique(kind, precision=precision, scheme=scheme, written=precision, **fields)
 
 
 @dataclass

@@ -4,11 +4,10 @@ calibration windows; the most sensitive layers are then kept at a higher precisi
 llama.cpp's Q4_K_M keeps some tensors at 6 bits).
 
 Example:
-    >>> import torch, transformers
+    >>> import torch
     >>> from compress.lm.schemes import plan_layers
-    >>> cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-    ...                                num_attention_heads=4, num_key_value_heads=2)
-    >>> model = transformers.LlamaForCausalLM(cfg).eval()
+    >>> from tests.lm_models import tiny_module
+    >>> model = tiny_module("llama")  # a seeded 2-layer random Llama
     >>> plan = plan_layers(model, "int4-weight")
     >>> mixed = mix_by_sensitivity(model, plan, torch.randint(0, 64, (2, 16)), budget_bytes=plan_bytes(model, plan))
     >>> [c.precision for c in mixed] == [c.precision for c in plan]

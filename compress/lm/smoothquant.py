@@ -7,11 +7,10 @@ torchao 0.18's SmoothQuant (torchao.prototype.smoothquant) keeps the smoothing f
 its own linear; compress folds it, so any backend's int8 grid applies unchanged.
 
 Example:
-    >>> import torch, transformers
+    >>> import torch
     >>> from compress.lm.schemes import plan_layers
-    >>> cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-    ...                                num_attention_heads=4, num_key_value_heads=2)
-    >>> model = transformers.LlamaForCausalLM(cfg).eval()
+    >>> from tests.lm_models import tiny_module
+    >>> model = tiny_module("llama")  # a seeded 2-layer random Llama
     >>> done = smoothquant_(model, plan_layers(model, "int8-weight"), torch.randint(0, 64, (4, 32)))
     >>> [c.reason for c in done if c.name.endswith("up_proj")]
     ['int8 per output channel; SmoothQuant alpha 0.50']
@@ -24,8 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from compress.lm.calibrate import Progress, Windows, decoder_layers, first_layer_inputs, recording_inputs, say
-from compress.lm.folding import fold_scales, scaling_groups
+from compress.lm.calibrate import Progress, Windows
+from compress.lm.folding import fold_scales, groups_with_inputs
 from compress.lm.schemes import LayerChoice
 
 
@@ -46,22 +45,10 @@ def smoothquant_(module: nn.Module, layers: Sequence[LayerChoice], windows: Wind
     model computes the same function afterwards. Returns the choices with the reason saying SmoothQuant.
     """
     wanted = {c.name for c in layers if c.kind == "linear" and c.precision != "fp32"}
-    named = dict(module.named_modules())
-    inputs = first_layer_inputs(module, windows)
-    stack = decoder_layers(module)
     smoothed: set[str] = set()
-    for index, layer in enumerate(stack):
-        prefix = next(n for n, m in named.items() if m is layer)
-        groups = [g for g in scaling_groups(layer, prefix) if any(n in wanted for n in g.linears)]
-        firsts = {next(iter(g.linears)): next(iter(g.linears.values())) for g in groups}
-        with recording_inputs(firsts) as seen:
-            inputs.outputs(layer)
-        for group in groups:
-            x_max = torch.cat(seen[next(iter(group.linears))]).abs().amax(0)
-            w_max = torch.stack([lin.weight.abs().amax(0) for lin in group.linears.values()]).amax(0)
-            fold_scales(group, smoothing_scale(x_max, w_max, alpha))
-            smoothed.update(group.linears)
-        inputs = inputs.through(layer)
-        say(progress, f"SmoothQuant: decoder layer {index + 1}/{len(stack)}")
+    for group, x in groups_with_inputs(module, wanted, windows, "SmoothQuant", progress):
+        w_max = torch.stack([lin.weight.abs().amax(0) for lin in group.linears.values()]).amax(0)
+        fold_scales(group, smoothing_scale(x.abs().amax(0), w_max, alpha))
+        smoothed.update(group.linears)
     return [dataclasses.replace(c, reason=f"{c.reason}; SmoothQuant alpha {alpha:.2f}") if c.name in smoothed
             else c for c in layers]

@@ -38,11 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.catalog import Technique
 from compress.errors import EnvironmentFailure, UsageError, first_line
 from compress.safety.io import atomic_path
 from compress.lm.pte_kv import LMExport, attention_modules, refuse_unsupported
+from compress.lm.schemes import weights_technique
 
 PRECISIONS = ("fp32", "int8-weight", "8da4w")
+RECIPE_GRIDS = {"int8-weight": {"per_channel": True}, "8da4w": {"block_size": 32}}  # the grids quant_config's recipes write
 PREFILL_LENGTHS = (32, 128)
 DECODE = "decode"
 ATTENTION = "compress_external_kv"
@@ -75,10 +78,9 @@ def export_tflite_lm(module, out: Path, precision: str, *, max_context: int = 51
             tmp.write_bytes(converter.convert(quant_config=quant_config(precision)).model_content())
         except Exception as exc:
             raise EnvironmentFailure(f"litert-torch could not convert the language model: {first_line(exc)}") from None
-    techniques = ["export:tflite:litert:external-kv-cache"]
+    techniques = [Technique("export", args=("tflite", "litert", "external-kv-cache"))]
     if precision != "fp32":
-        techniques.append({"int8-weight": "ptq:int8-weight:per-channel:litert-recipe",
-                           "8da4w": "ptq:8da4w:g32:litert-recipe"}[precision])
+        techniques.append(weights_technique(precision, args=("litert-recipe",), **RECIPE_GRIDS[precision]))
     notes = [f"signatures prefill_{'/'.join(map(str, lengths))} and decode; KV cache of {max_context} positions, "
              f"{step.cache_bytes()} bytes fed in and out by the runner (external)"]
     return LMExport(out, precision, [], techniques, notes)

@@ -147,6 +147,8 @@ def prepared(lm, precision: str, algorithm: str, block_size: int, keep_int8: lis
              progress: Callable[[str], None] = lambda message: None):
     """(module, layers, techniques): ``lm.module`` as ``algorithm`` leaves it for ``precision`` (a copy; rtn: the
     module itself and no plan, so the exporter plans); ``keep_int8``: a plan whose sensitive layers stay int8."""
+    from compress.catalog import Technique
+
     if algorithm == "rtn" and keep_int8 is None:
         return lm.module, None, []
     module = copy.deepcopy(lm.module)
@@ -164,7 +166,7 @@ def prepared(lm, precision: str, algorithm: str, block_size: int, keep_int8: lis
         from compress.lm.smoothquant import smoothquant_
 
         layers = smoothquant_(module, layers, windows, progress=progress)
-    return module, layers, [f"algorithm:{algorithm}"] if algorithm != "rtn" else []
+    return module, layers, [Technique("algorithm", method=algorithm)] if algorithm != "rtn" else []
 
 
 def decoder_plan(module, precision: str, block_size: int) -> list:

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from compress.backends.onnx.ops import DYNAMIC_OP_TYPES
@@ -41,9 +42,7 @@ def quantize(job: QuantizeJob):
     from compress.backends.onnx.quantize import quantize_onnx, random_calibration
 
     def run(source: Path, out: Path, dynamic_op_types) -> object:
-        return quantize_onnx(source, out, job.precision, job.calib_data, calibration=job.calibration,
-                             per_channel=job.per_channel, exclude=job.exclude, seed=job.seed,
-                             dynamic_op_types=dynamic_op_types)
+        return quantize_onnx(replace(job, fp32=source, out=out, dynamic_op_types=list(dynamic_op_types)))
 
     if job.precision != "int8":
         return run(job.fp32, job.out, ())

@@ -18,7 +18,7 @@ name matches the nodes whose ``pkg.torch.onnx.name_scopes`` metadata (written by
 that module, see ``compress.backends.onnx.export.node_layer``.
 
 Example:
-    >>> result = quantize_onnx("model.fp32.onnx", "model.int8.onnx", "int8", splits.calibration(256))
+    >>> result = quantize_onnx(QuantizeJob(None, "int8", Path("model.int8.onnx"), Path("model.fp32.onnx"), splits.calibration(256)))
     >>> result.precision, result.techniques
     ('int8', ['ptq:int8-static:minmax:per-channel'])
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.catalog import ExportResult, Technique
+from compress.catalog import ExportResult, QuantizeJob, Technique
 from compress.data import Dataset
 from compress.errors import CompressError, EnvironmentFailure, first_line, UsageError
 from compress.backends.onnx.cpu_features import cpu_int8_features, needs_reduce_range
@@ -68,34 +68,24 @@ MINMAX_CALIBRATION_BATCH = 8  # minmax ranges are ReduceMin/ReduceMax nodes over
                               # keep each tensor in cache for them (BERT-like encoder, 256 samples: 9.7 → 7.9 s, same ranges)
 
 
-def quantize_onnx(
-    fp32_path: str | Path,
-    out_path: str | Path,
-    precision: str,
-    calib_data: Dataset | None = None,
-    calibration: str = "minmax",
-    per_channel: bool = True,
-    exclude: tuple[str, ...] | list[str] = (),
-    reduce_range: bool | None = None,
-    seed: int = 0,
-    dynamic_op_types: tuple[str, ...] | list[str] = (),
-) -> ExportResult:
-    """Write ``out_path``: ``fp32_path`` quantized to ``precision``; layers in ``exclude`` stay float.
+def quantize_onnx(job: QuantizeJob) -> ExportResult:
+    """Write ``job.out``: ``job.fp32`` quantized to ``job.precision``; layers in ``job.exclude`` stay float.
 
-    ``reduce_range=None`` picks 7-bit weights only on x86 CPUs without VNNI (see cpu_features); ``seed`` draws the
-    random calibration inputs used when ``calib_data`` is None (with a loud note); ``calibration`` names the method
-    (compress.backends.calibration). ``dynamic_op_types``: with
+    7-bit weights (reduce_range) are picked only on x86 CPUs without VNNI (see cpu_features); ``job.seed`` draws the
+    random calibration inputs used when ``job.calib_data`` is None (with a loud note); ``job.calibration`` names the
+    method (compress.backends.calibration). ``job.dynamic_op_types``: with
     ``int8``, these op types (of DYNAMIC_OP_TYPES) are quantized dynamically and the rest static.
     """
+    precision, calib_data, exclude, dynamic_op_types = job.precision, job.calib_data, job.exclude, job.dynamic_op_types
     check_precision(precision)
     unknown = [op for op in dynamic_op_types if op not in DYNAMIC_OP_TYPES]
     if unknown:
         raise UsageError(f"op type {unknown[0]!r} cannot be quantized dynamically; choose from {', '.join(DYNAMIC_OP_TYPES)}")
     try:
-        check_calibration(calibration, "onnx" if PRECISION_RECORDS[precision].calibrated else None)
+        check_calibration(job.calibration, "onnx" if PRECISION_RECORDS[precision].calibrated else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    fp32_path, out_path = Path(job.fp32), Path(job.out)
     model = onnx.load(str(fp32_path))
     excluded = resolve_exclude(model, exclude)
     notes: list[str] = []
@@ -105,23 +95,24 @@ def quantize_onnx(
             disk_full_named(out_path.parent, work):
         work = Path(work)
         source = Path(shutil.copyfile(fp32_path, work / "fp32.onnx"))
-        if PRECISION_RECORDS[precision].int8_compute and reduce_range is None:
+        reduce_range = False
+        if PRECISION_RECORDS[precision].int8_compute:
             reduce_range = needs_reduce_range(cpu_int8_features())
             notes.append(f"reduce_range {'on (7-bit weights)' if reduce_range else 'off'}: chosen for this CPU "
                          f"({_cpu_summary()}); onnxruntime's u8s8 int8 kernels can saturate on x86 without VNNI")
         if precision == "int8":
             if calib_data is None:
-                calib_data = random_calibration(fp32_path, seed)
+                calib_data = random_calibration(fp32_path, job.seed)
                 notes.append(f"NO CALIBRATION DATA: activation ranges come from {calib_data.size} random inputs; "
                              "accuracy will suffer and is not measured against real data. Pass --data.")
             products = activation_products(model) if "MatMul" in dynamic_op_types else []
-            techniques = _static_int8(source, model, tmp, work, calib_data, calibration, per_channel, reduce_range,
+            techniques = _static_int8(source, model, tmp, work, calib_data, job.calibration, job.per_channel, reduce_range,
                                       [*excluded, *products], dynamic_op_types=tuple(dynamic_op_types))
             if products:
                 notes.append(f"{len(products)} products of two activations ({', '.join(products[:4])}) stay float: "
                              "no dynamic int8 kernel takes them")
         elif precision == "int8-dynamic":
-            techniques = _dynamic_int8(model, tmp, work, per_channel, reduce_range, excluded)
+            techniques = _dynamic_int8(model, tmp, work, job.per_channel, reduce_range, excluded)
         elif precision == "fp16":
             techniques = _fp16(model, tmp, excluded)
         else:

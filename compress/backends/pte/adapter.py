@@ -21,21 +21,20 @@ PRECISIONS = ("int8", "int8-dynamic")  # beside fp32 (export_fp32); = compress.b
 def export_fp32(handle, out: Path) -> None:
     from compress.backends.pte.export import export_pte
 
-    export_pte(handle, out, "fp32")
+    export_pte(QuantizeJob(handle, "fp32", out))
 
 
 def quantize(job: QuantizeJob):
     from compress.backends.pte.export import export_pte
 
-    result = export_pte(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
-                        per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    result = export_pte(job)
     return note_static_only(job, result, " (use --precision int8-dynamic for dynamic linears)")
 
 
 def preflight(job: QuantizeJob) -> list:
     from compress.backends.pte.preflight import pte_preflight
 
-    return pte_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
+    return pte_preflight(job)
 
 
 def unreachable(handle) -> str | None:

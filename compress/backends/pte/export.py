@@ -24,7 +24,7 @@ The file is exported at a fixed batch (the program's own, else 1): a dynamic bat
 symbolic, which XNNPACK refuses, so it would split the graph. The same model, data and seed give the same bytes.
 
 Example:
-    >>> result = export_pte(handle, "model.int8.pte", "int8", splits.calibration(256))
+    >>> result = export_pte(QuantizeJob(handle, "int8", Path("model.int8.pte"), calib_data=splits.calibration(256)))
     >>> result.precision, result.techniques, result.coverage["portable"]
     ('int8', ['export:executorch:xnnpack', 'ptq:int8-static:minmax:per-channel'], {})
 """
@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.catalog import ExportResult, Technique
+from compress.catalog import ExportResult, QuantizeJob, Technique
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.backends.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_mode, eval_of_capture, export_batch,
-                                  fixed_batch_note, node_in, observer, prepared_and_calibrated, pt2e_inputs)
+from compress.backends.pt2e import (KEPT_BY_EXCLUDE, capture_for_pt2e, eval_of_capture, export_batch, fixed_batch_note,
+                                  node_in, observer, prepared_and_calibrated, pt2e_inputs, torch_module)
 from compress.backends.tflite.export import format_counts
 from compress.catalog import CALIBRATIONS
 from compress.safety.io import atomic_path
@@ -71,30 +71,24 @@ PORTABLE = "runs in ExecuTorch's portable kernels"
 PORTABLE_REASON = f"not delegated to XNNPACK (the partitioner has no pattern for this op): {PORTABLE}"
 
 
-def export_pte(
-    handle: ModelHandle,
-    out_path: str | Path,
-    precision: str,
-    calib_data: Dataset | None = None,
-    calibration: str = "minmax",
-    per_channel: bool = True,
-    exclude: tuple[str, ...] | list[str] = (),
-    seed: int = 0,
-) -> ExportResult:
-    """Write ``out_path``: ``handle``'s model as an XNNPACK-delegated ``.pte`` in ``precision``; ``exclude`` stays float.
+def export_pte(job: QuantizeJob) -> ExportResult:
+    """Write ``job.out``: the job's model as an XNNPACK-delegated ``.pte`` in ``job.precision``; ``job.exclude`` stays
+    float.
 
-    ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs and
-    a loud note says so. ``calibration``: the method's name (compress.backends.calibration).
+    ``job.calib_data`` (int8 only) should come from train+val; without it, ``job.seed`` draws random calibration
+    inputs and a loud note says so. ``job.calibration``: the method's name (compress.backends.calibration).
     """
+    precision = job.precision
     check_precision(precision)
-    module = exportable(handle)
-    excluded, calib_data, example, notes = pt2e_inputs(handle, module, precision, calib_data, calibration, exclude, seed)
-    content, techniques, lowered = build_pte(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
+    module = exportable(job.handle)
+    excluded, calib_data, example, notes = pt2e_inputs(job, module)
+    content, techniques, lowered = build_pte(module, example, precision, calib_data, job.calibration, job.per_channel,
+                                             excluded, notes)
     float_ops = lowered.float_ops(precision, excluded)
     notes.append(lowered.summary())
-    notes.append(fixed_batch_note(export_batch(handle)))
+    notes.append(fixed_batch_note(export_batch(job.handle)))
     final = "mixed" if excluded and precision != "fp32" else precision
-    out_path = Path(out_path)
+    out_path = Path(job.out)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(content)
     return ExportResult(out_path, final, techniques, float_ops, notes, lowered.coverage())
@@ -110,12 +104,7 @@ def check_precision(precision: str) -> None:
 
 def exportable(handle: ModelHandle) -> nn.Module:
     """``handle``'s torch module in inference mode; UsageError for sources ExecuTorch cannot take."""
-    if handle.module is None:
-        raise UsageError(f"{handle.source_path} is an ONNX model: a .pte needs the torch model (use --format onnx)")
-    if isinstance(handle.module, torch.jit.ScriptModule):
-        raise UsageError(f"{handle.source_path} is TorchScript: ExecuTorch lowers torch.export programs only; "
-                         "save the model with torch.export (.pt2) or as a state_dict with --arch, or use --format onnx")
-    return eval_mode(handle.module)
+    return torch_module(handle, "a .pte", "ExecuTorch lowers")
 
 
 def build_pte(module: nn.Module, example: tuple, precision: str, calib_data: Dataset | None, calibration: str,

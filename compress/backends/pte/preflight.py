@@ -6,28 +6,27 @@ portable kernels, grouped by layer, with the partitioner's reason, and under int
 XNNPACK runs in fp32; or an error when the model does not lower at all.
 
 Example:
-    >>> [f.message for f in pte_preflight(load_model("tokens.pt2"), "int8")][0]
+    >>> [f.message for f in pte_preflight(QuantizeJob(load_model("tokens.pt2"), "int8", Path("model.int8.pte")))][0]
     "embedding×1 in embed: not delegated to XNNPACK (the partitioner has no pattern for this op): runs in ExecuTorch's portable kernels"
 """
 from __future__ import annotations
 
-from compress.data import Dataset
+from compress.catalog import QuantizeJob
 from compress.errors import CompressError, UsageError
 from compress.backends.findings import Finding
 from compress.backends.pte.export import PORTABLE, build_pte, check_precision, exportable
 from compress.backends.pt2e import export_batch, random_calibration
-from compress.loading.model import ModelHandle
 from compress.backends.pte.session import require_executorch
 
 DRY_RUN_SAMPLES = 4
 PORTABLE_ADVICE = "nothing to do for correctness; it costs speed (a portable kernel between XNNPACK subgraphs)"
 
 
-def pte_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | None = None, calibration: str = "minmax",
-                  per_channel: bool = True) -> list[Finding]:
-    """Findings for exporting ``handle`` to ``.pte`` at ``precision`` (an error means: do not start); int8 calibrates
-    on ``calib_data`` with ``calibration`` (default: DRY_RUN_SAMPLES random inputs, min/max), as the run will, so
+def pte_preflight(job: QuantizeJob) -> list[Finding]:
+    """Findings for exporting the job's model to ``.pte`` at its precision (an error means: do not start); int8
+    calibrates on the job's data with its method (no data: DRY_RUN_SAMPLES random inputs), as the run will, so
     within a run (compress.backends.reuse) the real export reuses this lowering."""
+    handle, precision, calib_data = job.handle, job.precision, job.calib_data
     check_precision(precision)
     require_executorch()
     try:
@@ -39,7 +38,7 @@ def pte_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | Non
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     notes: list[str] = []
     try:
-        _, _, lowered = build_pte(module, example, precision, calib_data, calibration, per_channel, [], notes)
+        _, _, lowered = build_pte(module, example, precision, calib_data, job.calibration, job.per_channel, [], notes)
     except CompressError as exc:
         return [_error(f"the .pte path cannot lower this model: {exc}",
                        "make forward traceable by torch.export (no data-dependent Python control flow), or use --format onnx/tflite")]

@@ -20,14 +20,13 @@ NEEDS_EXPORT = ("tflite needs a torch.export-able model; TorchScript cannot be c
 def export_fp32(handle, out: Path) -> None:
     from compress.backends.tflite.export import export_tflite
 
-    export_tflite(handle, out, "fp32", None)
+    export_tflite(QuantizeJob(handle, "fp32", out))
 
 
 def quantize(job: QuantizeJob):
     from compress.backends.tflite.export import export_tflite
 
-    result = export_tflite(job.handle, job.out, job.precision, job.calib_data, calibration=job.calibration,
-                           per_channel=job.per_channel, exclude=job.exclude, seed=job.seed)
+    result = export_tflite(job)
     return note_static_only(job, result)
 
 
@@ -36,7 +35,7 @@ def preflight(job: QuantizeJob) -> list:
         return []
     from compress.backends.tflite.preflight import tflite_preflight
 
-    return tflite_preflight(job.handle, job.precision, job.calib_data, job.calibration, job.per_channel)
+    return tflite_preflight(job)
 
 
 def float_ops(path: Path, handle, precision: str) -> list[dict]:

@@ -20,7 +20,7 @@ kept in float by every path; they become ``float_ops`` with the reason.
 The same model, data and seed give the same bytes (checked in the tests).
 
 Example:
-    >>> result = export_tflite(handle, "model.int8.tflite", "int8", splits.calibration(256))
+    >>> result = export_tflite(QuantizeJob(handle, "int8", Path("model.int8.tflite"), calib_data=splits.calibration(256)))
     >>> result.precision, result.techniques
     ('int8', ['ptq:int8-static:minmax:per-channel'])
 """
@@ -36,15 +36,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.catalog import FP32_EXPORT, ExportResult, Technique
+from compress.catalog import FP32_EXPORT, ExportResult, QuantizeJob, Technique
 from compress.data import Dataset
 from compress.errors import EnvironmentFailure, UsageError, first_line
-from compress.backends.pt2e import (KEPT_BY_EXCLUDE, eval_mode, eval_of_capture, export_batch, fixed_batch_note, node_in,
-                                  observer, prepared_and_calibrated, pt2e_inputs)
+from compress.backends.pt2e import (KEPT_BY_EXCLUDE, eval_of_capture, export_batch, fixed_batch_note, node_in, observer,
+                                  prepared_and_calibrated, pt2e_inputs, torch_module)
 from compress.safety.io import atomic_path
 from compress.catalog import CALIBRATIONS
 from compress.catalog import PRECISIONS as PRECISION_RECORDS
-from compress.loading.model import ModelHandle
 
 # Weighted ops and the operand positions that may hold their weight (a constant).
 WEIGHT_OPERANDS = {"FULLY_CONNECTED": (1,), "CONV_2D": (1,), "DEPTHWISE_CONV_2D": (1,), "TRANSPOSE_CONV": (1,), "CONV_3D": (1,),
@@ -55,25 +54,18 @@ DATA_MOVEMENT_OPS = {"RESHAPE", "SLICE", "STRIDED_SLICE", "TRANSPOSE", "CONCATEN
                      "DEQUANTIZE"}
 
 
-def export_tflite(
-    handle: ModelHandle,
-    out_path: str | Path,
-    precision: str,
-    calib_data: Dataset | None = None,
-    calibration: str = "minmax",
-    per_channel: bool = True,
-    exclude: tuple[str, ...] | list[str] = (),
-    seed: int = 0,
-) -> ExportResult:
-    """Write ``out_path``: ``handle``'s model as TFLite in ``precision``; layers in ``exclude`` stay float.
+def export_tflite(job: QuantizeJob) -> ExportResult:
+    """Write ``job.out``: the job's model as TFLite in ``job.precision``; layers in ``job.exclude`` stay float.
 
-    ``calib_data`` (int8 only) should come from train+val; without it, ``seed`` draws random calibration inputs
-    and a loud note says so. ``calibration`` names the method (compress.backends.calibration).
+    ``job.calib_data`` (int8 only) should come from train+val; without it, ``job.seed`` draws random calibration
+    inputs and a loud note says so. ``job.calibration`` names the method (compress.backends.calibration).
     """
-    module = _exportable(handle)
+    precision = job.precision
+    module = torch_module(job.handle, "TFLite export", "litert-torch converts")
     check_precision(precision)
-    excluded, calib_data, example, notes = pt2e_inputs(handle, module, precision, calib_data, calibration, exclude, seed)
-    content, techniques = build_tflite(module, example, precision, calib_data, calibration, per_channel, excluded, notes)
+    excluded, calib_data, example, notes = pt2e_inputs(job, module)
+    content, techniques = build_tflite(module, example, precision, calib_data, job.calibration, job.per_channel, excluded,
+                                       notes)
     graph = TfliteGraph(content, module)
     float_ops = graph.float_ops(precision, excluded, module)
     notes += graph.summary_notes(precision)
@@ -81,10 +73,10 @@ def export_tflite(
         notes.append(graph.io_note())
     if any(t.dtype == torch.int64 for t in example):
         notes.append("int64 inputs are int32 in the file (litert-torch downcasts 64-bit types): token ids must be < 2**31")
-    notes.append(fixed_batch_note(export_batch(handle)))
+    notes.append(fixed_batch_note(export_batch(job.handle)))
     kept_float = any(op["reason"] == KEPT_BY_EXCLUDE for op in float_ops)
     final = "mixed" if kept_float or len([t for t in techniques if t.kind in ("ptq", "cast")]) > 1 else precision
-    out_path = Path(out_path)
+    out_path = Path(job.out)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(content)
     return ExportResult(out_path, final, techniques, float_ops, notes)
@@ -134,15 +126,6 @@ def _build(module, example, precision, calib_data, calibration, per_channel, exc
 
 
 # --- conversion -------------------------------------------------------------------------------------------------
-
-
-def _exportable(handle: ModelHandle) -> nn.Module:
-    if handle.module is None:
-        raise UsageError(f"{handle.source_path} is an ONNX model: TFLite export needs the torch model (use --format onnx)")
-    if isinstance(handle.module, torch.jit.ScriptModule):
-        raise UsageError(f"{handle.source_path} is TorchScript: litert-torch converts torch.export programs only; "
-                         "save the model with torch.export (.pt2) or as a state_dict with --arch, or use --format onnx")
-    return eval_mode(handle.module)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,8 @@ model converts at all. `compress quantize` passes the run's calibration set and 
 alone, int8 observers see a few random inputs. A dry run costs about one conversion (1-5 s for the zoo models).
 
 Example:
-    >>> [f.message for f in tflite_preflight(load_model("lstm.pt"), "int8") if f.layer == "lstm"][0]
+    >>> job = QuantizeJob(load_model("lstm.pt"), "int8", Path("model.int8.tflite"))
+    >>> [f.message for f in tflite_preflight(job) if f.layer == "lstm"][0]
     'LSTM lstm: static int8 does not cover it (litert-torch unrolls LSTM into per-step FULLY_CONNECTED ops ...'
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.data import Dataset
+from compress.catalog import QuantizeJob
 from compress.errors import CompressError, UsageError
 from compress.backends.findings import Finding
 from compress.backends.pt2e import EXPORT_BATCH, eval_mode, export_batch, random_calibration
@@ -26,10 +27,10 @@ from compress.loading.model import ModelHandle
 DRY_RUN_SAMPLES = 4
 
 
-def tflite_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | None = None, calibration: str = "minmax",
-                     per_channel: bool = True) -> list[Finding]:
-    """Findings for exporting ``handle`` to TFLite at ``precision`` (an error means: do not start); int8 calibrates
-    on ``calib_data`` with ``calibration`` (default: DRY_RUN_SAMPLES random inputs, min/max)."""
+def tflite_preflight(job: QuantizeJob) -> list[Finding]:
+    """Findings for exporting the job's model to TFLite at its precision (an error means: do not start); int8
+    calibrates on the job's data with its method (no data: DRY_RUN_SAMPLES random inputs)."""
+    handle, precision, calib_data = job.handle, job.precision, job.calib_data
     check_precision(precision)
     module = handle.module
     if module is None:
@@ -43,7 +44,7 @@ def tflite_preflight(handle: ModelHandle, precision: str, calib_data: Dataset | 
         calib_data = random_calibration(handle, seed=0, samples=DRY_RUN_SAMPLES)
     example = handle.input_spec.example_inputs(batch=export_batch(handle), seed=0)
     try:
-        content, _ = build_tflite(module, example, precision, calib_data, calibration, per_channel, [], notes)
+        content, _ = build_tflite(module, example, precision, calib_data, job.calibration, job.per_channel, [], notes)
     except UsageError as exc:
         return [_error(str(exc), "use --precision int8")]
     except CompressError as exc:
