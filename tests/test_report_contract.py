@@ -5,12 +5,11 @@ import json
 
 import pytest
 
-from compress.report import ReportInvalid, load_schema, new_report, validate_report
+from compress.report import ReportInvalid, load_schema, new_report, report_document, validate_report
 
 
 def _minimal():
-    report = new_report({"path": "m.pt", "format": "zoo", "sha256": "0" * 64}, None, {"metrics": {"task": None}, "size_bytes": 1})
-    return report
+    return report_document(new_report({"path": "m.pt", "format": "zoo", "sha256": "0" * 64}, None, {"metrics": {"task": None}, "size_bytes": 1}))
 
 
 def test_schema_cli_prints_the_packaged_schema(cli):

@@ -250,6 +250,7 @@ def recommend_judged(artifacts: list[dict], policy: GatePolicy) -> dict:
     return recommend(pool, evaluate_gates(pool, replace(policy, enabled=True), lambda a: True))
 
 
-def policy_of(report: dict) -> GatePolicy:
-    """The GatePolicy a report was judged by (recorded in ``verdict.policy``; default gates for older reports)."""
-    return GatePolicy(**((report.get("verdict") or {}).get("policy") or {}))
+def policy_of(report) -> GatePolicy:
+    """The GatePolicy a report (compress.report.model.Report) was judged by (recorded in ``verdict.policy``; default
+    gates for older reports)."""
+    return GatePolicy(**(getattr(report.verdict, "policy", None) or {}))
