@@ -324,6 +324,7 @@ class Excluded(Open):
 
 
 class Recommended(Open):
+    model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
     local_cpu: Recommendation | None = Field(alias="local-cpu")
     by_format: dict[str, Recommendation | None]
     excluded: list[Excluded] = Field(default_factory=list, description="Artifacts never recommended, with the reason.")

@@ -27,6 +27,7 @@ from compress.catalog import artifact_files, artifact_sha256, artifact_size, for
 from compress.safety.io import disk_full_cause
 from compress.loading.model import ModelHandle
 from compress.report import new_report, write_report_files
+from compress.report.model import Gate
 from compress.runtimes import open_runner, run_dataset
 
 
@@ -203,29 +204,26 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
                   policy: GatePolicy | None, extra: dict | None = None, candidate=None, refused: list[dict] | None = None) -> dict:
     """Note each artifact's speed against fp32 (compress.steps.advice.explain_speed), judge the artifacts by ``policy``
     (compress.steps.gates: gates, verdict, recommendation), then build the report (compress.report.model.Report) and
-    write report.json (its serialisation), report.md and report.html; return report.json's content. ``candidate``: which artifacts the gates judge
-    (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
+    write report.json (its serialisation), report.md and report.html; return report.json's content. ``candidate``: which
+    artifacts the gates judge (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
     ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
     from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
-    from compress.report.model import Artifact, Gate, Recommended, Refused, Verdict
+    from compress.report.model import Artifact, Refused
     from compress.zoo.checkpoint import library_versions
 
     check_int8_gains(artifacts)  # an "int8" file that is fp32, or no smaller: said, and never recommended as such
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
-    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
-        artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
-    gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
-    report.artifacts = [Artifact.model_validate(a) for a in artifacts]
-    report.gates = [Gate.model_validate(g) for g in [produced_gate(r) for r in refused or []]
-                    + [verification_gate(a) for a in artifacts if is_failed(a)] + gates]
-    report.passed = all(g.passed for g in report.gates)
     report.environment = library_versions()
     for section, value in (extra or {}).items():  # a verb's own sections (command, config, prune, timings...)
         setattr(report, section, value)
-    report.verdict = Verdict.model_validate(judgement["verdict"])
-    report.recommended = Recommended.model_validate(judgement["recommended"])
+    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
+        artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
+    gates, report.verdict, report.recommended = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
+    report.artifacts = [Artifact.model_validate(a) for a in artifacts]
+    report.gates = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
+    report.passed = all(g.passed for g in report.gates)
     report.verdict.notes = (reference.labels or []) + report.verdict.notes
     if refused:
         report.refused = [Refused.model_validate(r) for r in refused]
@@ -233,12 +231,12 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     return write_report_files(run_dir, report)
 
 
-def produced_gate(refusal: dict) -> dict:
+def produced_gate(refusal: dict) -> Gate:
     """The gate a format asked for and not produced fails (``refusal``: a report.json ``refused`` entry).
 
     Example:
-        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."})["passed"]
+        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."}).passed
         False
     """
-    return {"name": "produced", "artifact": refusal["format"], "limit": 1, "value": 0, "passed": False, "judged_by": "runtime",
-            "reason": f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}"}
+    return Gate(name="produced", artifact=refusal["format"], limit=1, value=0, passed=False, judged_by="runtime",
+                reason=f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}")

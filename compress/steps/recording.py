@@ -75,7 +75,6 @@ def _document(item) -> dict:
 def _rejudge_speed(report) -> dict | None:
     """Every figure derived from a latency follows it: speedups, speed notes, the recommendation. A changed pick is
     said: ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
-    from compress.report.model import Recommended
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
 
@@ -85,7 +84,7 @@ def _rejudge_speed(report) -> dict | None:
     if not report.recommended:
         return None
     before = report.recommended.local_cpu.artifact if report.recommended.local_cpu else None
-    report.recommended = Recommended.model_validate(recommend_judged(artifacts, policy_of(report)))
+    report.recommended = recommend_judged(artifacts, policy_of(report))
     pick = report.recommended.local_cpu
     if (pick.artifact if pick else None) == before:
         return None
@@ -105,7 +104,6 @@ def record_tokens(artifact: Path, tokens: dict) -> Path | None:
     report.json next to it (replacing the ones it had), judge the recommendation again and re-render; None when no
     report lists it."""
     from compress.report import write_report_files
-    from compress.report.model import Recommended
     from compress.steps.gates import policy_of, recommend_judged
 
     report_path = Path(artifact).parent / "report.json"
@@ -115,7 +113,7 @@ def record_tokens(artifact: Path, tokens: dict) -> Path | None:
         return None
     listed[Path(artifact).name].tokens = tokens
     if report.recommended:
-        report.recommended = Recommended.model_validate(recommend_judged([_document(a) for a in report.artifacts], policy_of(report)))
+        report.recommended = recommend_judged([_document(a) for a in report.artifacts], policy_of(report))
     write_report_files(report_path.parent, report)
     return report_path
 
