@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from compress.report import ReportInvalid, load_schema, new_report, report_document, validate_report
+from compress.report import ReportInvalid, load_schema, new_report, read_report, report_document, validate_report
 
 
 def _minimal():
@@ -40,3 +40,26 @@ def test_validate_cli(cli, tmp_path):
     (tmp_path / "report.json").write_text("{}")
     result = cli("report", "validate", tmp_path)
     assert result.exit_code == 2 and "breaks the contract" in result.stderr
+
+
+def test_a_run_report_is_the_model_serialised_and_bench_rewrites_only_its_timings(zoo_checkpoint, cli, tmp_path):
+    """report.json read into compress.report.model.Report and written back is the same document (an int stays an int,
+    an explicit null stays null, a verb's own sections ride along); `compress bench` rewriting it through the model
+    changes the timed figures and what follows from them, nothing else."""
+    run_dir = tmp_path / "run"
+    result = cli("quantize", zoo_checkpoint("mnist_cnn", epochs=2), "--format", "onnx", "--precision", "int8", "--runs", "10",
+                 "--out", run_dir)
+    assert result.exit_code == 0, result.output
+    before = json.loads((run_dir / "report.json").read_text())
+    assert json.dumps(report_document(read_report(before)), sort_keys=True) == json.dumps(before, sort_keys=True)
+
+    assert cli("bench", run_dir / "model.int8.onnx", "--runs", "5").exit_code == 0
+    after = json.loads((run_dir / "report.json").read_text())
+    untimed = ("artifacts", "recommended")
+    assert {k: v for k, v in after.items() if k not in untimed} == {k: v for k, v in before.items() if k not in untimed}
+    timed = ("latency", "notes", "speedup_vs_fp32")
+    for old, new in zip(before["artifacts"], after["artifacts"], strict=True):
+        assert {k: v for k, v in new.items() if k not in timed} == {k: v for k, v in old.items() if k not in timed}
+    int8 = next(a for a in after["artifacts"] if a["name"] == "int8-onnx")
+    assert [entry["runs"] for entry in int8["latency"]] == [5]  # the run's timing replaced by the bench's
+    assert cli("report", "validate", run_dir).exit_code == 0
