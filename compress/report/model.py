@@ -47,7 +47,7 @@ def as_given(given, parsed):
     """
     if type(given) is int and type(parsed) is float:
         return given if parsed == given else parsed
-    if type(given) is list and type(parsed) is list and len(given) == len(parsed):
+    if type(given) in (list, tuple) and type(parsed) is list and len(given) == len(parsed):
         return [as_given(g, p) for g, p in zip(given, parsed)]
     if type(given) is dict and type(parsed) is dict and given.keys() == parsed.keys():
         return {key: as_given(given[key], value) for key, value in parsed.items()}
