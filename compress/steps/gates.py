@@ -15,10 +15,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from compress.data.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
-from compress.report.model import Gate, Recommended, Verdict
+
+if TYPE_CHECKING:  # the report models load with pydantic: only when something is judged, never at CLI start-up
+    from compress.report.model import Gate, Recommended, Verdict
 
 # 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models moves the metric by -0.006..+0.003 (bench/results/fidelity_floors.md),
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
@@ -97,6 +99,8 @@ def fidelity_floor_check(fidelity: dict | None, floors: dict | None = None, unla
 
 
 def _gate(name: str, artifact: dict, limit, value, passed: bool, judged_by: str, reason: str, **extra) -> Gate:
+    from compress.report.model import Gate
+
     return Gate(name=name, artifact=artifact["name"], limit=limit, value=value, passed=bool(passed), judged_by=judged_by,
                 reason=reason, **extra)
 
@@ -189,6 +193,8 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
 
 def verdict(artifacts: list[dict], gates: list[Gate], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> Verdict:
     """What was judged and why, for report.json's ``verdict``: gates on/off, labels or fidelity, the failures in words."""
+    from compress.report.model import Verdict
+
     judged = [a for a in artifacts if candidate(a) and not is_failed(a)]
     measured = [a for a in judged if a["metrics"].get("fidelity")]
     labelled = any(a["metrics"]["degradation"] is not None for a in measured)

@@ -21,13 +21,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from compress.backends import registry
 from compress.backends.calibration import calibration_names
 from compress.catalog import PRECISIONS
-from compress.report.model import Gate
 from compress.steps.gates import GatePolicy, evaluate_gates, is_failed, verification_gate
+
+if TYPE_CHECKING:
+    from compress.report.model import Gate
 
 QUALITY_JUDGES = ("labels", "fidelity", "perplexity")
 
