@@ -55,6 +55,7 @@ def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, 
     """compress's recommendation re-made from the suite's timing: each artifact's latency becomes the suite's records
     for its variant (``labels``: artifact name -> variant name; an artifact without one has no latency, so it is not
     recommended), its speed notes follow, and the report's own policy judges again. Returns the new ``recommended``."""
+    from compress.report import read_report
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
 
@@ -65,7 +66,8 @@ def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, 
                                 "runs": conditions["runs"], "warmup": conditions["warmup"], "emulated": False,
                                 "conditions": conditions, **stats[batch]} for batch in sorted(stats)]
     explain_speed(report["artifacts"])
-    return recommend_judged(report["artifacts"], policy_of(report))
+    recommended = recommend_judged(report["artifacts"], policy_of(read_report(report)))
+    return recommended.model_dump(by_alias=True, exclude_unset=True)
 
 
 def _build(name: str, build, failures: list[dict]):

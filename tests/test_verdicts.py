@@ -188,9 +188,9 @@ def test_a_labelled_classifier_beside_an_embedding_head_is_judged_by_both():
     artifact = {"name": "int8-onnx", "precision": "int8", "size_bytes": 1, "latency": [],
                 "metrics": {"task": {"name": "accuracy", "value": 0.9, "higher_is_better": True}, "degradation": 0.002,
                             "fidelity": {"outputs": outputs, "worst": {"output": "emb", "kind": "embedding", "measure": "cosine", "value": 0.93}}}}
-    gates = {g["name"]: g for g in evaluate_gates([artifact], GatePolicy())}
-    assert gates["max_degradation"]["passed"] and gates["max_degradation"]["judged_by"] == "labels"
-    assert not gates["fidelity_floor"]["passed"] and gates["fidelity_floor"]["output"] == "emb"
+    gates = {g.name: g for g in evaluate_gates([artifact], GatePolicy())}
+    assert gates["max_degradation"].passed and gates["max_degradation"].judged_by == "labels"
+    assert not gates["fidelity_floor"].passed and gates["fidelity_floor"].output == "emb"
     assert fidelity_floor_check(artifact["metrics"]["fidelity"], unlabelled_only=True) == [
         {"output": "emb", "kind": "embedding", "measure": "cosine", "value": 0.93, "floor": 0.98}]
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from compress.catalog import PRECISIONS, RUNTIME_MODULES, SOURCE_FORMATS, formats, schema_choices
 
@@ -37,8 +37,36 @@ SCHEMA_PATH = Path(__file__).with_name("schema.json")
 OutputKindName = Literal["classes", "probabilities", "sequence", "embedding", "regression", "state"]
 
 
+def as_given(given, parsed):
+    """``parsed`` with every whole number that was given as an int kept an int (a float field parses 1 as 1.0), so a
+    report read and written back through the models says ``"limit": 1`` where it said so.
+
+    Example:
+        >>> as_given({"limit": 1, "ratio": [1, 0.5]}, {"limit": 1.0, "ratio": [1.0, 0.5]})
+        {'limit': 1, 'ratio': [1, 0.5]}
+    """
+    if type(given) is int and type(parsed) is float:
+        return given if parsed == given else parsed
+    if type(given) in (list, tuple) and type(parsed) is list and len(given) == len(parsed):
+        return [as_given(g, p) for g, p in zip(given, parsed)]
+    if type(given) is dict and type(parsed) is dict and given.keys() == parsed.keys():
+        return {key: as_given(given[key], value) for key, value in parsed.items()}
+    return parsed
+
+
 class Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """A report object: more fields allowed (a verb's own sections ride along); numbers keep the type they were given."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _keep_integers(cls, value, parse):
+        return as_given(value, parse(value))
+
+    @field_serializer("*", mode="wrap")
+    def _write_integers(self, value, write):
+        return as_given(value, write(value))
 
 
 class Tool(Open):
@@ -66,7 +94,7 @@ class DatasetInfo(Open):
 class Task(Open):
     """A task metric; accuracy-like values are fractions in [0, 1]."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={
+    model_config = ConfigDict(extra="allow", validate_assignment=True, json_schema_extra={
         "if": {"properties": {"name": {"enum": ["accuracy", "top1_agreement"]}}},
         "then": {"properties": {"value": {"minimum": 0, "maximum": 1}}}})
     name: str
@@ -296,6 +324,7 @@ class Excluded(Open):
 
 
 class Recommended(Open):
+    model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
     local_cpu: Recommendation | None = Field(alias="local-cpu")
     by_format: dict[str, Recommendation | None]
     excluded: list[Excluded] = Field(default_factory=list, description="Artifacts never recommended, with the reason.")

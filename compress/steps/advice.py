@@ -7,13 +7,14 @@ speed note it wrote before, so running it again (a recipe, `compress bench` rewr
 
 Example:
     >>> explain_speed(artifacts)          # adds speedup_vs_fp32 and a plain note when int8 is not faster
-    >>> recommend(artifacts, evaluate_gates(artifacts))["local-cpu"]["artifact"]
+    >>> recommend(artifacts, evaluate_gates(artifacts)).local_cpu.artifact
     'int8-onnx'
 """
 from __future__ import annotations
 
 import re
 
+from compress.report.model import Excluded, Gate, Recommendation, Recommended
 from compress.steps.benchmark import session_of, speed_pick  # the pick: one timing session, intervals that decide
 from compress.steps.latency import device_p50, device_timing
 
@@ -145,13 +146,13 @@ def evidence(artifact: dict) -> str:
     return f"no labels: weakest output {worst['output']} ({worst['kind']}) {worst['measure']} {worst['value']}"
 
 
-def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
+def recommend(artifacts: list[dict], judged: list[Gate]) -> Recommended:
     """The artifact to ship for this CPU, overall and per format, by measured speed and size among those with evidence
     (measured on data) that failed no gate in ``judged``; the others are listed under ``excluded`` with the reason."""
     failed: dict[str, list[str]] = {}
     for gate in judged:
-        if not gate["passed"]:
-            failed.setdefault(gate["artifact"], []).append(f"{gate['name']}: {gate['reason']}")
+        if not gate.passed:
+            failed.setdefault(gate.artifact, []).append(f"{gate.name}: {gate.reason}")
     from compress.steps.gates import is_failed
 
     excluded = [{"artifact": a["name"], "why": f"failed verification: {a.get('failure')}"} for a in artifacts if is_failed(a)]
@@ -162,12 +163,17 @@ def recommend(artifacts: list[dict], judged: list[dict]) -> dict:
                  if not is_failed(a) and a["name"] not in {e["artifact"] for e in excluded} and _no_gain_why(a)]
     names = {e["artifact"] for e in excluded}
     eligible = [a for a in artifacts if a["name"] not in names]
-    if any(a["metrics"].get("perplexity") for a in artifacts):  # language models: by decode tokens/s
-        from compress.steps.lm_verify import lm_pick
+    from compress.steps.lm_verify import lm_pick
 
-        return {"local-cpu": lm_pick(eligible), "excluded": excluded,
-                "by_format": {fmt: lm_pick([a for a in eligible if a["format"] == fmt]) for fmt in sorted({a["format"] for a in artifacts})}}
-    result = {"local-cpu": speed_pick(eligible, evidence), "by_format": {}, "excluded": excluded}
-    for fmt in sorted({a["format"] for a in artifacts}):
-        result["by_format"][fmt] = speed_pick([a for a in eligible if a["format"] == fmt], evidence)
-    return result
+    language_model = any(a["metrics"].get("perplexity") for a in artifacts)  # language models: by decode tokens/s
+
+    def pick(candidates: list[dict]) -> dict | None:
+        return lm_pick(candidates) if language_model else speed_pick(candidates, evidence)
+
+    formats = sorted({a["format"] for a in artifacts})
+    return Recommended(local_cpu=_recommendation(pick(eligible)), excluded=[Excluded(**e) for e in excluded],
+                       by_format={fmt: _recommendation(pick([a for a in eligible if a["format"] == fmt])) for fmt in formats})
+
+
+def _recommendation(pick: dict | None) -> Recommendation | None:
+    return None if pick is None else Recommendation.model_validate(pick)

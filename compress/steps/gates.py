@@ -7,7 +7,7 @@ with a missing number: the verdict says the artifact was judged by fidelity inst
 
 Example:
     >>> gates = evaluate_gates(artifacts, GatePolicy(max_size_bytes=200_000))
-    >>> [g["judged_by"] for g in gates]
+    >>> [g.judged_by for g in gates]
     ['fidelity', 'size']
     >>> fidelity_floor_check(artifacts[1]["metrics"]["fidelity"])   # [] when every output keeps its floor
     []
@@ -15,9 +15,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from compress.data.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
+
+if TYPE_CHECKING:  # the report models load with pydantic: only when something is judged, never at CLI start-up
+    from compress.report.model import Gate, Recommended, Verdict
 
 # 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models moves the metric by -0.006..+0.003 (bench/results/fidelity_floors.md),
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
@@ -66,7 +69,7 @@ def is_failed(artifact: dict) -> bool:
     return artifact.get("status") == "failed"
 
 
-def verification_gate(artifact: dict) -> dict:
+def verification_gate(artifact: dict) -> Gate:
     """The gate every artifact must pass before any other: it loads and runs in its runtime (failed: value 0)."""
     failed = is_failed(artifact)
     return _gate("verified", artifact, 1, 0 if failed else 1, not failed, "runtime",
@@ -95,12 +98,14 @@ def fidelity_floor_check(fidelity: dict | None, floors: dict | None = None, unla
             for miss in floor_shortfalls(o, floors)]
 
 
-def _gate(name: str, artifact: dict, limit, value, passed: bool, judged_by: str, reason: str, **extra) -> dict:
-    return {"name": name, "artifact": artifact["name"], "limit": limit, "value": value, "passed": bool(passed),
-            "judged_by": judged_by, "reason": reason, **extra}
+def _gate(name: str, artifact: dict, limit, value, passed: bool, judged_by: str, reason: str, **extra) -> Gate:
+    from compress.report.model import Gate
+
+    return Gate(name=name, artifact=artifact["name"], limit=limit, value=value, passed=bool(passed), judged_by=judged_by,
+                reason=reason, **extra)
 
 
-def degradation_gate(artifact: dict, policy: GatePolicy) -> dict:
+def degradation_gate(artifact: dict, policy: GatePolicy) -> Gate:
     value, limit = artifact["metrics"]["degradation"], policy.degradation_limit
     default = " (default limit)" if policy.max_degradation is None else ""
     passed = value <= limit + 1e-12
@@ -108,7 +113,7 @@ def degradation_gate(artifact: dict, policy: GatePolicy) -> dict:
                  f"metric loss {value:.4f} {'<=' if passed else '>'} {limit}{default}")
 
 
-def floor_gate(artifact: dict, policy: GatePolicy, labelled: bool) -> dict | None:
+def floor_gate(artifact: dict, policy: GatePolicy, labelled: bool) -> Gate | None:
     """The fidelity floor gate over the outputs labels do not judge, named by the weakest; None when there are none."""
     fidelity = artifact["metrics"].get("fidelity")
     judged = [o for o in (fidelity or {}).get("outputs", []) if not (labelled and o.get("labelled")) and o["kind"] in policy.floors]
@@ -123,7 +128,7 @@ def floor_gate(artifact: dict, policy: GatePolicy, labelled: bool) -> dict | Non
                  output=output["name"], kind=output["kind"], measure=measure)
 
 
-def perplexity_gate(artifact: dict, policy: GatePolicy) -> dict:
+def perplexity_gate(artifact: dict, policy: GatePolicy) -> Gate:
     """A decoder language model's gate: its perplexity increase over the float reference on held-out text, at most
     ``policy.max_degradation`` when given, else its precision's default (compress.lm.quality.DEFAULT_GATES); never
     passed without a generation having run."""
@@ -148,7 +153,7 @@ def _round(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def _measure_gate(artifact: dict, measure: str, limit: float) -> dict:
+def _measure_gate(artifact: dict, measure: str, limit: float) -> Gate:
     values = [(o["measures"][measure], o["name"]) for o in (artifact["metrics"].get("fidelity") or {}).get("outputs", [])
               if o["measures"].get(measure) is not None]
     value, output = min(values) if values else (None, None)
@@ -158,7 +163,7 @@ def _measure_gate(artifact: dict, measure: str, limit: float) -> dict:
 
 
 def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
-                   candidate: Callable[[dict], bool] = is_candidate) -> list[dict]:
+                   candidate: Callable[[dict], bool] = is_candidate) -> list[Gate]:
     """One gate entry per (gate, candidate artifact); each says what it judged by and why it passed or failed."""
     policy = policy or GatePolicy()
     if not policy.enabled:
@@ -186,24 +191,26 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
     return gates
 
 
-def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> dict:
+def verdict(artifacts: list[dict], gates: list[Gate], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> Verdict:
     """What was judged and why, for report.json's ``verdict``: gates on/off, labels or fidelity, the failures in words."""
+    from compress.report.model import Verdict
+
     judged = [a for a in artifacts if candidate(a) and not is_failed(a)]
     measured = [a for a in judged if a["metrics"].get("fidelity")]
     labelled = any(a["metrics"]["degradation"] is not None for a in measured)
     notes = []
     if not policy.enabled:
-        return {"gates": "off", "judged_by": [], "summary": "gates off (--no-gate): nothing was judged", "notes": notes}
+        return Verdict(gates="off", judged_by=[], summary="gates off (--no-gate): nothing was judged", notes=notes)
     if any(a["metrics"].get("perplexity") for a in judged):
         limit = (f"max_degradation {policy.max_degradation} (relative perplexity increase)" if policy.max_degradation
                  is not None else "the default perplexity increase of each precision")
-        failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
+        failures = [f"{g.artifact}: {g.reason}" for g in gates if not g.passed]
         summary = (f"language model: judged by perplexity on held-out text vs the float reference, {limit}"
                    + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed"))
-        return {"gates": "on", "judged_by": sorted({g["judged_by"] for g in gates}), "summary": summary, "notes": notes}
+        return Verdict(gates="on", judged_by=sorted({g.judged_by for g in gates}), summary=summary, notes=notes)
     if not measured:
-        return {"gates": "on", "judged_by": [], "summary": "no data: nothing could be judged (pass --data)", "notes": notes}
-    judged_by = sorted({g["judged_by"] for g in gates})
+        return Verdict(gates="on", judged_by=[], summary="no data: nothing could be judged (pass --data)", notes=notes)
+    judged_by = sorted({g.judged_by for g in gates})
     floors = "; ".join(f"{kind} " + ", ".join(f"{m} >= {v}" for m, v in policy.floors[kind].items())
                        for kind in sorted({o["kind"] for a in measured for o in a["metrics"]["fidelity"]["outputs"]
                                            if not (labelled and o.get("labelled"))}))
@@ -214,9 +221,9 @@ def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candid
         head = f"no labels: judged by fidelity floor {floors}"
         if policy.max_degradation is not None:
             notes.append(f"no labels: max_degradation {policy.max_degradation} cannot be measured; judged by fidelity instead")
-    failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
+    failures = [f"{g.artifact}: {g.reason}" for g in gates if not g.passed]
     summary = head + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed")
-    return {"gates": "on", "judged_by": judged_by, "summary": summary, "notes": notes}
+    return Verdict(gates="on", judged_by=judged_by, summary=summary, notes=notes)
 
 
 def failure_message(report: dict, run_dir) -> str | None:
@@ -230,19 +237,21 @@ def failure_message(report: dict, run_dir) -> str | None:
     return f"{what}{more} (artifacts are still in {run_dir})"
 
 
-def judge(artifacts: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> tuple[list[dict], dict]:
-    """The report's ``gates`` (on the ``candidate`` artifacts), and its ``verdict`` and ``recommended`` entries.
+def judge(artifacts: list[dict], policy: GatePolicy,
+          candidate: Callable[[dict], bool] = is_candidate) -> tuple[list[Gate], Verdict, Recommended]:
+    """The report's ``gates`` (on the ``candidate`` artifacts), ``verdict`` (with the ``policy`` it judged by) and
+    ``recommended``.
 
     Every artifact that may be recommended is judged by ``policy`` (even with gates off, even an fp32 export the gates
     skip): a file below its floors is never recommended. Call after latency is measured.
     """
     gates = evaluate_gates(artifacts, policy, candidate)
     judgement = verdict(artifacts, gates, policy, candidate)
-    judgement["policy"] = asdict(policy)
-    return gates, {"verdict": judgement, "recommended": recommend_judged(artifacts, policy)}
+    judgement.policy = asdict(policy)
+    return gates, judgement, recommend_judged(artifacts, policy)
 
 
-def recommend_judged(artifacts: list[dict], policy: GatePolicy) -> dict:
+def recommend_judged(artifacts: list[dict], policy: GatePolicy) -> Recommended:
     """compress.steps.advice.recommend among the candidates, each judged by ``policy`` (gates on) first."""
     from compress.steps.advice import recommend
 
@@ -250,6 +259,7 @@ def recommend_judged(artifacts: list[dict], policy: GatePolicy) -> dict:
     return recommend(pool, evaluate_gates(pool, replace(policy, enabled=True), lambda a: True))
 
 
-def policy_of(report: dict) -> GatePolicy:
-    """The GatePolicy a report was judged by (recorded in ``verdict.policy``; default gates for older reports)."""
-    return GatePolicy(**((report.get("verdict") or {}).get("policy") or {}))
+def policy_of(report) -> GatePolicy:
+    """The GatePolicy a report (compress.report.model.Report) was judged by (recorded in ``verdict.policy``; default
+    gates for older reports)."""
+    return GatePolicy(**(getattr(report.verdict, "policy", None) or {}))

@@ -276,7 +276,7 @@ def perplexity_gate_failed(entry: dict, policy) -> bool:
     """Whether ``entry`` fails its perplexity gate under ``policy`` (gates on)."""
     from compress.steps.gates import perplexity_gate
 
-    return entry.get("status") == "failed" or not perplexity_gate(entry, policy)["passed"]
+    return entry.get("status") == "failed" or not perplexity_gate(entry, policy).passed
 
 
 def repair_decoder(attempt: Callable[[str, str, list | None], dict], entry: dict, precision: str, algorithm: str,
@@ -287,11 +287,12 @@ def repair_decoder(attempt: Callable[[str, str, list | None], dict], entry: dict
     from compress.steps.gates import perplexity_gate
 
     def record(label: str, made: dict) -> dict:
-        gate = perplexity_gate(made, policy) if made.get("status") != "failed" else {
-            "value": None, "limit": None, "passed": False, "reason": f"failed verification: {made.get('failure')}"}
-        return {"step": label, "techniques": made["techniques"], "size_bytes": made["size_bytes"], "passed": gate["passed"],
-                "gates": [{"gate": "max_perplexity_increase", "value": gate["value"], "limit": gate["limit"],
-                           "passed": gate["passed"], "reason": gate["reason"]}]}
+        gate = perplexity_gate(made, policy) if made.get("status") != "failed" else None
+        judged = ({"gate": gate.name, "value": gate.value, "limit": gate.limit, "passed": gate.passed, "reason": gate.reason} if gate
+                  else {"gate": "max_perplexity_increase", "value": None, "limit": None, "passed": False,
+                        "reason": f"failed verification: {made.get('failure')}"})
+        return {"step": label, "techniques": made["techniques"], "size_bytes": made["size_bytes"], "passed": judged["passed"],
+                "gates": [judged]}
 
     steps = [record("as configured", entry)]
     tries = [(f"{name.upper()}", name, None) for name in ("gptq", "awq") if name != algorithm]

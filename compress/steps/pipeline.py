@@ -26,7 +26,8 @@ from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, outp
 from compress.catalog import artifact_files, artifact_sha256, artifact_size, format_of, technique_record
 from compress.safety.io import disk_full_cause
 from compress.loading.model import ModelHandle
-from compress.report import new_report, write_report
+from compress.report import new_report, write_report_files
+from compress.report.model import Gate
 from compress.runtimes import open_runner, run_dataset
 
 
@@ -202,44 +203,40 @@ def verify_artifact(
 def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
                   policy: GatePolicy | None, extra: dict | None = None, candidate=None, refused: list[dict] | None = None) -> dict:
     """Note each artifact's speed against fp32 (compress.steps.advice.explain_speed), judge the artifacts by ``policy``
-    (compress.steps.gates: gates, verdict, recommendation), then assemble, validate and
-    write report.json, report.md and report.html; return the report. ``candidate``: which artifacts the gates judge
-    (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
+    (compress.steps.gates: gates, verdict, recommendation), then build the report (compress.report.model.Report) and
+    write report.json (its serialisation), report.md and report.html; return report.json's content. ``candidate``: which
+    artifacts the gates judge (default compress.steps.gates.is_candidate). ``refused``: formats asked for and not produced (``format``,
     ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
     from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
-    from compress.report.html import write_html
-    from compress.report.markdown import write_markdown
+    from compress.report.model import Artifact, Refused
     from compress.zoo.checkpoint import library_versions
 
     check_int8_gains(artifacts)  # an "int8" file that is fp32, or no smaller: said, and never recommended as such
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
+    report.environment = library_versions()
+    for section, value in (extra or {}).items():  # a verb's own sections (command, config, prune, timings...)
+        setattr(report, section, value)
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
         artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
-    report["artifacts"] = artifacts
-    gates, judgement = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
-    report["gates"] = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
-    report["passed"] = all(g["passed"] for g in report["gates"])
-    report["environment"] = library_versions()
-    report.update(extra or {})
-    report.update(judgement)
-    report["verdict"]["notes"] = (reference.labels or []) + report["verdict"]["notes"]
+    gates, report.verdict, report.recommended = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
+    report.artifacts = [Artifact.model_validate(a) for a in artifacts]
+    report.gates = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
+    report.passed = all(g.passed for g in report.gates)
+    report.verdict.notes = (reference.labels or []) + report.verdict.notes
     if refused:
-        report["refused"] = refused
-        report["verdict"]["notes"] += [f"{r['format']} not produced ({', '.join(r['precisions'])}): {r['reason']}" for r in refused]
-    write_report(run_dir, report)
-    write_markdown(run_dir, report)
-    write_html(run_dir, report)
-    return report
+        report.refused = [Refused.model_validate(r) for r in refused]
+        report.verdict.notes += [f"{r.format} not produced ({', '.join(r.precisions)}): {r.reason}" for r in report.refused]
+    return write_report_files(run_dir, report)
 
 
-def produced_gate(refusal: dict) -> dict:
+def produced_gate(refusal: dict) -> Gate:
     """The gate a format asked for and not produced fails (``refusal``: a report.json ``refused`` entry).
 
     Example:
-        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."})["passed"]
+        >>> produced_gate({"format": "pte", "precisions": ["fp32", "int8"], "reason": "ExecuTorch could not lower ..."}).passed
         False
     """
-    return {"name": "produced", "artifact": refusal["format"], "limit": 1, "value": 0, "passed": False, "judged_by": "runtime",
-            "reason": f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}"}
+    return Gate(name="produced", artifact=refusal["format"], limit=1, value=0, passed=False, judged_by="runtime",
+                reason=f"not produced ({', '.join(refusal['precisions'])}): {refusal['reason']}")

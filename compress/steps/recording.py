@@ -27,57 +27,70 @@ def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, 
     recommendation is judged once, on all the new figures together. One ``{"report", "changed", "recommended"}`` per
     report rewritten; ``changed`` (None when the pick stayed) says ``{"from", "to", "why"}``, also recorded in the
     report's ``recommended.changed``; ``recommended`` is the pick for the local CPU now (latency only)."""
-    from compress.report import write_report
+    from compress.report import write_report_files
 
     by_report: dict[Path, list[tuple[Path, dict]]] = {}
     for artifact, entry in entries:
         by_report.setdefault(Path(artifact).parent / "report.json", []).append((Path(artifact), entry))
     recorded = []
     for report_path, items in by_report.items():
-        try:
-            report = loads(report_path.read_text()) if report_path.is_file() else None
-        except json.JSONDecodeError:
-            report = None
-        listed = {Path(a.get("path", "")).name: a for a in (report or {}).get("artifacts", [])}
+        report = _read(report_path)
+        listed = {Path(a.path).name: a for a in (report.artifacts if report else [])}
         items = [(artifact, entry) for artifact, entry in items if artifact.name in listed]
         if not items:
             continue
         for artifact, entry in items:
-            kept = listed[artifact.name].setdefault(key, [])
-            kept[:] = [e for e in kept if any(e.get(f) != entry.get(f) for f in same)] + [entry]
+            kept = [_document(e) for e in getattr(listed[artifact.name], key, None) or []]
+            setattr(listed[artifact.name], key, [e for e in kept if any(e.get(f) != entry.get(f) for f in same)] + [entry])
         changed = _rejudge_speed(report) if key == "latency" else None
-        write_report(report_path.parent, report)
-        _rerender(report_path.parent, report)
-        recorded.append({"report": report_path, "changed": changed,
-                         "recommended": ((report.get("recommended") or {}).get("local-cpu") if key == "latency" else None)})
+        write_report_files(report_path.parent, report)
+        pick = report.recommended.local_cpu if key == "latency" and report.recommended else None
+        recorded.append({"report": report_path, "changed": changed, "recommended": _document(pick) if pick else None})
     return recorded
 
 
-def _rejudge_speed(report: dict) -> dict | None:
+def _read(report_path: Path):
+    """The report.json at ``report_path`` as compress.report.model.Report; None when there is none or it is not JSON.
+    A report that breaks the contract is exit 2: it cannot be written back."""
+    from compress.errors import UsageError
+    from compress.report import ReportInvalid, read_report
+
+    try:
+        document = loads(report_path.read_text()) if report_path.is_file() else None
+    except json.JSONDecodeError:
+        return None
+    if document is None:
+        return None
+    try:
+        return read_report(document)
+    except ReportInvalid as exc:
+        raise UsageError(f"{report_path}: {exc}; it was not updated (pass --no-report to leave it alone)") from None
+
+
+def _document(item) -> dict:
+    """A report entry as report.json holds it (entries kept as extra fields are already dicts)."""
+    return item if isinstance(item, dict) else item.model_dump(by_alias=True, exclude_unset=True)
+
+
+def _rejudge_speed(report) -> dict | None:
     """Every figure derived from a latency follows it: speedups, speed notes, the recommendation. A changed pick is
     said: ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
 
-    explain_speed(report["artifacts"])
-    if not report.get("recommended"):
+    artifacts = [_document(a) for a in report.artifacts]
+    explain_speed(artifacts)
+    report.artifacts = artifacts
+    if not report.recommended:
         return None
-    before = (report["recommended"].get("local-cpu") or {}).get("artifact")
-    report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
-    pick = report["recommended"].get("local-cpu") or {}
-    if pick.get("artifact") == before:
+    before = report.recommended.local_cpu.artifact if report.recommended.local_cpu else None
+    report.recommended = recommend_judged(artifacts, policy_of(report))
+    pick = report.recommended.local_cpu
+    if (pick.artifact if pick else None) == before:
         return None
-    changed = {"from": before, "to": pick.get("artifact"), "why": pick.get("why", "no artifact was timed")}
-    report["recommended"]["changed"] = changed
+    changed = {"from": before, "to": pick.artifact if pick else None, "why": pick.why if pick else "no artifact was timed"}
+    report.recommended.changed = changed
     return changed
-
-
-def _rerender(run_dir: Path, report: dict) -> None:
-    from compress.report.html import write_html
-    from compress.report.markdown import write_markdown
-
-    write_markdown(run_dir, report)
-    write_html(run_dir, report)
 
 
 def record_latencies(entries: list[tuple[Path, dict]]) -> list[dict]:
@@ -90,22 +103,18 @@ def record_tokens(artifact: Path, tokens: dict) -> Path | None:
     """Put a decoder language model's token metrics (compress.steps.lm_verify.measure_tokens) into its entry of the
     report.json next to it (replacing the ones it had), judge the recommendation again and re-render; None when no
     report lists it."""
-    from compress.report import write_report
+    from compress.report import write_report_files
     from compress.steps.gates import policy_of, recommend_judged
 
     report_path = Path(artifact).parent / "report.json"
-    try:
-        report = loads(report_path.read_text()) if report_path.is_file() else None
-    except json.JSONDecodeError:
-        return None
-    listed = {Path(a.get("path", "")).name: a for a in (report or {}).get("artifacts", [])}
+    report = _read(report_path)
+    listed = {Path(a.path).name: a for a in (report.artifacts if report else [])}
     if Path(artifact).name not in listed:
         return None
-    listed[Path(artifact).name]["tokens"] = tokens
-    if report.get("recommended"):
-        report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
-    write_report(report_path.parent, report)
-    _rerender(report_path.parent, report)
+    listed[Path(artifact).name].tokens = tokens
+    if report.recommended:
+        report.recommended = recommend_judged([_document(a) for a in report.artifacts], policy_of(report))
+    write_report_files(report_path.parent, report)
     return report_path
 
 

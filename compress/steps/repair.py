@@ -21,12 +21,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from compress.backends import registry
 from compress.backends.calibration import calibration_names
 from compress.catalog import PRECISIONS
-from compress.steps.gates import GatePolicy, evaluate_gates, is_failed
+from compress.steps.gates import GatePolicy, evaluate_gates, is_failed, verification_gate
+
+if TYPE_CHECKING:
+    from compress.report.model import Gate
 
 QUALITY_JUDGES = ("labels", "fidelity", "perplexity")
 
@@ -44,17 +47,17 @@ class RepairStep:
 Attempt = Callable[[RepairStep], dict]  # writes, verifies and returns the artifact entry for one step
 
 
-def quality_gates(entry: dict, policy: GatePolicy) -> list[dict]:
+def quality_gates(entry: dict, policy: GatePolicy) -> list[Gate]:
     """The quality gates of ``entry`` under ``policy`` (gates on); a file that failed verification fails them all."""
     if is_failed(entry):
-        return [{"name": "verified", "value": 0, "limit": 1, "passed": False, "reason": f"failed verification: {entry.get('failure')}"}]
+        return [verification_gate(entry)]
     gates = evaluate_gates([entry], replace(policy, enabled=True), lambda a: True)
-    return [g for g in gates if g["judged_by"] in QUALITY_JUDGES]
+    return [g for g in gates if g.judged_by in QUALITY_JUDGES]
 
 
-def quality_failures(entry: dict, policy: GatePolicy) -> list[dict]:
+def quality_failures(entry: dict, policy: GatePolicy) -> list[Gate]:
     """The quality gates ``entry`` fails (empty: it may be kept)."""
-    return [g for g in quality_gates(entry, policy) if not g["passed"]]
+    return [g for g in quality_gates(entry, policy) if not g.passed]
 
 
 def should_repair(entry: dict, precision: str, policy: GatePolicy, fp32: dict | None) -> str | None:
@@ -84,9 +87,9 @@ def cheap_steps(config, fmt: str) -> list[RepairStep]:
     return steps
 
 
-def _record(step: RepairStep, entry: dict, gates: list[dict]) -> dict:
+def _record(step: RepairStep, entry: dict, gates: list[Gate]) -> dict:
     """What one attempt bought: its size and every quality gate's figure."""
-    judged = [{"gate": g["name"], "value": g["value"], "limit": g["limit"], "passed": g["passed"], "reason": g["reason"]} for g in gates]
+    judged = [{"gate": g.name, "value": g.value, "limit": g.limit, "passed": g.passed, "reason": g.reason} for g in gates]
     return {"step": step.label, "techniques": list(entry["techniques"]), "size_bytes": entry["size_bytes"],
             "passed": all(g["passed"] for g in judged), "gates": judged}
 
