@@ -30,7 +30,8 @@ from compress.steps.gates import GatePolicy, is_compressed, max_degradation_fiel
 from compress.steps.pipeline import Reference, finish_report, heads_for
 from compress.passes.registry import searchable
 from compress.steps.phases import PhaseClock
-from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_THREADS
+from compress.limits import MAX_LAYERS, MAX_RUNS, MAX_SAMPLES, MAX_SECONDS, MAX_THREADS
+from compress.steps.repair_budget import DEFAULT_REPAIR_BUDGET
 from compress.safety.rundir import holds_run_dir, located
 
 
@@ -89,6 +90,8 @@ class QuantizeConfig(BaseModel):
     auto_fallback: bool = Field(True, description=(
         "Repair a static int8 file that fails its quality gates (labels or fidelity floors): dynamic int8, other "
         "calibrations, then the most sensitive layers in float (compress.steps.repair)."))
+    repair_budget: float = Field(DEFAULT_REPAIR_BUDGET, gt=0, le=MAX_SECONDS, description=(
+        f"Seconds all repairs of a run may take (at most {MAX_SECONDS:,}); the steps left when it runs out are listed as not tried."))
     max_fallback_layers: int = Field(4, ge=1, le=MAX_LAYERS, description=f"At most this many layers fall back to float (at most {MAX_LAYERS:,}).")
     analyze: bool = Field(False, description="Rank layers by how much quantizing each alone hurts fidelity.")
     include_fp32: bool = Field(True, description="Also export and verify fp32 baselines (used for the speed comparison).")

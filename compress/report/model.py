@@ -243,10 +243,24 @@ class RepairStepRecord(Open):
     gates: list[RepairGate] = Field(description="every quality gate (labels or fidelity) of this attempt")
 
 
+class RepairSkip(Open):
+    step: str
+    why: str = Field(description="why the step cannot change the file (compress.steps.repair_plan)")
+
+
+class RepairBudgetRecord(Open):
+    seconds: float = Field(gt=0, description="what all repairs of the run may take (--repair-budget)")
+    spent_s: float = Field(ge=0, description="what the run's repairs had taken when this one ended")
+    ran_out: bool
+    not_tried: list[str] = Field(description="the steps left when the budget ran out, in the order they would have run")
+
+
 class Repair(Open):
     steps: list[RepairStepRecord] = Field(description="the file as configured first, then each step tried, in order")
     kept: str | None = Field(description="the step whose file was kept; null: none passed, the file as configured stays")
     summary: str
+    skipped: list[RepairSkip] = Field(default_factory=list, description="steps not run because they cannot change the file")
+    budget: RepairBudgetRecord | None = Field(None, description="the run's repair time budget (absent in reports before it)")
 
 
 class Artifact(Open):
