@@ -224,6 +224,11 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     report["environment"] = library_versions()
     report.update(extra or {})
     report.update(judgement)
+    remeasured = report.pop("remeasured", None)  # the pick's files re-timed side by side (compress.steps.remeasure)
+    if remeasured:
+        from compress.steps.remeasure import annotate
+
+        report["recommended"] = {**annotate(report["recommended"], remeasured), "remeasured": remeasured}
     report["verdict"]["notes"] = (reference.labels or []) + report["verdict"]["notes"]
     if refused:
         report["refused"] = refused

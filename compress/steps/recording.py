@@ -45,7 +45,7 @@ def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, 
         for artifact, entry in items:
             kept = listed[artifact.name].setdefault(key, [])
             kept[:] = [e for e in kept if any(e.get(f) != entry.get(f) for f in same)] + [entry]
-        changed = _rejudge_speed(report) if key == "latency" else None
+        changed = _rejudge_speed(report, report_path.parent) if key == "latency" else None
         write_report(report_path.parent, report)
         _rerender(report_path.parent, report)
         recorded.append({"report": report_path, "changed": changed,
@@ -53,17 +53,24 @@ def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, 
     return recorded
 
 
-def _rejudge_speed(report: dict) -> dict | None:
-    """Every figure derived from a latency follows it: speedups, speed notes, the recommendation. A changed pick is
-    said: ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
+def _rejudge_speed(report: dict, run_dir: Path) -> dict | None:
+    """Every figure derived from a latency follows it: speedups, speed notes, the recommendation (an undecided one
+    after its files are re-timed side by side: compress.steps.remeasure). A changed pick is said:
+    ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
+    from compress.steps.remeasure import remeasure_undecided
 
     explain_speed(report["artifacts"])
     if not report.get("recommended"):
         return None
     before = (report["recommended"].get("local-cpu") or {}).get("artifact")
-    report["recommended"] = recommend_judged(report["artifacts"], policy_of(report))
+
+    def judge() -> dict:
+        explain_speed(report["artifacts"])
+        return recommend_judged(report["artifacts"], policy_of(report))
+
+    report["recommended"], _ = remeasure_undecided(run_dir, report["artifacts"], judge)
     pick = report["recommended"].get("local-cpu") or {}
     if pick.get("artifact") == before:
         return None
