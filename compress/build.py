@@ -109,6 +109,7 @@ class BuildContext:
     refusals: Refusals | None = None
     step: Callable[[str], None] = lambda message: None
     clock: Any = None
+    repair_budget: Any = None  # a compress.steps.repair_budget.RepairBudget shared by the run's repairs (None: one per build)
 
 
 @dataclass
@@ -340,8 +341,14 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
     fp32_entry = next((a for a in artifacts if a["format"] == spec.format and a["precision"] == "fp32"), None)
     skipped = should_repair(entry, spec.precision, context.policy, fp32_entry) if config.auto_fallback else "off"
     if skipped is None:
+        from compress.steps.repair_budget import RepairBudget
+        from compress.steps.repair_plan import graph_op_types
+
+        if context.repair_budget is None:
+            context.repair_budget = RepairBudget(config.repair_budget)
         entry = repair(attempt, entry, config, spec.format, context.policy, context.ranked_layers,
-                       step=lambda message: context.step(f"{spec.precision} {spec.format}: {message}"))
+                       step=lambda message: context.step(f"{spec.precision} {spec.format}: {message}"),
+                       budget=context.repair_budget, op_types=graph_op_types(located(context.run_dir, fp32_name)))
     elif skipped.startswith("the fp32"):
         entry["notes"].append(f"not repaired: {skipped}")
     entry["name"] = spec.name

@@ -62,7 +62,7 @@ def test_demo_ends_with_every_file_written_and_what_to_do_next(tmp_path):
     assert done.returncode == 0, done.stderr
     listing = done.stdout.split(f"files written in {out}:", 1)[1]
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and not p.name.startswith("."))
-    assert {"report.html", "report.json", "report.md"} <= set(written)
+    assert {"report.html", "report.json", "report.md", "manifest.json"} <= set(written)
     for name in written:
         assert f"  {name} " in listing, (name, listing)
     following = listing.split("next:", 1)[1]

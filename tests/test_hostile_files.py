@@ -143,7 +143,7 @@ def test_no_third_party_temporaries_in_the_run_directory(zoo_checkpoint, tmp_pat
     assert written and not any(run_dir.resolve() in p.resolve().parents for p in written)  # ORT wrote, but not here
     assert not any(p.exists() for p in written)
     assert {p.name for p in run_dir.iterdir()} == {LOCK, "model.fp32.onnx", "model.int8.onnx", "model.fp32.tflite",
-                                                   "model.int8.tflite", "report.json", "report.md", "report.html"}
+                                                   "model.int8.tflite", "report.json", "report.md", "report.html", "manifest.json"}
     assert all(a.get("status") != "failed" for a in report["artifacts"])
 
 

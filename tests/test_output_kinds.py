@@ -120,7 +120,7 @@ def test_a_repair_that_keeps_everything_float_is_not_an_int8_artifact(cli, tmp_p
     np.savez(tmp_path / "frames.npz", x=RNG.standard_normal((200, 64)).astype(np.float32))
     result, report = _quantize(cli, tmp_path / "pitch.pt2", tmp_path / "frames.npz", tmp_path / "run")
     repaired = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
-    assert repaired["repair"]["kept"].startswith("keep float: ")
+    assert "keep float: " in repaired["repair"]["kept"]  # on top of dynamic MatMul when that came nearer the floor
     assert repaired["precision"] == "fp32" and "speedup_vs_fp32" not in repaired
     note = "repair kept everything float: this is an fp32 file (no integer weights); listed as precision fp32, never recommended as"
     assert any(n.startswith(note) for n in repaired["notes"]) and note in result.stdout

@@ -157,7 +157,7 @@ EPOCHS = Bound(1, MAX_EPOCHS, "epochs")
 OPTION_BOUNDS: dict[str, Bound] = {
     # how long and how much is timed
     "--runs": Bound(1, MAX_RUNS, "runs"), "--warmup": Bound(0, MAX_RUNS, "runs"), "--batch": Bound(1, MAX_BATCH, "samples"),
-    "--seconds": SECONDS, "--timeout": SECONDS, "--threads": Bound(1, MAX_THREADS, "threads"),
+    "--seconds": SECONDS, "--timeout": SECONDS, "--repair-budget": SECONDS, "--threads": Bound(1, MAX_THREADS, "threads"),
     "--peak-gops": POSITIVE, "--bandwidth-gbs": POSITIVE,
     # how much data and training
     "--samples": Bound(1, MAX_SAMPLES, "samples"), "--calib-samples": Bound(1, MAX_SAMPLES, "samples"),

@@ -41,7 +41,8 @@ def bench_command(
 
     Results are added to the artifact's report.json (latency[]) when one lists it, with how they were taken
     (conditions) and the session (this command) that took them; the report's recommendation is judged again on
-    figures of one session only, and a changed pick is said (old → new, and why). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
+    figures of one session only (a pick the 95 % intervals cannot decide is re-timed side by side first, at most 2
+    passes), and a changed pick is said (old → new, and why). Emulated (qemu) figures are marked and never device latencies; estimates are analytic, not measurements.
 
     Example: compress bench runs/mnist/model.int8.tflite --target ssh://pi@raspberrypi.local --threads 4
     """

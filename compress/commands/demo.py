@@ -47,7 +47,8 @@ def closing_lines(run_dir: Path, report: dict) -> list[str]:
         ['files written in runs/demo:', '  report.html  open it in a browser: plots, the recommendation, the environment']
     """
     about = {"report.html": "open it in a browser: plots, the recommendation, the environment",
-             "report.json": "every figure, machine-readable (`compress report schema`)", "report.md": "the same facts as text"}
+             "report.json": "every figure, machine-readable (`compress report schema`)", "report.md": "the same facts as text",
+             "manifest.json": "size and sha256 of every file here, each artifact's format, precision, verified and recommended"}
     files = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     width = max(map(len, files), default=0)
     lines = [f"files written in {run_dir}:"]

@@ -13,6 +13,7 @@ from compress.commands._render import artifact_table
 from compress.backends import default_formats
 from compress.backends.calibration import calibration_names
 from compress.catalog import quantized
+from compress.steps.repair_budget import DEFAULT_REPAIR_BUDGET
 
 
 def register(app: typer.Typer) -> None:
@@ -38,6 +39,8 @@ def quantize_command(
     dynamic_ops: list[str] = typer.Option(None, "--dynamic-ops", help="With int8 on ONNX: quantize these op types (Conv, Gemm, MatMul) dynamically, the rest static; comma-separated."),
     max_degradation: float = MAX_DEGRADATION_OPTION,
     auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
+    repair_budget: float = typer.Option(DEFAULT_REPAIR_BUDGET, "--repair-budget", help=(
+        "Seconds all repairs of the run may take; the steps left when it runs out are listed in the report as not tried.")),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     block_size: int = typer.Option(32, "--block-size", help="Language models: weights per int4 scale (16, 32, 64, 128, 256)."),
     algorithm: str = typer.Option("rtn", "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only)."),
@@ -76,7 +79,7 @@ def quantize_command(
                 formats=_split(formats) or default_formats(), precisions=_split(precisions) or ["int8"],
                 calibration=calibration, calib_samples=calib_samples, per_channel=not per_tensor, exclude=_split(exclude),
                 dynamic_op_types=_split(dynamic_ops),
-                max_degradation=max_degradation, auto_fallback=auto_fallback, analyze=analyze, bench=not opts.no_bench,
+                max_degradation=max_degradation, auto_fallback=auto_fallback, repair_budget=repair_budget, analyze=analyze, bench=not opts.no_bench,
                 bench_runs=opts.runs, threads=opts.threads, seed=opts.seed,
             )
         except ValidationError as exc:

@@ -126,4 +126,7 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
              "config": {**config.__dict__, "threads": list(config.threads)}, "timings": clock.record()}
     report = finish_report(run_dir, LMSource(lm), LMSource(lm), reference, built.artifacts, policy, extra,
                            refused=refusals.records(built.artifacts))
+    from compress.report.manifest import write_manifest
+
+    write_manifest(run_dir, report)
     return LMQuantizeResult(run_dir, report, not_made)

@@ -18,8 +18,12 @@ from compress.steps.phases import timing_rows
 
 def repair_rows(repair: dict) -> list[list[str]]:
     """One row per repair attempt: what was tried, its size, and what each quality gate measured."""
-    return [[row["step"], f"{row['size_bytes']:,}", "yes" if row["passed"] else "**NO**",
+    rows = [[row["step"], f"{row['size_bytes']:,}", "yes" if row["passed"] else "**NO**",
              "; ".join(g["reason"] for g in row["gates"])] for row in repair["steps"]]
+    rows += [[row["step"], "-", "skipped", row["why"]] for row in repair.get("skipped", [])]
+    budget = repair.get("budget") or {}
+    rows += [[label, "-", "not tried", f"the {budget['seconds']:g} s repair budget ran out"] for label in budget.get("not_tried", [])]
+    return rows
 
 
 def _metric(task: dict | None) -> str:

@@ -244,6 +244,7 @@ class Latency(Open):
     emulated: bool = Field(description="true: measured under emulation (qemu); never a device latency")
     skipped: str | None = Field(None, description="why the target could not run here")
     measured_on: MeasuredOn | None = Field(None, description="where and when the timing ran, under the host's timing lock")
+    remeasured_from: dict | None = Field(None, description="a re-measured entry: the session, p50 and interval of the figure it replaced")
     conditions: TimingConditions | None = Field(None, description="how the timing was taken; null in older reports and skipped entries")
 
 
@@ -271,10 +272,24 @@ class RepairStepRecord(Open):
     gates: list[RepairGate] = Field(description="every quality gate (labels or fidelity) of this attempt")
 
 
+class RepairSkip(Open):
+    step: str
+    why: str = Field(description="why the step cannot change the file (compress.steps.repair_plan)")
+
+
+class RepairBudgetRecord(Open):
+    seconds: float = Field(gt=0, description="what all repairs of the run may take (--repair-budget)")
+    spent_s: float = Field(ge=0, description="what the run's repairs had taken when this one ended")
+    ran_out: bool
+    not_tried: list[str] = Field(description="the steps left when the budget ran out, in the order they would have run")
+
+
 class Repair(Open):
     steps: list[RepairStepRecord] = Field(description="the file as configured first, then each step tried, in order")
     kept: str | None = Field(description="the step whose file was kept; null: none passed, the file as configured stays")
     summary: str
+    skipped: list[RepairSkip] = Field(default_factory=list, description="steps not run because they cannot change the file")
+    budget: RepairBudgetRecord | None = Field(None, description="the run's repair time budget (absent in reports before it)")
 
 
 class Artifact(Open):
@@ -323,11 +338,26 @@ class Excluded(Open):
     why: str
 
 
+class Remeasured(Open):
+    """An undecided pick's files re-timed side by side (compress.steps.remeasure)."""
+
+    session: str = Field(description="the session of the new figures: the one they replace, then '/remeasure'")
+    replaced_session: str | None
+    files: list[str] = Field(description="the artifacts re-timed: every local file the undecided session timed")
+    passes: int = Field(ge=1, description="interleaved passes run (bounded)")
+    runs_per_file: int = Field(ge=1, description="timed runs of each file, all passes pooled")
+    seconds: float = Field(ge=0)
+    decided: bool = Field(description="false: still undecided with the new figures")
+    stopped: Literal["decided", "passes", "seconds"]
+    changed: dict[str, str | None] | None = Field(description="the local pick before and after (from, to); null: the same")
+
+
 class Recommended(Open):
     model_config = ConfigDict(extra="allow", validate_assignment=True, populate_by_name=True)
     local_cpu: Recommendation | None = Field(alias="local-cpu")
     by_format: dict[str, Recommendation | None]
     excluded: list[Excluded] = Field(default_factory=list, description="Artifacts never recommended, with the reason.")
+    remeasured: Remeasured | None = Field(None, description="present when the pick was undecided and its files were re-timed")
 
 
 class PhaseTime(Open):

@@ -216,11 +216,17 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
     report.environment = library_versions()
-    for section, value in (extra or {}).items():  # a verb's own sections (command, config, prune, timings...)
+    extra = dict(extra or {})
+    remeasured = extra.pop("remeasured", None)
+    for section, value in extra.items():  # a verb's own sections (command, config, prune, timings...)
         setattr(report, section, value)
     for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
         artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
     gates, report.verdict, report.recommended = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
+    if remeasured and report.recommended:  # the pick's files were re-timed side by side (compress.steps.remeasure)
+        from compress.steps.remeasure import annotated
+
+        report.recommended = annotated(report.recommended, remeasured)
     report.artifacts = [Artifact.model_validate(a) for a in artifacts]
     report.gates = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
     report.passed = all(g.passed for g in report.gates)

@@ -42,7 +42,7 @@ def record_entries(entries: list[tuple[Path, dict]], key: str, same: tuple[str, 
         for artifact, entry in items:
             kept = [_document(e) for e in getattr(listed[artifact.name], key, None) or []]
             setattr(listed[artifact.name], key, [e for e in kept if any(e.get(f) != entry.get(f) for f in same)] + [entry])
-        changed = _rejudge_speed(report) if key == "latency" else None
+        changed = _rejudge_speed(report, report_path.parent) if key == "latency" else None
         write_report_files(report_path.parent, report)
         pick = report.recommended.local_cpu if key == "latency" and report.recommended else None
         recorded.append({"report": report_path, "changed": changed, "recommended": _document(pick) if pick else None})
@@ -72,11 +72,13 @@ def _document(item) -> dict:
     return item if isinstance(item, dict) else item.model_dump(by_alias=True, exclude_unset=True)
 
 
-def _rejudge_speed(report) -> dict | None:
-    """Every figure derived from a latency follows it: speedups, speed notes, the recommendation. A changed pick is
-    said: ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
+def _rejudge_speed(report, run_dir: Path) -> dict | None:
+    """Every figure derived from a latency follows it: speedups, speed notes, the recommendation (an undecided one
+    after its files are re-timed side by side: compress.steps.remeasure). A changed pick is said:
+    ``{"from", "to", "why"}``, kept in ``recommended.changed``."""
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
+    from compress.steps.remeasure import remeasure_undecided
 
     artifacts = [_document(a) for a in report.artifacts]
     explain_speed(artifacts)
@@ -84,7 +86,14 @@ def _rejudge_speed(report) -> dict | None:
     if not report.recommended:
         return None
     before = report.recommended.local_cpu.artifact if report.recommended.local_cpu else None
-    report.recommended = recommend_judged(artifacts, policy_of(report))
+    policy = policy_of(report)
+
+    def judge():
+        explain_speed(artifacts)
+        return recommend_judged(artifacts, policy)
+
+    report.recommended, _ = remeasure_undecided(run_dir, artifacts, judge)
+    report.artifacts = artifacts  # re-measured figures replace the session's
     pick = report.recommended.local_cpu
     if (pick.artifact if pick else None) == before:
         return None

@@ -155,6 +155,11 @@ def _export_dynamo(module, example, names, outputs, opset, dynamic_batch, axes) 
     return model, notes
 
 
+# what torch.export says when the batch axis cannot be dynamic (torch 2.13 words it the second way for a program saved
+# with a fixed batch of 1, which it specializes)
+SPECIALIZED = ("Constraints violated", "conflicts between user-specified ranges and inferred ranges")
+
+
 def _capture(module, example, dynamic_batch, in_axes) -> tuple[torch.export.ExportedProgram, str | None]:
     """``torch.export`` with a dynamic batch axis (each input's own); a fixed one (and why) where the model's code
     specializes it."""
@@ -163,7 +168,7 @@ def _capture(module, example, dynamic_batch, in_axes) -> tuple[torch.export.Expo
         try:
             return torch.export.export(module, example, dynamic_shapes=tuple({axis: batch} for axis in in_axes), strict=False), None
         except Exception as exc:
-            if "Constraints violated" not in str(exc):
+            if not any(words in str(exc) for words in SPECIALIZED):
                 raise _CaptureFailed(first_line(exc, 240)) from None
             fixed = ("the torch.export program was saved with a fixed batch; re-export it with dynamic_shapes={0: Dim('batch')}"
                      if _static_batch(module) else "the model's code specializes it (e.g. a hard-coded reshape)")
