@@ -101,3 +101,11 @@ def test_one_run_calibrates_an_onnx_file_once_per_data_and_method(zoo_checkpoint
                                                 calibration="percentile"))
     assert measured == ["minmax", "minmax", "percentile"]
     assert (tmp_path / "a.onnx").read_bytes() == alone.path.read_bytes()
+
+
+def test_live_figures_in_brackets_do_not_split_a_phase():
+    clock = PhaseClock()
+    step = clock.wrap(None)
+    step("repair 1/3: per-channel weights [0:00 of the 10:00 repair budget]")
+    step("repair 1/3: per-channel weights [0:07 of the 10:00 repair budget]")
+    assert [p["phase"] for p in clock.record()["phases"]] == ["repair 1/3: per-channel weights"]

@@ -52,7 +52,7 @@ def test_steps_that_cannot_change_the_file_are_skipped_and_float_layers_keep_dyn
     assert repair["kept"] == tried[-1] and repair["steps"][-1]["passed"]
     assert any(t["label"].startswith("ptq:int8-dynamic") for t in repair["steps"][-1]["techniques"])
     lines = [line for line in said if ": repair " in line]
-    assert lines[0].startswith(f"int8 onnx: repair 1/4: {tried[0]} (0:0") and lines[0].endswith(" of the 10:00 repair budget)")
+    assert lines[0].startswith(f"int8 onnx: repair 1/4: {tried[0]} [0:0") and lines[0].endswith(" of the 10:00 repair budget]")
     assert repair["budget"] == {**repair["budget"], "seconds": 600.0, "ran_out": False, "not_tried": []}
     markdown = (tmp_path / "report.md").read_text()
     assert "| percentile calibration | - | skipped | calibration sets static activation ranges;" in markdown

@@ -2,7 +2,9 @@
 
 A verb's phases are its ``step(message)`` calls: wrap the step with a clock and every message opens a phase that
 lasts until the next one. CPU seconds are the whole process's (every thread) plus its finished child processes'
-(onnxruntime's load check), so ``cpu_s`` above ``wall_s`` means several cores worked. A message seen again adds to its phase.
+(onnxruntime's load check), so ``cpu_s`` above ``wall_s`` means several cores worked. A message seen again adds to its phase;
+live figures at the end of a message in square brackets (``"repair 2/7: per-channel weights [0:20 of 2:00]"``) are
+progress, not part of the phase's name.
 
 Example:
     >>> clock = PhaseClock()
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from typing import Callable
 
@@ -60,7 +63,7 @@ class PhaseClock:
     def wrap(self, step: Step | None) -> Step:
         """``step`` (or nothing) preceded by ``begin(message)``."""
         def timed(message: str) -> None:
-            self.begin(message)
+            self.begin(phase_name(message))
             if step is not None:
                 step(message)
 
@@ -76,6 +79,16 @@ class PhaseClock:
         return {"phases": [{"phase": name, "wall_s": _ms(wall, math.floor), "cpu_s": _ms(cpu, math.floor)}
                            for name, (wall, cpu) in self.phases.items()],
                 "total": {"wall_s": _ms(now_wall - self.start[0], math.ceil), "cpu_s": _ms(now_cpu - self.start[1], math.ceil)}}
+
+
+def phase_name(message: str) -> str:
+    """``message`` without its trailing ``[live figures]``.
+
+    Example:
+        >>> phase_name("repair 2/7: per-channel weights [0:20 of the 2:00 repair budget]")
+        'repair 2/7: per-channel weights'
+    """
+    return re.sub(r"\s*\[[^\[\]]*\]$", "", message)
 
 
 def _ms(seconds: float, rounding) -> float:

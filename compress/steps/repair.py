@@ -11,8 +11,8 @@ written, verified in its runtime and judged like any artifact; the first that pa
    setting nearest to passing so far (dynamic MatMul/Gemm when that was it: compress.steps.repair_plan).
 
 A step that cannot change the file is skipped and listed with why (compress.steps.repair_plan.skip_reason); every
-step draws on the run's time budget and announces itself ("repair 2/9: percentile calibration (0:41 of the 10:00
-repair budget)"); once the budget is spent, the steps left are listed as not tried (compress.steps.repair_budget).
+step draws on the run's time budget and announces itself ("repair 2/9: percentile calibration [0:41 of the 10:00
+repair budget]"); once the budget is spent, the steps left are listed as not tried (compress.steps.repair_budget).
 
 Every attempt goes into the artifact's ``repair`` entry (step, techniques, size, the judged figures, passed). When
 nothing passes, the file as configured is written back and the run fails its gates as before. When the fp32 export of

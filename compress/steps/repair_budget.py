@@ -8,7 +8,7 @@ Example:
     >>> with budget.spending():
     ...     line = budget.line(2, 9, "percentile calibration")
     >>> line
-    'repair 2/9: percentile calibration (0:00 of the 10:00 repair budget)'
+    'repair 2/9: percentile calibration [0:00 of the 10:00 repair budget]'
     >>> budget.record(["entropy calibration"])["ran_out"]
     True
 """
@@ -54,7 +54,7 @@ class RepairBudget:
 
     def line(self, index: int, total: int, label: str) -> str:
         """The progress line of step ``index`` of ``total``."""
-        return f"repair {index}/{total}: {label} ({_clock(self.spent())} of the {_clock(self.seconds)} repair budget)"
+        return f"repair {index}/{total}: {label} [{_clock(self.spent())} of the {_clock(self.seconds)} repair budget]"
 
     def record(self, not_tried: list[str]) -> dict:
         """report.json ``repair.budget``: the budget, what this run's repairs spent so far, and the steps left out."""
