@@ -47,6 +47,12 @@ def test_llama_dir_to_onnx_and_pte(llama_run, cli):
     for (fmt, _), artifact in made.items():
         _check_lm_artifact(artifact, out, {"onnx": "onnxruntime", "pte": "executorch"}[fmt])
     assert [n["precision"] for n in report["not_made"]] == ["int8-weight"]  # .pte has no weight-only int8: said why
+    # 8da4w starts with GPTQ (the measured default), run once for both formats
+    assert report["config"]["algorithms"] == {"int8-weight": "rtn", "8da4w": "gptq"}
+    for fmt in ("onnx", "pte"):
+        assert {"algorithm:gptq"} <= {t["label"] for t in made[(fmt, "8da4w")]["techniques"]}
+    phases = [p["phase"] for p in report["timings"]["phases"]]
+    assert phases.count("GPTQ: decoder layer") == 1 and "8da4w: reusing this run's GPTQ weights" in phases
     gates = [g for g in report["gates"] if g["name"] == "max_perplexity_increase"]
     assert len(gates) == 3 and all(g["judged_by"] == "perplexity" for g in gates)
     assert (out / "tokenizer.json").is_file() and (out / "report.md").is_file() and (out / "report.html").is_file()
@@ -113,9 +119,10 @@ def test_bench_reports_token_metrics(llama_run, cli):
 
 
 def test_failing_8da4w_is_repaired_by_gptq(llama_dir, tmp_path, cli):
-    """A gate tighter than rounding allows (+0.1 %): the file as configured fails, GPTQ's file passes and is kept."""
+    """A gate tighter than rounding allows (+0.1 %): the file as configured (rounded to nearest) fails, GPTQ's file
+    passes and is kept."""
     report = json_output(cli("quantize", llama_dir, "--format", "onnx", "--precision", "8da4w", "--max-degradation",
-                             "0.001", "--no-bench", "--json", "--out", tmp_path / "run"))
+                             "0.001", "--algorithm", "rtn", "--no-bench", "--json", "--out", tmp_path / "run"))
     artifact = report["artifacts"][0]
     steps = artifact["repair"]["steps"]
     assert steps[0]["step"] == "as configured" and not steps[0]["passed"]

@@ -40,7 +40,7 @@ def quantize_command(
     auto_fallback: bool = typer.Option(True, "--auto-fallback/--no-auto-fallback", help="Repair a static int8 file that fails its quality gates (with or without labels): dynamic int8, other calibrations, then the most sensitive layers in float (on by default)."),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     block_size: int = typer.Option(32, "--block-size", help="Language models: weights per int4 scale (16, 32, 64, 128, 256)."),
-    algorithm: str = typer.Option("rtn", "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only)."),
+    algorithm: str = typer.Option(None, "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only); default per precision: rtn, gptq for 8da4w."),
     max_context: int = typer.Option(512, "--max-context", help="Language models: positions the exported KV cache holds."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
     batch_axis: list[str] = BATCH_AXIS_OPTION,
@@ -66,7 +66,7 @@ def quantize_command(
             _quantize_language_model(model, formats, precisions, block_size, algorithm, max_context, max_degradation,
                                      auto_fallback, out, opts)
             return
-        asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, "rtn"),
+        asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, None),
                                                    ("--max-context", max_context, 512)) if value != default]
         if asked:
             raise UsageError(f"{asked[0]} applies to decoder language models only (a model directory with config.json "
