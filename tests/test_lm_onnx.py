@@ -208,16 +208,17 @@ def test_onnxruntime_genai_generates_the_same_tokens_from_the_written_config(tmp
         folder = tmp_path / f"{family}-{attention}"
         export = export_onnx_lm(tiny(family), folder / "model.int4-weight.onnx", "int4-weight", max_context=64,
                                 attention=attention)
-        assert json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
-            "model.int4-weight.onnx"
+        genai = folder / "model.int4-weight.genai"
+        assert json.loads((genai / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
+            "../model.int4-weight.onnx"
         decoder, prompt, ours = OnnxDecoder(export.path), [5, 17, 33, 2, 9], []
         logits = decoder.prefill(prompt)[-1]
         for _ in range(10):
             ours.append(int(logits.argmax()))
             logits = decoder.decode(ours[-1])
-        params = og.GeneratorParams(og.Model(str(folder)))
+        params = og.GeneratorParams(og.Model(str(genai)))
         params.set_search_options(max_length=len(prompt) + 10, do_sample=False)
-        generator = og.Generator(og.Model(str(folder)), params)
+        generator = og.Generator(og.Model(str(genai)), params)
         generator.append_tokens(prompt)
         while not generator.is_done():
             generator.generate_next_token()

@@ -30,7 +30,7 @@ def quantize_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
     formats: list[str] = FORMAT_OPTION,
     precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8; a language model: "
-                                         "int8-weight,int4-weight,8da4w); comma-separated."),
+                                         "int8-weight,int4-weight as onnx; pte and 8da4w on request); comma-separated."),
     calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),

@@ -253,10 +253,13 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     entry["metrics"]["perplexity"] = quality_record(quality)
     entry["verified_in"] = [get(fmt).runtime]
     final = publish(run_dir, filename)
-    genai = staged(run_dir, "genai_config.json")
-    if genai.exists():  # onnxruntime-genai's config names the file it was written with
-        genai.replace(run_dir / "genai_config.json")
-        entry["notes"].append(f"genai_config.json (onnxruntime-genai) beside it names {filename}")
+    genai = staged(run_dir, filename).with_suffix(".genai")
+    if genai.is_dir():  # onnxruntime-genai's folder for this file (one config per folder: one folder per file)
+        import shutil
+
+        shutil.rmtree(run_dir / genai.name, ignore_errors=True)
+        genai.replace(run_dir / genai.name)
+        entry["notes"].append(f"onnxruntime-genai: og.Model('{genai.name}') runs {filename} (its genai_config.json)")
     if bench is not None:
         entry["tokens"] = measure_tokens(final, bench, progress)
     return entry
