@@ -210,7 +210,7 @@ def test_onnxruntime_genai_generates_the_same_tokens_from_the_written_config(tmp
                                 attention=attention)
         genai = folder / "model.int4-weight.genai"
         assert json.loads((genai / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
-            "../model.int4-weight.onnx"
+            "model.int4-weight.onnx"
         decoder, prompt, ours = OnnxDecoder(export.path), [5, 17, 33, 2, 9], []
         logits = decoder.prefill(prompt)[-1]
         for _ in range(10):

@@ -217,8 +217,9 @@ def _save(model: onnx.ModelProto, out: Path) -> None:
 
 def genai_folder(onnx_path: Path) -> Path:
     """The folder onnxruntime-genai opens for ``onnx_path`` (``og.Model(folder)``): ``<stem>.genai`` beside it, with
-    the file's own ``genai_config.json``. genai reads exactly one config per folder, so each ONNX language model of a
-    run directory gets its own folder instead of overwriting a shared one.
+    the file's own ``genai_config.json`` and the file itself (a hard link: no second copy of the bytes). genai reads
+    exactly one config per folder and refuses a filename outside it ("path traversal"), so each ONNX language model
+    of a run directory gets its own folder instead of overwriting a shared config.
 
     Example:
         >>> genai_folder(Path("runs/smollm2/model.int4-weight.onnx"))
@@ -228,15 +229,14 @@ def genai_folder(onnx_path: Path) -> Path:
 
 
 def write_genai_config(spec: DecoderSpec, onnx_path: Path, max_context: int, config) -> Path:
-    """``genai_config.json`` in :func:`genai_folder`, naming the file one folder up (genai joins the folder and the
-    filename)."""
+    """``genai_config.json`` in :func:`genai_folder`, beside a hard link to the file (and its external data)."""
     def token(name: str):
         value = getattr(config, name, None)
         return value if value is not None else 0
 
     decoder = {
         "session_options": {"log_id": "onnxruntime-genai", "provider_options": []},
-        "filename": f"../{onnx_path.name}", "head_size": spec.head_dim, "hidden_size": spec.hidden_size,
+        "filename": onnx_path.name, "head_size": spec.head_dim, "hidden_size": spec.hidden_size,
         "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
                    "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"},
         "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
@@ -253,8 +253,22 @@ def write_genai_config(spec: DecoderSpec, onnx_path: Path, max_context: int, con
                    "temperature": 1.0, "top_k": 1, "top_p": 1.0}}
     path = genai_folder(onnx_path) / "genai_config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for part in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
+        if part.exists():
+            _link(part, path.parent / part.name)
     path.write_text(json.dumps(genai, indent=2) + "\n")
     return path
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where the file system has no hard links)."""
+    import shutil
+
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class OnnxDecoder:
