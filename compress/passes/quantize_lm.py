@@ -19,16 +19,17 @@ from typing import Callable
 from compress.errors import UsageError
 
 # The defaults make what passes its gate by construction, in minutes (bench/results/lm_defaults.json, SmolLM2-135M on
-# 2 cores): int8 per channel (+0.2 %, bench/results/lm_algorithms.json) and int4 g32 (grid-aware from a Q4_1 GGUF:
-# +0.0 % in torch, +0.2 % in onnxruntime, bench/results/lm_onnx.json) as ONNX. Opt-in (--format pte, --precision
-# 8da4w): 8da4w's symmetric int4 fails the 15 % gate rounded (+26 %) and, with GPTQ, failed it again in onnxruntime
-# (then AWQ, then sensitivity repair: over 10 minutes); ExecuTorch's lowering of the full model re-traces every node
-# with fake tensors once per pass (profiled: 45 % XNNPACK preprocess passes, 43 % edge decompositions), 10+ minutes
-# on 2 cores, where ONNX exports in seconds.
+# 2 cores: the default run 75 s CPU; int8-weight +1.3 %, int4-weight grid-aware from its Q4_1 GGUF +0.2 %, both in
+# onnxruntime). Opt-in (--format pte, --precision 8da4w), measured in the same file: 8da4w's symmetric int4 fails
+# the 15 % gate rounded (+26 %, bench/results/lm_algorithms.json) and with GPTQ too (+19 % onnxruntime, +70 %
+# ExecuTorch; then AWQ and sensitivity repair, many minutes more); ExecuTorch's lowering of the full model took
+# 424 s CPU (25 min wall under load) of the .pte run's 564 s: torch.export/ExecuTorch re-trace every node with fake
+# tensors once per pass (profiled on a 2-layer model: 45 % XNNPACK preprocess passes, 43 % edge decompositions),
+# where ONNX exports in seconds.
 DEFAULT_FORMATS = ("onnx",)
 DEFAULT_PRECISIONS = ("int8-weight", "int4-weight")
-OPT_IN = {"pte": "its ExecuTorch lowering of a full model takes 10+ minutes on 2 cores (--format onnx,pte)",
-          "8da4w": "symmetric int4 with int8 activations needs GPTQ and may still need repair (--precision 8da4w)"}
+OPT_IN = {"pte": "its ExecuTorch lowering of a full model takes 7+ CPU minutes (--format onnx,pte)",
+          "8da4w": "symmetric int4 with int8 activations needs GPTQ and then repair (--precision 8da4w)"}
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 # The algorithm each precision gets when --algorithm is not given, from bench/results/lm_algorithms.json (SmolLM2-135M,
 # its dequantized Q4_1 as reference) and bench/results/lm_defaults.json: int8 per channel +0.2 % and int4 asymmetric g32
