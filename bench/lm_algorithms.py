@@ -27,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from compress.lm.awq import awq_
@@ -47,92 +46,13 @@ def _gguf_path() -> Path:
     return Path(spec.submodule_search_locations[0]) / GGUF_NAME
 
 
-# --- a private GGUF reader until compress.lm.model.load_lm / compress.lm.gguf_reader merge -------------------------
-_NAMES = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-          "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-          "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-
-
-def _torch_name(name: str) -> str:
-    if name.startswith("blk."):
-        _, index, part, kind = name.split(".")
-        return f"model.layers.{index}.{_NAMES[part]}.{kind}"
-    return {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-            "output.weight": "lm_head.weight"}[name]
-
-
-def _unpermute(rows: np.ndarray, heads: int) -> np.ndarray:
-    """Undo llama.cpp's rotary row order for q/k (its convert script interleaves the two halves of each head)."""
-    return rows.reshape(heads, rows.shape[0] // heads // 2, 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
-
-
-def _block_params(tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-block scale (and Q4_1 min) of a Q4_1 / Q8_0 tensor, as float32 [rows, blocks]."""
-    raw = np.asarray(tensor.data)
-    size = {"Q4_1": 20, "Q8_0": 34}[tensor.tensor_type.name]
-    blocks = raw.reshape(raw.shape[0], -1, size)
-    scale = np.ascontiguousarray(blocks[..., 0:2]).view(np.float16)[..., 0].astype(np.float32)
-    mins = None
-    if tensor.tensor_type.name == "Q4_1":
-        mins = np.ascontiguousarray(blocks[..., 2:4]).view(np.float16)[..., 0].astype(np.float32)
-    return scale, mins
-
-
-def _load_gguf_privately(path: Path):
-    import gguf
-    import tokenizers
-    import transformers
-    from types import SimpleNamespace
-
-    reader = gguf.GGUFReader(str(path))
-    meta = {k: f.contents() for k, f in reader.fields.items() if k.startswith(("llama.", "tokenizer.ggml.model"))}
-    heads, kv_heads = meta["llama.attention.head_count"], meta["llama.attention.head_count_kv"]
-    state, grids = {}, {}
-    for t in reader.tensors:
-        name = _torch_name(t.name)
-        values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        values = values.reshape([int(d) for d in reversed(t.shape)])
-        grid = _block_params(t) if t.tensor_type.name in ("Q4_1", "Q8_0") else None
-        rows_heads = heads if ".q_proj." in name else kv_heads if ".k_proj." in name else None
-        if rows_heads:
-            values = _unpermute(values, rows_heads)
-            grid = grid and (_unpermute(grid[0], rows_heads), None if grid[1] is None else _unpermute(grid[1],
-                                                                                                       rows_heads))
-        state[name] = torch.from_numpy(np.ascontiguousarray(values))
-        if grid:
-            grids[name] = SimpleNamespace(quant_type=t.tensor_type.name, block_size=32, scales=grid[0], mins=grid[1])
-    config = transformers.LlamaConfig(
-        vocab_size=state["model.embed_tokens.weight"].shape[0], hidden_size=meta["llama.embedding_length"],
-        intermediate_size=meta["llama.feed_forward_length"], num_hidden_layers=meta["llama.block_count"],
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=meta["llama.context_length"],
-        rms_norm_eps=meta["llama.attention.layer_norm_rms_epsilon"],
-        rope_parameters={"rope_type": "default", "rope_theta": meta["llama.rope.freq_base"]},
-        tie_word_embeddings="lm_head.weight" not in state, bos_token_id=1, eos_token_id=2)
-    module = transformers.LlamaForCausalLM(config).eval()
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    module.tie_weights()
-    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
-    merges = [tuple(m.split(" ", 1)) for m in reader.fields["tokenizer.ggml.merges"].contents()]
-    bpe = tokenizers.models.BPE({t: i for i, t in enumerate(tokens)}, merges)
-    tokenizer = tokenizers.Tokenizer(bpe)
-    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([  # the "smollm" pre-tokenizer: digits one by one
-        tokenizers.pre_tokenizers.Digits(individual_digits=True),
-        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tokenizer.decoder = tokenizers.decoders.ByteLevel()
-    return module, tokenizer, grids
-
-
 def load_smollm2():
-    """(module, tokenizer, grids): compress's loader where it has merged, else the private one above."""
-    path = _gguf_path()
-    try:
-        from compress.lm.gguf_reader import gguf_grids
-        from compress.lm.model import load_lm
-    except ImportError:
-        return _load_gguf_privately(path)
-    lm = load_lm(path)
-    return lm.module, lm.tokenizer, gguf_grids(path)
+    """(module, tokenizer, grids): the packaged GGUF read by compress (compress.lm.model.load_lm, gguf_reader)."""
+    from compress.lm.gguf_reader import lm_grids
+    from compress.lm.model import load_lm
+
+    lm = load_lm(_gguf_path())
+    return lm.module, lm.tokenizer, lm_grids(lm)
 
 
 def _texts() -> tuple[str, str]:

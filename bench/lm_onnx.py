@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.lm.onnx_gguf import read_llama_gguf, smollm2_gguf
+from compress.lm.gguf_reader import lm_grids, smollm2_gguf
+from compress.lm.model import load_lm
 from compress.lm.onnx_kv import OnnxDecoder, export_onnx_lm
 
 RESULTS = Path(__file__).parent / "results"
@@ -129,7 +130,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     kernels = kernel_paths()
     start = time.perf_counter()
-    module, grids, tokenizer = read_llama_gguf(smollm2_gguf())
+    lm = load_lm(smollm2_gguf())
+    module, grids, tokenizer = lm.module, lm_grids(lm), lm.tokenizer
     print(f"read the GGUF in {time.perf_counter() - start:.0f} s")
     chunks = eval_chunks(tokenizer, args.chunks, args.length)
     with torch.no_grad():

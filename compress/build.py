@@ -292,13 +292,13 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
     from compress import catalog as registry
     from compress.safety.rundir import staged
     from compress.steps.gates import GatePolicy
-    from compress.steps.lm_verify import (REPAIRED, measure_tokens, perplexity_gate_failed, prepared, repair_decoder,
+    from compress.steps.lm_verify import (REPAIRED, measure_tokens, perplexity_gate_failed, repair_decoder,
                                           verify_decoder)
 
     options, fmt, policy = spec.decoder, registry.get(spec.format), context.policy or GatePolicy()
 
     def attempt(label: str, algorithm: str, layers) -> dict:
-        module, plan, techniques = prepared(lm, spec.precision, algorithm, options.block_size, layers, context.step)
+        module, plan, techniques = reference.prepared(spec.precision, algorithm, options.block_size, layers, context.step)
         grids = options.grids if algorithm == "rtn" and layers is None else None
         export = fmt.export_decoder(module, staged(context.run_dir, spec.filename), spec.precision,
                                     max_context=options.max_context, block_size=options.block_size, layers=plan,

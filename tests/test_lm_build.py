@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -47,9 +48,27 @@ def test_llama_dir_to_onnx_and_pte(llama_run, cli):
     for (fmt, _), artifact in made.items():
         _check_lm_artifact(artifact, out, {"onnx": "onnxruntime", "pte": "executorch"}[fmt])
     assert [n["precision"] for n in report["not_made"]] == ["int8-weight"]  # .pte has no weight-only int8: said why
+    # 8da4w starts with GPTQ (the measured default), run once for both formats
+    assert report["config"]["algorithms"] == {"int8-weight": "rtn", "8da4w": "gptq"}
+    for fmt in ("onnx", "pte"):
+        assert {"algorithm:gptq"} <= {t["label"] for t in made[(fmt, "8da4w")]["techniques"]}
+    phases = [p["phase"] for p in report["timings"]["phases"]]
+    assert phases.count("GPTQ: decoder layer") == 1 and "8da4w: reusing this run's GPTQ weights" in phases
     gates = [g for g in report["gates"] if g["name"] == "max_perplexity_increase"]
     assert len(gates) == 3 and all(g["judged_by"] == "perplexity" for g in gates)
     assert (out / "tokenizer.json").is_file() and (out / "report.md").is_file() and (out / "report.html").is_file()
+    markdown, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    quality = markdown.split("**Quality on held-out text**", 1)[1].split("**Sample generation**", 1)[0]
+    for artifact in made.values():  # every file's ratio with its interval, in both reports
+        low, high = artifact["metrics"]["perplexity"]["ratio_interval"]
+        assert f"{artifact['name']} |" in quality and f"[{low:.4f}, {high:.4f}]" in quality
+        assert f"[{low:.4f}, {high:.4f}]" in page
+    assert "Decode roofline" not in markdown  # --no-bench: nothing timed, no estimate shown
+    for name in ("model.int8-weight.onnx", "model.8da4w.onnx"):  # onnxruntime-genai: one folder, one config per file
+        config = json.loads((out / name.replace(".onnx", ".genai") / "genai_config.json").read_text())
+        assert config["model"]["decoder"]["filename"] == name
+        assert os.path.samefile(out / name.replace(".onnx", ".genai") / name, out / name)  # a link, not a copy
+    assert not (out / "genai_config.json").exists()
     check = cli("report", "validate", out)
     assert check.exit_code == 0, check.output
 
@@ -73,6 +92,22 @@ def test_gguf_grid_aware_int4_timed_in_tokens(tmp_path, cli):
     assert tokens["decode_tokens_per_s"]["1"] > 0 and tokens["ttft_s"]["1"] > 0 and tokens["prompt_tokens"] == 128
     assert tokens["peak_rss_bytes"]["1"] > 0 and tokens["kv_cache_bytes"] > 0
     assert report["recommended"]["local-cpu"]["artifact"] == artifact["name"]
+    assert tokens["runtime"] == "onnxruntime" and tokens["roofline"][0]["label"] == "estimate"
+    roofline = (out / "report.md").read_text().split("**Decode roofline (estimate, ARM cores)**", 1)[1]
+    first = tokens["roofline"][0]
+    assert f"| {artifact['name']} | {first['core']} |" in roofline and f"{first['tokens_per_s']:.1f}" in roofline
+
+
+def test_default_run_makes_what_passes_by_construction(tmp_path, cli):
+    """No --format/--precision: int8 and grid-aware int4 ONNX (measured to pass, bench/results/lm_defaults.json);
+    .pte and 8da4w are opt-in, and the report says how to ask for them."""
+    source = gguf_file(tmp_path / "tiny.gguf", tiny_module("llama"))
+    report = json_output(cli("quantize", source, "--no-bench", "--json", "--out", tmp_path / "run"))
+    made = {a["name"]: a for a in report["artifacts"]}
+    assert set(made) == {"int8-weight-onnx", "int4-weight-onnx"} and report["passed"]
+    assert any(t["label"].startswith("grid:gguf-Q4_1") for t in made["int4-weight-onnx"]["techniques"])
+    assert report["config"]["algorithms"] == {"int8-weight": "rtn", "int4-weight": "rtn"}
+    assert any("--format onnx,pte" in n for n in report["notes"]) and any("--precision 8da4w" in n for n in report["notes"])
 
 
 @pytest.mark.parametrize("option, value, says", [
@@ -113,9 +148,10 @@ def test_bench_reports_token_metrics(llama_run, cli):
 
 
 def test_failing_8da4w_is_repaired_by_gptq(llama_dir, tmp_path, cli):
-    """A gate tighter than rounding allows (+0.1 %): the file as configured fails, GPTQ's file passes and is kept."""
+    """A gate tighter than rounding allows (+0.1 %): the file as configured (rounded to nearest) fails, GPTQ's file
+    passes and is kept."""
     report = json_output(cli("quantize", llama_dir, "--format", "onnx", "--precision", "8da4w", "--max-degradation",
-                             "0.001", "--no-bench", "--json", "--out", tmp_path / "run"))
+                             "0.001", "--algorithm", "rtn", "--no-bench", "--json", "--out", tmp_path / "run"))
     artifact = report["artifacts"][0]
     steps = artifact["repair"]["steps"]
     assert steps[0]["step"] == "as configured" and not steps[0]["passed"]

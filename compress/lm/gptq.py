@@ -19,8 +19,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -69,6 +70,31 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
         >>> bool(((x @ (q - w).T) ** 2).sum() < ((x @ (rtn - w).T) ** 2).sum())
         True
     """
+    with one_thread():
+        return _gptq_weight(weight, h, choice, damp, columns, act_order)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread within the block: GPTQ's column loop is thousands of tiny ops, and a second
+    thread only adds a synchronisation per op (measured on a 960x576 SmolLM2 q/k/v stack under load: 2 threads
+    6.9 s wall and 2.2 s CPU, 1 thread 0.5 s and 0.15 s).
+
+    Example:
+        >>> with one_thread():
+        ...     torch.get_num_threads()
+        1
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp: float, columns: int,
+                 act_order: bool) -> torch.Tensor:
     w = weight.detach().to(torch.float64).clone()
     out, width = w.shape
     grid = quantize_weight(weight, choice.precision, choice.block_size, choice.symmetric)
@@ -110,6 +136,28 @@ def gptq_weight(weight: torch.Tensor, h: torch.Tensor, choice: LayerChoice, damp
     return w[:, torch.argsort(order)].to(weight.dtype)
 
 
+def same_input_groups(seen: dict[str, list[torch.Tensor]], choices: dict[str, LayerChoice]) -> list[list[str]]:
+    """The recorded linears grouped by identical inputs and grid (q/k/v; gate/up): GPTQ rounds each output row on its
+    own given the shared Hessian, so a group's stacked weight is rounded in one pass (one Python loop over its columns
+    instead of one per linear: ~35 % fewer column steps on a Llama layer) with the same result.
+
+    Example:
+        >>> x, c = [torch.ones(2, 3)], LayerChoice("q", "linear", "int4-weight", 32, True, "")
+        >>> same_input_groups({"q": x, "k": [t.clone() for t in x], "o": [torch.zeros(2, 3)]}, {"q": c, "k": c, "o": c})
+        [['q', 'k'], ['o']]
+    """
+    groups: list[list[str]] = []
+    for name in seen:
+        grid = lambda n: (choices[n].precision, choices[n].block_size, choices[n].symmetric)  # noqa: E731
+        home = next((g for g in groups if grid(g[0]) == grid(name) and len(seen[g[0]]) == len(seen[name])
+                     and all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(seen[g[0]], seen[name]))), None)
+        if home is None:
+            groups.append([name])
+        else:
+            home.append(name)
+    return groups
+
+
 @torch.no_grad()
 def gptq_(module: nn.Module, layers: Sequence[LayerChoice], windows: Windows, *, damp: float = 0.01,
           progress: Progress = None) -> list[LayerChoice]:
@@ -126,9 +174,11 @@ def gptq_(module: nn.Module, layers: Sequence[LayerChoice], windows: Windows, *,
         mine = {n: named[n] for n in wanted if n.startswith(prefix + ".")}
         with recording_inputs(mine) as seen:
             inputs.outputs(layer)
-        for name, linear in mine.items():
-            w = weight_matrix(linear)
-            w.copy_(gptq_weight(w, hessian(seen[name]), wanted[name], damp))
+        for names in same_input_groups(seen, wanted):
+            weights = [weight_matrix(mine[n]) for n in names]
+            rounded = gptq_weight(torch.cat(weights), hessian(seen[names[0]]), wanted[names[0]], damp)
+            for w, part in zip(weights, rounded.split([w.shape[0] for w in weights])):
+                w.copy_(part)
         inputs = inputs.through(layer)
         say(progress, f"GPTQ: decoder layer {index + 1}/{len(stack)} ({len(mine)} linears)")
     count = sum(h.shape[0] for h in inputs.hidden)

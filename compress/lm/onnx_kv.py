@@ -43,7 +43,7 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
                    symmetric: bool | None = None, layers: list[LayerChoice] | None = None, grids=None,
                    accuracy_level: int | None = None, attention: str = "gqa") -> LMExport:
     """Write ``module`` (a transformers causal LM) as ONNX with past/present key-values at ``out``, a
-    ``genai_config.json`` for onnxruntime-genai beside it, and return what was done per layer.
+    ``genai_config.json`` for onnxruntime-genai in ``<stem>.genai/`` beside it, and return what was done per layer.
 
     ``accuracy_level`` is the compute of the 4-bit int4-weight layers: 0 (default) = float activations, 4 = int8
     activations (rounded per block at run time; ~4x faster kernels). 8da4w and every 8-bit layer always run 4:
@@ -218,8 +218,21 @@ def _save(model: onnx.ModelProto, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def genai_folder(onnx_path: Path) -> Path:
+    """The folder onnxruntime-genai opens for ``onnx_path`` (``og.Model(folder)``): ``<stem>.genai`` beside it, with
+    the file's own ``genai_config.json`` and the file itself (a hard link: no second copy of the bytes). genai reads
+    exactly one config per folder and refuses a filename outside it ("path traversal"), so each ONNX language model
+    of a run directory gets its own folder instead of overwriting a shared config.
+
+    Example:
+        >>> genai_folder(Path("runs/smollm2/model.int4-weight.onnx"))
+        PosixPath('runs/smollm2/model.int4-weight.genai')
+    """
+    return onnx_path.with_suffix(".genai")
+
+
 def write_genai_config(spec: DecoderSpec, onnx_path: Path, max_context: int, config) -> Path:
-    """``genai_config.json`` beside the file, naming it (onnxruntime-genai reads one per folder: the last export)."""
+    """``genai_config.json`` in :func:`genai_folder`, beside a hard link to the file (and its external data)."""
     def token(name: str):
         value = getattr(config, name, None)
         return value if value is not None else 0
@@ -241,9 +254,24 @@ def write_genai_config(spec: DecoderSpec, onnx_path: Path, max_context: int, con
                    "max_length": max_context, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
                    "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
                    "temperature": 1.0, "top_k": 1, "top_p": 1.0}}
-    path = onnx_path.parent / "genai_config.json"
+    path = genai_folder(onnx_path) / "genai_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for part in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
+        if part.exists():
+            _link(part, path.parent / part.name)
     path.write_text(json.dumps(genai, indent=2) + "\n")
     return path
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where the file system has no hard links)."""
+    import shutil
+
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class OnnxDecoder:

@@ -4,7 +4,7 @@ tokenizer files beside it), a model directory or a GGUF file (the float model in
 Example:
     >>> session = open_generator("runs/smollm2/model.int4-weight.onnx", threads=2)
     >>> session.runtime, session.eos_ids
-    ('OnnxDecoder', [2])
+    ('onnxruntime', [2])
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from compress.lm.decoder import OPENERS
 class GeneratorSession:
     decoder: object  # compress.lm.decoder.Decoder
     tokenizer: object  # tokenizers.Tokenizer
-    runtime: str  # "torch" or the decoder class
+    runtime: str  # "torch" or the artifact's runtime (compress.catalog: onnxruntime, executorch, litert)
     chat_template: str | None = None
     bos_id: int | None = None
     eos_ids: list[int] = field(default_factory=list)
@@ -31,13 +31,14 @@ def open_generator(source, threads: int | None = None, max_context: int = 2048) 
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory (give an exported language model, a model directory or a .gguf file)")
     if source.is_file() and source.suffix.lower() in OPENERS:
+        from compress.catalog import runtime_of
         from compress.lm.decoder import open_decoder
         from compress.lm.model import read_tokenizer_files
 
         tokenizer, meta = read_tokenizer_files(source.parent)
         decoder = open_decoder(source, threads=threads)
         eos = [int(i) for i in meta.get("eos_ids") or [] if isinstance(i, int)]
-        return GeneratorSession(decoder, tokenizer, type(decoder).__name__, meta.get("chat_template"), meta.get("bos_id"), eos)
+        return GeneratorSession(decoder, tokenizer, runtime_of(source), meta.get("chat_template"), meta.get("bos_id"), eos)
     from compress.lm.model import is_language_model, load_lm
 
     if not is_language_model(source):

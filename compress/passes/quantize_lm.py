@@ -11,27 +11,45 @@ Example:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from compress.errors import UsageError
 
-DEFAULT_FORMATS = ("onnx", "pte")
-# int4-weight is ONNX's (MatMulNBits); .pte makes fp32 and 8da4w, so the default asks each format for what it runs
-DEFAULT_PRECISIONS = ("int8-weight", "int4-weight", "8da4w")
+# The defaults make what passes its gate by construction, in minutes (bench/results/lm_defaults.json, SmolLM2-135M on
+# 2 cores: the default run 75 s CPU; int8-weight +1.3 %, int4-weight grid-aware from its Q4_1 GGUF +0.2 %, both in
+# onnxruntime). Opt-in (--format pte, --precision 8da4w), measured in the same file: 8da4w's symmetric int4 fails
+# the 15 % gate rounded (+26 %, bench/results/lm_algorithms.json) and with GPTQ too (+19 % onnxruntime, +70 %
+# ExecuTorch; then AWQ and sensitivity repair, many minutes more); ExecuTorch's lowering of the full model took
+# 424 s CPU (25 min wall under load) of the .pte run's 564 s: torch.export/ExecuTorch re-trace every node with fake
+# tensors once per pass (profiled on a 2-layer model: 45 % XNNPACK preprocess passes, 43 % edge decompositions),
+# where ONNX exports in seconds.
+DEFAULT_FORMATS = ("onnx",)
+DEFAULT_PRECISIONS = ("int8-weight", "int4-weight")
+OPT_IN = {"pte": "its ExecuTorch lowering of a full model takes 7+ CPU minutes (--format onnx,pte)",
+          "8da4w": "symmetric int4 with int8 activations needs GPTQ and then repair (--precision 8da4w)"}
 BLOCK_SIZES = (16, 32, 64, 128, 256)
+# The algorithm each precision gets when --algorithm is not given, from bench/results/lm_algorithms.json (SmolLM2-135M,
+# its dequantized Q4_1 as reference) and bench/results/lm_defaults.json: int8 per channel +0.2 % and int4 asymmetric g32
+# +0.0 % (grid-aware from a GGUF source, +0.4 % rounded) pass by rounding to nearest; 8da4w's symmetric int4 weights
+# are +24 % rounded (+26 % with int8 activations) against a 15 % gate, +7.4 % with GPTQ (151 s; AWQ +8.9 % in 341 s,
+# AWQ+GPTQ +4.9 % in 525 s), so 8da4w starts with GPTQ instead of writing a file bound to fail and be repaired.
+DEFAULT_ALGORITHMS = {"int8-weight": "rtn", "int4-weight": "rtn", "8da4w": "gptq", "fp32": "rtn"}
+_COUNTER = re.compile(r"\s*\b\d+/\d+\b.*$")  # "GPTQ: decoder layer 3/30 (7 linears)" is timed as "GPTQ: decoder layer"
 
 
 @dataclass
 class LMQuantizeConfig:
     """What `compress quantize` makes of a decoder LM. ``max_degradation``: the relative perplexity increase allowed
-    (None: each precision's default gate, compress.lm.quality.DEFAULT_GATES)."""
+    (None: each precision's default gate, compress.lm.quality.DEFAULT_GATES); ``algorithm`` None: each precision's
+    DEFAULT_ALGORITHMS."""
 
     formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
     precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
     block_size: int = 32
-    algorithm: str = "rtn"
+    algorithm: str | None = None  # None: each precision's DEFAULT_ALGORITHMS
     max_context: int = 512
     max_degradation: float | None = None
     auto_fallback: bool = True
@@ -52,7 +70,7 @@ class LMQuantizeConfig:
                                  f"{', '.join(LM_PRECISIONS)}")
         if self.block_size not in BLOCK_SIZES:
             raise UsageError(f"--block-size: give one of {', '.join(map(str, BLOCK_SIZES))} (got {self.block_size})")
-        if self.algorithm not in ALGORITHMS:
+        if self.algorithm is not None and self.algorithm not in ALGORITHMS:
             raise UsageError(f"--algorithm: give one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
         if self.algorithm == "smoothquant" and set(self.precisions) - {"8da4w"}:
             raise UsageError("--algorithm smoothquant smooths activations for int8 activation quantization: use it "
@@ -66,12 +84,32 @@ class LMQuantizeResult:
     not_made: list[dict] = field(default_factory=list)
 
 
+def algorithm_for(config: LMQuantizeConfig, precision: str) -> str:
+    """The algorithm asked for, else the precision's measured default.
+
+    Example:
+        >>> algorithm_for(LMQuantizeConfig(), "8da4w"), algorithm_for(LMQuantizeConfig(algorithm="awq"), "8da4w")
+        ('gptq', 'awq')
+    """
+    return config.algorithm or DEFAULT_ALGORITHMS.get(precision, "rtn")
+
+
+def phase_clock_step(clock, step: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``step`` timed by ``clock`` with counted messages ("window 3/8") in one phase, so report.json ``timings``
+    keeps one row per kind of work while the progress line still moves."""
+    def timed(message: str) -> None:
+        clock.begin(_COUNTER.sub("", message))
+        if step is not None:
+            step(message)
+
+    return timed
+
+
 def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
     """(ArtifactSpecs, not made): per format, each precision its ``export_decoder`` takes; the others with why."""
     from compress import catalog
     from compress.build import DECODER, ArtifactSpec, DecoderOptions
 
-    options = DecoderOptions(config.max_context, config.block_size, config.algorithm, grids)
     specs, not_made = [], []
     for fmt in map(catalog.get, config.formats):
         for precision in config.precisions:
@@ -80,6 +118,7 @@ def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
                        else f"{fmt.name} writes {', '.join(fmt.decoder_precisions)} for language models")
                 not_made.append({"format": fmt.name, "precision": precision, "reason": why})
                 continue
+            options = DecoderOptions(config.max_context, config.block_size, algorithm_for(config, precision), grids)
             specs.append(ArtifactSpec(fmt.name, precision, f"{precision}-{fmt.name}", fmt.filename(precision), DECODER,
                                       phase=f"{precision} {fmt.name}: export with KV cache and verify", decoder=options))
     if not specs:
@@ -100,17 +139,15 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
     from compress.steps.pipeline import finish_report
 
     clock = PhaseClock()
-    step = clock.wrap(step)
+    step = phase_clock_step(clock, step)
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     grids = None
     if lm.source_format == "gguf":
-        from compress.lm.gguf_reader import gguf_grids
+        from compress.lm.gguf_reader import lm_grids
 
         step("reading the GGUF grids")
-        grids = gguf_grids(lm.source)
-        if getattr(lm.module.config, "tie_word_embeddings", False) and "model.embed_tokens.weight" in grids:
-            grids.setdefault("lm_head.weight", grids["model.embed_tokens.weight"])  # the tied head is the table's grid
+        grids = lm_grids(lm)
     specs, not_made = lm_specs(config, grids)
     save_tokenizer_files(lm, run_dir)
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
@@ -121,9 +158,13 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
                            refusals=refusals, step=step, clock=clock)
     built = build(lm, specs, context)
     notes = [f"reference: {reference.what}"]
+    notes += [f"{name} not made by default: {why}" for name, why in OPT_IN.items()
+              if name not in config.formats and name not in config.precisions]
     notes += [f"{m['format']} {m['precision']} not made: {m['reason']}" for m in not_made]
     extra = {"command": "quantize", "language_model": True, "not_made": not_made, "notes": notes,
-             "config": {**config.__dict__, "threads": list(config.threads)}, "timings": clock.record()}
+             "config": {**config.__dict__, "threads": list(config.threads),
+                        "algorithms": {p: algorithm_for(config, p) for p in config.precisions}},
+             "timings": clock.record()}
     report = finish_report(run_dir, LMSource(lm), LMSource(lm), reference, built.artifacts, policy, extra,
                            refused=refusals.records(built.artifacts))
     from compress.report.manifest import write_manifest

@@ -58,30 +58,6 @@ ARTIFACT_COLUMNS = ["artifact", "format", "precision", "bytes", "metric", "degra
                     "p50 ms (b=1)", "vs fp32", "verified in"]
 
 
-def language_model_rows(report: dict) -> list[list[str]]:
-    """One row per decoder-LM artifact: perplexity (its ratio's 95 % interval), agreement, token speed, the sample."""
-    rows = []
-    for a in report["artifacts"]:
-        ppl, tokens = a["metrics"].get("perplexity"), a.get("tokens") or {}
-        if not ppl:
-            continue
-        low, high = ppl["ratio_interval"]
-        rate = ", ".join(f"{v:.1f} ({n}t)" for n, v in (tokens.get("decode_tokens_per_s") or {}).items()) or "-"
-        ttft = ", ".join(f"{v:.3f} ({n}t)" for n, v in (tokens.get("ttft_s") or {}).items()) or "-"
-        rss = max((tokens.get("peak_rss_bytes") or {}).values(), default=None)
-        layers = a.get("layers") or []
-        rows.append([a["name"], f"{_num(ppl['perplexity'], '{:.2f}')} vs {_num(ppl['reference_perplexity'], '{:.2f}')}",
-                     f"{_num(ppl['perplexity_ratio'])} [{_num(low)}, {_num(high)}]", _num(ppl["top1_agreement"]),
-                     _num(ppl["greedy_agreement"]), ttft, rate, "-" if rss is None else f"{rss / 2**20:.0f}",
-                     f"{sum(c['precision'] != 'fp32' for c in layers)}/{len(layers)}",
-                     repr(ppl["sample_text"])[:80].replace("|", "\\|") if ppl["generation_ran"] else "**generation failed: no verdict**"])
-    return rows
-
-
-LANGUAGE_MODEL_COLUMNS = ["artifact", "perplexity vs ref", "ratio [95 %]", "top-1 agree", "greedy agree", "TTFT s (128 tok)",
-                          "decode tok/s", "peak RSS MB", "layers quantized", "sample"]
-
-
 def timing_lines(report: dict) -> list[str]:
     """How each artifact's headline p50 (the p50 column) was taken: compress.steps.benchmark.describe_conditions per artifact."""
     from compress.steps.benchmark import describe_conditions
@@ -119,7 +95,7 @@ def verdict_lines(report: dict) -> list[str]:
 
 def _table(columns: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -133,9 +109,13 @@ class Section:
 
 
 def technique_sections(report: dict) -> list[Section]:
-    """The sections for what the pass commands put into report.json (``prune``, ``distill``, ``qat``)."""
-    builders = {"prune": prune_section, "distill": distill_section, "qat": qat_section, "streams": stream_section}
-    return [build(report) for key, build in builders.items() if report.get(key)]
+    """The sections for what the pass commands put into report.json (``prune``, ``distill``, ``qat``, ``streams``,
+    ``language_model``)."""
+    from compress.report.language_model import language_model_section
+
+    builders = {"prune": prune_section, "distill": distill_section, "qat": qat_section, "streams": stream_section,
+                "language_model": language_model_section}
+    return [section for key, build in builders.items() if report.get(key) and (section := build(report))]
 
 
 def _chain_line(report: dict) -> list[str]:
@@ -272,10 +252,6 @@ def render_markdown(report: dict) -> str:
     if output_rows(report):
         parts += ["", "## Fidelity per output (the weakest is the headline: top-1 agree / SQNR above)",
                   _table(["artifact", "output", "kind", "measures"], output_rows(report))]
-    if language_model_rows(report):
-        reference = (report["reference"].get("language_model") or {}).get("reference", "the float model")
-        parts += ["", f"## Language model (held-out text; reference: {reference})",
-                  _table(LANGUAGE_MODEL_COLUMNS, language_model_rows(report))]
     for section in technique_sections(report):
         parts += section_markdown(section)
     for artifact in (a for a in report["artifacts"] if a.get("repair")):

@@ -36,6 +36,7 @@ class LMReference:
     max_context: int
     labels: list[str] | None = None  # what was done with labels: a language model is judged on text, never on ``y``
     _memo: "RememberingDecoder | None" = None
+    _prepared: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, lm, max_context: int) -> "LMReference":
@@ -49,6 +50,19 @@ class LMReference:
 
             self._memo = RememberingDecoder(TorchDecoder(self.lm.module, max_context=self.max_context))
         return self._memo
+
+    def prepared(self, precision: str, algorithm: str, block_size: int, keep_int8: list | None = None,
+                 progress: Callable[[str], None] = lambda message: None):
+        """:func:`prepared` once per (precision, algorithm, block size) in a run: the ONNX and .pte 8da4w files share
+        one GPTQ pass (the plan does not depend on the format). Plans with ``keep_int8`` are not remembered."""
+        if keep_int8 is not None:
+            return prepared(self.lm, precision, algorithm, block_size, keep_int8, progress)
+        key = (precision, algorithm, block_size)
+        if key not in self._prepared:
+            self._prepared[key] = prepared(self.lm, precision, algorithm, block_size, None, progress)
+        else:
+            progress(f"{precision}: reusing this run's {algorithm.upper()} weights")
+        return self._prepared[key]
 
     @property
     def what(self) -> str:
@@ -171,13 +185,18 @@ def prepared(lm, precision: str, algorithm: str, block_size: int, keep_int8: lis
 
 def decoder_plan(module, precision: str, block_size: int) -> list:
     """The per-layer plan an algorithm works on: every linear and the head at ``precision`` (int8-weight stays
-    int8-weight; 8da4w's head int4 symmetric), the embedding table left to the exporter (a float Gather in ONNX)."""
+    int8-weight; 8da4w's head 8da4w too, int4 symmetric: the one plan both ONNX and .pte write), the embedding table
+    left to the exporter (a float Gather in ONNX)."""
     from compress.lm.schemes import plan_layers
 
     symmetric = True if precision == "8da4w" else None
     head = "int8-weight" if precision == "int8-weight" else "int4-weight"
-    return [c for c in plan_layers(module, precision, block_size, symmetric, embeddings="fp32", head=head)
+    plan = [c for c in plan_layers(module, precision, block_size, symmetric, embeddings="fp32", head=head)
             if c.kind != "embedding"]
+    if precision == "8da4w":  # the head's grid is 8da4w's (int4 symmetric); .pte builds no int4 weight-only layer
+        plan = [dataclasses.replace(c, precision="8da4w") if c.kind == "head" and c.precision == "int4-weight" else c
+                for c in plan]
+    return plan
 
 
 def layer_records(layers) -> list[dict]:
@@ -224,7 +243,7 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
         decoder = open_decoder(path)
         progress(f"{precision} {fmt}: perplexity and generation in {get(fmt).runtime}")
         quality = evaluate_lm(decoder, reference.decoder(), lm.tokenizer, precision, max_increase=max_increase,
-                              eos_ids=lm.eos_ids)
+                              eos_ids=lm.eos_ids, progress=lambda message: progress(f"{precision} {fmt}: {message}"))
     except Exception as exc:
         cause = disk_full_cause(exc, run_dir)
         if cause is not None:
@@ -236,10 +255,13 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     entry["metrics"]["perplexity"] = quality_record(quality)
     entry["verified_in"] = [get(fmt).runtime]
     final = publish(run_dir, filename)
-    genai = staged(run_dir, "genai_config.json")
-    if genai.exists():  # onnxruntime-genai's config names the file it was written with
-        genai.replace(run_dir / "genai_config.json")
-        entry["notes"].append(f"genai_config.json (onnxruntime-genai) beside it names {filename}")
+    genai = staged(run_dir, filename).with_suffix(".genai")
+    if genai.is_dir():  # onnxruntime-genai's folder for this file (one config per folder: one folder per file)
+        import shutil
+
+        shutil.rmtree(run_dir / genai.name, ignore_errors=True)
+        genai.replace(run_dir / genai.name)
+        entry["notes"].append(f"onnxruntime-genai: og.Model('{genai.name}') runs {filename} (its genai_config.json)")
     if bench is not None:
         entry["tokens"] = measure_tokens(final, bench, progress)
     return entry
