@@ -72,6 +72,7 @@ class DecoderOptions:
     block_size: int = 32
     algorithm: str = "rtn"
     grids: Any = None
+    layers: Any = None  # a compress.lm.layer_request.LayerRequest: layers kept higher, the embedding's grid
 
 
 @dataclass
@@ -298,7 +299,7 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
 
     def attempt(label: str, algorithm: str, layers) -> dict:
         module, plan, techniques = prepared(lm, spec.precision, algorithm, options.block_size, layers, context.step)
-        grids = options.grids if algorithm == "rtn" and layers is None else None
+        grids = options.grids if algorithm == "rtn" else None  # a plan keeps the source grids its layers hold
         export = fmt.export_decoder(module, staged(context.run_dir, spec.filename), spec.precision,
                                     max_context=options.max_context, block_size=options.block_size, layers=plan,
                                     grids=grids, progress=context.step)
@@ -306,7 +307,9 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
                               name=spec.name, techniques=[*spec.techniques, *techniques], notes=spec.notes,
                               max_increase=policy.max_degradation, progress=context.step)
 
-    entry = attempt("as configured", options.algorithm, None)
+    asked = options.layers.plan(lm.module, spec.format, spec.precision, options.block_size, options.grids) \
+        if options.layers is not None and options.layers.asks() else None
+    entry = attempt("as configured", options.algorithm, asked)
     if context.repair and policy.enabled and spec.precision in REPAIRED and perplexity_gate_failed(entry, policy):
         entry = repair_decoder(attempt, entry, spec.precision, options.algorithm, policy, lm, options.block_size,
                                context.step)

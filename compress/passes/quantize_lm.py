@@ -37,6 +37,15 @@ class LMQuantizeConfig:
     auto_fallback: bool = True
     bench: bool = True
     threads: tuple[int, ...] = (1, 2)
+    keep_int8: list[str] = field(default_factory=list)   # layer name patterns kept at int8 (compress.lm.layer_request)
+    keep_float: list[str] = field(default_factory=list)  # layer name patterns kept in float
+    embeddings: str | None = None                         # the token table: fp32, int8-weight, int4-weight
+
+    def layer_request(self):
+        """The per-layer request these settings make (compress.lm.layer_request.LayerRequest)."""
+        from compress.lm.layer_request import LayerRequest
+
+        return LayerRequest(tuple(self.keep_int8), tuple(self.keep_float), self.embeddings)
 
     def __post_init__(self) -> None:
         from compress import catalog
@@ -54,6 +63,10 @@ class LMQuantizeConfig:
             raise UsageError(f"--block-size: give one of {', '.join(map(str, BLOCK_SIZES))} (got {self.block_size})")
         if self.algorithm not in ALGORITHMS:
             raise UsageError(f"--algorithm: give one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+        self.layer_request()  # an unknown embedding precision is refused here
+        if self.embeddings not in (None, "fp32") and set(self.formats) - {"onnx"}:
+            raise UsageError(f"--embeddings {self.embeddings}: quantized embedding tables are written to ONNX "
+                             "(GatherBlockQuantized) only: use --format onnx, or drop --embeddings")
         if self.algorithm == "smoothquant" and set(self.precisions) - {"8da4w"}:
             raise UsageError("--algorithm smoothquant smooths activations for int8 activation quantization: use it "
                              "with --precision 8da4w only")
@@ -71,7 +84,7 @@ def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
     from compress import catalog
     from compress.build import DECODER, ArtifactSpec, DecoderOptions
 
-    options = DecoderOptions(config.max_context, config.block_size, config.algorithm, grids)
+    options = DecoderOptions(config.max_context, config.block_size, config.algorithm, grids, config.layer_request())
     specs, not_made = [], []
     for fmt in map(catalog.get, config.formats):
         for precision in config.precisions:
