@@ -102,9 +102,10 @@ def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
 
 
 def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callable[[str], None] | None = None,
-                policy=None) -> LMQuantizeResult:
+                policy=None, extra: dict | None = None) -> LMQuantizeResult:
     """Build, verify, gate, repair and time every file of ``lm`` (a compress.lm.model.LanguageModel) into
-    ``out_dir`` with report.json/md/html; tokenizer.json and lm_meta.json beside them for `compress generate`."""
+    ``out_dir`` with report.json/md/html; tokenizer.json and lm_meta.json beside them for `compress generate`.
+    ``extra``: more report fields (a recipe run's ``command``, ``recipe``, ``stages``)."""
     from compress.build import BuildContext, Refusals, build
     from compress.lm.model import save_tokenizer_files
     from compress.steps.gates import GatePolicy
@@ -125,6 +126,10 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
         if getattr(lm.module.config, "tie_word_embeddings", False) and "model.embed_tokens.weight" in grids:
             grids.setdefault("lm_head.weight", grids["model.embed_tokens.weight"])  # the tied head is the table's grid
     specs, not_made = lm_specs(config, grids)
+    request = config.layer_request()
+    if request.asks():  # a pattern that matches no layer is refused before anything is written
+        for spec in {s.format: s for s in specs}.values():
+            request.plan(lm.module, spec.format, spec.precision, config.block_size, grids)
     save_tokenizer_files(lm, run_dir)
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
     reference = LMReference.of(lm, config.max_context)
@@ -136,7 +141,7 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
     notes = [f"reference: {reference.what}"]
     notes += [f"{m['format']} {m['precision']} not made: {m['reason']}" for m in not_made]
     extra = {"command": "quantize", "language_model": True, "not_made": not_made, "notes": notes,
-             "config": {**config.__dict__, "threads": list(config.threads)}, "timings": clock.record()}
+             "config": {**config.__dict__, "threads": list(config.threads)}, "timings": clock.record(), **(extra or {})}
     report = finish_report(run_dir, LMSource(lm), LMSource(lm), reference, built.artifacts, policy, extra,
                            refused=refusals.records(built.artifacts))
     return LMQuantizeResult(run_dir, report, not_made)
