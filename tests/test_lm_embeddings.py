@@ -1,6 +1,7 @@
 """Quantized token embeddings through `compress quantize --embeddings`, as a user runs it: a tiny tied Gemma and an
-untied Llama directory to ONNX with an int8 or int4 table (onnxruntime's GatherBlockQuantized), verified on held-out
-text in onnxruntime, reported per layer, the tied head said; formats and values that cannot take it exit 2."""
+untied Llama directory to ONNX with an int8 or int4 table (onnxruntime's GatherBlockQuantized) and the tied Gemma to
+a .pte with an int4 table (ExecuTorch's quantized embedding op), each verified on held-out text in its runtime,
+reported per layer, the tied head said; formats and values that cannot take it exit 2."""
 from __future__ import annotations
 
 import json
@@ -54,8 +55,21 @@ def test_quantized_table_verified_in_onnxruntime(family, embeddings, symmetric, 
     assert generated["tokens"]
 
 
+def test_int4_table_verified_in_executorch(gemma_dir, tmp_path, cli):
+    report = json_output(cli("quantize", gemma_dir, "--format", "pte", "--precision", "8da4w", "--embeddings",
+                             "int4-weight", "--no-bench", "--json", "--out", tmp_path / "run"))
+    artifact = report["artifacts"][0]
+    assert artifact["verified_in"] == ["executorch"] and artifact["metrics"]["perplexity"]["generation_ran"]
+    assert report["passed"], artifact["metrics"]["perplexity"]
+    table = next(c for c in artifact["layers"] if c["kind"] == "embedding")
+    assert (table["precision"], table["block_size"], table["symmetric"]) == ("int4-weight", 32, True)
+    assert any(t["label"].endswith("quantized_decomposed.embedding_4bit") for t in artifact["techniques"])
+    assert any("embedding_4bit" in n for n in artifact["notes"])  # the runtime's portable kernel runs the lookup
+    assert any(n.startswith("tied embeddings") and "int4-weight table, 8da4w head" in n for n in artifact["notes"])
+
+
 @pytest.mark.parametrize("args, says", [
-    (["--format", "pte", "--precision", "8da4w", "--embeddings", "int8-weight"], "--format onnx"),
+    (["--format", "tflite", "--precision", "fp32", "--embeddings", "int8-weight"], "--format onnx,pte"),
     (["--format", "onnx", "--precision", "int4-weight", "--embeddings", "int2"], "--embeddings"),
 ])
 def test_embeddings_refused_with_the_way_out(args, says, llama_dir, tmp_path, cli):

@@ -24,6 +24,7 @@ from compress.errors import UsageError
 from compress.lm.schemes import LayerChoice
 
 EMBEDDING_PRECISIONS = ("fp32", "int8-weight", "int4-weight")
+READERS = {"onnx": "GatherBlockQuantized", "pte": "ExecuTorch's quantized_decomposed embedding op"}
 
 
 @dataclass(frozen=True)
@@ -76,20 +77,19 @@ class LayerRequest:
         name = next(n for n, m in module.named_modules() if m is module.get_input_embeddings())
         if self.embeddings == "fp32":
             return LayerChoice(name, "embedding", "fp32", None, None, "kept float: asked (embeddings fp32)")
-        if fmt != "onnx":
-            raise UsageError(f"--embeddings {self.embeddings}: quantized embedding tables are written to ONNX "
-                             f"(GatherBlockQuantized) only; {fmt} keeps a float table: drop --embeddings or use "
-                             "--format onnx")
+        if fmt not in READERS:
+            raise UsageError(f"--embeddings {self.embeddings}: quantized embedding tables are written to ONNX and "
+                             f".pte only; {fmt} keeps a float table: drop --embeddings or use --format onnx,pte")
         width = module.get_input_embeddings().weight.shape[1]
         block = embedding_block(width, self.embedding_block)
         if block is None:
             return LayerChoice(name, "embedding", "fp32", None, None, f"kept float: asked at {self.embeddings}, but "
-                               f"no block of 16 or more divides the hidden width {width} (GatherBlockQuantized)")
-        symmetric = self.embeddings == "int8-weight"
+                               f"no block of 16 or more divides the hidden width {width} ({READERS[fmt]})")
+        symmetric = self.embeddings == "int8-weight" or fmt == "pte"  # ExecuTorch's ops take no zero point
         why = "" if block == self.embedding_block else f" (width {width} is not a multiple of {self.embedding_block})"
         return LayerChoice(name, "embedding", self.embeddings, block, symmetric,
                            f"asked: {self.embeddings} g{block}{why} {'symmetric' if symmetric else 'asymmetric'} "
-                           "table, read by GatherBlockQuantized")
+                           f"table, read by {READERS[fmt]}")
 
 
 def _format_plan(module, fmt: str, precision: str, block_size: int, grids) -> list[LayerChoice]:

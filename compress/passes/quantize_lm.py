@@ -64,9 +64,10 @@ class LMQuantizeConfig:
         if self.algorithm not in ALGORITHMS:
             raise UsageError(f"--algorithm: give one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
         self.layer_request()  # an unknown embedding precision is refused here
-        if self.embeddings not in (None, "fp32") and set(self.formats) - {"onnx"}:
+        if self.embeddings not in (None, "fp32") and set(self.formats) - {"onnx", "pte"}:
             raise UsageError(f"--embeddings {self.embeddings}: quantized embedding tables are written to ONNX "
-                             "(GatherBlockQuantized) only: use --format onnx, or drop --embeddings")
+                             "(GatherBlockQuantized) and .pte (quantized embedding ops) only: use --format onnx,pte, "
+                             "or drop --embeddings")
         if self.algorithm == "smoothquant" and set(self.precisions) - {"8da4w"}:
             raise UsageError("--algorithm smoothquant smooths activations for int8 activation quantization: use it "
                              "with --precision 8da4w only")
