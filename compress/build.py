@@ -297,7 +297,11 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
 
     options, fmt, policy = spec.decoder, registry.get(spec.format), context.policy or GatePolicy()
 
+    asked = options.layers.plan(lm.module, spec.format, spec.precision, options.block_size, options.grids) \
+        if options.layers is not None and options.layers.asks() else None  # the user's per-layer plan, every attempt
+
     def attempt(label: str, algorithm: str, layers) -> dict:
+        layers = asked if layers is None else layers
         module, plan, techniques = prepared(lm, spec.precision, algorithm, options.block_size, layers, context.step)
         grids = options.grids if algorithm == "rtn" else None  # a plan keeps the source grids its layers hold
         export = fmt.export_decoder(module, staged(context.run_dir, spec.filename), spec.precision,
@@ -307,9 +311,7 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
                               name=spec.name, techniques=[*spec.techniques, *techniques], notes=spec.notes,
                               max_increase=policy.max_degradation, progress=context.step)
 
-    asked = options.layers.plan(lm.module, spec.format, spec.precision, options.block_size, options.grids) \
-        if options.layers is not None and options.layers.asks() else None
-    entry = attempt("as configured", options.algorithm, asked)
+    entry = attempt("as configured", options.algorithm, None)
     if context.repair and policy.enabled and spec.precision in REPAIRED and perplexity_gate_failed(entry, policy):
         entry = repair_decoder(attempt, entry, spec.precision, options.algorithm, policy, lm, options.block_size,
                                context.step)

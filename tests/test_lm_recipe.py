@@ -54,7 +54,7 @@ def test_smollm2_recipe_runs_on_a_tiny_llama(llama_dir, tmp_path, cli):
     ("  - quantize_lm: {precisions: [int2]}\n", "int2"),
     ("  - quantize_lm: {block_size: 48}\n", "block_size"),
     ("  - quantize_lm: {}\n  - quantize: {}\n", "stages[1].quantize"),
-    ("  - quantize_lm: {embeddings: int8-weight, formats: [pte]}\n", "onnx"),
+    ("  - quantize_lm: {embeddings: int8-weight, formats: [tflite]}\n", "formats: [onnx, pte]"),
 ])
 def test_lm_recipes_that_do_not_fit_exit_2(stages, says, llama_dir, tmp_path, cli):
     path = tmp_path / "bad.yaml"

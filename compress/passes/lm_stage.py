@@ -23,7 +23,7 @@ LM_BLOCK_SIZES = [16, 32, 64, 128, 256]
 LM_PRECISION_CHOICES = ["fp32", "int8-weight", "int4-weight", "8da4w"]
 EMBEDDING_CHOICES = ["fp32", "int8-weight", "int4-weight"]
 _FIELDS = {"--format": "formats", "--precision": "precisions", "--block-size": "block_size", "--algorithm": "algorithm",
-           "--max-context": "max_context", "--embeddings": "embeddings", "--format onnx": "formats: [onnx]"}
+           "--max-context": "max_context", "--embeddings": "embeddings", "--format onnx,pte": "formats: [onnx, pte]"}
 
 
 class QuantizeLMConfig(BaseModel):

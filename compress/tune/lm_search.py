@@ -8,7 +8,8 @@ quantize_lm, repair off: the search is the repair): the file is written, verifie
 and judged by its perplexity gate. The winner is the smallest (``--objective size``), the fastest decode at one
 thread (``latency``) or the smallest no slower than the median passing trial (``both``); it is kept in
 ``<out>/best/`` with the tokenizer files beside it (so `compress generate` runs it), with ``tune.json``,
-``pareto.md`` and a ``recipe.yaml`` whose quantize_lm stage rebuilds it.
+``pareto.md`` and a ``recipe.yaml`` whose quantize_lm stage rebuilds it. The search is not resumed: a new one in
+the same folder replaces the trials of the last.
 
 Example:
     >>> result = tune_lm(load_lm("SmolLM2-135M-Instruct.Q4_1.gguf"), TuneConfig(trials=8, objective="size"), "runs/tune")
@@ -181,6 +182,7 @@ def tune_lm(lm, config, out_dir: str | Path = "runs/tune", on_trial: Callable[[d
     import optuna
 
     out_dir = Path(out_dir)
+    shutil.rmtree(out_dir / "trials", ignore_errors=True)  # files of an earlier search, never mixed with this one's
     deadline = None if config.budget_seconds is None else time.monotonic() + config.budget_seconds
     space = config.search
     int4 = next((p for p in space.lm_precisions if p in ("int4-weight", "8da4w")), "int4-weight")
