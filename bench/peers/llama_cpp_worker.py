@@ -1,15 +1,15 @@
 """llama.cpp (llama-cpp-python) on one GGUF file, run by bench/.venv-llama's python, not compress's: quantize a GGUF
-into another type, or measure one: perplexity and top-1 agreement on given token chunks, time to first token and
-decode tokens/s at given thread counts, peak RSS. Prints one JSON document.
+into another type, measure one's perplexity and top-1 agreement on given token chunks, or time it at one thread
+count (time to first token, decode tokens/s, peak RSS of that process alone). Prints one JSON document.
 
 Example:
     $ bench/.venv-llama/bin/python bench/peers/llama_cpp_worker.py quantize src.gguf out.Q4_0.gguf Q4_0
-    $ bench/.venv-llama/bin/python bench/peers/llama_cpp_worker.py measure out.Q4_0.gguf job.json
+    $ bench/.venv-llama/bin/python bench/peers/llama_cpp_worker.py quality out.Q4_0.gguf job.json
+    $ bench/.venv-llama/bin/python bench/peers/llama_cpp_worker.py speed out.Q4_0.gguf job.json 2
       (job.json: {"chunks": [[ids]], "reference_top1": [[ids]], "prompt": [ids], "decode": 32, "threads": [1, 2]})
 """
 import ctypes
 import json
-import resource
 import sys
 import time
 
@@ -18,6 +18,12 @@ import numpy as np
 
 FTYPES = {"Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
           "F16": "LLAMA_FTYPE_MOSTLY_F16"}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS since its exec (VmHWM: getrusage's ru_maxrss keeps the spawning parent's peak)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 
 
 def quantize(source: str, out: str, kind: str) -> dict:
@@ -37,10 +43,9 @@ def _model(path: str, threads: int, logits_all: bool, n_ctx: int) -> llama_cpp.L
                            logits_all=logits_all, verbose=False, seed=0)
 
 
-def measure(path: str, job: dict) -> dict:
+def quality(path: str, job: dict) -> dict:
     chunks, top1_ref = job["chunks"], job["reference_top1"]
-    n_ctx = max(512, max(len(c) for c in chunks))
-    llm = _model(path, max(job["threads"]), True, n_ctx)
+    llm = _model(path, max(job["threads"]), True, max(512, max(len(c) for c in chunks)))
     nll, count, agree, total = 0.0, 0, 0, 0
     for chunk, ref in zip(chunks, top1_ref):
         llm.reset()
@@ -52,27 +57,26 @@ def measure(path: str, job: dict) -> dict:
         count += len(chunk) - 1
         agree += int((logits.argmax(axis=1) == np.asarray(ref)).sum())
         total += len(chunk)
-    del llm
-    result = {"perplexity": float(np.exp(nll / count)), "top1_agreement": agree / total, "ttft_ms": {}, "decode_tok_s": {}}
-    for threads in job["threads"]:
-        llm = _model(path, threads, False, n_ctx)
-        ttft = []
-        for _ in range(3):
-            llm.reset()
-            start = time.perf_counter()
-            llm.eval(job["prompt"])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            ttft.append(time.perf_counter() - start)
+    return {"perplexity": float(np.exp(nll / count)), "top1_agreement": agree / total,
+            "llama_cpp_python": llama_cpp.__version__}
+
+
+def speed(path: str, job: dict, threads: int) -> dict:
+    """Time to first token of the prompt (one eval, best of 3) and decode tokens/s, in a process of its own."""
+    llm = _model(path, threads, False, 512)
+    ttft = []
+    for _ in range(3):
+        llm.reset()
         start = time.perf_counter()
-        for _ in range(job["decode"]):
-            llm.eval([token])
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        result["decode_tok_s"][str(threads)] = job["decode"] / (time.perf_counter() - start)
-        result["ttft_ms"][str(threads)] = 1000 * min(ttft)
-        del llm
-    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result["llama_cpp_python"] = llama_cpp.__version__
-    return result
+        llm.eval(job["prompt"])
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        ttft.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(job["decode"]):
+        llm.eval([token])
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    return {"ttft_ms": 1000 * min(ttft), "decode_tok_s": job["decode"] / (time.perf_counter() - start),
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 if __name__ == "__main__":
@@ -81,4 +85,5 @@ if __name__ == "__main__":
         print(json.dumps(quantize(*args)))
     else:
         with open(args[1]) as handle:
-            print(json.dumps(measure(args[0], json.load(handle))))
+            job = json.load(handle)
+        print(json.dumps(quality(args[0], job) if command == "quality" else speed(args[0], job, int(args[2]))))
