@@ -5,7 +5,8 @@ Each generated block sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME
 ``pte`` (int8 ``.pte`` beside ONNX and TFLite, bench/results/pte.json), ``transformer_speed``
 (bench/results/transformer_speed.json), ``cost`` (what `compress quantize` costs, bench/results/cost.json) and
 ``fidelity_floors`` (int8 fidelity per output kind against the default floors, bench/results/fidelity_floors.json)
-and ``lm`` (SmolLM2 through ONNX and the accuracy algorithms, bench/results/lm_onnx.json and lm_algorithms.json).
+and ``lm`` (SmolLM2 through ONNX and the accuracy algorithms, bench/results/lm_onnx.json and lm_algorithms.json, and
+llama.cpp beside compress, bench/results/lm_peers.json, once bench.lm_peers has run).
 ``--check`` rewrites nothing and exits 1 naming a block that differs from its JSON (the test suite runs it).
 
 Example:
@@ -102,6 +103,11 @@ def lm_block() -> str:
               "| variant | perplexity change | top-1 agreement | weight MB |", "|---|---|---|---|"]
     lines += [f"| {v['variant']} | {v['perplexity_increase_pct']:+.2f} % | {v['top1_agreement']:.3f} | "
               f"{v['weight_bytes'] / 1e6:.0f} |" for v in algorithms["variants"]]
+    if (RESULTS / "lm_peers.json").is_file():  # bench.lm_peers: llama.cpp beside compress on the same weights
+        from bench.lm_peers import markdown
+
+        lines += ["", "Peers on the same weights, text and threads (bench.lm_peers): "
+                  + markdown(json.loads((RESULTS / "lm_peers.json").read_text())).rstrip()]
     return "\n".join(lines)
 
 BLOCKS = {"latest": latest_block, "zoo": zoo_block, "pte": pte_block,

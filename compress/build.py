@@ -72,6 +72,7 @@ class DecoderOptions:
     block_size: int = 32
     algorithm: str = "rtn"
     grids: Any = None
+    layers: Any = None  # a compress.lm.layer_request.LayerRequest: layers kept higher, the embedding's grid
 
 
 @dataclass
@@ -297,9 +298,13 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
 
     options, fmt, policy = spec.decoder, registry.get(spec.format), context.policy or GatePolicy()
 
+    asked = options.layers.plan(lm.module, spec.format, spec.precision, options.block_size, options.grids) \
+        if options.layers is not None and options.layers.asks() else None  # the user's per-layer plan, every attempt
+
     def attempt(label: str, algorithm: str, layers) -> dict:
+        layers = asked if layers is None else layers
         module, plan, techniques = reference.prepared(spec.precision, algorithm, options.block_size, layers, context.step)
-        grids = options.grids if algorithm == "rtn" and layers is None else None
+        grids = options.grids if algorithm == "rtn" else None  # a plan keeps the source grids its layers hold
         export = fmt.export_decoder(module, staged(context.run_dir, spec.filename), spec.precision,
                                     max_context=options.max_context, block_size=options.block_size, layers=plan,
                                     grids=grids, progress=context.step)

@@ -45,6 +45,8 @@ def quantize_command(
     block_size: int = typer.Option(32, "--block-size", help="Language models: weights per int4 scale (16, 32, 64, 128, 256)."),
     algorithm: str = typer.Option(None, "--algorithm", help="Language models: how int4 weights are rounded: rtn, gptq, awq (smoothquant: 8da4w only); default per precision: rtn, gptq for 8da4w."),
     max_context: int = typer.Option(512, "--max-context", help="Language models: positions the exported KV cache holds."),
+    embeddings: str = typer.Option(None, "--embeddings", help="Language models: the token table's precision: fp32 (default), "
+                                   "int8-weight or int4-weight (ONNX GatherBlockQuantized)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<model name>)."),
     batch_axis: list[str] = BATCH_AXIS_OPTION,
     state: list[str] = STATE_OPTION,
@@ -67,10 +69,11 @@ def quantize_command(
 
         if is_language_model(model):  # before any torch model loading
             _quantize_language_model(model, formats, precisions, block_size, algorithm, max_context, max_degradation,
-                                     auto_fallback, out, opts)
+                                     auto_fallback, out, opts, embeddings=embeddings, keep_float=_split(exclude))
             return
         asked = [flag for flag, value, default in (("--block-size", block_size, 32), ("--algorithm", algorithm, None),
-                                                   ("--max-context", max_context, 512)) if value != default]
+                                                   ("--max-context", max_context, 512), ("--embeddings", embeddings, None))
+                 if value != default]
         if asked:
             raise UsageError(f"{asked[0]} applies to decoder language models only (a model directory with config.json "
                              f"or a .gguf file); {model.name} is not one: drop {asked[0]}")
@@ -110,8 +113,10 @@ def quantize_command(
 
 
 def _quantize_language_model(model: Path, formats, precisions, block_size: int, algorithm: str, max_context: int,
-                             max_degradation, auto_fallback: bool, out: Path | None, opts: Options) -> None:
-    """`compress quantize` of a decoder LM (compress.passes.quantize_lm): the same run directory, report and exit codes."""
+                             max_degradation, auto_fallback: bool, out: Path | None, opts: Options, *,
+                             embeddings: str | None = None, keep_float: list[str] | None = None) -> None:
+    """`compress quantize` of a decoder LM (compress.passes.quantize_lm): the same run directory, report and exit codes;
+    ``--exclude`` patterns keep those layers in float, ``--embeddings`` quantizes the token table."""
     from compress.errors import GateFailed
     from compress.lm.model import load_lm
     from compress.passes.quantize_lm import LMQuantizeConfig, quantize_lm
@@ -120,7 +125,8 @@ def _quantize_language_model(model: Path, formats, precisions, block_size: int, 
     config = LMQuantizeConfig(**{k: v for k, v in {"formats": _split(formats), "precisions": _split(precisions)}.items() if v},
                               block_size=block_size, algorithm=algorithm, max_context=max_context,
                               max_degradation=max_degradation, auto_fallback=auto_fallback, bench=not opts.no_bench,
-                              threads=(opts.threads,) if opts.threads else (1, 2))
+                              threads=(opts.threads,) if opts.threads else (1, 2), embeddings=embeddings,
+                              keep_float=keep_float or [])
     run_dir = out or Path("runs") / model.stem
     with step_progress(transient=opts.json_out) as step:
         step("loading the language model")

@@ -44,6 +44,10 @@ def check_data(file: Path, recipe) -> str:
     from compress.errors import UsageError
     from compress.recipe.data_fit import data_mismatches, recipe_inputs
 
+    from compress.recipe.lm_run import is_lm_recipe
+
+    if is_lm_recipe(recipe):
+        return "data: compress's held-out text (a language model is judged on perplexity in each file's runtime)"
     name = recipe.data.name
     if name is None:
         own = recipe.model.source.startswith("zoo:")

@@ -72,8 +72,13 @@ def tune_command(
 
     Example: compress tune mnist_cnn.pt --max-degradation 0.005 --budget 10m --workers 2 --out runs/tune
     """
+    from compress.lm.model import is_language_model
     from compress.loading.model_file import check_data_file, check_model_file
 
+    if is_language_model(model):  # a model directory or .gguf: per-layer precision is the search space
+        _tune_language_model(model, data, max_degradation, objective, fmt, target, budget, trials, workers, executor,
+                             search, out, seed, json_out, debug)
+        return
     with handle_errors(debug, json_out):  # a wrong path is answered before torch loads
         check_model_file(model)
         if data:
@@ -109,3 +114,51 @@ def tune_command(
         if result.best is None:
             raise GateFailed(f"no trial met its gates ({judged_by(config)}); the closest (trial #{result.closest['number']}, "
                              f"{quality(result.closest)}) is kept in {out / 'closest'}")
+
+
+def _describe_lm(result: dict) -> str:
+    p = result["params"]
+    what = (f"{p['precision']} {p['algorithm']} g{p['block_size']}, {p['keep_float']} float + {p['keep_int8']} int8 of the "
+            f"most sensitive, embeddings {p['embeddings']}")
+    if "error" in result:
+        return f"trial {result['number']} failed: {result['error']} — {what}"
+    speed = f", {result['decode_tokens_per_s']:.1f} tok/s" if result["decode_tokens_per_s"] else ""
+    return (f"trial {result['number']}: {result['size_bytes']:,} bytes, perplexity x{result['perplexity_ratio']:.4f} "
+            f"({'pass' if result['passed'] else 'FAIL'}){speed} — {what}")
+
+
+def _tune_language_model(model: Path, data, max_degradation, objective, fmt, target, budget, trials, workers, executor,
+                         search, out: Path, seed: int, json_out: bool, debug: bool) -> None:
+    """`compress tune` of a decoder LM (compress.tune.lm_search): per-layer precision searched against the perplexity gate."""
+    from pydantic import ValidationError
+
+    from compress.commands._progress import step_progress
+    from compress.errors import GateFailed, UsageError
+    from compress.lm.model import load_lm
+    from compress.tune import TuneConfig
+    from compress.tune.lm_search import check_lm_tune, tune_lm
+
+    with handle_errors(debug, json_out):
+        try:
+            config = TuneConfig(max_degradation=max_degradation, objective=objective, format=fmt, target=target,
+                                budget=budget, trials=trials, workers=workers, executor=executor, seed=seed,
+                                search=_search_block(search))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            loc = [str(p) for p in error["loc"]]
+            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else f"--{'-'.join(loc)}"
+            raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
+        check_lm_tune(config, data)
+        with step_progress(transient=json_out) as step:
+            step("loading the language model")
+            lm = load_lm(model)
+            result = tune_lm(lm, config, out, step=step,
+                             on_trial=lambda r: console.print(_describe_lm(r), highlight=False, soft_wrap=True, markup=False))
+        document = {"language_model": True, "best": result.best, "closest": result.closest, "out": str(out),
+                    "trials": len(result.trials), "ranking": result.ranking[:10]}
+        emit(document, json_out, lambda: stdout_console.print((out / "pareto.md").read_text(), highlight=False, soft_wrap=True))
+        if result.best is None and result.closest is None:
+            raise GateFailed(f"no trial finished (see the errors above); trials are in {out / 'trials'}")
+        if result.best is None:
+            raise GateFailed(f"no trial passed its perplexity gate; the closest (trial #{result.closest['number']}, "
+                             f"perplexity x{result.closest['perplexity_ratio']:.4f}) is kept in {out / 'closest'}")

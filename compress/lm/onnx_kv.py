@@ -27,6 +27,8 @@ import onnx
 from compress.catalog import Technique
 from compress.errors import UsageError
 from compress.lm.onnx_families import DecoderSpec, Linear, read_decoder
+from compress.lm.onnx_embedding import BITS as EMBEDDING_BITS
+from compress.lm.onnx_embedding import embedding_block, embedding_blocks, emit_gather_block_quantized
 from compress.lm.onnx_graph import GraphWriter
 from compress.lm.onnx_kv_graph import build_decoder_graph, emit_float_linear
 from compress.lm.onnx_nbits import GRID_BITS, NBitsWeight, emit_matmul_nbits, from_grid, quantize_blocks
@@ -69,11 +71,20 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     notes: list[str] = []
     techniques = [Technique("export", args=("onnx", "kv-cache"))]
     _check_choices(spec, choices)
+    embed_choice = choices.get(spec.embed_name)
+    emit_embedding, table = None, "the embedding table stays a float Gather"
+    if embed_choice is not None and embed_choice.precision != "fp32":
+        table_weight = embedding_blocks(spec.embed, embed_choice.precision, embed_choice.block_size,
+                                        bool(embed_choice.symmetric))
+        emit_embedding = lambda g, ids: emit_gather_block_quantized(g, ids, table_weight, "embed_tokens")  # noqa: E731
+        techniques.append(weights_technique(embed_choice.precision, layer=embed_choice.name, block_size=embed_choice.block_size,
+                                            symmetric=bool(embed_choice.symmetric), op_types=("GatherBlockQuantized",)))
+        table = (f"the embedding table is its own {embed_choice.precision} GatherBlockQuantized table "
+                 f"(g{embed_choice.block_size})")
     if spec.tied and choices["lm_head"].precision != "fp32":
-        notes.append("tied embedding untied: lm_head is quantized as its own MatMulNBits weight, the embedding "
-                     "table stays a float Gather")
+        notes.append(f"tied embedding untied: lm_head is quantized as its own MatMulNBits weight, {table}")
     elif spec.tied:
-        notes.append("tied embedding untied: lm_head is stored as its own transposed float weight")
+        notes.append(f"tied embedding untied: lm_head is stored as its own transposed float weight, {table}")
 
     def emit(g: GraphWriter, x: str, lin: Linear) -> str:
         choice = choices[lin.name]
@@ -91,7 +102,7 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
                 "hidden_size": spec.hidden_size, "family": spec.family, "precision": precision,
                 "kv_layout": "past_key_values.{i}.key/value [batch, kv_heads, past, head_dim] -> present.{i}.*"}
     metadata["attention"] = attention
-    model = build_decoder_graph(spec, max_context, emit, metadata, attention)
+    model = build_decoder_graph(spec, max_context, emit, metadata, attention, emit_embedding)
     if attention == "gqa":
         techniques.append(Technique("attention", op_types=("GroupQueryAttention",)))
     notes += _width_notes(spec, choices)
@@ -112,7 +123,8 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
 
 def plan_onnx_layers(spec: DecoderSpec, precision: str, block_size: int, symmetric: bool | None, grids: dict
                      ) -> list[LayerChoice]:
-    """One choice per linear layer (head included) plus the embedding (kept float: a Gather reads it)."""
+    """One choice per linear layer (head included) plus the embedding (kept float: a Gather reads it; a quantized
+    table is asked for through compress.lm.layer_request)."""
     plan = [LayerChoice(spec.embed_name, "embedding", "fp32", None, None, "kept float: read by Gather")]
     for lin in spec.linears():
         plan.append(_default_choice(lin, precision, block_size, symmetric, grids.get(f"{lin.name}.weight")))
@@ -169,8 +181,13 @@ def _check_choices(spec: DecoderSpec, choices: dict) -> None:
         if c.precision == "8da4w" and c.symmetric is False:
             raise UsageError(f"{lin.name}: 8da4w needs symmetric int4 weights (asymmetric 8da4w is refused)")
     embed = choices.get(spec.embed_name)
-    if embed is not None and embed.precision != "fp32":
-        raise UsageError(f"{spec.embed_name}: quantized embeddings are not written to ONNX here; keep it fp32")
+    if embed is not None and embed.precision not in ("fp32", *EMBEDDING_BITS):
+        raise UsageError(f"{spec.embed_name}: embedding precision {embed.precision!r} is not one of fp32, "
+                         f"{', '.join(EMBEDDING_BITS)}")
+    if embed is not None and embed.precision != "fp32" and embed.block_size != embedding_block(spec.hidden_size,
+                                                                                              embed.block_size or 16):
+        raise UsageError(f"{spec.embed_name}: block {embed.block_size} does not divide the hidden width "
+                         f"{spec.hidden_size} as GatherBlockQuantized needs (a power of two >= 16)")
 
 
 def _quantized_weight(lin: Linear, choice: LayerChoice, grid, compute: str) -> tuple[NBitsWeight, Technique]:

@@ -110,8 +110,10 @@ def _mlp(g: GraphWriter, h: str, block, spec: DecoderSpec, i: int, emit_linear: 
 
 
 def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: LinearEmitter,
-                        metadata: dict[str, str], attention: str = "matmul") -> onnx.ModelProto:
-    """The whole decoder as one ONNX model; ``emit_linear`` writes each linear layer (float or MatMulNBits).
+                        metadata: dict[str, str], attention: str = "matmul",
+                        emit_embedding: Callable[[GraphWriter, str], str] | None = None) -> onnx.ModelProto:
+    """The whole decoder as one ONNX model; ``emit_linear`` writes each linear layer (float or MatMulNBits),
+    ``emit_embedding`` the token lookup (default: a float Gather; compress.lm.onnx_embedding for a quantized table).
     ``attention``: "matmul" (standard ops) or "gqa" (onnxruntime's fused GroupQueryAttention: rotary, cache append,
     causal softmax in one node; needs unpadded rows, as OnnxDecoder feeds)."""
     g = GraphWriter()
@@ -123,7 +125,10 @@ def build_decoder_graph(spec: DecoderSpec, max_context: int, emit_linear: Linear
     for i in range(spec.num_layers):
         pasts.append([g.input(f"past_key_values.{i}.{kv}", "float", ["batch_size", kvh, "past_sequence_length", hd])
                       for kv in ("key", "value")])
-    h = g.op("Gather", g.init(f"{spec.embed_name}.weight", spec.embed), ids, axis=0, name="embed_tokens")
+    if emit_embedding is None:
+        h = g.op("Gather", g.init(f"{spec.embed_name}.weight", spec.embed), ids, axis=0, name="embed_tokens")
+    else:
+        h = emit_embedding(g, ids)
     if spec.embed_scale is not None:
         h = g.op("Mul", h, g.scalar(spec.embed_scale))
     if spec.positions is not None:

@@ -10,7 +10,8 @@ methods ``get_max_seq_len`` / ``get_vocab_size`` (the names ExecuTorch's LLM run
 Positions beyond ``input_pos + T`` are never read, so the buffers' uninitialised start does not matter and a reset is
 ``input_pos = 0``.
 
-Precisions (torchao ``quantize_`` on the linear layers before ``torch.export``; embeddings stay fp32):
+Precisions (torchao ``quantize_`` on the linear layers before ``torch.export``; embeddings stay fp32 unless a plan
+asks for an int8/int4 table, compress.lm.pte_embedding):
 - ``fp32``: the model as it is; every linear, norm and matmul runs in XNNPACK.
 - ``8da4w``: int8 dynamic activations (per token) × int4 *symmetric* weights grouped by ``block_size``
   (``Int8DynamicActivationIntxWeightConfig``): XNNPACK's int4 kernels. Asymmetric int4 weights are refused: XNNPACK
@@ -67,20 +68,32 @@ def export_pte_lm(module, out: Path, precision: str, *, max_context: int = 512, 
     notes: list[str] = []
     if choices:
         progress(f"quantizing {sum(c.precision != 'fp32' for c in choices)} linear layers ({precision})")
-    techniques = [Technique("export", args=("executorch", "xnnpack", "static-kv-cache")), *quantize_linears(model, choices)]
+    tables = [c for c in choices if c.kind == "embedding" and c.precision != "fp32"]
+    techniques = [Technique("export", args=("executorch", "xnnpack", "static-kv-cache")),
+                  *quantize_linears(model, [c for c in choices if c.kind != "embedding"])]
+    if tables:
+        from compress.lm.pte_embedding import quantize_embedding_
+
+        techniques += [quantize_embedding_(model, c) for c in tables]
     program = StaticKVProgram(model, max_context)
     lowered = lower_lm(program, max_context, model.config.vocab_size, progress)
     notes.append(lowered.summary())
     notes.append(f"static KV cache: {max_context} positions, fp32, {program.cache_bytes()} bytes in the program's state; "
                  "a prompt is prefilled in one call (dynamic sequence length)")
     if getattr(module.config, "tie_word_embeddings", False):
-        notes.append("tied embeddings: the .pte stores the embedding table and the output head separately")
+        table = f" ({tables[0].precision} table, {choices_precision(choices, 'head')} head)" if tables else ""
+        notes.append(f"tied embeddings: the .pte stores the embedding table and the output head separately{table}")
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(lowered.content)
     used = {c.precision for c in choices if c.kind != "embedding"}
     final = precision if used <= {precision} else "mixed"
     return LMExport(out, final, choices, techniques, notes)
+
+
+def choices_precision(choices: list, kind: str) -> str:
+    """The precision of the first choice of ``kind`` ("fp32" when there is none)."""
+    return next((c.precision for c in choices if c.kind == kind), "fp32")
 
 
 def check_precision(precision: str) -> None:

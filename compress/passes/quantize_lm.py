@@ -55,6 +55,15 @@ class LMQuantizeConfig:
     auto_fallback: bool = True
     bench: bool = True
     threads: tuple[int, ...] = (1, 2)
+    keep_int8: list[str] = field(default_factory=list)   # layer name patterns kept at int8 (compress.lm.layer_request)
+    keep_float: list[str] = field(default_factory=list)  # layer name patterns kept in float
+    embeddings: str | None = None                         # the token table: fp32, int8-weight, int4-weight
+
+    def layer_request(self):
+        """The per-layer request these settings make (compress.lm.layer_request.LayerRequest)."""
+        from compress.lm.layer_request import LayerRequest
+
+        return LayerRequest(tuple(self.keep_int8), tuple(self.keep_float), self.embeddings)
 
     def __post_init__(self) -> None:
         from compress import catalog
@@ -72,6 +81,11 @@ class LMQuantizeConfig:
             raise UsageError(f"--block-size: give one of {', '.join(map(str, BLOCK_SIZES))} (got {self.block_size})")
         if self.algorithm is not None and self.algorithm not in ALGORITHMS:
             raise UsageError(f"--algorithm: give one of {', '.join(ALGORITHMS)} (got {self.algorithm!r})")
+        self.layer_request()  # an unknown embedding precision is refused here
+        if self.embeddings not in (None, "fp32") and set(self.formats) - {"onnx", "pte"}:
+            raise UsageError(f"--embeddings {self.embeddings}: quantized embedding tables are written to ONNX "
+                             "(GatherBlockQuantized) and .pte (quantized embedding ops) only: use --format onnx,pte, "
+                             "or drop --embeddings")
         if self.algorithm == "smoothquant" and set(self.precisions) - {"8da4w"}:
             raise UsageError("--algorithm smoothquant smooths activations for int8 activation quantization: use it "
                              "with --precision 8da4w only")
@@ -118,7 +132,8 @@ def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
                        else f"{fmt.name} writes {', '.join(fmt.decoder_precisions)} for language models")
                 not_made.append({"format": fmt.name, "precision": precision, "reason": why})
                 continue
-            options = DecoderOptions(config.max_context, config.block_size, algorithm_for(config, precision), grids)
+            options = DecoderOptions(config.max_context, config.block_size, algorithm_for(config, precision), grids,
+                                     config.layer_request())
             specs.append(ArtifactSpec(fmt.name, precision, f"{precision}-{fmt.name}", fmt.filename(precision), DECODER,
                                       phase=f"{precision} {fmt.name}: export with KV cache and verify", decoder=options))
     if not specs:
@@ -128,9 +143,10 @@ def lm_specs(config: LMQuantizeConfig, grids) -> tuple[list, list[dict]]:
 
 
 def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callable[[str], None] | None = None,
-                policy=None) -> LMQuantizeResult:
+                policy=None, extra: dict | None = None) -> LMQuantizeResult:
     """Build, verify, gate, repair and time every file of ``lm`` (a compress.lm.model.LanguageModel) into
-    ``out_dir`` with report.json/md/html; tokenizer.json and lm_meta.json beside them for `compress generate`."""
+    ``out_dir`` with report.json/md/html; tokenizer.json and lm_meta.json beside them for `compress generate`.
+    ``extra``: more report fields (a recipe run's ``command``, ``recipe``, ``stages``)."""
     from compress.build import BuildContext, Refusals, build
     from compress.lm.model import save_tokenizer_files
     from compress.steps.gates import GatePolicy
@@ -149,6 +165,10 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
         step("reading the GGUF grids")
         grids = lm_grids(lm)
     specs, not_made = lm_specs(config, grids)
+    request = config.layer_request()
+    if request.asks():  # a pattern that matches no layer is refused before anything is written
+        for spec in {s.format: s for s in specs}.values():
+            request.plan(lm.module, spec.format, spec.precision, config.block_size, grids)
     save_tokenizer_files(lm, run_dir)
     policy = policy or GatePolicy(max_degradation=config.max_degradation)
     reference = LMReference.of(lm, config.max_context)
@@ -164,7 +184,7 @@ def quantize_lm(lm, config: LMQuantizeConfig, out_dir: str | Path, step: Callabl
     extra = {"command": "quantize", "language_model": True, "not_made": not_made, "notes": notes,
              "config": {**config.__dict__, "threads": list(config.threads),
                         "algorithms": {p: algorithm_for(config, p) for p in config.precisions}},
-             "timings": clock.record()}
+             "timings": clock.record(), **(extra or {})}
     report = finish_report(run_dir, LMSource(lm), LMSource(lm), reference, built.artifacts, policy, extra,
                            refused=refusals.records(built.artifacts))
     from compress.report.manifest import write_manifest

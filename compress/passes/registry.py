@@ -129,4 +129,6 @@ register_pass("qat", "compress.passes.qat:QatConfig", "compress.passes.qat:apply
 register_pass("quantize", "compress.passes.quantize:QuantizeConfig", "compress.passes.stages:quantize_stage", "artifacts")
 register_pass("export", "compress.passes.quantize:ExportConfig", "compress.passes.stages:export_stage", "artifacts")
 register_pass("evaluate", "compress.passes.stages:EvaluateConfig", "compress.passes.stages:evaluate_stage", "artifacts")
+register_pass("quantize_lm", "compress.passes.lm_stage:QuantizeLMConfig", "compress.passes.lm_stage:outside_a_language_model",
+              "artifacts")
 register_pass("benchmark", "compress.passes.stages:BenchmarkConfig", "compress.passes.stages:benchmark_stage", "measurement")

@@ -109,6 +109,16 @@ class RecipeBase(Strict):
                 config.calib_samples = self.data.calib_samples
         return self
 
+    @model_validator(mode="after")
+    def _stages_fit_a_language_model(self) -> "RecipeBase":
+        """A decoder LM source takes one quantize_lm stage, and quantize_lm takes only a decoder LM."""
+        from compress.recipe.lm_run import lm_recipe_problem
+
+        problem = lm_recipe_problem(self) if hasattr(self, "stages") else None
+        if problem:
+            raise ValueError(problem)
+        return self
+
     @property
     def stage_list(self) -> list[tuple[str, BaseModel]]:
         """``[(kind, config), ...]`` in order."""
