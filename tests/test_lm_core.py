@@ -253,3 +253,15 @@ def test_speed_is_measured_per_thread_count_in_a_child(llama_gguf):
     a53, a76 = speed.roofline
     assert a53["label"] == "estimate" and a53["tokens_per_s"] < a76["tokens_per_s"]
     assert a76["ms_per_token"] == pytest.approx((speed.weight_bytes + speed.kv_cache_bytes) / 10e9 * 1e3, rel=1e-3)
+
+
+def test_a_speed_child_reports_its_own_peak_memory_not_its_parents():
+    """getrusage's ru_maxrss carries the spawning parent's peak over fork+exec; the child's VmHWM does not."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(600 * 2**20)  # this process's peak: > 600 MB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    child = subprocess.run([sys.executable, "-c", "from compress.lm.speed import peak_rss_bytes; print(peak_rss_bytes())"],
+                           capture_output=True, text=True, check=True)
+    assert int(child.stdout) < 300 * 2**20 < len(ballast)

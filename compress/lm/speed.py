@@ -2,7 +2,7 @@
 2 threads, peak RSS while generating, KV-cache bytes at a context length, and the decode roofline on named ARM cores.
 
 Each thread count runs in a fresh child process (``python -m compress.lm.speed``) so that its peak RSS
-(resource.getrusage) is that of loading and generating alone. Decoding is bandwidth-bound: every new token reads every
+(VmHWM: `peak_rss_bytes`) is that of loading and generating alone. Decoding is bandwidth-bound: every new token reads every
 weight once plus the KV cache, so the roofline is bytes per token / the core's DRAM bandwidth (CORES of
 compress.targets.estimate), labelled estimate.
 
@@ -115,8 +115,6 @@ def _child(source: Path, threads: int, prompt_tokens: int, new_tokens: int, time
 
 def run_once(source: Path, threads: int, prompt_tokens: int, new_tokens: int) -> dict:
     """In the child: load, prefill a ``prompt_tokens`` window of evaluation text, decode ``new_tokens`` (no stop)."""
-    import resource
-
     from compress.lm.generation import generate
     from compress.lm.model import kv_shape, read_tokenizer_files
     from compress.lm.session import open_generator
@@ -133,8 +131,25 @@ def run_once(source: Path, threads: int, prompt_tokens: int, new_tokens: int) ->
     if not shape:
         raise UsageError(f"{source.parent}: lm_meta.json lacks kv_shape (re-export with compress quantize)")
     return {"runtime": session.runtime, "ttft_s": result.ttft_s, "decode_tokens_per_s": result.decode_tokens_per_s,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "weight_bytes": int(weights),
+            "peak_rss_bytes": peak_rss_bytes(), "weight_bytes": int(weights),
             "kv_shape": shape}
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory: Linux's VmHWM (``getrusage``'s ``ru_maxrss`` carries the spawning
+    parent's peak over fork and exec, so a child started by a large quantize run would report the parent's size).
+
+    Example:
+        >>> peak_rss_bytes() > 0
+        True
+    """
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux: the rusage figure, an upper bound
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 if __name__ == "__main__":
