@@ -281,3 +281,22 @@ def test_smollm2_grid_aware_int4_perplexity_stays_at_the_float_reference(tmp_pat
     plain_ppl = perplexity(OnnxDecoder(plain.path, threads=2).prefill(ids))
     assert abs(aware_ppl / float_ppl - 1) < 0.01, (aware_ppl, float_ppl)
     assert plain_ppl / float_ppl > 1.2, (plain_ppl, float_ppl)
+
+
+def test_layers_the_sensitivity_repair_promotes_to_int8_per_channel_are_written_in_blocks(tmp_path):
+    """mix_by_sensitivity promotes layers to int8 per output channel (block None); MatMulNBits stores blocks."""
+    import copy
+
+    import torch
+
+    from compress.lm.onnx_kv import export_onnx_lm
+    from compress.lm.sensitivity import mix_by_sensitivity
+    from compress.steps.lm_verify import decoder_plan
+    from tests.lm_models import tiny_module
+
+    module = tiny_module("llama")
+    mixed = mix_by_sensitivity(copy.deepcopy(module), decoder_plan(module, "int4-weight", 32), torch.randint(0, 64, (2, 16)))
+    assert any(c.precision == "int8-weight" and c.block_size is None for c in mixed)
+    export = export_onnx_lm(module, tmp_path / "m.onnx", "int4-weight", layers=mixed)
+    promoted = [c for c in export.layers if c.precision == "int8-weight" and c.kind != "embedding"]
+    assert promoted and all(c.block_size == 32 and "MatMulNBits has no per-channel layout" in c.reason for c in promoted)
