@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compress.report.model import Artifact
 from compress.steps.benchmark import speed_against, speed_pick, start_timing_session, summarize
 from compress.steps.recording import record_latencies
 from tests.browser import render
+from tests.report_models import artifact_model, latency_entry
 
 REPO = str(Path(__file__).parents[1])
 
@@ -31,12 +33,11 @@ def busy_samples(steady_ms: float, steady: int, stretched: int) -> list[float]:
     return [*np.linspace(steady_ms, steady_ms * 1.05, steady), *np.linspace(steady_ms * 8, steady_ms * 17, stretched)]
 
 
-def artifact(name: str, size: int, samples: list[float], session: str = "s1") -> dict:
-    return {"name": name, "size_bytes": size, "format": "onnx",
-            "latency": [{"batch": 1, "emulated": False, "measured_on": {"session": session}, **summarize(samples)}]}
+def artifact(name: str, size: int, samples: list[float], session: str = "s1") -> Artifact:
+    return artifact_model(name=name, size_bytes=size, latency=[latency_entry(session=session, **summarize(samples))])
 
 
-def evidence(a: dict) -> str:
+def evidence(a: Artifact) -> str:
     return "judged on test data"
 
 
@@ -44,8 +45,8 @@ def test_intervals_too_wide_to_decide_say_undecided_machine_busy():
     """The issue's case: a small file at p50 13 ms against the fastest at 1.75 ms, both timed under load."""
     fast = artifact("fp32-onnx", 400_000, busy_samples(1.754, steady=22, stretched=18))
     slow = artifact("int8-onnx", 100_000, busy_samples(1.6, steady=18, stretched=22))  # unluckier: most runs stretched
-    assert fast["latency"][0]["p50_ms"] < 1.9 and slow["latency"][0]["p50_ms"] > 13
-    assert slow["latency"][0]["median_ci95_ms"][0] <= fast["latency"][0]["median_ci95_ms"][1], \
+    assert fast.latency[0].p50_ms < 1.9 and slow.latency[0].p50_ms > 13
+    assert slow.latency[0].median_ci95_ms[0] <= fast.latency[0].median_ci95_ms[1], \
         "the intervals overlap: the old rule called them the same speed and picked the smaller, slower-looking file"
     assert speed_against(slow, fast) == "undecided"
     pick = speed_pick([fast, slow], evidence)

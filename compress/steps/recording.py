@@ -78,13 +78,11 @@ def _rejudge_speed(report) -> dict | None:
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
 
-    artifacts = [_document(a) for a in report.artifacts]
-    explain_speed(artifacts)
-    report.artifacts = artifacts
+    explain_speed(report.artifacts)
     if not report.recommended:
         return None
     before = report.recommended.local_cpu.artifact if report.recommended.local_cpu else None
-    report.recommended = recommend_judged(artifacts, policy_of(report))
+    report.recommended = recommend_judged(report.artifacts, policy_of(report))
     pick = report.recommended.local_cpu
     if (pick.artifact if pick else None) == before:
         return None
@@ -113,7 +111,7 @@ def record_tokens(artifact: Path, tokens: dict) -> Path | None:
         return None
     listed[Path(artifact).name].tokens = tokens
     if report.recommended:
-        report.recommended = recommend_judged([_document(a) for a in report.artifacts], policy_of(report))
+        report.recommended = recommend_judged(report.artifacts, policy_of(report))
     write_report_files(report_path.parent, report)
     return report_path
 

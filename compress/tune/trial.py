@@ -55,7 +55,6 @@ def run_trial(spec: TrialSpec) -> dict:
     import torch
 
     from compress.errors import EnvironmentFailure
-    from compress.steps.gates import is_failed
     from compress.loading.model import load_model
     from compress.passes.quantize import quantize
 
@@ -70,8 +69,8 @@ def run_trial(spec: TrialSpec) -> dict:
         handle = prune_apply(handle, prune, model_splits(handle, spec.data, spec.seed))
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
-    artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
-    if is_failed(artifact):
+    artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]  # as report.json holds it
+    if artifact.get("status") == "failed":
         raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
     from compress.steps.gates import fidelity_floor_check
@@ -96,6 +95,6 @@ def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:
         from compress.steps.benchmark import benchmark_artifact
 
         return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs)
-    from compress.steps.latency import device_timing
+    from compress.steps.latency import document_timing
 
-    return device_timing(artifact) or {}
+    return document_timing(artifact) or {}
