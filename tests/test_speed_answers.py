@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from compress.report.model import Artifact
+from compress.steps.advice import check_int8_gains, explain_speed
 from compress.steps.benchmark import speed_against, speed_pick, start_timing_session, summarize
 from compress.steps.recording import record_latencies
 from tests.browser import render
@@ -68,6 +69,26 @@ def test_figures_from_two_sessions_are_never_compared():
     pick = speed_pick([*old, *new], evidence)
     assert pick["artifact"] == "c" and pick["session"] == "quantize"
     assert [n["artifact"] for n in pick["not_compared"]] == ["d", "e"] and "session quantize" in pick["why"]
+
+
+def test_speed_and_gain_notes_are_derived_from_typed_findings_never_parsed_back():
+    """explain_speed/check_int8_gains run again replace only the notes they derived; a user's note that reads like
+    one is kept, and a file is judged by its findings, not by its notes' text."""
+    steady = [1.0 + 0.01 * np.sin(i) for i in range(40)]
+    fp32 = artifact("fp32-onnx", 1000, steady)
+    fp32.precision = "fp32"
+    look_alike = "2.00x faster than fp32 on this CPU (written by hand)"
+    int8 = artifact("int8-onnx", 990, [v * 0.5 for v in steady])
+    int8.notes, int8.sha256 = [look_alike], "1" * 64  # not the fp32 file's bytes
+    for _ in range(2):
+        check_int8_gains([fp32, int8])
+        explain_speed([fp32, int8])
+    assert int8.speed.verdict == "faster" and int8.gain.finding == "no size gain"
+    assert int8.notes == [look_alike, int8.gain.note, int8.speed.note]
+    assert int8.speedup_vs_fp32 == round(int8.speed.fp32_ms / int8.speed.ms, 3)
+    plain = artifact_model(name="fp16-onnx", precision="fp16", notes=[look_alike, "gains nothing in size: said by hand"])
+    explain_speed([fp32, plain])
+    assert plain.speed is None and plain.notes == [look_alike, "gains nothing in size: said by hand"]
 
 
 @pytest.fixture(scope="module")
