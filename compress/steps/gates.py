@@ -94,11 +94,10 @@ def fidelity_floor_check(fidelity: Fidelity | dict | None, floors: dict | None =
     """
     if not fidelity:
         return []
-    if not isinstance(fidelity, dict):
-        fidelity = fidelity.model_dump()
-    return [{"output": o["name"], "kind": o["kind"], **miss}
-            for o in fidelity.get("outputs", []) if not (unlabelled_only and o.get("labelled"))
-            for miss in floor_shortfalls(o, floors)]
+    outputs = [(o["name"], o["kind"], o.get("labelled"), o["measures"]) for o in fidelity.get("outputs", [])] if isinstance(
+        fidelity, dict) else [(o.name, o.kind, o.labelled, o.measures) for o in fidelity.outputs]
+    return [{"output": name, "kind": kind, **miss} for name, kind, labelled, measures in outputs
+            if not (unlabelled_only and labelled) for miss in floor_shortfalls(kind, measures, floors)]
 
 
 def _gate(name: str, artifact: Artifact, limit, value, passed: bool, judged_by: str, reason: str, **extra) -> Gate:
@@ -119,16 +118,16 @@ def degradation_gate(artifact: Artifact, policy: GatePolicy) -> Gate:
 def floor_gate(artifact: Artifact, policy: GatePolicy, labelled: bool) -> Gate | None:
     """The fidelity floor gate over the outputs labels do not judge, named by the weakest; None when there are none."""
     fidelity = artifact.metrics.fidelity
-    judged = [o.model_dump() for o in (fidelity.outputs if fidelity else []) if not (labelled and o.labelled) and o.kind in policy.floors]
+    judged = [o for o in (fidelity.outputs if fidelity else []) if not (labelled and o.labelled) and o.kind in policy.floors]
     if not judged:
         return None
-    (_, measure), output = min(((floor_margin(o, policy.floors), o) for o in judged), key=lambda pair: pair[0][0])
-    value, limit = output["measures"].get(measure), policy.floors[output["kind"]].get(measure)
+    (_, measure), output = min(((floor_margin(o.kind, o.measures, policy.floors), o) for o in judged), key=lambda pair: pair[0][0])
+    value, limit = output.measures.get(measure), policy.floors[output.kind].get(measure)
     misses = fidelity_floor_check(fidelity, policy.floors, unlabelled_only=labelled)
     reason = ("; ".join(f"{m['kind']} {m['output']} {m['measure']} {m['value']:.4g} < {m['floor']}" for m in misses) if misses
-              else f"weakest: {output['kind']} {output['name']} {measure} {value:.4g} >= {limit}")
+              else f"weakest: {output.kind} {output.name} {measure} {value:.4g} >= {limit}")
     return _gate("fidelity_floor", artifact, limit, value, not misses, "fidelity", reason,
-                 output=output["name"], kind=output["kind"], measure=measure)
+                 output=output.name, kind=output.kind, measure=measure)
 
 
 def perplexity_gate(artifact: Artifact, policy: GatePolicy) -> Gate:

@@ -80,7 +80,7 @@ def run_trial(spec: TrialSpec) -> dict:
     timing = _timing(artifact, out, spec)
     return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
             "floor_failures": fidelity_floor_check(metrics["fidelity"], unlabelled_only=True),
-            "floor_gap": 1 - min(floor_margin(o)[0] for o in unlabelled) if unlabelled else None,
+            "floor_gap": 1 - min(floor_margin(o["kind"], o["measures"])[0] for o in unlabelled) if unlabelled else None,
             "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": timing.get("p50_ms"),
             "measured_on": timing.get("measured_on"), "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
             "techniques": [technique_label(t) for t in [*handle.techniques, *artifact["techniques"]]], "sha256": artifact["sha256"]}
