@@ -256,12 +256,13 @@ def time_artifacts(run_dir: Path, artifacts: list[Artifact], bench: dict) -> Non
 
 
 def _verify(spec: ArtifactSpec, context: BuildContext, reference, filename: str, precision: str, techniques: list,
-            notes=(), float_ops=(), name: str | None = None) -> Artifact:
+            notes=(), float_ops=(), name: str | None = None, holds_integer_ops: bool | None = None) -> Artifact:
     from compress.steps.pipeline import verify_artifact
 
     entry = verify_artifact(context.run_dir, filename, precision, [*spec.techniques, *techniques], context.plan, reference,
                             context.heads, name=name, bench=None if context.time_last else context.bench,
-                            notes=[*spec.notes, *notes], float_ops=list(float_ops), fmt=spec.format)
+                            notes=[*spec.notes, *notes], float_ops=list(float_ops), fmt=spec.format,
+                            holds_integer_ops=holds_integer_ops)
     if context.compressed_size:
         from compress.passes.prune import compressed_size
 
@@ -335,7 +336,7 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
         result = fmt.quantize(job)
         techniques = list(result.techniques) + [Technique("keep-float", layer=layer) for layer in exclude]
         return _verify(spec, context, reference, result.path.name, result.precision if not exclude else "mixed", techniques,
-                       result.notes, result.float_ops, name=spec.name)
+                       result.notes, result.float_ops, name=spec.name, holds_integer_ops=result.holds_integer_ops)
 
     entry = attempt(RepairStep("as configured"))
     if not context.repair:

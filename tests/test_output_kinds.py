@@ -123,6 +123,7 @@ def test_a_repair_that_keeps_everything_float_is_not_an_int8_artifact(cli, tmp_p
     assert repaired["repair"]["kept"].startswith("keep float: ")
     assert repaired["precision"] == "fp32" and "speedup_vs_fp32" not in repaired and "speed" not in repaired
     assert repaired["gain"]["finding"] == "all float" and repaired["gain"]["listed_as"] == "mixed"  # the note says this
+    assert repaired["holds_integer_ops"] is False  # what the ONNX writer found, not its note read back
     note = "repair kept everything float: this is an fp32 file (no integer weights); listed as precision fp32, never recommended as"
     assert any(n.startswith(note) for n in repaired["notes"]) and note in result.stdout
     recommended = report["recommended"]

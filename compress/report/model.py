@@ -370,6 +370,8 @@ class Artifact(Open):
     status: Literal["failed"] | None = Field(None, description="failed: it did not load or run; kept under failed/")
     failure: str | None = Field(None, description="why verification failed")
     compressed_size_bytes: int | None = Field(None, ge=0, description="zip-compressed size (prune: what sparsity saves in a download)")
+    holds_integer_ops: bool | None = Field(None, description="false: its quantizer left no integer op in it (nothing was "
+                                           "quantized: an fp32 file); absent where not checked")
     speedup_vs_fp32: float | None = Field(None, description="fp32 p50 / this p50 at batch 1, same timing session")
     speed: SpeedFinding | None = Field(None, description="its speed against fp32; the speed note is derived from it")
     gain: GainFinding | None = Field(None, description="set when it gains nothing over fp32; the note is derived from it")

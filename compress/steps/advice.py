@@ -18,7 +18,7 @@ from compress.steps.latency import device_p50, device_timing
 
 TINY_MODEL_MS = 0.2                 # below this, per-op overhead dominates
 NO_SIZE_GAIN = 0.95                 # a quantized file at this fraction of the fp32 file's size or more saves nothing
-NOTHING_QUANTIZED = "nothing was quantized"   # the note the ONNX writer leaves on a file with no integer op
+NOTHING_QUANTIZED = "nothing was quantized"   # the cause named when a quantizer left no integer op (holds_integer_ops False)
 
 
 def speed_verdict(candidate: Artifact, baseline: Artifact) -> str:
@@ -108,7 +108,7 @@ def check_int8_gains(artifacts: list[Artifact]) -> None:
             continue
         same = artifact.sha256 == base.sha256
         sizes = {"fp32": base.name, "size_bytes": artifact.size_bytes, "fp32_size_bytes": base.size_bytes}
-        if same or any(n.startswith(NOTHING_QUANTIZED) for n in artifact.notes):
+        if same or artifact.holds_integer_ops is False:
             cause = "repair kept everything float" if artifact.repair else NOTHING_QUANTIZED
             artifact.gain = GainFinding(finding="all float", cause=cause, same_bytes=same, listed_as=artifact.precision, **sizes)
             artifact.notes = [*artifact.notes, artifact.gain.note]

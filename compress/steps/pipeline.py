@@ -158,9 +158,11 @@ def verify_artifact(
     notes: list[str] | None = None,
     float_ops: list[dict] | None = None,
     fmt: str | None = None,
+    holds_integer_ops: bool | None = None,
 ) -> Artifact:
     """One report.json artifact entry (compress.report.model.Artifact), measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
-    ``fmt``: the file's format name when the caller knows it (else found from its name).
+    ``fmt``: the file's format name when the caller knows it (else found from its name). ``holds_integer_ops``: what
+    the quantizer found (False: nothing was quantized; None: not checked, left out of the entry).
 
     The one place where a file gets its final name: writers put it at ``staged(run_dir, filename)``; it is verified
     there and renamed into ``run_dir`` only if it loads and runs. A file that fails is moved to ``failed/`` and comes
@@ -179,6 +181,8 @@ def verify_artifact(
                      techniques=[technique_record(t) for t in techniques], size_bytes=artifact_size(path),
                      sha256=artifact_sha256(path), verified_in=[], metrics={"task": None, "degradation": None, "fidelity": None},
                      latency=[], float_ops=float_ops or [], notes=notes or [])
+    if holds_integer_ops is not None:
+        entry.holds_integer_ops = holds_integer_ops
     try:
         metrics, runtime = evaluate_artifact(path, plan, reference, heads)
     except Exception as exc:
