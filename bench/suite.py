@@ -55,7 +55,7 @@ def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, 
     """compress's recommendation re-made from the suite's timing: each artifact's latency becomes the suite's records
     for its variant (``labels``: artifact name -> variant name; an artifact without one has no latency, so it is not
     recommended), its speed notes follow, and the report's own policy judges again. Returns the new ``recommended``."""
-    from compress.report import read_report
+    from compress.report import read_report, report_document
     from compress.steps.advice import explain_speed
     from compress.steps.gates import policy_of, recommend_judged
 
@@ -65,8 +65,10 @@ def rejudge(report: dict, timing: dict[str, dict[int, dict]], labels: dict[str, 
                                 "device": "bench suite (in-process)", "batch": batch, "threads": conditions["threads"],
                                 "runs": conditions["runs"], "warmup": conditions["warmup"], "emulated": False,
                                 "conditions": conditions, **stats[batch]} for batch in sorted(stats)]
-    explain_speed(report["artifacts"])
-    recommended = recommend_judged(report["artifacts"], policy_of(read_report(report)))
+    model = read_report(report)
+    explain_speed(model.artifacts)
+    recommended = recommend_judged(model.artifacts, policy_of(model))
+    report["artifacts"] = report_document(model)["artifacts"]  # the table's latencies and the notes they give
     return recommended.model_dump(by_alias=True, exclude_unset=True)
 
 

@@ -9,7 +9,7 @@ Example:
     >>> specs = [ArtifactSpec("onnx", "fp32", "fp32-onnx", "model.fp32.onnx", FP32),
     ...          ArtifactSpec("onnx", "int8", "int8-onnx", "model.int8.onnx")]
     >>> built = build(handle, specs, BuildContext(run_dir, plan, heads, QuantizeConfig(), reference=reference))
-    >>> [entry["name"] for entry in built.artifacts]
+    >>> [entry.name for entry in built.artifacts]
     ['fp32-onnx', 'int8-onnx']
 """
 from __future__ import annotations
@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from compress.catalog import FP32_EXPORT, Technique
+
+if TYPE_CHECKING:  # the report models load with pydantic: never at CLI start-up
+    from compress.report.model import Artifact
 
 FP32 = "fp32 export"                # the format's fp32 exporter
 QUANTIZER = "quantizer"             # the format's quantizer for the spec's precision (repaired when allowed)
@@ -118,7 +121,7 @@ class Built:
     """What ``build`` made: the report entries (in the order of their formats' first spec), the pre-flight findings
     and the reference the files were measured against."""
 
-    artifacts: list[dict]
+    artifacts: list[Artifact]
     preflight: list[dict]
     reference: Any
 
@@ -168,9 +171,9 @@ class Refusals:
         reason = str(error) if isinstance(error, CompressError) else f"{type(error).__name__}: {first_line(error)}"
         self.reasons[name] = reason.removeprefix(f"{name}: ")
 
-    def records(self, artifacts: list[dict]) -> list[dict]:
+    def records(self, artifacts: list[Artifact]) -> list[dict]:
         """report.json ``refused``: each refused format, the precisions it has no file of (``artifacts``: the run's)."""
-        made = {(a["format"], a["precision"]) for a in artifacts}
+        made = {(a.format, a.precision) for a in artifacts}
         return [{"format": name, "precisions": [p for p in self.precisions if (name, p) not in made], "reason": reason}
                 for name, reason in self.reasons.items()]
 
@@ -208,7 +211,7 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
     if context.rank_first:
         context.ranked_layers()
 
-    artifacts: list[dict] = []
+    artifacts: list[Artifact] = []
 
     def make(spec: ArtifactSpec) -> None:
         nonlocal reference
@@ -235,7 +238,7 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
             for spec in (s for s in specs if s.format == name and s.source != FP32):
                 make(spec)
 
-    artifacts.sort(key=lambda a: formats.index(a["format"]))  # the order asked for
+    artifacts.sort(key=lambda a: formats.index(a.format))  # the order asked for
     if ahead is not None:
         ahead.close()  # it has answered everything asked of it
     if context.bench is not None and context.time_last:  # the second process has ended: nothing else runs on the cores
@@ -244,32 +247,33 @@ def build(handle, specs: list[ArtifactSpec], context: BuildContext) -> Built:
     return Built(artifacts, preflight, reference)
 
 
-def time_artifacts(run_dir: Path, artifacts: list[dict], bench: dict) -> None:
+def time_artifacts(run_dir: Path, artifacts: list[Artifact], bench: dict) -> None:
     """Time every verified file (compress.steps.benchmark.benchmark_artifact with ``bench``) into its ``latency``."""
     from compress.steps.benchmark import benchmark_artifact
     from compress.steps.gates import is_failed
 
     for entry in artifacts:
         if not is_failed(entry):
-            entry["latency"].append(benchmark_artifact(Path(run_dir) / entry["path"], **bench))
+            entry.latency = [*entry.latency, benchmark_artifact(Path(run_dir) / entry.path, **bench)]
 
 
 def _verify(spec: ArtifactSpec, context: BuildContext, reference, filename: str, precision: str, techniques: list,
-            notes=(), float_ops=(), name: str | None = None) -> dict:
+            notes=(), float_ops=(), name: str | None = None, holds_integer_ops: bool | None = None) -> Artifact:
     from compress.steps.pipeline import verify_artifact
 
     entry = verify_artifact(context.run_dir, filename, precision, [*spec.techniques, *techniques], context.plan, reference,
                             context.heads, name=name, bench=None if context.time_last else context.bench,
-                            notes=[*spec.notes, *notes], float_ops=list(float_ops), fmt=spec.format)
+                            notes=[*spec.notes, *notes], float_ops=list(float_ops), fmt=spec.format,
+                            holds_integer_ops=holds_integer_ops)
     if context.compressed_size:
         from compress.passes.prune import compressed_size
 
-        entry["compressed_size_bytes"] = compressed_size(Path(context.run_dir) / entry["path"])
+        entry.compressed_size_bytes = compressed_size(Path(context.run_dir) / entry.path)
     return entry
 
 
-def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,
-                      reference) -> dict:
+def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[Artifact], context: BuildContext,
+                      reference) -> Artifact:
     """``spec``'s file, written by its source and verified; a static int8 file failing its gates is repaired."""
     from compress.safety.rundir import staged
 
@@ -286,7 +290,7 @@ def _produce_verified(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], art
     return _quantized(handle, spec, specs, artifacts, context, reference)
 
 
-def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> dict:
+def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> Artifact:
     """``spec``'s decoder LM file (``lm``: a compress.lm.model.LanguageModel), written by its format's
     ``export_decoder`` after the options' algorithm, verified on text (compress.steps.lm_verify); with
     ``context.repair``, an int4/8da4w file failing its perplexity gate is repaired."""
@@ -301,7 +305,7 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
     asked = options.layers.plan(lm.module, spec.format, spec.precision, options.block_size, options.grids) \
         if options.layers is not None and options.layers.asks() else None  # the user's per-layer plan, every attempt
 
-    def attempt(label: str, algorithm: str, layers) -> dict:
+    def attempt(label: str, algorithm: str, layers) -> Artifact:
         layers = asked if layers is None else layers
         module, plan, techniques = reference.prepared(spec.precision, algorithm, options.block_size, layers, context.step)
         grids = options.grids if algorithm == "rtn" else None  # a plan keeps the source grids its layers hold
@@ -316,13 +320,13 @@ def _decoder_file(lm, spec: ArtifactSpec, context: BuildContext, reference) -> d
     if context.repair and policy.enabled and spec.precision in REPAIRED and perplexity_gate_failed(entry, policy):
         entry = repair_decoder(attempt, entry, spec.precision, options.algorithm, policy, lm, options.block_size,
                                context.step)
-    if context.bench is not None and entry.get("status") != "failed":  # the kept file only
-        entry["tokens"] = measure_tokens(Path(context.run_dir) / entry["path"], context.bench, context.step)
+    if context.bench is not None and entry.status != "failed":  # the kept file only
+        entry.tokens = measure_tokens(Path(context.run_dir) / entry.path, context.bench, context.step)
     return entry
 
 
-def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[dict], context: BuildContext,
-               reference) -> dict:
+def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts: list[Artifact], context: BuildContext,
+               reference) -> Artifact:
     """The format's quantizer for ``spec``; with ``context.repair``, a failing static int8 file is repaired."""
     from compress import catalog as registry
     from compress.steps.repair import RepairStep, repair, should_repair
@@ -331,19 +335,19 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
     config, fmt = context.config, registry.get(spec.format)
     fp32_name = next((s.filename for s in specs if s.format == spec.format and s.source == FP32), fmt.filename("fp32"))
 
-    def attempt(change: RepairStep) -> dict:
+    def attempt(change: RepairStep) -> Artifact:
         exclude = [*config.exclude, *change.keep_float]
         job = _job(handle, spec.format, change.precision or spec.precision, staged(context.run_dir, spec.filename),
                    located(context.run_dir, fp32_name), context, config.model_copy(update=change.update), exclude, reference)
         result = fmt.quantize(job)
         techniques = list(result.techniques) + [Technique("keep-float", layer=layer) for layer in exclude]
         return _verify(spec, context, reference, result.path.name, result.precision if not exclude else "mixed", techniques,
-                       result.notes, result.float_ops, name=spec.name)
+                       result.notes, result.float_ops, name=spec.name, holds_integer_ops=result.holds_integer_ops)
 
     entry = attempt(RepairStep("as configured"))
     if not context.repair:
         return entry
-    fp32_entry = next((a for a in artifacts if a["format"] == spec.format and a["precision"] == "fp32"), None)
+    fp32_entry = next((a for a in artifacts if a.format == spec.format and a.precision == "fp32"), None)
     skipped = should_repair(entry, spec.precision, context.policy, fp32_entry) if config.auto_fallback else "off"
     if skipped is None:
         from compress.steps.repair_budget import RepairBudget
@@ -355,8 +359,8 @@ def _quantized(handle, spec: ArtifactSpec, specs: list[ArtifactSpec], artifacts:
                        step=lambda message: context.step(f"{spec.precision} {spec.format}: {message}"),
                        budget=context.repair_budget, op_types=graph_op_types(located(context.run_dir, fp32_name)))
     elif skipped.startswith("the fp32"):
-        entry["notes"].append(f"not repaired: {skipped}")
-    entry["name"] = spec.name
+        entry.notes = [*entry.notes, f"not repaired: {skipped}"]
+    entry.name = spec.name
     return entry
 
 

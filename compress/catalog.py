@@ -314,7 +314,8 @@ def _plain_number(value):
 class ExportResult:
     """What an exporter or quantizer wrote (ONNX, TFLite and .pte alike): the file, the precision it holds, its
     technique records, the weighted ops left in float (``{"op", "node", "layer", "reason", "count"}``) and notes;
-    ``coverage`` (.pte): ``{"delegated": {op: n}, "portable": {op: n}}``.
+    ``coverage`` (.pte): ``{"delegated": {op: n}, "portable": {op: n}}``; ``holds_integer_ops`` (ONNX): False when
+    nothing was quantized, None where not checked.
 
     Example:
         >>> ExportResult(Path("model.int8.onnx"), "int8", [Technique("cast", precision="fp16")]).float_ops
@@ -327,6 +328,7 @@ class ExportResult:
     float_ops: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     coverage: dict = field(default_factory=dict)
+    holds_integer_ops: bool | None = None
 
 
 @dataclass(frozen=True)

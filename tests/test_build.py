@@ -40,10 +40,12 @@ def test_build_exports_verifies_and_measures_the_reference(zoo_checkpoint, tmp_p
     specs = [ArtifactSpec("onnx", "fp32", "base-onnx", "base.fp32.onnx", FP32),
              ArtifactSpec("onnx", "int8", "small-onnx", "small.int8.onnx", QUANTIZER, (Technique("prune", method="l1", sparsity=0.5),))]
     built = build(handle, specs, BuildContext(tmp_path, plan, heads_for(handle, plan), QuantizeConfig(), compressed_size=True))
-    assert [(a["name"], a["path"], a["format"], a["verified_in"]) for a in built.artifacts] == [
+    assert [(a.name, a.path, a.format, a.verified_in) for a in built.artifacts] == [
         ("base-onnx", "base.fp32.onnx", "onnx", ["onnxruntime"]), ("small-onnx", "small.int8.onnx", "onnx", ["onnxruntime"])]
     assert built.reference.size_bytes == Path(tmp_path, "base.fp32.onnx").stat().st_size
-    assert built.artifacts[1]["techniques"][0] == {"kind": "prune", "method": "l1", "sparsity": 0.5, "label": "prune:l1:0.5"} and "compressed_size_bytes" in built.artifacts[1]
+    small = built.artifacts[1]
+    assert small.techniques[0].model_dump() == {"kind": "prune", "method": "l1", "sparsity": 0.5, "label": "prune:l1:0.5"}
+    assert 0 < small.compressed_size_bytes < Path(tmp_path, "small.int8.onnx").stat().st_size  # deflated
     assert built.preflight == []
 
 

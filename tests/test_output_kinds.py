@@ -121,7 +121,9 @@ def test_a_repair_that_keeps_everything_float_is_not_an_int8_artifact(cli, tmp_p
     result, report = _quantize(cli, tmp_path / "pitch.pt2", tmp_path / "frames.npz", tmp_path / "run")
     repaired = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
     assert "keep float: " in repaired["repair"]["kept"]  # on top of dynamic MatMul when that came nearer the floor
-    assert repaired["precision"] == "fp32" and "speedup_vs_fp32" not in repaired
+    assert repaired["precision"] == "fp32" and "speedup_vs_fp32" not in repaired and "speed" not in repaired
+    assert repaired["gain"]["finding"] == "all float" and repaired["gain"]["listed_as"] == "mixed"  # the note says this
+    assert repaired["holds_integer_ops"] is False  # what the ONNX writer found, not its note read back
     note = "repair kept everything float: this is an fp32 file (no integer weights); listed as precision fp32, never recommended as"
     assert any(n.startswith(note) for n in repaired["notes"]) and note in result.stdout
     recommended = report["recommended"]
@@ -138,6 +140,8 @@ def test_an_int8_file_no_smaller_than_fp32_says_so_and_is_not_recommended(cli, t
     int8 = next(a for a in report["artifacts"] if a["name"] == "int8-onnx")
     fp32 = next(a for a in report["artifacts"] if a["name"] == "fp32-onnx")
     assert int8["precision"] == "int8" and int8["size_bytes"] >= 0.95 * fp32["size_bytes"]
+    assert int8["gain"] == {"finding": "no size gain", "fp32": "fp32-onnx", "size_bytes": int8["size_bytes"],
+                            "fp32_size_bytes": fp32["size_bytes"]}
     note = f"gains nothing in size: {int8['size_bytes'] / fp32['size_bytes']:.3f}x the fp32 file"
     assert any(n.startswith(note) and n.endswith("not recommended for size") for n in int8["notes"])
     assert note in result.stdout and note in (tmp_path / "run" / "report.md").read_text()

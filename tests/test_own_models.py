@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.steps.advice import SPEED_NOTE, speed_verdict
+from compress.report import read_report
+from compress.steps.advice import speed_verdict
 from compress.steps.benchmark import session_of
 from tests.cli_checks import json_output, one_line
 
@@ -94,17 +95,19 @@ def test_speed_notes_agree_with_the_confidence_intervals(own, cli, tmp_path):
 
 
 def _check_speed_notes(report: dict) -> None:
-    fp32 = {a["format"]: a for a in report["artifacts"] if a["precision"] == "fp32"}
-    for artifact in report["artifacts"]:
-        notes = [n for n in artifact["notes"] if SPEED_NOTE.match(n)]
-        if artifact["precision"] == "fp32":
-            assert not notes
+    artifacts = read_report(report).artifacts
+    fp32 = {a.format: a for a in artifacts if a.precision == "fp32"}
+    for artifact in artifacts:
+        said = {"x faster than fp32", "not faster than fp32", "same speed as fp32", "speed not compared with fp32"}
+        notes = [n for n in artifact.notes if any(phrase in n for phrase in said)]
+        if artifact.precision == "fp32":
+            assert not notes and artifact.speed is None
             continue
-        assert len(notes) == 1, artifact["notes"]
-        if session_of(artifact) != session_of(fp32[artifact["format"]]):  # re-timed alone: never divided by fp32's
+        assert len(notes) == 1 and notes[0] == artifact.speed.note, artifact.notes
+        if session_of(artifact) != session_of(fp32[artifact.format]):  # re-timed alone: never divided by fp32's
             assert notes[0].startswith("speed not compared with fp32: timed in session"), notes[0]
             continue
-        verdict = speed_verdict(artifact, fp32[artifact["format"]])
+        verdict = speed_verdict(artifact, fp32[artifact.format])
         expected = {"faster": "x faster than fp32", "slower": "not faster than fp32", "same": "same speed as fp32"}[verdict]
         assert expected in notes[0], (verdict, notes[0])
 

@@ -67,7 +67,7 @@ def test_a_run_report_is_the_model_serialised_and_bench_rewrites_only_its_timing
     after = json.loads((run_dir / "report.json").read_text())
     untimed = ("artifacts", "recommended")
     assert {k: v for k, v in after.items() if k not in untimed} == {k: v for k, v in before.items() if k not in untimed}
-    timed = ("latency", "notes", "speedup_vs_fp32")
+    timed = ("latency", "notes", "speedup_vs_fp32", "speed")  # speed: the finding its speed note is derived from
     for old, new in zip(before["artifacts"], after["artifacts"], strict=True):
         assert {k: v for k, v in new.items() if k not in timed} == {k: v for k, v in old.items() if k not in timed}
     int8 = next(a for a in after["artifacts"] if a["name"] == "int8-onnx")

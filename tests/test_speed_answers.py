@@ -12,9 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compress.report.model import Artifact
+from compress.steps.advice import check_int8_gains, explain_speed
 from compress.steps.benchmark import speed_against, speed_pick, start_timing_session, summarize
 from compress.steps.recording import record_latencies
 from tests.browser import render
+from tests.report_models import artifact_model, latency_entry
 
 REPO = str(Path(__file__).parents[1])
 
@@ -31,12 +34,11 @@ def busy_samples(steady_ms: float, steady: int, stretched: int) -> list[float]:
     return [*np.linspace(steady_ms, steady_ms * 1.05, steady), *np.linspace(steady_ms * 8, steady_ms * 17, stretched)]
 
 
-def artifact(name: str, size: int, samples: list[float], session: str = "s1") -> dict:
-    return {"name": name, "size_bytes": size, "format": "onnx",
-            "latency": [{"batch": 1, "emulated": False, "measured_on": {"session": session}, **summarize(samples)}]}
+def artifact(name: str, size: int, samples: list[float], session: str = "s1") -> Artifact:
+    return artifact_model(name=name, size_bytes=size, latency=[latency_entry(session=session, **summarize(samples))])
 
 
-def evidence(a: dict) -> str:
+def evidence(a: Artifact) -> str:
     return "judged on test data"
 
 
@@ -44,8 +46,8 @@ def test_intervals_too_wide_to_decide_say_undecided_machine_busy():
     """The issue's case: a small file at p50 13 ms against the fastest at 1.75 ms, both timed under load."""
     fast = artifact("fp32-onnx", 400_000, busy_samples(1.754, steady=22, stretched=18))
     slow = artifact("int8-onnx", 100_000, busy_samples(1.6, steady=18, stretched=22))  # unluckier: most runs stretched
-    assert fast["latency"][0]["p50_ms"] < 1.9 and slow["latency"][0]["p50_ms"] > 13
-    assert slow["latency"][0]["median_ci95_ms"][0] <= fast["latency"][0]["median_ci95_ms"][1], \
+    assert fast.latency[0].p50_ms < 1.9 and slow.latency[0].p50_ms > 13
+    assert slow.latency[0].median_ci95_ms[0] <= fast.latency[0].median_ci95_ms[1], \
         "the intervals overlap: the old rule called them the same speed and picked the smaller, slower-looking file"
     assert speed_against(slow, fast) == "undecided"
     pick = speed_pick([fast, slow], evidence)
@@ -67,6 +69,26 @@ def test_figures_from_two_sessions_are_never_compared():
     pick = speed_pick([*old, *new], evidence)
     assert pick["artifact"] == "c" and pick["session"] == "quantize"
     assert [n["artifact"] for n in pick["not_compared"]] == ["d", "e"] and "session quantize" in pick["why"]
+
+
+def test_speed_and_gain_notes_are_derived_from_typed_findings_never_parsed_back():
+    """explain_speed/check_int8_gains run again replace only the notes they derived; a user's note that reads like
+    one is kept, and a file is judged by its findings, not by its notes' text."""
+    steady = [1.0 + 0.01 * np.sin(i) for i in range(40)]
+    fp32 = artifact("fp32-onnx", 1000, steady)
+    fp32.precision = "fp32"
+    look_alike = "2.00x faster than fp32 on this CPU (written by hand)"
+    int8 = artifact("int8-onnx", 990, [v * 0.5 for v in steady])
+    int8.notes, int8.sha256 = [look_alike], "1" * 64  # not the fp32 file's bytes
+    for _ in range(2):
+        check_int8_gains([fp32, int8])
+        explain_speed([fp32, int8])
+    assert int8.speed.verdict == "faster" and int8.gain.finding == "no size gain"
+    assert int8.notes == [look_alike, int8.gain.note, int8.speed.note]
+    assert int8.speedup_vs_fp32 == round(int8.speed.fp32_ms / int8.speed.ms, 3)
+    plain = artifact_model(name="fp16-onnx", precision="fp16", notes=[look_alike, "gains nothing in size: said by hand"])
+    explain_speed([fp32, plain])
+    assert plain.speed is None and plain.notes == [look_alike, "gains nothing in size: said by hand"]
 
 
 @pytest.fixture(scope="module")

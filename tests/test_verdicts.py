@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from compress.steps.gates import GatePolicy, evaluate_gates, fidelity_floor_check
+from tests.report_models import artifact_model
 from compress.data.outputs import infer_kinds, measure, neighbour_agreement
 from compress.report import load_schema, validate_report
 from compress.report.model import report_json_schema
@@ -187,13 +188,14 @@ def test_a_labelled_classifier_beside_an_embedding_head_is_judged_by_both():
     outputs = [{"name": "cls", "kind": "classes", "kind_from": "head", "labelled": True, "measures": {"top1_agreement": 0.9}},
                {"name": "emb", "kind": "embedding", "kind_from": "shape", "labelled": False,
                 "measures": {"cosine": 0.93, "cosine_min": 0.5, "neighbour_agreement": 0.95}}]
-    artifact = {"name": "int8-onnx", "precision": "int8", "size_bytes": 1, "latency": [],
-                "metrics": {"task": {"name": "accuracy", "value": 0.9, "higher_is_better": True}, "degradation": 0.002,
-                            "fidelity": {"outputs": outputs, "worst": {"output": "emb", "kind": "embedding", "measure": "cosine", "value": 0.93}}}}
+    fidelity = {"top1_agreement": 0.9, "sqnr_db": None, "max_abs_error": None, "outputs": outputs,
+                "worst": {"output": "emb", "kind": "embedding", "measure": "cosine", "value": 0.93}}
+    artifact = artifact_model(metrics={"task": {"name": "accuracy", "value": 0.9, "higher_is_better": True}, "degradation": 0.002,
+                                       "fidelity": fidelity})
     gates = {g.name: g for g in evaluate_gates([artifact], GatePolicy())}
     assert gates["max_degradation"].passed and gates["max_degradation"].judged_by == "labels"
     assert not gates["fidelity_floor"].passed and gates["fidelity_floor"].output == "emb"
-    assert fidelity_floor_check(artifact["metrics"]["fidelity"], unlabelled_only=True) == [
+    assert fidelity_floor_check(artifact.metrics.fidelity, unlabelled_only=True) == [
         {"output": "emb", "kind": "embedding", "measure": "cosine", "value": 0.93, "floor": 0.98}]
 
 

@@ -258,19 +258,25 @@ def measure(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
     return {k: (None if v is None else round(float(v), 6)) for k, v in result.items()}
 
 
-def floor_shortfalls(output: dict, floors: dict[str, dict[str, float]] | None = None) -> list[dict]:
-    """The floor measures ``output`` (a per-output fidelity entry) misses: ``[{"measure", "value", "floor"}]``."""
+def floor_shortfalls(kind: str, measures: dict, floors: dict[str, dict[str, float]] | None = None) -> list[dict]:
+    """The floor measures an output of ``kind`` with ``measures`` misses: ``[{"measure", "value", "floor"}]``.
+
+    Example:
+        >>> floor_shortfalls("embedding", {"cosine": 0.93}, {"embedding": {"cosine": 0.98}})
+        [{'measure': 'cosine', 'value': 0.93, 'floor': 0.98}]
+    """
     floors = FIDELITY_FLOORS if floors is None else floors
-    return [{"measure": m, "value": output["measures"].get(m), "floor": limit}
-            for m, limit in floors.get(output["kind"], {}).items()
-            if output["measures"].get(m) is not None and output["measures"][m] < limit]
+    return [{"measure": m, "value": measures.get(m), "floor": limit}
+            for m, limit in floors.get(kind, {}).items()
+            if measures.get(m) is not None and measures[m] < limit]
 
 
-def floor_margin(output: dict, floors: dict[str, dict[str, float]] | None = None) -> tuple[float, str]:
-    """(value / floor of the output's weakest floor measure, that measure): below 1 misses the floor; the lower, the worse."""
-    ratios = [(output["measures"][m] / limit, m) for m, limit in (FIDELITY_FLOORS if floors is None else floors).get(output["kind"], {}).items()
-              if output["measures"].get(m) is not None]
-    return min(ratios) if ratios else (float("inf"), next(iter(output["measures"]), ""))
+def floor_margin(kind: str, measures: dict, floors: dict[str, dict[str, float]] | None = None) -> tuple[float, str]:
+    """(value / floor of the weakest floor measure of an output of ``kind``, that measure): below 1 misses the floor;
+    the lower, the worse."""
+    ratios = [(measures[m] / limit, m) for m, limit in (FIDELITY_FLOORS if floors is None else floors).get(kind, {}).items()
+              if measures.get(m) is not None]
+    return min(ratios) if ratios else (float("inf"), next(iter(measures), ""))
 
 
 def output_fidelity(kinds: list[OutputKind], reference: list[np.ndarray], candidate: list[np.ndarray]) -> dict:
@@ -279,8 +285,8 @@ def output_fidelity(kinds: list[OutputKind], reference: list[np.ndarray], candid
     Keeps the v1 flat keys (``top1_agreement``, ``sqnr_db``, ``max_abs_error``, ``cosine``) for the headline output.
     """
     outputs = [{**k.as_dict(), "measures": measure(k.kind, r, c)} for k, r, c in zip(kinds, reference, candidate)]
-    worst = min(outputs, key=lambda o: floor_margin(o)[0])
-    measure_name = floor_margin(worst)[1]
+    worst = min(outputs, key=lambda o: floor_margin(o["kind"], o["measures"])[0])
+    measure_name = floor_margin(worst["kind"], worst["measures"])[1]
     ref, cand = reference[outputs.index(worst)], candidate[outputs.index(worst)]
     head = worst["measures"]
     return {

@@ -16,6 +16,8 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from pathlib import Path
@@ -67,7 +69,8 @@ def export_onnx_lm(module, out: Path, precision: str, *, max_context: int = 512,
     if spec.positions is not None and max_context > len(spec.positions):
         raise UsageError(f"max_context {max_context} exceeds the model's {len(spec.positions)} learned positions")
     grids = grids or {}
-    choices = {c.name: c for c in (layers or plan_onnx_layers(spec, precision, block_size, symmetric, grids))}
+    choices = {c.name: _in_blocks(c, block_size)
+               for c in (layers or plan_onnx_layers(spec, precision, block_size, symmetric, grids))}
     notes: list[str] = []
     techniques = [Technique("export", args=("onnx", "kv-cache"))]
     _check_choices(spec, choices)
@@ -167,6 +170,20 @@ def _accuracy_level(precision: str, asked: int | None) -> int:
     if precision in ("8da4w", "int8-weight"):  # int8 compute: 8da4w by definition, 8-bit blocks for speed
         return 4
     return asked or 0
+
+
+def _in_blocks(choice: LayerChoice, block_size: int) -> LayerChoice:
+    """``choice`` as MatMulNBits stores it: a linear layer's int8 per output channel (block None: a layer the
+    sensitivity repair promoted) goes in blocks of ``block_size``, a finer grid, said in its reason.
+
+    Example:
+        >>> _in_blocks(LayerChoice("lm_head", "head", "int8-weight", None, True, "kept higher"), 32).block_size
+        32
+    """
+    if choice.kind == "embedding" or choice.precision == "fp32" or choice.block_size is not None:
+        return choice
+    return dataclasses.replace(choice, block_size=block_size,
+                               reason=f"{choice.reason}; in blocks of {block_size} (MatMulNBits has no per-channel layout)")
 
 
 def _check_choices(spec: DecoderSpec, choices: dict) -> None:

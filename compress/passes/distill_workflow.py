@@ -7,11 +7,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.catalog import Technique, technique_label
 from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, load_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 
 @holds_run_dir("distill")
@@ -76,13 +80,13 @@ def _save_student(student, run_dir: Path, split_seed: int, seed: int) -> Path:
     return save_program(student, run_dir / "student.pt2")
 
 
-def _runtime_verdict(artifacts: list[dict]) -> str | None:
+def _runtime_verdict(artifacts: list[Artifact]) -> str | None:
     """KD's benefit as measured on the exported fp32 files in their runtime (student vs no-KD twin)."""
-    by_name = {a["name"]: a for a in artifacts}
+    by_name = {a.name: a for a in artifacts}
     for fmt in FORMATS:
         kd, plain = by_name.get(f"fp32-{fmt}"), by_name.get(f"no-kd-fp32-{fmt}")
-        if kd and plain and kd["metrics"]["task"] and plain["metrics"]["task"]:
-            a, b = kd["metrics"]["task"]["value"], plain["metrics"]["task"]["value"]
+        if kd and plain and kd.metrics.task and plain.metrics.task:
+            a, b = kd.metrics.task.value, plain.metrics.task.value
             verb = "KD helped" if a > b else "KD did not help"
-            return f"{verb} in {kd['verified_in'][0]}: {kd['metrics']['task']['name']} {a:.4f} with KD vs {b:.4f} without ({(a - b) * 100:+.2f} pt)"
+            return f"{verb} in {kd.verified_in[0]}: {kd.metrics.task.name} {a:.4f} with KD vs {b:.4f} without ({(a - b) * 100:+.2f} pt)"
     return None

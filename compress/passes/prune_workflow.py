@@ -8,11 +8,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.catalog import technique_label
 from compress.passes.workflow_common import FORMATS, compare_latency, export_verified, load_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 
 @holds_run_dir("prune")
@@ -55,18 +59,19 @@ def run_prune(handle, config, data=None, out_dir: str | Path = "runs/prune", for
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
 
 
-def _size_notes(artifacts: list[dict], config) -> None:
+def _size_notes(artifacts: list[Artifact], config) -> None:
     """Say what shrank: the file itself (structured) or only its compressed download (zeros in a dense file)."""
-    dense = {a["format"]: a for a in artifacts if a["name"].startswith("dense-")}
+    dense = {a.format: a for a in artifacts if a.name.startswith("dense-")}
     for artifact in artifacts:
-        base = dense.get(artifact["format"])
+        base = dense.get(artifact.format)
         if base is None or artifact is base:
             continue
-        ratio = artifact["size_bytes"] / base["size_bytes"]
-        zipped = artifact["compressed_size_bytes"] / base["compressed_size_bytes"]
+        ratio = artifact.size_bytes / base.size_bytes
+        zipped = artifact.compressed_size_bytes / base.compressed_size_bytes
         if config.structured:
-            artifact["notes"].append(f"{ratio:.2f}x the dense fp32 file ({artifact['size_bytes']:,} vs {base['size_bytes']:,} bytes): channels were removed")
+            note = f"{ratio:.2f}x the dense fp32 file ({artifact.size_bytes:,} vs {base.size_bytes:,} bytes): channels were removed"
         else:
-            artifact["notes"].append(f"dense file {ratio:.2f}x the unpruned one: zeros are still stored; compressed (deflate, "
-                                     f"as in an APK or a zip download) {artifact['compressed_size_bytes']:,} bytes = {zipped:.2f}x "
-                                     f"the unpruned file's {base['compressed_size_bytes']:,}")
+            note = (f"dense file {ratio:.2f}x the unpruned one: zeros are still stored; compressed (deflate, "
+                    f"as in an APK or a zip download) {artifact.compressed_size_bytes:,} bytes = {zipped:.2f}x "
+                    f"the unpruned file's {base.compressed_size_bytes:,}")
+        artifact.notes = [*artifact.notes, note]

@@ -7,11 +7,15 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.build import FP32, GRAPH, QUANTIZER, ArtifactSpec
 from compress.passes.workflow_common import FORMATS, load_splits
 from compress.steps.phases import PhaseClock
 from compress.safety.rundir import holds_run_dir
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 
 @holds_run_dir("qat")
@@ -51,7 +55,7 @@ def run_qat(handle, config, data=None, out_dir: str | Path = "runs/qat", formats
     context = BuildContext(run_dir, plan, heads, QuantizeConfig(seed=config.seed), bench=bench, compressed_size=True, step=step)
     built = build(handle, specs, context)
     artifacts, reference = built.artifacts, built.reference
-    comparison = [_compare(fmt, *[a for a in artifacts if a["format"] == fmt][1:]) for fmt in formats]
+    comparison = [_compare(fmt, *[a for a in artifacts if a.format == fmt][1:]) for fmt in formats]
     extra = {"command": "qat", "config": config.model_dump(mode="json"), "qat": trained.metrics["qat"], "comparison": comparison,
              "timings": clock.record()}
     return finish_report(run_dir, handle, plan, reference, artifacts, policy, extra)
@@ -70,10 +74,10 @@ def _ptq_spec(handle, twin, config, fmt: str) -> ArtifactSpec:
                         tuple(scheme_notes(config)), phase, twin, handle, exact_precision=True)
 
 
-def _compare(fmt: str, ptq: dict, qat: dict) -> dict:
-    a, b = ptq["metrics"]["degradation"], qat["metrics"]["degradation"]
+def _compare(fmt: str, ptq: Artifact, qat: Artifact) -> dict:
+    a, b = ptq.metrics.degradation, qat.metrics.degradation
     verdict = None
     if a is not None and b is not None:
         verdict = ("QAT loses less than PTQ" if b < a else "QAT loses as much as PTQ" if b == a else "QAT loses MORE than PTQ")
-    return {"format": fmt, "ptq": ptq["name"], "qat": qat["name"], "ptq_degradation": a, "qat_degradation": b,
+    return {"format": fmt, "ptq": ptq.name, "qat": qat.name, "ptq_degradation": a, "qat_degradation": b,
             "qat_not_worse": None if verdict is None else b <= a, "verdict": verdict}

@@ -142,14 +142,14 @@ def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[Q
     return config.model_copy(update={"formats": [f for f in config.formats if f not in refused]}), findings
 
 
-def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0) -> dict | None:
+def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list, seed: int = 0) -> dict | None:
     """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models)."""
     from compress.runtimes import open_runner
     from compress.data.streams import evaluate_stream
 
     if not handle.input_spec.state:
         return None
-    runners = {a["name"]: open_runner(Path(run_dir) / a["path"], spec=plan.spec) for a in artifacts}
+    runners = {a.name: open_runner(Path(run_dir) / a.path, spec=plan.spec) for a in artifacts}
     return evaluate_stream(handle, plan, runners, seed=seed)
 
 

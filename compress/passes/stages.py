@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,9 @@ from compress.catalog import technique_label, technique_record
 from compress.errors import UsageError
 from compress.limits import MAX_BATCH, MAX_RUNS, MAX_THREADS
 from compress.loading.model import ModelHandle
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 
 @dataclass
@@ -32,7 +35,7 @@ class StageContext:
     reference: object              # compress.steps.pipeline.Reference (the recipe's input model)
     folder: Path                   # the stage's own folder (cached stages) or the run directory (measurements)
     run_dir: Path
-    artifacts: list[dict] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
 
 
 class EvaluateConfig(BaseModel):
@@ -109,7 +112,8 @@ def _export_quantized(context: StageContext, config) -> dict:
     specs = [qat_spec(context.handle, qat_config, fmt) for fmt in config.formats]
     build_context = BuildContext(context.folder, context.plan, heads_for(context.handle, context.plan), config,
                                  context.reference, bench=bench, compressed_size=True)
-    return {"artifacts": build(context.handle, specs, build_context).artifacts}
+    built = build(context.handle, specs, build_context).artifacts  # the stage's marker keeps them as report.json does
+    return {"artifacts": [a.model_dump(by_alias=True, exclude_unset=True) for a in built]}
 
 
 def evaluate_stage(context: StageContext, config: EvaluateConfig) -> dict:
@@ -130,7 +134,7 @@ def benchmark_stage(context: StageContext, config: BenchmarkConfig) -> dict:
     for artifact in (a for a in context.artifacts if not is_failed(a)):
         for target in targets:
             for batch in config.batch:
-                entry = benchmark_artifact(context.run_dir / artifact["path"], target=target, batch=batch, runs=config.runs,
+                entry = benchmark_artifact(context.run_dir / artifact.path, target=target, batch=batch, runs=config.runs,
                                            warmup=config.warmup, threads=config.threads)
-                artifact["latency"] = [e for e in artifact["latency"] if (e["target"], e["batch"]) != (entry["target"], batch)] + [entry]
+                artifact.latency = [e for e in artifact.latency if (e.target, e.batch) != (entry["target"], batch)] + [entry]
     return {"targets": targets, "batch": config.batch}

@@ -10,8 +10,12 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.backends import default_formats
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 FORMATS = tuple(default_formats())
 
@@ -50,7 +54,7 @@ def load_splits(clock, handle, data, seed: int = 0):
 
 
 def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: bool, plan, reference, heads,
-                    bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[dict]:
+                    bench: dict | None, prefix: str = "", seed: int = 0, step=None) -> list[Artifact]:
     """Export ``handle`` to fp32 (and PTQ int8) ONNX/TFLite as ``{stem}.{precision}.{fmt}``, verify each file in its
     runtime on the test split, and return the report entries (with ``compressed_size_bytes``): compress.build."""
     from compress.build import FP32, QUANTIZER, ArtifactSpec, BuildContext, build
@@ -68,15 +72,15 @@ def export_verified(handle, run_dir: Path, stem: str, formats: list[str], int8: 
     return build(handle, specs, context).artifacts
 
 
-def compare_latency(artifacts: list[dict], baseline_prefix: str) -> None:
+def compare_latency(artifacts: list[Artifact], baseline_prefix: str) -> None:
     """``speedup_vs_baseline`` (batch-1 p50 of the ``baseline_prefix`` fp32 file of the same format / own p50) and a note."""
     from compress.steps.latency import device_p50 as p50
 
-    base = {a["format"]: a for a in artifacts if a["name"].startswith(baseline_prefix) and a["precision"] == "fp32"}
+    base = {a.format: a for a in artifacts if a.name.startswith(baseline_prefix) and a.precision == "fp32"}
     for artifact in artifacts:
-        reference = base.get(artifact["format"])
+        reference = base.get(artifact.format)
         if reference is None or artifact is reference or not p50(artifact) or not p50(reference):
             continue
-        artifact["speedup_vs_baseline"] = round(p50(reference) / p50(artifact), 3)
-        artifact["notes"].append(f"p50 {p50(artifact):.3f} ms vs {p50(reference):.3f} ms for {reference['name']} at batch 1 "
-                                 f"({artifact['speedup_vs_baseline']:.2f}x)")
+        artifact.speedup_vs_baseline = round(p50(reference) / p50(artifact), 3)
+        artifact.notes = [*artifact.notes, f"p50 {p50(artifact):.3f} ms vs {p50(reference):.3f} ms for {reference.name} at batch 1 "
+                                           f"({artifact.speedup_vs_baseline:.2f}x)"]

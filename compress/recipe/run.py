@@ -21,6 +21,7 @@ from compress.passes.registry import get_pass
 from compress.steps.phases import PhaseClock
 from compress.steps.pipeline import finish_report, measure_reference
 from compress.recipe.cache import StageCache
+from compress.report.model import Artifact
 from compress.recipe.schema import RecipeBase
 from compress.passes.stages import StageContext
 from compress.recipe.trust import Trust, check_trust
@@ -123,7 +124,7 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
             handle = _load_module(handle, folder / "model.pt2", record.get("record", record["technique"]))  # older markers: the label
         for entry in record.get("artifacts", []):
             copy_atomic(folder / entry["path"], run_dir / entry["path"])
-            artifacts = [a for a in artifacts if a["name"] != entry["name"]] + [entry]
+            artifacts = [a for a in artifacts if a.name != entry["name"]] + [Artifact.model_validate(entry)]
         stage_log.append({"index": index, "kind": kind, "key": key, "reused": f"{index}:{kind}" in reused,
                           **{k: v for k, v in record.items() if k not in ("artifacts", "files", "record")}})
         previous = key
@@ -158,7 +159,7 @@ def _run_stage(stage, config, context: StageContext, on_epoch: Callable[[dict], 
 
 
 def build_manifest(recipe: RecipeBase, recipe_path: str | None, handle: ModelHandle, plan, run_dir: Path,
-                   artifacts: list[dict], versions: dict) -> dict:
+                   artifacts: list[Artifact], versions: dict) -> dict:
     from compress.backends.onnx.cpu_features import cpu_int8_features
 
     return {
@@ -166,7 +167,7 @@ def build_manifest(recipe: RecipeBase, recipe_path: str | None, handle: ModelHan
         "recipe_file": {"path": recipe_path, "sha256": sha256_file(recipe_path)} if recipe_path else None,
         "inputs": {"model": handle.source_dict(), "data": {"name": plan.name, "test_fingerprint": plan.test.fingerprint() if plan.test is not None else None,
                                                           "calibration_fingerprint": plan.calibration.fingerprint()}},
-        "outputs": {a["path"]: a["sha256"] for a in artifacts},
+        "outputs": {a.path: a.sha256 for a in artifacts},
         "versions": versions,
         "seed": recipe.seed,
         "machine": {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),

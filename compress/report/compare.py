@@ -10,7 +10,7 @@ from pathlib import Path
 
 from compress.errors import UsageError
 from compress.safety.jsonsafe import read_json
-from compress.steps.latency import device_p50
+from compress.steps.latency import document_p50 as device_p50
 from compress.report.contract import ReportInvalid, validate_report
 from compress.report.html import STYLE, html_table, img_tag, metric_name, trade_points
 from compress.report.plots import tradeoff_plot

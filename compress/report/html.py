@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 
 from compress.safety.io import write_text_atomic
-from compress.steps.latency import device_p50, device_timing
+from compress.steps.latency import document_p50 as device_p50, document_timing as device_timing
 from compress.report.markdown import ARTIFACT_COLUMNS, Section, artifact_rows, technique_sections, timing_lines
 from compress.report.plots import Point, latency_plot, layer_sparsity_plot, sensitivity_plot, tradeoff_plot
 

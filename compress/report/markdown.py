@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.safety.io import write_text_atomic
-from compress.steps.latency import device_p50, device_timing
+from compress.steps.latency import document_p50 as device_p50, document_timing as device_timing
 from compress.steps.phases import timing_rows
 
 

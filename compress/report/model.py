@@ -292,6 +292,79 @@ class Repair(Open):
     budget: RepairBudgetRecord | None = Field(None, description="the run's repair time budget (absent in reports before it)")
 
 
+class SpeedFinding(Open):
+    """An artifact's speed against its format's fp32 file at batch 1 (compress.steps.advice.explain_speed); ``note``
+    says it in words (the artifact's speed note is derived from this, never parsed back).
+
+    Example:
+        >>> SpeedFinding(verdict="same", ms=1.01, fp32_ms=1.0).note
+        'same speed as fp32 on this CPU (1.010 ms vs 1.000 ms at batch 1; the 95 % intervals overlap, so no difference is shown): the smaller file wins'
+    """
+
+    verdict: Literal["faster", "same", "slower", "not compared"] = Field(
+        description="faster/slower: the medians' 95 % intervals separate; not compared: timed in different sessions")
+    ms: float | None = Field(description="this file's p50 (ms)")
+    fp32_ms: float | None = Field(description="the fp32 file's p50 (ms)")
+    session: str | None = Field(None, description="not compared: this file's timing session")
+    fp32_session: str | None = Field(None, description="not compared: the fp32 file's timing session")
+    why: str | None = Field(None, description="slower: the likely causes, in words")
+
+    @property
+    def note(self) -> str:
+        if self.verdict == "not compared":
+            return (f"speed not compared with fp32: timed in session {self.session}, fp32 in {self.fp32_session}; "
+                    "`compress bench` on both times them together")
+        figures = f"{self.ms:.3f} ms vs {self.fp32_ms:.3f} ms at batch 1"
+        if self.verdict == "faster":
+            return f"{self.fp32_ms / self.ms:.2f}x faster than fp32 on this CPU ({figures}; the 95 % intervals do not overlap)"
+        if self.verdict == "same":
+            return (f"same speed as fp32 on this CPU ({figures}; the 95 % intervals overlap, so no difference is shown): "
+                    "the smaller file wins")
+        return f"not faster than fp32 on this CPU ({figures}; slower beyond the 95 % intervals): {self.why}"
+
+
+class GainFinding(Open):
+    """A quantized file that gains nothing over its format's fp32 file (compress.steps.advice.check_int8_gains): it is
+    all float (listed as fp32 from then on), or no smaller; ``note`` says it (derived, never parsed back).
+
+    Example:
+        >>> GainFinding(finding="no size gain", fp32="fp32-onnx", size_bytes=99, fp32_size_bytes=100).headline
+        'gains nothing in size: 0.990x the fp32 file (99 vs 100 bytes)'
+    """
+
+    finding: Literal["all float", "no size gain"]
+    fp32: str = Field(description="the fp32 artifact it was compared with")
+    size_bytes: int = Field(ge=0)
+    fp32_size_bytes: int = Field(ge=0)
+    cause: str | None = Field(None, description="all float: 'repair kept everything float' or 'nothing was quantized'")
+    same_bytes: bool = Field(False, description="all float: the very bytes of the fp32 file")
+    listed_as: str | None = Field(None, description="all float: the precision it was made as")
+
+    @property
+    def headline(self) -> str:
+        if self.finding == "all float":
+            what = f"this is the fp32 file (same bytes as {self.fp32})" if self.same_bytes else "this is an fp32 file (no integer weights)"
+            return f"{self.cause}: {what}"
+        return (f"gains nothing in size: {self.size_bytes / max(self.fp32_size_bytes, 1):.3f}x the fp32 file "
+                f"({self.size_bytes:,} vs {self.fp32_size_bytes:,} bytes)")
+
+    @property
+    def note(self) -> str:
+        if self.finding == "all float":
+            return f"{self.headline}; listed as precision fp32, never recommended as {self.listed_as}"
+        return f"{self.headline}; not recommended for size"
+
+
+def unset(model: BaseModel, field: str) -> None:
+    """``model.field`` back to its default and left out of report.json again (as if never set).
+
+    Example:
+        >>> unset(artifact, "speedup_vs_fp32")
+    """
+    setattr(model, field, type(model).model_fields[field].get_default(call_default_factory=True))
+    model.model_fields_set.discard(field)
+
+
 class Artifact(Open):
     name: str
     path: str
@@ -307,6 +380,16 @@ class Artifact(Open):
                                   "or an int4/8da4w language model its perplexity gate (compress.steps.lm_verify)")
     layers: list[LayerChoice] | None = Field(None, description="decoder language models: every layer's precision and why")
     tokens: TokenSpeed | None = Field(None, description="decoder language models: token metrics in place of batch latency")
+    float_ops: list[dict] = Field(default_factory=list, description="ops left in float in a quantized file ({op, ...})")
+    notes: list[str] = Field(default_factory=list, description="what a user should know about this file, in words")
+    status: Literal["failed"] | None = Field(None, description="failed: it did not load or run; kept under failed/")
+    failure: str | None = Field(None, description="why verification failed")
+    compressed_size_bytes: int | None = Field(None, ge=0, description="zip-compressed size (prune: what sparsity saves in a download)")
+    holds_integer_ops: bool | None = Field(None, description="false: its quantizer left no integer op in it (nothing was "
+                                           "quantized: an fp32 file); absent where not checked")
+    speedup_vs_fp32: float | None = Field(None, description="fp32 p50 / this p50 at batch 1, same timing session")
+    speed: SpeedFinding | None = Field(None, description="its speed against fp32; the speed note is derived from it")
+    gain: GainFinding | None = Field(None, description="set when it gains nothing over fp32; the note is derived from it")
 
 
 class Gate(Open):

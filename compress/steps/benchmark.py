@@ -29,12 +29,15 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from compress.errors import UsageError
 from compress.steps.latency import device_p50, device_timing
+
+if TYPE_CHECKING:  # the report models load with pydantic: never at CLI start-up
+    from compress.report.model import Artifact
 
 DEFAULT_RUNS = 100             # the cap of adaptive timing (the exact count with adaptive=False)
 DEFAULT_WARMUP = 10
@@ -176,41 +179,45 @@ def timing_session() -> str:
     return _SESSION.get("id") or start_timing_session()
 
 
-def session_of(artifact: dict) -> str | None:
+def session_of(artifact: Artifact) -> str | None:
     """The session of the latency that speaks for ``artifact`` (None: recorded before sessions were)."""
-    entry = device_timing(artifact) or {}
-    return (entry.get("measured_on") or {}).get("session")
+    entry = device_timing(artifact)
+    return getattr(entry.measured_on, "session", None) if entry and entry.measured_on else None
 
 
-def speed_against(candidate: dict, fastest: dict) -> str:
+def speed_against(candidate: Artifact, fastest: Artifact) -> str:
     """``"slower"``, ``"same"`` or ``"undecided"`` against the fastest artifact, from the medians' 95 % intervals.
 
     Slower: the intervals separate. Same: they overlap and the candidate's upper bound is within SAME_SPEED_MARGIN
     of the fastest's lower bound. Undecided: they overlap only because they are wide (a busy machine).
 
     Example:
-        >>> speed_against({"latency": [{"p50_ms": 13.06, "median_ci95_ms": [1.9, 30.0]}]},
-        ...               {"latency": [{"p50_ms": 1.754, "median_ci95_ms": [1.6, 25.0]}]})
+        >>> speed_against(busy_int8, busy_fp32)    # p50 13.06 ms (1.9-30.0) vs 1.754 ms (1.6-25.0)
         'undecided'
     """
     if candidate is fastest:
         return "same"
     own, best = device_timing(candidate), device_timing(fastest)
-    if not own or not best or not own.get("median_ci95_ms") or not best.get("median_ci95_ms"):
+    if not own or not best or not _interval(own) or not _interval(best):
         return "same"  # no interval recorded (older reports): the p50s alone cannot separate them
-    (low, high), (best_low, best_high) = own["median_ci95_ms"], best["median_ci95_ms"]
+    (low, high), (best_low, best_high) = _interval(own), _interval(best)
     if low > best_high:
         return "slower"
     return "same" if high <= best_low * (1 + SAME_SPEED_MARGIN) else "undecided"
 
 
-def _spread(artifact: dict) -> str:
+def _interval(entry) -> list[float] | None:
+    """A latency entry's 95 % interval of the median (None: recorded before intervals were)."""
+    return getattr(entry, "median_ci95_ms", None)
+
+
+def _spread(artifact: Artifact) -> str:
     entry = device_timing(artifact)
-    low, high = entry.get("median_ci95_ms") or (entry["p50_ms"], entry["p50_ms"])
-    return f"{artifact['name']} p50 {entry['p50_ms']:.3f} ms (95 % interval {low:.3f}-{high:.3f})"
+    low, high = _interval(entry) or (entry.p50_ms, entry.p50_ms)
+    return f"{artifact.name} p50 {entry.p50_ms:.3f} ms (95 % interval {low:.3f}-{high:.3f})"
 
 
-def speed_pick(candidates: list[dict], evidence: Callable[[dict], str]) -> dict | None:
+def speed_pick(candidates: list[Artifact], evidence: Callable[[Artifact], str]) -> dict | None:
     """The smallest of ``candidates`` that runs as fast as the fastest, comparing only figures from one timing session.
 
     The session that timed the most candidates (the latest on a tie) is compared; the others are listed under
@@ -225,31 +232,31 @@ def speed_pick(candidates: list[dict], evidence: Callable[[dict], str]) -> dict 
     timed = [a for a in candidates if device_p50(a) is not None]
     if not timed:
         return None
-    sessions: dict[str | None, list[dict]] = {}
+    sessions: dict[str | None, list[Artifact]] = {}
     for artifact in timed:
         sessions.setdefault(session_of(artifact), []).append(artifact)
     session = max(sessions, key=lambda s: (len(sessions[s]), s or ""))
     compared = sessions[session]
     fastest = min(compared, key=device_p50)
-    verdicts = {a["name"]: speed_against(a, fastest) for a in compared}
-    same = [a for a in compared if verdicts[a["name"]] == "same"]
-    choice = min(same, key=lambda a: (a["size_bytes"], device_p50(a)))
+    verdicts = {a.name: speed_against(a, fastest) for a in compared}
+    same = [a for a in compared if verdicts[a.name] == "same"]
+    choice = min(same, key=lambda a: (a.size_bytes, device_p50(a)))
     where = f", session {session}" if session else ""
-    pick = {"artifact": choice["name"], "session": session,
-            "why": (f"smallest ({choice['size_bytes']:,} bytes) of the artifacts that passed their gates and run as fast as the "
+    pick = {"artifact": choice.name, "session": session,
+            "why": (f"smallest ({choice.size_bytes:,} bytes) of the artifacts that passed their gates and run as fast as the "
                     f"fastest (p50 {device_p50(choice):.3f} ms vs best {device_p50(fastest):.3f} ms, within "
                     f"{SAME_SPEED_MARGIN:.0%} at the 95 % intervals{where}), {evidence(choice)}")}
-    undecided = [a for a in compared if verdicts[a["name"]] == "undecided"]
+    undecided = [a for a in compared if verdicts[a.name] == "undecided"]
     if undecided:
         pick["verdict"] = "undecided: machine busy"
-        pick["undecided"] = [a["name"] for a in undecided]
+        pick["undecided"] = [a.name for a in undecided]
         pick["why"] += (f"; undecided: machine busy: {'; '.join(map(_spread, undecided))} against {_spread(fastest)}: the "
                         f"intervals are too wide to tell whether they are as fast; rerun `compress bench` on them on an idle machine")
     others = [a for s, group in sessions.items() if s != session for a in group]
     if others:
-        pick["not_compared"] = [{"artifact": a["name"], "session": session_of(a),
+        pick["not_compared"] = [{"artifact": a.name, "session": session_of(a),
                                  "why": "timed in another session: figures from two sessions are never compared"} for a in others]
-        pick["why"] += (f"; not compared (timed in another session): {', '.join(a['name'] for a in others)}; "
+        pick["why"] += (f"; not compared (timed in another session): {', '.join(a.name for a in others)}; "
                         "`compress bench` on all of them times them together")
     return pick
 

@@ -10,7 +10,7 @@ The gate (compress.steps.gates) judges ``metrics.perplexity``.
 Example:
     >>> reference = LMReference.of(lm, max_context=256)
     >>> entry = verify_decoder(run_dir, spec, export, reference)
-    >>> entry["metrics"]["perplexity"]["perplexity_ratio"], entry["verified_in"]
+    >>> entry.metrics.perplexity.perplexity_ratio, entry.verified_in
     (1.004, ['onnxruntime'])
 """
 from __future__ import annotations
@@ -20,7 +20,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from compress.report.model import Artifact
 
 ALGORITHMS = ("rtn", "gptq", "awq", "smoothquant")
 REPAIRED = ("int4-weight", "8da4w")  # precisions whose failing files are repaired (int8 has room to spare)
@@ -221,12 +224,13 @@ def quality_record(quality) -> dict:
 
 def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, export, reference: LMReference, *,
                    name: str, techniques=(), notes=(), max_increase: float | None = None, bench: dict | None = None,
-                   progress: Callable[[str], None] = lambda message: None) -> dict:
-    """The artifact entry of the staged ``filename`` (written by ``export``, an LMExport): measured in its runtime
+                   progress: Callable[[str], None] = lambda message: None) -> Artifact:
+    """The artifact entry (compress.report.model.Artifact) of the staged ``filename`` (written by ``export``, an LMExport): measured in its runtime
     against ``reference`` on held-out text; moved to ``failed/`` when it cannot load or generate; timed in tokens
     with ``bench`` (``{"threads": (1, 2)}``; None: not timed)."""
     from compress.catalog import artifact_sha256, artifact_size, get, technique_record
     from compress.lm.decoder import open_decoder
+    from compress.report.model import Artifact
     from compress.lm.quality import evaluate_lm
     from compress.safety.io import disk_full_cause
     from compress.safety.rundir import fail, publish, staged
@@ -234,11 +238,11 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
     run_dir = Path(run_dir)
     path = staged(run_dir, filename)
     lm = reference.lm
-    entry = {"name": name, "path": filename, "format": fmt, "precision": export.precision,
-             "techniques": [technique_record(t) for t in [*techniques, *export.techniques]],
-             "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
-             "metrics": {"task": None, "degradation": None, "fidelity": None, "perplexity": None}, "latency": [],
-             "float_ops": [], "notes": [*notes, *export.notes], "layers": layer_records(export.layers)}
+    entry = Artifact(name=name, path=filename, format=fmt, precision=export.precision,
+                     techniques=[technique_record(t) for t in [*techniques, *export.techniques]],
+                     size_bytes=artifact_size(path), sha256=artifact_sha256(path), verified_in=[],
+                     metrics={"task": None, "degradation": None, "fidelity": None, "perplexity": None}, latency=[],
+                     float_ops=[], notes=[*notes, *export.notes], layers=layer_records(export.layers))
     try:
         decoder = open_decoder(path)
         progress(f"{precision} {fmt}: perplexity and generation in {get(fmt).runtime}")
@@ -249,11 +253,11 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
         if cause is not None:
             raise cause from exc
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        entry.update(path=str(fail(run_dir, filename).relative_to(run_dir)), status="failed", failure=reason)
-        entry["notes"].append(f"FAILED verification, kept in {entry['path']} for debugging: {reason}")
+        entry.path, entry.status, entry.failure = str(fail(run_dir, filename).relative_to(run_dir)), "failed", reason
+        entry.notes = [*entry.notes, f"FAILED verification, kept in {entry.path} for debugging: {reason}"]
         return entry
-    entry["metrics"]["perplexity"] = quality_record(quality)
-    entry["verified_in"] = [get(fmt).runtime]
+    entry.metrics.perplexity = quality_record(quality)
+    entry.verified_in = [get(fmt).runtime]
     final = publish(run_dir, filename)
     genai = staged(run_dir, filename).with_suffix(".genai")
     if genai.is_dir():  # onnxruntime-genai's folder for this file (one config per folder: one folder per file)
@@ -261,9 +265,9 @@ def verify_decoder(run_dir: Path, filename: str, fmt: str, precision: str, expor
 
         shutil.rmtree(run_dir / genai.name, ignore_errors=True)
         genai.replace(run_dir / genai.name)
-        entry["notes"].append(f"onnxruntime-genai: og.Model('{genai.name}') runs {filename} (its genai_config.json)")
+        entry.notes = [*entry.notes, f"onnxruntime-genai: og.Model('{genai.name}') runs {filename} (its genai_config.json)"]
     if bench is not None:
-        entry["tokens"] = measure_tokens(final, bench, progress)
+        entry.tokens = measure_tokens(final, bench, progress)
     return entry
 
 
@@ -294,26 +298,26 @@ def measure_tokens(path: Path, bench: dict, progress: Callable[[str], None] = la
     return speed
 
 
-def perplexity_gate_failed(entry: dict, policy) -> bool:
+def perplexity_gate_failed(entry: Artifact, policy) -> bool:
     """Whether ``entry`` fails its perplexity gate under ``policy`` (gates on)."""
     from compress.steps.gates import perplexity_gate
 
-    return entry.get("status") == "failed" or not perplexity_gate(entry, policy).passed
+    return entry.status == "failed" or not perplexity_gate(entry, policy).passed
 
 
-def repair_decoder(attempt: Callable[[str, str, list | None], dict], entry: dict, precision: str, algorithm: str,
-                   policy, lm, block_size: int, step: Callable[[str], None]) -> dict:
+def repair_decoder(attempt: Callable[[str, str, list | None], Artifact], entry: Artifact, precision: str, algorithm: str,
+                   policy, lm, block_size: int, step: Callable[[str], None]) -> Artifact:
     """A failing int4/8da4w file repaired: GPTQ, then AWQ (each unless it was the algorithm asked for), then the most
     sensitive layers kept at int8 (compress.lm.sensitivity); the first that passes its perplexity gate is kept, every
-    attempt recorded in ``entry["repair"]``. ``attempt(label, algorithm, layers)`` writes and verifies one file."""
+    attempt recorded in ``entry.repair``. ``attempt(label, algorithm, layers)`` writes and verifies one file."""
     from compress.steps.gates import perplexity_gate
 
-    def record(label: str, made: dict) -> dict:
-        gate = perplexity_gate(made, policy) if made.get("status") != "failed" else None
+    def record(label: str, made: Artifact) -> dict:
+        gate = perplexity_gate(made, policy) if made.status != "failed" else None
         judged = ({"gate": gate.name, "value": gate.value, "limit": gate.limit, "passed": gate.passed, "reason": gate.reason} if gate
                   else {"gate": "max_perplexity_increase", "value": None, "limit": None, "passed": False,
-                        "reason": f"failed verification: {made.get('failure')}"})
-        return {"step": label, "techniques": made["techniques"], "size_bytes": made["size_bytes"], "passed": judged["passed"],
+                        "reason": f"failed verification: {made.failure}"})
+        return {"step": label, "techniques": made.techniques, "size_bytes": made.size_bytes, "passed": judged["passed"],
                 "gates": [judged]}
 
     steps = [record("as configured", entry)]
@@ -338,23 +342,23 @@ def repair_decoder(attempt: Callable[[str, str, list | None], dict], entry: dict
         if steps[-1]["passed"]:
             kept = made
     result = kept or attempt("as configured (nothing passed)", algorithm, None)
-    result["repair"] = {"steps": steps, "kept": next((s["step"] for s in steps[1:] if s["passed"]), None),
-                        "summary": (f"repaired by {next(s['step'] for s in steps[1:] if s['passed'])}" if kept else
-                                    "nothing passed its perplexity gate: the file as configured stays")}
+    result.repair = {"steps": steps, "kept": next((s["step"] for s in steps[1:] if s["passed"]), None),
+                     "summary": (f"repaired by {next(s['step'] for s in steps[1:] if s['passed'])}" if kept else
+                                 "nothing passed its perplexity gate: the file as configured stays")}
     return result
 
 
-def lm_pick(candidates: list[dict]) -> dict | None:
+def lm_pick(candidates: list[Artifact]) -> dict | None:
     """The language-model artifact to ship: the fastest decode at 1 thread among those timed, else the smallest."""
     if not candidates:
         return None
-    timed = [a for a in candidates if (a.get("tokens") or {}).get("decode_tokens_per_s", {}).get("1")]
+    timed = [a for a in candidates if a.tokens and a.tokens.decode_tokens_per_s.get("1")]
     if timed:
-        best = max(timed, key=lambda a: a["tokens"]["decode_tokens_per_s"]["1"])
-        why = f"fastest decode at 1 thread ({best['tokens']['decode_tokens_per_s']['1']:.1f} tokens/s)"
+        best = max(timed, key=lambda a: a.tokens.decode_tokens_per_s["1"])
+        why = f"fastest decode at 1 thread ({best.tokens.decode_tokens_per_s['1']:.1f} tokens/s)"
     else:
-        best = min(candidates, key=lambda a: a["size_bytes"])
-        why = f"smallest ({best['size_bytes']:,} bytes; not timed)"
-    ppl = best["metrics"]["perplexity"]
-    return {"artifact": best["name"], "why": f"{why} of the files that passed their perplexity gate, perplexity ratio "
-                                              f"{ppl['perplexity_ratio']:.4f} vs the float reference"}
+        best = min(candidates, key=lambda a: a.size_bytes)
+        why = f"smallest ({best.size_bytes:,} bytes; not timed)"
+    ppl = best.metrics.perplexity
+    return {"artifact": best.name, "why": f"{why} of the files that passed their perplexity gate, perplexity ratio "
+                                          f"{ppl.perplexity_ratio:.4f} vs the float reference"}

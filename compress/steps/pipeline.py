@@ -27,7 +27,7 @@ from compress.catalog import artifact_files, artifact_sha256, artifact_size, for
 from compress.safety.io import disk_full_cause
 from compress.loading.model import ModelHandle
 from compress.report import new_report, write_report_files
-from compress.report.model import Gate
+from compress.report.model import Artifact, Gate
 from compress.runtimes import open_runner, run_dataset
 
 
@@ -158,9 +158,11 @@ def verify_artifact(
     notes: list[str] | None = None,
     float_ops: list[dict] | None = None,
     fmt: str | None = None,
-) -> dict:
-    """One report.json artifact entry, measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
-    ``fmt``: the file's format name when the caller knows it (else found from its name).
+    holds_integer_ops: bool | None = None,
+) -> Artifact:
+    """One report.json artifact entry (compress.report.model.Artifact), measured on the real file. ``bench``: kwargs for benchmark_artifact or None.
+    ``fmt``: the file's format name when the caller knows it (else found from its name). ``holds_integer_ops``: what
+    the quantizer found (False: nothing was quantized; None: not checked, left out of the entry).
 
     The one place where a file gets its final name: writers put it at ``staged(run_dir, filename)``; it is verified
     there and renamed into ``run_dir`` only if it loads and runs. A file that fails is moved to ``failed/`` and comes
@@ -175,11 +177,12 @@ def verify_artifact(
         if not staged(run_dir, part).exists():  # written straight to its final name: verify it all the same
             os.replace(run_dir / part, staged(run_dir, part))
     fmt = fmt or format_of(path).name
-    entry = {"name": name or f"{precision}-{fmt}", "path": filename,
-             "format": fmt, "precision": precision, "techniques": [technique_record(t) for t in techniques],
-             "size_bytes": artifact_size(path), "sha256": artifact_sha256(path), "verified_in": [],
-             "metrics": {"task": None, "degradation": None, "fidelity": None}, "latency": [],
-             "float_ops": float_ops or [], "notes": notes or []}
+    entry = Artifact(name=name or f"{precision}-{fmt}", path=filename, format=fmt, precision=precision,
+                     techniques=[technique_record(t) for t in techniques], size_bytes=artifact_size(path),
+                     sha256=artifact_sha256(path), verified_in=[], metrics={"task": None, "degradation": None, "fidelity": None},
+                     latency=[], float_ops=float_ops or [], notes=notes or [])
+    if holds_integer_ops is not None:
+        entry.holds_integer_ops = holds_integer_ops
     try:
         metrics, runtime = evaluate_artifact(path, plan, reference, heads)
     except Exception as exc:
@@ -188,19 +191,19 @@ def verify_artifact(
             raise cause from exc
         reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         failed = [fail(run_dir, part) for part in files][0]
-        entry.update(path=str(failed.relative_to(run_dir)), status="failed", failure=reason)
-        entry["notes"].append(f"FAILED verification, kept in {entry['path']} for debugging: {reason}")
+        entry.path, entry.status, entry.failure = str(failed.relative_to(run_dir)), "failed", reason
+        entry.notes = [*entry.notes, f"FAILED verification, kept in {entry.path} for debugging: {reason}"]
         return entry
     final = [publish(run_dir, part) for part in files][0]
-    entry.update(verified_in=[runtime], metrics=metrics)
+    entry.verified_in, entry.metrics = [runtime], metrics
     if bench is not None:
         from compress.steps.benchmark import benchmark_artifact
 
-        entry["latency"].append(benchmark_artifact(final, **bench))
+        entry.latency = [*entry.latency, benchmark_artifact(final, **bench)]
     return entry
 
 
-def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[dict],
+def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference: Reference, artifacts: list[Artifact],
                   policy: GatePolicy | None, extra: dict | None = None, candidate=None, refused: list[dict] | None = None) -> dict:
     """Note each artifact's speed against fp32 (compress.steps.advice.explain_speed), judge the artifacts by ``policy``
     (compress.steps.gates: gates, verdict, recommendation), then build the report (compress.report.model.Report) and
@@ -209,9 +212,11 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     ``precisions``, ``reason``): listed, and each one a failed ``produced`` gate."""
     from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import is_candidate, is_failed, judge, verification_gate
-    from compress.report.model import Artifact, Refused
+    from compress.report.model import Refused
     from compress.zoo.checkpoint import library_versions
 
+    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
+        artifact.techniques = [technique_record(t) if isinstance(t, str) else t for t in artifact.techniques]
     check_int8_gains(artifacts)  # an "int8" file that is fp32, or no smaller: said, and never recommended as such
     explain_speed(artifacts)  # the one place a run's speed notes are written (`compress bench` rewrites them)
     report = new_report(handle.source_dict(), plan.report_dataset(), reference.report_dict())
@@ -220,14 +225,12 @@ def finish_report(run_dir: Path, handle: ModelHandle, plan: DataPlan, reference:
     remeasured = extra.pop("remeasured", None)
     for section, value in extra.items():  # a verb's own sections (command, config, prune, timings...)
         setattr(report, section, value)
-    for artifact in artifacts:  # labels prepended later (a recipe's earlier passes) become records too
-        artifact["techniques"] = [technique_record(t) for t in artifact["techniques"]]
     gates, report.verdict, report.recommended = judge(artifacts, policy or GatePolicy(), candidate or is_candidate)
     if remeasured and report.recommended:  # the pick's files were re-timed side by side (compress.steps.remeasure)
         from compress.steps.remeasure import annotated
 
         report.recommended = annotated(report.recommended, remeasured)
-    report.artifacts = [Artifact.model_validate(a) for a in artifacts]
+    report.artifacts = artifacts
     report.gates = [produced_gate(r) for r in refused or []] + [verification_gate(a) for a in artifacts if is_failed(a)] + gates
     report.passed = all(g.passed for g in report.gates)
     report.verdict.notes = (reference.labels or []) + report.verdict.notes

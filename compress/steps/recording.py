@@ -80,20 +80,17 @@ def _rejudge_speed(report, run_dir: Path) -> dict | None:
     from compress.steps.gates import policy_of, recommend_judged
     from compress.steps.remeasure import remeasure_undecided
 
-    artifacts = [_document(a) for a in report.artifacts]
-    explain_speed(artifacts)
-    report.artifacts = artifacts
+    explain_speed(report.artifacts)
     if not report.recommended:
         return None
     before = report.recommended.local_cpu.artifact if report.recommended.local_cpu else None
     policy = policy_of(report)
 
     def judge():
-        explain_speed(artifacts)
-        return recommend_judged(artifacts, policy)
+        explain_speed(report.artifacts)
+        return recommend_judged(report.artifacts, policy)
 
-    report.recommended, _ = remeasure_undecided(run_dir, artifacts, judge)
-    report.artifacts = artifacts  # re-measured figures replace the session's
+    report.recommended, _ = remeasure_undecided(run_dir, report.artifacts, judge)
     pick = report.recommended.local_cpu
     if (pick.artifact if pick else None) == before:
         return None
@@ -122,7 +119,7 @@ def record_tokens(artifact: Path, tokens: dict) -> Path | None:
         return None
     listed[Path(artifact).name].tokens = tokens
     if report.recommended:
-        report.recommended = recommend_judged([_document(a) for a in report.artifacts], policy_of(report))
+        report.recommended = recommend_judged(report.artifacts, policy_of(report))
     write_report_files(report_path.parent, report)
     return report_path
 

@@ -39,17 +39,18 @@ def undecided_picks(recommendation: dict) -> list[dict]:
     return [pick for pick in picks if pick and pick.get("verdict") == UNDECIDED]
 
 
-def contenders(artifacts: list[dict], session: str | None) -> list[dict]:
-    """Every file timed on this machine (target local-cpu, batch 1) in ``session``, not failed."""
+def contenders(artifacts: list, session: str | None) -> list:
+    """Every file (compress.report.model.Artifact) timed on this machine (target local-cpu, batch 1) in ``session``,
+    not failed."""
     found = []
     for artifact in artifacts:
         entry = device_timing(artifact)
-        if entry and str(entry.get("target", "")).startswith("local") and session_of(artifact) == session and artifact.get("status") != "failed":
+        if entry and entry.target.startswith("local") and session_of(artifact) == session and artifact.status != "failed":
             found.append(artifact)
     return found
 
 
-def _time_side_by_side(run_dir: Path, files: list[dict], threads: int | None, runs: int, clock) -> tuple[dict[str, list[float]], dict]:
+def _time_side_by_side(run_dir: Path, files: list, threads: int | None, runs: int, clock) -> tuple[dict[str, list[float]], dict]:
     """ms per run of each file, interleaved, under this host's timing lock (compress.safety.timing_lock); the device
     runner's own sessions and random inputs, in this process. Also where and when (``measured_on``)."""
     from compress.safety.timing_lock import exclusive_timing
@@ -57,16 +58,18 @@ def _time_side_by_side(run_dir: Path, files: list[dict], threads: int | None, ru
 
     runs_by_name = {}
     for artifact in files:
-        path = Path(run_dir) / artifact["path"]
+        path = Path(run_dir) / artifact.path
         session = device_runner.open_session(str(path), "auto", threads, None, spinning=False)
         arrays = device_runner.prepare(session, device_runner.random_inputs(session, 1))
-        runs_by_name[artifact["name"]] = (lambda s=session, a=arrays: device_runner.run_batch(s, a))
-    with exclusive_timing(device_timing(files[0])["target"]) as measured_on:
+        runs_by_name[artifact.name] = (lambda s=session, a=arrays: device_runner.run_batch(s, a))
+    with exclusive_timing(device_timing(files[0]).target) as measured_on:
         samples = interleaved_samples(runs_by_name, runs, WARMUP, seed=0, clock=clock)
     return samples, measured_on
 
 
-def _entry(old: dict, samples: list[float], measured_on: dict, passes: int) -> dict:
+def _entry(timing, samples: list[float], measured_on: dict, passes: int) -> dict:
+    """The latency entry (report.json form) that replaces ``timing`` (a Latency) with the pooled ``samples``."""
+    old = timing.model_dump(by_alias=True, exclude_unset=True)
     stats = summarize(samples, 1)
     conditions = {**(old.get("conditions") or {}), "process": "in-process", "order": "interleaved-warm", "inputs": "random",
                   "spinning": "off", "warmup": WARMUP, "runs": len(samples), "max_runs": None,
@@ -79,7 +82,7 @@ def _entry(old: dict, samples: list[float], measured_on: dict, passes: int) -> d
                                 "median_ci95_ms": old.get("median_ci95_ms")}}
 
 
-def judged(artifacts: list[dict], policy) -> Callable[[], "Recommended"]:
+def judged(artifacts: list, policy) -> Callable[[], "Recommended"]:
     """What a run's recommendation is now: speed notes from the latest figures, then the pick (gates by ``policy``)."""
     from compress.steps.advice import check_int8_gains, explain_speed
     from compress.steps.gates import recommend_judged
@@ -92,7 +95,7 @@ def judged(artifacts: list[dict], policy) -> Callable[[], "Recommended"]:
     return judge
 
 
-def remeasure_undecided(run_dir: str | Path, artifacts: list[dict], judge: Callable[[], "Recommended"],
+def remeasure_undecided(run_dir: str | Path, artifacts: list, judge: Callable[[], "Recommended"],
                         passes: int = REMEASURE_PASSES, seconds: float = REMEASURE_SECONDS,
                         clock: Callable[[], float] = time.perf_counter,
                         step: Callable[[str], None] = lambda message: None) -> tuple["Recommended", dict | None]:
@@ -109,10 +112,10 @@ def remeasure_undecided(run_dir: str | Path, artifacts: list[dict], judge: Calla
     files = contenders(artifacts, session)
     if len(files) < 2:
         return judged_first, None
-    threads = device_timing(files[0]).get("threads")
+    threads = device_timing(files[0]).threads
     step(f"speed undecided (machine busy): re-timing {len(files)} files side by side")
-    started, pooled = time.monotonic(), {a["name"]: [] for a in files}
-    old = {a["name"]: device_timing(a) for a in files}
+    started, pooled = time.monotonic(), {a.name: [] for a in files}
+    old = {a.name: device_timing(a) for a in files}
     new_session = f"{session}/remeasure"
     done, recommendation, stopped = 0, before, "passes"
     while done < passes:
@@ -125,16 +128,16 @@ def remeasure_undecided(run_dir: str | Path, artifacts: list[dict], judge: Calla
         done += 1
         measured_on["session"] = new_session
         for artifact in files:
-            artifact["latency"] = [_entry(old[artifact["name"]], pooled[artifact["name"]], measured_on, done)
-                                   if entry is old[artifact["name"]] or entry.get("remeasured_from") else entry
-                                   for entry in artifact["latency"]]
+            artifact.latency = [_entry(old[artifact.name], pooled[artifact.name], measured_on, done)
+                                if entry is old[artifact.name] or entry.remeasured_from else entry
+                                for entry in artifact.latency]
         recommendation = document(judge())
         if not undecided_picks(recommendation):
             stopped = "decided"
             break
     decided = not undecided_picks(recommendation)
     was, now = (before.get("local-cpu") or {}).get("artifact"), (recommendation.get("local-cpu") or {}).get("artifact")
-    record = {"session": new_session, "replaced_session": session, "files": [a["name"] for a in files], "passes": done,
+    record = {"session": new_session, "replaced_session": session, "files": [a.name for a in files], "passes": done,
               "runs_per_file": len(next(iter(pooled.values()))), "seconds": round(time.monotonic() - started, 3),
               "decided": decided, "stopped": stopped, "changed": {"from": was, "to": now} if was != now else None}
     return annotated(recommendation, record), record

@@ -20,7 +20,7 @@ the same model already fails the gates, the loss is not quantization's and nothi
 
 Example:
     >>> entry = repair(attempt, entry, config, "onnx", policy, rank_layers, step=print)
-    >>> [s["step"] for s in entry["repair"]["steps"]]
+    >>> [s.step for s in entry.repair.steps]
     ['as configured', 'dynamic int8 for MatMul, Gemm', 'percentile calibration', 'keep float: proj']
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from compress.steps.repair_budget import RepairBudget
 from compress.steps.repair_plan import base_step, skip_reason
 
 if TYPE_CHECKING:
-    from compress.report.model import Gate
+    from compress.report.model import Artifact, Gate
 
 QUALITY_JUDGES = ("labels", "fidelity", "perplexity")
 
@@ -51,10 +51,10 @@ class RepairStep:
     keep_float: tuple[str, ...] = ()
 
 
-Attempt = Callable[[RepairStep], dict]  # writes, verifies and returns the artifact entry for one step
+Attempt = Callable[[RepairStep], "Artifact"]  # writes, verifies and returns the artifact entry for one step
 
 
-def quality_gates(entry: dict, policy: GatePolicy) -> list[Gate]:
+def quality_gates(entry: Artifact, policy: GatePolicy) -> list[Gate]:
     """The quality gates of ``entry`` under ``policy`` (gates on); a file that failed verification fails them all."""
     if is_failed(entry):
         return [verification_gate(entry)]
@@ -62,18 +62,18 @@ def quality_gates(entry: dict, policy: GatePolicy) -> list[Gate]:
     return [g for g in gates if g.judged_by in QUALITY_JUDGES]
 
 
-def quality_failures(entry: dict, policy: GatePolicy) -> list[Gate]:
+def quality_failures(entry: Artifact, policy: GatePolicy) -> list[Gate]:
     """The quality gates ``entry`` fails (empty: it may be kept)."""
     return [g for g in quality_gates(entry, policy) if not g.passed]
 
 
-def should_repair(entry: dict, precision: str, policy: GatePolicy, fp32: dict | None) -> str | None:
+def should_repair(entry: Artifact, precision: str, policy: GatePolicy, fp32: Artifact | None) -> str | None:
     """Why repair is skipped (None: try it). Only a calibrated (static) file that fails a quality gate is repaired."""
     if not policy.enabled:
         return "gates off"
     if not PRECISIONS[precision].calibrated or not quality_failures(entry, policy):
         return "not needed"
-    if entry["metrics"].get("fidelity") is None:
+    if entry.metrics.fidelity is None:
         return "no data to judge by"
     if fp32 is not None and quality_failures(fp32, policy):
         return "the fp32 export already fails the gates: the loss is not quantization's"
@@ -94,16 +94,16 @@ def cheap_steps(config, fmt: str) -> list[RepairStep]:
     return steps
 
 
-def _record(step: RepairStep, entry: dict, gates: list[Gate]) -> dict:
+def _record(step: RepairStep, entry: Artifact, gates: list[Gate]) -> dict:
     """What one attempt bought: its size and every quality gate's figure."""
     judged = [{"gate": g.name, "value": g.value, "limit": g.limit, "passed": g.passed, "reason": g.reason} for g in gates]
-    return {"step": step.label, "techniques": list(entry["techniques"]), "size_bytes": entry["size_bytes"],
+    return {"step": step.label, "techniques": list(entry.techniques), "size_bytes": entry.size_bytes,
             "passed": all(g["passed"] for g in judged), "gates": judged}
 
 
-def repair(attempt: Attempt, entry: dict, config, fmt: str, policy: GatePolicy,
+def repair(attempt: Attempt, entry: Artifact, config, fmt: str, policy: GatePolicy,
            rank_layers: Callable[[], list[str]], step: Callable[[str], None] = lambda message: None,
-           budget: RepairBudget | None = None, op_types: frozenset[str] | None = None) -> dict:
+           budget: RepairBudget | None = None, op_types: frozenset[str] | None = None) -> Artifact:
     """Try the repair steps after ``entry`` (the file as configured) failed; the entry to keep, with ``repair``.
 
     ``budget``: the run's repair time (compress.steps.repair_budget; default: a fresh DEFAULT_REPAIR_BUDGET);
@@ -134,9 +134,9 @@ def repair(attempt: Attempt, entry: dict, config, fmt: str, policy: GatePolicy,
         if kept is None:
             step("repair: nothing met the gates; writing the file as configured again")
             entry = attempt(first)  # nothing reached the gates: the file as configured, failing as before
-    entry["repair"] = {"steps": records, "kept": kept.label if kept else None, "skipped": skipped,
-                       "budget": budget.record(not_tried), "summary": _summary(records, kept, skipped, not_tried, budget)}
-    entry["notes"].append(entry["repair"]["summary"])
+    entry.repair = {"steps": records, "kept": kept.label if kept else None, "skipped": skipped,
+                    "budget": budget.record(not_tried), "summary": _summary(records, kept, skipped, not_tried, budget)}
+    entry.notes = [*entry.notes, entry.repair.summary]
     return entry
 
 

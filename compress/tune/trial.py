@@ -55,7 +55,6 @@ def run_trial(spec: TrialSpec) -> dict:
     import torch
 
     from compress.errors import EnvironmentFailure
-    from compress.steps.gates import is_failed
     from compress.loading.model import load_model
     from compress.passes.quantize import quantize
 
@@ -70,8 +69,8 @@ def run_trial(spec: TrialSpec) -> dict:
         handle = prune_apply(handle, prune, model_splits(handle, spec.data, spec.seed))
     config = quantize_config_for(spec.params, spec.ranked_layers, spec.format, spec.seed, spec.bench_runs)
     out = Path(spec.out_dir) / f"trial-{spec.number:04d}"
-    artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]
-    if is_failed(artifact):
+    artifact = quantize(handle, config, spec.data, out, reference=spec.reference).report["artifacts"][-1]  # as report.json holds it
+    if artifact.get("status") == "failed":
         raise EnvironmentFailure(f"trial {spec.number}: {artifact['path']} {artifact['failure']}")
     metrics = artifact["metrics"]
     from compress.steps.gates import fidelity_floor_check
@@ -81,7 +80,7 @@ def run_trial(spec: TrialSpec) -> dict:
     timing = _timing(artifact, out, spec)
     return {"number": spec.number, "params": spec.params, "degradation": metrics["degradation"],
             "floor_failures": fidelity_floor_check(metrics["fidelity"], unlabelled_only=True),
-            "floor_gap": 1 - min(floor_margin(o)[0] for o in unlabelled) if unlabelled else None,
+            "floor_gap": 1 - min(floor_margin(o["kind"], o["measures"])[0] for o in unlabelled) if unlabelled else None,
             "metric": (metrics["task"] or {}).get("value"), "size_bytes": artifact["size_bytes"], "p50_ms": timing.get("p50_ms"),
             "measured_on": timing.get("measured_on"), "artifact": str(out / artifact["path"]), "report": str(out / "report.json"),
             "techniques": [technique_label(t) for t in [*handle.techniques, *artifact["techniques"]]], "sha256": artifact["sha256"]}
@@ -96,6 +95,6 @@ def _timing(artifact: dict, out: Path, spec: TrialSpec) -> dict:
         from compress.steps.benchmark import benchmark_artifact
 
         return benchmark_artifact(out / artifact["path"], target=spec.target, runs=spec.bench_runs)
-    from compress.steps.latency import device_timing
+    from compress.steps.latency import document_timing
 
-    return device_timing(artifact) or {}
+    return document_timing(artifact) or {}

@@ -124,9 +124,10 @@ def quantize_onnx(job: QuantizeJob) -> ExportResult:
         onnx.save(quantized, str(tmp))
         check_loads_in_child(tmp)
     final = "mixed" if len(techniques) > 1 else precision
-    if precision != "fp16" and not any(n.op_type in INTEGER_OPS or n.op_type == "DequantizeLinear" for n in quantized.graph.node):
+    integer = None if precision == "fp16" else any(n.op_type in INTEGER_OPS or n.op_type == "DequantizeLinear" for n in quantized.graph.node)
+    if integer is False:
         notes.append(f"nothing was quantized: the model has no op that the {precision} path covers")
-    return ExportResult(out_path, final, techniques, float_ops, notes)
+    return ExportResult(out_path, final, techniques, float_ops, notes, holds_integer_ops=integer)
 
 
 def check_precision(precision: str) -> None:
