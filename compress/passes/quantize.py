@@ -141,12 +141,16 @@ def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[Q
 def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0) -> dict | None:
     """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models)."""
     from compress.runtimes import open_runner
-    from compress.data.streams import evaluate_stream
+    from compress.data.streams import evaluate_stream, stream_metrics
 
     if not handle.input_spec.state:
         return None
-    runners = {a["name"]: open_runner(Path(run_dir) / a["path"], spec=plan.spec) for a in artifacts}
-    return evaluate_stream(handle, plan, runners, seed=seed)
+    verified = [a for a in artifacts if a.get("status") != "failed"]
+    runners = {a["name"]: open_runner(Path(run_dir) / a["path"], spec=plan.spec) for a in verified}
+    streams = evaluate_stream(handle, plan, runners, seed=seed)
+    for artifact in verified if streams else []:  # each artifact's streamed decisions are gated (compress.steps.resolve.stream_gate)
+        artifact["metrics"]["stream"] = stream_metrics(streams["artifacts"][artifact["name"]])
+    return streams
 
 
 @holds_run_dir("quantize")

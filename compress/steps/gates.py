@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from compress.data.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
+from compress.steps.resolve import resolve_gate, stream_gate, summary_tail  # gates judged with their intervals
 
 # 1 pt of accuracy (or 0.01 of R²): int8 PTQ of the zoo models moves the metric by -0.006..+0.003 (bench/results/fidelity_floors.md),
 # so a good artifact passes with room to spare, while a clearly damaged one (the 8.4 pt pruned ResNet) fails.
@@ -174,6 +175,7 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
         if floor is not None:
             gates.append(floor)
         gates += [_measure_gate(artifact, m, limit) for m, limit in policy.min_fidelity.items()]
+        gates += [g for g in [stream_gate(artifact, policy.floors)] if g is not None]
         if policy.max_size_bytes is not None:
             size, limit = artifact["size_bytes"], policy.max_size_bytes
             gates.append(_gate("max_size_bytes", artifact, limit, size, size <= limit, "size", f"{size:,} bytes vs limit {limit:,}"))
@@ -183,7 +185,7 @@ def evaluate_gates(artifacts: list[dict], policy: GatePolicy | None = None,
             passed = value is not None and value <= limit
             gates.append(_gate("max_latency_ms", artifact, limit, value, passed, "latency",
                                f"p50 {value} ms vs limit {limit} ms on {target}", target=target, batch=1))
-    return gates
+    return [resolve_gate(g, next(a for a in artifacts if a["name"] == g["artifact"]), policy.floors) for g in gates]
 
 
 def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candidate: Callable[[dict], bool] = is_candidate) -> dict:
@@ -197,7 +199,7 @@ def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candid
     if any(a["metrics"].get("perplexity") for a in judged):
         limit = (f"max_degradation {policy.max_degradation} (relative perplexity increase)" if policy.max_degradation
                  is not None else "the default perplexity increase of each precision")
-        failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
+        failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]  # perplexity: no intervals yet
         summary = (f"language model: judged by perplexity on held-out text vs the float reference, {limit}"
                    + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed"))
         return {"gates": "on", "judged_by": sorted({g["judged_by"] for g in gates}), "summary": summary, "notes": notes}
@@ -214,8 +216,7 @@ def verdict(artifacts: list[dict], gates: list[dict], policy: GatePolicy, candid
         head = f"no labels: judged by fidelity floor {floors}"
         if policy.max_degradation is not None:
             notes.append(f"no labels: max_degradation {policy.max_degradation} cannot be measured; judged by fidelity instead")
-    failures = [f"{g['artifact']}: {g['reason']}" for g in gates if not g["passed"]]
-    summary = head + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed")
+    summary = head + summary_tail(gates)
     return {"gates": "on", "judged_by": judged_by, "summary": summary, "notes": notes}
 
 
@@ -226,7 +227,8 @@ def failure_message(report: dict, run_dir) -> str | None:
         return None
     first = failed[0]
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']} failed for {first['artifact']}: {first['reason']}"
+    result = "" if first.get("outcome") == "undecided" else " failed"  # an undecided reason starts "undecided: "
+    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']}{result} for {first['artifact']}: {first['reason']}"
     return f"{what}{more} (artifacts are still in {run_dir})"
 
 

@@ -27,6 +27,7 @@ from compress.backends import registry
 from compress.backends.calibration import calibration_names
 from compress.catalog import PRECISIONS
 from compress.steps.gates import GatePolicy, evaluate_gates, is_failed
+from compress.steps.resolve import is_quality_failure
 
 QUALITY_JUDGES = ("labels", "fidelity", "perplexity")
 
@@ -54,7 +55,7 @@ def quality_gates(entry: dict, policy: GatePolicy) -> list[dict]:
 
 def quality_failures(entry: dict, policy: GatePolicy) -> list[dict]:
     """The quality gates ``entry`` fails (empty: it may be kept)."""
-    return [g for g in quality_gates(entry, policy) if not g["passed"]]
+    return [g for g in quality_gates(entry, policy) if is_quality_failure(g)]
 
 
 def should_repair(entry: dict, precision: str, policy: GatePolicy, fp32: dict | None) -> str | None:
@@ -88,7 +89,7 @@ def _record(step: RepairStep, entry: dict, gates: list[dict]) -> dict:
     """What one attempt bought: its size and every quality gate's figure."""
     judged = [{"gate": g["name"], "value": g["value"], "limit": g["limit"], "passed": g["passed"], "reason": g["reason"]} for g in gates]
     return {"step": step.label, "techniques": list(entry["techniques"]), "size_bytes": entry["size_bytes"],
-            "passed": all(g["passed"] for g in judged), "gates": judged}
+            "passed": not any(is_quality_failure(g) for g in gates), "gates": judged}
 
 
 def repair(attempt: Attempt, entry: dict, config, fmt: str, policy: GatePolicy,
