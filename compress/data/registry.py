@@ -92,7 +92,7 @@ def load_npz(path: Path, layout=None) -> Dataset:
     if "x" not in arrays:
         raise UsageError(f"{path} has no 'x' array (found: {', '.join(arrays) or 'nothing'}); save inputs as x=..., labels as y=...")
     extra = sorted((k for k in arrays if k[0] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
-    x = tuple(_as_input(check_dtype(arrays[k], k, str(path))) for k in ["x", *extra])
+    given = x = tuple(_as_input(check_dtype(arrays[k], k, str(path))) for k in ["x", *extra])
     if layout is not None:
         x = layout.samples_first(x, str(path))
     y = None
@@ -103,8 +103,8 @@ def load_npz(path: Path, layout=None) -> Dataset:
     try:
         return Dataset(path.stem, x, y, heads, meta={"path": str(path)})
     except ValueError:
-        names = [*["x", *extra][:len(x)], *(["y"] if y else [])]
-        raise UsageError(sample_count_message(str(path), names, [*x, *(y or ())])) from None
+        names = [*["x", *extra][:len(given)], *(["y"] if y else [])]
+        raise UsageError(sample_count_message(str(path), names, [*given, *(y or ())])) from None
 
 
 def sample_count_message(where: str, names: list[str], arrays: list[np.ndarray]) -> str:

@@ -27,6 +27,8 @@ def resolve_gate(gate: dict, artifact: dict, floors: dict[str, dict[str, float]]
         return _degradation(gate, artifact)
     if gate["name"] == "fidelity_floor":
         return _floor(gate, artifact, floors)
+    if gate["name"].startswith("min_fidelity:"):
+        return _min_fidelity(gate, artifact)
     return {**gate, "outcome": "passed" if gate["passed"] else "failed"}
 
 
@@ -84,6 +86,15 @@ def _floor(gate: dict, artifact: dict, floors: dict[str, dict[str, float]]) -> d
                 f"{interval['low']:.4g}..{interval['high']:.4g}, {interval['samples']:,} samples)"}
     return _judged(point, interval, point["value"], limit, True,
                    f"test samples cannot resolve the {output['kind']} {output['name']} {measure} floor {limit:g}", measure)
+
+
+def _min_fidelity(gate: dict, artifact: dict) -> dict:
+    """A ``--min-fidelity``/recipe floor on one measure, judged by that output's interval of it."""
+    measure = gate["name"].split(":", 1)[1]
+    output = next((o for o in (artifact["metrics"].get("fidelity") or {}).get("outputs", []) if o["name"] == gate.get("output")), {})
+    interval = (output.get("intervals") or {}).get(measure)
+    return _judged(gate, interval, gate["value"], gate["limit"], True,
+                   f"test samples cannot resolve the {output.get('name')} {measure} floor {gate['limit']:g}", measure)
 
 
 def stream_gate(artifact: dict, floors: dict[str, dict[str, float]]) -> dict | None:
