@@ -110,6 +110,7 @@ def compare_streams(spec: InputSpec, reference: list[list[np.ndarray]], candidat
             if all(d is not None for d in ref):
                 same = [(a == b) if b is not None else np.zeros(len(a), bool) for a, b in zip(ref, cand)]
                 agree = [float(np.mean(s)) for s in same]
+                entry["decision"] = "threshold" if ref[0].dtype == bool else "argmax"
                 entry["decision_agreement"] = round(float(np.mean(agree)), 6)
                 entry["decisions"], entry["decisions_agreed"] = int(sum(s.size for s in same)), int(sum(s.sum() for s in same))
                 entry["interval"] = wilson(entry["decisions_agreed"], entry["decisions"])
@@ -123,10 +124,20 @@ def compare_streams(spec: InputSpec, reference: list[list[np.ndarray]], candidat
             "last_sqnr_db": min(o["drift_sqnr_db"]["last"] for o in outputs)}
 
 
-def stream_metrics(result: dict) -> dict:
-    """What an artifact's stream gate judges (report.json ``metrics.stream``, compress.steps.resolve.stream_gate)."""
-    keys = ("decision_agreement", "decisions", "decisions_agreed", "interval", "min_sqnr_db", "error")
-    return {key: result[key] for key in keys if key in result}
+DECISION_KINDS = ("classes", "probabilities")  # an argmax is a decision of these kinds only (not of an embedding)
+
+
+def stream_metrics(result: dict, kinds: list[str] | None = None) -> dict:
+    """What an artifact's stream gate judges (report.json ``metrics.stream``, compress.steps.resolve.stream_gate): the
+    weakest streamed decision of the outputs that make one (``kinds``: each output's kind; an argmax of class scores,
+    or one probability read against 0.5), with its counts and interval."""
+    if "error" in result:
+        return {"error": result["error"]}
+    decided = [o for i, o in enumerate(result["outputs"]) if "decision_agreement" in o
+               and (o["decision"] == "threshold" or kinds is None or (i < len(kinds) and kinds[i] in DECISION_KINDS))]
+    weakest = min(decided, key=lambda o: o["decision_agreement"]) if decided else {}
+    keys = ("decision_agreement", "decisions", "decisions_agreed", "interval")
+    return {"output": weakest.get("output"), **{key: weakest[key] for key in keys if key in weakest}, "min_sqnr_db": result["min_sqnr_db"]}
 
 
 def evaluate_stream(handle, plan, runners: dict, steps: int = DEFAULT_STEPS, seed: int = 0) -> dict | None:

@@ -138,8 +138,10 @@ def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[Q
     return config.model_copy(update={"formats": [f for f in config.formats if f not in refused]}), findings
 
 
-def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0) -> dict | None:
-    """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models)."""
+def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list[dict], seed: int = 0,
+                  kinds: list | None = None) -> dict | None:
+    """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models);
+    ``kinds`` (each output's OutputKind) say which outputs make the decisions the stream gate judges."""
     from compress.runtimes import open_runner
     from compress.data.streams import evaluate_stream, stream_metrics
 
@@ -149,7 +151,7 @@ def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts:
     runners = {a["name"]: open_runner(Path(run_dir) / a["path"], spec=plan.spec) for a in verified}
     streams = evaluate_stream(handle, plan, runners, seed=seed)
     for artifact in verified if streams else []:  # each artifact's streamed decisions are gated (compress.steps.resolve.stream_gate)
-        artifact["metrics"]["stream"] = stream_metrics(streams["artifacts"][artifact["name"]])
+        artifact["metrics"]["stream"] = stream_metrics(streams["artifacts"][artifact["name"]], [k.kind for k in kinds or []] or None)
     return streams
 
 
@@ -203,7 +205,7 @@ def quantize(
     artifacts, preflight = built.artifacts, refused + built.preflight
     step("stream evaluation")
     extra = {
-        "streams": stream_report(handle, plan, run_dir, artifacts, config.seed),
+        "streams": stream_report(handle, plan, run_dir, artifacts, config.seed, built.reference.kinds),
         "command": "quantize",
         "config": config.model_dump(),
         "preflight": preflight,
