@@ -39,3 +39,15 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """
     lines = str(exc).strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+def whole_message(exc: BaseException, limit: int = 400) -> str:
+    """Every line of an exception's message on one line (a runtime's shape error names the indices on its later lines),
+    cut at ``limit`` characters.
+
+    Example:
+        >>> whole_message(RuntimeError("Got invalid dimensions for input: state for the following indices\n index: 0 Got: 300 Expected: 2"))
+        'Got invalid dimensions for input: state for the following indices index: 0 Got: 300 Expected: 2'
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -29,8 +29,10 @@ def mnist(zoo_checkpoint):
 @pytest.fixture(scope="module")
 def structured_run(mnist, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pruned")
+    # a gate the sample can resolve: pruning this briefly trained model changes ~30 of the 359 test predictions, whose
+    # paired interval (about +-3.5 pt) leaves the default 1 pt gate undecided
     return run_dir, json_output(cli("prune", mnist, "--method", "l1-structured", "--sparsity", "0.5", "--finetune-epochs", "2",
-                                    "--format", "onnx", "--no-bench", "--json", "--out", run_dir))
+                                    "--format", "onnx", "--no-bench", "--json", "--out", run_dir, "--max-degradation", "0.05"))
 
 
 def _artifact(report, name):

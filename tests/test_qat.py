@@ -32,7 +32,9 @@ def mnist(zoo_checkpoint):
 @pytest.fixture(scope="module")
 def qat_run(mnist, cli, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("qat")
-    return run_dir, json_output(cli("qat", mnist, "--epochs", "1", "--no-bench", "--json", "--out", run_dir))
+    # a gate the sample can resolve: QAT moves many of the briefly trained model's 359 test predictions (the paired
+    # interval spans several pt), which leaves the default 1 pt gate undecided
+    return run_dir, json_output(cli("qat", mnist, "--epochs", "1", "--no-bench", "--json", "--out", run_dir, "--max-degradation", "0.05"))
 
 
 def test_qat_int8_onnx_and_tflite_lose_no_more_than_ptq(qat_run):

@@ -159,7 +159,10 @@ def test_gate_failure_exits_1_and_keeps_artifacts(zoo_checkpoint, cli, tmp_path)
         pytest.fail("int4 weight-only with a zero-loss gate was expected to lose something")
     assert result.exit_code == 1
     assert (tmp_path / "model.int4-weight.onnx").is_file()
-    assert report["passed"] is False and "gate max_degradation failed" in result.stderr
+    # failed, or undecided when the 359 test digits cannot tell the loss from 0 (its interval reaches below the limit)
+    gate = next(g for g in report["gates"] if g["name"] == "max_degradation")
+    assert report["passed"] is False and gate["outcome"] in ("failed", "undecided")
+    assert ("gate max_degradation failed" if gate["outcome"] == "failed" else "gate max_degradation for int4-weight-onnx: undecided") in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,7 +14,8 @@ TERMINAL_COLUMNS = {"artifact": "artifact", "bytes": "bytes", "metric": "metric"
 
 
 def artifact_table(report: dict, run_dir: Path) -> Group:
-    from compress.data.outputs import kind_line  # imported late: `compress --help` stays fast
+    from compress.data.intervals import interval_text  # imported late: `compress --help` stays fast
+    from compress.data.outputs import kind_line
     from compress.report.markdown import ARTIFACT_COLUMNS, artifact_rows
 
     table = Table(title=f"{report.get('command', 'run')}: {report['source']['path']}")
@@ -32,6 +33,9 @@ def artifact_table(report: dict, run_dir: Path) -> Group:
     recommended = (report.get("recommended") or {}).get("local-cpu")
     if recommended:
         lines.append(Text.from_markup(f"[bold green]recommended for this CPU:[/] {recommended['artifact']} — {recommended['why']}"))
+    intervals = [line for line in map(interval_text, report["artifacts"]) if line]
+    if intervals:
+        lines += [Text("95 % intervals (from per-sample outcomes):"), *(Text(f"  {line}") for line in intervals)]
     for artifact in report["artifacts"]:
         for note in artifact.get("notes", []):
             lines.append(Text(f"• {artifact['name']}: {note}", style="yellow" if "not faster" in note else ""))
@@ -46,6 +50,7 @@ def artifact_table(report: dict, run_dir: Path) -> Group:
         lines.append(Text(f"  - {note}"))
     for gate in report["gates"]:
         if not gate["passed"]:
-            lines.append(Text(f"gate {gate['name']} FAILED for {gate['artifact']}: {gate['reason']}", style="bold red"))
+            result = "" if gate.get("outcome") == "undecided" else " FAILED"  # an undecided reason starts "undecided: "
+            lines.append(Text(f"gate {gate['name']}{result} for {gate['artifact']}: {gate['reason']}", style="bold red"))
     lines.append(Text(f"run directory: {run_dir} (report.json, report.md)"))
     return Group(*lines)

@@ -217,6 +217,11 @@ def neighbour_agreement(ref: np.ndarray, cand: np.ndarray, k: int = NEIGHBOURS) 
     ref, cand = ref[:NEIGHBOUR_SAMPLES], cand[:NEIGHBOUR_SAMPLES]
     if len(ref) < k + 2:
         return None
+    return float(np.mean(_neighbour_overlaps(ref, cand, k)))
+
+
+def _neighbour_overlaps(ref: np.ndarray, cand: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Per sample: the fraction of its k nearest reference neighbours still among its k nearest candidate ones."""
 
     def nearest(rows):
         unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
@@ -224,8 +229,7 @@ def neighbour_agreement(ref: np.ndarray, cand: np.ndarray, k: int = NEIGHBOURS) 
         np.fill_diagonal(similarity, -np.inf)
         return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
-    a, b = nearest(ref), nearest(cand)
-    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+    return np.array([len(set(x) & set(y)) / k for x, y in zip(nearest(ref), nearest(cand))])
 
 
 def measure(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -258,6 +262,32 @@ def measure(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict:
     return {k: (None if v is None else round(float(v), 6)) for k, v in result.items()}
 
 
+def measure_intervals(kind: str, reference: np.ndarray, candidate: np.ndarray) -> dict[str, dict]:
+    """The 95 % interval of each floor measure ``measure`` gives ``kind`` (compress.data.intervals): Wilson for
+    top-1/top-5 agreement, bootstrap over samples for cosine, step and neighbour agreement and SQNR."""
+    from compress.data import intervals
+
+    ref, cand = _rows(reference), _rows(np.asarray(candidate).reshape(np.shape(reference)))
+    n = len(ref)
+    if kind in ("classes", "probabilities"):
+        result = {"top1_agreement": intervals.wilson(int(np.sum(ref.argmax(1) == cand.argmax(1))), n)}
+        if ref.shape[1] > 5:
+            top5 = sum(r in set(c) for r, c in zip(ref.argmax(1), np.argsort(-cand, axis=1)[:, :5]))
+            result["top5_agreement"] = intervals.wilson(int(top5), n)
+        return result
+    if kind == "sequence":
+        classes = np.shape(reference)[-1] if np.ndim(reference) > 1 else 1
+        steps = np.asarray(reference, dtype=np.float64).reshape(n, -1, classes)
+        agree = steps.argmax(-1) == np.asarray(candidate, dtype=np.float64).reshape(steps.shape).argmax(-1)
+        return {"step_top1_agreement": intervals.mean_interval(agree.mean(1))}
+    result = {"sqnr_db": intervals.sqnr_interval(ref, cand)} if kind in ("regression", "state") else {}
+    if kind in ("embedding", "state"):
+        result["cosine"] = intervals.mean_interval(_cosines(ref, cand))
+    if kind == "embedding" and min(n, NEIGHBOUR_SAMPLES) >= NEIGHBOURS + 2:
+        result["neighbour_agreement"] = intervals.mean_interval(_neighbour_overlaps(ref[:NEIGHBOUR_SAMPLES], cand[:NEIGHBOUR_SAMPLES]))
+    return result
+
+
 def floor_shortfalls(kind: str, measures: dict, floors: dict[str, dict[str, float]] | None = None) -> list[dict]:
     """The floor measures an output of ``kind`` with ``measures`` misses: ``[{"measure", "value", "floor"}]``.
 
@@ -284,7 +314,8 @@ def output_fidelity(kinds: list[OutputKind], reference: list[np.ndarray], candid
 
     Keeps the v1 flat keys (``top1_agreement``, ``sqnr_db``, ``max_abs_error``, ``cosine``) for the headline output.
     """
-    outputs = [{**k.as_dict(), "measures": measure(k.kind, r, c)} for k, r, c in zip(kinds, reference, candidate)]
+    outputs = [{**k.as_dict(), "measures": measure(k.kind, r, c), "intervals": measure_intervals(k.kind, r, c)}
+               for k, r, c in zip(kinds, reference, candidate)]
     worst = min(outputs, key=lambda o: floor_margin(o["kind"], o["measures"])[0])
     measure_name = floor_margin(worst["kind"], worst["measures"])[1]
     ref, cand = reference[outputs.index(worst)], candidate[outputs.index(worst)]

@@ -59,7 +59,7 @@ def plan_data(handle: ModelHandle, data: str | Dataset | None, calib_samples: in
     if data is None:
         return DataPlan(spec.random_dataset(calib_samples, seed), None, None, seed, synthetic=True, spec=spec,
                         probe=spec.random_dataset(PROBE_SAMPLES, seed + 1))
-    dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle))
+    dataset = check_dataset(data) if isinstance(data, Dataset) else resolve_data(data, image_shape(handle), spec)
     dataset = replace(dataset, x=spec.samples_first(dataset.x, f"data {dataset.name!r}"), axes=spec.input_axes)
     check_labels(dataset, handle.heads, Path(handle.source_path).name)
     if dataset.size < 10:

@@ -45,17 +45,21 @@ def load_dataset(name: str) -> Dataset:
     return BUILTIN_DATASETS[name]()
 
 
-def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None) -> Dataset:
-    """Turn a ``--data`` value into a checked Dataset (see the module docstring for the forms; compress.data.validate)."""
-    return check_dataset(_load(spec, image_shape))
+def resolve_data(spec: str, image_shape: tuple[int, int, int] | None = None, layout=None) -> Dataset:
+    """Turn a ``--data`` value into a checked Dataset (see the module docstring for the forms; compress.data.validate).
+
+    ``layout``: the model's InputSpec; a .npz whose arrays are in the model's layout (a state ``(layers, B, H)``,
+    batch on axis 1) is read sample-first by it.
+    """
+    return check_dataset(_load(spec, image_shape, layout))
 
 
-def _load(spec: str, image_shape: tuple[int, int, int] | None) -> Dataset:
+def _load(spec: str, image_shape: tuple[int, int, int] | None, layout=None) -> Dataset:
     if spec in BUILTIN_DATASETS:
         return load_dataset(spec)
     path = Path(spec)
     if path.suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, layout)
     if path.is_dir():
         return load_image_folder(path, image_shape)
     if names_callable(spec):
@@ -74,7 +78,9 @@ def names_callable(spec: str) -> bool:
     return spec not in BUILTIN_DATASETS and path.suffix != ".npz" and ":" in spec and not path.exists()
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, layout=None) -> Dataset:
+    """``x`` (and ``x1``, ``x2`` ...) and optional ``y`` from ``path``; ``layout`` (an InputSpec) moves each input's
+    batch axis first when the arrays are in the model's layout."""
     if not path.is_file():
         raise UsageError(f"data file {path} not found; check the path")
     _check_npz_size(path)
@@ -86,7 +92,9 @@ def load_npz(path: Path) -> Dataset:
     if "x" not in arrays:
         raise UsageError(f"{path} has no 'x' array (found: {', '.join(arrays) or 'nothing'}); save inputs as x=..., labels as y=...")
     extra = sorted((k for k in arrays if k[0] == "x" and k[1:].isdigit()), key=lambda k: int(k[1:]))
-    x = tuple(_as_input(check_dtype(arrays[k], k, str(path))) for k in ["x", *extra])
+    given = x = tuple(_as_input(check_dtype(arrays[k], k, str(path))) for k in ["x", *extra])
+    if layout is not None:
+        x = layout.samples_first(x, str(path))
     y = None
     heads: tuple[Head, ...] = ()
     if "y" in arrays:
@@ -94,8 +102,23 @@ def load_npz(path: Path) -> Dataset:
         heads, y = (head,), (labels,)
     try:
         return Dataset(path.stem, x, y, heads, meta={"path": str(path)})
-    except ValueError as exc:
-        raise UsageError(f"{path}: {exc}") from None
+    except ValueError:
+        names = [*["x", *extra][:len(given)], *(["y"] if y else [])]
+        raise UsageError(sample_count_message(str(path), names, [*given, *(y or ())])) from None
+
+
+def sample_count_message(where: str, names: list[str], arrays: list[np.ndarray]) -> str:
+    """The one line for arrays whose first axes disagree: each array's shape, and ``--batch-axis`` for an input whose
+    batch is not on axis 0.
+
+    Example:
+        >>> sample_count_message("vad.npz", ["x", "x1"], [np.zeros((300, 40)), np.zeros((2, 300, 128))])
+        'vad.npz: arrays disagree on the number of samples (first axis): x (300, 40), x1 (2, 300, 128); ...'
+    """
+    shapes = ", ".join(f"{name} {tuple(array.shape)}" for name, array in zip(names, arrays))
+    return (f"{where}: arrays disagree on the number of samples (first axis): {shapes}; give every array sample-first, "
+            "or, for an input whose batch is on another axis (a state (layers, batch, hidden)), name it with "
+            "--batch-axis INPUT=AXIS (e.g. --batch-axis state=1)")
 
 
 def _check_npz_size(path: Path) -> None:

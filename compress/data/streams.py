@@ -4,7 +4,7 @@ state, and each output's batch axis, are found when the model loads: compress.lo
 A streaming model (voice activity, keyword spotting) takes a chunk and its previous state and returns a decision
 and its next state. Evaluated one batch at a time such a model looks fine; over a stream, errors in the state
 compound. ``evaluate_stream`` runs N consecutive chunks with each runtime's own state fed back and measures every
-step against eager PyTorch doing the same.
+step against eager PyTorch doing the same; the streamed decisions that agree are gated (compress.steps.resolve).
 
 Example:
     >>> spec = load_model("vad.pt2", batch_axes=parse_batch_axes(["state=1"])).input_spec
@@ -18,9 +18,11 @@ import numpy as np
 
 from compress.errors import UsageError
 from compress.data.evaluate import fidelity
+from compress.data.intervals import wilson
 from compress.loading.spec import InputSpec
 
-DEFAULT_STEPS = 32
+DEFAULT_STEPS = 256  # decisions enough for a 0.98 agreement floor to be resolved (190 agreeing of 190 clear it)
+MIN_DATA_STEPS = 32  # fewer chunks of data than this: a random stream instead (too short to say anything)
 
 
 def parse_pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -46,15 +48,16 @@ def parse_batch_axes(values: list[str] | None) -> dict[str, int]:
 
 
 def stream_chunks(spec: InputSpec, plan, steps: int = DEFAULT_STEPS, seed: int = 0) -> tuple[list[tuple], str]:
-    """``steps`` consecutive chunks of the non-state inputs (model layout) and where they come from.
+    """Up to ``steps`` consecutive chunks of the non-state inputs (model layout) and where they come from.
 
-    From the data in its order when the run has data (``"data"``), else random chunks (``"random"``).
+    From the test data in its order when it holds at least ``MIN_DATA_STEPS`` chunks (``"data"``; as many as it has,
+    at most ``steps``), else ``steps`` random chunks (``"random"``).
     """
     batch = spec.fixed_batch or 1
     state_names = {name for name, _ in spec.state}
     dataset = plan.test if plan.test is not None else None
     source = "data"
-    if dataset is None or dataset.size < steps * batch:
+    if dataset is None or dataset.size < MIN_DATA_STEPS * batch:
         dataset, source = spec.random_dataset(steps * batch, seed), "random"
     chunks = []
     for step, (inputs, _) in enumerate(dataset.batches(batch)):
@@ -105,14 +108,36 @@ def compare_streams(spec: InputSpec, reference: list[list[np.ndarray]], candidat
         if index not in state_outputs:
             ref, cand = [decisions(r[index], axis) for r in reference], [decisions(c[index], axis) for c in candidate]
             if all(d is not None for d in ref):
-                agree = [float(np.mean(a == b)) if b is not None else 0.0 for a, b in zip(ref, cand)]
+                same = [(a == b) if b is not None else np.zeros(len(a), bool) for a, b in zip(ref, cand)]
+                agree = [float(np.mean(s)) for s in same]
+                entry["decision"] = "threshold" if ref[0].dtype == bool else "argmax"
                 entry["decision_agreement"] = round(float(np.mean(agree)), 6)
+                entry["decisions"], entry["decisions_agreed"] = int(sum(s.size for s in same)), int(sum(s.sum() for s in same))
+                entry["interval"] = wilson(entry["decisions_agreed"], entry["decisions"])
                 entry["decision_agreement_first_last"] = [round(float(np.mean(agree[:quarter])), 6), round(float(np.mean(agree[-quarter:])), 6)]
         outputs.append(entry)
-    decided = [o["decision_agreement"] for o in outputs if "decision_agreement" in o]
-    return {"outputs": outputs, "decision_agreement": min(decided) if decided else None,
+    decided = [o for o in outputs if "decision_agreement" in o]
+    weakest = min(decided, key=lambda o: o["decision_agreement"]) if decided else {}
+    return {"outputs": outputs, "decision_agreement": weakest.get("decision_agreement"),
+            **{key: weakest[key] for key in ("decisions", "decisions_agreed", "interval") if key in weakest},
             "min_sqnr_db": min(min(o["sqnr_db"]) for o in outputs),
             "last_sqnr_db": min(o["drift_sqnr_db"]["last"] for o in outputs)}
+
+
+DECISION_KINDS = ("classes", "probabilities")  # an argmax is a decision of these kinds only (not of an embedding)
+
+
+def stream_metrics(result: dict, kinds: list[str] | None = None) -> dict:
+    """What an artifact's stream gate judges (report.json ``metrics.stream``, compress.steps.resolve.stream_gate): the
+    weakest streamed decision of the outputs that make one (``kinds``: each output's kind; an argmax of class scores,
+    or one probability read against 0.5), with its counts and interval."""
+    if "error" in result:
+        return {"error": result["error"]}
+    decided = [o for i, o in enumerate(result["outputs"]) if "decision_agreement" in o
+               and (o["decision"] == "threshold" or kinds is None or (i < len(kinds) and kinds[i] in DECISION_KINDS))]
+    weakest = min(decided, key=lambda o: o["decision_agreement"]) if decided else {}
+    keys = ("decision_agreement", "decisions", "decisions_agreed", "interval")
+    return {"output": weakest.get("output"), **{key: weakest[key] for key in keys if key in weakest}, "min_sqnr_db": result["min_sqnr_db"]}
 
 
 def evaluate_stream(handle, plan, runners: dict, steps: int = DEFAULT_STEPS, seed: int = 0) -> dict | None:

@@ -401,9 +401,19 @@ def _spec_from_dims(inputs: list[tuple[str, list[int | None], str]], batch_axes:
     unknown = [name for name in batch_axes if name not in [n for n, _, _ in inputs]]
     if unknown:
         raise UsageError(f"--batch-axis names input {unknown[0]!r}, but the model's inputs are {', '.join(n for n, _, _ in inputs)}")
-    built = [tensor_from_dims(name, dims, dtype, batch_axes.get(name)) for name, dims, dtype in inputs]
+    axes, notes = dict(batch_axes), []
+    if inputs and all(d is not None for _, dims, _ in inputs for d in dims):  # a fixed-batch program: no dynamic dim
+        first = inputs[0][1]
+        batch = first[batch_axes.get(inputs[0][0], 0)] if first else None
+        for name, dims, _ in inputs[1:]:
+            matches = [i for i, d in enumerate(dims) if d == batch]
+            if name not in axes and dims and dims[0] != batch and len(matches) == 1:
+                axes[name] = matches[0]
+                notes.append(f"inferred batch axis: input {name!r} {tuple(dims)} has the batch ({batch}) of "
+                             f"{inputs[0][0]!r} on axis {matches[0]} only; declare --batch-axis {name}=AXIS to change it")
+    built = [tensor_from_dims(name, dims, dtype, axes.get(name)) for name, dims, dtype in inputs]
     fixed = built[0][1] if built and all(f is not None for _, f in built) else None
-    return InputSpec(tuple(t for t, _ in built), fixed_batch=fixed)
+    return InputSpec(tuple(t for t, _ in built), fixed_batch=fixed, inferred=tuple(notes))
 
 
 def _load_onnx(path: Path, digest: str, override: InputSpec | None, batch_axes: dict[str, int]) -> ModelHandle:

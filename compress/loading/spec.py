@@ -170,6 +170,7 @@ class InputSpec:
                 raise UsageError(
                     f"{where}: input {tensor.name!r} expects shape {_shape_text(tensor)} "
                     f"but the data has {tuple(array.shape)}; fix --input-shape or the data"
+                    + ("" if tensor.batch_axis else f", or, if its batch is on another axis, give it with --batch-axis {tensor.name}=AXIS")
                 )
             result.append(array)
         return tuple(result)

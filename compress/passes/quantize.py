@@ -142,15 +142,21 @@ def refuse_unconvertible(handle: ModelHandle, config: QuantizeConfig) -> tuple[Q
     return config.model_copy(update={"formats": [f for f in config.formats if f not in refused]}), findings
 
 
-def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list, seed: int = 0) -> dict | None:
-    """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models)."""
+def stream_report(handle: ModelHandle, plan: DataPlan, run_dir: Path, artifacts: list, seed: int = 0,
+                  kinds: list | None = None) -> dict | None:
+    """report.json ``streams``: every artifact run over one stream with its own state fed back (stateful models);
+    ``kinds`` (each output's OutputKind) say which outputs make the decisions the stream gate judges."""
     from compress.runtimes import open_runner
-    from compress.data.streams import evaluate_stream
+    from compress.data.streams import evaluate_stream, stream_metrics
 
     if not handle.input_spec.state:
         return None
-    runners = {a.name: open_runner(Path(run_dir) / a.path, spec=plan.spec) for a in artifacts}
-    return evaluate_stream(handle, plan, runners, seed=seed)
+    verified = [a for a in artifacts if a.status != "failed"]
+    runners = {a.name: open_runner(Path(run_dir) / a.path, spec=plan.spec) for a in verified}
+    streams = evaluate_stream(handle, plan, runners, seed=seed)
+    for artifact in verified if streams else []:  # each artifact's streamed decisions are gated (compress.steps.resolve.stream_gate)
+        artifact.metrics.stream = stream_metrics(streams["artifacts"][artifact.name], [k.kind for k in kinds or []] or None)
+    return streams
 
 
 @holds_run_dir("quantize")
@@ -201,14 +207,15 @@ def quantize(
                            rank_first=config.analyze, step=step, clock=clock)
     built = build(handle, artifact_specs(config), context)
     artifacts, preflight = built.artifacts, refused + built.preflight
+    step("stream evaluation")
+    streams = stream_report(handle, plan, run_dir, artifacts, config.seed, built.reference.kinds)  # gated: before any pick
     remeasured = None
     if config.bench:  # a pick the 95 % intervals cannot decide: its files re-timed side by side, once, bounded
         from compress.steps.remeasure import judged, remeasure_undecided
 
         _, remeasured = remeasure_undecided(run_dir, artifacts, judged(artifacts, policy), step=step)
-    step("stream evaluation")
     extra = {
-        "streams": stream_report(handle, plan, run_dir, artifacts, config.seed),
+        "streams": streams,
         "command": "quantize",
         "config": config.model_dump(),
         "preflight": preflight,

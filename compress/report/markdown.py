@@ -66,6 +66,13 @@ def timing_lines(report: dict) -> list[str]:
     return [f"- {name}: {describe_conditions(entry['conditions'])}" for name, entry in timed if entry and entry.get("conditions")]
 
 
+def interval_lines(report: dict) -> list[str]:
+    """Each artifact's quality figures with their 95 % intervals (compress.data.intervals.interval_text)."""
+    from compress.data.intervals import interval_text
+
+    return [f"- {line}" for line in map(interval_text, report["artifacts"]) if line]
+
+
 def output_rows(report: dict) -> list[list[str]]:
     """One row per (artifact, output): its kind and the measures that mean something for that kind."""
     rows = []
@@ -247,6 +254,9 @@ def render_markdown(report: dict) -> str:
         "## Artifacts",
         _table(ARTIFACT_COLUMNS, artifact_rows(report)),
     ]
+    if interval_lines(report):
+        parts += ["", "## 95 % intervals (from per-sample outcomes; a gate passes only when the interval clears it)",
+                  *interval_lines(report)]
     if timing_lines(report):
         parts += ["", "## How the p50 was timed", *timing_lines(report)]
     if output_rows(report):

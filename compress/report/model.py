@@ -112,8 +112,19 @@ class OutputInfo(Open):
     kind_reason: str | None = Field(None, description="How the kind was decided, in words (override: --output-kind NAME=KIND).")
 
 
+class Interval(Open):
+    """A figure's 95 % confidence interval from per-sample outcomes (compress.data.intervals)."""
+
+    low: float | None
+    high: float | None
+    level: float = Field(gt=0, lt=1)
+    samples: int = Field(ge=0)
+    method: Literal["wilson", "paired-wilson", "newcombe-unpaired", "bootstrap"]
+
+
 class OutputFidelity(OutputInfo):
     measures: dict[str, float | None] = Field(description="Only the measures that mean something for the kind.")
+    intervals: dict[str, Interval] | None = Field(None, description="The floor measures' 95 % intervals.")
 
 
 class Worst(Open):
@@ -172,6 +183,7 @@ class ArtifactMetrics(Open):
     degradation: float | None
     fidelity: Fidelity | None
     perplexity: LMQuality | None = Field(None, description="decoder language models: judged by this instead of fidelity")
+    degradation_interval: Interval | None = Field(None, description="95 % interval of the metric loss (paired on the test samples)")
 
 
 class LayerChoice(Open):
@@ -400,6 +412,10 @@ class Gate(Open):
     passed: bool
     judged_by: Literal["runtime", "labels", "fidelity", "perplexity", "size", "latency"]
     reason: str
+    outcome: Literal["passed", "failed", "undecided"] | None = Field(None, description="undecided: the figure's 95 % interval "
+                                                                      "straddles the limit (not passed: exit 1, never recommended)")
+    interval: Interval | None = None
+    samples_needed: int | None = Field(None, description="undecided: about how many test samples would resolve the gate")
 
 
 class Verdict(Open):

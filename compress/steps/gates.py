@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 from compress.data.outputs import FIDELITY_FLOORS, floor_margin, floor_shortfalls
+from compress.steps.resolve import resolve_gate, stream_gate, summary_tail  # gates judged with their intervals
 
 if TYPE_CHECKING:  # the report models load with pydantic: only when something is judged, never at CLI start-up
     from compress.report.model import Artifact, Fidelity, Gate, Recommended, Verdict
@@ -166,7 +167,10 @@ def _measure_gate(artifact: Artifact, measure: str, limit: float) -> Gate:
 
 def evaluate_gates(artifacts: list[Artifact], policy: GatePolicy | None = None,
                    candidate: Callable[[Artifact], bool] = is_candidate) -> list[Gate]:
-    """One gate entry per (gate, candidate artifact); each says what it judged by and why it passed or failed."""
+    """One gate entry per (gate, candidate artifact); each says what it judged by and why it passed or failed, judged
+    by its figure's interval where it has one (compress.steps.resolve: passed, failed or undecided)."""
+    from compress.report.model import Gate
+
     policy = policy or GatePolicy()
     if not policy.enabled:
         return []
@@ -181,6 +185,7 @@ def evaluate_gates(artifacts: list[Artifact], policy: GatePolicy | None = None,
         if floor is not None:
             gates.append(floor)
         gates += [_measure_gate(artifact, m, limit) for m, limit in policy.min_fidelity.items()]
+        gates += [Gate.model_validate(g) for g in [stream_gate(document(artifact), policy.floors)] if g is not None]
         if policy.max_size_bytes is not None:
             size, limit = artifact.size_bytes, policy.max_size_bytes
             gates.append(_gate("max_size_bytes", artifact, limit, size, size <= limit, "size", f"{size:,} bytes vs limit {limit:,}"))
@@ -190,7 +195,14 @@ def evaluate_gates(artifacts: list[Artifact], policy: GatePolicy | None = None,
             passed = value is not None and value <= limit
             gates.append(_gate("max_latency_ms", artifact, limit, value, passed, "latency",
                                f"p50 {value} ms vs limit {limit} ms on {target}", target=target, batch=1))
-    return gates
+    documents = {a.name: document(a) for a in artifacts}  # compress.steps.resolve reads report.json's form
+    return [Gate.model_validate(resolve_gate(g.model_dump(exclude_unset=True), documents[g.artifact], policy.floors))
+            for g in gates]
+
+
+def document(artifact) -> dict:
+    """An Artifact as report.json holds it."""
+    return artifact.model_dump(by_alias=True, exclude_unset=True)
 
 
 def verdict(artifacts: list[Artifact], gates: list[Gate], policy: GatePolicy, candidate: Callable[[Artifact], bool] = is_candidate) -> Verdict:
@@ -206,7 +218,7 @@ def verdict(artifacts: list[Artifact], gates: list[Gate], policy: GatePolicy, ca
     if any(a.metrics.perplexity for a in judged):
         limit = (f"max_degradation {policy.max_degradation} (relative perplexity increase)" if policy.max_degradation
                  is not None else "the default perplexity increase of each precision")
-        failures = [f"{g.artifact}: {g.reason}" for g in gates if not g.passed]
+        failures = [f"{g.artifact}: {g.reason}" for g in gates if not g.passed]  # perplexity: no intervals yet
         summary = (f"language model: judged by perplexity on held-out text vs the float reference, {limit}"
                    + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed"))
         return Verdict(gates="on", judged_by=sorted({g.judged_by for g in gates}), summary=summary, notes=notes)
@@ -223,8 +235,7 @@ def verdict(artifacts: list[Artifact], gates: list[Gate], policy: GatePolicy, ca
         head = f"no labels: judged by fidelity floor {floors}"
         if policy.max_degradation is not None:
             notes.append(f"no labels: max_degradation {policy.max_degradation} cannot be measured; judged by fidelity instead")
-    failures = [f"{g.artifact}: {g.reason}" for g in gates if not g.passed]
-    summary = head + ("; FAILED " + "; ".join(failures) if failures else "; every candidate passed")
+    summary = head + summary_tail([g.model_dump() for g in gates])
     return Verdict(gates="on", judged_by=judged_by, summary=summary, notes=notes)
 
 
@@ -235,7 +246,8 @@ def failure_message(report: dict, run_dir) -> str | None:
         return None
     first = failed[0]
     more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']} failed for {first['artifact']}: {first['reason']}"
+    result = "" if first.get("outcome") == "undecided" else " failed"  # an undecided reason starts "undecided: "
+    what = f"{first['artifact']} {first['reason']}" if first["name"] == "verified" else f"gate {first['name']}{result} for {first['artifact']}: {first['reason']}"
     return f"{what}{more} (artifacts are still in {run_dir})"
 
 

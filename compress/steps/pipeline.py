@@ -20,6 +20,7 @@ import numpy as np
 from compress.data import Head
 from compress.data.plan import DataPlan
 from compress.data.evaluate import degradation, fidelity, task_metrics
+from compress.data.intervals import degradation_interval
 from compress.data.labels import fit_labels
 from compress.steps.gates import GatePolicy
 from compress.data.outputs import OutputKind, infer_kinds, output_fidelity, output_names
@@ -141,6 +142,8 @@ def evaluate_artifact(path: Path, plan: DataPlan, reference: Reference, heads) -
     return {
         "task": task,
         "degradation": degradation(reference.metrics, task),
+        "degradation_interval": degradation_interval(reference.heads if reference.heads is not None else heads, reference.outputs,
+                                                     outputs, plan.test.y, reference.metrics if reference.original else None),
         "fidelity": output_fidelity(reference.kinds, reference.outputs, outputs),
     }, runner.name
 

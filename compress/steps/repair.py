@@ -34,6 +34,7 @@ from compress.catalog import PRECISIONS
 from compress.steps.gates import GatePolicy, evaluate_gates, is_failed, verification_gate
 from compress.steps.repair_budget import RepairBudget
 from compress.steps.repair_plan import base_step, skip_reason
+from compress.steps.resolve import is_quality_failure
 
 if TYPE_CHECKING:
     from compress.report.model import Artifact, Gate
@@ -64,7 +65,7 @@ def quality_gates(entry: Artifact, policy: GatePolicy) -> list[Gate]:
 
 def quality_failures(entry: Artifact, policy: GatePolicy) -> list[Gate]:
     """The quality gates ``entry`` fails (empty: it may be kept)."""
-    return [g for g in quality_gates(entry, policy) if not g.passed]
+    return [g for g in quality_gates(entry, policy) if is_quality_failure(g)]
 
 
 def should_repair(entry: Artifact, precision: str, policy: GatePolicy, fp32: Artifact | None) -> str | None:
@@ -98,7 +99,7 @@ def _record(step: RepairStep, entry: Artifact, gates: list[Gate]) -> dict:
     """What one attempt bought: its size and every quality gate's figure."""
     judged = [{"gate": g.name, "value": g.value, "limit": g.limit, "passed": g.passed, "reason": g.reason} for g in gates]
     return {"step": step.label, "techniques": list(entry.techniques), "size_bytes": entry.size_bytes,
-            "passed": all(g["passed"] for g in judged), "gates": judged}
+            "passed": not any(is_quality_failure(g) for g in gates), "gates": judged}
 
 
 def repair(attempt: Attempt, entry: Artifact, config, fmt: str, policy: GatePolicy,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import EnvironmentFailure, UsageError, first_line
+from compress.errors import EnvironmentFailure, UsageError, first_line, whole_message
 from compress.runtimes.base import io_layout
 from compress.targets.device_runner import OrtSession, RunnerError, run_in_chunks
 
@@ -64,7 +64,10 @@ class OrtRunner:
         try:
             return self.session.run(None, dict(zip(self.input_names, arrays)))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument classes
-            raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: {first_line(exc)}") from None
+            hint = ("; if an input's batch is not on axis 0 (a state (layers, batch, hidden)), name it with --batch-axis INPUT=AXIS"
+                    if "dimension" in str(exc).lower() else "")
+            raise UsageError(f"onnxruntime could not run {self.path.name} on inputs {[a.shape for a in arrays]}: "
+                             f"{whole_message(exc)}{hint}") from None
 
 
 def check_loads_in_child(path: str | Path, providers: list[str] | None = None, timeout_s: float = 300.0) -> None:
