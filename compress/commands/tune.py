@@ -85,7 +85,7 @@ def tune_command(
             check_data_file(data)
     from pydantic import ValidationError
 
-    from compress.errors import GateFailed, UsageError
+    from compress.errors import GateFailed
     from compress.loading.model import load_model
     from compress.tune import TuneConfig, tune
     from compress.tune.outputs import judged_by, quality
@@ -96,14 +96,7 @@ def tune_command(
                                 trials=trials, workers=workers, executor=executor, address=address, seed=seed,
                                 search=_search_block(search))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            loc = [str(p) for p in error["loc"]]
-            option = f"--{'-'.join(loc).replace('_', '-') or 'options'}"
-            message = error["msg"].removeprefix("Value error, ")
-            if not loc and message.startswith("search "):  # a choice the format cannot take (TuneConfig's checks)
-                raise UsageError(f"--search {search}: {message}") from None
-            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else option
-            raise UsageError(f"{where}: {message}") from None
+            raise _config_error(exc, search) from None
         handle = declare_output_kinds(load_model(model), output_kind)
         result = tune(handle, config, data, out, on_trial=lambda r: console.print(_describe(r), highlight=False, soft_wrap=True))
         document = {"best": result.best, "closest": result.closest, "baseline": result.baseline, "pareto": result.pareto,
@@ -114,6 +107,19 @@ def tune_command(
         if result.best is None:
             raise GateFailed(f"no trial met its gates ({judged_by(config)}); the closest (trial #{result.closest['number']}, "
                              f"{quality(result.closest)}) is kept in {out / 'closest'}")
+
+
+def _config_error(exc, search) -> Exception:
+    """The one-line UsageError for TuneConfig's first validation error, named by its option or --search entry."""
+    from compress.errors import UsageError
+
+    error = exc.errors()[0]
+    loc = [str(p) for p in error["loc"]]
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc and message.startswith("search "):  # a choice the format cannot take (TuneConfig's checks)
+        return UsageError(f"--search {search}: {message}")
+    where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else f"--{'-'.join(loc).replace('_', '-') or 'options'}"
+    return UsageError(f"{where}: {message}")
 
 
 def _describe_lm(result: dict) -> str:
@@ -133,7 +139,7 @@ def _tune_language_model(model: Path, data, max_degradation, objective, fmt, tar
     from pydantic import ValidationError
 
     from compress.commands._progress import step_progress
-    from compress.errors import GateFailed, UsageError
+    from compress.errors import GateFailed
     from compress.lm.model import load_lm
     from compress.tune import TuneConfig
     from compress.tune.lm_search import check_lm_tune, tune_lm
@@ -144,10 +150,7 @@ def _tune_language_model(model: Path, data, max_degradation, objective, fmt, tar
                                 budget=budget, trials=trials, workers=workers, executor=executor, seed=seed,
                                 search=_search_block(search))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            loc = [str(p) for p in error["loc"]]
-            where = f"--search {search}: {'.'.join(loc[1:])}" if loc[:1] == ["search"] else f"--{'-'.join(loc)}"
-            raise UsageError(f"{where}: {error['msg'].removeprefix('Value error, ')}") from None
+            raise _config_error(exc, search) from None
         check_lm_tune(config, data)
         with step_progress(transient=json_out) as step:
             step("loading the language model")
