@@ -39,7 +39,8 @@ import torch
 
 from bench.lm_onnx import SECTIONS, eval_chunks, perplexity, speed
 from compress.lm.layer_request import LayerRequest
-from compress.lm.onnx_gguf import read_llama_gguf, smollm2_gguf
+from compress.lm.gguf_reader import lm_grids, smollm2_gguf
+from compress.lm.model import load_lm
 from compress.lm.onnx_kv import OnnxDecoder, export_onnx_lm
 
 RESULTS = Path(__file__).parent / "results"
@@ -153,7 +154,8 @@ def main(argv=None) -> None:
     if not VENV_PYTHON.is_file():
         sys.exit(f"no llama.cpp venv at {VENV_PYTHON.parent.parent}: build it with bench/peers/make_venv.sh llama")
     source = smollm2_gguf()
-    module, grids, tokenizer = read_llama_gguf(source)
+    lm = load_lm(source)
+    module, grids, tokenizer = lm.module, lm_grids(lm), lm.tokenizer
     chunks = eval_chunks(tokenizer, args.chunks, args.length)
     with torch.no_grad():
         reference = [module(torch.tensor([c])).logits[0].numpy() for c in chunks]

@@ -44,7 +44,7 @@ def check_data(file: Path, recipe) -> str:
     from compress.errors import UsageError
     from compress.recipe.data_fit import data_mismatches, recipe_inputs
 
-    from compress.recipe.lm_run import is_lm_recipe
+    from compress.recipe.lm_fit import is_lm_recipe
 
     if is_lm_recipe(recipe):
         return "data: compress's held-out text (a language model is judged on perplexity in each file's runtime)"

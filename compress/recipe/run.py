@@ -82,7 +82,8 @@ def run_recipe(recipe: RecipeBase, out_dir: str | Path | None = None, force: boo
     clock = PhaseClock()
     step = clock.wrap(step)
     run_dir = Path(out_dir or recipe.output.dir)  # created and locked by holds_run_dir
-    from compress.recipe.lm_run import is_lm_recipe, run_lm_recipe
+    from compress.recipe.lm_fit import is_lm_recipe
+    from compress.recipe.lm_run import run_lm_recipe
 
     if is_lm_recipe(recipe):  # its one quantize_lm stage: `compress quantize` of the LM
         return run_lm_recipe(recipe, run_dir, step, recipe_path)

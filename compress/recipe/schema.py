@@ -112,7 +112,7 @@ class RecipeBase(Strict):
     @model_validator(mode="after")
     def _stages_fit_a_language_model(self) -> "RecipeBase":
         """A decoder LM source takes one quantize_lm stage, and quantize_lm takes only a decoder LM."""
-        from compress.recipe.lm_run import lm_recipe_problem
+        from compress.recipe.lm_fit import lm_recipe_problem
 
         problem = lm_recipe_problem(self) if hasattr(self, "stages") else None
         if problem:
