@@ -18,8 +18,9 @@ CALIBRATED_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose"})
 
 
 def dynamic_matmuls(entry: dict) -> bool:
-    """Whether ``entry``'s file quantizes MatMul/Gemm dynamically (picked by timing, or asked for)."""
-    records = [t if isinstance(t, dict) else t.model_dump() for t in entry["techniques"] if not isinstance(t, str)]
+    """Whether the file of ``entry`` (a repair step record: its techniques are compress.report.model.Technique)
+    quantizes MatMul/Gemm dynamically (picked by timing, or asked for)."""
+    records = [t.model_dump() for t in entry["techniques"]]
     return any(t.get("kind") == "ptq" and t.get("scheme") == "dynamic" and DYNAMIC_MATMULS & set(t.get("op_types") or ())
                for t in records)
 
